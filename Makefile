@@ -1,0 +1,55 @@
+# Every check has one entry point here; CI (.ci/run) calls the same targets.
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: install fmt format-check lint types test check bench demo demo-down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+format-check: install
+	$(BIN)/ruff format --check .
+
+lint: install
+	$(BIN)/ruff check .
+
+types: install
+	$(BIN)/mypy
+
+# Starts its own Kafka and PostgreSQL unless LEPTON_KAFKA_BOOTSTRAP and
+# LEPTON_DATABASE_URL name existing servers.
+test: install
+	$(BIN)/pytest
+
+check: format-check lint types test
+
+bench: install
+	$(BIN)/python -m bench.bus
+
+# Stack up, services up, one heartbeat and one job request through the CLI.
+demo: install
+	$(BIN)/lepton stack up
+	$(BIN)/lepton up
+	$(BIN)/lepton submit --tenant demo --dataset houses --target price --cpus 1 --memory 512
+	@echo "--- the newest heartbeat:"
+	$(BIN)/lepton tail lepton.node.heartbeats --max 1 --timeout 15
+	@echo "--- the job request:"
+	$(BIN)/lepton tail lepton.jobs.requested --from-beginning --max 1 --timeout 15
+	@echo "Stop everything with: make demo-down"
+
+demo-down: install
+	$(BIN)/lepton down
+	$(BIN)/lepton stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

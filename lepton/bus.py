@@ -1,0 +1,363 @@
+"""The Kafka bus: a thin layer over aiokafka that every service and the SDK share.
+
+- :class:`Publisher`: idempotent producer (``acks=all``) that Avro-encodes records and adds
+  CloudEvents headers and a W3C ``traceparent`` to every message.
+- :class:`Subscriber`: decodes, calls a handler, and commits an offset only after the
+  handler returned (at-least-once). A message that cannot be decoded, or whose handler
+  fails, goes to ``<topic>.dlq`` with the reason in its headers; the stream goes on.
+  A :class:`TransientError` (or a lost connection) is retried instead: the message is
+  neither dead-lettered nor committed until it succeeds.
+- :func:`ensure_topics`: creates the declared topics and their dead-letter topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from lepton.codec import Codec, DecodeError, MessageOrigin, Record
+from lepton.topics import Topic, dead_letter_topic
+
+__all__ = [
+    "BrokerUnavailableError",
+    "Event",
+    "Publisher",
+    "Subscriber",
+    "TransientError",
+    "ensure_topics",
+]
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+Handler = Callable[["Event"], Awaitable[None]]
+
+# The trace of the message being handled, so that what a handler publishes continues it.
+_current_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "lepton_trace_id", default=None
+)
+
+DLQ_HEADERS = (
+    "dlq_error_type",
+    "dlq_error_message",
+    "dlq_source_topic",
+    "dlq_source_partition",
+    "dlq_source_offset",
+    "dlq_time",
+)
+
+
+class TransientError(Exception):
+    """A handler failure worth retrying (a dependency is down), not the message's fault."""
+
+
+class BrokerUnavailableError(RuntimeError):
+    """Kafka could not be reached within the configured time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A decoded message, as a handler sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    type: str
+    record: Record
+    headers: Mapping[str, bytes]
+    timestamp_ms: int
+
+    @property
+    def trace_id(self) -> str | None:
+        return _trace_id(self.headers.get("traceparent"))
+
+
+def _trace_id(traceparent: bytes | None) -> str | None:
+    # W3C traceparent: version-traceid-spanid-flags
+    if traceparent is None:
+        return None
+    parts = traceparent.decode("ascii", "replace").split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+
+
+def _traceparent() -> bytes:
+    trace = _current_trace.get() or secrets.token_hex(16)
+    return f"00-{trace}-{secrets.token_hex(8)}-01".encode()
+
+
+async def _start_within(client: Any, timeout_s: float, bootstrap: str) -> None:
+    try:
+        await asyncio.wait_for(client.start(), timeout_s)
+    except (TimeoutError, KafkaError, OSError) as exc:
+        # A client that never started may still hold sockets and tasks.
+        await client.stop() if hasattr(client, "stop") else await client.close()
+        raise BrokerUnavailableError(
+            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f} s ({type(exc).__name__}); "
+            "is the broker running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?"
+        ) from exc
+
+
+class Publisher:
+    """Encodes records and sends them through one idempotent producer."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        codec: Codec,
+        *,
+        source: str,
+        client_id: str = "lepton",
+        connect_timeout_s: float = 20.0,
+        linger_ms: int = 5,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._codec = codec
+        self._source = source.encode()
+        self._connect_timeout_s = connect_timeout_s
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=f"{client_id}-{source}",
+            enable_idempotence=True,  # implies acks=all
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+        )
+
+    async def start(self) -> None:
+        await _start_within(self._producer, self._connect_timeout_s, self._bootstrap)
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def headers(self, event_type: str) -> Headers:
+        """CloudEvents Kafka-binding headers plus a W3C traceparent."""
+        return [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", uuid.uuid4().hex.encode()),
+            ("ce_source", self._source),
+            ("ce_type", event_type.encode()),
+            ("ce_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+            ("content-type", b"application/avro"),
+            ("traceparent", _traceparent()),
+        ]
+
+    async def send(
+        self, topic: Topic, key: str, record: Mapping[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Queue one event; the returned future resolves when the broker has acknowledged it."""
+        value = self._codec.encode(topic.event, record)
+        return await self._producer.send(
+            topic.name, value=value, key=key.encode(), headers=self.headers(topic.event)
+        )
+
+    async def publish(self, topic: Topic, key: str, record: Mapping[str, Any]) -> None:
+        """Send one event and wait for the broker's acknowledgement."""
+        await (await self.send(topic, key, record))
+
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> None:
+        """Send bytes as they are (dead letters, replays) and wait for the acknowledgement."""
+        await (await self._producer.send(topic, value=value, key=key, headers=headers))
+
+
+class Subscriber:
+    """Consumes topics in a consumer group, one message at a time, committing after each batch.
+
+    Only offsets of messages whose handler returned (or that were dead-lettered, with the
+    dead letter acknowledged) are committed, so a crash redelivers what was in flight.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        codec: Codec,
+        publisher: Publisher,
+        *,
+        topics: Sequence[Topic],
+        group_id: str,
+        handler: Handler,
+        client_id: str = "lepton",
+        connect_timeout_s: float = 20.0,
+        max_batch: int = 500,
+        retry_backoff_s: tuple[float, float] = (0.1, 10.0),
+    ) -> None:
+        self._codec = codec
+        self._publisher = publisher
+        self._topics = {topic.name: topic for topic in topics}
+        self._handler = handler
+        self._bootstrap = bootstrap
+        self._connect_timeout_s = connect_timeout_s
+        self._max_batch = max_batch
+        self._retry_backoff_s = retry_backoff_s
+        self._stopping = asyncio.Event()
+        self.handled = 0
+        self.dead_lettered = 0
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=f"{client_id}-{group_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+
+    async def start(self) -> None:
+        await _start_within(self._consumer, self._connect_timeout_s, self._bootstrap)
+
+    def stop_soon(self) -> None:
+        """Ask :meth:`run` to finish the message in hand, commit and return."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop_soon`; commits what was handled before returning."""
+        while not self._stopping.is_set():
+            fetch = asyncio.ensure_future(
+                self._consumer.getmany(timeout_ms=1000, max_records=self._max_batch)
+            )
+            stop = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not fetch.done():
+                fetch.cancel()
+                break
+            done: dict[TopicPartition, int] = {}
+            for partition, messages in fetch.result().items():
+                for message in messages:
+                    await self._handle(message)
+                    done[partition] = message.offset + 1
+                    if self._stopping.is_set():
+                        break
+                if self._stopping.is_set():
+                    break
+            if done:
+                await self._consumer.commit(done)
+
+    async def _handle(self, message: Any) -> None:
+        origin = MessageOrigin(message.topic, message.partition, message.offset)
+        headers = {name: value for name, value in message.headers or ()}
+        attempt = 0
+        while True:
+            try:
+                event_type, record = self._codec.decode(
+                    message.value, expected=self._topics[message.topic].event, origin=origin
+                )
+                event = Event(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key.decode("utf-8", "replace") if message.key else None,
+                    type=event_type,
+                    record=record,
+                    headers=headers,
+                    timestamp_ms=message.timestamp,
+                )
+                token = _current_trace.set(event.trace_id)
+                try:
+                    await self._handler(event)
+                finally:
+                    _current_trace.reset(token)
+            except (TransientError, ConnectionError, KafkaConnectionError) as exc:
+                attempt += 1
+                delay = min(self._retry_backoff_s[0] * 2**attempt, self._retry_backoff_s[1])
+                log.warning("retrying %s in %.1fs after %r", origin, delay, exc)
+                await asyncio.sleep(delay)
+                continue
+            except DecodeError as exc:
+                await self._dead_letter(message, exc)
+            except Exception as exc:
+                log.exception("handler failed for %s; dead-lettering it", origin)
+                await self._dead_letter(message, exc)
+            else:
+                self.handled += 1
+            return
+
+    async def _dead_letter(self, message: Any, error: Exception) -> None:
+        reason = [
+            ("dlq_error_type", type(error).__name__.encode()),
+            ("dlq_error_message", str(error).encode("utf-8", "replace")[:4096]),
+            ("dlq_source_topic", message.topic.encode()),
+            ("dlq_source_partition", str(message.partition).encode()),
+            ("dlq_source_offset", str(message.offset).encode()),
+            ("dlq_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+        ]
+        original = [(name, value) for name, value in message.headers or () if name not in DLQ_HEADERS]
+        await self._publisher.send_raw(
+            dead_letter_topic(message.topic), message.key, message.value, original + reason
+        )
+        self.dead_lettered += 1
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[Topic],
+    *,
+    with_dead_letters: bool = True,
+    connect_timeout_s: float = 20.0,
+) -> list[str]:
+    """Create every topic (and its ``.dlq``) that does not exist yet; returns those created.
+
+    Safe to run any number of times, from several processes at once.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    await _start_within(admin, connect_timeout_s, bootstrap)
+    try:
+        cluster = await admin.describe_cluster()
+        replication = min(3, len(cluster["brokers"]))
+        existing = set(await admin.list_topics())
+        wanted: list[NewTopic] = []
+        for topic in topics:
+            wanted.append(
+                NewTopic(topic.name, topic.partitions, replication, topic_configs=topic.config)
+            )
+            if with_dead_letters:
+                wanted.append(
+                    NewTopic(dead_letter_topic(topic.name), 1, replication, topic_configs=_DLQ_CONFIG)
+                )
+        missing = [new for new in wanted if new.name not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(missing)
+        created = []
+        for name, code, message in _topic_errors(response):
+            if code == 0:
+                created.append(name)
+            elif code != TopicAlreadyExistsError.errno:
+                raise KafkaError(f"creating topic {name} failed: error {code} {message}")
+        return created
+    finally:
+        await admin.close()
+
+
+# Dead letters are kept long enough for someone to look at them and replay them.
+_DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
+
+
+def _topic_errors(response: Any) -> Iterable[tuple[str, int, str | None]]:
+    for entry in response.topic_errors:
+        # v0 responses carry (name, code); later versions add a message.
+        name, code = entry[0], entry[1]
+        yield name, code, entry[2] if len(entry) > 2 else None

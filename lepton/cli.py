@@ -1,0 +1,315 @@
+"""The ``lepton`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lepton import stack
+from lepton.bus import BrokerUnavailableError, Publisher, ensure_topics
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.db import DatabaseUnavailableError, redacted
+from lepton.stack._process import is_alive, spawn, stop_process
+from lepton.topics import ALL_TOPICS, by_name
+
+app = typer.Typer(
+    help="Lepton: an open, event-driven control plane for AI infrastructure.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="The local stack: a real Kafka broker and PostgreSQL server.")
+contract_app = typer.Typer(help="The published event contract.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(contract_app, name="contract")
+
+console = Console()
+errors = Console(stderr=True)
+_debug = False
+
+T = TypeVar("T")
+
+
+def _fail(message: str, hint: str | None = None) -> NoReturn:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    if hint:
+        errors.print(f"[dim]hint:[/dim] {hint}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; known failures become one line (a traceback only with --debug)."""
+    try:
+        return action()
+    except (stack.StackError, BrokerUnavailableError, DatabaseUnavailableError) as exc:
+        if _debug:
+            raise
+        _fail(str(exc))
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+# --- stack ------------------------------------------------------------------------------
+
+
+def _print_status(current: stack.StackStatus, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(current.as_json()))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("running", "[green]yes[/green]" if current.running else "[red]no[/red]")
+    table.add_row("kafka", current.kafka_bootstrap or "-")
+    url = current.database_url
+    table.add_row("postgres", redacted(url) if url else "-")
+    table.add_row("state", str(current.state_dir))
+    table.add_row("logs", f"{current.kafka_log}\n{current.postgres_log}")
+    if current.note:
+        table.add_row("note", current.note)
+    console.print(table)
+
+
+@stack_app.command("up")
+def stack_up(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Start Kafka and PostgreSQL (or report the stack already running)."""
+    settings = Settings()
+    with console.status("starting Kafka and PostgreSQL…") if not as_json else _nothing():
+        current = _guarded(lambda: stack.up(settings))
+    _print_status(current, as_json)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the local stack; its data stays in the state directory."""
+    stopped = _guarded(lambda: stack.down(Settings()))
+    console.print("stack stopped" if stopped else "no stack was running")
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Where Kafka and PostgreSQL are, and whether they run."""
+    _print_status(stack.status(Settings()), as_json)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --- services ---------------------------------------------------------------------------
+
+# The services `lepton up` starts on this machine, with their command lines.
+_LOCAL_SERVICES: dict[str, list[str]] = {
+    "scheduler": ["lepton-scheduler"],
+    "ingest": ["lepton-ingest"],
+    "evaluator": ["lepton-evaluator"],
+    "monitor": ["lepton-monitor"],
+    "trainer-node-1": ["lepton-trainer", "--node-id", "node-1", "--cpus", "1", "--memory", "2048"],
+}
+
+
+def _service_dir(settings: Settings) -> Path:
+    return settings.state_dir / "services"
+
+
+def _service_pid(settings: Settings, name: str) -> int | None:
+    try:
+        return int((_service_dir(settings) / f"{name}.pid").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@app.command("up")
+def services_up() -> None:
+    """Start every service on this machine, in the background (logs in the state directory)."""
+    settings = Settings()
+    where = _guarded(lambda: stack.endpoints(settings))
+    _guarded(lambda: asyncio.run(ensure_topics(where.kafka_bootstrap, ALL_TOPICS)))
+    directory = _service_dir(settings)
+    directory.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    for name, command in _LOCAL_SERVICES.items():
+        if is_alive(_service_pid(settings, name)):
+            console.print(f"{name}: already running")
+            continue
+        executable = bin_dir / command[0]
+        program = str(executable) if executable.exists() else shutil.which(command[0])
+        if program is None:
+            _fail(f"{command[0]} not found", "run `make install`")
+        pid = spawn([program, *command[1:]], directory / f"{name}.log")
+        (directory / f"{name}.pid").write_text(str(pid))
+        console.print(f"{name}: started (pid {pid}, log {directory / f'{name}.log'})")
+
+
+@app.command("down")
+def services_down() -> None:
+    """Stop the services `lepton up` started (SIGTERM: they finish, commit and close)."""
+    settings = Settings()
+    for name in _LOCAL_SERVICES:
+        pid = _service_pid(settings, name)
+        if is_alive(pid):
+            stop_process(pid)
+            console.print(f"{name}: stopped")
+        (_service_dir(settings) / f"{name}.pid").unlink(missing_ok=True)
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+@app.command("tail")
+def tail(
+    topic: Annotated[str, typer.Argument(help="A Lepton topic, e.g. lepton.jobs.events.")],
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the oldest message.")
+    ] = False,
+    count: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after this many events.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds without a new event.")
+    ] = None,
+) -> None:
+    """Print a topic's events as JSON lines, decoded."""
+    try:
+        spec = by_name(topic)
+    except KeyError:
+        _fail(f"unknown topic {topic!r}", "one of: " + ", ".join(t.name for t in ALL_TOPICS))
+    where = _guarded(lambda: stack.endpoints(Settings()))
+
+    async def follow() -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        codec = default_codec()
+        consumer = AIOKafkaConsumer(
+            spec.name,
+            bootstrap_servers=where.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        )
+        await consumer.start()
+        seen = 0
+        last = time.monotonic()
+        try:
+            while count is None or seen < count:
+                batch = await consumer.getmany(timeout_ms=200)
+                messages = [message for records in batch.values() for message in records]
+                if not messages and timeout is not None and time.monotonic() - last > timeout:
+                    return
+                for message in messages:
+                    last = time.monotonic()
+                    try:
+                        kind, record = codec.decode(message.value)
+                        line = {"topic": spec.name, "key": _key(message.key), "type": kind,
+                                "offset": message.offset, "record": record}
+                    except ValueError as exc:
+                        line = {"topic": spec.name, "offset": message.offset, "error": str(exc)}
+                    print(json.dumps(line, default=_json_default, ensure_ascii=False), flush=True)
+                    seen += 1
+                    if count is not None and seen >= count:
+                        return
+        finally:
+            await consumer.stop()
+
+    try:
+        _guarded(lambda: asyncio.run(follow()))
+    except KeyboardInterrupt:
+        pass
+
+
+def _key(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
+
+
+@app.command("submit")
+def submit(
+    tenant: Annotated[str, typer.Option(help="Who the job belongs to.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset name to train on.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    algorithm: Annotated[str, typer.Option(help="Algorithm family, or auto.")] = "auto",
+    priority_class: Annotated[str, typer.Option(help="Priority class name.")] = "normal",
+    priority: Annotated[int, typer.Option(help="Priority number; higher runs first.")] = 100,
+    cpus: Annotated[float, typer.Option(min=0.001, help="Cores per worker.")] = 1.0,
+    memory: Annotated[int, typer.Option(min=1, help="MiB per worker.")] = 1024,
+    gpus: Annotated[int, typer.Option(min=0, help="GPUs per worker.")] = 0,
+    job_id: Annotated[str | None, typer.Option(help="Default: a new random id.")] = None,
+) -> None:
+    """Submit a training job (waits for the broker's acknowledgement)."""
+    record = {
+        "job_id": job_id or f"job-{uuid.uuid4().hex[:12]}",
+        "tenant": tenant,
+        "priority_class": priority_class,
+        "priority": priority,
+        "task": {"kind": "train", "algorithm": algorithm, "target_column": target},
+        "dataset": {"name": dataset} if dataset else None,
+        "demand": {
+            "cpu_millicores": int(cpus * 1000),
+            "memory_mib": memory,
+            "gpus": gpus,
+            "network_mbps": 0,
+        },
+        "constraints": {},
+        "submitted_at": int(time.time() * 1000),
+        "submitted_by": os.environ.get("USER"),
+    }
+    where = _guarded(lambda: stack.endpoints(Settings()))
+
+    async def send() -> None:
+        async with Publisher(where.kafka_bootstrap, default_codec(), source="lepton/cli") as bus:
+            await bus.publish(by_name("lepton.jobs.requested"), record["job_id"], record)
+
+    _guarded(lambda: asyncio.run(send()))
+    console.print(f"submitted {record['job_id']}")
+
+
+# --- contract ---------------------------------------------------------------------------
+
+
+@contract_app.command("vectors")
+def contract_vectors(
+    write: Annotated[bool, typer.Option("--write", help="Rewrite schemas/vectors/.")] = False,
+) -> None:
+    """Check (or rewrite) the golden test vectors against the codec."""
+    from lepton._vectors import write_vectors
+
+    if write:
+        for path in write_vectors():
+            console.print(f"wrote {path}")
+    else:
+        console.print("use --write to regenerate; `make test` checks them")
+
+
+def main() -> None:
+    app()

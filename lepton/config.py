@@ -1,0 +1,83 @@
+"""Every Lepton setting, declared once, with its environment variable and what it does.
+
+Values come from the environment (``LEPTON_*``) or a ``.env`` file in the working
+directory. When ``kafka_bootstrap`` or ``database_url`` is unset, the CLI and the services
+use the local stack that ``lepton stack up`` started (its address is in the state
+directory), so nothing needs configuring to try Lepton on one machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "lepton"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "lepton"
+
+
+class Settings(BaseSettings):
+    """Lepton's configuration. Each field reads the environment variable ``LEPTON_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LEPTON_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="LEPTON_KAFKA_BOOTSTRAP: host:port[,host:port] of an existing Kafka "
+        "cluster. Unset: the local stack's broker.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="LEPTON_DATABASE_URL: postgresql:// URL of an existing PostgreSQL "
+        "database. Unset: the local stack's server. Never logged.",
+    )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="LEPTON_STATE_DIR: where the local stack keeps its data, logs and "
+        "process ids, and where `lepton up` writes service logs.",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="LEPTON_CACHE_DIR: where Kafka's and Avro's jars from Maven Central are "
+        "cached between runs.",
+    )
+    java: str = Field(
+        default="java", description="LEPTON_JAVA: the Java (17 or newer) that runs Kafka."
+    )
+    maven: str = Field(
+        default="mvn", description="LEPTON_MAVEN: the Maven that fetches Kafka's jars."
+    )
+    kafka_heap: str = Field(
+        default="768m",
+        description="LEPTON_KAFKA_HEAP: the local broker's JVM heap (-Xmx); modest, because "
+        "the broker shares small machines with the services.",
+    )
+    client_id: str = Field(
+        default="lepton",
+        description="LEPTON_CLIENT_ID: Kafka client id prefix, seen in broker logs and "
+        "metrics.",
+    )
+    connect_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="LEPTON_CONNECT_TIMEOUT_S: how long a service tries to reach Kafka or "
+        "PostgreSQL at start before it gives up with a clear error.",
+    )
+    health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="LEPTON_HEALTH_PORT: loopback port of a service's /healthz and "
+        "/metrics endpoint; 0 picks a free one (written to the service log).",
+    )
+    log_level: str = Field(default="info", description="LEPTON_LOG_LEVEL: debug, info, warning.")

