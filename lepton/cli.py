@@ -37,7 +37,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(contract_app, name="contract")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
 _debug = False
 
 T = TypeVar("T")

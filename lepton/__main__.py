@@ -1,0 +1,3 @@
+from lepton.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""The local stack's life cycle, on a stack of its own (not the session's)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from lepton import stack
+from lepton.bus import BrokerUnavailableError, ensure_topics
+from lepton.config import Settings
+from lepton.stack._process import free_port
+from lepton.topics import Topic
+
+pytestmark = pytest.mark.integration
+
+
+def lepton_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lepton", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
+    env = {"LEPTON_STATE_DIR": str(tmp_path / "state")}
+    env_without_servers = {
+        key: value for key, value in os.environ.items() if not key.startswith("LEPTON_")
+    }
+    env_without_servers.update(env)
+
+    started = lepton_cli("stack", "up", "--json", env=env_without_servers)
+    assert started.returncode == 0, started.stderr
+    first = json.loads(started.stdout)
+    assert first["running"] and first["kafka_bootstrap"].startswith("127.0.0.1:")
+    assert first["database_url"].startswith("postgresql://")
+
+    again = json.loads(lepton_cli("stack", "up", "--json", env=env_without_servers).stdout)
+    assert again["note"] == "already running"
+    assert again["kafka_pid"] == first["kafka_pid"], "nothing is started twice"
+
+    status = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
+    assert status["kafka_bootstrap"] == first["kafka_bootstrap"]
+    assert status["database_url"] == first["database_url"]
+
+    async def both_answer(where: dict[str, str]) -> None:
+        await ensure_topics(where["kafka_bootstrap"], [Topic("probe", "lepton.Alert", "k")])
+        connection = await asyncpg.connect(where["database_url"])
+        await connection.close()
+
+    asyncio.run(both_answer(first))
+
+    os.killpg(first["kafka_pid"], signal.SIGKILL)  # a crashed run leaves PostgreSQL behind
+    crashed = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
+    assert not crashed["running"]
+    assert "crashed" in crashed["note"]
+
+    restarted = lepton_cli("stack", "up", "--json", env=env_without_servers)
+    assert restarted.returncode == 0, restarted.stderr
+    recovered = json.loads(restarted.stdout)
+    assert recovered["running"]
+    assert recovered["note"] == "cleaned up a stack left behind by a crashed run"
+    assert recovered["postgres_pid"] != first["postgres_pid"], "the leftover server was stopped"
+    asyncio.run(both_answer(recovered))
+
+    stopped = lepton_cli("stack", "down", env=env_without_servers)
+    assert stopped.returncode == 0 and "stack stopped" in stopped.stdout
+    final = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
+    assert not final["running"]
+    assert not Path(f"/proc/{recovered['kafka_pid']}").exists()
+
+
+def test_missing_java_is_a_one_line_error(tmp_path: Path) -> None:
+    result = lepton_cli(
+        "stack",
+        "up",
+        env={"LEPTON_STATE_DIR": str(tmp_path), "LEPTON_JAVA": "no-such-java"},
+    )
+    assert result.returncode == 1
+    assert "'no-such-java' not found" in result.stderr
+    assert "LEPTON_JAVA" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_commands_without_a_stack_say_how_to_get_one(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEPTON_")}
+    env["LEPTON_STATE_DIR"] = str(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "lepton", "tail", "lepton.alerts", "--max", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "run `lepton stack up`" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_an_unreachable_broker_is_a_clear_error_within_the_timeout() -> None:
+    bootstrap = f"127.0.0.1:{free_port()}"
+    with pytest.raises(BrokerUnavailableError, match=f"Kafka at {bootstrap} did not answer"):
+        await ensure_topics(bootstrap, [Topic("x", "lepton.Alert", "k")], connect_timeout_s=2)
+
+
+def test_settings_name_existing_servers() -> None:
+    settings = Settings(kafka_bootstrap="kafka.example:9092", database_url="postgresql://x/y")
+    where = stack.endpoints(settings)
+    assert where.kafka_bootstrap == "kafka.example:9092"
+    assert where.database_url == "postgresql://x/y"
