@@ -1,0 +1,242 @@
+"""Bus throughput: our Avro bus against raw aiokafka and Kafka's own producer, one broker.
+
+    make bench            # or: .venv/bin/python -m bench.bus [--events N]
+
+Four measurements in one run, on the same broker, with the same producer settings
+(idempotent, acks=all, linger 5 ms) and heartbeat-sized messages:
+
+1. ``kafka-producer-perf-test`` (Kafka's ProducerPerformance, from the same Maven jars);
+2. raw aiokafka sending pre-encoded bytes (the baseline);
+3. our :class:`~lepton.bus.Publisher` encoding each heartbeat to Avro (produce alone);
+4. produce -> consume, raw aiokafka against our Publisher + Subscriber (decode + handler).
+
+Records are generated before the clock starts. Prints a table; writes
+``bench/results/bus.json``. Target: our bus >= 0.7 x raw aiokafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from lepton import stack
+from lepton.bus import Event, Publisher, Subscriber, ensure_topics
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.stack._kafka import check_java, fetch_jars, java_classpath
+from lepton.topics import Topic
+
+RESULTS = Path(__file__).parent / "results"
+PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
+
+
+def heartbeats(count: int) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    return [
+        {
+            "node_id": f"node-{i % 10_000:05d}",
+            "region": "eu-west",
+            "labels": {"pool": "cpu", "zone": "b"},
+            "gpu_type": None,
+            "capacity": {"cpu_millicores": 32000, "memory_mib": 131072, "gpus": 0,
+                         "network_mbps": 10000},
+            "usage": {"cpu_millicores": 1000 + i % 30000, "memory_mib": 4096 + i % 60000,
+                      "gpus": 0, "network_mbps": i % 900},
+            "running_job_ids": [f"job-{i:08d}"],
+            "sent_at": now + i,
+            "sequence": i,
+            "agent_started_at": now,
+            "interval_ms": 1000,
+        }
+        for i in range(count)
+    ]
+
+
+class Clock:
+    """Wall time and this process's CPU time over a block."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def row(name: str, events: int, clock: Clock | None, rate: float | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "events": events,
+        "seconds": round(clock.wall, 3) if clock else None,
+        "events_per_s": round(rate if rate is not None else events / clock.wall) if clock or rate else None,
+        "client_cpu_s_per_million": round(clock.cpu / events * 1e6, 2) if clock else None,
+    }
+
+
+async def fresh_topic(bootstrap: str, partitions: int = 6) -> Topic:
+    topic = Topic(f"bench.{uuid.uuid4().hex[:8]}", "lepton.NodeHeartbeat", "node id", partitions)
+    await ensure_topics(bootstrap, [topic], with_dead_letters=False)
+    return topic
+
+
+async def raw_produce(bootstrap: str, keys: list[bytes], values: list[bytes]) -> Clock:
+    topic = await fresh_topic(bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    await producer.start()
+    try:
+        with Clock() as clock:
+            pending = [await producer.send(topic.name, value, key=key) for key, value in zip(keys, values, strict=True)]
+            await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return clock
+
+
+async def bus_produce(bootstrap: str, records: list[dict[str, Any]]) -> Clock:
+    topic = await fresh_topic(bootstrap)
+    async with Publisher(bootstrap, default_codec(), source="bench") as publisher:
+        with Clock() as clock:
+            pending = [await publisher.send(topic, record["node_id"], record) for record in records]
+            await asyncio.gather(*pending)
+    return clock
+
+
+async def raw_round_trip(bootstrap: str, keys: list[bytes], values: list[bytes]) -> Clock:
+    topic = await fresh_topic(bootstrap)
+    consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:6]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    await asyncio.gather(consumer.start(), producer.start())
+    try:
+        with Clock() as clock:
+            async def consume() -> None:
+                seen = 0
+                while seen < len(values):
+                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    seen += sum(len(messages) for messages in batch.values())
+                    if batch:
+                        await consumer.commit()
+
+            reader = asyncio.create_task(consume())
+            pending = [await producer.send(topic.name, value, key=key) for key, value in zip(keys, values, strict=True)]
+            await asyncio.gather(*pending)
+            await reader
+    finally:
+        await asyncio.gather(consumer.stop(), producer.stop())
+    return clock
+
+
+async def bus_round_trip(bootstrap: str, records: list[dict[str, Any]]) -> Clock:
+    topic = await fresh_topic(bootstrap)
+    done = asyncio.Event()
+    seen = 0
+
+    async def handle(event: Event) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == len(records):
+            done.set()
+
+    codec = default_codec()
+    async with Publisher(bootstrap, codec, source="bench") as publisher:
+        subscriber = Subscriber(bootstrap, codec, publisher, topics=[topic],
+                                group_id=f"bench-{uuid.uuid4().hex[:6]}", handler=handle)
+        await subscriber.start()
+        try:
+            with Clock() as clock:
+                reader = asyncio.create_task(subscriber.run())
+                pending = [await publisher.send(topic, record["node_id"], record) for record in records]
+                await asyncio.gather(*pending)
+                await done.wait()
+            subscriber.stop_soon()
+            await reader
+        finally:
+            await subscriber.close()
+    return clock
+
+
+def kafka_perf_test(bootstrap: str, events: int, size: int) -> dict[str, Any]:
+    settings = Settings()
+    jars = fetch_jars(settings.cache_dir, settings.maven)
+    topic = asyncio.run(fresh_topic(bootstrap))
+    result = subprocess.run(
+        [check_java(settings.java), "-Xmx512m", "-cp", java_classpath(jars),
+         "org.apache.kafka.tools.ProducerPerformance", "--topic", topic.name,
+         "--num-records", str(events), "--record-size", str(size), "--throughput", "-1",
+         "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
+         "enable.idempotence=true", "linger.ms=5"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    summary = result.stdout.strip().splitlines()[-1]
+    match = re.search(r"([\d.]+) records/sec", summary)
+    rate = float(match.group(1)) if match else float("nan")
+    return {"name": "kafka-producer-perf-test (Java)", "events": events, "seconds": None,
+            "events_per_s": round(rate), "client_cpu_s_per_million": None, "raw": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    bootstrap = stack.endpoints(Settings()).kafka_bootstrap
+    codec = default_codec()
+    records = heartbeats(args.events)
+    values = [codec.encode("lepton.NodeHeartbeat", record) for record in records]
+    keys = [record["node_id"].encode() for record in records]
+    size = round(sum(map(len, values)) / len(values))
+
+    async def warm_up() -> None:
+        await raw_produce(bootstrap, keys[:20_000], values[:20_000])
+        await bus_produce(bootstrap, records[:20_000])
+
+    asyncio.run(warm_up())
+    rows = [kafka_perf_test(bootstrap, args.events, size)]
+    raw = asyncio.run(raw_produce(bootstrap, keys, values))
+    ours = asyncio.run(bus_produce(bootstrap, records))
+    raw_trip = asyncio.run(raw_round_trip(bootstrap, keys, values))
+    our_trip = asyncio.run(bus_round_trip(bootstrap, records))
+    rows += [
+        row("raw aiokafka produce, pre-encoded bytes", args.events, raw),
+        row("lepton bus produce, Avro-encoding each", args.events, ours),
+        row("raw aiokafka produce -> consume", args.events, raw_trip),
+        row("lepton bus produce -> consume (decode, handler, commit)", args.events, our_trip),
+    ]
+    ratios = {
+        "produce: bus / raw aiokafka": round(raw.wall / ours.wall, 3),
+        "produce -> consume: bus / raw aiokafka": round(raw_trip.wall / our_trip.wall, 3),
+        "target": 0.7,
+    }
+    report = {
+        "benchmark": "bus",
+        "message_bytes": size,
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "rows": rows,
+        "ratios": ratios,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(f"\nbus benchmark: {args.events} heartbeats of {size} bytes, one broker\n")
+    print(f"{'measurement':58} {'events/s':>10} {'client CPU s / 1M':>18}")
+    for entry in rows:
+        cpu = entry["client_cpu_s_per_million"]
+        print(f"{entry['name']:58} {entry['events_per_s']:>10,} {cpu if cpu is not None else '-':>18}")
+    print()
+    for name, value in ratios.items():
+        print(f"{name:58} {value:>10}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bus.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {RESULTS / 'bus.json'}")
+
+
+if __name__ == "__main__":
+    main()
