@@ -48,10 +48,18 @@ def heartbeats(count: int) -> list[dict[str, Any]]:
             "region": "eu-west",
             "labels": {"pool": "cpu", "zone": "b"},
             "gpu_type": None,
-            "capacity": {"cpu_millicores": 32000, "memory_mib": 131072, "gpus": 0,
-                         "network_mbps": 10000},
-            "usage": {"cpu_millicores": 1000 + i % 30000, "memory_mib": 4096 + i % 60000,
-                      "gpus": 0, "network_mbps": i % 900},
+            "capacity": {
+                "cpu_millicores": 32000,
+                "memory_mib": 131072,
+                "gpus": 0,
+                "network_mbps": 10000,
+            },
+            "usage": {
+                "cpu_millicores": 1000 + i % 30000,
+                "memory_mib": 4096 + i % 60000,
+                "gpus": 0,
+                "network_mbps": i % 900,
+            },
             "running_job_ids": [f"job-{i:08d}"],
             "sent_at": now + i,
             "sequence": i,
@@ -79,7 +87,9 @@ def row(name: str, events: int, clock: Clock | None, rate: float | None = None) 
         "name": name,
         "events": events,
         "seconds": round(clock.wall, 3) if clock else None,
-        "events_per_s": round(rate if rate is not None else events / clock.wall) if clock or rate else None,
+        "events_per_s": round(rate if rate is not None else events / clock.wall)
+        if clock or rate
+        else None,
         "client_cpu_s_per_million": round(clock.cpu / events * 1e6, 2) if clock else None,
     }
 
@@ -96,7 +106,10 @@ async def raw_produce(bootstrap: str, keys: list[bytes], values: list[bytes]) ->
     await producer.start()
     try:
         with Clock() as clock:
-            pending = [await producer.send(topic.name, value, key=key) for key, value in zip(keys, values, strict=True)]
+            pending = [
+                await producer.send(topic.name, value, key=key)
+                for key, value in zip(keys, values, strict=True)
+            ]
             await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -114,12 +127,18 @@ async def bus_produce(bootstrap: str, records: list[dict[str, Any]]) -> Clock:
 
 async def raw_round_trip(bootstrap: str, keys: list[bytes], values: list[bytes]) -> Clock:
     topic = await fresh_topic(bootstrap)
-    consumer = AIOKafkaConsumer(topic.name, bootstrap_servers=bootstrap, group_id=f"bench-{uuid.uuid4().hex[:6]}",
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic.name,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
     await asyncio.gather(consumer.start(), producer.start())
     try:
         with Clock() as clock:
+
             async def consume() -> None:
                 seen = 0
                 while seen < len(values):
@@ -129,7 +148,10 @@ async def raw_round_trip(bootstrap: str, keys: list[bytes], values: list[bytes])
                         await consumer.commit()
 
             reader = asyncio.create_task(consume())
-            pending = [await producer.send(topic.name, value, key=key) for key, value in zip(keys, values, strict=True)]
+            pending = [
+                await producer.send(topic.name, value, key=key)
+                for key, value in zip(keys, values, strict=True)
+            ]
             await asyncio.gather(*pending)
             await reader
     finally:
@@ -150,13 +172,21 @@ async def bus_round_trip(bootstrap: str, records: list[dict[str, Any]]) -> Clock
 
     codec = default_codec()
     async with Publisher(bootstrap, codec, source="bench") as publisher:
-        subscriber = Subscriber(bootstrap, codec, publisher, topics=[topic],
-                                group_id=f"bench-{uuid.uuid4().hex[:6]}", handler=handle)
+        subscriber = Subscriber(
+            bootstrap,
+            codec,
+            publisher,
+            topics=[topic],
+            group_id=f"bench-{uuid.uuid4().hex[:6]}",
+            handler=handle,
+        )
         await subscriber.start()
         try:
             with Clock() as clock:
                 reader = asyncio.create_task(subscriber.run())
-                pending = [await publisher.send(topic, record["node_id"], record) for record in records]
+                pending = [
+                    await publisher.send(topic, record["node_id"], record) for record in records
+                ]
                 await asyncio.gather(*pending)
                 await done.wait()
             subscriber.stop_soon()
@@ -171,18 +201,42 @@ def kafka_perf_test(bootstrap: str, events: int, size: int) -> dict[str, Any]:
     jars = fetch_jars(settings.cache_dir, settings.maven)
     topic = asyncio.run(fresh_topic(bootstrap))
     result = subprocess.run(
-        [check_java(settings.java), "-Xmx512m", "-cp", java_classpath(jars),
-         "org.apache.kafka.tools.ProducerPerformance", "--topic", topic.name,
-         "--num-records", str(events), "--record-size", str(size), "--throughput", "-1",
-         "--producer-props", f"bootstrap.servers={bootstrap}", "acks=all",
-         "enable.idempotence=true", "linger.ms=5"],
-        capture_output=True, text=True, timeout=600, check=True,
+        [
+            check_java(settings.java),
+            "-Xmx512m",
+            "-cp",
+            java_classpath(jars),
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic.name,
+            "--num-records",
+            str(events),
+            "--record-size",
+            str(size),
+            "--throughput",
+            "-1",
+            "--producer-props",
+            f"bootstrap.servers={bootstrap}",
+            "acks=all",
+            "enable.idempotence=true",
+            "linger.ms=5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     summary = result.stdout.strip().splitlines()[-1]
     match = re.search(r"([\d.]+) records/sec", summary)
     rate = float(match.group(1)) if match else float("nan")
-    return {"name": "kafka-producer-perf-test (Java)", "events": events, "seconds": None,
-            "events_per_s": round(rate), "client_cpu_s_per_million": None, "raw": summary}
+    return {
+        "name": "kafka-producer-perf-test (Java)",
+        "events": events,
+        "seconds": None,
+        "events_per_s": round(rate),
+        "client_cpu_s_per_million": None,
+        "raw": summary,
+    }
 
 
 def main() -> None:
@@ -229,7 +283,9 @@ def main() -> None:
     print(f"{'measurement':58} {'events/s':>10} {'client CPU s / 1M':>18}")
     for entry in rows:
         cpu = entry["client_cpu_s_per_million"]
-        print(f"{entry['name']:58} {entry['events_per_s']:>10,} {cpu if cpu is not None else '-':>18}")
+        print(
+            f"{entry['name']:58} {entry['events_per_s']:>10,} {cpu if cpu is not None else '-':>18}"
+        )
     print()
     for name, value in ratios.items():
         print(f"{name:58} {value:>10}")

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import secrets
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import prometheus_client
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
@@ -46,6 +46,12 @@ Handler = Callable[["Event"], Awaitable[None]]
 # The trace of the message being handled, so that what a handler publishes continues it.
 _current_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "lepton_trace_id", default=None
+)
+
+_MESSAGES = prometheus_client.Counter(
+    "lepton_messages_total",
+    "Messages a consumer group finished with, by topic and outcome.",
+    ["group", "topic", "outcome"],
 )
 
 DLQ_HEADERS = (
@@ -92,9 +98,12 @@ def _trace_id(traceparent: bytes | None) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-def _traceparent() -> bytes:
-    trace = _current_trace.get() or secrets.token_hex(16)
-    return f"00-{trace}-{secrets.token_hex(8)}-01".encode()
+def _ids() -> tuple[bytes, bytes]:
+    """A CloudEvents id and a W3C traceparent continuing the current trace, if any."""
+    # One call to the OS for all random bits: this runs for every message.
+    random = os.urandom(40).hex()
+    trace = _current_trace.get() or random[48:80]
+    return random[:32].encode(), f"00-{trace}-{random[32:48]}-01".encode()
 
 
 async def _start_within(client: Any, timeout_s: float, bootstrap: str) -> None:
@@ -150,24 +159,24 @@ class Publisher:
 
     def headers(self, event_type: str) -> Headers:
         """CloudEvents Kafka-binding headers plus a W3C traceparent."""
+        event_id, traceparent = _ids()
         return [
             ("ce_specversion", b"1.0"),
-            ("ce_id", uuid.uuid4().hex.encode()),
+            ("ce_id", event_id),
             ("ce_source", self._source),
             ("ce_type", event_type.encode()),
             ("ce_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
             ("content-type", b"application/avro"),
-            ("traceparent", _traceparent()),
+            ("traceparent", traceparent),
         ]
 
-    async def send(
-        self, topic: Topic, key: str, record: Mapping[str, Any]
-    ) -> asyncio.Future[Any]:
+    async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Queue one event; the returned future resolves when the broker has acknowledged it."""
         value = self._codec.encode(topic.event, record)
-        return await self._producer.send(
+        delivery: asyncio.Future[Any] = await self._producer.send(
             topic.name, value=value, key=key.encode(), headers=self.headers(topic.event)
         )
+        return delivery
 
     async def publish(self, topic: Topic, key: str, record: Mapping[str, Any]) -> None:
         """Send one event and wait for the broker's acknowledgement."""
@@ -212,6 +221,12 @@ class Subscriber:
         self._stopping = asyncio.Event()
         self.handled = 0
         self.dead_lettered = 0
+        # Children resolved once: a labels() lookup per message would cost more than the count.
+        self._counted = {
+            (name, outcome): _MESSAGES.labels(group_id, name, outcome)
+            for name in self._topics
+            for outcome in ("handled", "dead_lettered")
+        }
         self._consumer = AIOKafkaConsumer(
             *self._topics,
             bootstrap_servers=bootstrap,
@@ -293,6 +308,7 @@ class Subscriber:
                 await self._dead_letter(message, exc)
             else:
                 self.handled += 1
+                self._counted[message.topic, "handled"].inc()
             return
 
     async def _dead_letter(self, message: Any, error: Exception) -> None:
@@ -304,11 +320,14 @@ class Subscriber:
             ("dlq_source_offset", str(message.offset).encode()),
             ("dlq_time", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
         ]
-        original = [(name, value) for name, value in message.headers or () if name not in DLQ_HEADERS]
+        original = [
+            (name, value) for name, value in message.headers or () if name not in DLQ_HEADERS
+        ]
         await self._publisher.send_raw(
             dead_letter_topic(message.topic), message.key, message.value, original + reason
         )
         self.dead_lettered += 1
+        self._counted[message.topic, "dead_lettered"].inc()
 
 
 async def ensure_topics(
@@ -335,7 +354,9 @@ async def ensure_topics(
             )
             if with_dead_letters:
                 wanted.append(
-                    NewTopic(dead_letter_topic(topic.name), 1, replication, topic_configs=_DLQ_CONFIG)
+                    NewTopic(
+                        dead_letter_topic(topic.name), 1, replication, topic_configs=_DLQ_CONFIG
+                    )
                 )
         missing = [new for new in wanted if new.name not in existing]
         if not missing:

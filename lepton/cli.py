@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +25,9 @@ from lepton.contract import default_codec
 from lepton.db import DatabaseUnavailableError, redacted
 from lepton.stack._process import is_alive, spawn, stop_process
 from lepton.topics import ALL_TOPICS, by_name
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 app = typer.Typer(
     help="Lepton: an open, event-driven control plane for AI infrastructure.",
@@ -232,8 +235,13 @@ def tail(
                     last = time.monotonic()
                     try:
                         kind, record = codec.decode(message.value)
-                        line = {"topic": spec.name, "key": _key(message.key), "type": kind,
-                                "offset": message.offset, "record": record}
+                        line = {
+                            "topic": spec.name,
+                            "key": _key(message.key),
+                            "type": kind,
+                            "offset": message.offset,
+                            "record": record,
+                        }
                     except ValueError as exc:
                         line = {"topic": spec.name, "offset": message.offset, "error": str(exc)}
                     print(json.dumps(line, default=_json_default, ensure_ascii=False), flush=True)
@@ -243,10 +251,8 @@ def tail(
         finally:
             await consumer.stop()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _guarded(lambda: asyncio.run(follow()))
-    except KeyboardInterrupt:
-        pass
 
 
 def _key(key: bytes | None) -> str | None:
@@ -267,8 +273,9 @@ def submit(
     job_id: Annotated[str | None, typer.Option(help="Default: a new random id.")] = None,
 ) -> None:
     """Submit a training job (waits for the broker's acknowledgement)."""
-    record = {
-        "job_id": job_id or f"job-{uuid.uuid4().hex[:12]}",
+    job = job_id or f"job-{uuid.uuid4().hex[:12]}"
+    record: dict[str, Any] = {
+        "job_id": job,
         "tenant": tenant,
         "priority_class": priority_class,
         "priority": priority,
@@ -288,10 +295,10 @@ def submit(
 
     async def send() -> None:
         async with Publisher(where.kafka_bootstrap, default_codec(), source="lepton/cli") as bus:
-            await bus.publish(by_name("lepton.jobs.requested"), record["job_id"], record)
+            await bus.publish(by_name("lepton.jobs.requested"), job, record)
 
     _guarded(lambda: asyncio.run(send()))
-    console.print(f"submitted {record['job_id']}")
+    console.print(f"submitted {job}")
 
 
 # --- contract ---------------------------------------------------------------------------

@@ -64,8 +64,7 @@ class Settings(BaseSettings):
     )
     client_id: str = Field(
         default="lepton",
-        description="LEPTON_CLIENT_ID: Kafka client id prefix, seen in broker logs and "
-        "metrics.",
+        description="LEPTON_CLIENT_ID: Kafka client id prefix, seen in broker logs and metrics.",
     )
     connect_timeout_s: float = Field(
         default=20.0,

@@ -12,11 +12,21 @@ import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 
-__all__ = ["DatabaseUnavailableError", "Migration", "connect", "load_migrations", "migrate", "redacted"]
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = [
+    "DatabaseUnavailableError",
+    "Migration",
+    "connect",
+    "load_migrations",
+    "migrate",
+    "redacted",
+]
 
 # Any constant works; it only has to be the same for every Lepton process.
 _MIGRATION_LOCK = 0x4C_45_50_54_4F_4E  # "LEPTON"

@@ -14,16 +14,14 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 import prometheus_client
 import structlog
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
@@ -40,11 +38,13 @@ from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.topics import ALL_TOPICS, Topic
 
-__all__ = ["Context", "Service", "configure_logging", "run"]
+if TYPE_CHECKING:
+    from pathlib import Path
 
-_MESSAGES = prometheus_client.Counter(
-    "lepton_messages_total", "Messages a service handled, by outcome.", ["service", "outcome"]
-)
+    import asyncpg
+    from starlette.requests import Request
+
+__all__ = ["Context", "Service", "configure_logging", "run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ class Service:
     handler_factory: HandlerFactory = _count_only
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     health_port: int | None = None
-    background: Sequence[Callable[[Context], Awaitable[None]]] = ()
+    background: Sequence[Callable[[Context], Coroutine[Any, Any, None]]] = ()
     _subscriber: Subscriber | None = None
     _stop_requested: bool = False
 
@@ -135,10 +135,6 @@ class Service:
                     for task in tasks:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
-                    _MESSAGES.labels(self.name, "handled").inc(self._subscriber.handled)
-                    _MESSAGES.labels(self.name, "dead_lettered").inc(
-                        self._subscriber.dead_lettered
-                    )
                     await self._subscriber.close()
                     log.info("stopped", handled=self._subscriber.handled)
         finally:
@@ -200,9 +196,7 @@ def configure_logging(level: str) -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelName(level.upper())
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
 

@@ -15,15 +15,18 @@ import fcntl
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lepton.config import Settings
 from lepton.stack._kafka import KafkaNode, check_java, fetch_jars
 from lepton.stack._postgres import PostgresNode
 from lepton.stack._process import StackError, is_alive, stop_process
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from lepton.config import Settings
 
 __all__ = ["Endpoints", "StackError", "StackStatus", "down", "endpoints", "status", "up"]
 
@@ -161,7 +164,7 @@ def status(settings: Settings) -> StackStatus:
 
 
 def _stop(settings: Settings, state: dict[str, Any]) -> None:
-    kafka, postgres = _nodes(settings, state)
+    _kafka, postgres = _nodes(settings, state)
     stop_process(state.get("kafka_pid"))
     postgres.stop()
     _state_file(settings).unlink(missing_ok=True)
@@ -226,5 +229,6 @@ def endpoints(settings: Settings) -> Endpoints:
             )
         bootstrap = bootstrap or local.kafka_bootstrap
         database = database or local.database_url
-    assert bootstrap is not None and database is not None
+    assert bootstrap is not None
+    assert database is not None
     return Endpoints(kafka_bootstrap=bootstrap, database_url=database)

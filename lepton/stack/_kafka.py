@@ -40,7 +40,9 @@ def _require_tool(name: str, setting: str, install_hint: str) -> str:
 
 def check_java(java: str) -> str:
     """The Java executable, after checking it is version 17 or newer."""
-    executable = _require_tool(java, "LEPTON_JAVA", "install Java 17+ (apt-get install openjdk-17-jre-headless)")
+    executable = _require_tool(
+        java, "LEPTON_JAVA", "install Java 17+ (apt-get install openjdk-17-jre-headless)"
+    )
     result = subprocess.run(
         [executable, "-version"], capture_output=True, text=True, timeout=30, check=False
     )

@@ -50,7 +50,14 @@ def _server_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(_SERVER_USER)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _SERVER_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                _SERVER_USER,
+            ],
             check=True,
             capture_output=True,
         )
@@ -114,7 +121,9 @@ class PostgresNode:
         )
         if result.returncode != 0 and not (tolerate and tolerate in result.stderr):
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise StackError(f"{Path(args[0]).name} failed: {detail[-1] if detail else 'no output'}")
+            raise StackError(
+                f"{Path(args[0]).name} failed: {detail[-1] if detail else 'no output'}"
+            )
 
     def start(self) -> None:
         """Initialise the data directory on first use, start the server, create the database."""

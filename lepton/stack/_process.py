@@ -7,9 +7,12 @@ import os
 import signal
 import socket
 import subprocess
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["StackError", "free_port", "is_alive", "port_is_free", "spawn", "stop_process"]
 
@@ -58,7 +61,7 @@ def is_alive(pid: int | None) -> bool:
         return False
     try:
         process = psutil.Process(pid)
-        return process.status() != psutil.STATUS_ZOMBIE
+        return bool(process.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
 

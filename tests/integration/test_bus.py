@@ -88,7 +88,8 @@ async def test_every_schema_round_trips_through_the_broker(
     assert event.headers["ce_specversion"] == b"1.0"
     assert event.headers["ce_source"] == b"tests"
     assert len(event.headers["ce_id"]) == 32
-    assert event.trace_id is not None and len(event.trace_id) == 32
+    assert event.trace_id is not None
+    assert len(event.trace_id) == 32
 
 
 async def test_what_a_handler_publishes_continues_its_trace(
@@ -182,7 +183,10 @@ async def test_a_failing_handler_dead_letters_the_message_and_goes_on(
     assert headers["dlq_error_type"] == b"ValueError"
     assert headers["dlq_error_message"] == b"priority class 'urgent' is not configured"
     assert headers["ce_type"] == topic.event.encode(), "original CloudEvents headers are kept"
-    assert codec.decode(letter.value)[1] == codec.decode(codec.encode(topic.event, sample(topic.event)))[1]
+    assert (
+        codec.decode(letter.value)[1]
+        == codec.decode(codec.encode(topic.event, sample(topic.event)))[1]
+    )
 
 
 async def test_a_transient_failure_is_retried_not_dead_lettered(
@@ -242,7 +246,7 @@ async def test_a_stopped_consumer_commits_what_it_handled(
     topic = await make_topic("lepton.JobRequested")
     group = unique("graceful")
     await publisher.publish(topic, "job-1", sample(topic.event))
-    received, enough, handle = collector(1)
+    _received, enough, handle = collector(1)
     async with subscribed(bootstrap, codec, publisher, topic, group, handle):
         await asyncio.wait_for(enough.wait(), 30)
     await publisher.publish(topic, "job-2", sample(topic.event))

@@ -67,7 +67,7 @@ async def test_a_changed_applied_migration_is_refused(database_url: str, tmp_pat
 
 def test_migration_files_must_be_numbered(tmp_path: Path) -> None:
     (tmp_path / "create.sql").write_text("SELECT 1")
-    with pytest.raises(ValueError, match="NNN_description.sql"):
+    with pytest.raises(ValueError, match=r"NNN_description\.sql"):
         db.load_migrations(tmp_path)
 
 

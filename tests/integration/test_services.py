@@ -22,7 +22,9 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-async def start(command: list[str], bootstrap: str, database_url: str) -> tuple[Any, dict[str, Any]]:
+async def start(
+    command: list[str], bootstrap: str, database_url: str
+) -> tuple[Any, dict[str, Any]]:
     """Start a service; returns the process and its ``health`` log line."""
     env = {
         **os.environ,
@@ -45,10 +47,14 @@ async def start(command: list[str], bootstrap: str, database_url: str) -> tuple[
                 return process, entry
 
 
-def get_json(url: str) -> dict[str, Any]:
+def get_text(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
         assert response.status == 200
-        return json.loads(response.read())
+        return response.read().decode()
+
+
+def get_json(url: str) -> dict[str, Any]:
+    return json.loads(get_text(url))
 
 
 @pytest.mark.parametrize("service", ["scheduler", "ingest", "evaluator", "monitor"])
@@ -61,8 +67,8 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
         assert answer["service"] == service
         assert answer["status"] == "ok"
         metrics_url = health["url"].replace("/healthz", "/metrics/")
-        with urllib.request.urlopen(metrics_url, timeout=10) as response:
-            assert b"python_info" in response.read()
+        metrics = await asyncio.to_thread(get_text, metrics_url)
+        assert "lepton_messages_total" in metrics
     finally:
         assert process.stderr is not None
         process.send_signal(signal.SIGTERM)
@@ -84,8 +90,19 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str)
     await consumer.start()
     await consumer.getmany(timeout_ms=100)  # take a position before the agent starts
     process, _ = await start(
-        [str(BIN / "lepton-trainer"), "--node-id", node, "--cpus", "1.5", "--memory", "2048",
-         "--label", "zone=a", "--interval", "0.2"],
+        [
+            str(BIN / "lepton-trainer"),
+            "--node-id",
+            node,
+            "--cpus",
+            "1.5",
+            "--memory",
+            "2048",
+            "--label",
+            "zone=a",
+            "--interval",
+            "0.2",
+        ],
         bootstrap,
         database_url,
     )

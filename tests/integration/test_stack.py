@@ -43,7 +43,8 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     started = lepton_cli("stack", "up", "--json", env=env_without_servers)
     assert started.returncode == 0, started.stderr
     first = json.loads(started.stdout)
-    assert first["running"] and first["kafka_bootstrap"].startswith("127.0.0.1:")
+    assert first["running"]
+    assert first["kafka_bootstrap"].startswith("127.0.0.1:")
     assert first["database_url"].startswith("postgresql://")
 
     again = json.loads(lepton_cli("stack", "up", "--json", env=env_without_servers).stdout)
@@ -75,7 +76,8 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     asyncio.run(both_answer(recovered))
 
     stopped = lepton_cli("stack", "down", env=env_without_servers)
-    assert stopped.returncode == 0 and "stack stopped" in stopped.stdout
+    assert stopped.returncode == 0
+    assert "stack stopped" in stopped.stdout
     final = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
     assert not final["running"]
     assert not Path(f"/proc/{recovered['kafka_pid']}").exists()
