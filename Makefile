@@ -34,6 +34,7 @@ test: install
 check: format-check lint types test
 
 bench: install
+	$(BIN)/lepton stack up
 	$(BIN)/python -m bench.bus
 
 # Stack up, services up, one heartbeat and one job request through the CLI.
