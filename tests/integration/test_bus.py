@@ -268,3 +268,30 @@ async def test_creating_topics_twice_is_harmless(bootstrap, unique) -> None:
     expected = {t.name for t in topics} | {dead_letter_topic(t.name) for t in topics}
     assert set(first) | set(second) == expected
     assert third == []
+
+
+async def test_send_many_keeps_per_key_order_and_the_default_partitioning(
+    bootstrap, codec, publisher, make_topic
+) -> None:
+    topic = await make_topic("lepton.NodeHeartbeat", partitions=4)
+    template = sample(topic.event)
+    events = [
+        (f"node-{i % 7}", {**template, "node_id": f"node-{i % 7}", "sequence": i})
+        for i in range(3000)
+    ]
+    assert await publisher.publish_many(topic, events) == 3000
+    await publisher.publish(topic, "node-3", {**template, "node_id": "node-3", "sequence": -1})
+
+    messages = await read_raw(bootstrap, topic.name, 3001)
+    partition_of: dict[bytes, int] = {}
+    sequences: dict[bytes, list[int]] = {}
+    for message in messages:
+        assert partition_of.setdefault(message.key, message.partition) == message.partition
+        sequences.setdefault(message.key, []).append(codec.decode(message.value)[1]["sequence"])
+        assert dict(message.headers)["ce_type"] == topic.event.encode()
+    for i in range(7):
+        key = f"node-{i}".encode()
+        expected = list(range(i, 3000, 7)) + ([-1] if i == 3 else [])
+        assert sequences[key] == expected, "one key's events arrive in the order sent"
+    # `send` (aiokafka's partitioner) put node-3's last event where send_many put the rest.
+    assert len({m.partition for m in messages if m.key == b"node-3"}) == 1
