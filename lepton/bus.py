@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from lepton.codec import Codec, DecodeError, MessageOrigin, Record
 from lepton.topics import Topic, dead_letter_topic
@@ -47,15 +51,33 @@ Headers = list[tuple[str, bytes]]
 Handler = Callable[["Event"], Awaitable[None]]
 
 # The trace of the message being handled, so that what a handler publishes continues it.
-_current_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "lepton_trace_id", default=None
+# Held as the raw header and parsed only when the handler publishes: most do not.
+_current_trace: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "lepton_traceparent", default=None
 )
 
-_MESSAGES = prometheus_client.Counter(
-    "lepton_messages_total",
-    "Messages a consumer group finished with, by topic and outcome.",
-    ["group", "topic", "outcome"],
-)
+
+class _SubscriberCounts(Collector):
+    """``lepton_messages_total`` read from the live subscribers when scraped.
+
+    Counting in a plain dict and reporting at scrape time keeps the per-message cost at
+    one dictionary update instead of a locked metric increment.
+    """
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "lepton_messages",
+            "Messages a consumer group finished with, by topic and outcome.",
+            labels=["group", "topic", "outcome"],
+        )
+        for subscriber in list(_LIVE_SUBSCRIBERS):
+            for (topic, outcome), count in subscriber.counts.items():
+                family.add_metric([subscriber.group_id, topic, outcome], count)
+        yield family
+
+
+_LIVE_SUBSCRIBERS: weakref.WeakSet[Subscriber] = weakref.WeakSet()
+prometheus_client.REGISTRY.register(_SubscriberCounts())
 
 DLQ_HEADERS = (
     "dlq_error_type",
@@ -115,7 +137,7 @@ def _ids() -> tuple[bytes, bytes]:
     """A CloudEvents id and a W3C traceparent continuing the current trace, if any."""
     # One call to the OS for all random bits: this runs for every message.
     random = os.urandom(40).hex()
-    trace = _current_trace.get() or random[48:80]
+    trace = _trace_id(_current_trace.get()) or random[48:80]
     return random[:32].encode(), f"00-{trace}-{random[32:48]}-01".encode()
 
 
@@ -288,14 +310,9 @@ class Subscriber:
         self._max_batch = max_batch
         self._retry_backoff_s = retry_backoff_s
         self._stopping = asyncio.Event()
-        self.handled = 0
-        self.dead_lettered = 0
-        # Children resolved once: a labels() lookup per message would cost more than the count.
-        self._counted = {
-            (name, outcome): _MESSAGES.labels(group_id, name, outcome)
-            for name in self._topics
-            for outcome in ("handled", "dead_lettered")
-        }
+        self.group_id = group_id
+        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
+        _LIVE_SUBSCRIBERS.add(self)
         self._consumer = AIOKafkaConsumer(
             *self._topics,
             bootstrap_servers=bootstrap,
@@ -308,6 +325,14 @@ class Subscriber:
 
     async def start(self) -> None:
         await _start_within(self._consumer, self._connect_timeout_s, self._bootstrap)
+
+    @property
+    def handled(self) -> int:
+        return sum(n for (_, outcome), n in self.counts.items() if outcome == "handled")
+
+    @property
+    def dead_lettered(self) -> int:
+        return sum(n for (_, outcome), n in self.counts.items() if outcome == "dead_lettered")
 
     def stop_soon(self) -> None:
         """Ask :meth:`run` to finish the message in hand, commit and return."""
@@ -359,7 +384,7 @@ class Subscriber:
                     headers=headers,
                     timestamp_ms=message.timestamp,
                 )
-                token = _current_trace.set(event.trace_id)
+                token = _current_trace.set(headers.get("traceparent"))
                 try:
                     await self._handler(event)
                 finally:
@@ -376,8 +401,7 @@ class Subscriber:
                 log.exception("handler failed for %s; dead-lettering it", origin)
                 await self._dead_letter(message, exc)
             else:
-                self.handled += 1
-                self._counted[message.topic, "handled"].inc()
+                self.counts[message.topic, "handled"] += 1
             return
 
     async def _dead_letter(self, message: Any, error: Exception) -> None:
@@ -395,8 +419,7 @@ class Subscriber:
         await self._publisher.send_raw(
             dead_letter_topic(message.topic), message.key, message.value, original + reason
         )
-        self.dead_lettered += 1
-        self._counted[message.topic, "dead_lettered"].inc()
+        self.counts[message.topic, "dead_lettered"] += 1
 
 
 async def ensure_topics(
