@@ -24,7 +24,7 @@ from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.db import DatabaseUnavailableError, redacted
 from lepton.stack._process import is_alive, spawn, stop_process
-from lepton.topics import ALL_TOPICS, by_name
+from lepton.topics import ALL_TOPICS, Namespace
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -152,7 +152,8 @@ def services_up() -> None:
     """Start every service on this machine, in the background (logs in the state directory)."""
     settings = Settings()
     where = _guarded(lambda: stack.endpoints(settings))
-    _guarded(lambda: asyncio.run(ensure_topics(where.kafka_bootstrap, ALL_TOPICS)))
+    names = Namespace(settings.topic_prefix)
+    _guarded(lambda: asyncio.run(ensure_topics(where.kafka_bootstrap, names.all())))
     directory = _service_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
@@ -206,11 +207,12 @@ def tail(
     ] = None,
 ) -> None:
     """Print a topic's events as JSON lines, decoded."""
+    settings = Settings()
     try:
-        spec = by_name(topic)
+        spec = Namespace(settings.topic_prefix).topic(topic)
     except KeyError:
         _fail(f"unknown topic {topic!r}", "one of: " + ", ".join(t.name for t in ALL_TOPICS))
-    where = _guarded(lambda: stack.endpoints(Settings()))
+    where = _guarded(lambda: stack.endpoints(settings))
 
     async def follow() -> None:
         from aiokafka import AIOKafkaConsumer
@@ -291,11 +293,13 @@ def submit(
         "submitted_at": int(time.time() * 1000),
         "submitted_by": os.environ.get("USER"),
     }
-    where = _guarded(lambda: stack.endpoints(Settings()))
+    settings = Settings()
+    where = _guarded(lambda: stack.endpoints(settings))
+    requests = Namespace(settings.topic_prefix).topic("lepton.jobs.requested")
 
     async def send() -> None:
         async with Publisher(where.kafka_bootstrap, default_codec(), source="lepton/cli") as bus:
-            await bus.publish(by_name("lepton.jobs.requested"), job, record)
+            await bus.publish(requests, job, record)
 
     _guarded(lambda: asyncio.run(send()))
     console.print(f"submitted {job}")

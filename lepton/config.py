@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         description="LEPTON_KAFKA_HEAP: the local broker's JVM heap (-Xmx); modest, because "
         "the broker shares small machines with the services.",
     )
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description="LEPTON_TOPIC_PREFIX: put before every topic and consumer-group name, so "
+        "that several installations (or test runs) share one Kafka cluster.",
+    )
     client_id: str = Field(
         default="lepton",
         description="LEPTON_CLIENT_ID: Kafka client id prefix, seen in broker logs and metrics.",

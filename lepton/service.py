@@ -36,7 +36,7 @@ from lepton.bus import (
 )
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.topics import ALL_TOPICS, Topic
+from lepton.topics import Namespace, Topic
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -55,6 +55,11 @@ class Context:
     publisher: Publisher
     pool: asyncpg.Pool
     log: structlog.stdlib.BoundLogger
+    topics: Namespace
+
+    def topic(self, name: str) -> Topic:
+        """A declared topic (``lepton.jobs.events``) as this installation names it."""
+        return self.topics.topic(name)
 
 
 HandlerFactory = Callable[[Context], Awaitable[Handler]]
@@ -74,7 +79,7 @@ class Service:
     """A Lepton service: what it consumes, its migrations and how it builds its handler."""
 
     name: str
-    consumes: Sequence[Topic]
+    consumes: Sequence[str]  # declared topic names, e.g. "lepton.jobs.events"
     settings: Settings = field(default_factory=Settings)
     migrations: Path | None = None
     handler_factory: HandlerFactory = _count_only
@@ -95,8 +100,9 @@ class Service:
         settings = self.settings
         where = stack.endpoints(settings)
         codec = default_codec()
+        names = Namespace(settings.topic_prefix)
         await ensure_topics(
-            where.kafka_bootstrap, ALL_TOPICS, connect_timeout_s=settings.connect_timeout_s
+            where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s
         )
         pool = await db.connect(where.database_url, timeout_s=settings.connect_timeout_s)
         try:
@@ -110,14 +116,14 @@ class Service:
                 client_id=settings.client_id,
                 connect_timeout_s=settings.connect_timeout_s,
             ) as publisher:
-                context = Context(settings, publisher, pool, log)
+                context = Context(settings, publisher, pool, log, names)
                 handler = await self.handler_factory(context)
                 self._subscriber = Subscriber(
                     where.kafka_bootstrap,
                     codec,
                     publisher,
-                    topics=self.consumes,
-                    group_id=f"lepton-{self.name}",
+                    topics=[names.topic(name) for name in self.consumes],
+                    group_id=names.group(f"lepton-{self.name}"),
                     handler=handler,
                     client_id=settings.client_id,
                     connect_timeout_s=settings.connect_timeout_s,
@@ -129,7 +135,7 @@ class Service:
                 try:
                     async with self._health_server(log):
                         self.ready.set()
-                        log.info("consuming", topics=[t.name for t in self.consumes])
+                        log.info("consuming", topics=list(self.consumes))
                         await self._subscriber.run()
                 finally:
                     for task in tasks:

@@ -6,9 +6,10 @@ documents the same channels, and a test keeps the two in agreement.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-__all__ = ["ALL_TOPICS", "DLQ_SUFFIX", "Topic", "by_name", "dead_letter_topic"]
+__all__ = ["ALL_TOPICS", "DLQ_SUFFIX", "Namespace", "Topic", "by_name", "dead_letter_topic"]
 
 DLQ_SUFFIX = ".dlq"
 _DAY_MS = 24 * 3600 * 1000
@@ -61,3 +62,24 @@ def by_name(name: str) -> Topic:
 
 def dead_letter_topic(source: str) -> str:
     return source + DLQ_SUFFIX
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """Topic and consumer-group names under a prefix (``LEPTON_TOPIC_PREFIX``).
+
+    Several Lepton installations, or test runs, can then share one Kafka cluster.
+    """
+
+    prefix: str = ""
+
+    def topic(self, name: str) -> Topic:
+        """The topic declared as ``name`` (e.g. ``lepton.jobs.events``), under the prefix."""
+        declared = by_name(name)
+        return dataclasses.replace(declared, name=self.prefix + declared.name)
+
+    def all(self) -> tuple[Topic, ...]:
+        return tuple(self.topic(topic.name) for topic in ALL_TOPICS)
+
+    def group(self, name: str) -> str:
+        return self.prefix + name

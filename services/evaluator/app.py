@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from lepton.config import Settings
 from lepton.service import Service, run
-from lepton.topics import by_name
 
 
 def create_app(settings: Settings | None = None) -> Service:
     return Service(
         name="evaluator",
-        consumes=[by_name("lepton.models.ready")],
+        consumes=["lepton.models.ready"],
         settings=settings or Settings(),
     )
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from lepton.config import Settings
 from lepton.service import Service, run
-from lepton.topics import by_name
 
 
 def create_app(settings: Settings | None = None) -> Service:
     return Service(
         name="ingest",
-        consumes=[by_name("lepton.data.requested")],
+        consumes=["lepton.data.requested"],
         settings=settings or Settings(),
     )
 

@@ -11,7 +11,11 @@ from lepton.topics import ALL_TOPICS
 
 
 def create_app(settings: Settings | None = None) -> Service:
-    return Service(name="monitor", consumes=ALL_TOPICS, settings=settings or Settings())
+    return Service(
+        name="monitor",
+        consumes=[topic.name for topic in ALL_TOPICS],
+        settings=settings or Settings(),
+    )
 
 
 def main() -> None:

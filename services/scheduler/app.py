@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from lepton.config import Settings
 from lepton.service import Service, run
-from lepton.topics import by_name
 
 CONSUMES = (
     "lepton.node.heartbeats",
@@ -20,7 +19,7 @@ CONSUMES = (
 def create_app(settings: Settings | None = None) -> Service:
     return Service(
         name="scheduler",
-        consumes=[by_name(topic) for topic in CONSUMES],
+        consumes=CONSUMES,
         settings=settings or Settings(),
     )
 

@@ -15,7 +15,6 @@ import typer
 
 from lepton.config import Settings
 from lepton.service import Context, Service, run
-from lepton.topics import by_name
 from services.trainer.node import NodeSpec, UsageMeter, heartbeat
 
 
@@ -26,9 +25,8 @@ def _now_ms() -> int:
 def create_app(
     spec: NodeSpec, settings: Settings | None = None, interval_s: float = 1.0
 ) -> Service:
-    heartbeats = by_name("lepton.node.heartbeats")
-
     async def send_heartbeats(context: Context) -> None:
+        heartbeats = context.topic("lepton.node.heartbeats")
         meter = UsageMeter(spec)
         started = _now_ms()
         sequence = 0
@@ -48,7 +46,7 @@ def create_app(
 
     return Service(
         name=f"trainer-{spec.node_id}",
-        consumes=[by_name("lepton.jobs.assigned")],
+        consumes=["lepton.jobs.assigned"],
         settings=settings or Settings(),
         background=[send_heartbeats],
     )

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from lepton.bus import ensure_topics
 from lepton.contract import default_codec
+from lepton.topics import Namespace
 
 pytestmark = pytest.mark.integration
 
@@ -23,13 +25,14 @@ BIN = Path(sys.executable).parent
 
 
 async def start(
-    command: list[str], bootstrap: str, database_url: str
+    command: list[str], bootstrap: str, database_url: str, prefix: str
 ) -> tuple[Any, dict[str, Any]]:
-    """Start a service; returns the process and its ``health`` log line."""
+    """Start a service under a topic prefix of its own; returns it and its ``health`` log."""
     env = {
         **os.environ,
         "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
         "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_TOPIC_PREFIX": prefix,
     }
     process = await asyncio.create_subprocess_exec(
         *command, stderr=asyncio.subprocess.PIPE, env=env
@@ -61,7 +64,8 @@ def get_json(url: str) -> dict[str, Any]:
 async def test_service_starts_answers_health_and_stops_on_sigterm(
     service: str, bootstrap: str, database_url: str
 ) -> None:
-    process, health = await start([str(BIN / f"lepton-{service}")], bootstrap, database_url)
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    process, health = await start([str(BIN / f"lepton-{service}")], bootstrap, database_url, prefix)
     try:
         answer = await asyncio.to_thread(get_json, health["url"])
         assert answer["service"] == service
@@ -81,8 +85,10 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
 
 async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str) -> None:
     node = f"node-{uuid.uuid4().hex[:8]}"
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    await ensure_topics(bootstrap, Namespace(prefix).all())
     consumer = AIOKafkaConsumer(
-        "lepton.node.heartbeats",
+        f"{prefix}lepton.node.heartbeats",
         bootstrap_servers=bootstrap,
         auto_offset_reset="latest",
         group_id=None,
@@ -105,6 +111,7 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str)
         ],
         bootstrap,
         database_url,
+        prefix,
     )
     beats: list[dict[str, Any]] = []
     try:

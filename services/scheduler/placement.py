@@ -1,0 +1,834 @@
+"""The scheduler's pure decision core: cluster state in, placement decisions out.
+
+``Scheduler`` holds the cluster (nodes, queued jobs, running jobs) as plain in-memory
+indexes and turns it into decisions with ``plan(now_ms)``. It does no I/O and reads no
+clock: the service feeds it heartbeats and job events, the simulator feeds it a
+synthetic trace, and both get the same decisions for the same inputs.
+
+Order. Each plan visits every queued job once, highest priority first. Within one
+priority the order is first-in first-out (``submitted_at_ms``, then arrival order);
+under the ``drf`` policy it is progressive filling instead: the next job comes from
+the tenant whose dominant share (its largest fraction of any cluster resource) is the
+smallest, first-in first-out within the tenant. Capacity only shrinks while a plan
+runs, so a job that does not fit when visited would not fit later in the same plan: a
+job never waits while a lower-priority job takes room it could have used.
+
+Node choice. Nodes are bucketed by (region, GPU type), and again by GPU type alone
+for jobs that may run in any region; each bucket keeps its nodes that accept new work
+in a list sorted by (free GPUs, free CPU). A job bisects to the
+first node with enough GPUs and CPU and walks up (``binpack``: the most allocated node
+that fits) or walks down from the top (``spread``: the least allocated), checking
+memory, network, labels and reservations on the way. CPU-only jobs without a GPU-type
+constraint try CPU-only nodes first and GPU nodes only when those are full, so GPUs
+stay free for GPU work. A gang of N takes the N best nodes, one worker on each, or
+nothing. Failures are cached per job shape for the rest of the plan (capacity only
+shrinks), so a long queue of identical jobs that cannot fit costs one scan.
+
+Quotas. A tenant's running total may never exceed its limit. Inside the limit a
+tenant may borrow idle capacity beyond its guarantee. Borrowed capacity is a loan: a
+job whose tenant stays within its guarantee may reclaim it by preempting jobs of
+tenants that run beyond their guarantee, whatever their priority or preemptible flag.
+
+Preemption. A job that cannot fit may evict preemptible jobs of lower priority (and
+borrowed work, above). On each candidate node the core looks for the cheapest victim
+set: the one whose highest victim priority is lowest, then the one with the fewest
+victims; the gang takes the N cheapest nodes. Victims are whole jobs: every worker of
+a victim gang is stopped and the job requeued (a preemption is not a retry). The room
+freed on the victims' nodes is not used by anything else in the same plan: the
+victims have not stopped yet, and leaving it for the next plan keeps the priority
+order exact.
+
+Backfill. A job that cannot fit (and cannot preempt) may reserve the nodes on which it
+will start first, up to ``max_reservations`` jobs per plan; a reservation is kept
+across plans while it stays valid, so the reserved nodes drain instead of being
+refilled. Later jobs in the order do not use reserved nodes, with one exception (EASY
+backfill): a job with an ``estimated_duration_ms`` may use a reserved node if it will
+finish before the reservation's start. The start is the time at which every reserved
+node has freed enough, computed from the estimated ends of the jobs running there; it
+is unknown (and nothing backfills) if a needed job carries no estimate. Jobs without
+estimates therefore never delay a reservation; jobs with estimates delay it only if
+they overrun their estimate.
+
+Accounting. The core counts what it granted, never the measured usage; a node never
+holds more than its capacity in any resource. The shell flags nodes that run hot or
+fall silent (``NodeState.accepts_new_work``) and removes dead ones (``remove_node``),
+which requeues their jobs (with a retry count) or fails them past ``max_retries``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import TYPE_CHECKING
+
+from services.scheduler.model import (
+    Assign,
+    Decision,
+    Failed,
+    JobSpec,
+    NodeLossOutcome,
+    NodeState,
+    Policy,
+    Preempt,
+    Requeued,
+    SchedulerConfig,
+    Unschedulable,
+    Wait,
+    WaitReason,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+__all__ = ["Scheduler", "feasibility"]
+
+Vector = tuple[int, int, int, int]  # cpu_millicores, memory_mib, gpus, network_mbps
+_CPU, _MEM, _GPU, _NET = range(4)
+_RESOURCE_NAMES = ("cpu_millicores", "memory_mib", "gpus", "network_mbps")
+# A bucket's index holds one int per node that sorts like the tuple (free GPUs, free
+# CPU, node sequence number): bisect and insort compare ints several times faster.
+_SEQ_BITS = 32
+_CPU_BITS = 40
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+# Everything that decides whether a job can be placed, so equal shapes share failures.
+_Shape = tuple[Vector, int, str | None, str | None, tuple[tuple[str, str], ...], int | None]
+
+
+def _covers(amount: Sequence[int], needed: Sequence[int]) -> bool:
+    return all(have >= want for have, want in zip(amount, needed, strict=True))
+
+
+def _index_key(free_gpus: int, free_cpu: int, seq: int) -> int:
+    # A negative free amount (capacity shrank under running work) sorts as zero.
+    return (((max(free_gpus, 0) << _CPU_BITS) | max(free_cpu, 0)) << _SEQ_BITS) | seq
+
+
+def _index(node: _Node) -> None:
+    node.index_key = _index_key(node.free_gpu, node.free_cpu, node.seq)
+    for bucket in node.buckets:
+        insort(bucket.keys, node.index_key)
+
+
+def _unindex(node: _Node) -> None:
+    for bucket in node.buckets:
+        keys = bucket.keys
+        del keys[bisect_left(keys, node.index_key)]
+
+
+def _labels_match(node_labels: dict[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
+    return all(node_labels.get(key) == value for key, value in wanted)
+
+
+class _Node:
+    """A node's mutable bookkeeping: what is still free after the core's grants."""
+
+    __slots__ = (
+        "accepting",
+        "buckets",
+        "capacity",
+        "free_cpu",
+        "free_gpu",
+        "free_mem",
+        "free_net",
+        "index_key",
+        "job_ids",
+        "seq",
+        "state",
+    )
+
+    def __init__(self, state: NodeState, seq: int, buckets: tuple[_Bucket, _Bucket]) -> None:
+        self.state = state
+        self.seq = seq
+        # Its (region, GPU type) bucket and its (any region, GPU type) bucket.
+        self.buckets = buckets
+        self.capacity: Vector = state.capacity.as_tuple()
+        self.free_cpu, self.free_mem, self.free_gpu, self.free_net = self.capacity
+        self.accepting = state.accepts_new_work
+        self.index_key = 0  # set by _index
+        # Insertion-ordered set: iteration order must not depend on string hashing.
+        self.job_ids: dict[str, None] = {}
+
+    @property
+    def free(self) -> Vector:
+        return (self.free_cpu, self.free_mem, self.free_gpu, self.free_net)
+
+    def add_free(self, delta: Vector, sign: int) -> None:
+        self.free_cpu += sign * delta[_CPU]
+        self.free_mem += sign * delta[_MEM]
+        self.free_gpu += sign * delta[_GPU]
+        self.free_net += sign * delta[_NET]
+
+    def could_ever_hold(self, job: _Job) -> bool:
+        """Matches the job's constraints and is big enough when empty."""
+        constraints = job.spec.constraints
+        return (
+            _covers(self.capacity, job.demand)
+            and (constraints.region is None or constraints.region == self.state.region)
+            and (constraints.gpu_type is None or constraints.gpu_type == self.state.gpu_type)
+            and _labels_match(self.state.labels, job.labels)
+        )
+
+
+class _Bucket:
+    """Accepting nodes of one (region, GPU type), sorted by (free GPUs, free CPU).
+
+    ``region`` None: the nodes of every region with this GPU type.
+    """
+
+    __slots__ = ("gpu_type", "keys", "region")
+
+    def __init__(self, region: str | None, gpu_type: str | None) -> None:
+        self.region = region
+        self.gpu_type = gpu_type
+        self.keys: list[int] = []  # sorted index keys, see _index_key
+
+
+class _Job:
+    """A queued or running job with its demand unpacked for the hot loops."""
+
+    __slots__ = (
+        "attempts",
+        "demand",
+        "fifo_key",
+        "labels",
+        "nodes",
+        "seq",
+        "shape",
+        "spec",
+        "started_at_ms",
+        "total",
+    )
+
+    def __init__(self, spec: JobSpec, seq: int, attempts: int) -> None:
+        self.spec = spec
+        self.seq = seq
+        self.fifo_key = (spec.submitted_at_ms, seq)
+        self.attempts = attempts
+        self.demand: Vector = spec.demand.as_tuple()
+        self.total: Vector = spec.demand.times(spec.gang_size).as_tuple()
+        self.labels = tuple(sorted(spec.constraints.labels.items()))
+        self.shape: _Shape = (
+            self.demand,
+            spec.gang_size,
+            spec.constraints.region,
+            spec.constraints.gpu_type,
+            self.labels,
+            spec.estimated_duration_ms,
+        )
+        self.nodes: list[_Node] = []
+        self.started_at_ms = 0
+
+
+@dataclass(slots=True)
+class _PlanScratch:
+    """What one plan learns as it goes; thrown away when the plan ends."""
+
+    now_ms: int
+    reservations_left: int
+    decisions: list[Decision] = field(default_factory=list)
+    # Node -> the time its reservation starts (None: unknown, so nothing backfills).
+    reserved: dict[_Node, int | None] = field(default_factory=dict)
+    failed_shapes: set[_Shape] = field(default_factory=set)
+    failed_preemptions: set[tuple[_Shape, int, str]] = field(default_factory=set)
+    capable_counts: dict[_Shape, int] = field(default_factory=dict)
+
+    def blocks(self, node: _Node, job: _Job) -> bool:
+        """True if ``node`` is held for an earlier job and ``job`` cannot backfill it."""
+        if node not in self.reserved:
+            return False
+        start = self.reserved[node]
+        duration = job.spec.estimated_duration_ms
+        return start is None or duration is None or self.now_ms + duration > start
+
+
+class Scheduler:
+    """Cluster state plus the placement algorithm described in the module docstring.
+
+    Feed it with ``upsert_node``/``remove_node`` (heartbeats, dead nodes), ``submit``
+    and ``remove_job`` (requests, completions, cancellations), ``restore_assignment``
+    (replaying the log after a restart); ask it for decisions with ``plan``.
+    """
+
+    def __init__(self, config: SchedulerConfig | None = None) -> None:
+        self._config = config or SchedulerConfig()
+        self._nodes: dict[str, _Node] = {}
+        self._nodes_by_seq: dict[int, _Node] = {}
+        self._buckets: dict[tuple[str | None, str | None], _Bucket] = {}
+        self._tiers_cache: dict[tuple[str | None, str | None, bool], list[list[_Bucket]]] = {}
+        self._cluster_capacity = [0, 0, 0, 0]
+        self._pending: dict[str, _Job] = {}
+        self._running: dict[str, _Job] = {}
+        self._tenant_allocated: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        self._preemptible_priorities: Counter[int] = Counter()
+        self._reservations: dict[str, list[_Node]] = {}
+        self._feasibility_cache: dict[_Shape, str | None] = {}
+        self._next_seq = 0
+        self._next_node_seq = 0
+
+    # ----------------------------------------------------------------- cluster state
+
+    def upsert_node(self, state: NodeState) -> None:
+        """Add a node or apply its latest heartbeat (capacity, labels, the no-work flag)."""
+        node = self._nodes.get(state.node_id)
+        if node is None:
+            self._next_node_seq += 1
+            node = _Node(state, self._next_node_seq, self._buckets_for(state))
+            self._nodes[state.node_id] = node
+            self._nodes_by_seq[node.seq] = node
+            self._feasibility_cache.clear()
+        else:
+            previous = node.state
+            if node.accepting:
+                _unindex(node)
+            if (previous.capacity, previous.region, previous.gpu_type, previous.labels) != (
+                state.capacity,
+                state.region,
+                state.gpu_type,
+                state.labels,
+            ):
+                self._feasibility_cache.clear()
+            for dim in range(4):
+                self._cluster_capacity[dim] -= node.capacity[dim]
+            # Keep what is granted; a shrunken capacity may leave negative free amounts,
+            # which simply means the node takes no new work until enough is released.
+            granted = tuple(cap - free for cap, free in zip(node.capacity, node.free, strict=True))
+            node.state = state
+            node.capacity = state.capacity.as_tuple()
+            node.free_cpu, node.free_mem, node.free_gpu, node.free_net = (
+                cap - used for cap, used in zip(node.capacity, granted, strict=True)
+            )
+            node.buckets = self._buckets_for(state)
+            node.accepting = state.accepts_new_work
+        for dim in range(4):
+            self._cluster_capacity[dim] += node.capacity[dim]
+        if node.accepting:
+            _index(node)
+
+    def remove_node(self, node_id: str) -> list[NodeLossOutcome]:
+        """Forget a dead node; every job with a worker there is requeued or failed."""
+        node = self._nodes.pop(node_id, None)
+        if node is None:
+            return []
+        del self._nodes_by_seq[node.seq]
+        if node.accepting:
+            _unindex(node)
+            node.accepting = False
+        for dim in range(4):
+            self._cluster_capacity[dim] -= node.capacity[dim]
+        self._feasibility_cache.clear()
+        outcomes: list[NodeLossOutcome] = []
+        for job_id in list(node.job_ids):
+            job = self._running[job_id]
+            self._release(job)
+            job.attempts += 1
+            if job.attempts > job.spec.max_retries:
+                outcomes.append(
+                    Failed(
+                        job_id,
+                        f"lost node {node_id}; {job.attempts} failures exceed "
+                        f"max_retries={job.spec.max_retries}",
+                    )
+                )
+            else:
+                self._pending[job_id] = job
+                outcomes.append(Requeued(job_id, job.attempts))
+        return outcomes
+
+    # ------------------------------------------------------------------------- jobs
+
+    def submit(self, spec: JobSpec) -> Unschedulable | None:
+        """Queue a job, or say why no node of the cluster could ever hold it.
+
+        Submitting a job that is already known changes nothing (redelivery).
+        """
+        if spec.job_id in self._pending or spec.job_id in self._running:
+            return None
+        job = _Job(spec, self._take_seq(), attempts=0)
+        if job.shape not in self._feasibility_cache:
+            self._feasibility_cache[job.shape] = feasibility(
+                spec, (node.state for node in self._nodes.values())
+            )
+        reason = self._feasibility_cache[job.shape]
+        if reason is not None:
+            return Unschedulable(spec.job_id, reason)
+        self._pending[spec.job_id] = job
+        return None
+
+    def restore_assignment(
+        self, spec: JobSpec, node_ids: Sequence[str], started_at_ms: int, attempts: int = 0
+    ) -> None:
+        """Record a job as running where the log says it was assigned (after a restart).
+
+        Raises ``KeyError`` naming the node if a node is not known yet.
+        """
+        nodes = [self._nodes[node_id] for node_id in node_ids]
+        self._pending.pop(spec.job_id, None)
+        if spec.job_id in self._running:
+            self._release(self._running[spec.job_id])
+        self._bind(_Job(spec, self._take_seq(), attempts), nodes, started_at_ms)
+
+    def remove_job(self, job_id: str) -> None:
+        """The job finished, failed or was cancelled: dequeue it or free what it holds."""
+        self._pending.pop(job_id, None)
+        self._reservations.pop(job_id, None)
+        job = self._running.get(job_id)
+        if job is not None:
+            self._release(job)
+
+    # ------------------------------------------------------------------------- plan
+
+    def plan(self, now_ms: int) -> list[Decision]:
+        """One decision per queued job (``Assign`` or ``Wait``), plus ``Preempt``s.
+
+        The core applies its own decisions: assigned jobs count as running and victims
+        are requeued, so the next plan starts from the state these decisions create.
+        """
+        scratch = _PlanScratch(now_ms, reservations_left=self._config.max_reservations)
+        for job in self._plan_order():
+            self._decide(job, scratch)
+        return scratch.decisions
+
+    def _plan_order(self) -> Iterator[_Job]:
+        by_priority: defaultdict[int, list[_Job]] = defaultdict(list)
+        for job in self._pending.values():
+            by_priority[job.spec.priority].append(job)
+        for priority in sorted(by_priority, reverse=True):
+            jobs = sorted(by_priority[priority], key=attrgetter("fifo_key"))
+            if self._config.policy is Policy.DRF:
+                yield from self._progressive_filling(jobs)
+            else:
+                yield from jobs
+
+    def _progressive_filling(self, jobs: list[_Job]) -> Iterator[_Job]:
+        """Yield jobs tenant by tenant, always from the tenant with the least share.
+
+        Shares are read again after each yielded job was decided, so an assignment
+        moves its tenant back in the line.
+        """
+        queues: dict[str, deque[_Job]] = defaultdict(deque)
+        for job in jobs:
+            queues[job.spec.tenant].append(job)
+        line = [(self._dominant_share(t), q[0].fifo_key, t) for t, q in queues.items()]
+        heapq.heapify(line)
+        while line:
+            _, _, tenant = heapq.heappop(line)
+            queue = queues[tenant]
+            yield queue.popleft()
+            if queue:
+                heapq.heappush(line, (self._dominant_share(tenant), queue[0].fifo_key, tenant))
+
+    def _decide(self, job: _Job, scratch: _PlanScratch) -> None:
+        if not self._within_limit(job):
+            scratch.decisions.append(Wait(job.spec.job_id, WaitReason.QUOTA_LIMIT))
+            return
+        nodes = None
+        if job.shape not in scratch.failed_shapes:
+            nodes = self._find_free_nodes(job, scratch)
+            if nodes is None:
+                scratch.failed_shapes.add(job.shape)
+        if nodes is None:
+            if self._capable_count(job, scratch) < job.spec.gang_size:
+                scratch.decisions.append(Wait(job.spec.job_id, WaitReason.NO_ACCEPTING_NODE))
+                return
+            nodes = self._preempt_for(job, scratch)
+        if nodes is None:
+            self._reserve_for(job, scratch)
+            return
+        self._bind(job, nodes, scratch.now_ms)
+        scratch.decisions.append(
+            Assign(job.spec.job_id, tuple(node.state.node_id for node in nodes), job.spec.demand)
+        )
+
+    # ---------------------------------------------------------------- node choice
+
+    def _find_free_nodes(self, job: _Job, scratch: _PlanScratch) -> list[_Node] | None:
+        gang = job.spec.gang_size
+        ascending = (job.spec.policy or self._config.policy) is not Policy.SPREAD
+        chosen: list[_Node] = []
+        for tier in self._tiers(job):
+            found: list[int] = []
+            for bucket in tier:
+                found.extend(self._scan(bucket, job, gang - len(chosen), ascending, scratch))
+            found.sort(reverse=not ascending)
+            chosen.extend(
+                self._nodes_by_seq[key & _SEQ_MASK] for key in found[: gang - len(chosen)]
+            )
+            if len(chosen) == gang:
+                return chosen
+        return None
+
+    def _scan(
+        self, bucket: _Bucket, job: _Job, wanted: int, ascending: bool, scratch: _PlanScratch
+    ) -> list[int]:
+        """Index keys of up to ``wanted`` nodes of ``bucket`` that fit ``job`` now, best first."""
+        cpu, mem, gpu, net = job.demand
+        keys = bucket.keys
+        lowest = bisect_left(keys, _index_key(gpu, cpu, 0))
+        positions = range(lowest, len(keys)) if ascending else range(len(keys) - 1, lowest - 1, -1)
+        nodes_by_seq = self._nodes_by_seq
+        reserved = scratch.reserved
+        found: list[int] = []
+        for position in positions:
+            key = keys[position]
+            node = nodes_by_seq[key & _SEQ_MASK]
+            # Enough GPUs sorts first, so CPU may still be short past the lower bound.
+            if node.free_cpu < cpu or node.free_mem < mem or node.free_net < net:
+                continue
+            if job.labels and not _labels_match(node.state.labels, job.labels):
+                continue
+            if reserved and scratch.blocks(node, job):
+                continue
+            found.append(key)
+            if len(found) == wanted:
+                break
+        return found
+
+    def _tiers(self, job: _Job) -> list[list[_Bucket]]:
+        """Buckets that match the job's constraints, in the order they should be tried."""
+        constraints = job.spec.constraints
+        wants_gpu_node = job.demand[_GPU] > 0 or constraints.gpu_type is not None
+        key = (constraints.region, constraints.gpu_type, wants_gpu_node)
+        tiers = self._tiers_cache.get(key)
+        if tiers is None:
+            matching = [
+                bucket
+                for bucket in self._buckets.values()
+                if bucket.region == constraints.region
+                and constraints.gpu_type in (None, bucket.gpu_type)
+            ]
+            gpu_buckets = [bucket for bucket in matching if bucket.gpu_type is not None]
+            cpu_buckets = [bucket for bucket in matching if bucket.gpu_type is None]
+            tiers = [gpu_buckets] if wants_gpu_node else [cpu_buckets, gpu_buckets]
+            self._tiers_cache[key] = tiers
+        return tiers
+
+    def _matching_nodes(self, job: _Job) -> Iterator[_Node]:
+        """Accepting nodes that match the job's constraints and could hold it if empty."""
+        for tier in self._tiers(job):
+            for bucket in tier:
+                for key in bucket.keys:
+                    node = self._nodes_by_seq[key & _SEQ_MASK]
+                    if node.could_ever_hold(job):
+                        yield node
+
+    def _candidate_nodes(self, job: _Job, scratch: _PlanScratch) -> Iterator[_Node]:
+        """Matching nodes that no earlier job holds in this plan."""
+        return (node for node in self._matching_nodes(job) if node not in scratch.reserved)
+
+    def _capable_count(self, job: _Job, scratch: _PlanScratch) -> int:
+        """How many accepting nodes could hold one worker if empty (capped at the gang)."""
+        count = scratch.capable_counts.get(job.shape)
+        if count is None:
+            count = 0
+            for _ in self._matching_nodes(job):
+                count += 1
+                if count == job.spec.gang_size:
+                    break
+            scratch.capable_counts[job.shape] = count
+        return count
+
+    # ---------------------------------------------------------------- preemption
+
+    def _preempt_for(self, job: _Job, scratch: _PlanScratch) -> list[_Node] | None:
+        may_evict = self._victim_rule(job)
+        failure_key = (job.shape, job.spec.priority, job.spec.tenant)
+        if may_evict is None or failure_key in scratch.failed_preemptions:
+            return None
+        options: list[tuple[tuple[bool, int, int, int], _Node, tuple[_Job, ...]]] = []
+        for node in self._candidate_nodes(job, scratch):
+            victims = self._cheapest_victims(node, job, may_evict)
+            if victims is not None:
+                cost = (
+                    bool(victims),
+                    max((victim.spec.priority for victim in victims), default=0),
+                    len(victims),
+                    node.seq,
+                )
+                options.append((cost, node, victims))
+        if len(options) < job.spec.gang_size:
+            scratch.failed_preemptions.add(failure_key)
+            return None
+        options.sort(key=lambda option: option[0])
+        chosen = options[: job.spec.gang_size]
+        victims_by_id = {victim.spec.job_id: victim for _, _, vs in chosen for victim in vs}
+        for victim in victims_by_id.values():
+            # The freed room stays out of this plan (see the module docstring).
+            for node in victim.nodes:
+                scratch.reserved[node] = None
+            self._release(victim)
+            self._pending[victim.spec.job_id] = victim
+        if victims_by_id:
+            scratch.decisions.append(Preempt(job.spec.job_id, tuple(victims_by_id)))
+        return [node for _, node, _ in chosen]
+
+    def _victim_rule(self, job: _Job) -> Callable[[_Job], bool] | None:
+        """Which running jobs ``job`` may evict, or None if there cannot be any."""
+        priority = job.spec.priority
+        lenders: set[str] = set()
+        if self._within_guarantee_after(job):
+            lenders = {
+                tenant
+                for tenant in self._tenant_allocated
+                if tenant != job.spec.tenant and self._borrowing(tenant)
+            }
+        if not lenders and not any(
+            count and lower < priority for lower, count in self._preemptible_priorities.items()
+        ):
+            return None
+
+        def may_evict(victim: _Job) -> bool:
+            spec = victim.spec
+            return (spec.preemptible and spec.priority < priority) or spec.tenant in lenders
+
+        return may_evict
+
+    def _cheapest_victims(
+        self, node: _Node, job: _Job, may_evict: Callable[[_Job], bool]
+    ) -> tuple[_Job, ...] | None:
+        """The victim set on ``node`` with the lowest top priority, then the fewest jobs."""
+        shortfall = [max(0, want - have) for want, have in zip(job.demand, node.free, strict=True)]
+        if not any(shortfall):
+            return ()
+        candidates = sorted(
+            (self._running[job_id] for job_id in node.job_ids),
+            key=lambda victim: (victim.spec.priority, -victim.started_at_ms, victim.seq),
+        )
+        candidates = [victim for victim in candidates if may_evict(victim)]
+        single = next((v for v in candidates if _covers(v.demand, shortfall)), None)
+        greedy: list[_Job] = []
+        freed = [0, 0, 0, 0]
+        for victim in candidates:
+            greedy.append(victim)
+            freed = [have + more for have, more in zip(freed, victim.demand, strict=True)]
+            if _covers(freed, shortfall):
+                break
+        else:
+            return None
+        # Drop victims the others already make room for, highest priority first.
+        for victim in reversed(greedy[:-1]):
+            without = [have - less for have, less in zip(freed, victim.demand, strict=True)]
+            if _covers(without, shortfall):
+                greedy.remove(victim)
+                freed = without
+        if single is not None and (single.spec.priority, 1) <= (
+            greedy[-1].spec.priority,
+            len(greedy),
+        ):
+            return (single,)
+        return tuple(greedy)
+
+    # ------------------------------------------------------------------ backfill
+
+    def _reserve_for(self, job: _Job, scratch: _PlanScratch) -> None:
+        """Hold nodes for a blocked job if a reservation slot is left, then wait."""
+        job_id = job.spec.job_id
+        reserved_ids: tuple[str, ...] = ()
+        if scratch.reservations_left > 0:
+            nodes = self._reservations.get(job_id)
+            if nodes is None or not all(self._still_reservable(n, job, scratch) for n in nodes):
+                nodes = self._pick_reservation(job, scratch)
+            if nodes is None:
+                self._reservations.pop(job_id, None)
+            else:
+                starts = [self._start_time(node, job, scratch.now_ms) for node in nodes]
+                start = None if None in starts else max(s for s in starts if s is not None)
+                for node in nodes:
+                    scratch.reserved[node] = start
+                scratch.reservations_left -= 1
+                self._reservations[job_id] = nodes
+                reserved_ids = tuple(node.state.node_id for node in nodes)
+        scratch.decisions.append(Wait(job_id, WaitReason.NO_CAPACITY, reserved_ids))
+
+    def _still_reservable(self, node: _Node, job: _Job, scratch: _PlanScratch) -> bool:
+        return (
+            self._nodes.get(node.state.node_id) is node
+            and node.accepting
+            and node not in scratch.reserved
+            and node.could_ever_hold(job)
+        )
+
+    def _pick_reservation(self, job: _Job, scratch: _PlanScratch) -> list[_Node] | None:
+        """The gang's worth of nodes on which the job can start first."""
+        now = scratch.now_ms
+        ranked: list[tuple[bool, int, float, int, _Node]] = []
+        for node in self._candidate_nodes(job, scratch):
+            start = self._start_time(node, job, now)
+            shortfall = max(
+                (want - have) / capacity
+                for want, have, capacity in zip(job.demand, node.free, node.capacity, strict=True)
+                if capacity > 0
+            )
+            ranked.append((start is None, start or 0, shortfall, node.seq, node))
+        if len(ranked) < job.spec.gang_size:
+            return None
+        ranked.sort(key=lambda rank: rank[:4])
+        return [rank[4] for rank in ranked[: job.spec.gang_size]]
+
+    def _start_time(self, node: _Node, job: _Job, now_ms: int) -> int | None:
+        """When ``node`` will have room for one worker, from running jobs' estimates."""
+        shortfall = [max(0, want - have) for want, have in zip(job.demand, node.free, strict=True)]
+        if not any(shortfall):
+            return now_ms
+        ending: list[tuple[int, Vector]] = []
+        for job_id in node.job_ids:
+            running = self._running[job_id]
+            if running.spec.estimated_duration_ms is not None:
+                end = running.started_at_ms + running.spec.estimated_duration_ms
+                ending.append((end, running.demand))
+        ending.sort()
+        freed = [0, 0, 0, 0]
+        for end, demand in ending:
+            freed = [have + more for have, more in zip(freed, demand, strict=True)]
+            if _covers(freed, shortfall):
+                return max(end, now_ms)
+        return None
+
+    # ------------------------------------------------------------------- quotas
+
+    def _within_limit(self, job: _Job) -> bool:
+        quota = self._config.quotas.get(job.spec.tenant)
+        if quota is None:
+            return True
+        allocated = self._tenant_allocated[job.spec.tenant]
+        after = [have + more for have, more in zip(allocated, job.total, strict=True)]
+        return _covers(quota.limit.as_tuple(), after)
+
+    def _within_guarantee_after(self, job: _Job) -> bool:
+        quota = self._config.quotas.get(job.spec.tenant)
+        if quota is None:
+            return False
+        allocated = self._tenant_allocated[job.spec.tenant]
+        after = [have + more for have, more in zip(allocated, job.total, strict=True)]
+        return _covers(quota.guaranteed.as_tuple(), after)
+
+    def _borrowing(self, tenant: str) -> bool:
+        quota = self._config.quotas.get(tenant)
+        guaranteed = quota.guaranteed.as_tuple() if quota else (0, 0, 0, 0)
+        return not _covers(guaranteed, self._tenant_allocated[tenant])
+
+    def _dominant_share(self, tenant: str) -> float:
+        allocated = self._tenant_allocated[tenant]
+        return max(
+            (
+                have / total
+                for have, total in zip(allocated, self._cluster_capacity, strict=True)
+                if total > 0
+            ),
+            default=0.0,
+        )
+
+    # -------------------------------------------------------------- bookkeeping
+
+    def _bind(self, job: _Job, nodes: list[_Node], now_ms: int) -> None:
+        """Count ``job`` as running on ``nodes``; the caller has checked that it fits."""
+        job_id = job.spec.job_id
+        for node in nodes:
+            self._move_free(node, job.demand, -1)
+            node.job_ids[job_id] = None
+        job.nodes = nodes
+        job.started_at_ms = now_ms
+        self._pending.pop(job_id, None)
+        self._reservations.pop(job_id, None)
+        self._running[job_id] = job
+        self._add_to_tenant(job, +1)
+
+    def _release(self, job: _Job) -> None:
+        """Free everything ``job`` holds; it is then neither running nor queued."""
+        job_id = job.spec.job_id
+        for node in job.nodes:
+            self._move_free(node, job.demand, +1)
+            del node.job_ids[job_id]
+        job.nodes = []
+        del self._running[job_id]
+        self._add_to_tenant(job, -1)
+
+    def _move_free(self, node: _Node, demand: Vector, sign: int) -> None:
+        # The index is sorted by free amounts, so the entry moves with them.
+        if node.accepting:
+            _unindex(node)
+            node.add_free(demand, sign)
+            _index(node)
+        else:
+            node.add_free(demand, sign)
+
+    def _add_to_tenant(self, job: _Job, sign: int) -> None:
+        allocated = self._tenant_allocated[job.spec.tenant]
+        for dim, amount in enumerate(job.total):
+            allocated[dim] += sign * amount
+        if job.spec.preemptible:
+            self._preemptible_priorities[job.spec.priority] += sign
+
+    def _buckets_for(self, state: NodeState) -> tuple[_Bucket, _Bucket]:
+        return (self._bucket(state.region, state.gpu_type), self._bucket(None, state.gpu_type))
+
+    def _bucket(self, region: str | None, gpu_type: str | None) -> _Bucket:
+        bucket = self._buckets.get((region, gpu_type))
+        if bucket is None:
+            bucket = self._buckets[region, gpu_type] = _Bucket(region, gpu_type)
+            self._tiers_cache.clear()
+        return bucket
+
+    def _take_seq(self) -> int:
+        self._next_seq += 1
+        return self._next_seq
+
+
+def _has_label(key: str, value: str) -> Callable[[NodeState], bool]:
+    return lambda node: node.labels.get(key) == value
+
+
+def feasibility(job: JobSpec, nodes: Iterable[NodeState]) -> str | None:
+    """Why no node of ``nodes`` could ever hold ``job``, whatever the load; None if some can.
+
+    Capacities count, current usage and the no-new-work flag do not: this is the
+    submit-time check. The reason names the first constraint that rules nodes out.
+    """
+    demand = job.demand
+    if job.gang_size < 1:
+        return f"gang_size must be at least 1, got {job.gang_size}"
+    if any(amount < 0 for amount in demand.as_tuple()):
+        return f"demand must not be negative: {demand}"
+    if not any(demand.as_tuple()):
+        return "demand asks for no resources at all"
+    constraints = job.constraints
+    candidates = list(nodes)
+    if not candidates:
+        return "the cluster has no nodes"
+    steps: list[tuple[str, Callable[[NodeState], bool]]] = []
+    if constraints.region is not None:
+        steps.append((f"region={constraints.region!r}", lambda n: n.region == constraints.region))
+    if constraints.gpu_type is not None:
+        steps.append(
+            (f"gpu_type={constraints.gpu_type!r}", lambda n: n.gpu_type == constraints.gpu_type)
+        )
+    for key, value in sorted(constraints.labels.items()):
+        steps.append((f"label {key}={value!r}", _has_label(key, value)))
+    described: list[str] = []
+    for description, keep in steps:
+        described.append(description)
+        candidates = [node for node in candidates if keep(node)]
+        if not candidates:
+            return f"no node has {', '.join(described)}"
+    matching = f"with {', '.join(described)}" if described else "in the cluster"
+    holding = [node for node in candidates if demand.fits_within(node.capacity)]
+    if not holding:
+        largest = [
+            max(dim) for dim in zip(*(node.capacity.as_tuple() for node in candidates), strict=True)
+        ]
+        too_big = [
+            f"{name} {want} > {most}"
+            for name, want, most in zip(_RESOURCE_NAMES, demand.as_tuple(), largest, strict=True)
+            if want > most
+        ]
+        if too_big:
+            return f"demand exceeds every node {matching}: {', '.join(too_big)}"
+        return f"no single node {matching} has all of {demand} at once"
+    if len(holding) < job.gang_size:
+        return (
+            f"gang of {job.gang_size} needs {job.gang_size} distinct nodes; "
+            f"only {len(holding)} node(s) {matching} can hold one worker"
+        )
+    return None
