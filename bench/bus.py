@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from lepton import stack
-from lepton.bus import Event, Publisher, Subscriber, _partition_for, ensure_topics
+from lepton.bus import Event, Publisher, Subscriber, ensure_topics, partition_for
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.stack._kafka import check_java, fetch_jars, java_classpath
@@ -113,7 +113,7 @@ async def raw_send_batches(producer: AIOKafkaProducer, topic: str, keys, values)
     batches: dict[int, Any] = {}
     pending = []
     for key, value in zip(keys, values, strict=True):
-        partition = _partition_for(key, len(partitions))
+        partition = partition_for(key, len(partitions))
         batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
         if batch.append(key=key, value=value, timestamp=None) is None:
             batch.close()

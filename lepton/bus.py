@@ -43,6 +43,7 @@ __all__ = [
     "Subscriber",
     "TransientError",
     "ensure_topics",
+    "partition_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,11 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def partitions(self, topic: str) -> set[int]:
+        """The topic's partition numbers (waits for its metadata)."""
+        found: set[int] = await self._producer.partitions_for(topic)
+        return found
+
     def headers(self, event_type: str) -> Headers:
         """CloudEvents Kafka-binding headers plus a W3C traceparent."""
         event_id, traceparent = _ids()
@@ -227,13 +233,13 @@ class Publisher:
         records are appended to per-partition batches directly, which costs a fraction of
         a ``send`` per event: the path for services that emit many events at a time.
         """
-        partitions = sorted(await self._producer.partitions_for(topic.name))
+        partitions = sorted(await self.partitions(topic.name))
         open_batches: dict[int, Any] = {}
         acks: list[asyncio.Future[Any]] = []
         encode, headers = self._codec.encode, self.headers
         for key, record in events:
             key_bytes = key.encode()
-            partition = _partition_for(key_bytes, len(partitions))
+            partition = partition_for(key_bytes, len(partitions))
             batch = open_batches.get(partition)
             if batch is None:
                 batch = open_batches[partition] = self._producer.create_batch()
@@ -272,7 +278,7 @@ class Publisher:
 
 
 @functools.lru_cache(maxsize=65536)
-def _partition_for(key: bytes, count: int) -> int:
+def partition_for(key: bytes, count: int) -> int:
     """Kafka's default partitioner (murmur2), cached: node ids come back every heartbeat."""
     return int(_DEFAULT_PARTITIONER(key, list(range(count)), None))
 
@@ -285,6 +291,10 @@ class Subscriber:
 
     Only offsets of messages whose handler returned (or that were dead-lettered, with the
     dead letter acknowledged) are committed, so a crash redelivers what was in flight.
+
+    With ``only_key``, the subscriber reads just the partition that key maps to (Kafka's
+    default partitioner) and hands over only the messages with that key: a trainer agent
+    reads its own node's assignments, never every agent's.
     """
 
     def __init__(
@@ -300,8 +310,10 @@ class Subscriber:
         connect_timeout_s: float = 20.0,
         max_batch: int = 500,
         retry_backoff_s: tuple[float, float] = (0.1, 10.0),
+        only_key: str | None = None,
     ) -> None:
         self._codec = codec
+        self._only_key = only_key.encode() if only_key is not None else None
         self._publisher = publisher
         self._topics = {topic.name: topic for topic in topics}
         self._handler = handler
@@ -314,7 +326,7 @@ class Subscriber:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         _LIVE_SUBSCRIBERS.add(self)
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
+            *(self._topics if only_key is None else ()),
             bootstrap_servers=bootstrap,
             group_id=group_id,
             client_id=f"{client_id}-{group_id}",
@@ -325,6 +337,12 @@ class Subscriber:
 
     async def start(self) -> None:
         await _start_within(self._consumer, self._connect_timeout_s, self._bootstrap)
+        if self._only_key is not None:
+            assigned = []
+            for name in self._topics:
+                count = len(await self._publisher.partitions(name))
+                assigned.append(TopicPartition(name, partition_for(self._only_key, count)))
+            self._consumer.assign(assigned)
 
     @property
     def handled(self) -> int:
@@ -356,7 +374,8 @@ class Subscriber:
             done: dict[TopicPartition, int] = {}
             for partition, messages in fetch.result().items():
                 for message in messages:
-                    await self._handle(message)
+                    if self._only_key is None or message.key == self._only_key:
+                        await self._handle(message)
                     done[partition] = message.offset + 1
                     if self._stopping.is_set():
                         break

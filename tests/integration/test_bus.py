@@ -8,9 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from lepton.bus import Event, Publisher, Subscriber, TransientError, ensure_topics
+from lepton.bus import (
+    Event,
+    Publisher,
+    Subscriber,
+    TransientError,
+    ensure_topics,
+    partition_for,
+)
 from lepton.codec import Codec
 from lepton.topics import ALL_TOPICS, Topic, dead_letter_topic
 from tests.samples import sample
@@ -295,3 +302,41 @@ async def test_send_many_keeps_per_key_order_and_the_default_partitioning(
         assert sequences[key] == expected, "one key's events arrive in the order sent"
     # `send` (aiokafka's partitioner) put node-3's last event where send_many put the rest.
     assert len({m.partition for m in messages if m.key == b"node-3"}) == 1
+
+
+async def test_a_keyed_subscriber_reads_only_its_keys_partition(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobAssigned", partitions=12)
+    record = sample(topic.event, 1)
+    await publisher.publish_many(topic, [(f"node-{i}", record) for i in range(30)])
+    received: list[Event] = []
+    first, second = asyncio.Event(), asyncio.Event()
+
+    async def handle(event: Event) -> None:
+        received.append(event)
+        (first if len(received) == 1 else second).set()
+
+    subscriber = Subscriber(
+        bootstrap,
+        codec,
+        publisher,
+        topics=[topic],
+        group_id=unique("agent"),
+        handler=handle,
+        only_key="node-7",
+    )
+    await subscriber.start()
+    try:
+        assert subscriber._consumer.assignment() == {
+            TopicPartition(topic.name, partition_for(b"node-7", 12))
+        }
+        task = asyncio.create_task(subscriber.run())
+        await asyncio.wait_for(first.wait(), 30)
+        await publisher.publish(topic, "node-7", record)  # one more, sent while it runs
+        await asyncio.wait_for(second.wait(), 30)
+        subscriber.stop_soon()
+        await task
+    finally:
+        await subscriber.close()
+    assert [event.key for event in received] == ["node-7", "node-7"]
