@@ -479,9 +479,25 @@ async def ensure_topics(
                 created.append(name)
             elif code != TopicAlreadyExistsError.errno:
                 raise KafkaError(f"creating topic {name} failed: error {code} {message}")
+        await _until_led(admin, created, timeout_s=connect_timeout_s)
         return created
     finally:
         await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float) -> None:
+    """Wait until every partition of new topics has a leader, so first sends do not bounce."""
+    async with asyncio.timeout(timeout_s):
+        while topics:
+            described = await admin.describe_topics(topics)
+            topics = [
+                topic["topic"]
+                for topic in described
+                if topic["error_code"] != 0
+                or any(partition["leader"] < 0 for partition in topic["partitions"])
+            ]
+            if topics:
+                await asyncio.sleep(0.05)  # the controller is electing: nothing to await
 
 
 # Dead letters are kept long enough for someone to look at them and replay them.

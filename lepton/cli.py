@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
-import os
+import logging
 import shutil
 import sys
 import time
@@ -39,8 +40,9 @@ contract_app = typer.Typer(help="The published event contract.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(contract_app, name="contract")
 
-console = Console()
-errors = Console(stderr=True, soft_wrap=True)  # one-line errors stay one line
+# soft_wrap: a path or an error is one line, whatever the terminal's width.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 _debug = False
 
 T = TypeVar("T")
@@ -69,6 +71,9 @@ def _main(
 ) -> None:
     global _debug
     _debug = debug
+    # aiokafka warns about retries it then makes on its own (a leader moving, say): noise
+    # for a command-line user unless they are debugging.
+    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(message)s")
 
 
 # --- stack ------------------------------------------------------------------------------
@@ -96,7 +101,8 @@ def stack_up(
 ) -> None:
     """Start Kafka and PostgreSQL (or report the stack already running)."""
     settings = Settings()
-    with console.status("starting Kafka and PostgreSQL…") if not as_json else _nothing():
+    spinner = console.status("starting Kafka and PostgreSQL…")
+    with contextlib.nullcontext() if as_json else spinner:
         current = _guarded(lambda: stack.up(settings))
     _print_status(current, as_json)
 
@@ -114,14 +120,6 @@ def stack_status(
 ) -> None:
     """Where Kafka and PostgreSQL are, and whether they run."""
     _print_status(stack.status(Settings()), as_json)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # --- services ---------------------------------------------------------------------------
@@ -291,7 +289,7 @@ def submit(
         },
         "constraints": {},
         "submitted_at": int(time.time() * 1000),
-        "submitted_by": os.environ.get("USER"),
+        "submitted_by": getpass.getuser(),
     }
     settings = Settings()
     where = _guarded(lambda: stack.endpoints(settings))
