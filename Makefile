@@ -40,11 +40,12 @@ bench: install
 demo: install
 	$(BIN)/lepton stack up
 	$(BIN)/lepton up
-	$(BIN)/lepton submit --tenant demo --dataset houses --target price --cpus 1 --memory 512
-	@echo "--- the newest heartbeat:"
-	$(BIN)/lepton tail lepton.node.heartbeats --max 1 --timeout 15
-	@echo "--- the job request:"
-	$(BIN)/lepton tail lepton.jobs.requested --from-beginning --max 1 --timeout 15
+	@job=demo-$$(date +%s); \
+	$(BIN)/lepton submit --job-id $$job --tenant demo --dataset houses --target price --cpus 1 --memory 512 && \
+	echo "--- the newest heartbeat:" && \
+	$(BIN)/lepton tail lepton.node.heartbeats --max 1 --timeout 15 && \
+	echo "--- the job request:" && \
+	$(BIN)/lepton tail lepton.jobs.requested --from-beginning --key $$job --max 1 --timeout 15
 	@echo "Stop everything with: make demo-down"
 
 demo-down: install

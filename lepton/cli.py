@@ -203,6 +203,7 @@ def tail(
     timeout: Annotated[
         float | None, typer.Option(help="Stop after this many seconds without a new event.")
     ] = None,
+    key: Annotated[str | None, typer.Option(help="Only events with this key.")] = None,
 ) -> None:
     """Print a topic's events as JSON lines, decoded."""
     settings = Settings()
@@ -233,6 +234,8 @@ def tail(
                     return
                 for message in messages:
                     last = time.monotonic()
+                    if key is not None and _key(message.key) != key:
+                        continue
                     try:
                         kind, record = codec.decode(message.value)
                         line = {
