@@ -122,3 +122,51 @@ def test_settings_name_existing_servers() -> None:
     where = stack.endpoints(settings)
     assert where.kafka_bootstrap == "kafka.example:9092"
     assert where.database_url == "postgresql://x/y"
+
+
+def test_maven_unable_to_fetch_is_a_one_line_error(tmp_path: Path) -> None:
+    fake = tmp_path / "mvn"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo '[ERROR] Failed to execute goal: Could not transfer artifact "
+        "org.apache.kafka:kafka_2.13:pom:4.1.1 from/to central: Network is unreachable'\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    result = lepton_cli(
+        "stack",
+        "up",
+        env={
+            "LEPTON_STATE_DIR": str(tmp_path / "state"),
+            "LEPTON_CACHE_DIR": str(tmp_path / "cache"),
+            "LEPTON_MAVEN": str(fake),
+        },
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: Maven could not fetch Kafka's jars")
+    assert "Network is unreachable" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "stack.json").exists(), "nothing half-started is left"
+
+
+def test_a_service_without_a_broker_exits_with_a_clear_error(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEPTON_")}
+    env |= {
+        "LEPTON_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "LEPTON_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "LEPTON_CONNECT_TIMEOUT_S": "2",
+        "LEPTON_STATE_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "lepton-ingest")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "lepton: Kafka at 127.0.0.1:" in result.stderr
+    assert "did not answer within 2 s" in result.stderr
+    assert "Traceback" not in result.stderr
