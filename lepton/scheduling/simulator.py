@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from services.scheduler.model import (
+from lepton.scheduling.model import (
     Assign,
     Constraints,
     Decision,
@@ -40,7 +40,7 @@ from services.scheduler.model import (
     Wait,
     WaitReason,
 )
-from services.scheduler.placement import Scheduler
+from lepton.scheduling.placement import Scheduler
 
 __all__ = [
     "PriorityClass",

@@ -15,14 +15,17 @@ job never waits while a lower-priority job takes room it could have used.
 
 Node choice. Nodes are bucketed by (region, GPU type), and again by GPU type alone
 for jobs that may run in any region; each bucket keeps its nodes that accept new work
-in a list sorted by (free GPUs, free CPU). A job bisects to the
+sorted by (free GPUs, free CPU), in short sorted chunks so that an update costs
+O(log n) comparisons and a bounded memmove even at 100,000 nodes. A job bisects to the
 first node with enough GPUs and CPU and walks up (``binpack``: the most allocated node
 that fits) or walks down from the top (``spread``: the least allocated), checking
 memory, network, labels and reservations on the way. CPU-only jobs without a GPU-type
 constraint try CPU-only nodes first and GPU nodes only when those are full, so GPUs
 stay free for GPU work. A gang of N takes the N best nodes, one worker on each, or
-nothing. Failures are cached per job shape for the rest of the plan (capacity only
-shrinks), so a long queue of identical jobs that cannot fit costs one scan.
+nothing. Failures are cached per job shape (demand, gang size, constraints) for the
+rest of the plan (capacity only shrinks), so a long queue of identical jobs that
+cannot fit costs one scan; the estimate joins the key once some reservation has a
+known start, since only then can it change the answer.
 
 Quotas. A tenant's running total may never exceed its limit. Inside the limit a
 tenant may borrow idle capacity beyond its guarantee. Borrowed capacity is a loan: a
@@ -64,7 +67,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from services.scheduler.model import (
+from lepton.scheduling.model import (
     Assign,
     Decision,
     Failed,
@@ -85,7 +88,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Scheduler", "feasibility"]
 
-Vector = tuple[int, int, int, int]  # cpu_millicores, memory_mib, gpus, network_mbps
+_Vector = tuple[int, int, int, int]  # cpu_millicores, memory_mib, gpus, network_mbps
 _CPU, _MEM, _GPU, _NET = range(4)
 _RESOURCE_NAMES = ("cpu_millicores", "memory_mib", "gpus", "network_mbps")
 # A bucket's index holds one int per node that sorts like the tuple (free GPUs, free
@@ -94,11 +97,19 @@ _SEQ_BITS = 32
 _CPU_BITS = 40
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
 # Everything that decides whether a job can be placed, so equal shapes share failures.
-_Shape = tuple[Vector, int, str | None, str | None, tuple[tuple[str, str], ...], int | None]
+_Shape = tuple[_Vector, int, str | None, str | None, tuple[tuple[str, str], ...]]
+# Nodes that are the same for the submit-time feasibility check.
+_NodeClass = tuple[str, str | None, tuple[tuple[str, str], ...], _Vector]
 
 
 def _covers(amount: Sequence[int], needed: Sequence[int]) -> bool:
-    return all(have >= want for have, want in zip(amount, needed, strict=True))
+    """Every one of the four amounts is at least what is needed (unrolled: a hot path)."""
+    return (
+        amount[0] >= needed[0]
+        and amount[1] >= needed[1]
+        and amount[2] >= needed[2]
+        and amount[3] >= needed[3]
+    )
 
 
 def _index_key(free_gpus: int, free_cpu: int, seq: int) -> int:
@@ -109,13 +120,75 @@ def _index_key(free_gpus: int, free_cpu: int, seq: int) -> int:
 def _index(node: _Node) -> None:
     node.index_key = _index_key(node.free_gpu, node.free_cpu, node.seq)
     for bucket in node.buckets:
-        insort(bucket.keys, node.index_key)
+        bucket.keys.add(node.index_key)
 
 
 def _unindex(node: _Node) -> None:
     for bucket in node.buckets:
-        keys = bucket.keys
-        del keys[bisect_left(keys, node.index_key)]
+        bucket.keys.remove(node.index_key)
+
+
+class _SortedKeys:
+    """A sorted multiset of ints, kept as a list of short sorted chunks.
+
+    One flat sorted list would move all keys after the insertion point on every
+    update: at 100,000 nodes that memmove dominates. Chunks of at most ``_CHUNK`` keys
+    bound it, and a bisect over the chunks' last keys finds the right chunk.
+    """
+
+    __slots__ = ("chunks", "lasts")
+
+    _CHUNK = 512
+
+    def __init__(self) -> None:
+        self.chunks: list[list[int]] = []
+        self.lasts: list[int] = []  # the last (largest) key of each chunk
+
+    def add(self, key: int) -> None:
+        if not self.chunks:
+            self.chunks.append([key])
+            self.lasts.append(key)
+            return
+        at = min(bisect_left(self.lasts, key), len(self.chunks) - 1)
+        chunk = self.chunks[at]
+        insort(chunk, key)
+        self.lasts[at] = chunk[-1]
+        if len(chunk) > self._CHUNK:
+            half = len(chunk) // 2
+            self.chunks[at : at + 1] = [chunk[:half], chunk[half:]]
+            self.lasts[at : at + 1] = [chunk[half - 1], chunk[-1]]
+
+    def remove(self, key: int) -> None:
+        at = bisect_left(self.lasts, key)
+        chunk = self.chunks[at]
+        del chunk[bisect_left(chunk, key)]
+        if chunk:
+            self.lasts[at] = chunk[-1]
+        else:
+            del self.chunks[at], self.lasts[at]
+
+    def __iter__(self) -> Iterator[int]:
+        for chunk in self.chunks:
+            yield from chunk
+
+    def ascending_from(self, lowest: int) -> Iterator[int]:
+        """Keys >= ``lowest``, smallest first."""
+        at = bisect_left(self.lasts, lowest)
+        if at < len(self.chunks):
+            chunk = self.chunks[at]
+            yield from chunk[bisect_left(chunk, lowest) :]
+            for chunk in self.chunks[at + 1 :]:
+                yield from chunk
+
+    def descending_to(self, lowest: int) -> Iterator[int]:
+        """Keys >= ``lowest``, largest first."""
+        for at in range(len(self.chunks) - 1, -1, -1):
+            chunk = self.chunks[at]
+            if chunk[0] >= lowest:
+                yield from reversed(chunk)
+            else:
+                yield from reversed(chunk[bisect_left(chunk, lowest) :])
+                return
 
 
 def _labels_match(node_labels: dict[str, str], wanted: tuple[tuple[str, str], ...]) -> bool:
@@ -144,7 +217,7 @@ class _Node:
         self.seq = seq
         # Its (region, GPU type) bucket and its (any region, GPU type) bucket.
         self.buckets = buckets
-        self.capacity: Vector = state.capacity.as_tuple()
+        self.capacity: _Vector = state.capacity.as_tuple()
         self.free_cpu, self.free_mem, self.free_gpu, self.free_net = self.capacity
         self.accepting = state.accepts_new_work
         self.index_key = 0  # set by _index
@@ -152,23 +225,26 @@ class _Node:
         self.job_ids: dict[str, None] = {}
 
     @property
-    def free(self) -> Vector:
+    def free(self) -> _Vector:
         return (self.free_cpu, self.free_mem, self.free_gpu, self.free_net)
 
-    def add_free(self, delta: Vector, sign: int) -> None:
+    def add_free(self, delta: _Vector, sign: int) -> None:
         self.free_cpu += sign * delta[_CPU]
         self.free_mem += sign * delta[_MEM]
         self.free_gpu += sign * delta[_GPU]
         self.free_net += sign * delta[_NET]
 
+    def big_enough(self, job: _Job) -> bool:
+        """Has the job's labels and could hold one worker when empty."""
+        return _covers(self.capacity, job.demand) and _labels_match(self.state.labels, job.labels)
+
     def could_ever_hold(self, job: _Job) -> bool:
-        """Matches the job's constraints and is big enough when empty."""
+        """Matches all the job's constraints and could hold one worker when empty."""
         constraints = job.spec.constraints
         return (
-            _covers(self.capacity, job.demand)
-            and (constraints.region is None or constraints.region == self.state.region)
-            and (constraints.gpu_type is None or constraints.gpu_type == self.state.gpu_type)
-            and _labels_match(self.state.labels, job.labels)
+            constraints.region in (None, self.state.region)
+            and constraints.gpu_type in (None, self.state.gpu_type)
+            and self.big_enough(job)
         )
 
 
@@ -183,7 +259,7 @@ class _Bucket:
     def __init__(self, region: str | None, gpu_type: str | None) -> None:
         self.region = region
         self.gpu_type = gpu_type
-        self.keys: list[int] = []  # sorted index keys, see _index_key
+        self.keys = _SortedKeys()  # index keys, see _index_key
 
 
 class _Job:
@@ -207,8 +283,8 @@ class _Job:
         self.seq = seq
         self.fifo_key = (spec.submitted_at_ms, seq)
         self.attempts = attempts
-        self.demand: Vector = spec.demand.as_tuple()
-        self.total: Vector = spec.demand.times(spec.gang_size).as_tuple()
+        self.demand: _Vector = spec.demand.as_tuple()
+        self.total: _Vector = spec.demand.times(spec.gang_size).as_tuple()
         self.labels = tuple(sorted(spec.constraints.labels.items()))
         self.shape: _Shape = (
             self.demand,
@@ -216,10 +292,13 @@ class _Job:
             spec.constraints.region,
             spec.constraints.gpu_type,
             self.labels,
-            spec.estimated_duration_ms,
         )
         self.nodes: list[_Node] = []
         self.started_at_ms = 0
+
+
+# (cost: has victims, top victim priority, victim count, node seq), node, victims.
+_PreemptionOption = tuple[tuple[bool, int, int, int], "_Node", tuple["_Job", ...]]
 
 
 @dataclass(slots=True)
@@ -231,9 +310,15 @@ class _PlanScratch:
     decisions: list[Decision] = field(default_factory=list)
     # Node -> the time its reservation starts (None: unknown, so nothing backfills).
     reserved: dict[_Node, int | None] = field(default_factory=dict)
-    failed_shapes: set[_Shape] = field(default_factory=set)
-    failed_preemptions: set[tuple[_Shape, int, str]] = field(default_factory=set)
+    failed_shapes: set[tuple[_Shape, int | None]] = field(default_factory=set)
+    # True once a reservation has a known start, so that estimates allow backfill.
+    backfill_windows: bool = False
+    # Shape -> the highest priority at which preempting for it failed (without reclaim).
+    failed_preemptions: dict[_Shape, int] = field(default_factory=dict)
     capable_counts: dict[_Shape, int] = field(default_factory=dict)
+
+    def failure_key(self, job: _Job) -> tuple[_Shape, int | None]:
+        return (job.shape, job.spec.estimated_duration_ms if self.backfill_windows else None)
 
     def blocks(self, node: _Node, job: _Job) -> bool:
         """True if ``node`` is held for an earlier job and ``job`` cannot backfill it."""
@@ -264,6 +349,7 @@ class Scheduler:
         self._tenant_allocated: defaultdict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         self._preemptible_priorities: Counter[int] = Counter()
         self._reservations: dict[str, list[_Node]] = {}
+        self._node_classes: dict[_NodeClass, tuple[NodeState, int]] = {}
         self._feasibility_cache: dict[_Shape, str | None] = {}
         self._next_seq = 0
         self._next_node_seq = 0
@@ -278,7 +364,7 @@ class Scheduler:
             node = _Node(state, self._next_node_seq, self._buckets_for(state))
             self._nodes[state.node_id] = node
             self._nodes_by_seq[node.seq] = node
-            self._feasibility_cache.clear()
+            self._count_class(state, +1)
         else:
             previous = node.state
             if node.accepting:
@@ -289,7 +375,8 @@ class Scheduler:
                 state.gpu_type,
                 state.labels,
             ):
-                self._feasibility_cache.clear()
+                self._count_class(previous, -1)
+                self._count_class(state, +1)
             for dim in range(4):
                 self._cluster_capacity[dim] -= node.capacity[dim]
             # Keep what is granted; a shrunken capacity may leave negative free amounts,
@@ -318,7 +405,7 @@ class Scheduler:
             node.accepting = False
         for dim in range(4):
             self._cluster_capacity[dim] -= node.capacity[dim]
-        self._feasibility_cache.clear()
+        self._count_class(node.state, -1)
         outcomes: list[NodeLossOutcome] = []
         for job_id in list(node.job_ids):
             job = self._running[job_id]
@@ -348,8 +435,8 @@ class Scheduler:
             return None
         job = _Job(spec, self._take_seq(), attempts=0)
         if job.shape not in self._feasibility_cache:
-            self._feasibility_cache[job.shape] = feasibility(
-                spec, (node.state for node in self._nodes.values())
+            self._feasibility_cache[job.shape] = _feasibility(
+                spec, list(self._node_classes.values())
             )
         reason = self._feasibility_cache[job.shape]
         if reason is not None:
@@ -362,7 +449,8 @@ class Scheduler:
     ) -> None:
         """Record a job as running where the log says it was assigned (after a restart).
 
-        Raises ``KeyError`` naming the node if a node is not known yet.
+        Room is not checked: the log is the truth, and the core only ever logged
+        assignments that fitted. Raises ``KeyError`` naming the node if a node is not known yet.
         """
         nodes = [self._nodes[node_id] for node_id in node_ids]
         self._pending.pop(spec.job_id, None)
@@ -425,10 +513,10 @@ class Scheduler:
             scratch.decisions.append(Wait(job.spec.job_id, WaitReason.QUOTA_LIMIT))
             return
         nodes = None
-        if job.shape not in scratch.failed_shapes:
+        if scratch.failure_key(job) not in scratch.failed_shapes:
             nodes = self._find_free_nodes(job, scratch)
             if nodes is None:
-                scratch.failed_shapes.add(job.shape)
+                scratch.failed_shapes.add(scratch.failure_key(job))
         if nodes is None:
             if self._capable_count(job, scratch) < job.spec.gang_size:
                 scratch.decisions.append(Wait(job.spec.job_id, WaitReason.NO_ACCEPTING_NODE))
@@ -465,14 +553,14 @@ class Scheduler:
     ) -> list[int]:
         """Index keys of up to ``wanted`` nodes of ``bucket`` that fit ``job`` now, best first."""
         cpu, mem, gpu, net = job.demand
-        keys = bucket.keys
-        lowest = bisect_left(keys, _index_key(gpu, cpu, 0))
-        positions = range(lowest, len(keys)) if ascending else range(len(keys) - 1, lowest - 1, -1)
+        lowest = _index_key(gpu, cpu, 0)
+        keys = (
+            bucket.keys.ascending_from(lowest) if ascending else bucket.keys.descending_to(lowest)
+        )
         nodes_by_seq = self._nodes_by_seq
         reserved = scratch.reserved
         found: list[int] = []
-        for position in positions:
-            key = keys[position]
+        for key in keys:
             node = nodes_by_seq[key & _SEQ_MASK]
             # Enough GPUs sorts first, so CPU may still be short past the lower bound.
             if node.free_cpu < cpu or node.free_mem < mem or node.free_net < net:
@@ -505,25 +593,27 @@ class Scheduler:
             self._tiers_cache[key] = tiers
         return tiers
 
-    def _matching_nodes(self, job: _Job) -> Iterator[_Node]:
-        """Accepting nodes that match the job's constraints and could hold it if empty."""
-        for tier in self._tiers(job):
+    def _matching_nodes(self, job: _Job, tiers: list[list[_Bucket]]) -> Iterator[_Node]:
+        """Accepting nodes of ``tiers`` that have the job's labels and could hold it if empty."""
+        for tier in tiers:
             for bucket in tier:
                 for key in bucket.keys:
                     node = self._nodes_by_seq[key & _SEQ_MASK]
-                    if node.could_ever_hold(job):
+                    if node.big_enough(job):  # the bucket matches region and GPU type
                         yield node
 
-    def _candidate_nodes(self, job: _Job, scratch: _PlanScratch) -> Iterator[_Node]:
+    def _candidate_nodes(
+        self, job: _Job, scratch: _PlanScratch, tiers: list[list[_Bucket]]
+    ) -> Iterator[_Node]:
         """Matching nodes that no earlier job holds in this plan."""
-        return (node for node in self._matching_nodes(job) if node not in scratch.reserved)
+        return (node for node in self._matching_nodes(job, tiers) if node not in scratch.reserved)
 
     def _capable_count(self, job: _Job, scratch: _PlanScratch) -> int:
         """How many accepting nodes could hold one worker if empty (capped at the gang)."""
         count = scratch.capable_counts.get(job.shape)
         if count is None:
             count = 0
-            for _ in self._matching_nodes(job):
+            for _ in self._matching_nodes(job, self._tiers(job)):
                 count += 1
                 if count == job.spec.gang_size:
                     break
@@ -533,23 +623,34 @@ class Scheduler:
     # ---------------------------------------------------------------- preemption
 
     def _preempt_for(self, job: _Job, scratch: _PlanScratch) -> list[_Node] | None:
-        may_evict = self._victim_rule(job)
-        failure_key = (job.shape, job.spec.priority, job.spec.tenant)
-        if may_evict is None or failure_key in scratch.failed_preemptions:
+        lenders = self._lenders_for(job)
+        may_evict = self._victim_rule(job, lenders)
+        if may_evict is None:
             return None
-        options: list[tuple[tuple[bool, int, int, int], _Node, tuple[_Job, ...]]] = []
-        for node in self._candidate_nodes(job, scratch):
-            victims = self._cheapest_victims(node, job, may_evict)
-            if victims is not None:
-                cost = (
-                    bool(victims),
-                    max((victim.spec.priority for victim in victims), default=0),
-                    len(victims),
-                    node.seq,
-                )
-                options.append((cost, node, victims))
+        # Without reclaim, both the room and the evictable jobs only shrink during a plan
+        # (later jobs have lower priority, so nothing assigned since is evictable for
+        # them): a failure holds for the rest of the plan, at this priority and below.
+        failed_at = scratch.failed_preemptions.get(job.shape)
+        if not lenders and failed_at is not None and job.spec.priority <= failed_at:
+            return None
+        # No victim set is cheaper than one job of the lowest evictable priority; once the
+        # gang has that many such nodes, the rest of the cluster cannot do better.
+        floor = None
+        if not lenders:
+            floor = min(
+                lower
+                for lower, count in self._preemptible_priorities.items()
+                if count and lower < job.spec.priority
+            )
+        options: list[_PreemptionOption] = []
+        for tier in self._tiers(job):
+            # Like placement, prefer the first tier (CPU nodes for CPU work).
+            options += self._preemption_options(job, scratch, [tier], may_evict, floor)
+            if len(options) >= job.spec.gang_size:
+                break
         if len(options) < job.spec.gang_size:
-            scratch.failed_preemptions.add(failure_key)
+            if not lenders:
+                scratch.failed_preemptions.setdefault(job.shape, job.spec.priority)
             return None
         options.sort(key=lambda option: option[0])
         chosen = options[: job.spec.gang_size]
@@ -564,16 +665,47 @@ class Scheduler:
             scratch.decisions.append(Preempt(job.spec.job_id, tuple(victims_by_id)))
         return [node for _, node, _ in chosen]
 
-    def _victim_rule(self, job: _Job) -> Callable[[_Job], bool] | None:
+    def _preemption_options(
+        self,
+        job: _Job,
+        scratch: _PlanScratch,
+        tiers: list[list[_Bucket]],
+        may_evict: Callable[[_Job], bool],
+        floor: int | None,
+    ) -> list[_PreemptionOption]:
+        """Candidate nodes with their cheapest victim sets, until the floor is reached."""
+        options: list[_PreemptionOption] = []
+        cheapest_possible = 0
+        for node in self._candidate_nodes(job, scratch, tiers):
+            victims = self._cheapest_victims(node, job, may_evict)
+            if victims is None:
+                continue
+            cost = (
+                bool(victims),
+                max((victim.spec.priority for victim in victims), default=0),
+                len(victims),
+                node.seq,
+            )
+            options.append((cost, node, victims))
+            if floor is not None and cost[:3] <= (True, floor, 1):
+                cheapest_possible += 1
+                if cheapest_possible == job.spec.gang_size:
+                    break
+        return options
+
+    def _lenders_for(self, job: _Job) -> set[str]:
+        """Tenants whose borrowed capacity ``job`` may reclaim (it stays within guarantee)."""
+        if not self._within_guarantee_after(job):
+            return set()
+        return {
+            tenant
+            for tenant in self._tenant_allocated
+            if tenant != job.spec.tenant and self._borrowing(tenant)
+        }
+
+    def _victim_rule(self, job: _Job, lenders: set[str]) -> Callable[[_Job], bool] | None:
         """Which running jobs ``job`` may evict, or None if there cannot be any."""
         priority = job.spec.priority
-        lenders: set[str] = set()
-        if self._within_guarantee_after(job):
-            lenders = {
-                tenant
-                for tenant in self._tenant_allocated
-                if tenant != job.spec.tenant and self._borrowing(tenant)
-            }
         if not lenders and not any(
             count and lower < priority for lower, count in self._preemptible_priorities.items()
         ):
@@ -592,11 +724,13 @@ class Scheduler:
         shortfall = [max(0, want - have) for want, have in zip(job.demand, node.free, strict=True)]
         if not any(shortfall):
             return ()
-        candidates = sorted(
-            (self._running[job_id] for job_id in node.job_ids),
-            key=lambda victim: (victim.spec.priority, -victim.started_at_ms, victim.seq),
-        )
+        candidates = [self._running[job_id] for job_id in node.job_ids]
         candidates = [victim for victim in candidates if may_evict(victim)]
+        evictable = [sum(amounts) for amounts in zip(*(v.demand for v in candidates), strict=True)]
+        if not candidates or not _covers(evictable, shortfall):
+            return None
+        # Lowest priority first; among equals the newest, which loses the least work.
+        candidates.sort(key=lambda victim: (victim.spec.priority, -victim.started_at_ms))
         single = next((v for v in candidates if _covers(v.demand, shortfall)), None)
         greedy: list[_Job] = []
         freed = [0, 0, 0, 0]
@@ -605,8 +739,6 @@ class Scheduler:
             freed = [have + more for have, more in zip(freed, victim.demand, strict=True)]
             if _covers(freed, shortfall):
                 break
-        else:
-            return None
         # Drop victims the others already make room for, highest priority first.
         for victim in reversed(greedy[:-1]):
             without = [have - less for have, less in zip(freed, victim.demand, strict=True)]
@@ -637,6 +769,7 @@ class Scheduler:
                 start = None if None in starts else max(s for s in starts if s is not None)
                 for node in nodes:
                     scratch.reserved[node] = start
+                scratch.backfill_windows |= start is not None
                 scratch.reservations_left -= 1
                 self._reservations[job_id] = nodes
                 reserved_ids = tuple(node.state.node_id for node in nodes)
@@ -651,17 +784,26 @@ class Scheduler:
         )
 
     def _pick_reservation(self, job: _Job, scratch: _PlanScratch) -> list[_Node] | None:
-        """The gang's worth of nodes on which the job can start first."""
+        """The gang's worth of nodes on which the job can start first.
+
+        Ranked by known start time, then (unknown starts) by how little is missing; like
+        placement, a later tier (GPU nodes for CPU work) only when the first has too few.
+        """
         now = scratch.now_ms
         ranked: list[tuple[bool, int, float, int, _Node]] = []
-        for node in self._candidate_nodes(job, scratch):
-            start = self._start_time(node, job, now)
-            shortfall = max(
-                (want - have) / capacity
-                for want, have, capacity in zip(job.demand, node.free, node.capacity, strict=True)
-                if capacity > 0
-            )
-            ranked.append((start is None, start or 0, shortfall, node.seq, node))
+        for tier in self._tiers(job):
+            for node in self._candidate_nodes(job, scratch, [tier]):
+                start = self._start_time(node, job, now)
+                missing = max(
+                    (want - have) / capacity
+                    for want, have, capacity in zip(
+                        job.demand, node.free, node.capacity, strict=True
+                    )
+                    if capacity > 0
+                )
+                ranked.append((start is None, start or 0, missing, node.seq, node))
+            if len(ranked) >= job.spec.gang_size:
+                break
         if len(ranked) < job.spec.gang_size:
             return None
         ranked.sort(key=lambda rank: rank[:4])
@@ -672,7 +814,7 @@ class Scheduler:
         shortfall = [max(0, want - have) for want, have in zip(job.demand, node.free, strict=True)]
         if not any(shortfall):
             return now_ms
-        ending: list[tuple[int, Vector]] = []
+        ending: list[tuple[int, _Vector]] = []
         for job_id in node.job_ids:
             running = self._running[job_id]
             if running.spec.estimated_duration_ms is not None:
@@ -745,7 +887,7 @@ class Scheduler:
         del self._running[job_id]
         self._add_to_tenant(job, -1)
 
-    def _move_free(self, node: _Node, demand: Vector, sign: int) -> None:
+    def _move_free(self, node: _Node, demand: _Vector, sign: int) -> None:
         # The index is sorted by free amounts, so the entry moves with them.
         if node.accepting:
             _unindex(node)
@@ -760,6 +902,21 @@ class Scheduler:
             allocated[dim] += sign * amount
         if job.spec.preemptible:
             self._preemptible_priorities[job.spec.priority] += sign
+
+    def _count_class(self, state: NodeState, change: int) -> None:
+        """Keep the node classes the feasibility check runs over; drop its stale answers."""
+        key = (
+            state.region,
+            state.gpu_type,
+            tuple(sorted(state.labels.items())),
+            state.capacity.as_tuple(),
+        )
+        representative, count = self._node_classes.get(key, (state, 0))
+        if count + change:
+            self._node_classes[key] = (representative, count + change)
+        else:
+            del self._node_classes[key]
+        self._feasibility_cache.clear()
 
     def _buckets_for(self, state: NodeState) -> tuple[_Bucket, _Bucket]:
         return (self._bucket(state.region, state.gpu_type), self._bucket(None, state.gpu_type))
@@ -786,6 +943,11 @@ def feasibility(job: JobSpec, nodes: Iterable[NodeState]) -> str | None:
     Capacities count, current usage and the no-new-work flag do not: this is the
     submit-time check. The reason names the first constraint that rules nodes out.
     """
+    return _feasibility(job, [(node, 1) for node in nodes])
+
+
+def _feasibility(job: JobSpec, groups: list[tuple[NodeState, int]]) -> str | None:
+    """``feasibility`` over groups of identical nodes: (one of them, how many)."""
     demand = job.demand
     if job.gang_size < 1:
         return f"gang_size must be at least 1, got {job.gang_size}"
@@ -794,7 +956,7 @@ def feasibility(job: JobSpec, nodes: Iterable[NodeState]) -> str | None:
     if not any(demand.as_tuple()):
         return "demand asks for no resources at all"
     constraints = job.constraints
-    candidates = list(nodes)
+    candidates = groups
     if not candidates:
         return "the cluster has no nodes"
     steps: list[tuple[str, Callable[[NodeState], bool]]] = []
@@ -809,15 +971,14 @@ def feasibility(job: JobSpec, nodes: Iterable[NodeState]) -> str | None:
     described: list[str] = []
     for description, keep in steps:
         described.append(description)
-        candidates = [node for node in candidates if keep(node)]
+        candidates = [(node, count) for node, count in candidates if keep(node)]
         if not candidates:
             return f"no node has {', '.join(described)}"
     matching = f"with {', '.join(described)}" if described else "in the cluster"
-    holding = [node for node in candidates if demand.fits_within(node.capacity)]
+    holding = sum(count for node, count in candidates if demand.fits_within(node.capacity))
     if not holding:
-        largest = [
-            max(dim) for dim in zip(*(node.capacity.as_tuple() for node in candidates), strict=True)
-        ]
+        capacities = [node.capacity.as_tuple() for node, _ in candidates]
+        largest = [max(dim) for dim in zip(*capacities, strict=True)]
         too_big = [
             f"{name} {want} > {most}"
             for name, want, most in zip(_RESOURCE_NAMES, demand.as_tuple(), largest, strict=True)
@@ -826,9 +987,9 @@ def feasibility(job: JobSpec, nodes: Iterable[NodeState]) -> str | None:
         if too_big:
             return f"demand exceeds every node {matching}: {', '.join(too_big)}"
         return f"no single node {matching} has all of {demand} at once"
-    if len(holding) < job.gang_size:
+    if holding < job.gang_size:
         return (
             f"gang of {job.gang_size} needs {job.gang_size} distinct nodes; "
-            f"only {len(holding)} node(s) {matching} can hold one worker"
+            f"only {holding} node(s) {matching} can hold one worker"
         )
     return None

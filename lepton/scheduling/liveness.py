@@ -1,0 +1,129 @@
+"""Which nodes are alive, judged from the heartbeats' own clocks, never from read times.
+
+Each node's last heartbeat carries the time its agent sent it. The *watermark* is the
+newest send time seen from any node (capped at the reader's clock, so a node whose
+clock runs ahead cannot push it forward). A node is judged by how far its last
+heartbeat lies behind the watermark:
+
+- past ``suspect_after_ms`` it gets no new work;
+- past ``dead_after_ms`` it is dead, and its jobs are requeued.
+
+Consumer lag delays every node's heartbeats and the watermark alike, so lag never
+kills a healthy node. If the watermark itself stops moving while the reader's clock
+goes on — every node silent at once — the fault is taken to be ours (the heartbeat
+pipeline), reported as :attr:`Verdicts.pipeline_stalled_ms`, and nobody is declared dead.
+
+A heartbeat whose sequence went backwards within the same agent run, or that is older
+than the one already held, is ignored. The table holds at most ``max_nodes`` nodes;
+heartbeats from further unknown nodes are counted in :attr:`Liveness.overflow`, not stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = ["Liveness", "Observation", "Verdicts"]
+
+
+@dataclass(slots=True)
+class _Last:
+    agent_started_at_ms: int
+    sequence: int
+    sent_at_ms: int  # capped at the reader's clock when read
+    suspect: bool = False
+
+
+class Observation(StrEnum):
+    ACCEPTED = "accepted"
+    STALE = "stale"  # older than what is held, or a sequence that went backwards
+    OVERFLOW = "overflow"  # an unknown node while the table is full
+    RESTARTED = "restarted"  # accepted, and the agent restarted since the last one
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """The outcome of one sweep."""
+
+    newly_suspect: tuple[str, ...] = ()
+    recovered: tuple[str, ...] = ()
+    dead: tuple[str, ...] = ()
+    pipeline_stalled_ms: int | None = None
+
+
+@dataclass(slots=True)
+class Liveness:
+    suspect_after_ms: int = 5_000
+    dead_after_ms: int = 15_000
+    max_nodes: int = 200_000
+    # A node clock this far ahead of ours is capped rather than trusted.
+    max_clock_skew_ms: int = 2_000
+    overflow: int = 0
+    _nodes: dict[str, _Last] = field(default_factory=dict)
+    _watermark_ms: int = 0
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def observe(
+        self,
+        node_id: str,
+        *,
+        agent_started_at_ms: int,
+        sequence: int,
+        sent_at_ms: int,
+        now_ms: int,
+    ) -> Observation:
+        """Record a heartbeat read at ``now_ms``."""
+        sent = min(sent_at_ms, now_ms + self.max_clock_skew_ms)
+        last = self._nodes.get(node_id)
+        if last is None:
+            if len(self._nodes) >= self.max_nodes:
+                self.overflow += 1
+                return Observation.OVERFLOW
+            self._nodes[node_id] = _Last(agent_started_at_ms, sequence, sent)
+            self._watermark_ms = max(self._watermark_ms, min(sent, now_ms))
+            return Observation.ACCEPTED
+        if agent_started_at_ms < last.agent_started_at_ms or (
+            agent_started_at_ms == last.agent_started_at_ms
+            and (sequence <= last.sequence or sent < last.sent_at_ms)
+        ):
+            return Observation.STALE
+        restarted = agent_started_at_ms > last.agent_started_at_ms
+        last.agent_started_at_ms, last.sequence, last.sent_at_ms = (
+            agent_started_at_ms,
+            sequence,
+            sent,
+        )
+        self._watermark_ms = max(self._watermark_ms, min(sent, now_ms))
+        return Observation.RESTARTED if restarted else Observation.ACCEPTED
+
+    def forget(self, node_id: str) -> None:
+        self._nodes.pop(node_id, None)
+
+    def sweep(self, now_ms: int) -> Verdicts:
+        """Judge every node against the watermark; dead nodes are forgotten."""
+        if not self._nodes:
+            return Verdicts()
+        stalled = now_ms - self._watermark_ms
+        if stalled > self.dead_after_ms:
+            return Verdicts(pipeline_stalled_ms=stalled)
+        newly_suspect, recovered, dead = [], [], []
+        for node_id, last in self._nodes.items():
+            silent = self._watermark_ms - last.sent_at_ms
+            if silent > self.dead_after_ms:
+                dead.append(node_id)
+            elif silent > self.suspect_after_ms:
+                if not last.suspect:
+                    last.suspect = True
+                    newly_suspect.append(node_id)
+            elif last.suspect:
+                last.suspect = False
+                recovered.append(node_id)
+        for node_id in dead:
+            del self._nodes[node_id]
+        return Verdicts(tuple(newly_suspect), tuple(recovered), tuple(dead))
+
+    def is_suspect(self, node_id: str) -> bool:
+        last = self._nodes.get(node_id)
+        return last is not None and last.suspect

@@ -1,0 +1,78 @@
+"""Liveness from the heartbeats' own clocks: lag never kills, silence does."""
+
+from __future__ import annotations
+
+from lepton.scheduling.liveness import Liveness, Observation
+
+START = 1_000_000
+
+
+def beat(live: Liveness, node: str, sent: int, *, seq: int, now: int, started: int = 0) -> str:
+    return live.observe(
+        node, agent_started_at_ms=started, sequence=seq, sent_at_ms=sent, now_ms=now
+    )
+
+
+def test_a_silent_node_is_first_suspect_then_dead_while_others_beat() -> None:
+    live = Liveness(suspect_after_ms=5_000, dead_after_ms=15_000)
+    beat(live, "quiet", START, seq=1, now=START)
+    for second in range(1, 17):
+        t = START + second * 1000
+        beat(live, "busy", t, seq=second, now=t)
+        verdicts = live.sweep(t)
+        if second == 6:
+            assert verdicts.newly_suspect == ("quiet",)
+        if second == 16:
+            assert verdicts.dead == ("quiet",)
+    assert live.is_suspect("busy") is False
+    assert len(live) == 1
+
+
+def test_consumer_lag_delays_everyone_alike_and_kills_nobody() -> None:
+    live = Liveness()
+    # Heartbeats sent a second apart are read 60 s late: the reader's clock is far ahead.
+    for second in range(20):
+        sent = START + second * 1000
+        beat(live, "a", sent, seq=second, now=sent + 60_000)
+        beat(live, "b", sent, seq=second, now=sent + 60_000)
+        verdicts = live.sweep(sent + 60_000)
+        assert verdicts.dead == ()
+        assert verdicts.newly_suspect == ()
+        assert verdicts.pipeline_stalled_ms == 60_000, "the lag itself is what is reported"
+
+
+def test_when_every_node_falls_silent_the_pipeline_is_blamed_not_the_nodes() -> None:
+    live = Liveness(dead_after_ms=15_000)
+    for node in ("a", "b", "c"):
+        beat(live, node, START, seq=1, now=START)
+    verdicts = live.sweep(START + 20_000)
+    assert verdicts.dead == ()
+    assert verdicts.pipeline_stalled_ms == 20_000
+    assert len(live) == 3
+
+
+def test_a_heartbeat_from_the_future_cannot_push_the_others_into_death() -> None:
+    live = Liveness(dead_after_ms=15_000, max_clock_skew_ms=2_000)
+    beat(live, "honest", START, seq=1, now=START)
+    beat(live, "ahead", START + 3_600_000, seq=1, now=START)  # clock an hour fast
+    assert live.sweep(START).dead == ()
+
+
+def test_stale_and_backwards_heartbeats_are_ignored() -> None:
+    live = Liveness()
+    assert beat(live, "n", START + 1000, seq=5, now=START + 1000) == Observation.ACCEPTED
+    assert beat(live, "n", START + 500, seq=4, now=START + 1000) == Observation.STALE
+    assert beat(live, "n", START + 2000, seq=5, now=START + 2000) == Observation.STALE
+    assert beat(live, "n", START + 2000, seq=1, now=START + 2000, started=1) == (
+        Observation.RESTARTED
+    )
+    assert beat(live, "n", START + 3000, seq=9, now=START + 3000, started=0) == Observation.STALE
+
+
+def test_the_node_table_is_bounded_and_counts_the_overflow() -> None:
+    live = Liveness(max_nodes=3)
+    for index in range(10):
+        beat(live, f"n{index}", START, seq=1, now=START)
+    assert len(live) == 3
+    assert live.overflow == 7
+    assert beat(live, "n0", START + 1, seq=2, now=START + 1) == Observation.ACCEPTED
