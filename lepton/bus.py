@@ -295,6 +295,11 @@ class Subscriber:
     With ``only_key``, the subscriber reads just the partition that key maps to (Kafka's
     default partitioner) and hands over only the messages with that key: a trainer agent
     reads its own node's assignments, never every agent's.
+
+    With ``replay``, it reads every partition from the beginning at each start, outside
+    any consumer group and without committing: for a service whose state *is* the log
+    (the scheduler). :attr:`caught_up` is set once it has read everything that was in
+    the topics when it started.
     """
 
     def __init__(
@@ -311,8 +316,13 @@ class Subscriber:
         max_batch: int = 500,
         retry_backoff_s: tuple[float, float] = (0.1, 10.0),
         only_key: str | None = None,
+        replay: bool = False,
+        caught_up: asyncio.Event | None = None,
     ) -> None:
         self._codec = codec
+        self._replay = replay
+        self.caught_up = caught_up or asyncio.Event()
+        self._catch_up_to: dict[TopicPartition, int] = {}
         self._only_key = only_key.encode() if only_key is not None else None
         self._publisher = publisher
         self._topics = {topic.name: topic for topic in topics}
@@ -326,9 +336,9 @@ class Subscriber:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         _LIVE_SUBSCRIBERS.add(self)
         self._consumer = AIOKafkaConsumer(
-            *(self._topics if only_key is None else ()),
+            *(self._topics if only_key is None and not replay else ()),
             bootstrap_servers=bootstrap,
-            group_id=group_id,
+            group_id=None if replay else group_id,
             client_id=f"{client_id}-{group_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -337,7 +347,18 @@ class Subscriber:
 
     async def start(self) -> None:
         await _start_within(self._consumer, self._connect_timeout_s, self._bootstrap)
-        if self._only_key is not None:
+        if self._replay:
+            everything = [
+                TopicPartition(name, partition)
+                for name in self._topics
+                for partition in sorted(await self._publisher.partitions(name))
+            ]
+            self._consumer.assign(everything)
+            await self._consumer.seek_to_beginning(*everything)
+            ends = await self._consumer.end_offsets(everything)
+            self._catch_up_to = dict(ends)
+            await self._note_progress()
+        elif self._only_key is not None:
             assigned = []
             for name in self._topics:
                 count = len(await self._publisher.partitions(name))
@@ -381,8 +402,19 @@ class Subscriber:
                         break
                 if self._stopping.is_set():
                     break
-            if done:
+            if self._replay:
+                await self._note_progress()
+            elif done:
                 await self._consumer.commit(done)
+
+    async def _note_progress(self) -> None:
+        if self.caught_up.is_set():
+            return
+        for tp, end in list(self._catch_up_to.items()):
+            if await self._consumer.position(tp) >= end:
+                del self._catch_up_to[tp]
+        if not self._catch_up_to:
+            self.caught_up.set()
 
     async def _handle(self, message: Any) -> None:
         origin = MessageOrigin(message.topic, message.partition, message.offset)

@@ -9,17 +9,23 @@ already applied is an error rather than a silent skip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import AsyncIterator
+
+# The shared library's own tables (leader terms), migrated by every service at start.
+LIBRARY_MIGRATIONS = Path(__file__).parent / "migrations"
 
 __all__ = [
+    "LIBRARY_MIGRATIONS",
     "DatabaseUnavailableError",
     "Migration",
     "connect",
@@ -145,3 +151,46 @@ async def migrate(pool: asyncpg.Pool, component: str, migrations: list[Migration
             return done
         finally:
             await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+
+
+@dataclass(slots=True)
+class Leadership:
+    """Held while this process is the one active instance of a singleton service.
+
+    ``term`` grows by one at every takeover, so that what a new leader decides can be
+    told apart from (and fence) what an old one decided. ``lost`` is set if the session
+    holding the lock ends: the holder must stop acting at once.
+    """
+
+    term: int
+    lost: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def leadership(url: str, name: str, *, timeout_s: float = 20.0) -> AsyncIterator[Leadership]:
+    """Wait until this process holds the leader lock of ``name``; hold it until exit.
+
+    The lock is a session-level advisory lock on a connection of its own: PostgreSQL
+    releases it the moment that session ends, so a standby takes over within seconds of
+    the leader dying, however it died.
+    """
+    key = int.from_bytes(
+        hashlib.sha256(f"lepton-leader:{name}".encode()).digest()[:8], "big", signed=True
+    )
+    connection = await asyncio.wait_for(asyncpg.connect(url), timeout_s)
+    lost = asyncio.Event()
+    connection.add_termination_listener(lambda _: lost.set())
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", key)
+        term = await connection.fetchval(
+            """
+            INSERT INTO lepton_leader_terms (service, term) VALUES ($1, 1)
+            ON CONFLICT (service) DO UPDATE SET term = lepton_leader_terms.term + 1
+            RETURNING term
+            """,
+            name,
+        )
+        yield Leadership(term=int(term), lost=lost)
+    finally:
+        if not connection.is_closed():
+            await connection.close()  # ends the session: the lock goes with it

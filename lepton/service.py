@@ -44,7 +44,11 @@ if TYPE_CHECKING:
     import asyncpg
     from starlette.requests import Request
 
-__all__ = ["Context", "Service", "configure_logging", "run"]
+__all__ = ["Context", "LeadershipLostError", "Service", "configure_logging", "run"]
+
+
+class LeadershipLostError(RuntimeError):
+    """A singleton lost its leader lock while active; it stops rather than act twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,10 @@ class Context:
     pool: asyncpg.Pool
     log: structlog.stdlib.BoundLogger
     topics: Namespace
+    # Set once the service may act: for a replaying service, when it has read the log.
+    caught_up: asyncio.Event
+    # The leader term of a singleton service (grows at every takeover); None otherwise.
+    term: int | None = None
 
     def topic(self, name: str) -> Topic:
         """A declared topic (``lepton.jobs.events``) as this installation names it."""
@@ -86,12 +94,17 @@ class Service:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     health_port: int | None = None
     background: Sequence[Callable[[Context], Coroutine[Any, Any, None]]] = ()
+    # One active instance at a time; others stand by and take over when it dies.
+    singleton: bool = False
+    # Rebuild state by reading the consumed topics from the beginning at every start.
+    replay: bool = False
     _subscriber: Subscriber | None = None
-    _stop_requested: bool = False
+    _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    _role: str = "starting"
 
     def stop_soon(self) -> None:
         """Finish the message in hand, commit and return from :meth:`run`."""
-        self._stop_requested = True
+        self._stop_requested.set()
         if self._subscriber is not None:
             self._subscriber.stop_soon()
 
@@ -99,52 +112,89 @@ class Service:
         log = structlog.get_logger(self.name)
         settings = self.settings
         where = stack.endpoints(settings)
-        codec = default_codec()
         names = Namespace(settings.topic_prefix)
         await ensure_topics(
             where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s
         )
         pool = await db.connect(where.database_url, timeout_s=settings.connect_timeout_s)
         try:
+            await db.migrate(pool, "lepton", db.load_migrations(db.LIBRARY_MIGRATIONS))
             if self.migrations is not None:
                 applied = await db.migrate(pool, self.name, db.load_migrations(self.migrations))
                 log.info("migrated", versions=applied)
-            async with Publisher(
-                where.kafka_bootstrap,
-                codec,
-                source=f"lepton/{self.name}",
-                client_id=settings.client_id,
-                connect_timeout_s=settings.connect_timeout_s,
-            ) as publisher:
-                context = Context(settings, publisher, pool, log, names)
-                handler = await self.handler_factory(context)
-                self._subscriber = Subscriber(
-                    where.kafka_bootstrap,
-                    codec,
-                    publisher,
-                    topics=[names.topic(name) for name in self.consumes],
-                    group_id=names.group(f"lepton-{self.name}"),
-                    handler=handler,
-                    client_id=settings.client_id,
-                    connect_timeout_s=settings.connect_timeout_s,
-                )
-                await self._subscriber.start()
-                if self._stop_requested:
-                    self._subscriber.stop_soon()
-                tasks = [asyncio.create_task(job(context)) for job in self.background]
-                try:
-                    async with self._health_server(log):
-                        self.ready.set()
-                        log.info("consuming", topics=list(self.consumes))
-                        await self._subscriber.run()
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    await self._subscriber.close()
-                    log.info("stopped", handled=self._subscriber.handled)
+            async with self._health_server(log):
+                if not self.singleton:
+                    await self._serve(where, names, pool, log, term=None)
+                    return
+                self._role = "standby"
+                log.info("standing by for leadership")
+                async with db.leadership(where.database_url, self.name) as lead:
+                    self._role = "leader"
+                    log.info("leading", term=lead.term)
+                    watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
+                    try:
+                        await self._serve(where, names, pool, log, term=lead.term)
+                    finally:
+                        watchdog.cancel()
+                    if lead.lost.is_set():
+                        raise LeadershipLostError(f"{self.name} lost its leader lock")
         finally:
             await pool.close()
+
+    async def _step_down_when_lost(self, lead: db.Leadership, log: Any) -> None:
+        await lead.lost.wait()
+        log.error("leader lock lost: stopping to avoid two active instances")
+        self.stop_soon()
+
+    async def _serve(
+        self,
+        where: stack.Endpoints,
+        names: Namespace,
+        pool: asyncpg.Pool,
+        log: Any,
+        *,
+        term: int | None,
+    ) -> None:
+        settings = self.settings
+        async with Publisher(
+            where.kafka_bootstrap,
+            default_codec(),
+            source=f"lepton/{self.name}",
+            client_id=settings.client_id,
+            connect_timeout_s=settings.connect_timeout_s,
+        ) as publisher:
+            caught_up = asyncio.Event()
+            context = Context(settings, publisher, pool, log, names, caught_up, term)
+            handler = await self.handler_factory(context)
+            self._subscriber = Subscriber(
+                where.kafka_bootstrap,
+                default_codec(),
+                publisher,
+                topics=[names.topic(name) for name in self.consumes],
+                group_id=names.group(f"lepton-{self.name}"),
+                handler=handler,
+                client_id=settings.client_id,
+                connect_timeout_s=settings.connect_timeout_s,
+                replay=self.replay,
+                caught_up=caught_up,
+            )
+            await self._subscriber.start()
+            if not self.replay:
+                caught_up.set()
+            if self._stop_requested.is_set():
+                self._subscriber.stop_soon()
+            tasks = [asyncio.create_task(job(context)) for job in self.background]
+            try:
+                self._role = "leader" if self.singleton else "active"
+                self.ready.set()
+                log.info("consuming", topics=list(self.consumes), replay=self.replay)
+                await self._subscriber.run()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._subscriber.close()
+                log.info("stopped", handled=self._subscriber.handled)
 
     @contextlib.asynccontextmanager
     async def _health_server(self, log: structlog.stdlib.BoundLogger) -> AsyncIterator[None]:
@@ -154,6 +204,7 @@ class Service:
                 {
                     "service": self.name,
                     "status": "ok",
+                    "role": self._role,
                     "handled": subscriber.handled if subscriber else 0,
                     "dead_lettered": subscriber.dead_lettered if subscriber else 0,
                 }
@@ -221,5 +272,10 @@ def run(service_factory: Callable[[], Service]) -> None:
 
     try:
         asyncio.run(main())
-    except (stack.StackError, db.DatabaseUnavailableError, BrokerUnavailableError) as exc:
+    except (
+        stack.StackError,
+        db.DatabaseUnavailableError,
+        BrokerUnavailableError,
+        LeadershipLostError,
+    ) as exc:
         raise SystemExit(f"lepton: {exc}") from None

@@ -426,14 +426,15 @@ class Scheduler:
 
     # ------------------------------------------------------------------------- jobs
 
-    def submit(self, spec: JobSpec) -> Unschedulable | None:
+    def submit(self, spec: JobSpec, attempts: int = 0) -> Unschedulable | None:
         """Queue a job, or say why no node of the cluster could ever hold it.
 
+        ``attempts`` counts earlier failed runs (a job requeued after its node lost it).
         Submitting a job that is already known changes nothing (redelivery).
         """
         if spec.job_id in self._pending or spec.job_id in self._running:
             return None
-        job = _Job(spec, self._take_seq(), attempts=0)
+        job = _Job(spec, self._take_seq(), attempts=attempts)
         if job.shape not in self._feasibility_cache:
             self._feasibility_cache[job.shape] = _feasibility(
                 spec, list(self._node_classes.values())

@@ -340,3 +340,59 @@ async def test_a_keyed_subscriber_reads_only_its_keys_partition(
     finally:
         await subscriber.close()
     assert [event.key for event in received] == ["node-7", "node-7"]
+
+
+async def test_a_replaying_subscriber_reads_everything_each_start_and_says_when_caught_up(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobEvent", partitions=3)
+    history = [(f"job-{i}", sample(topic.event)) for i in range(9)]
+    await publisher.publish_many(topic, history)
+    for _ in range(2):  # a restart reads it all again: nothing was committed
+        received: list[Event] = []
+
+        async def handle(event: Event, into: list[Event] = received) -> None:
+            into.append(event)
+
+        subscriber = Subscriber(
+            bootstrap,
+            codec,
+            publisher,
+            topics=[topic],
+            group_id=unique("replayer"),
+            handler=handle,
+            replay=True,
+        )
+        await subscriber.start()
+        task = asyncio.create_task(subscriber.run())
+        try:
+            await asyncio.wait_for(subscriber.caught_up.wait(), 30)
+            assert sorted(event.key for event in received) == sorted(key for key, _ in history)
+        finally:
+            subscriber.stop_soon()
+            await task
+            await subscriber.close()
+
+
+async def test_a_replaying_subscriber_of_empty_topics_is_caught_up_at_once(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobEvent", partitions=2)
+
+    async def handle(event: Event) -> None:
+        raise AssertionError("nothing to read")
+
+    subscriber = Subscriber(
+        bootstrap,
+        codec,
+        publisher,
+        topics=[topic],
+        group_id=unique("r"),
+        handler=handle,
+        replay=True,
+    )
+    await subscriber.start()
+    try:
+        assert subscriber.caught_up.is_set()
+    finally:
+        await subscriber.close()
