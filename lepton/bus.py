@@ -193,6 +193,11 @@ class Publisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    @property
+    def source(self) -> str:
+        """The CloudEvents source of what this publisher sends (``lepton/<service>``)."""
+        return self._source.decode()
+
     async def partitions(self, topic: str) -> set[int]:
         """The topic's partition numbers (waits for its metadata)."""
         found: set[int] = await self._producer.partitions_for(topic)

@@ -1,12 +1,21 @@
-"""The scheduler service: the management node (placement is built in issue #3).
+"""The scheduler service: the management node.
 
-For now it connects, consumes its topics and answers a health check.
+Consumes heartbeats, job requests, job events and ready datasets; publishes job events
+and assignments. One instance is active at a time (a PostgreSQL leader lock); others
+stand by. Its state is the log: every start replays the topics it consumes.
 """
 
 from __future__ import annotations
 
-from lepton.config import Settings
-from lepton.service import Service, run
+import asyncio
+from typing import TYPE_CHECKING
+
+from lepton.service import Context, Service, run
+from services.scheduler.settings import SchedulerSettings
+from services.scheduler.shell import SchedulerShell
+
+if TYPE_CHECKING:
+    from lepton.bus import Event, Handler
 
 CONSUMES = (
     "lepton.node.heartbeats",
@@ -16,11 +25,34 @@ CONSUMES = (
 )
 
 
-def create_app(settings: Settings | None = None) -> Service:
+def create_app(settings: SchedulerSettings | None = None) -> Service:
+    settings = settings or SchedulerSettings()
+    shells: list[SchedulerShell] = []
+
+    async def build_handler(context: Context) -> Handler:
+        shell = SchedulerShell(context, settings)
+        shells[:] = [shell]
+
+        async def handle(event: Event) -> None:
+            await shell.handle(event)
+
+        return handle
+
+    async def decide(context: Context) -> None:
+        """After the replay: rebuild, then plan and judge liveness for as long as we lead."""
+        await context.caught_up.wait()
+        shell = shells[0]
+        await shell.rebuild()
+        await asyncio.gather(shell.plan_forever(), shell.sweep_forever())
+
     return Service(
         name="scheduler",
         consumes=CONSUMES,
-        settings=settings or Settings(),
+        settings=settings,
+        handler_factory=build_handler,
+        background=[decide],
+        singleton=True,
+        replay=True,
     )
 
 

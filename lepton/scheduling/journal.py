@@ -1,0 +1,141 @@
+"""Every job's story, folded from its requests and lifecycle events.
+
+The scheduler keeps no state of its own: at start it replays ``lepton.jobs.requested``
+and ``lepton.jobs.events`` into :class:`Journal` (this module, no I/O), then rebuilds
+the placement core from it. Live, the same fold keeps the journal current.
+
+Leases. Every assignment carries a ``lease_epoch`` that grows with each reassignment of
+the job and jumps at every leader takeover (``term << 32``), so epochs from two leaders
+never collide. A report from a trainer counts only if it carries the job's current
+epoch; anything else is a *void lease* and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from lepton.scheduling.intake import Rejection, job_spec
+
+if TYPE_CHECKING:
+    from lepton.scheduling.model import JobSpec
+
+__all__ = ["Fold", "JobRecord", "Journal", "Status", "next_epoch"]
+
+
+class Status(StrEnum):
+    UNANNOUNCED = "unannounced"  # requested; the scheduler has said nothing about it yet
+    QUEUED = "queued"
+    ASSIGNED = "assigned"  # workers placed; not all started yet
+    RUNNING = "running"
+    LOST = "lost"  # its node lost it; to be requeued
+    DONE = "done"  # succeeded, failed, rejected or cancelled
+
+
+class Fold(StrEnum):
+    """What folding one event did."""
+
+    APPLIED = "applied"
+    VOID_LEASE = "void_lease"  # a report for an epoch the job no longer holds
+    IGNORED = "ignored"  # nothing to change (a duplicate, or a job never requested)
+
+
+@dataclass(slots=True)
+class JobRecord:
+    request: dict[str, Any]
+    spec: JobSpec | Rejection
+    status: Status = Status.UNANNOUNCED
+    epoch: int = 0
+    attempt: int = 0
+    nodes: dict[int, str] = field(default_factory=dict)  # worker index -> node id
+    started: set[int] = field(default_factory=set)  # worker indexes that reported started
+    cancel_requested: bool = False
+
+    @property
+    def tenant(self) -> str:
+        return str(self.request.get("tenant", ""))
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(self.nodes[index] for index in sorted(self.nodes))
+
+
+def next_epoch(current: int, term: int) -> int:
+    """A lease epoch above ``current`` that no other leader term can also hand out."""
+    return max(term << 32, current + 1)
+
+
+_FINISHING = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(slots=True)
+class Journal:
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+
+    def request(self, record: dict[str, Any]) -> JobRecord | None:
+        """A job request; None if the job is already known (redelivery, replay)."""
+        job_id = record.get("job_id")
+        if not isinstance(job_id, str) or job_id in self.jobs:
+            return None
+        entry = JobRecord(request=record, spec=job_spec(record))
+        self.jobs[job_id] = entry
+        return entry
+
+    def fold(self, event: dict[str, Any]) -> Fold:
+        """Apply one ``lepton.JobEvent``, wherever it came from (this scheduler too)."""
+        entry = self.jobs.get(event["job_id"])
+        if entry is None:
+            return Fold.IGNORED
+        kind = event["kind"]
+        epoch = event.get("lease_epoch")
+        if entry.status is Status.DONE:
+            return Fold.IGNORED
+        if kind == "cancel_requested":
+            entry.cancel_requested = True
+            return Fold.APPLIED
+        if kind in ("queued", "requeued", "preempted"):
+            if kind == "preempted" and epoch is not None and epoch != entry.epoch:
+                return Fold.VOID_LEASE
+            entry.status = Status.QUEUED
+            entry.nodes.clear()
+            entry.started.clear()
+            entry.attempt = max(entry.attempt, event.get("attempt", 0))
+            return Fold.APPLIED
+        if kind == "rejected":
+            entry.status = Status.DONE
+            return Fold.APPLIED
+        if kind == "assigned":
+            if epoch is None or epoch < entry.epoch:
+                return Fold.VOID_LEASE
+            if epoch > entry.epoch:
+                entry.epoch = epoch
+                entry.nodes.clear()
+                entry.started.clear()
+            entry.nodes[event.get("worker_index") or 0] = event["node_id"]
+            entry.attempt = event.get("attempt", entry.attempt)
+            entry.status = Status.ASSIGNED
+            return Fold.APPLIED
+        # From here on: reports about a run, which must name the current lease
+        # (the scheduler's own failed/cancelled of a queued job carry no epoch).
+        if epoch is not None and epoch != entry.epoch:
+            return Fold.VOID_LEASE
+        if kind == "started":
+            entry.started.add(event.get("worker_index") or 0)
+            if len(entry.started) >= len(entry.nodes):
+                entry.status = Status.RUNNING
+            return Fold.APPLIED
+        if kind == "progress":
+            return Fold.APPLIED
+        if kind == "lost":
+            if entry.status not in (Status.ASSIGNED, Status.RUNNING):
+                return Fold.IGNORED
+            entry.status = Status.LOST
+            return Fold.APPLIED
+        if kind in _FINISHING:
+            if epoch is None and entry.status in (Status.ASSIGNED, Status.RUNNING):
+                # Only a report naming the lease can end a placed job.
+                return Fold.VOID_LEASE
+            entry.status = Status.DONE
+            return Fold.APPLIED
+        return Fold.IGNORED

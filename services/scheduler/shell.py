@@ -1,0 +1,500 @@
+"""The scheduler's I/O shell: events in, the placement core's decisions out as events.
+
+State comes from the log. Before it has caught up, the shell only records what it
+reads (job requests and events into the :class:`~lepton.scheduling.journal.Journal`,
+heartbeats, ready datasets). Then it rebuilds the core, finishes what a crash may have
+left half-done (a request never answered, an assignment whose instruction never went
+out, a job its node lost), and from there on plans whenever something changed.
+
+Order of effects: a job's ``assigned`` event is published (and acknowledged) before the
+instruction to its node, so the log always knows about a lease before any node can act
+on it; a lost instruction is sent again after a restart, and the trainer ignores a
+lease it already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import prometheus_client
+
+from lepton.scheduling.intake import Rejection, node_state
+from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch
+from lepton.scheduling.liveness import Liveness, Observation
+from lepton.scheduling.model import (
+    Assign,
+    Failed,
+    NodeLossOutcome,
+    NodeState,
+    Preempt,
+    Requeued,
+    Unschedulable,
+)
+from lepton.scheduling.placement import Scheduler, feasibility
+
+if TYPE_CHECKING:
+    from lepton.bus import Event
+    from lepton.service import Context
+    from services.scheduler.settings import SchedulerSettings
+
+__all__ = ["SchedulerShell"]
+
+_DECISIONS = prometheus_client.Counter(
+    "lepton_scheduler_events_total", "Job events the scheduler published, by kind.", ["kind"]
+)
+_VOID_LEASES = prometheus_client.Counter(
+    "lepton_scheduler_void_lease_reports_total",
+    "Reports from nodes for leases that are no longer current (ignored).",
+)
+_NODE_OVERFLOW = prometheus_client.Gauge(
+    "lepton_scheduler_node_table_overflow",
+    "Heartbeats from unknown nodes dropped because the node table is full.",
+)
+_PIPELINE_STALLED = prometheus_client.Gauge(
+    "lepton_scheduler_heartbeat_pipeline_stalled_seconds",
+    "How long no heartbeat from any node has arrived (0 when heartbeats flow).",
+)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class SchedulerShell:
+    context: Context
+    settings: SchedulerSettings
+    journal: Journal = field(default_factory=Journal)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    hot: set[str] = field(default_factory=set)
+    datasets: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    dirty: asyncio.Event = field(default_factory=asyncio.Event)
+    stalled: bool = False
+    core: Scheduler = field(init=False)
+    liveness: Liveness = field(init=False)
+    pending_data: dict[str, JobRecord] = field(default_factory=dict)
+    rebuilt: bool = False
+
+    def __post_init__(self) -> None:
+        self.core = Scheduler(self.settings.core_config())
+        self.liveness = Liveness(
+            suspect_after_ms=int(self.settings.node_suspect_after_s * 1000),
+            dead_after_ms=int(self.settings.node_dead_after_s * 1000),
+            max_nodes=self.settings.max_nodes,
+        )
+
+    @property
+    def live(self) -> bool:
+        return self.rebuilt
+
+    # ------------------------------------------------------------------ reading
+
+    async def handle(self, event: Event) -> None:
+        declared = event.topic.removeprefix(self.context.topics.prefix)
+        if declared == "lepton.node.heartbeats":
+            await self._heartbeat(event.record)
+        elif declared == "lepton.jobs.requested":
+            entry = self.journal.request(event.record)
+            if entry is not None and self.live:
+                await self._announce(entry)
+        elif declared == "lepton.jobs.events":
+            await self._job_event(event)
+        elif declared == "lepton.data.ready":
+            await self._dataset_ready(event.record)
+
+    async def _heartbeat(self, record: dict[str, Any]) -> None:
+        node_id = record["node_id"]
+        seen = self.liveness.observe(
+            node_id,
+            agent_started_at_ms=record["agent_started_at"],
+            sequence=record["sequence"],
+            sent_at_ms=record["sent_at"],
+            now_ms=_now_ms(),
+        )
+        _NODE_OVERFLOW.set(self.liveness.overflow)
+        if seen in (Observation.STALE, Observation.OVERFLOW):
+            return
+        state = node_state(record)
+        usage, capacity = state.usage, state.capacity
+        headroom = self.settings.node_headroom
+        if (
+            usage.cpu_millicores > headroom * capacity.cpu_millicores
+            or usage.memory_mib > headroom * capacity.memory_mib
+        ):
+            self.hot.add(node_id)
+        else:
+            self.hot.discard(node_id)
+        known = self.nodes.get(node_id)
+        self.nodes[node_id] = state
+        if not self.live:
+            return
+        if seen is Observation.RESTARTED:
+            # A restarted agent has lost whatever it ran before.
+            await self._publish_losses(node_id, self.core.remove_node(node_id), "restarted")
+        self.core.upsert_node(self._accepting(state))
+        if known is None or seen is Observation.RESTARTED or known.capacity != state.capacity:
+            self.dirty.set()
+
+    def _accepting(self, state: NodeState) -> NodeState:
+        accepts = not (self.liveness.is_suspect(state.node_id) or state.node_id in self.hot)
+        if accepts == state.accepts_new_work:
+            return state
+        return NodeState(
+            node_id=state.node_id,
+            region=state.region,
+            capacity=state.capacity,
+            labels=state.labels,
+            gpu_type=state.gpu_type,
+            usage=state.usage,
+            running_job_ids=state.running_job_ids,
+            sent_at_ms=state.sent_at_ms,
+            sequence=state.sequence,
+            accepts_new_work=accepts,
+        )
+
+    async def _job_event(self, event: Event) -> None:
+        ours = event.headers.get("ce_source") == self.context.publisher.source.encode()
+        if ours and self.live:
+            return  # applied when it was decided
+        record = event.record
+        entry = self.journal.jobs.get(record["job_id"])
+        before = entry.status if entry else None
+        outcome = self.journal.fold(record)
+        if outcome is Fold.VOID_LEASE:
+            _VOID_LEASES.inc()
+            self.context.log.info(
+                "void lease report ignored",
+                job=record["job_id"],
+                kind=record["kind"],
+                epoch=record.get("lease_epoch"),
+            )
+            return
+        if outcome is not Fold.APPLIED or entry is None or not self.live:
+            return
+        if entry.status is Status.DONE and before is not Status.DONE:
+            self.core.remove_job(entry.request["job_id"])
+            self.dirty.set()
+        elif entry.status is Status.LOST:
+            self.core.remove_job(entry.request["job_id"])
+            await self._requeue(entry, f"node {record.get('node_id')} lost it")
+        elif entry.cancel_requested:
+            await self._cancel(entry)
+
+    async def _dataset_ready(self, record: dict[str, Any]) -> None:
+        versions = self.datasets.setdefault((record["tenant"], record["dataset"]), [])
+        if record["version"] not in versions:
+            versions.append(record["version"])
+        if not self.live:
+            return
+        for job_id, entry in list(self.pending_data.items()):
+            if self._dataset_version(entry) is not None:
+                del self.pending_data[job_id]
+                self._submit(entry)
+
+    # ---------------------------------------------------------------- catching up
+
+    async def rebuild(self) -> None:
+        """Build the core from what the log said, then settle what a crash left open."""
+        now = _now_ms()
+        self.liveness.sweep(now)  # marks nodes that were already silent as suspect
+        for state in self.nodes.values():
+            self.core.upsert_node(self._accepting(state))
+        unfinished: list[JobRecord] = []
+        for entry in self.journal.jobs.values():
+            spec = entry.spec
+            if entry.status is Status.DONE or isinstance(spec, Rejection):
+                if entry.status is Status.UNANNOUNCED:
+                    unfinished.append(entry)
+                continue
+            if entry.status in (Status.ASSIGNED, Status.RUNNING):
+                if all(node in self.nodes for node in entry.node_ids):
+                    self.core.restore_assignment(spec, entry.node_ids, now, entry.attempt)
+                else:
+                    entry.status = Status.LOST
+            if entry.status is not Status.ASSIGNED or entry.cancel_requested:
+                unfinished.append(entry)
+            else:
+                await self._send_instructions(entry, "run")
+        self.rebuilt = True
+        for entry in unfinished:
+            if entry.status is Status.UNANNOUNCED:
+                await self._announce(entry)
+            elif entry.status is Status.LOST:
+                await self._requeue(entry, "its node was lost while the scheduler was away")
+            elif entry.cancel_requested:
+                await self._cancel(entry)
+            elif entry.status is Status.QUEUED:
+                self._submit(entry, announce=False)
+        self.context.log.info(
+            "rebuilt from the log", jobs=len(self.journal.jobs), nodes=len(self.nodes)
+        )
+        self.dirty.set()
+
+    # --------------------------------------------------------------- deciding
+
+    async def _announce(self, entry: JobRecord) -> None:
+        """Answer a new request: rejected with the reason, or queued."""
+        spec = entry.spec
+        if isinstance(spec, Rejection):
+            entry.status = Status.DONE
+            await self._events(
+                [self._event(entry, "rejected", field=spec.field, reason=spec.reason)]
+            )
+            return
+        impossible = feasibility(spec, self.nodes.values())
+        if impossible is not None:
+            entry.status = Status.DONE
+            await self._events([self._event(entry, "rejected", field="demand", reason=impossible)])
+            return
+        self._submit(entry, announce=True)
+        waiting = entry.request["job_id"] in self.pending_data
+        await self._events(
+            [
+                self._event(
+                    entry,
+                    "queued",
+                    reason=f"waiting for dataset {entry.request['dataset']['name']}"
+                    if waiting
+                    else None,
+                )
+            ]
+        )
+
+    def _submit(self, entry: JobRecord, announce: bool = False) -> None:
+        spec = entry.spec
+        assert not isinstance(spec, Rejection)
+        entry.status = Status.QUEUED
+        if entry.request.get("dataset") and self._dataset_version(entry) is None:
+            self.pending_data[spec.job_id] = entry
+            return
+        self.core.submit(spec, entry.attempt)
+        self.dirty.set()
+
+    def _dataset_version(self, entry: JobRecord) -> str | None:
+        wanted = entry.request["dataset"]
+        owner = wanted.get("owner") or entry.tenant
+        versions = self.datasets.get((owner, wanted["name"]), [])
+        if not versions:
+            return None
+        if wanted.get("version") is None:
+            return versions[-1]
+        return wanted["version"] if wanted["version"] in versions else None
+
+    async def plan_forever(self) -> None:
+        """Plan whenever something changed; publish the decisions."""
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            decisions = self.core.plan(_now_ms())
+            await self._apply(decisions)
+            # Let more input gather before the next plan: one plan per burst, not per event.
+            await asyncio.sleep(0.005)
+
+    async def _apply(self, decisions: list[Any]) -> None:
+        events: list[dict[str, Any]] = []
+        # (job, action, reason, worker index -> node, lease epoch)
+        instructions: list[tuple[JobRecord, str, str | None, dict[int, str], int]] = []
+        for decision in decisions:
+            if isinstance(decision, Assign):
+                entry = self.journal.jobs[decision.job_id]
+                entry.epoch = next_epoch(entry.epoch, self.context.term or 0)
+                entry.nodes = dict(enumerate(decision.node_ids))
+                entry.started.clear()
+                entry.status = Status.ASSIGNED
+                for index, node_id in enumerate(decision.node_ids):
+                    events.append(
+                        self._event(
+                            entry,
+                            "assigned",
+                            node_id=node_id,
+                            worker_index=index,
+                            lease_epoch=entry.epoch,
+                        )
+                    )
+                instructions.append((entry, "run", None, dict(entry.nodes), entry.epoch))
+            elif isinstance(decision, Preempt):
+                for victim_id in decision.victim_job_ids:
+                    victim = self.journal.jobs[victim_id]
+                    reason = f"preempted for {decision.for_job_id}"
+                    instructions.append((victim, "stop", reason, dict(victim.nodes), victim.epoch))
+                    events.append(
+                        self._event(victim, "preempted", reason=reason, lease_epoch=victim.epoch)
+                    )
+                    victim.status = Status.QUEUED
+                    victim.nodes.clear()
+                    victim.started.clear()
+            elif isinstance(decision, Unschedulable):
+                entry = self.journal.jobs[decision.job_id]
+                entry.status = Status.DONE
+                events.append(
+                    self._event(entry, "rejected", field="demand", reason=decision.reason)
+                )
+        await self._events(events)
+        for job, action, why, nodes, epoch in instructions:
+            await self._send_instructions(job, action, why, nodes, epoch)
+
+    async def _send_instructions(
+        self,
+        entry: JobRecord,
+        action: str,
+        reason: str | None = None,
+        nodes: dict[int, str] | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Tell each worker's node to run (or stop) the job under the given lease."""
+        nodes = entry.nodes if nodes is None else nodes
+        epoch = entry.epoch if epoch is None else epoch
+        spec = entry.spec
+        assert not isinstance(spec, Rejection)
+        topic = self.context.topic("lepton.jobs.assigned")
+        dataset = None
+        if entry.request.get("dataset"):
+            dataset = {
+                "name": entry.request["dataset"]["name"],
+                "version": self._dataset_version(entry) or "",
+                "owner": entry.request["dataset"].get("owner") or entry.tenant,
+            }
+        now = _now_ms()
+        await self.context.publisher.publish_many(
+            topic,
+            [
+                (
+                    node_id,
+                    {
+                        "job_id": spec.job_id,
+                        "node_id": node_id,
+                        "action": action,
+                        "worker_index": index,
+                        "gang_size": spec.gang_size,
+                        "lease_epoch": epoch,
+                        "attempt": entry.attempt,
+                        "granted": {
+                            "cpu_millicores": spec.demand.cpu_millicores,
+                            "memory_mib": spec.demand.memory_mib,
+                            "gpus": spec.demand.gpus,
+                            "network_mbps": spec.demand.network_mbps,
+                        },
+                        "tenant": spec.tenant,
+                        "task": entry.request["task"],
+                        "dataset": dataset,
+                        "reason": reason,
+                        "assigned_at": now,
+                    },
+                )
+                for index, node_id in sorted(nodes.items())
+            ],
+        )
+
+    async def sweep_forever(self, interval_s: float = 0.5) -> None:
+        """Judge liveness on a timer: silent nodes stop getting work, dead ones lose it."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.sweep(_now_ms())
+
+    async def sweep(self, now_ms: int) -> None:
+        verdicts = self.liveness.sweep(now_ms)
+        stalled = verdicts.pipeline_stalled_ms
+        _PIPELINE_STALLED.set((stalled or 0) / 1000)
+        if stalled is not None and not self.stalled:
+            self.context.log.error(
+                "no heartbeat from any node: treating it as a pipeline fault, requeuing nothing",
+                silent_for_ms=stalled,
+            )
+        self.stalled = stalled is not None
+        for node_id in (*verdicts.newly_suspect, *verdicts.recovered):
+            if node_id in self.nodes:
+                self.core.upsert_node(self._accepting(self.nodes[node_id]))
+        for node_id in verdicts.dead:
+            self.nodes.pop(node_id, None)
+            self.hot.discard(node_id)
+            await self._publish_losses(node_id, self.core.remove_node(node_id), "dead")
+        if verdicts.recovered or verdicts.dead:
+            self.dirty.set()
+
+    async def _publish_losses(
+        self, node_id: str, outcomes: list[NodeLossOutcome], how: str
+    ) -> None:
+        events = []
+        for outcome in outcomes:
+            entry = self.journal.jobs[outcome.job_id]
+            if isinstance(outcome, Requeued):
+                entry.attempt = outcome.attempt
+                entry.status = Status.QUEUED
+                entry.nodes.clear()
+                entry.started.clear()
+                events.append(self._event(entry, "requeued", reason=f"node {node_id} {how}"))
+            elif isinstance(outcome, Failed):
+                events.append(
+                    self._event(entry, "failed", reason=outcome.reason, lease_epoch=entry.epoch)
+                )
+                entry.status = Status.DONE
+        await self._events(events)
+        if outcomes:
+            self.dirty.set()
+
+    async def _requeue(self, entry: JobRecord, reason: str) -> None:
+        spec = entry.spec
+        assert not isinstance(spec, Rejection)
+        entry.attempt += 1
+        entry.nodes.clear()
+        entry.started.clear()
+        if entry.attempt > spec.max_retries:
+            entry.status = Status.DONE
+            await self._events(
+                [
+                    self._event(
+                        entry,
+                        "failed",
+                        reason=f"{reason}; {entry.attempt} failures exceed "
+                        f"max_retries={spec.max_retries}",
+                        lease_epoch=entry.epoch,
+                    )
+                ]
+            )
+            return
+        self._submit(entry)
+        await self._events([self._event(entry, "requeued", reason=reason)])
+
+    async def _cancel(self, entry: JobRecord) -> None:
+        if entry.status in (Status.ASSIGNED, Status.RUNNING):
+            await self._send_instructions(entry, "stop", "cancelled")
+        self.core.remove_job(entry.request["job_id"])
+        self.pending_data.pop(entry.request["job_id"], None)
+        entry.status = Status.DONE
+        await self._events([self._event(entry, "cancelled", lease_epoch=entry.epoch or None)])
+        self.dirty.set()
+
+    # ---------------------------------------------------------------- writing
+
+    def _event(self, entry: JobRecord, kind: str, **fields: Any) -> dict[str, Any]:
+        return {
+            "job_id": entry.request["job_id"],
+            "kind": kind,
+            "tenant": entry.tenant,
+            "node_id": None,
+            "lease_epoch": None,
+            "worker_index": None,
+            "attempt": entry.attempt,
+            "reason": None,
+            "field": None,
+            "progress_percent": None,
+            "stage": None,
+            "error_type": None,
+            "model_id": None,
+            "time": _now_ms(),
+        } | fields
+
+    async def _events(self, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        await self.context.publisher.publish_many(
+            self.context.topic("lepton.jobs.events"),
+            [(event["job_id"], event) for event in events],
+        )
+        counts = Counter(event["kind"] for event in events)
+        for kind, count in counts.items():
+            _DECISIONS.labels(kind).inc(count)

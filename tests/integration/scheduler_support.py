@@ -1,0 +1,134 @@
+"""Helpers for the scheduler's integration tests: a namespace per test, records, readers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from lepton.bus import Publisher, ensure_topics
+from lepton.codec import Codec
+from lepton.topics import Namespace
+from services.scheduler.app import create_app
+from services.scheduler.settings import SchedulerSettings
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def heartbeat(
+    node: str,
+    *,
+    sequence: int,
+    cpu: int = 8000,
+    memory: int = 16384,
+    started: int = 1,
+    sent: int | None = None,
+    region: str = "local",
+) -> dict[str, Any]:
+    return {
+        "node_id": node,
+        "region": region,
+        "labels": {},
+        "gpu_type": None,
+        "capacity": {"cpu_millicores": cpu, "memory_mib": memory, "gpus": 0, "network_mbps": 1000},
+        "usage": {"cpu_millicores": 0, "memory_mib": 0, "gpus": 0, "network_mbps": 0},
+        "running_job_ids": [],
+        "sent_at": sent if sent is not None else now_ms(),
+        "sequence": sequence,
+        "agent_started_at": started,
+        "interval_ms": 1000,
+    }
+
+
+def job(job_id: str, *, cpu: int = 1000, memory: int = 1024, **extra: Any) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "tenant": extra.pop("tenant", "acme"),
+        "priority_class": "normal",
+        "priority": extra.pop("priority", 100),
+        "task": {"kind": "train", "algorithm": "auto", "target_column": "price"},
+        "dataset": extra.pop("dataset", None),
+        "demand": {"cpu_millicores": cpu, "memory_mib": memory, "gpus": 0, "network_mbps": 0},
+        "constraints": {},
+        "submitted_at": now_ms(),
+    } | extra
+
+
+class Namespaced:
+    """One test's topics, with a publisher and readers of the scheduler's outputs."""
+
+    def __init__(self, bootstrap: str, codec: Codec, publisher: Publisher) -> None:
+        self.prefix = f"t{uuid.uuid4().hex[:10]}."
+        self.names = Namespace(self.prefix)
+        self.bootstrap = bootstrap
+        self.codec = codec
+        self.publisher = publisher
+
+    async def create(self) -> None:
+        await ensure_topics(self.bootstrap, self.names.all())
+
+    async def send(self, declared: str, key: str, record: dict[str, Any]) -> None:
+        await self.publisher.publish(self.names.topic(declared), key, record)
+
+    def settings(self, bootstrap: str, database_url: str, **extra: Any) -> SchedulerSettings:
+        return SchedulerSettings(
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            topic_prefix=self.prefix,
+            **extra,
+        )
+
+    @asynccontextmanager
+    async def reader(self, declared: str) -> AsyncIterator[Reader]:
+        consumer = AIOKafkaConsumer(
+            self.names.topic(declared).name,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            yield Reader(consumer, self.codec)
+        finally:
+            await consumer.stop()
+
+
+class Reader:
+    def __init__(self, consumer: AIOKafkaConsumer, codec: Codec) -> None:
+        self.consumer = consumer
+        self.codec = codec
+        self.seen: list[dict[str, Any]] = []
+
+    async def until(self, predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
+        """The first record (already seen or arriving) that satisfies ``predicate``."""
+        for record in self.seen:
+            if predicate(record):
+                return record
+        async with asyncio.timeout(timeout_s):
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    for message in messages:
+                        record = self.codec.decode(message.value)[1]
+                        self.seen.append(record)
+                        if predicate(record):
+                            return record
+
+
+@asynccontextmanager
+async def running_scheduler(settings: SchedulerSettings) -> AsyncIterator[Any]:
+    service = create_app(settings)
+    task = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(service.ready.wait(), 60)
+        yield service
+    finally:
+        service.stop_soon()
+        await asyncio.wait_for(task, 60)

@@ -1,0 +1,86 @@
+"""The scheduler service against the real broker and database."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.scheduler_support import Namespaced, heartbeat, job, running_scheduler
+from tests.samples import sample
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def space(bootstrap, codec, publisher) -> Namespaced:
+    namespaced = Namespaced(bootstrap, codec, publisher)
+    await namespaced.create()
+    return namespaced
+
+
+def kind(job_id: str, wanted: str):
+    return lambda record: record["job_id"] == job_id and record["kind"] == wanted
+
+
+async def test_a_job_is_queued_then_assigned_to_a_node_that_fits(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    await space.send("lepton.node.heartbeats", "small", heartbeat("small", sequence=1, cpu=500))
+    await space.send("lepton.node.heartbeats", "big", heartbeat("big", sequence=1, cpu=4000))
+    async with (
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+        space.reader("lepton.jobs.assigned") as assignments,
+    ):
+        await space.send("lepton.jobs.requested", "j1", job("j1", cpu=2000))
+        await events.until(kind("j1", "queued"))
+        assigned = await events.until(kind("j1", "assigned"))
+        instruction = await assignments.until(lambda r: r["job_id"] == "j1")
+    assert assigned["node_id"] == "big"
+    assert instruction["node_id"] == "big"
+    assert instruction["action"] == "run"
+    assert instruction["lease_epoch"] == assigned["lease_epoch"] > 0
+    assert instruction["granted"]["cpu_millicores"] == 2000
+
+
+async def test_invalid_and_impossible_requests_are_rejected_with_the_reason(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    await space.send("lepton.node.heartbeats", "n", heartbeat("n", sequence=1, cpu=4000))
+    async with (
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        await space.send("lepton.jobs.requested", "bad", job("bad", gang_size=0))
+        await space.send("lepton.jobs.requested", "huge", job("huge", cpu=64000))
+        bad = await events.until(kind("bad", "rejected"))
+        huge = await events.until(kind("huge", "rejected"))
+    assert bad["field"] == "gang_size"
+    assert "between 1" in bad["reason"]
+    assert huge["field"] == "demand"
+    assert "cpu" in huge["reason"].lower()
+
+
+async def test_a_job_waits_for_its_dataset_and_gets_the_ready_version(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    await space.send("lepton.node.heartbeats", "n", heartbeat("n", sequence=1))
+    async with (
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+        space.reader("lepton.jobs.assigned") as assignments,
+    ):
+        await space.send(
+            "lepton.jobs.requested", "j", job("j", dataset={"name": "houses", "version": None})
+        )
+        queued = await events.until(kind("j", "queued"))
+        assert "waiting for dataset houses" in queued["reason"]
+        # A job without a dataset, sent after, is placed: the scheduler planned meanwhile.
+        await space.send("lepton.jobs.requested", "other", job("other"))
+        await events.until(kind("other", "assigned"))
+        assert not [r for r in events.seen if r["job_id"] == "j" and r["kind"] == "assigned"]
+
+        ready = sample("lepton.DataReady", 0) | {"tenant": "acme", "dataset": "houses"}
+        await space.send("lepton.data.ready", "acme/houses", ready)
+        instruction = await assignments.until(lambda r: r["job_id"] == "j")
+    assert instruction["dataset"]["version"] == ready["version"]
+    assert instruction["dataset"]["owner"] == "acme"
