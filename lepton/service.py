@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 __all__ = ["Context", "LeadershipLostError", "Service", "configure_logging", "run"]
 
 
+class BackgroundTaskError(RuntimeError):
+    """A service's background task failed, so the service stopped (a supervisor restarts it)."""
+
+
 class LeadershipLostError(RuntimeError):
     """A singleton lost its leader lock while active; it stops rather than act twice."""
 
@@ -101,6 +105,7 @@ class Service:
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
+    _failure: BaseException | None = None
 
     def stop_soon(self) -> None:
         """Finish the message in hand, commit and return from :meth:`run`."""
@@ -140,6 +145,16 @@ class Service:
                         raise LeadershipLostError(f"{self.name} lost its leader lock")
         finally:
             await pool.close()
+
+    def _background_ended(self, task: asyncio.Task[None], log: Any) -> None:
+        """A background task must run as long as the service: if one fails, stop it all."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("background task failed; stopping", exc_info=error)
+            self._failure = error
+            self.stop_soon()
 
     async def _step_down_when_lost(self, lead: db.Leadership, log: Any) -> None:
         await lead.lost.wait()
@@ -184,6 +199,8 @@ class Service:
             if self._stop_requested.is_set():
                 self._subscriber.stop_soon()
             tasks = [asyncio.create_task(job(context)) for job in self.background]
+            for task in tasks:
+                task.add_done_callback(lambda done: self._background_ended(done, log))
             try:
                 self._role = "leader" if self.singleton else "active"
                 self.ready.set()
@@ -195,6 +212,10 @@ class Service:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self._subscriber.close()
                 log.info("stopped", handled=self._subscriber.handled)
+            if self._failure is not None:
+                raise BackgroundTaskError(
+                    f"{self.name} stopped: {self._failure!r}"
+                ) from self._failure
 
     @contextlib.asynccontextmanager
     async def _health_server(self, log: structlog.stdlib.BoundLogger) -> AsyncIterator[None]:
@@ -277,5 +298,6 @@ def run(service_factory: Callable[[], Service]) -> None:
         db.DatabaseUnavailableError,
         BrokerUnavailableError,
         LeadershipLostError,
+        BackgroundTaskError,
     ) as exc:
         raise SystemExit(f"lepton: {exc}") from None

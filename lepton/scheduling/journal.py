@@ -71,7 +71,12 @@ _FINISHING = frozenset({"succeeded", "failed", "cancelled"})
 
 @dataclass(slots=True)
 class Journal:
+    """Every job's record. Requests and events live in different topics, so a replay may
+    read a job's events before its request: those wait in ``early`` until it arrives."""
+
     jobs: dict[str, JobRecord] = field(default_factory=dict)
+    early: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    max_early_jobs: int = 100_000
 
     def request(self, record: dict[str, Any]) -> JobRecord | None:
         """A job request; None if the job is already known (redelivery, replay)."""
@@ -80,12 +85,16 @@ class Journal:
             return None
         entry = JobRecord(request=record, spec=job_spec(record))
         self.jobs[job_id] = entry
+        for event in self.early.pop(job_id, ()):
+            self.fold(event)
         return entry
 
     def fold(self, event: dict[str, Any]) -> Fold:
         """Apply one ``lepton.JobEvent``, wherever it came from (this scheduler too)."""
         entry = self.jobs.get(event["job_id"])
         if entry is None:
+            if event["job_id"] in self.early or len(self.early) < self.max_early_jobs:
+                self.early.setdefault(event["job_id"], []).append(event)
             return Fold.IGNORED
         kind = event["kind"]
         epoch = event.get("lease_epoch")

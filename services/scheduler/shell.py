@@ -99,7 +99,7 @@ class SchedulerShell:
             await self._heartbeat(event.record)
         elif declared == "lepton.jobs.requested":
             entry = self.journal.request(event.record)
-            if entry is not None and self.live:
+            if entry is not None and self.live and entry.status is Status.UNANNOUNCED:
                 await self._announce(entry)
         elif declared == "lepton.jobs.events":
             await self._job_event(event)
@@ -290,6 +290,9 @@ class SchedulerShell:
             await self.dirty.wait()
             self.dirty.clear()
             decisions = self.core.plan(_now_ms())
+            self.context.log.debug(
+                "planned", decisions=Counter(type(d).__name__ for d in decisions)
+            )
             await self._apply(decisions)
             # Let more input gather before the next plan: one plan per burst, not per event.
             await asyncio.sleep(0.005)

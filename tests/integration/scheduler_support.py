@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -86,6 +87,29 @@ class Namespaced:
         )
 
     @asynccontextmanager
+    async def heartbeats(
+        self, node: str, every_s: float = 0.2, **shape: Any
+    ) -> AsyncIterator[None]:
+        """A node agent's heartbeat, every ``every_s``, for as long as the block runs."""
+
+        async def beat() -> None:
+            sequence = 0
+            while True:
+                sequence += 1
+                await self.send(
+                    "lepton.node.heartbeats", node, heartbeat(node, sequence=sequence, **shape)
+                )
+                await asyncio.sleep(every_s)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @asynccontextmanager
     async def reader(self, declared: str) -> AsyncIterator[Reader]:
         consumer = AIOKafkaConsumer(
             self.names.topic(declared).name,
@@ -108,18 +132,16 @@ class Reader:
 
     async def until(self, predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
         """The first record (already seen or arriving) that satisfies ``predicate``."""
-        for record in self.seen:
-            if predicate(record):
-                return record
+        checked = 0
         async with asyncio.timeout(timeout_s):
             while True:
+                for record in self.seen[checked:]:
+                    if predicate(record):
+                        return record
+                checked = len(self.seen)
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for messages in batch.values():
-                    for message in messages:
-                        record = self.codec.decode(message.value)[1]
-                        self.seen.append(record)
-                        if predicate(record):
-                            return record
+                    self.seen.extend(self.codec.decode(m.value)[1] for m in messages)
 
 
 @asynccontextmanager

@@ -84,3 +84,40 @@ async def test_a_job_waits_for_its_dataset_and_gets_the_ready_version(
         instruction = await assignments.until(lambda r: r["job_id"] == "j")
     assert instruction["dataset"]["version"] == ready["version"]
     assert instruction["dataset"]["owner"] == "acme"
+
+
+async def test_jobs_of_a_dead_node_are_requeued_and_its_late_reports_are_void(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    settings = space.settings(
+        bootstrap, database_url, node_suspect_after_s=0.5, node_dead_after_s=1.5
+    )
+    await space.send("lepton.node.heartbeats", "a", heartbeat("a", sequence=1, cpu=4000))
+    async with (
+        running_scheduler(settings),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        await space.send("lepton.jobs.requested", "j", job("j", cpu=3000))
+        first = await events.until(kind("j", "assigned"))
+        assert first["node_id"] == "a"
+        # Node b joins and keeps beating; node a falls silent.
+        async with space.heartbeats("b", cpu=4000):
+            requeued = await events.until(kind("j", "requeued"))
+            assert "node a dead" in requeued["reason"]
+            assert requeued["attempt"] == 1
+            second = await events.until(lambda r: kind("j", "assigned")(r) and r["node_id"] == "b")
+            assert second["lease_epoch"] > first["lease_epoch"]
+
+            # Node a's agent reports success under its old lease, late: it changes nothing.
+            await space.send("lepton.jobs.events", "j", first | {"kind": "succeeded"})
+            await space.send("lepton.jobs.requested", "k", job("k", cpu=3000))
+            await events.until(kind("k", "queued"))
+            # A small, more urgent job placed after k was queued proves a plan ran with k
+            # in the queue: k did not fit, so j still holds b.
+            await space.send("lepton.jobs.requested", "probe", job("probe", cpu=500, priority=200))
+            await events.until(kind("probe", "assigned"))
+            assert not [r for r in events.seen if r["job_id"] == "k" and r["kind"] == "assigned"]
+
+            await space.send("lepton.jobs.events", "j", second | {"kind": "succeeded"})
+            k = await events.until(kind("k", "assigned"))
+    assert k["node_id"] == "b"
