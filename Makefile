@@ -32,9 +32,12 @@ test: install
 
 check: format-check lint types test
 
+# Each benchmark prints a table and writes bench/results/<name>.json.
+BENCHES ?= bus scheduler_core monitor
+
 bench: install
 	$(BIN)/lepton stack up
-	$(BIN)/python -m bench.bus
+	for name in $(BENCHES); do $(BIN)/python -m bench.$$name || exit 1; done
 
 # Stack up, services up, one heartbeat and one job request through the CLI.
 demo: install

@@ -44,7 +44,14 @@ if TYPE_CHECKING:
     import asyncpg
     from starlette.requests import Request
 
-__all__ = ["Context", "LeadershipLostError", "Service", "configure_logging", "run"]
+__all__ = [
+    "Context",
+    "EmbeddedServer",
+    "LeadershipLostError",
+    "Service",
+    "configure_logging",
+    "run",
+]
 
 
 class BackgroundTaskError(RuntimeError):
@@ -102,6 +109,8 @@ class Service:
     singleton: bool = False
     # Rebuild state by reading the consumed topics from the beginning at every start.
     replay: bool = False
+    # Read only the partition (and messages) of this key: a node agent's own assignments.
+    subscribe_key: str | None = None
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
@@ -192,6 +201,7 @@ class Service:
                 connect_timeout_s=settings.connect_timeout_s,
                 replay=self.replay,
                 caught_up=caught_up,
+                only_key=self.subscribe_key,
             )
             await self._subscriber.start()
             if not self.replay:
@@ -240,7 +250,7 @@ class Service:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.settings.health_port, log_level="warning"
         )
-        server = _EmbeddedServer(config)
+        server = EmbeddedServer(config)
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
@@ -255,7 +265,7 @@ class Service:
             await task
 
 
-class _EmbeddedServer(uvicorn.Server):
+class EmbeddedServer(uvicorn.Server):
     """uvicorn inside a service's event loop: the service, not uvicorn, owns the signals."""
 
     @contextlib.contextmanager

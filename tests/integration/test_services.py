@@ -33,6 +33,7 @@ async def start(
         "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
         "LEPTON_DATABASE_URL": database_url,
         "LEPTON_TOPIC_PREFIX": prefix,
+        "LEPTON_MONITOR_PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         *command, stderr=asyncio.subprocess.PIPE, env=env

@@ -5,20 +5,38 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import importlib
+import pkgutil
+
+import services
 from lepton.cli import app
 from lepton.config import Settings
 
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
 
+def every_setting() -> set[str]:
+    """The fields of Settings and of every service's settings class."""
+    names = set(Settings.model_fields)
+    for service in pkgutil.iter_modules(services.__path__):
+        try:
+            module = importlib.import_module(f"services.{service.name}.settings")
+        except ModuleNotFoundError:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, Settings):
+                names |= set(value.model_fields)
+    return names
+
+
 def test_every_setting_is_documented() -> None:
-    for name in Settings.model_fields:
+    for name in every_setting():
         assert f"LEPTON_{name.upper()}" in README, f"README does not mention LEPTON_{name.upper()}"
 
 
 def test_every_documented_setting_exists() -> None:
     documented = set(re.findall(r"LEPTON_([A-Z_]+)", README))
-    assert documented <= {name.upper() for name in Settings.model_fields}
+    assert documented <= {name.upper() for name in every_setting()}
 
 
 def test_the_quick_start_is_make_demo_and_make_test() -> None:

@@ -1,0 +1,67 @@
+"""The monitor's settings: the shared Lepton settings plus its own, each from ``LEPTON_<NAME>``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from lepton.config import Settings
+
+__all__ = ["MonitorSettings"]
+
+
+class MonitorSettings(Settings):
+    """Settings of the monitor service; the shared ones are inherited unchanged."""
+
+    monitor_host: str = Field(
+        default="127.0.0.1",
+        description="LEPTON_MONITOR_HOST: address the dashboard and JSON API listen on; "
+        "loopback by default because the API has no authentication of its own.",
+    )
+    monitor_port: int = Field(
+        default=8765,
+        ge=0,
+        le=65535,
+        description="LEPTON_MONITOR_PORT: port of the dashboard, JSON API, SSE stream and "
+        "/metrics; 0 picks a free one (written to the service log as `dashboard`).",
+    )
+    monitor_sample_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="LEPTON_MONITOR_SAMPLE_INTERVAL_S: how often the monitor evaluates its "
+        "alert rules and records a point of every time series.",
+    )
+    monitor_lag_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="LEPTON_MONITOR_LAG_INTERVAL_S: how often consumer lag and dead-letter "
+        "counts are read from the broker's offsets.",
+    )
+    monitor_snapshot_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="LEPTON_MONITOR_SNAPSHOT_INTERVAL_S: how often the in-memory view "
+        "(nodes, jobs, datasets, models, alerts) is saved to PostgreSQL; it is also saved "
+        "on a graceful stop and restored at start.",
+    )
+    monitor_retention_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="LEPTON_MONITOR_RETENTION_DAYS: how long hourly time-series points and "
+        "alert history are kept; 10-second points are kept a day, 5-minute points 30 days.",
+    )
+    monitor_node_dead_after_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="LEPTON_MONITOR_NODE_DEAD_AFTER_S: a node whose newest heartbeat was "
+        "sent longer ago than this is dead (judged from the heartbeat's own sent_at).",
+    )
+    monitor_max_jobs: int = Field(
+        default=50_000,
+        ge=100,
+        description="LEPTON_MONITOR_MAX_JOBS: jobs kept in the live view; the oldest are "
+        "forgotten beyond it (their history stays in the time series).",
+    )

@@ -1,0 +1,741 @@
+"""The monitor's view of the cluster: plain data updated by events, no I/O.
+
+:class:`MonitorState` is fed decoded records with :meth:`MonitorState.apply` and read by
+the rules, the API and the time-series sampler. Times are epoch milliseconds taken from
+the records themselves (a heartbeat's ``sent_at``, a job's ``submitted_at``), never from
+when the monitor happened to read them, so consumer lag cannot make a node look dead or a
+queue look slow.
+
+Events of one job arrive on several topics (requested, assigned, events) whose relative
+order Kafka does not guarantee, so every update only moves a job forward and fills in
+what it did not know yet.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import dataclasses
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+__all__ = [
+    "METRICS",
+    "RESOURCES",
+    "TERMINAL",
+    "Dataset",
+    "Job",
+    "Lag",
+    "Model",
+    "MonitorState",
+    "Node",
+    "Sampler",
+    "Window",
+    "primary_metric",
+    "quantile",
+]
+
+Record = Mapping[str, Any]
+T = TypeVar("T")
+RESOURCES = ("cpu_millicores", "memory_mib", "gpus", "network_mbps")
+TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
+_MINUTE_MS = 60_000
+
+# Held-out metrics where higher is better, in the order one is chosen as a model's primary
+# metric for the leaderboard and the regression rule; the second list is lower-is-better.
+HIGHER_IS_BETTER = ("roc_auc", "f1_macro", "accuracy", "f1_weighted", "r2", "recall_macro")
+LOWER_IS_BETTER = ("rmse", "mae", "mse", "log_loss")
+
+
+def quantile(values: Iterable[float], q: float) -> float | None:
+    """The q-quantile (nearest rank) of the values; None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+class Window:
+    """Observations of the last ``horizon_ms``, for quantiles and rates (bounded in size)."""
+
+    def __init__(self, horizon_ms: int = 5 * _MINUTE_MS, maxlen: int = 20_000) -> None:
+        self.horizon_ms = horizon_ms
+        self._points: collections.deque[tuple[int, float]] = collections.deque(maxlen=maxlen)
+
+    def add(self, time_ms: int, value: float) -> None:
+        self._points.append((time_ms, value))
+
+    def values(self, now_ms: int) -> list[float]:
+        start = now_ms - self.horizon_ms
+        while self._points and self._points[0][0] < start:
+            self._points.popleft()
+        return [value for _, value in self._points]
+
+    def summary(self, now_ms: int) -> dict[str, float | int | None]:
+        values = self.values(now_ms)
+        return {
+            "count": len(values),
+            "p50": quantile(values, 0.5),
+            "p95": quantile(values, 0.95),
+            "max": max(values) if values else None,
+        }
+
+
+@dataclass(slots=True)
+class Node:
+    node_id: str
+    region: str
+    gpu_type: str | None
+    labels: dict[str, str]
+    capacity: dict[str, int]
+    usage: dict[str, int]
+    running_job_ids: list[str]
+    sent_at: int
+    sequence: int
+    agent_started_at: int
+    interval_ms: int
+    restarts: int = 0
+
+    def utilisation(self) -> dict[str, float]:
+        """Usage over capacity per resource; a resource the node does not offer is absent."""
+        return {
+            resource: self.usage[resource] / self.capacity[resource]
+            for resource in RESOURCES
+            if self.capacity.get(resource, 0) > 0
+        }
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: str
+    tenant: str
+    state: str = "unknown"
+    name: str | None = None
+    priority_class: str | None = None
+    priority: int | None = None
+    submitted_at: int | None = None
+    queued_since: int | None = None  # start of the current wait (submission or requeue)
+    assigned_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+    updated_at: int = 0
+    node_ids: list[str] = field(default_factory=list)
+    attempt: int = 0
+    reason: str | None = None
+    progress_percent: float | None = None
+    stage: str | None = None
+    preemptions: int = 0
+    requeues: int = 0
+    dataset: str | None = None
+    model_id: str | None = None
+
+
+@dataclass(slots=True)
+class Dataset:
+    tenant: str
+    dataset: str
+    state: str
+    updated_at: int
+    version: str | None = None
+    rows: int | None = None
+    reused: bool | None = None
+    region: str | None = None
+    quality: dict[str, int] = field(default_factory=dict)
+    reject_code: str | None = None
+    reject_reason: str | None = None
+    versions: int = 0
+    rejects: int = 0
+
+
+@dataclass(slots=True)
+class Model:
+    model_id: str
+    tenant: str
+    model_name: str
+    algorithm: str | None = None
+    problem_type: str | None = None
+    cv_score: float | None = None
+    scoring: str | None = None
+    ready_at: int | None = None
+    evaluated_at: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    roc: list[dict[str, Any]] = field(default_factory=list)
+    findings: int = 0
+
+
+@dataclass(slots=True)
+class Lag:
+    """A consumer group's lag on one topic, from the broker's offsets."""
+
+    messages: int
+    seconds: float | None  # estimated from the group's recent consume rate
+    committed: int
+    end: int
+
+
+def primary_metric(metrics: Mapping[str, float]) -> tuple[str, bool] | None:
+    """The metric a model is ranked by, and whether higher is better."""
+    for name in HIGHER_IS_BETTER:
+        if name in metrics:
+            return name, True
+    for name in LOWER_IS_BETTER:
+        if name in metrics:
+            return name, False
+    return None
+
+
+class MonitorState:
+    """Everything the monitor knows, updated one decoded event at a time."""
+
+    def __init__(self, *, max_jobs: int = 50_000, history: int = 200) -> None:
+        self.max_jobs = max_jobs
+        self.history = history
+        self.version = 0  # bumped by every change, so watchers know when to refresh
+        self.nodes: dict[str, Node] = {}
+        self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        # (tenant, priority class) -> job id -> start of its wait; insertion order is FIFO.
+        self.pending: dict[tuple[str, str], dict[str, int]] = {}
+        self.queue_wait: dict[tuple[str, str], Window] = {}
+        self.scheduling_latency = Window()
+        self.job_durations = Window()
+        self.job_outcomes = Window()  # 1.0 failed, 0.0 succeeded
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.events_by_topic: collections.Counter[str] = collections.Counter()
+        self.jobs_by_state: collections.Counter[str] = collections.Counter()
+        self.datasets: dict[tuple[str, str], Dataset] = {}
+        self.models: dict[str, Model] = {}
+        self.model_history: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.champions: dict[tuple[str, str], str] = {}
+        self.promotions: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.audit: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.lag: dict[tuple[str, str], Lag] = {}
+        self.dead_letters: dict[str, int] = {}
+        self.dead_letter_history: dict[str, collections.deque[tuple[int, int]]] = {}
+        self.pipeline_checked_at: int | None = None
+        # Next offset to read per (topic, partition), so a restart re-reads exactly what
+        # the last snapshot missed (None: an older snapshot that did not record them).
+        self.positions: dict[tuple[str, int], int] | None = {}
+        self._apply: dict[str, Callable[[Record], None]] = {
+            "lepton.NodeHeartbeat": self._heartbeat,
+            "lepton.JobRequested": self._job_requested,
+            "lepton.JobAssigned": self._job_assigned,
+            "lepton.JobEvent": self._job_event,
+            "lepton.DatasetRequested": self._dataset_requested,
+            "lepton.DataReady": self._data_ready,
+            "lepton.DataRejected": self._data_rejected,
+            "lepton.ModelReady": self._model_ready,
+            "lepton.ModelEvaluated": self._model_evaluated,
+            "lepton.ModelPromoted": self._model_promoted,
+            "lepton.AuditEvent": self._audit,
+        }
+
+    # -- events ---------------------------------------------------------------------------
+
+    def apply(self, event_type: str, topic: str, record: Record) -> None:
+        """Take one decoded event into account. Types without a view are only counted."""
+        self.events_by_topic[topic] += 1
+        update = self._apply.get(event_type)
+        if update is not None:
+            update(record)
+        self.version += 1
+
+    def _heartbeat(self, record: Record) -> None:
+        # The hottest path of the monitor (every node, every second): updates in place.
+        node_id = record["node_id"]
+        started, sequence = record["agent_started_at"], record["sequence"]
+        node = self.nodes.get(node_id)
+        if node is None:
+            self.nodes[node_id] = Node(
+                node_id=node_id,
+                region=record["region"],
+                gpu_type=record.get("gpu_type"),
+                labels=dict(record["labels"]),
+                capacity=dict(record["capacity"]),
+                usage=dict(record["usage"]),
+                running_job_ids=list(record["running_job_ids"]),
+                sent_at=record["sent_at"],
+                sequence=sequence,
+                agent_started_at=started,
+                interval_ms=record["interval_ms"],
+            )
+            return
+        # Liveness follows the agent's own clock and sequence: a redelivered or reordered
+        # older heartbeat must not roll the node back.
+        if started < node.agent_started_at or (
+            started == node.agent_started_at and sequence <= node.sequence
+        ):
+            self.counters["stale_heartbeats"] += 1
+            return
+        if started > node.agent_started_at:
+            node.restarts += 1
+        node.region = record["region"]
+        node.gpu_type = record.get("gpu_type")
+        node.labels = dict(record["labels"])
+        node.capacity = dict(record["capacity"])
+        node.usage = dict(record["usage"])
+        node.running_job_ids = list(record["running_job_ids"])
+        node.sent_at = record["sent_at"]
+        node.sequence = sequence
+        node.agent_started_at = started
+        node.interval_ms = record["interval_ms"]
+
+    def _job(self, job_id: str, tenant: str, time_ms: int) -> Job:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            # Most recently changed last: the API lists jobs newest first without sorting,
+            # and the view forgets the jobs that have been quiet longest.
+            self.jobs.move_to_end(job_id)
+        else:
+            job = self.jobs[job_id] = Job(job_id=job_id, tenant=tenant, updated_at=time_ms)
+            self.jobs_by_state[job.state] += 1
+            if len(self.jobs) > self.max_jobs:
+                self._forget(next(iter(self.jobs)))
+        return job
+
+    def _forget(self, job_id: str) -> None:
+        job = self.jobs.pop(job_id)
+        self.jobs_by_state[job.state] -= 1
+        self._unqueue(job)
+
+    def _set_state(self, job: Job, state: str, time_ms: int) -> None:
+        if job.state != state:
+            self.jobs_by_state[job.state] -= 1
+            self.jobs_by_state[state] += 1
+            job.state = state
+        job.updated_at = max(job.updated_at, time_ms)
+
+    def _queue_key(self, job: Job) -> tuple[str, str]:
+        return job.tenant, job.priority_class or "unknown"
+
+    def _enqueue(self, job: Job, since: int) -> None:
+        job.queued_since = since
+        self.pending.setdefault(self._queue_key(job), {})[job.job_id] = since
+
+    def _unqueue(self, job: Job) -> bool:
+        """Take the job out of its queue; whether it was in one."""
+        queue = self.pending.get(self._queue_key(job))
+        if queue is None or queue.pop(job.job_id, None) is None:
+            return False
+        if not queue:
+            del self.pending[self._queue_key(job)]
+        return True
+
+    def _assigned(self, job: Job, assigned_at: int) -> None:
+        """The job left its queue: its wait (and, on the first attempt, latency) is known."""
+        if job.queued_since is not None and job.job_id in self.pending.get(
+            self._queue_key(job), {}
+        ):
+            self._unqueue(job)
+            wait = max(0, assigned_at - job.queued_since)
+            self.queue_wait.setdefault(self._queue_key(job), Window()).add(assigned_at, wait)
+            if job.requeues == 0 and job.submitted_at is not None:
+                self.scheduling_latency.add(assigned_at, max(0, assigned_at - job.submitted_at))
+        if job.assigned_at is None or assigned_at > job.assigned_at:
+            job.assigned_at = assigned_at
+        if job.state in ("unknown", "requested", "queued"):
+            self._set_state(job, "assigned", assigned_at)
+
+    def _job_requested(self, record: Record) -> None:
+        job = self._job(record["job_id"], record["tenant"], record["submitted_at"])
+        # A job seen queued before its request waits in an unknown priority class until now.
+        was_pending = self._unqueue(job)
+        job.name = record.get("name")
+        job.priority_class = record["priority_class"]
+        job.priority = record["priority"]
+        job.submitted_at = record["submitted_at"]
+        dataset = record.get("dataset")
+        job.dataset = dataset["name"] if dataset else None
+        if job.state == "unknown":
+            self._set_state(job, "requested", record["submitted_at"])
+            self._enqueue(job, record["submitted_at"])
+        elif was_pending:
+            since = job.queued_since if job.requeues else record["submitted_at"]
+            self._enqueue(job, since if since is not None else record["submitted_at"])
+        elif job.assigned_at is not None and job.requeues == 0:
+            # The assignment was read first: the latency is known only now.
+            latency = max(0, job.assigned_at - record["submitted_at"])
+            self.scheduling_latency.add(job.assigned_at, latency)
+
+    def _job_assigned(self, record: Record) -> None:
+        job = self._job(record["job_id"], record["tenant"], record["assigned_at"])
+        if record["action"] == "run":
+            if record["node_id"] not in job.node_ids:
+                job.node_ids.append(record["node_id"])
+            job.attempt = max(job.attempt, record["attempt"])
+            self._assigned(job, record["assigned_at"])
+
+    def _job_event(self, record: Record) -> None:
+        kind, time_ms = record["kind"], record["time"]
+        job = self._job(record["job_id"], record["tenant"], time_ms)
+        job.attempt = max(job.attempt, record.get("attempt", 0))
+        node_id = record.get("node_id")
+        if node_id and node_id not in job.node_ids:
+            job.node_ids.append(node_id)
+        if record.get("reason"):
+            job.reason = record["reason"]
+        self.counters[f"job_{kind}"] += 1
+        if kind == "queued":
+            if job.state in ("unknown", "requested"):
+                self._set_state(job, "queued", time_ms)
+                if job.job_id not in self.pending.get(self._queue_key(job), {}):
+                    self._enqueue(job, job.submitted_at or time_ms)
+        elif kind == "assigned":
+            self._assigned(job, time_ms)
+        elif kind in ("started", "progress"):
+            if job.started_at is None:
+                job.started_at = time_ms
+            job.progress_percent = record.get("progress_percent", job.progress_percent)
+            job.stage = record.get("stage") or job.stage
+            if job.state not in TERMINAL:
+                self._unqueue(job)
+                self._set_state(job, "running", time_ms)
+        elif kind == "requeued":
+            job.requeues += 1
+            job.node_ids.clear()
+            job.started_at = None
+            self._set_state(job, "queued", time_ms)
+            self._enqueue(job, time_ms)
+        elif kind == "preempted":
+            job.preemptions += 1
+            self._set_state(job, "preempted", time_ms)
+        elif kind == "lost":
+            self._set_state(job, "lost", time_ms)
+        elif kind == "cancel_requested":
+            job.updated_at = max(job.updated_at, time_ms)
+        elif kind in TERMINAL:
+            self._finish(job, kind, time_ms, record.get("model_id"))
+
+    def _finish(self, job: Job, kind: str, time_ms: int, model_id: str | None) -> None:
+        if job.state in TERMINAL:
+            return  # a redelivered outcome is counted once
+        self._unqueue(job)
+        self._set_state(job, kind, time_ms)
+        job.finished_at = time_ms
+        job.model_id = model_id or job.model_id
+        if kind in ("succeeded", "failed"):
+            self.job_outcomes.add(time_ms, 1.0 if kind == "failed" else 0.0)
+            self.counters["jobs_finished"] += 1
+            if job.started_at is not None:
+                self.job_durations.add(time_ms, max(0, time_ms - job.started_at))
+
+    def _dataset(self, record: Record, state: str, time_ms: int) -> Dataset:
+        key = record["tenant"], record["dataset"]
+        dataset = self.datasets.get(key)
+        if dataset is None:
+            dataset = self.datasets[key] = Dataset(key[0], key[1], state, time_ms)
+        elif time_ms < dataset.updated_at:
+            return dataset  # an older outcome read late changes only the counts
+        dataset.state, dataset.updated_at = state, time_ms
+        return dataset
+
+    def _dataset_requested(self, record: Record) -> None:
+        self.counters["datasets_requested"] += 1
+        self._dataset(record, "requested", record["requested_at"])
+
+    def _data_ready(self, record: Record) -> None:
+        self.counters["datasets_ready"] += 1
+        dataset = self._dataset(record, "ready", record["ready_at"])
+        dataset.versions += 1
+        if dataset.updated_at == record["ready_at"]:
+            quality = record["quality"]
+            dataset.version = record["version"]
+            dataset.rows = record["rows"]
+            dataset.reused = record["reused"]
+            dataset.region = record.get("region")
+            dataset.quality = {
+                name: int(quality[name])
+                for name in (
+                    "rows_read",
+                    "rows_rejected",
+                    "duplicates_removed",
+                    "values_imputed",
+                    "outliers_flagged",
+                )
+            }
+            self.counters["rows_ingested"] += record["rows"]
+            self.counters["rows_rejected"] += quality["rows_rejected"]
+
+    def _data_rejected(self, record: Record) -> None:
+        self.counters["datasets_rejected"] += 1
+        dataset = self._dataset(record, "rejected", record["rejected_at"])
+        dataset.rejects += 1
+        if dataset.updated_at == record["rejected_at"]:
+            dataset.reject_code = record["code"]
+            dataset.reject_reason = record["reason"]
+
+    def _model(self, record: Record) -> Model:
+        model = self.models.get(record["model_id"])
+        if model is None:
+            model = self.models[record["model_id"]] = Model(
+                record["model_id"], record["tenant"], record["model_name"]
+            )
+        return model
+
+    def _model_ready(self, record: Record) -> None:
+        model = self._model(record)
+        model.algorithm = record["algorithm"]
+        model.problem_type = record["problem_type"]
+        model.cv_score = record["cv_score"]
+        model.scoring = record["scoring"]
+        model.ready_at = record["ready_at"]
+
+    def _model_evaluated(self, record: Record) -> None:
+        model = self._model(record)
+        if model.evaluated_at is not None and record["evaluated_at"] <= model.evaluated_at:
+            return  # a redelivery or an older evaluation
+        model.problem_type = record["problem_type"]
+        model.evaluated_at = record["evaluated_at"]
+        model.metrics = {name: float(value) for name, value in record["metrics"].items()}
+        model.findings = len(record.get("findings") or ())
+        model.roc = [
+            {"label": curve.get("label"), "x": list(curve["x"]), "y": list(curve["y"])}
+            for curve in record.get("curves") or ()
+            if curve["kind"] == "roc"
+        ]
+        history = self.model_history.setdefault((model.tenant, model.model_name), [])
+        bisect.insort(
+            history,
+            {"time": model.evaluated_at, "model_id": model.model_id, "metrics": model.metrics},
+            key=lambda point: point["time"],
+        )
+        del history[: -self.history]
+
+    def _model_promoted(self, record: Record) -> None:
+        key = record["tenant"], record["model_name"]
+        if record["verdict"] in ("promoted", "rolled_back"):
+            self.champions[key] = record["model_id"]
+        history = self.promotions.setdefault(key, [])
+        history.append(
+            {
+                "time": record["decided_at"],
+                "model_id": record["model_id"],
+                "verdict": record["verdict"],
+                "previous_champion_id": record.get("previous_champion_id"),
+                "primary_metric": record["primary_metric"],
+                "challenger_score": record["challenger_score"],
+                "champion_score": record.get("champion_score"),
+                "reason": record["reason"],
+            }
+        )
+        del history[: -self.history]
+
+    def _audit(self, record: Record) -> None:
+        self.audit[record["action"], record["outcome"]] += 1
+
+    # -- the pipeline, measured from the broker rather than from events --------------------
+
+    def set_pipeline(
+        self, lag: Mapping[tuple[str, str], Lag], dead_letters: Mapping[str, int], now_ms: int
+    ) -> None:
+        """Consumer lag per (group, topic) and dead letters per source topic, as read now."""
+        self.lag = dict(lag)
+        self.dead_letters = dict(dead_letters)
+        for topic, count in dead_letters.items():
+            history = self.dead_letter_history.setdefault(topic, collections.deque(maxlen=4096))
+            history.append((now_ms, count))
+        self.pipeline_checked_at = now_ms
+        self.version += 1
+
+    def dead_letter_increase(self, topic: str, window_ms: int, now_ms: int) -> int:
+        """Dead letters added to ``topic`` within the last ``window_ms``."""
+        history = self.dead_letter_history.get(topic)
+        if not history:
+            return 0
+        while len(history) > 1 and history[1][0] <= now_ms - window_ms:
+            history.popleft()
+        return history[-1][1] - history[0][1]
+
+    # -- derived views ----------------------------------------------------------------------
+
+    def alive(self, node: Node, now_ms: int, dead_after_ms: int) -> bool:
+        return now_ms - node.sent_at <= dead_after_ms
+
+    def utilisation(self, now_ms: int, dead_after_ms: int) -> dict[str, dict[str, float]]:
+        """Usage over capacity of the live nodes, per region and for the whole cluster."""
+        used: dict[str, collections.Counter[str]] = {}
+        offered: dict[str, collections.Counter[str]] = {}
+        for node in self.nodes.values():
+            if not self.alive(node, now_ms, dead_after_ms):
+                continue
+            for region in ("all", node.region):
+                used.setdefault(region, collections.Counter()).update(node.usage)
+                offered.setdefault(region, collections.Counter()).update(node.capacity)
+        return {
+            region: {
+                resource: used[region][resource] / offered[region][resource]
+                for resource in RESOURCES
+                if offered[region][resource] > 0
+            }
+            for region in offered
+        }
+
+    def oldest_waits(self, now_ms: int) -> dict[tuple[str, str], int]:
+        """How long the longest-waiting pending job of each queue has waited."""
+        return {queue: max(0, now_ms - min(jobs.values())) for queue, jobs in self.pending.items()}
+
+    def model_regressions(self) -> dict[tuple[str, str], tuple[str, float]]:
+        """Per model name: its primary metric and how much the newest evaluation is worse
+        than the best earlier one (positive: worse), in the metric's own units."""
+        found: dict[tuple[str, str], tuple[str, float]] = {}
+        for key, history in self.model_history.items():
+            if len(history) < 2:
+                continue
+            newest = history[-1]["metrics"]
+            chosen = primary_metric(newest)
+            if chosen is None:
+                continue
+            name, higher = chosen
+            earlier = [point["metrics"][name] for point in history[:-1] if name in point["metrics"]]
+            if not earlier:
+                continue
+            best = max(earlier) if higher else min(earlier)
+            found[key] = name, (best - newest[name]) if higher else (newest[name] - best)
+        return found
+
+    # -- snapshots: what a restart restores --------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of the state (the rolling windows are rebuilt by new events).
+
+        Rows are field tuples under their field names: ten times cheaper to take than
+        ``dataclasses.asdict`` (this runs on the event loop), and a field added later
+        with a default still restores from an older snapshot.
+        """
+        return {
+            "nodes": _table(Node, self.nodes.values()),
+            "jobs": _table(Job, self.jobs.values()),
+            "datasets": _table(Dataset, self.datasets.values()),
+            "models": _table(Model, self.models.values()),
+            "model_history": [[*key, value] for key, value in self.model_history.items()],
+            "champions": [[*key, value] for key, value in self.champions.items()],
+            "promotions": [[*key, value] for key, value in self.promotions.items()],
+            "counters": dict(self.counters),
+            "events_by_topic": dict(self.events_by_topic),
+            "audit": [[*key, value] for key, value in self.audit.items()],
+            "positions": [[*key, value] for key, value in (self.positions or {}).items()],
+        }
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Mapping[str, Any], *, max_jobs: int = 50_000) -> MonitorState:
+        state = cls(max_jobs=max_jobs)
+        state.nodes = {node.node_id: node for node in _rows(Node, snapshot["nodes"])}
+        for job in _rows(Job, snapshot["jobs"]):
+            state.jobs[job.job_id] = job
+            state.jobs_by_state[job.state] += 1
+            if job.state in ("requested", "queued") and job.queued_since is not None:
+                state._enqueue(job, job.queued_since)
+        state.datasets = {(d.tenant, d.dataset): d for d in _rows(Dataset, snapshot["datasets"])}
+        state.models = {m.model_id: m for m in _rows(Model, snapshot["models"])}
+        state.model_history = {(t, n): v for t, n, v in snapshot["model_history"]}
+        state.champions = {(t, n): v for t, n, v in snapshot["champions"]}
+        state.promotions = {(t, n): v for t, n, v in snapshot["promotions"]}
+        state.counters.update(snapshot["counters"])
+        state.events_by_topic.update(snapshot["events_by_topic"])
+        state.audit.update({(a, o): n for a, o, n in snapshot["audit"]})
+        positions = snapshot.get("positions")
+        state.positions = None if positions is None else {(t, p): o for t, p, o in positions}
+        return state
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    kind: tuple(f.name for f in dataclasses.fields(kind)) for kind in (Node, Job, Dataset, Model)
+}
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    kind: operator.attrgetter(*names) for kind, names in _FIELDS.items()
+}
+
+
+def _table(kind: type, items: Iterable[Any]) -> dict[str, Any]:
+    getter = _GETTERS[kind]
+    return {"fields": _FIELDS[kind], "rows": [getter(item) for item in items]}
+
+
+def _rows(kind: type[T], table: Mapping[str, Any]) -> Iterator[T]:
+    known = set(_FIELDS[kind])
+    names = table["fields"]
+    for row in table["rows"]:
+        yield kind(**{name: value for name, value in zip(names, row, strict=True) if name in known})
+
+
+# The time series the monitor records, by name: what the API serves and validates against.
+METRICS: dict[str, str] = {
+    "utilisation": "usage over capacity of live nodes; subject <region or all>/<resource>",
+    "node_utilisation": "usage over capacity of one node; subject <node>/<resource>",
+    "nodes": "nodes by liveness; subject alive or dead",
+    "queue_pending": "jobs waiting; subject <tenant>/<priority class>, or all",
+    "queue_wait_p95_s": "95th percentile of queue waits (5 min); subject <tenant>/<class>",
+    "scheduling_latency_ms": "request to assignment (5 min window); subject p50 or p95",
+    "events_per_s": "events read per second; subject a topic, or all",
+    "jobs_finished_per_s": "jobs succeeded or failed per second; subject all",
+    "job_failure_rate": "failed / finished over 5 minutes; subject all",
+    "jobs": "jobs in the live view by state; subject a state",
+    "consumer_lag_messages": "consumer lag; subject <group>/<topic>",
+    "dead_letters": "messages in the dead-letter topic of; subject a source topic",
+}
+
+
+class Sampler:
+    """Turns the state into one point per (metric, subject); remembers counters for rates."""
+
+    def __init__(self) -> None:
+        self._previous: tuple[int, dict[str, int], int] | None = None
+
+    def points(
+        self, state: MonitorState, now_ms: int, dead_after_ms: int, *, per_node: bool = True
+    ) -> dict[tuple[str, str], float]:
+        """One point per series; ``per_node`` adds each node's utilisation (thousands of
+        series on a big cluster, so the service records those less often)."""
+        points: dict[tuple[str, str], float] = {}
+        for region, shares in state.utilisation(now_ms, dead_after_ms).items():
+            for resource, share in shares.items():
+                points["utilisation", f"{region}/{resource}"] = share
+        alive = 0
+        for node in state.nodes.values():
+            if state.alive(node, now_ms, dead_after_ms):
+                alive += 1
+                if not per_node:
+                    continue
+                for resource in ("cpu_millicores", "memory_mib"):
+                    if node.capacity[resource] > 0:
+                        share = node.usage[resource] / node.capacity[resource]
+                        points["node_utilisation", f"{node.node_id}/{resource}"] = share
+        points["nodes", "alive"] = alive
+        points["nodes", "dead"] = len(state.nodes) - alive
+        total = 0
+        for (tenant, priority_class), jobs in state.pending.items():
+            points["queue_pending", f"{tenant}/{priority_class}"] = len(jobs)
+            total += len(jobs)
+        points["queue_pending", "all"] = total
+        for (tenant, priority_class), window in state.queue_wait.items():
+            p95 = quantile(window.values(now_ms), 0.95)
+            if p95 is not None:
+                points["queue_wait_p95_s", f"{tenant}/{priority_class}"] = p95 / 1000
+        latency = state.scheduling_latency.summary(now_ms)
+        for name in ("p50", "p95"):
+            value = latency[name]
+            if value is not None:
+                points["scheduling_latency_ms", name] = value
+        outcomes = state.job_outcomes.values(now_ms)
+        if outcomes:
+            points["job_failure_rate", "all"] = sum(outcomes) / len(outcomes)
+        for job_state, count in state.jobs_by_state.items():
+            if count:
+                points["jobs", job_state] = count
+        for (group, topic), lag in state.lag.items():
+            points["consumer_lag_messages", f"{group}/{topic}"] = lag.messages
+        for topic, count in state.dead_letters.items():
+            points["dead_letters", topic] = count
+        counts = dict(state.events_by_topic)
+        finished = state.counters["jobs_finished"]
+        if self._previous is not None and now_ms > self._previous[0]:
+            then, before, finished_before = self._previous
+            seconds = (now_ms - then) / 1000
+            for topic, count in counts.items():
+                points["events_per_s", topic] = (count - before.get(topic, 0)) / seconds
+            points["events_per_s", "all"] = (sum(counts.values()) - sum(before.values())) / seconds
+            points["jobs_finished_per_s", "all"] = (finished - finished_before) / seconds
+        self._previous = now_ms, counts, finished
+        return points

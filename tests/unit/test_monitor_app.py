@@ -1,0 +1,90 @@
+"""The monitor's shell pieces that need no servers: lag estimates, live-update fan-out,
+request validation helpers, and the shipped Prometheus and Grafana files."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from services.monitor.app import LagTracker, MonitorService
+from services.monitor.settings import MonitorSettings
+from services.monitor.state import Lag, MonitorState
+from services.monitor.web import Hub, encode_json
+
+ROOT = Path(__file__).parents[2]
+T0 = 1_800_000_000_000
+
+
+def test_lag_in_seconds_from_the_commit_rate_or_from_the_stall() -> None:
+    tracker = LagTracker()
+    key = ("lepton-scheduler", "lepton.jobs.requested")
+    assert tracker.update(key, 100, 100, T0).seconds == 0.0
+    first = tracker.update(key, 100, 300, T0 + 1000)
+    # No commit progress yet: the group has been stuck since the previous look.
+    assert (first.messages, first.seconds) == (200, 1.0)
+    moving = tracker.update(key, 200, 400, T0 + 2000)  # 100 messages/s, 200 behind
+    assert (moving.messages, moving.seconds) == (200, 2.0)
+    stalled = tracker.update(key, 200, 500, T0 + 5000)
+    assert (stalled.messages, stalled.seconds) == (300, 3.0)
+    assert tracker.update(key, 200, 500, T0 + 6000).seconds == 4.0
+
+
+def test_a_slow_dashboard_gets_the_newest_update_only() -> None:
+    hub = Hub()
+    with hub.subscribe() as mailbox:
+        assert hub.clients == 1
+        hub.publish(b"1")
+        hub.publish(b"2")
+        assert mailbox.get_nowait() == b"2"
+        assert mailbox.empty()
+    assert hub.clients == 0
+
+
+def test_json_never_carries_nan_or_infinity() -> None:
+    encoded = encode_json({"a": float("nan"), "b": [float("inf"), 1.5], "c": "<script>"})
+    assert json.loads(encoded) == {"a": None, "b": [None, 1.5], "c": "<script>"}
+
+
+def test_settings_defaults_and_environment() -> None:
+    settings = MonitorSettings()
+    assert (settings.monitor_host, settings.monitor_port) == ("127.0.0.1", 8765)
+    for name, field in MonitorSettings.model_fields.items():
+        if name.startswith("monitor_"):
+            assert field.description is not None
+            assert field.description.startswith(f"LEPTON_{name.upper()}:")
+
+
+def test_the_scrape_config_and_the_grafana_dashboard_use_exported_metrics() -> None:
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    assert jobs["lepton-monitor"]["static_configs"][0]["targets"] == ["127.0.0.1:8765"]
+    assert all(job["metrics_path"] == "/metrics/" for job in jobs.values())
+    dashboard = json.loads((ROOT / "deploy/grafana/lepton-dashboard.json").read_text())
+    exported = set(
+        re.findall(r'"(lepton_[a-z_]+)"', (ROOT / "services/monitor/app.py").read_text())
+    )
+    exported.add("lepton_messages_total")  # the bus's counter, on every service
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"lepton_[a-z_]+", target["expr"])
+    }
+    assert used <= exported, used - exported
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_liveness_verdicts_wait_while_the_monitor_itself_is_behind() -> None:
+    service = MonitorService(MonitorSettings(monitor_node_dead_after_s=15))
+    state = MonitorState()
+    assert service._behind(state)  # its own lag not measured yet
+    state.set_pipeline({("lepton-monitor", "t"): Lag(10, 1.0, 0, 10)}, {}, T0)
+    assert not service._behind(state)
+    # Another group's lag is that group's problem.
+    state.set_pipeline({("lepton-scheduler", "t"): Lag(9000, 60.0, 0, 9000)}, {}, T0)
+    assert not service._behind(state)
+    state.set_pipeline({("lepton-monitor", "t"): Lag(9000, 6.0, 0, 9000)}, {}, T0)
+    assert service._behind(state)
