@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lepton import stack
-from lepton.bus import Publisher, ensure_topics
+from lepton.bus import Publisher, delete_topics, ensure_topics
 from lepton.codec import Codec
 from lepton.config import Settings
 from lepton.contract import default_codec
@@ -45,6 +45,30 @@ def bootstrap(endpoints: stack.Endpoints) -> str:
 @pytest.fixture(scope="session")
 def database_url(endpoints: stack.Endpoints) -> str:
     return endpoints.database_url
+
+
+@pytest.fixture(autouse=True)
+async def _topics_a_test_creates_are_deleted(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every topic a test created is deleted after it: a single test broker holds a few
+    files open per partition, and a suite that never cleaned up would exhaust them."""
+    if "bootstrap" not in request.fixturenames:
+        yield
+        return
+    bootstrap = request.getfixturevalue("bootstrap")
+    before = await _topic_names(bootstrap)
+    yield
+    await delete_topics(bootstrap, sorted(await _topic_names(bootstrap) - before))
+
+
+async def _topic_names(bootstrap: str) -> set[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

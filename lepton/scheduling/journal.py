@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 from lepton.scheduling.intake import Rejection, job_spec
 
 if TYPE_CHECKING:
-    from lepton.scheduling.model import JobSpec
+    from collections.abc import Iterable
 
-__all__ = ["Fold", "JobRecord", "Journal", "Status", "next_epoch"]
+    from lepton.scheduling.model import JobSpec, NodeState
+    from lepton.scheduling.placement import Scheduler
+
+__all__ = ["Fold", "JobRecord", "Journal", "Status", "next_epoch", "restore"]
 
 
 class Status(StrEnum):
@@ -148,3 +151,27 @@ class Journal:
             entry.status = Status.DONE
             return Fold.APPLIED
         return Fold.IGNORED
+
+
+def restore(
+    core: Scheduler, nodes: Iterable[NodeState], journal: Journal, now_ms: int
+) -> list[JobRecord]:
+    """Load what the log says into a fresh core: every node, then every placed job.
+
+    A placed job whose node the log no longer knows cannot be restored: it is marked
+    ``LOST`` and returned, for the caller to requeue. Queued jobs are left to the caller,
+    which knows what else (a dataset, say) they wait for.
+    """
+    for node in nodes:
+        core.upsert_node(node)
+    lost = []
+    for entry in journal.jobs.values():
+        spec = entry.spec
+        if entry.status not in (Status.ASSIGNED, Status.RUNNING) or isinstance(spec, Rejection):
+            continue
+        try:
+            core.restore_assignment(spec, entry.node_ids, now_ms, entry.attempt)
+        except KeyError:
+            entry.status = Status.LOST
+            lost.append(entry)
+    return lost

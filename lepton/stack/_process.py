@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -41,6 +42,18 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
         return port
 
 
+def _more_open_files() -> None:
+    """Runs in the child before exec: a broker holds several files per partition."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (_OPEN_FILES, max(hard, _OPEN_FILES)))
+    except (ValueError, OSError):  # not allowed to raise the hard limit: take all of it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+_OPEN_FILES = 1_048_576
+
+
 def spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> int:
     """Start a detached server process (its own session) logging to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +65,7 @@ def spawn(command: list[str], log_path: Path, env: dict[str, str] | None = None)
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=_more_open_files,  # runs before exec; it only sets a limit
         )
     return process.pid
 

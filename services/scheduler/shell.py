@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import prometheus_client
 
 from lepton.scheduling.intake import Rejection, node_state
-from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch
+from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
 from lepton.scheduling.liveness import Liveness, Observation
 from lepton.scheduling.model import (
     Assign,
@@ -201,23 +201,18 @@ class SchedulerShell:
         """Build the core from what the log said, then settle what a crash left open."""
         now = _now_ms()
         self.liveness.sweep(now)  # marks nodes that were already silent as suspect
-        for state in self.nodes.values():
-            self.core.upsert_node(self._accepting(state))
+        restore(
+            self.core, [self._accepting(state) for state in self.nodes.values()], self.journal, now
+        )
         unfinished: list[JobRecord] = []
         for entry in self.journal.jobs.values():
-            spec = entry.spec
-            if entry.status is Status.DONE or isinstance(spec, Rejection):
-                if entry.status is Status.UNANNOUNCED:
-                    unfinished.append(entry)
-                continue
-            if entry.status in (Status.ASSIGNED, Status.RUNNING):
-                if all(node in self.nodes for node in entry.node_ids):
-                    self.core.restore_assignment(spec, entry.node_ids, now, entry.attempt)
-                else:
-                    entry.status = Status.LOST
-            if entry.status is not Status.ASSIGNED or entry.cancel_requested:
+            if entry.status is Status.UNANNOUNCED or entry.status is Status.LOST:
                 unfinished.append(entry)
-            else:
+            elif entry.status is Status.DONE or isinstance(entry.spec, Rejection):
+                continue
+            elif entry.cancel_requested or entry.status is Status.QUEUED:
+                unfinished.append(entry)
+            elif entry.status is Status.ASSIGNED:
                 await self._send_instructions(entry, "run")
         self.rebuilt = True
         for entry in unfinished:

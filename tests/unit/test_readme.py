@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import importlib
 import pkgutil
+import re
+from pathlib import Path
 
 import services
 from lepton.cli import app
