@@ -1,19 +1,439 @@
-"""The ingest service: the data node (loading, cleaning and sharing are built in issue #4).
+"""The ingest service: the data node. Loads, cleans, integrates, stores and shares datasets.
 
-For now it connects, consumes its topic and answers a health check.
+For each ``lepton.data.requested`` it reads the sources in bounded chunks (in a worker
+thread), cleans them by the request's spec (or an inferred one), and streams the result
+into a new version table by COPY, inside one transaction that also writes the catalog row,
+the rejects, the request's outcome and the audit row. Then it publishes
+``lepton.data.ready`` or, for input it must refuse, ``lepton.data.rejected`` with a
+specific reason. A redelivered request finds its recorded outcome and publishes it again
+without redoing anything. Audit rows (the service's and the data API's) are relayed from
+the database to ``lepton.audit`` by a background task.
 """
 
 from __future__ import annotations
 
-from lepton.config import Settings
-from lepton.service import Service, run
+import asyncio
+import contextlib
+import csv
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from lepton.bus import Event, Handler, TransientError
+from lepton.datasets import AUDIT_CHANNEL, decode_master_key
+from lepton.service import Context, Service, run
+from services.ingest import storage
+from services.ingest.pipeline import Integration, Outcome, Pipeline
+from services.ingest.security import ColumnSealer
+from services.ingest.settings import IngestSettings
+from services.ingest.sources import (
+    Limits,
+    SourceReader,
+    SourceRequest,
+    resolve_location,
+    spool_query,
+)
+from services.ingest.spec import IngestRejected, parse_spec
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+__all__ = ["Ingest", "create_app", "main"]
+
+_FILE_KINDS = ("csv", "parquet", "jsonl")
+_AUDIT_BATCH = 500
+_AUDIT_POLL_S = 5.0  # catches notifications missed while the listener reconnected
+_SPOOL_MEMORY = 8 * 1024 * 1024
+T = TypeVar("T")
 
 
-def create_app(settings: Settings | None = None) -> Service:
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ingest:
+    """Handles one request at a time against the service's pool and publisher."""
+
+    def __init__(self, context: Context, settings: IngestSettings) -> None:
+        self.context = context
+        self.settings = settings
+        self.limits = Limits(
+            roots=tuple(settings.ingest_roots),
+            remote_protocols=frozenset(settings.ingest_remote_protocols),
+            max_bytes=settings.ingest_max_file_bytes,
+            max_ratio=settings.ingest_max_compression_ratio,
+            chunk_bytes=settings.ingest_chunk_bytes,
+            chunk_rows=settings.ingest_chunk_rows,
+        )
+        key = settings.master_key
+        self.master = decode_master_key(key.get_secret_value()) if key is not None else None
+
+    async def handle(self, event: Event) -> None:
+        request = event.record
+        tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
+        log = self.context.log.bind(tenant=tenant, dataset=dataset, request_id=request_id)
+        try:
+            async with self.context.pool.acquire() as connection, connection.transaction():
+                await storage.as_tenant(connection, tenant)
+                done = await storage.completed(connection, tenant, request_id)
+            if done is None:
+                done = await self._ingest(request)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise TransientError(f"database unavailable: {exc}") from exc
+        outcome, record = done
+        topic = self.context.topic(f"lepton.data.{outcome}")
+        await self.context.publisher.publish(topic, f"{tenant}/{dataset}", record)
+        log.info(outcome, version=record.get("version"), code=record.get("code"))
+
+    async def _ingest(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        spools: list[str] = []
+        try:
+            try:
+                pipeline, sealer = await self._plan(request, spools)
+                return await self._store(request, pipeline, sealer)
+            except IngestRejected as rejected:
+                return await self._reject(request, rejected)
+        finally:
+            for path in spools:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    async def _plan(
+        self, request: dict[str, Any], spools: list[str]
+    ) -> tuple[Pipeline, ColumnSealer | None]:
+        spec = parse_spec(request["spec"]) if request.get("spec") else None
+        if not request["sources"]:
+            raise IngestRejected("spec_invalid", "the request has no sources")
+        names = [source["name"] for source in request["sources"]]
+        if len(set(names)) != len(names):
+            raise IngestRejected("spec_invalid", f"source names repeat: {names}")
+        readers = [await self._reader(source, spools) for source in request["sources"]]
+        integration = request.get("integration") or {}
+        sealer = None
+        if spec is not None and any(c.sensitive for c in spec.columns.values()):
+            if self.master is None:
+                raise IngestRejected(
+                    "spec_invalid",
+                    "the spec marks columns sensitive but the service has no master key "
+                    "(LEPTON_MASTER_KEY)",
+                )
+            sealer = ColumnSealer(self.master, request["tenant"], request["dataset"])
+        pipeline = Pipeline(
+            readers,
+            spec,
+            Integration(
+                mode=integration.get("mode", "union"),
+                join_keys=tuple(integration.get("join_keys", ())),
+                join_how=integration.get("join_how", "inner"),
+            ),
+            stats_sample_rows=self.settings.ingest_stats_sample_rows,
+            max_join_rows=self.settings.ingest_max_join_rows,
+            max_reject_fraction=self.settings.ingest_max_reject_fraction,
+            encrypt=sealer.seal if sealer is not None else None,
+        )
+        await asyncio.to_thread(pipeline.prepare)
+        return pipeline, sealer
+
+    async def _reader(self, source: dict[str, Any], spools: list[str]) -> SourceReader:
+        wanted = SourceRequest(
+            name=source["name"],
+            kind=source["kind"],
+            uri=source.get("uri"),
+            query=source.get("query"),
+            options=dict(source.get("options") or {}),
+        )
+        if wanted.kind in _FILE_KINDS:
+            location = resolve_location(wanted.uri, self.limits, wanted.name)
+            return SourceReader(wanted, location, self.limits, wanted.kind)
+        if wanted.kind != "postgres":
+            raise IngestRejected(
+                "spec_invalid",
+                f"source {wanted.name!r} has kind {wanted.kind!r}; this service reads csv, "
+                "parquet, jsonl and postgres",
+                source=wanted.name,
+            )
+        url = self.settings.ingest_postgres_sources.get(wanted.uri or "")
+        if url is None or not wanted.query:
+            raise IngestRejected(
+                "source_unreadable",
+                f"source {wanted.name!r}: "
+                + (
+                    "a postgres source needs a query"
+                    if url is not None
+                    else f"no PostgreSQL connection named {wanted.uri!r} is configured "
+                    "(LEPTON_INGEST_POSTGRES_SOURCES)"
+                ),
+                source=wanted.name,
+            )
+        connection = await asyncpg.connect(url.get_secret_value())
+        try:
+            path, digest, _rows = await spool_query(
+                connection,
+                wanted.query,
+                wanted.name,
+                self.limits.chunk_rows,
+                self.settings.ingest_query_timeout_s,
+            )
+        except asyncpg.PostgresError as exc:
+            raise IngestRejected(
+                "source_unreadable",
+                f"source {wanted.name!r}: the query failed: {exc}",
+                source=wanted.name,
+            ) from None
+        finally:
+            await connection.close()
+        spools.append(path)
+        reader = SourceReader(wanted, path, self.limits, "parquet")
+        reader.content_hash = digest
+        return reader
+
+    async def _store(
+        self, request: dict[str, Any], pipeline: Pipeline, sealer: ColumnSealer | None
+    ) -> tuple[str, dict[str, Any]]:
+        tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
+        region = request.get("region") or self.settings.ingest_region
+        outcome = pipeline.outcome
+        assert outcome is not None
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY) as rejects:
+            async with self.context.pool.acquire() as connection, connection.transaction():
+                await storage.as_tenant(connection, tenant)
+                await storage.lock_dataset(connection, tenant, dataset)
+                done = await storage.completed(connection, tenant, request_id)
+                if done is not None:  # another delivery of this request finished first
+                    return done
+                columns = outcome.pg_columns()
+                table = await storage.create_version_table(connection, columns)
+                await storage.copy_rows(
+                    connection,
+                    table,
+                    [name for name, _ in columns],
+                    self._stream(pipeline.pieces(), rejects),
+                )
+                existing = await storage.catalog_version(
+                    connection, tenant, dataset, outcome.version
+                )
+                if existing is not None:
+                    await storage.discard_version_table(connection, table)
+                    table = existing
+                else:
+                    await storage.protect_version_table(connection, table)
+                    await storage.record_version(
+                        connection,
+                        tenant=tenant,
+                        dataset=dataset,
+                        version=outcome.version,
+                        table=table,
+                        columns=_columns(outcome),
+                        rows=outcome.rows,
+                        quality=outcome.quality.summary(),
+                        spec=outcome.spec.to_json(),
+                        spec_inferred=outcome.inferred,
+                        lineage=outcome.lineage,
+                        region=region,
+                        request_id=request_id,
+                        wrapped_key=sealer.wrapped_key if sealer is not None else None,
+                    )
+                if rejects.tell():
+                    rejects.seek(0)
+                    await storage.copy_rejects(connection, tenant, dataset, request_id, rejects)
+                record = _ready(request, outcome, f"{storage.DATA_SCHEMA}.{table}", region)
+                record["reused"] = existing is not None
+                await storage.record_request(
+                    connection, tenant, request_id, dataset, "ready", record
+                )
+                await storage.audit(
+                    connection,
+                    tenant=tenant,
+                    action="write",
+                    resource=f"dataset:{tenant}/{dataset}@{outcome.version}",
+                    outcome="allowed",
+                    detail=f"{outcome.rows} rows"
+                    + (", content already stored" if existing else ""),
+                    region=region,
+                )
+        return "ready", record
+
+    async def _stream(self, pieces: Iterator[Any], rejects: Any) -> AsyncIterator[bytes]:
+        """The pieces' CSV for COPY, the next piece cleaned in a thread meanwhile."""
+        writer = csv.writer(text := io.TextIOWrapper(rejects, encoding="utf-8", newline=""))
+        async for piece in _prefetched(pieces):
+            if len(piece.rejects):
+                writer.writerows(piece.rejects.itertuples(index=False, name=None))
+                text.flush()
+            if piece.copy_csv:
+                yield piece.copy_csv
+        text.flush()
+        text.detach()
+
+    async def _reject(
+        self, request: dict[str, Any], rejected: IngestRejected
+    ) -> tuple[str, dict[str, Any]]:
+        tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
+        record = {
+            "request_id": request_id,
+            "tenant": tenant,
+            "dataset": dataset,
+            "code": rejected.code,
+            "reason": rejected.reason,
+            "source": rejected.source,
+            "column": rejected.column,
+            "row": rejected.row,
+            "rejected_at": _now_ms(),
+        }
+        async with self.context.pool.acquire() as connection, connection.transaction():
+            await storage.as_tenant(connection, tenant)
+            await storage.lock_dataset(connection, tenant, dataset)
+            done = await storage.completed(connection, tenant, request_id)
+            if done is not None:
+                return done
+            await storage.record_request(
+                connection, tenant, request_id, dataset, "rejected", record
+            )
+            await storage.audit(
+                connection,
+                tenant=tenant,
+                action="write",
+                resource=f"dataset:{tenant}/{dataset}",
+                outcome="denied",
+                detail=f"{rejected.code}: {rejected.reason}",
+                region=request.get("region") or self.settings.ingest_region,
+            )
+        return "rejected", record
+
+
+async def _prefetched(items: Iterator[T]) -> AsyncIterator[T]:
+    """Items of a blocking iterator, each computed in a thread while the last is used."""
+    end = object()
+    pending = asyncio.ensure_future(asyncio.to_thread(next, items, end))
+    try:
+        while True:
+            item = await pending
+            if item is end:
+                return
+            pending = asyncio.ensure_future(asyncio.to_thread(next, items, end))
+            yield item  # type: ignore[misc]
+    finally:
+        # Never leave the iterator running in a thread once the consumer is gone.
+        if not pending.done():
+            with contextlib.suppress(Exception):
+                await pending
+
+
+def _columns(outcome: Outcome) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": name,
+            "type": column.type,
+            "nullable": column.nullable,
+            "sensitive": column.sensitive,
+        }
+        for name, column in outcome.columns
+    ]
+
+
+def _ready(
+    request: dict[str, Any], outcome: Outcome, location: str, region: str | None
+) -> dict[str, Any]:
+    return {
+        "request_id": request["request_id"],
+        "tenant": request["tenant"],
+        "dataset": request["dataset"],
+        "version": outcome.version,
+        "reused": False,
+        "rows": outcome.rows,
+        "columns": _columns(outcome),
+        "quality": outcome.quality.summary(),
+        "spec_inferred": outcome.inferred,
+        "spec": outcome.spec.to_json(),
+        "lineage": outcome.lineage,
+        "location": location,
+        "region": region,
+        "ready_at": _now_ms(),
+    }
+
+
+async def relay_audit(context: Context) -> None:
+    """Publish audit rows to ``lepton.audit`` as they are committed (an outbox)."""
+    topic = context.topic("lepton.audit")
+    wake = asyncio.Event()
+
+    def notified(*_: object) -> None:
+        wake.set()
+
+    async with context.pool.acquire() as listener:
+        await listener.add_listener(AUDIT_CHANNEL, notified)
+        try:
+            while True:
+                wake.clear()
+                try:
+                    while await _relay_batch(context, topic) == _AUDIT_BATCH:
+                        pass
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                    # Rows stay unpublished and are sent on the next wake-up or poll.
+                    context.log.warning("audit relay failed; retrying", error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), _AUDIT_POLL_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(AUDIT_CHANNEL, notified)
+
+
+async def _relay_batch(context: Context, topic: Any) -> int:
+    async with context.pool.acquire() as connection, connection.transaction():
+        rows = await connection.fetch(
+            "SELECT id, time, actor, tenant, action, resource, owner, outcome, detail, region "
+            "FROM lepton_ingest.audit WHERE published_at IS NULL ORDER BY id "
+            "LIMIT $1 FOR UPDATE SKIP LOCKED",
+            _AUDIT_BATCH,
+        )
+        if not rows:
+            return 0
+        await context.publisher.publish_many(
+            topic,
+            [
+                (
+                    row["tenant"],
+                    {
+                        "actor": row["actor"],
+                        "tenant": row["tenant"],
+                        "action": row["action"],
+                        "resource": row["resource"],
+                        "owner": row["owner"],
+                        "outcome": row["outcome"],
+                        "detail": row["detail"],
+                        "region": row["region"],
+                        "time": int(row["time"].timestamp() * 1000),
+                    },
+                )
+                for row in rows
+            ],
+        )
+        await connection.execute(
+            "UPDATE lepton_ingest.audit SET published_at = clock_timestamp() WHERE id = ANY($1)",
+            [row["id"] for row in rows],
+        )
+        return len(rows)
+
+
+def create_app(settings: IngestSettings | None = None) -> Service:
+    configured = settings or IngestSettings()
+
+    async def handler_factory(context: Context) -> Handler:
+        return Ingest(context, configured).handle
+
     return Service(
         name="ingest",
         consumes=["lepton.data.requested"],
-        settings=settings or Settings(),
+        settings=configured,
+        migrations=Path(__file__).parent / "migrations",
+        handler_factory=handler_factory,
+        background=[relay_audit],
     )
 
 

@@ -1,0 +1,303 @@
+"""Ingest throughput and memory: Lepton's ingest service against a plain pandas script.
+
+    .venv/bin/python -m bench.ingest [--rows 1000000] [--scale 10] [--skip-large]
+
+On the same messy CSV (``lepton._datagen.write_messy_csv``), in the same run and against the
+same PostgreSQL:
+
+1. baseline: a plain pandas script (read_csv, drop_duplicates, dropna, COPY through
+   asyncpg's copy_records_to_table into a new table);
+2. lepton: the ingest service end to end (a request on Kafka → read, validate against a
+   spec, clean, dedupe, hash, COPY, catalog → lepton.data.ready), timed from the request
+   to the ready event;
+3. lepton again on a file ``--scale`` times larger, for memory.
+
+Each runs in a subprocess of its own, which reports its peak RSS (``ru_maxrss``). Prints a
+table; writes ``bench/results/ingest.json``. Targets: lepton >= 1.5x the baseline's rows/s;
+peak memory on the larger file within 1.2x that of the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+SPEC = {
+    "columns": {
+        "id": {"type": "integer", "nullable": False},
+        "面积": {"type": "float", "missing": "drop", "min": 0},
+        "房型": {"type": "category", "categories": ["普通住宅", "公寓", "别墅"]},
+        "区域": {"type": "category", "categories": ["A区", "B区", "C区"]},
+        "价格": {"type": "float", "missing": "drop"},
+        "备注": {"type": "string", "missing": "drop"},
+    },
+    "dedupe": "exact",
+}
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _baseline(path: Path, database_url: str) -> dict[str, Any]:
+    import asyncpg
+    import pandas as pd
+
+    table = f"bench_baseline_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(database_url)
+    try:
+        start = time.perf_counter()
+        frame = pd.read_csv(path)
+        rows_read = len(frame)
+        frame = frame.drop_duplicates().dropna()
+        await connection.execute(
+            f"CREATE TABLE {table} (id bigint, 面积 text, 房型 text, 区域 text, 价格 double "
+            "precision, 备注 text)"
+        )
+        records = [
+            (int(r[0]), str(r[1]), r[2], r[3], float(r[4]), r[5])
+            for r in frame.itertuples(index=False, name=None)
+        ]
+        await connection.copy_records_to_table(table, records=records)
+        seconds = time.perf_counter() - start
+        stored = len(records)
+    finally:
+        await connection.execute(f"DROP TABLE IF EXISTS {table}")
+        await connection.close()
+    return {"rows_read": rows_read, "rows_stored": stored, "seconds": seconds}
+
+
+async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from lepton.bus import Publisher
+    from lepton.contract import default_codec
+    from lepton.topics import Namespace
+    from services.ingest.app import create_app
+    from services.ingest.settings import IngestSettings
+
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    names = Namespace(prefix)
+    codec = default_codec()
+    service = create_app(
+        IngestSettings(
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            topic_prefix=prefix,
+            ingest_roots=[path.parent],
+            log_level="warning",
+        )
+    )
+    task = asyncio.create_task(service.run())
+    await service.ready.wait()
+    tenant = f"bench-{uuid.uuid4().hex[:8]}"
+    request = {
+        "request_id": uuid.uuid4().hex,
+        "tenant": tenant,
+        "dataset": "messy",
+        "sources": [
+            {"name": "file", "kind": "csv", "uri": path.name, "query": None, "options": {}}
+        ],
+        "spec": json.dumps(SPEC, ensure_ascii=False),
+        "integration": {"mode": "union", "join_keys": [], "join_how": "inner"},
+        "region": None,
+        "description": None,
+        "requested_at": int(time.time() * 1000),
+        "requested_by": "bench",
+    }
+    consumer = AIOKafkaConsumer(
+        names.topic("lepton.data.ready").name,
+        names.topic("lepton.data.rejected").name,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async with Publisher(bootstrap, codec, source="bench") as publisher:
+            start = time.perf_counter()
+            await publisher.publish(names.topic("lepton.data.requested"), tenant, request)
+            message = await consumer.getone()
+            seconds = time.perf_counter() - start
+    finally:
+        await consumer.stop()
+        service.stop_soon()
+        await task
+        await _delete_topics(bootstrap, prefix)
+    _, record = codec.decode(message.value)
+    await _forget(database_url, tenant)
+    if "version" not in record:
+        raise SystemExit(f"the ingest was rejected: {record}")
+    return {
+        "rows_read": record["quality"]["rows_read"],
+        "rows_stored": record["rows"],
+        "seconds": seconds,
+        "quality": record["quality"],
+        "location": record["location"],
+    }
+
+
+async def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """The run's topics go too: on a shared broker they would pile up partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if name.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def _forget(database_url: str, tenant: str) -> None:
+    """Remove what the run stored, so benchmarks do not fill the database."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with connection.transaction():
+            tables = await connection.fetch(
+                "DELETE FROM lepton_ingest.datasets WHERE owner_tenant = $1 RETURNING table_name",
+                tenant,
+            )
+            for row in tables:
+                await connection.execute(f'DROP TABLE lepton_data."{row["table_name"]}"')
+            for table, column in (
+                ("rejects", "owner_tenant"),
+                ("requests", "tenant"),
+                ("audit", "tenant"),
+            ):
+                await connection.execute(
+                    f"DELETE FROM lepton_ingest.{table} WHERE {column} = $1", tenant
+                )
+    finally:
+        await connection.close()
+
+
+def _worker(args: argparse.Namespace) -> None:
+    if args.worker == "baseline":
+        result = asyncio.run(_baseline(args.file, args.database_url))
+    elif args.worker == "profile":
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.enable()
+        result = asyncio.run(_lepton(args.file, args.database_url, args.bootstrap))
+        profile.disable()
+        pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
+    else:
+        result = asyncio.run(_lepton(args.file, args.database_url, args.bootstrap))
+    result["peak_rss_mib"] = round(_peak_mib(), 1)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+def _run(kind: str, path: Path, database_url: str, bootstrap: str) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.ingest",
+        "--worker",
+        kind,
+        "--file",
+        str(path),
+        "--database-url",
+        database_url,
+        "--bootstrap",
+        bootstrap,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["rows_per_s"] = round(result["rows_read"] / result["seconds"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--worker", choices=["baseline", "lepton", "profile"])
+    parser.add_argument("--file", type=Path)
+    parser.add_argument("--database-url")
+    parser.add_argument("--bootstrap")
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args)
+        return
+
+    from lepton import stack
+    from lepton._datagen import write_messy_csv
+    from lepton.config import Settings
+
+    where = stack.endpoints(Settings())
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-") as directory:
+        small = Path(directory) / "messy.csv"
+        write_messy_csv(small, args.rows)
+        runs = {
+            "baseline": _run("baseline", small, where.database_url, where.kafka_bootstrap),
+            "lepton": _run("lepton", small, where.database_url, where.kafka_bootstrap),
+        }
+        small_bytes = small.stat().st_size
+        small.unlink()
+        if not args.skip_large:
+            large = Path(directory) / "messy-large.csv"
+            write_messy_csv(large, args.rows * args.scale, seed=4)
+            runs["lepton_large"] = _run("lepton", large, where.database_url, where.kafka_bootstrap)
+            large.unlink()
+    speed = runs["lepton"]["rows_per_s"] / runs["baseline"]["rows_per_s"]
+    memory = (
+        runs["lepton_large"]["peak_rss_mib"] / runs["lepton"]["peak_rss_mib"]
+        if "lepton_large" in runs
+        else None
+    )
+    header = ("rows read", "stored", "seconds", "rows/s", "peak RSS MiB")
+    print(f"{'run':<14}" + "".join(f"{h:>{14 if h.startswith('peak') else 12}}" for h in header))
+    for name, run in runs.items():
+        print(
+            f"{name:<14}{run['rows_read']:>12,}{run['rows_stored']:>12,}{run['seconds']:>12.2f}"
+            f"{run['rows_per_s']:>12,}{run['peak_rss_mib']:>14,.0f}"
+        )
+    print(f"lepton / baseline rows/s: {speed:.2f} (target >= 1.5)")
+    if memory is not None:
+        print(f"peak RSS {args.scale}x file / 1x file: {memory:.2f} (target <= 1.2)")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ingest.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "python": platform.python_version(),
+                "rows": args.rows,
+                "file_bytes": small_bytes,
+                "scale": args.scale,
+                "spec": SPEC,
+                "runs": runs,
+                "speed_ratio": round(speed, 3),
+                "speed_target": 1.5,
+                "memory_ratio": round(memory, 3) if memory is not None else None,
+                "memory_target": 1.2,
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The dataset spec: what a request declares about its columns and how to clean them.
+
+A spec is JSON (or YAML) text, validated by pydantic models that forbid unknown keys, so a
+typo is an error rather than a silently ignored rule. Without a spec, :func:`infer_spec`
+derives one from the first chunk of each source and the service records it with the
+version. No I/O here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+__all__ = [
+    "NUMERIC",
+    "ColumnSpec",
+    "DatasetSpec",
+    "IngestRejected",
+    "LogicalType",
+    "Outliers",
+    "infer_type",
+    "parse_spec",
+]
+
+LogicalType = Literal["integer", "float", "string", "boolean", "datetime", "category"]
+NUMERIC: frozenset[str] = frozenset({"integer", "float"})
+
+# A column is inferred as a type when this share of its non-null values parse as it: a
+# few wrong values then become rejects instead of turning the whole column into text.
+_INFER_MIN_SHARE = 0.9
+_CATEGORY_MAX_DISTINCT = 50
+_CATEGORY_MAX_SHARE = 0.2
+_TRUE = frozenset({"true", "t", "yes", "y"})
+_FALSE = frozenset({"false", "f", "no", "n"})
+
+
+class IngestRejected(Exception):
+    """Input the service must refuse: becomes a ``lepton.data.rejected`` event."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        source: str | None = None,
+        column: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.source = source
+        self.column = column
+        self.row = row
+
+
+class Outliers(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["iqr", "zscore"]
+    action: Literal["flag", "drop"] = "flag"
+    threshold: float | None = None  # IQR multiplier (1.5) or z-score (3.0)
+
+    @property
+    def limit(self) -> float:
+        if self.threshold is not None:
+            return self.threshold
+        return 1.5 if self.method == "iqr" else 3.0
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: LogicalType = "string"
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = None
+    pattern: str | None = None
+    sensitive: bool = False
+    missing: Literal["keep", "drop", "constant", "median", "mode"] = "keep"
+    fill: str | float | bool | None = None
+    outliers: Outliers | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnSpec:
+        numeric = self.type in NUMERIC
+        if (self.min is not None or self.max is not None) and not numeric:
+            raise ValueError(f"min/max need a numeric type, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.categories is not None and self.type not in ("category", "string"):
+            raise ValueError(f"categories need type category or string, not {self.type}")
+        if self.pattern is not None:
+            if self.type not in ("category", "string"):
+                raise ValueError(f"pattern needs type string or category, not {self.type}")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {self.pattern!r} is not a regular expression: {exc}"
+                ) from None
+        if self.missing == "median" and not numeric:
+            raise ValueError(f"missing: median needs a numeric type, not {self.type}")
+        if self.missing == "constant" and self.fill is None:
+            raise ValueError("missing: constant needs fill")
+        if self.outliers is not None and not numeric:
+            raise ValueError(f"outliers need a numeric type, not {self.type}")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    columns: dict[str, ColumnSpec]
+    unique: list[str] = []
+    dedupe: Literal["none", "exact", "key"] = "exact"
+    extra_columns: Literal["keep", "drop"] = "keep"
+
+    @model_validator(mode="after")
+    def _keys_exist(self) -> DatasetSpec:
+        unknown = [name for name in self.unique if name not in self.columns]
+        if unknown:
+            raise ValueError(f"unique names columns the spec does not declare: {unknown}")
+        if self.dedupe == "key" and not self.unique:
+            raise ValueError("dedupe: key needs unique key columns")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False)
+
+
+def parse_spec(text: str) -> DatasetSpec:
+    """The spec in a request (JSON, or YAML for people), or ``spec_invalid``."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise IngestRejected("spec_invalid", f"spec is neither JSON nor YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise IngestRejected("spec_invalid", "spec must be an object with a 'columns' mapping")
+    try:
+        return DatasetSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        column = (
+            str(first["loc"][1]) if len(first["loc"]) > 1 and first["loc"][0] == "columns" else None
+        )
+        raise IngestRejected(
+            "spec_invalid", f"spec {where or 'root'}: {first['msg']}", column=column
+        ) from None
+
+
+def infer_type(values: pd.Series) -> LogicalType:
+    """The logical type most (90 %) of a column's non-null values have."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return "integer"
+    if pd.api.types.is_float_dtype(values.dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(values.dtype):
+        return "datetime"
+    present = values.dropna()
+    if len(present) == 0:
+        return "string"
+    if not all(isinstance(value, str) for value in present.head(1000)):
+        return _infer_python_objects(present)
+    text = present.astype(str).str.strip()
+    numbers = pd.to_numeric(text, errors="coerce")
+    parsed = numbers.notna().mean()
+    if parsed >= _INFER_MIN_SHARE:
+        whole = text[numbers.notna()].str.fullmatch(r"[+-]?\d+").all()
+        return "integer" if whole else "float"
+    lowered = text.str.lower()
+    if lowered.isin(_TRUE | _FALSE).mean() >= _INFER_MIN_SHARE:
+        return "boolean"
+    dated = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    if dated.notna().mean() >= _INFER_MIN_SHARE and text.str.contains(r"\d{4}-\d{2}-\d{2}").all():
+        return "datetime"
+    distinct = text.nunique()
+    if distinct <= _CATEGORY_MAX_DISTINCT and distinct <= max(1, len(text) * _CATEGORY_MAX_SHARE):
+        return "category"
+    return "string"
+
+
+def _infer_python_objects(present: pd.Series) -> LogicalType:
+    kinds = {type(value) for value in present.head(1000)}
+    if kinds <= {bool}:
+        return "boolean"
+    if kinds <= {int}:
+        return "integer"
+    if kinds <= {int, float}:
+        return "float"
+    return infer_type(present.astype(str))

@@ -1,0 +1,204 @@
+"""PostgreSQL effects of an ingest: one transaction per version, under row-level security.
+
+The version table is created, filled by COPY, locked down (RLS forced, visible only through
+its catalog row) and recorded in the catalog, with its rejects, its request and its audit
+row, in a single transaction: a crash at any point leaves nothing visible, and the request
+is simply done again when Kafka redelivers it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from lepton.datasets import AUDIT_CHANNEL, TENANT_ROLE
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection = asyncpg.Connection | PoolConnectionProxy
+
+__all__ = [
+    "DATA_SCHEMA",
+    "as_tenant",
+    "audit",
+    "catalog_version",
+    "completed",
+    "copy_rejects",
+    "copy_rows",
+    "create_version_table",
+    "discard_version_table",
+    "lock_dataset",
+    "protect_version_table",
+    "record_request",
+    "record_version",
+]
+
+DATA_SCHEMA = "lepton_data"
+
+
+async def as_tenant(connection: Connection, tenant: str) -> None:
+    """The rest of the transaction runs as ``lepton_tenant`` for ``tenant``."""
+    await connection.execute(f"SET LOCAL ROLE {TENANT_ROLE}")
+    await connection.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
+
+
+async def lock_dataset(connection: Connection, tenant: str, dataset: str) -> None:
+    """Serialise ingests of one dataset (a redelivery racing the original, two requests)."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        json.dumps([tenant, dataset], ensure_ascii=False),
+    )
+
+
+async def completed(connection: Connection, tenant: str, request_id: str) -> tuple[str, Any] | None:
+    """The recorded outcome of a request already handled: ('ready'|'rejected', record)."""
+    row = await connection.fetchrow(
+        "SELECT outcome, result FROM lepton_ingest.requests WHERE tenant = $1 AND request_id = $2",
+        tenant,
+        request_id,
+    )
+    return None if row is None else (row["outcome"], json.loads(row["result"]))
+
+
+async def create_version_table(connection: Connection, columns: Sequence[tuple[str, str]]) -> str:
+    """A new, empty table with generated column names; its name is generated too."""
+    table = "ds_" + secrets.token_hex(12)
+    definition = ", ".join(f"{name} {kind}" for name, kind in columns)
+    await connection.execute(f'CREATE TABLE {DATA_SCHEMA}."{table}" ({definition})')
+    return table
+
+
+async def copy_rows(
+    connection: Connection,
+    table: str,
+    columns: Sequence[str],
+    source: AsyncIterator[bytes],
+) -> None:
+    await connection.copy_to_table(
+        table, schema_name=DATA_SCHEMA, columns=list(columns), source=source, format="csv"
+    )
+
+
+async def protect_version_table(connection: Connection, table: str) -> None:
+    """Force RLS: rows are visible only while the table's catalog row is visible.
+
+    Done after COPY because PostgreSQL refuses COPY FROM into a table whose policies apply
+    to the writer; the table is not visible to anyone before the transaction commits.
+    """
+    await connection.execute(f'ALTER TABLE {DATA_SCHEMA}."{table}" ENABLE ROW LEVEL SECURITY')
+    await connection.execute(f'ALTER TABLE {DATA_SCHEMA}."{table}" FORCE ROW LEVEL SECURITY')
+    await connection.execute(
+        f'CREATE POLICY visible ON {DATA_SCHEMA}."{table}" FOR SELECT TO {TENANT_ROLE} '
+        f"USING ((SELECT lepton_ingest.table_visible('{table}')))"
+    )
+
+
+async def discard_version_table(connection: Connection, table: str) -> None:
+    await connection.execute(f'DROP TABLE {DATA_SCHEMA}."{table}"')
+
+
+async def catalog_version(
+    connection: Connection, tenant: str, dataset: str, version: str
+) -> str | None:
+    """The table of an existing version with this content, if any."""
+    found: str | None = await connection.fetchval(
+        "SELECT table_name FROM lepton_ingest.datasets "
+        "WHERE owner_tenant = $1 AND name = $2 AND version = $3",
+        tenant,
+        dataset,
+        version,
+    )
+    return found
+
+
+async def record_version(connection: Connection, **fields: Any) -> None:
+    await connection.execute(
+        "INSERT INTO lepton_ingest.datasets (owner_tenant, name, version, table_name, columns, "
+        "rows, quality, spec, spec_inferred, lineage, region, request_id, wrapped_key) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        fields["tenant"],
+        fields["dataset"],
+        fields["version"],
+        fields["table"],
+        json.dumps(fields["columns"], ensure_ascii=False),
+        fields["rows"],
+        json.dumps(fields["quality"], ensure_ascii=False),
+        fields["spec"],
+        fields["spec_inferred"],
+        json.dumps(fields["lineage"], ensure_ascii=False),
+        fields["region"],
+        fields["request_id"],
+        fields["wrapped_key"],
+    )
+
+
+async def copy_rejects(
+    connection: Connection, tenant: str, dataset: str, request_id: str, spool: Any
+) -> None:
+    """Rejected rows from a CSV spool (source, source_row, rule, column, reason, raw).
+
+    Through a temporary table: COPY cannot write a table with row-level security.
+    """
+    await connection.execute(
+        "CREATE TEMPORARY TABLE ingest_rejects_in (source text, source_row bigint, rule text, "
+        "column_name text, reason text, raw jsonb) ON COMMIT DROP"
+    )
+    await connection.copy_to_table("ingest_rejects_in", source=spool, format="csv")
+    await connection.execute(
+        "INSERT INTO lepton_ingest.rejects (owner_tenant, name, request_id, source, source_row, "
+        "rule, column_name, reason, raw) SELECT $1, $2, $3, source, source_row, rule, "
+        "column_name, reason, raw FROM ingest_rejects_in",
+        tenant,
+        dataset,
+        request_id,
+    )
+
+
+async def record_request(
+    connection: Connection,
+    tenant: str,
+    request_id: str,
+    dataset: str,
+    outcome: str,
+    result: dict[str, Any],
+) -> None:
+    await connection.execute(
+        "INSERT INTO lepton_ingest.requests (tenant, request_id, dataset, outcome, result) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        tenant,
+        request_id,
+        dataset,
+        outcome,
+        json.dumps(result, ensure_ascii=False),
+    )
+
+
+async def audit(
+    connection: Connection,
+    *,
+    tenant: str,
+    action: str,
+    resource: str,
+    outcome: str,
+    detail: str | None,
+    region: str | None,
+    actor: str = "service:ingest",
+) -> None:
+    """An audit row in the caller's transaction; the relay publishes it after commit."""
+    await connection.execute(
+        "INSERT INTO lepton_ingest.audit (actor, tenant, action, resource, outcome, detail, "
+        "region) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        actor,
+        tenant,
+        action,
+        resource,
+        outcome,
+        detail,
+        region,
+    )
+    await connection.execute(f"NOTIFY {AUDIT_CHANNEL}")
