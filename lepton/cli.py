@@ -37,8 +37,10 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The local stack: a real Kafka broker and PostgreSQL server.")
 contract_app = typer.Typer(help="The published event contract.")
+data_app = typer.Typer(help="Datasets: list them, share them with other tenants.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(contract_app, name="contract")
+app.add_typer(data_app, name="data")
 
 # soft_wrap: a path or an error is one line, whatever the terminal's width.
 console = Console(soft_wrap=True)
@@ -304,6 +306,282 @@ def submit(
 
     _guarded(lambda: asyncio.run(send()))
     console.print(f"submitted {job}")
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _with_pool(action: Callable[[Any], Any]) -> Any:
+    """Run ``action(pool)`` against the configured database; errors become one line."""
+    from lepton import datasets, db
+
+    settings = Settings()
+    where = _guarded(lambda: stack.endpoints(settings))
+
+    async def go() -> Any:
+        pool = await db.connect(where.database_url, timeout_s=settings.connect_timeout_s)
+        try:
+            return await action(pool)
+        finally:
+            await pool.close()
+
+    import asyncpg
+
+    try:
+        return _guarded(lambda: asyncio.run(go()))
+    except datasets.DatasetError as exc:
+        _fail(str(exc), "`lepton data list --tenant T` shows what T may read")
+    except asyncpg.UndefinedTableError:
+        _fail(
+            "this database has no dataset catalog yet",
+            "start the ingest service once (`lepton up`)",
+        )
+
+
+TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act for.")]
+
+
+@data_app.command("list")
+def data_list(tenant: TenantOption) -> None:
+    """Datasets the tenant owns or that are shared with it."""
+    from lepton import datasets
+
+    found = _with_pool(lambda pool: datasets.list_datasets(pool, reader_tenant=tenant))
+    table = Table("owner", "name", "version", "rows", "region", "created")
+    for info in found:
+        table.add_row(
+            info.owner_tenant,
+            info.name,
+            info.version[:12],
+            f"{info.rows:,}",
+            info.region or "-",
+            info.created_at.isoformat(timespec="seconds"),
+        )
+    console.print(table)
+
+
+@data_app.command("share")
+def data_share(
+    dataset: Annotated[str, typer.Argument(help="Your dataset's name.")],
+    with_tenant: Annotated[str, typer.Option("--with", help="The tenant to share it with.")],
+    tenant: TenantOption,
+    region: Annotated[str | None, typer.Option(help="Only readers in this region.")] = None,
+) -> None:
+    """Let another tenant read every version of a dataset (audited)."""
+    from lepton import datasets
+
+    _with_pool(
+        lambda pool: datasets.share_dataset(
+            pool, owner_tenant=tenant, name=dataset, with_tenant=with_tenant, region=region
+        )
+    )
+    console.print(f"{dataset}: shared with {with_tenant}" + (f" in {region}" if region else ""))
+
+
+@data_app.command("revoke")
+def data_revoke(
+    dataset: Annotated[str, typer.Argument(help="Your dataset's name.")],
+    with_tenant: Annotated[str, typer.Option("--with", help="The tenant to revoke.")],
+    tenant: TenantOption,
+    region: Annotated[str | None, typer.Option(help="Only this region's share.")] = None,
+) -> None:
+    """Take back a share (audited)."""
+    from lepton import datasets
+
+    _with_pool(
+        lambda pool: datasets.revoke_dataset(
+            pool, owner_tenant=tenant, name=dataset, with_tenant=with_tenant, region=region
+        )
+    )
+    console.print(f"{dataset}: no longer shared with {with_tenant}")
+
+
+# --- scheduling -------------------------------------------------------------------------
+
+
+@app.command("simulate")
+def simulate(
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes in the synthetic cluster.")] = 200,
+    hours: Annotated[float, typer.Option(min=0.01, help="Simulated time.")] = 1.0,
+    arrival_rate: Annotated[float, typer.Option(min=0.001, help="Jobs per second.")] = 1.0,
+    policy: Annotated[str, typer.Option(help="binpack, spread or drf.")] = "binpack",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic trace.")] = 0,
+    failures: Annotated[bool, typer.Option(help="Let nodes fail and recover.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Drive the scheduler's core with a synthetic cluster and trace; report how it did."""
+    import dataclasses
+
+    from lepton.scheduling.model import Policy
+    from lepton.scheduling.simulator import SimulationConfig
+    from lepton.scheduling.simulator import simulate as run_simulation
+
+    try:
+        chosen = Policy(policy)
+    except ValueError:
+        _fail(f"unknown policy {policy!r}", "one of: binpack, spread, drf")
+    config = SimulationConfig(
+        seed=seed,
+        nodes=nodes,
+        policy=chosen,
+        horizon_ms=int(hours * 3_600_000),
+        arrival_rate_per_s=arrival_rate,
+    )
+    if not failures:
+        config = dataclasses.replace(config, node_mtbf_ms=None)
+    report = run_simulation(config)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(report)))
+        return
+    table = Table("measure", "value", title=f"{nodes} nodes, {hours} h, {policy}")
+    for name in (
+        "jobs_submitted",
+        "jobs_completed",
+        "jobs_still_queued",
+        "jobs_unschedulable",
+        "preemptions",
+        "requeues",
+        "node_failures",
+    ):
+        table.add_row(name.replace("_", " "), f"{getattr(report, name):,}")
+    for resource, share in report.utilisation.items():
+        table.add_row(f"utilisation {resource}", f"{share:.1%}")
+    for priority, waits in report.wait_ms.items():
+        table.add_row(
+            f"wait {priority} p50 / p99",
+            f"{waits['p50'] / 1000:.1f} s / {waits['p99'] / 1000:.1f} s",
+        )
+    table.add_row("fairness (Jain, dominant shares)", f"{report.fairness_jain:.3f}")
+    table.add_row("decisions per second", f"{report.decisions_per_second:,.0f}")
+    violations = (
+        report.overcommit_violations
+        + report.partial_gang_violations
+        + report.quota_violations
+        + report.priority_inversions
+    )
+    table.add_row("violations", str(violations))
+    console.print(table)
+
+
+@app.command("plan")
+def plan(
+    spec_file: Annotated[Path, typer.Argument(help="A job request as YAML or JSON.")],
+) -> None:
+    """Where the job would go now, or why it cannot; changes nothing."""
+    import yaml
+
+    from lepton.scheduling.intake import Rejection, job_spec
+    from lepton.scheduling.model import Assign, Preempt, Wait
+    from lepton.scheduling.placement import Scheduler, feasibility
+
+    try:
+        loaded = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {spec_file}: {exc}", "give a job request as YAML or JSON")
+    if not isinstance(loaded, dict):
+        _fail(f"{spec_file} is not a mapping", "see schemas/job_request.avsc for the fields")
+    record = _job_record(loaded)
+    spec = job_spec(record)
+    if isinstance(spec, Rejection):
+        _fail(f"invalid job: {spec.field}: {spec.reason}")
+    settings = Settings()
+    where = _guarded(lambda: stack.endpoints(settings))
+    nodes, journal = _guarded(lambda: asyncio.run(_read_cluster(where, settings)))
+    impossible = feasibility(spec, nodes)
+    if impossible is not None:
+        console.print(f"[red]never[/red]: {impossible}")
+        raise typer.Exit(1)
+    from lepton.scheduling.journal import Status, restore
+
+    core = Scheduler()
+    now = int(time.time() * 1000)
+    restore(core, nodes, journal, now)
+    for entry in journal.jobs.values():
+        if entry.status is Status.QUEUED and not isinstance(entry.spec, Rejection):
+            core.submit(entry.spec, entry.attempt)
+    core.submit(spec)
+    for decision in core.plan(now):
+        if isinstance(decision, Preempt) and decision.for_job_id == spec.job_id:
+            console.print(f"would preempt: {', '.join(decision.victim_job_ids)}")
+        elif isinstance(decision, Assign) and decision.job_id == spec.job_id:
+            console.print(f"[green]now[/green]: {', '.join(decision.node_ids)}")
+            return
+        elif isinstance(decision, Wait) and decision.job_id == spec.job_id:
+            console.print(f"[yellow]waits[/yellow]: {decision.reason.value.replace('_', ' ')}")
+            raise typer.Exit(2)
+
+
+def _job_record(given: dict[str, Any]) -> dict[str, Any]:
+    """A full ``lepton.JobRequested`` record from the fields a user wrote."""
+    task = {
+        "kind": "train",
+        "algorithm": "auto",
+        "trial_budget": 20,
+        "time_budget_s": 300,
+        "cv_folds": 5,
+    } | dict(given.get("task") or {})
+    demand = {"cpu_millicores": 0, "memory_mib": 0, "gpus": 0, "network_mbps": 0} | dict(
+        given.get("demand") or {}
+    )
+    return (
+        {
+            "job_id": f"plan-{uuid.uuid4().hex[:8]}",
+            "tenant": "default",
+            "priority_class": "normal",
+            "priority": 100,
+            "preemptible": True,
+            "gang_size": 1,
+            "max_retries": 3,
+            "constraints": {},
+            "submitted_at": int(time.time() * 1000),
+        }
+        | given
+        | {"task": task, "demand": demand}
+    )
+
+
+async def _read_cluster(where: stack.Endpoints, settings: Settings) -> tuple[list[Any], Any]:
+    """The cluster as the log tells it: the latest heartbeat per node, and every job."""
+    from lepton.bus import Event, Subscriber
+    from lepton.scheduling.intake import node_state
+    from lepton.scheduling.journal import Journal
+
+    names = Namespace(settings.topic_prefix)
+    latest: dict[str, dict[str, Any]] = {}
+    journal = Journal()
+
+    async def read(event: Event) -> None:
+        declared = event.topic.removeprefix(names.prefix)
+        if declared == "lepton.node.heartbeats":
+            latest[event.record["node_id"]] = event.record
+        elif declared == "lepton.jobs.requested":
+            journal.request(event.record)
+        else:
+            journal.fold(event.record)
+
+    topics = [
+        names.topic(t)
+        for t in ("lepton.node.heartbeats", "lepton.jobs.requested", "lepton.jobs.events")
+    ]
+    async with Publisher(where.kafka_bootstrap, default_codec(), source="lepton/cli") as bus:
+        reader = Subscriber(
+            where.kafka_bootstrap,
+            default_codec(),
+            bus,
+            topics=topics,
+            group_id="lepton-plan",
+            handler=read,
+            replay=True,
+        )
+        await reader.start()
+        task = asyncio.create_task(reader.run())
+        try:
+            await reader.caught_up.wait()
+        finally:
+            reader.stop_soon()
+            await task
+            await reader.close()
+    return [node_state(record) for record in latest.values()], journal
 
 
 # --- contract ---------------------------------------------------------------------------

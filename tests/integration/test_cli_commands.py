@@ -1,0 +1,114 @@
+"""The CLI's scheduling and data commands, as a user runs them, against the real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lepton import db
+from tests.integration.scheduler_support import Namespaced, heartbeat
+
+INGEST_MIGRATIONS = Path(__file__).parents[2] / "services" / "ingest" / "migrations"
+
+pytestmark = pytest.mark.integration
+
+LEPTON = str(Path(sys.executable).parent / "lepton")
+
+
+def lepton(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LEPTON, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | env,
+        check=False,
+    )
+
+
+@pytest.fixture
+async def space(bootstrap, codec, publisher) -> Namespaced:
+    namespaced = Namespaced(bootstrap, codec, publisher)
+    await namespaced.create()
+    return namespaced
+
+
+async def test_plan_says_where_a_job_would_go_or_why_not(
+    space: Namespaced, bootstrap, database_url, tmp_path: Path
+) -> None:
+    await space.send("lepton.node.heartbeats", "small", heartbeat("small", sequence=1, cpu=1000))
+    await space.send("lepton.node.heartbeats", "big", heartbeat("big", sequence=1, cpu=8000))
+    env = {
+        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_TOPIC_PREFIX": space.prefix,
+    }
+    fits = tmp_path / "fits.yaml"
+    fits.write_text(
+        "tenant: acme\n"
+        "task: {target_column: price}\n"
+        "demand: {cpu_millicores: 4000, memory_mib: 1024}\n"
+    )
+    never = tmp_path / "never.yaml"
+    never.write_text(
+        "tenant: acme\n"
+        "task: {target_column: price}\n"
+        "demand: {cpu_millicores: 64000, memory_mib: 1}\n"
+    )
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("tenant: acme\ntask: {target_column: price, algorithm: magic}\n")
+
+    placed = lepton("plan", str(fits), env=env)
+    assert placed.returncode == 0, placed.stderr
+    assert "now: big" in placed.stdout
+    impossible = lepton("plan", str(never), env=env)
+    assert impossible.returncode == 1
+    assert "never" in impossible.stdout
+    assert "cpu" in impossible.stdout.lower()
+    wrong = lepton("plan", str(invalid), env=env)
+    assert wrong.returncode == 1
+    assert "task.algorithm" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+def test_simulate_reports_a_run_without_violations() -> None:
+    result = lepton(
+        "simulate",
+        "--nodes",
+        "40",
+        "--hours",
+        "0.2",
+        "--arrival-rate",
+        "0.5",
+        "--policy",
+        "drf",
+        "--json",
+        env={},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["jobs_submitted"] > 0
+    assert report["overcommit_violations"] == 0
+    assert report["partial_gang_violations"] == 0
+    assert 0 < report["fairness_jain"] <= 1
+
+
+async def test_data_commands_answer_in_one_line(bootstrap, database_url) -> None:
+    pool = await db.connect(database_url)
+    try:
+        await db.migrate(pool, "ingest", db.load_migrations(INGEST_MIGRATIONS))
+    finally:
+        await pool.close()
+    env = {"LEPTON_KAFKA_BOOTSTRAP": bootstrap, "LEPTON_DATABASE_URL": database_url}
+    listed = lepton("data", "list", "--tenant", "nobody-at-all", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "owner" in listed.stdout
+    missing = lepton("data", "share", "no-such-dataset", "--with", "b", "--tenant", "a", env=env)
+    assert missing.returncode == 1
+    assert "error:" in missing.stderr
+    assert "Traceback" not in missing.stderr
