@@ -1,54 +1,373 @@
 """The trainer agent: one per compute node.
 
-It sends a heartbeat every interval and consumes assignments. Running jobs (algorithm
-choice, parameter search, training) is built in issue #5; for now assignments are only
-received.
+It sends a heartbeat every interval (with the jobs it runs) and reads only its own
+node's partition of ``lepton.jobs.assigned``. Each run instruction is judged against the
+runs the node has accepted (``lepton_trainer.runs``): a redelivery changes nothing and a
+lease older than one already seen for the job is not started. An accepted run trains in
+its own process (``services.trainer.worker``) pinned to the granted cores under an
+address-space limit; the agent relays its progress to ``lepton.jobs.events``, catalogs the
+model, publishes ``lepton.models.ready`` and reports ``succeeded`` or ``failed``. A stop
+instruction ends the run's process at once. A run still marked running when an agent
+starts was lost by the agent before it; the new agent reports it ``lost``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
 import time
-from typing import Annotated
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lepton.config import Settings
+from lepton import stack
 from lepton.service import Context, Service, run
+from services.trainer import catalog
+from services.trainer.artifacts import artifact_uri
 from services.trainer.node import NodeSpec, UsageMeter, heartbeat
+from services.trainer.runs import (
+    RunKey,
+    Verdict,
+    cpu_count_for,
+    memory_limit_mib,
+    model_id_for,
+    pick_cpus,
+    run_key,
+)
+from services.trainer.settings import TrainerSettings
+
+if TYPE_CHECKING:
+    from lepton.bus import Event, Handler
+
+__all__ = ["Agent", "create_app", "main"]
+
+# A worker's result line holds every trial's scores: allow lines far above asyncio's 64 KiB.
+_LINE_LIMIT = 64 * 2**20
+_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def create_app(
-    spec: NodeSpec, settings: Settings | None = None, interval_s: float = 1.0
-) -> Service:
-    async def send_heartbeats(context: Context) -> None:
+@dataclass(slots=True)
+class _Run:
+    assignment: dict[str, Any]
+    process: asyncio.subprocess.Process
+    cpus: list[int]
+    model_id: str
+    stopping: bool = False  # stopped or superseded: whatever it reports is void
+    supervisor: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Agent:
+    """A node agent's state and behaviour; :func:`create_app` wraps it in a Service."""
+
+    def __init__(self, spec: NodeSpec, settings: TrainerSettings, interval_s: float) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.interval_s = interval_s
+        self.runs: dict[RunKey, _Run] = {}
+        self._context: Context | None = None
+        self._available = sorted(os.sched_getaffinity(0))
+
+    @property
+    def context(self) -> Context:
+        assert self._context is not None, "the agent's service has not started"
+        return self._context
+
+    def running_job_ids(self) -> list[str]:
+        return sorted({key[0] for key, entry in self.runs.items() if not entry.stopping})
+
+    # -- service hooks ---------------------------------------------------------------
+
+    async def handler(self, context: Context) -> Handler:
+        self._context = context
+        await self._report_lost()
+        return self._handle
+
+    async def send_heartbeats(self, context: Context) -> None:
         heartbeats = context.topic("lepton.node.heartbeats")
-        meter = UsageMeter(spec)
+        meter = UsageMeter(self.spec)
         started = _now_ms()
         sequence = 0
         while True:
             sequence += 1
             record = heartbeat(
-                spec,
+                self.spec,
                 meter.measure(),
-                [],
+                self.running_job_ids(),
                 sequence=sequence,
                 sent_at_ms=_now_ms(),
                 agent_started_at_ms=started,
-                interval_ms=int(interval_s * 1000),
+                interval_ms=int(self.interval_s * 1000),
             )
-            await context.publisher.publish(heartbeats, spec.node_id, record)
-            await asyncio.sleep(interval_s)
+            await context.publisher.publish(heartbeats, self.spec.node_id, record)
+            await asyncio.sleep(self.interval_s)
 
+    async def guard_workers(self, context: Context) -> None:
+        """Runs for the service's lifetime; at shutdown it ends every worker. Their runs
+        stay marked running, so the next agent on this node reports them lost."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for entry in list(self.runs.values()):
+                entry.stopping = True
+                await self._end_process(entry)
+            supervisors = [e.supervisor for e in self.runs.values() if e.supervisor]
+            await asyncio.gather(*supervisors, return_exceptions=True)
+
+    # -- instructions ----------------------------------------------------------------
+
+    async def _handle(self, event: Event) -> None:
+        if event.type != "lepton.JobAssigned":
+            return
+        assignment = event.record
+        if assignment["node_id"] != self.spec.node_id:
+            return
+        if assignment["action"] == "run":
+            await self._start(assignment)
+        elif assignment["action"] == "stop":
+            await self._stop(assignment)
+        else:
+            self.context.log.warning(
+                "unknown assignment action", action=assignment["action"], job=assignment["job_id"]
+            )
+
+    async def _start(self, assignment: dict[str, Any]) -> None:
+        key = run_key(assignment)
+        log = self.context.log.bind(job=key[0], epoch=key[1], worker=key[2])
+        verdict = await catalog.claim_run(self.context.pool, self.spec.node_id, assignment)
+        if verdict is Verdict.DUPLICATE:
+            log.info("run instruction already handled")
+            return
+        if verdict is Verdict.STALE:
+            log.warning("stale lease: not started")
+            return
+        # An earlier lease of the same job on this node is void: its result must not count.
+        for other_key, other in list(self.runs.items()):
+            if other_key[0] == key[0] and other_key[1] < key[1]:
+                await self._halt(other_key, other, f"superseded by lease {key[1]}")
+        count = cpu_count_for(assignment["granted"]["cpu_millicores"], len(self._available))
+        busy = Counter(cpu for entry in self.runs.values() for cpu in entry.cpus)
+        cpus = pick_cpus(self._available, busy, count)
+        memory = memory_limit_mib(
+            assignment["granted"]["memory_mib"], self.settings.trainer_memory_floor_mib
+        )
+        model_id = model_id_for(key[0], key[1])
+        job = {
+            "assignment": assignment,
+            "database_url": stack.endpoints(self.settings).database_url,
+            "artifact_uri": artifact_uri(
+                self.settings.artifact_location(), assignment["tenant"], model_id
+            ),
+            "study_name": f"{key[0]}@{key[1]}",
+            "cpus": cpus,
+            "memory_mib": memory,
+        }
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "services.trainer.worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=_worker_environment(len(cpus)),
+                limit=_LINE_LIMIT,
+            )
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(job, default=str).encode() + b"\n")
+            await process.stdin.drain()
+        except OSError as exc:  # no process (fork limits, memory): the job fails, not the agent
+            await self._event(assignment, "failed", error_type=type(exc).__name__, reason=str(exc))
+            await catalog.finish_run(
+                self.context.pool, self.spec.node_id, key, "failed", reason=str(exc)
+            )
+            return
+        entry = _Run(assignment, process, cpus, model_id)
+        self.runs[key] = entry
+        await self._event(assignment, "started")
+        log.info("started", pid=process.pid, cpus=cpus, memory_mib=memory)
+        entry.supervisor = asyncio.create_task(self._supervise(key, entry))
+
+    async def _stop(self, assignment: dict[str, Any]) -> None:
+        key = run_key(assignment)
+        reason = assignment.get("reason") or "stopped by the scheduler"
+        await catalog.record_stop(self.context.pool, self.spec.node_id, assignment, reason)
+        entry = self.runs.get(key)
+        if entry is not None:
+            await self._halt(key, entry, reason)
+        self.context.log.info("stop", job=key[0], epoch=key[1], running=entry is not None)
+
+    async def _halt(self, key: RunKey, entry: _Run, reason: str) -> None:
+        entry.stopping = True
+        await catalog.finish_run(
+            self.context.pool, self.spec.node_id, key, "stopped", reason=reason
+        )
+        await self._end_process(entry)
+
+    async def _end_process(self, entry: _Run) -> None:
+        process = entry.process
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.settings.trainer_stop_grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+    # -- a run's reports -------------------------------------------------------------
+
+    async def _supervise(self, key: RunKey, entry: _Run) -> None:
+        log = self.context.log.bind(job=key[0], epoch=key[1], worker=key[2])
+        outcome: dict[str, Any] | None = None
+        try:
+            assert entry.process.stdout is not None
+            async for line in entry.process.stdout:
+                message = json.loads(line)
+                if entry.stopping:
+                    continue
+                if message["event"] == "progress":
+                    await self._event(
+                        entry.assignment,
+                        "progress",
+                        progress_percent=message["percent"],
+                        stage=message["stage"],
+                    )
+                else:
+                    outcome = message
+            code = await entry.process.wait()
+            if entry.stopping:
+                log.info("stopped run ended; its outcome is void", code=code)
+                return
+            if outcome is None:
+                outcome = {
+                    "event": "failed",
+                    "error_type": "WorkerExited",
+                    "reason": f"the training process ended with code {code} and no result "
+                    f"(killed by its {_memory(entry)} MiB memory limit or a signal?)",
+                }
+            if outcome["event"] == "result":
+                await self._succeed(key, entry, outcome)
+            else:
+                await self._fail(key, entry, outcome["error_type"], outcome["reason"])
+        except Exception as exc:  # a run's failure must never stop the agent
+            log.exception("run supervision failed")
+            await self._fail(key, entry, type(exc).__name__, str(exc))
+        finally:
+            self.runs.pop(key, None)
+
+    async def _succeed(self, key: RunKey, entry: _Run, result: dict[str, Any]) -> None:
+        assignment = entry.assignment
+        pool = self.context.pool
+        if result["artifact"] is None:
+            # A gang worker other than 0 ran its share of the search; worker 0 reports.
+            await self._event(assignment, "progress", progress_percent=100.0, stage="searched")
+            await catalog.finish_run(pool, self.spec.node_id, key, "succeeded")
+            return
+        dataset = assignment["dataset"]
+        task = assignment["task"]
+        ready = {
+            "model_id": entry.model_id,
+            "job_id": assignment["job_id"],
+            "attempt": assignment["attempt"],
+            "tenant": assignment["tenant"],
+            "model_name": task.get("model_name") or dataset["name"],
+            "dataset": dataset,
+            "problem_type": result["problem_type"],
+            "target_column": task["target_column"],
+            "feature_columns": result["feature_columns"],
+            "algorithm": result["algorithm"],
+            "parameters": json.dumps(result["parameters"], sort_keys=True),
+            "scoring": result["scoring"],
+            "cv_score": result["cv_score"],
+            "cv_fold_scores": result["cv_fold_scores"],
+            "trials": len(result["trials"]),
+            "training_seconds": result["training_seconds"],
+            "artifact_uri": result["artifact"]["uri"],
+            "artifact_format": result["artifact"]["format"],
+            "artifact_sha256": result["artifact"]["sha256"],
+            "ready_at": _now_ms(),
+        }
+        await catalog.record_model(pool, ready, key[1], result["trials"])
+        await self.context.publisher.publish(
+            self.context.topic("lepton.models.ready"), entry.model_id, ready
+        )
+        await self._event(assignment, "succeeded", model_id=entry.model_id)
+        # Marked after the report: a crash in between makes the next agent report the run
+        # lost, which the scheduler ignores for a finished job; never a second success.
+        await catalog.finish_run(pool, self.spec.node_id, key, "succeeded", model_id=entry.model_id)
+        self.context.log.info("succeeded", job=key[0], model=entry.model_id)
+
+    async def _fail(self, key: RunKey, entry: _Run, error_type: str, reason: str) -> None:
+        await self._event(entry.assignment, "failed", error_type=error_type, reason=reason)
+        await catalog.finish_run(self.context.pool, self.spec.node_id, key, "failed", reason=reason)
+        self.context.log.warning("failed", job=key[0], error_type=error_type, reason=reason)
+
+    async def _report_lost(self) -> None:
+        for lost in await catalog.unfinished(self.context.pool, self.spec.node_id):
+            reason = f"the agent on {self.spec.node_id} restarted while the run was in progress"
+            await self._event(lost, "lost", reason=reason)
+            key = (lost["job_id"], lost["lease_epoch"], lost["worker_index"])
+            await catalog.finish_run(
+                self.context.pool, self.spec.node_id, key, "lost", reason=reason
+            )
+            self.context.log.warning("lost", job=key[0], epoch=key[1])
+
+    async def _event(self, run_of: dict[str, Any], kind: str, **fields: Any) -> None:
+        """A ``lepton.JobEvent`` about a run, carrying its lease as the scheduler requires."""
+        record = {
+            "job_id": run_of["job_id"],
+            "kind": kind,
+            "tenant": run_of["tenant"],
+            "node_id": self.spec.node_id,
+            "lease_epoch": run_of["lease_epoch"],
+            "worker_index": run_of["worker_index"],
+            "attempt": run_of.get("attempt", 0),
+            "time": _now_ms(),
+        } | fields
+        await self.context.publisher.publish(
+            self.context.topic("lepton.jobs.events"), run_of["job_id"], record
+        )
+
+
+def _memory(entry: _Run) -> int:
+    return int(entry.assignment["granted"]["memory_mib"])
+
+
+def _worker_environment(threads: int) -> dict[str, str]:
+    # Thread pools sized to the granted cores; few malloc arenas, because each reserves
+    # 64 MiB of address space and the worker runs under an address-space limit.
+    return os.environ | {
+        "OMP_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MALLOC_ARENA_MAX": "2",
+    }
+
+
+def create_app(
+    spec: NodeSpec, settings: TrainerSettings | None = None, interval_s: float = 1.0
+) -> Service:
+    agent = Agent(spec, settings or TrainerSettings(), interval_s)
     return Service(
         name=f"trainer-{spec.node_id}",
         consumes=["lepton.jobs.assigned"],
-        settings=settings or Settings(),
-        background=[send_heartbeats],
+        settings=agent.settings,
+        migrations=_MIGRATIONS,
+        handler_factory=agent.handler,
+        background=[agent.send_heartbeats, agent.guard_workers],
+        subscribe_key=spec.node_id,
     )
 
 

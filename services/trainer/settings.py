@@ -1,0 +1,34 @@
+"""The trainer's settings: each reads ``LEPTON_<NAME>`` like every Lepton setting."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from lepton.config import Settings
+
+__all__ = ["TrainerSettings"]
+
+
+class TrainerSettings(Settings):
+    artifact_root: str | None = Field(
+        default=None,
+        description="LEPTON_ARTIFACT_ROOT: where trained models are stored: a directory or "
+        "an fsspec URL (s3://bucket/models, with that store's fsspec package installed). "
+        "Unset: <LEPTON_STATE_DIR>/artifacts.",
+    )
+    trainer_stop_grace_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="LEPTON_TRAINER_STOP_GRACE_S: how long a stopped job's worker gets to "
+        "exit after SIGTERM before it is killed.",
+    )
+    trainer_memory_floor_mib: int = Field(
+        default=768,
+        ge=64,
+        description="LEPTON_TRAINER_MEMORY_FLOOR_MIB: the smallest address-space limit "
+        "given to a worker, whatever its grant: Python with NumPy and scikit-learn loaded "
+        "maps several hundred MiB of address space before it holds any data.",
+    )
+
+    def artifact_location(self) -> str:
+        return self.artifact_root or str(self.state_dir / "artifacts")

@@ -1,0 +1,642 @@
+"""What a training job decides and computes, with no Kafka, database or files inside.
+
+From a data frame and the job's task this module infers the learning problem, picks the
+algorithm families that suit it, parses the search space, searches parameters with
+Optuna's TPE sampler and median pruning over cross-validation folds, and refits the best
+pipeline on all rows. Preprocessing (imputation, one-hot encoding, scaling) is part of
+every pipeline, so each fold fits it on its own training rows only: no leakage.
+
+The pipeline takes the frame :func:`model_input` makes (numbers as float64, other
+columns as objects with NaN for missing): that is the input contract of a stored model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
+from sklearn.metrics import get_scorer
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC, SVR
+from threadpoolctl import threadpool_limits
+
+from lepton.tasks import ALGORITHMS, AUTO, PROBLEM_TYPES
+
+__all__ = [
+    "DEFAULT_SPACES",
+    "AlgorithmMismatch",
+    "ConstantTarget",
+    "Distribution",
+    "InvalidSearchSpace",
+    "InvalidTask",
+    "MissingTargetColumn",
+    "NoUsableTrial",
+    "Progress",
+    "SearchConfig",
+    "TooFewRows",
+    "TrainingInputError",
+    "TrainingResult",
+    "TrialRecord",
+    "build_pipeline",
+    "candidate_families",
+    "infer_problem",
+    "model_input",
+    "parse_search_space",
+    "prepare",
+    "train",
+    "trial_share",
+]
+
+Problem = Literal["regression", "binary", "multiclass"]
+Progress = Callable[[float, str], None]  # (percent 0..100, stage)
+
+
+class TrainingInputError(ValueError):
+    """The job cannot be trained as asked; the message says exactly why."""
+
+
+class MissingTargetColumn(TrainingInputError):
+    pass
+
+
+class ConstantTarget(TrainingInputError):
+    pass
+
+
+class TooFewRows(TrainingInputError):
+    pass
+
+
+class InvalidSearchSpace(TrainingInputError):
+    pass
+
+
+class AlgorithmMismatch(TrainingInputError):
+    pass
+
+
+class InvalidTask(TrainingInputError):
+    pass
+
+
+class NoUsableTrial(RuntimeError):
+    """Every search trial failed or was pruned, so there is no pipeline to refit."""
+
+
+# Families whose fit depends on feature scale get a StandardScaler on numeric columns.
+_SCALED = frozenset({"linear_regression", "ridge", "lasso", "logistic_regression", "svm", "knn"})
+_REGRESSION_FAMILIES = (
+    "linear_regression",
+    "ridge",
+    "lasso",
+    "svm",
+    "random_forest",
+    "hist_gradient_boosting",
+    "knn",
+)
+_CLASSIFICATION_FAMILIES = (
+    "logistic_regression",
+    "svm",
+    "random_forest",
+    "hist_gradient_boosting",
+    "knn",
+)
+# A numeric target with at most this many distinct integer values (and few per row) is
+# taken as class labels rather than a quantity.
+_MAX_INTEGER_CLASSES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """One parameter's search range: float or int (low, high, log) or categorical."""
+
+    kind: Literal["float", "int", "categorical"]
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(name, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+def _f(low: float, high: float, log: bool = False) -> Distribution:
+    return Distribution("float", low, high, log)
+
+
+def _i(low: int, high: int, log: bool = False) -> Distribution:
+    return Distribution("int", low, high, log)
+
+
+def _c(*choices: Any) -> Distribution:
+    return Distribution("categorical", choices=choices)
+
+
+Space = dict[str, dict[str, Distribution]]
+
+DEFAULT_SPACES: Mapping[str, Mapping[str, Distribution]] = {
+    "linear_regression": {"fit_intercept": _c(True, False)},
+    "ridge": {"alpha": _f(1e-3, 1e3, log=True)},
+    "lasso": {"alpha": _f(1e-4, 10.0, log=True)},
+    "logistic_regression": {"C": _f(1e-3, 1e3, log=True)},
+    "svm": {"C": _f(1e-2, 1e3, log=True), "gamma": _f(1e-4, 1.0, log=True)},
+    "random_forest": {
+        "n_estimators": _i(50, 300),
+        "max_depth": _i(2, 20),
+        "min_samples_leaf": _i(1, 10),
+        "max_features": _c("sqrt", 0.5, 1.0),
+    },
+    "hist_gradient_boosting": {
+        "learning_rate": _f(0.01, 0.3, log=True),
+        "max_iter": _i(50, 300),
+        "max_leaf_nodes": _i(8, 64),
+        "l2_regularization": _f(1e-6, 1.0, log=True),
+    },
+    "knn": {"n_neighbors": _i(1, 30), "weights": _c("uniform", "distance")},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """The task fields of a ``lepton.JobAssigned`` that shape training."""
+
+    target_column: str
+    algorithm: str = AUTO
+    problem_type: str | None = None
+    search_space: str | None = None
+    trial_budget: int = 20
+    time_budget_s: float = 300.0
+    cv_folds: int = 5
+    scoring: str | None = None
+    seed: int = 0
+    n_jobs: int = 1  # threads an estimator may use: the job's granted cores
+
+    @classmethod
+    def from_task(cls, task: Mapping[str, Any], n_jobs: int = 1) -> SearchConfig:
+        target = task.get("target_column")
+        if not target:
+            raise InvalidTask("task.target_column is required for a training job")
+        return cls(
+            target_column=target,
+            algorithm=task.get("algorithm") or AUTO,
+            problem_type=task.get("problem_type"),
+            search_space=task.get("search_space"),
+            trial_budget=int(task.get("trial_budget", 20)),
+            time_budget_s=float(task.get("time_budget_s", 300)),
+            cv_folds=int(task.get("cv_folds", 5)),
+            scoring=task.get("scoring"),
+            seed=int(task.get("seed") or 0),
+            n_jobs=max(1, n_jobs),
+        )
+
+    def check(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise InvalidTask(
+                f"task.algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}"
+            )
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise InvalidTask(f"task.problem_type {self.problem_type!r} is not known")
+        if self.trial_budget < 1:
+            raise InvalidTask("task.trial_budget must be at least 1")
+        if self.time_budget_s <= 0:
+            raise InvalidTask("task.time_budget_s must be positive")
+        if self.cv_folds < 2:
+            raise InvalidTask("task.cv_folds must be at least 2")
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRecord:
+    number: int
+    family: str
+    params: dict[str, Any]
+    state: str  # complete, pruned or fail
+    score: float | None
+    fold_scores: list[float]
+
+
+@dataclass(slots=True)
+class TrainingResult:
+    pipeline: Any  # the refitted sklearn Pipeline (None for a gang worker other than 0)
+    problem_type: str
+    family: str
+    params: dict[str, Any]
+    scoring: str
+    cv_score: float
+    fold_scores: list[float]
+    feature_columns: list[str]
+    trials: list[TrialRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a stored pipeline takes it: numbers (not booleans) as float64, every
+    other column as objects with NaN for missing. pandas' nullable types carry ``pd.NA``,
+    which scikit-learn's imputers and encoders reject."""
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        values = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            # Seconds since the epoch: a datetime becomes an ordinary numeric feature.
+            stamps = pd.to_datetime(values, utc=True)
+            seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+            columns[name] = seconds.to_numpy(dtype="float64", na_value=np.nan)
+        elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+            values.dtype
+        ):
+            columns[name] = values.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            text = values.astype("object")
+            columns[name] = np.array([np.nan if pd.isna(v) else str(v) for v in text], dtype=object)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def infer_problem(target: pd.Series) -> Problem:
+    """regression, binary or multiclass from the target's values (missing ones ignored)."""
+    values = target.dropna()
+    distinct = values.nunique()
+    if distinct == 2:
+        return "binary"
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+        values.dtype
+    )
+    if not numeric:
+        return "multiclass"
+    as_float = values.to_numpy(dtype="float64")
+    integral = bool(np.all(np.isfinite(as_float)) and np.all(np.mod(as_float, 1) == 0))
+    if integral and distinct <= _MAX_INTEGER_CLASSES and distinct * 5 <= len(values):
+        return "multiclass"
+    return "regression"
+
+
+def candidate_families(problem: str, algorithm: str) -> tuple[str, ...]:
+    """The families a job searches: all that suit the problem for ``auto``, else one."""
+    suited = _REGRESSION_FAMILIES if problem == "regression" else _CLASSIFICATION_FAMILIES
+    if algorithm == AUTO:
+        return suited
+    if algorithm not in suited:
+        raise AlgorithmMismatch(
+            f"algorithm {algorithm} does not fit a {problem} problem; use one of "
+            f"{', '.join(suited)} or auto"
+        )
+    return (algorithm,)
+
+
+def _estimator(family: str, problem: str, seed: int, n_jobs: int) -> Any:
+    regression = problem == "regression"
+    if family == "linear_regression":
+        return LinearRegression()
+    if family == "ridge":
+        return Ridge(random_state=seed)
+    if family == "lasso":
+        return Lasso(random_state=seed, max_iter=5000)
+    if family == "logistic_regression":
+        return LogisticRegression(max_iter=2000, random_state=seed)
+    if family == "svm":
+        # SVR's epsilon tube and its solver's tolerance are in target units: on an
+        # unscaled target (prices in the millions) it barely converges.
+        return (
+            TransformedTargetRegressor(regressor=SVR(), transformer=StandardScaler())
+            if regression
+            else SVC(random_state=seed)
+        )
+    if family == "random_forest":
+        cls = RandomForestRegressor if regression else RandomForestClassifier
+        return cls(random_state=seed, n_jobs=n_jobs)
+    if family == "hist_gradient_boosting":
+        cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
+        return cls(random_state=seed)
+    if family == "knn":
+        return (
+            KNeighborsRegressor(n_jobs=n_jobs)
+            if regression
+            else KNeighborsClassifier(n_jobs=n_jobs)
+        )
+    raise AlgorithmMismatch(f"unknown algorithm family {family!r}")
+
+
+def build_pipeline(
+    family: str,
+    problem: str,
+    params: Mapping[str, Any],
+    *,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> Pipeline:
+    """Preprocessing and model in one pipeline, so that cross-validation refits both."""
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+    if family in _SCALED:
+        numeric_steps.append(("scale", StandardScaler()))
+    categorical_steps = [
+        ("impute", SimpleImputer(strategy="most_frequent")),
+        # Dense output: histogram gradient boosting takes no sparse input, and one-hot
+        # columns of a tabular dataset are few.
+        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+    ]
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        transformers.append(("numeric", Pipeline(numeric_steps), list(numeric)))
+    if categorical:
+        transformers.append(("categorical", Pipeline(categorical_steps), list(categorical)))
+    model = _estimator(family, problem, seed, n_jobs)
+    if isinstance(model, TransformedTargetRegressor):
+        model.regressor.set_params(**params)
+    else:
+        model.set_params(**params)
+    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", model)])
+
+
+def _distribution(where: str, raw: Any) -> Distribution:
+    if not isinstance(raw, dict):
+        raise InvalidSearchSpace(f"{where}: expected an object with a type")
+    kind = raw.get("type")
+    if kind == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise InvalidSearchSpace(f"{where}: categorical needs a non-empty choices list")
+        if not all(c is None or isinstance(c, str | int | float | bool) for c in choices):
+            raise InvalidSearchSpace(f"{where}: choices must be strings, numbers, booleans")
+        return Distribution("categorical", choices=tuple(choices))
+    if kind not in ("float", "int"):
+        raise InvalidSearchSpace(f"{where}: type must be float, int or categorical")
+    low, high, log = raw.get("low"), raw.get("high"), raw.get("log", False)
+    numbers = (int,) if kind == "int" else (int, float)
+    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high)):
+        raise InvalidSearchSpace(f"{where}: low and high must be {kind} numbers")
+    assert isinstance(low, int | float)
+    assert isinstance(high, int | float)
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise InvalidSearchSpace(f"{where}: needs finite low <= high, got {low}..{high}")
+    if not isinstance(log, bool):
+        raise InvalidSearchSpace(f"{where}: log must be true or false")
+    if log and low <= 0:
+        raise InvalidSearchSpace(f"{where}: a log range needs low > 0")
+    return Distribution(kind, float(low), float(high), log)
+
+
+def parse_search_space(text: str | None, families: Sequence[str], problem: str) -> Space:
+    """The space to search: the job's JSON (family -> parameter -> distribution) for the
+    families it names, which are then the only ones searched; the defaults otherwise."""
+    if text is None:
+        return {family: dict(DEFAULT_SPACES[family]) for family in families}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise InvalidSearchSpace(f"search_space is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise InvalidSearchSpace("search_space must be a non-empty JSON object of families")
+    space: Space = {}
+    for family, params in raw.items():
+        if family not in families:
+            raise InvalidSearchSpace(
+                f"search_space names {family!r}, which is not searched for this job "
+                f"(families: {', '.join(families)})"
+            )
+        if not isinstance(params, dict):
+            raise InvalidSearchSpace(f"search_space.{family}: expected an object of parameters")
+        estimator = _estimator(family, problem, 0, 1)
+        if isinstance(estimator, TransformedTargetRegressor):
+            estimator = estimator.regressor
+        known = estimator.get_params()
+        parsed: dict[str, Distribution] = {}
+        for name, distribution in params.items():
+            if name not in known:
+                raise InvalidSearchSpace(
+                    f"search_space.{family}.{name}: {family} has no parameter {name!r}"
+                )
+            parsed[name] = _distribution(f"search_space.{family}.{name}", distribution)
+        space[family] = parsed
+    return space
+
+
+def prepare(
+    frame: pd.DataFrame, config: SearchConfig
+) -> tuple[pd.DataFrame, np.ndarray[Any, Any], Problem]:
+    """Features, target and problem; raises a :class:`TrainingInputError` that says why
+    the data cannot be trained on as asked."""
+    config.check()
+    target = config.target_column
+    if target not in frame.columns:
+        raise MissingTargetColumn(
+            f"target column {target!r} is not in the dataset (columns: "
+            f"{', '.join(map(str, frame.columns))})"
+        )
+    frame = frame[frame[target].notna()]
+    features = [c for c in frame.columns if c != target]
+    if not features:
+        raise InvalidTask("the dataset has no column besides the target")
+    if frame[target].nunique() < 2:
+        raise ConstantTarget(
+            f"target column {target!r} has a single value over {len(frame)} rows: nothing to learn"
+        )
+    inferred = infer_problem(frame[target])
+    problem: Problem = config.problem_type or inferred  # type: ignore[assignment]
+    if problem == "regression" and not pd.api.types.is_numeric_dtype(frame[target].dtype):
+        raise InvalidTask(f"target column {target!r} is not numeric: cannot regress on it")
+    if problem == "binary" and inferred != "binary":
+        raise InvalidTask(f"target column {target!r} does not have exactly two values")
+    y_frame = model_input(frame[[target]])
+    y = y_frame[target].to_numpy()
+    if len(frame) < config.cv_folds:
+        raise TooFewRows(
+            f"{len(frame)} rows with a target value; {config.cv_folds}-fold "
+            "cross-validation needs at least one per fold"
+        )
+    if problem != "regression":
+        counts = pd.Series(y).value_counts()
+        if counts.min() < config.cv_folds:
+            raise TooFewRows(
+                f"class {counts.idxmin()!r} has {counts.min()} rows; {config.cv_folds}-fold "
+                "stratified cross-validation needs at least one per fold"
+            )
+    return model_input(frame[features]), y, problem
+
+
+def trial_share(budget: int, workers: int, index: int) -> int:
+    """How many of a gang's ``budget`` trials worker ``index`` runs (they sum to it)."""
+    return budget // workers + (1 if index < budget % workers else 0)
+
+
+def _split_params(params: Mapping[str, Any], families: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    # Parameters are named family.param, so that families never share a distribution.
+    family = params["family"] if len(families) > 1 else families[0]
+    prefix = f"{family}."
+    return family, {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+
+
+def train(
+    frame: pd.DataFrame,
+    config: SearchConfig,
+    *,
+    progress: Progress | None = None,
+    storage: optuna.storages.BaseStorage | str | None = None,
+    study_name: str | None = None,
+    worker_index: int = 0,
+    gang_size: int = 1,
+    refit: bool = True,
+    clock: Callable[[], float] = time.monotonic,
+) -> TrainingResult:
+    """Search, then refit the best pipeline on every row.
+
+    With ``storage`` the study is shared: each gang worker runs its share of the trial
+    budget in it, and the one that refits waits for the others' trials before choosing.
+    """
+    began = clock()
+    report = progress or (lambda percent, stage: None)
+    X, y, problem = prepare(frame, config)
+    families = candidate_families(problem, config.algorithm)
+    space = parse_search_space(config.search_space, families, problem)
+    families = tuple(space)
+    scoring = config.scoring or ("r2" if problem == "regression" else "f1_macro")
+    try:
+        scorer = get_scorer(scoring)
+    except ValueError:
+        raise InvalidTask(f"task.scoring {scoring!r} is not a scikit-learn scorer") from None
+    numeric = [c for c in X.columns if X[c].dtype == np.float64]
+    categorical = [c for c in X.columns if c not in numeric]
+    splitter = (
+        KFold(config.cv_folds, shuffle=True, random_state=config.seed)
+        if problem == "regression"
+        else StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.seed)
+    )
+    folds = list(splitter.split(X, y))
+
+    def pipeline_for(family: str, params: Mapping[str, Any]) -> Pipeline:
+        return build_pipeline(
+            family,
+            problem,
+            params,
+            numeric=numeric,
+            categorical=categorical,
+            seed=config.seed,
+            n_jobs=config.n_jobs,
+        )
+
+    def objective(trial: optuna.Trial) -> float:
+        family = (
+            trial.suggest_categorical("family", list(families))
+            if len(families) > 1
+            else families[0]
+        )
+        params = {
+            name: distribution.suggest(trial, f"{family}.{name}")
+            for name, distribution in space[family].items()
+        }
+        trial.set_user_attr("family", family)
+        scores: list[float] = []
+        for step, (train_rows, test_rows) in enumerate(folds):
+            model = clone(pipeline_for(family, params))
+            model.fit(X.iloc[train_rows], y[train_rows])
+            scores.append(float(scorer(model, X.iloc[test_rows], y[test_rows])))
+            trial.set_user_attr("fold_scores", scores)
+            trial.report(float(np.mean(scores)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+        return float(np.mean(scores))
+
+    share = trial_share(config.trial_budget, gang_size, worker_index)
+    # Gang workers seed apart, or they would all propose the same first points.
+    sampler = optuna.samplers.TPESampler(seed=config.seed + worker_index)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction="maximize",
+        sampler=sampler,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        load_if_exists=storage is not None,
+    )
+    deadline = began + config.time_budget_s
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = sum(1 for t in study.trials if t.state.is_finished())
+        by_time = (clock() - began) / config.time_budget_s
+        report(10 + 80 * min(1.0, max(done / config.trial_budget, by_time)), "searching")
+
+    report(10, "searching")
+    # BLAS and OpenMP pools sized to the job's cores: more threads than cores only
+    # contend (histogram gradient boosting runs several times slower oversubscribed).
+    with threadpool_limits(limits=config.n_jobs):
+        if share > 0:
+            study.optimize(
+                objective,
+                n_trials=share,
+                timeout=max(0.0, deadline - clock()),
+                # A parameter point an estimator rejects fails that trial, not the search.
+                catch=(ValueError, ArithmeticError),
+                callbacks=[after_trial],
+            )
+        if storage is not None and refit:
+            _await_gang(study, config.trial_budget, deadline, clock)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not complete:
+            states = sorted({t.state.name.lower() for t in study.trials})
+            raise NoUsableTrial(
+                f"none of {len(study.trials)} trials completed (states: {', '.join(states)}); "
+                "the estimator rejected every parameter point tried"
+            )
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        family, params = _split_params(best.params, families)
+        pipeline = None
+        if refit:
+            report(92, "refitting")
+            pipeline = pipeline_for(family, params).fit(X, y)
+    return TrainingResult(
+        pipeline=pipeline,
+        problem_type=problem,
+        family=family,
+        params=params,
+        scoring=scoring,
+        cv_score=float(best.value or 0.0),
+        fold_scores=[float(s) for s in best.user_attrs.get("fold_scores", [])],
+        feature_columns=[str(c) for c in X.columns],
+        trials=[_record(t, families) for t in study.trials],
+        seconds=clock() - began,
+    )
+
+
+def _await_gang(
+    study: optuna.Study, budget: int, deadline: float, clock: Callable[[], float]
+) -> None:
+    """Wait until the gang has finished the whole budget, or the time budget is over."""
+    while clock() < deadline:
+        if sum(1 for t in study.trials if t.state.is_finished()) >= budget:
+            return
+        time.sleep(0.2)
+
+
+def _record(trial: optuna.trial.FrozenTrial, families: Sequence[str]) -> TrialRecord:
+    family, params = _split_params(trial.params, families) if trial.params else (families[0], {})
+    fold_scores = [float(s) for s in trial.user_attrs.get("fold_scores", [])]
+    return TrialRecord(
+        number=trial.number,
+        family=family,
+        params=params,
+        state=trial.state.name.lower(),
+        score=float(trial.value) if trial.value is not None else None,
+        fold_scores=fold_scores,
+    )
