@@ -32,6 +32,7 @@ def heartbeat(
     started: int = 1,
     sent: int | None = None,
     region: str = "local",
+    busy_cpu: int = 0,
 ) -> dict[str, Any]:
     return {
         "node_id": node,
@@ -39,7 +40,7 @@ def heartbeat(
         "labels": {},
         "gpu_type": None,
         "capacity": {"cpu_millicores": cpu, "memory_mib": memory, "gpus": 0, "network_mbps": 1000},
-        "usage": {"cpu_millicores": 0, "memory_mib": 0, "gpus": 0, "network_mbps": 0},
+        "usage": {"cpu_millicores": busy_cpu, "memory_mib": 0, "gpus": 0, "network_mbps": 0},
         "running_job_ids": [],
         "sent_at": sent if sent is not None else now_ms(),
         "sequence": sequence,

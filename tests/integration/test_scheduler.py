@@ -121,3 +121,71 @@ async def test_jobs_of_a_dead_node_are_requeued_and_its_late_reports_are_void(
             await space.send("lepton.jobs.events", "j", second | {"kind": "succeeded"})
             k = await events.until(kind("k", "assigned"))
     assert k["node_id"] == "b"
+
+
+async def test_an_urgent_job_preempts_lower_priority_work_which_is_stopped_and_requeued(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    async with (
+        space.heartbeats("n", cpu=4000),
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+        space.reader("lepton.jobs.assigned") as assignments,
+    ):
+        await space.send("lepton.jobs.requested", "batch", job("batch", cpu=3000, priority=10))
+        placed = await events.until(kind("batch", "assigned"))
+        await space.send(
+            "lepton.jobs.requested",
+            "urgent",
+            job("urgent", cpu=3000, priority=1000, preemptible=False),
+        )
+        preempted = await events.until(kind("batch", "preempted"))
+        stop = await assignments.until(lambda r: r["job_id"] == "batch" and r["action"] == "stop")
+        urgent = await events.until(kind("urgent", "assigned"))
+    assert "urgent" in preempted["reason"]
+    assert stop["lease_epoch"] == placed["lease_epoch"], "the stop names the run it ends"
+    assert urgent["node_id"] == "n"
+
+
+async def test_a_gang_is_placed_whole_on_distinct_nodes_under_one_lease(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    async with (
+        space.heartbeats("a", cpu=4000),
+        space.heartbeats("b", cpu=4000),
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        await space.send("lepton.jobs.requested", "too-big", job("too-big", cpu=3000, gang_size=3))
+        rejected = await events.until(kind("too-big", "rejected"))
+        await space.send("lepton.jobs.requested", "gang", job("gang", cpu=3000, gang_size=2))
+        first = await events.until(kind("gang", "assigned"))
+        second = await events.until(
+            lambda r: kind("gang", "assigned")(r) and r["worker_index"] != first["worker_index"]
+        )
+    assert "gang of 3" in rejected["reason"]
+    assert {first["node_id"], second["node_id"]} == {"a", "b"}
+    assert {first["worker_index"], second["worker_index"]} == {0, 1}
+    assert first["lease_epoch"] == second["lease_epoch"]
+
+
+async def test_a_node_running_hot_gets_no_new_work_until_it_cools_down(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    async with (
+        space.heartbeats("small", cpu=500),
+        running_scheduler(space.settings(bootstrap, database_url, node_headroom=0.9)),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        async with space.heartbeats("hot", cpu=4000, busy_cpu=3900):
+            await space.send("lepton.jobs.requested", "big", job("big", cpu=3000))
+            await events.until(kind("big", "queued"))
+            # A job placed after "big" was queued proves a plan ran without placing it.
+            await space.send("lepton.jobs.requested", "probe", job("probe", cpu=400, priority=200))
+            probe = await events.until(kind("probe", "assigned"))
+            assert probe["node_id"] == "small"
+            assert not [r for r in events.seen if r["job_id"] == "big" and r["kind"] == "assigned"]
+        # The same node, measured idle again (its agent restarted, so its sequence restarts).
+        async with space.heartbeats("hot", cpu=4000, busy_cpu=0, started=2):
+            big = await events.until(kind("big", "assigned"))
+    assert big["node_id"] == "hot"
