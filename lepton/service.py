@@ -142,7 +142,7 @@ class Service:
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
-                async with db.leadership(where.database_url, self.name) as lead:
+                async with db.leadership(where.database_url, names.group(self.name)) as lead:
                     self._role = "leader"
                     log.info("leading", term=lead.term)
                     watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))

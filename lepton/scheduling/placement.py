@@ -435,15 +435,26 @@ class Scheduler:
         if spec.job_id in self._pending or spec.job_id in self._running:
             return None
         job = _Job(spec, self._take_seq(), attempts=attempts)
-        if job.shape not in self._feasibility_cache:
-            self._feasibility_cache[job.shape] = _feasibility(
-                spec, list(self._node_classes.values())
-            )
-        reason = self._feasibility_cache[job.shape]
+        reason = self._impossible(job)
         if reason is not None:
             return Unschedulable(spec.job_id, reason)
         self._pending[spec.job_id] = job
         return None
+
+    def impossible(self, spec: JobSpec) -> str | None:
+        """Why no node of the cluster could ever hold ``spec`` (None if one could).
+
+        Answered per node class and job shape, cached until the cluster's classes change:
+        a request costs a lookup, not a scan of every node.
+        """
+        return self._impossible(_Job(spec, 0, attempts=0))
+
+    def _impossible(self, job: _Job) -> str | None:
+        if job.shape not in self._feasibility_cache:
+            self._feasibility_cache[job.shape] = _feasibility(
+                job.spec, list(self._node_classes.values())
+            )
+        return self._feasibility_cache[job.shape]
 
     def restore_assignment(
         self, spec: JobSpec, node_ids: Sequence[str], started_at_ms: int, attempts: int = 0

@@ -34,7 +34,7 @@ from lepton.scheduling.model import (
     Requeued,
     Unschedulable,
 )
-from lepton.scheduling.placement import Scheduler, feasibility
+from lepton.scheduling.placement import Scheduler
 
 if TYPE_CHECKING:
     from lepton.bus import Event
@@ -78,6 +78,7 @@ class SchedulerShell:
     liveness: Liveness = field(init=False)
     pending_data: dict[str, JobRecord] = field(default_factory=dict)
     rebuilt: bool = False
+    _unacked: list[asyncio.Future[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.core = Scheduler(self.settings.core_config())
@@ -240,7 +241,7 @@ class SchedulerShell:
                 [self._event(entry, "rejected", field=spec.field, reason=spec.reason)]
             )
             return
-        impossible = feasibility(spec, self.nodes.values())
+        impossible = self.core.impossible(spec)
         if impossible is not None:
             entry.status = Status.DONE
             await self._events([self._event(entry, "rejected", field="demand", reason=impossible)])
@@ -289,6 +290,7 @@ class SchedulerShell:
                 "planned", decisions=Counter(type(d).__name__ for d in decisions)
             )
             await self._apply(decisions)
+            await self._flush()
             # Let more input gather before the next plan: one plan per burst, not per event.
             await asyncio.sleep(0.005)
 
@@ -332,8 +334,13 @@ class SchedulerShell:
                     self._event(entry, "rejected", field="demand", reason=decision.reason)
                 )
         await self._events(events)
-        for job, action, why, nodes, epoch in instructions:
-            await self._send_instructions(job, action, why, nodes, epoch)
+        await self._instruct(
+            [
+                instruction
+                for job, action, why, nodes, epoch in instructions
+                for instruction in self._instructions(job, action, why, nodes, epoch)
+            ]
+        )
 
     async def _send_instructions(
         self,
@@ -343,12 +350,31 @@ class SchedulerShell:
         nodes: dict[int, str] | None = None,
         epoch: int | None = None,
     ) -> None:
-        """Tell each worker's node to run (or stop) the job under the given lease."""
+        await self._instruct(self._instructions(entry, action, reason, nodes, epoch))
+
+    async def _instruct(self, instructions: list[tuple[str, dict[str, Any]]]) -> None:
+        """Send instructions to nodes, once every event published before them is durable:
+        the log knows about a lease before any node can act on it."""
+        if not instructions:
+            return
+        await self._flush()
+        await self.context.publisher.publish_many(
+            self.context.topic("lepton.jobs.assigned"), instructions
+        )
+
+    def _instructions(
+        self,
+        entry: JobRecord,
+        action: str,
+        reason: str | None = None,
+        nodes: dict[int, str] | None = None,
+        epoch: int | None = None,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """What each worker's node must do (run or stop the job) under the given lease."""
         nodes = entry.nodes if nodes is None else nodes
         epoch = entry.epoch if epoch is None else epoch
         spec = entry.spec
         assert not isinstance(spec, Rejection)
-        topic = self.context.topic("lepton.jobs.assigned")
         dataset = None
         if entry.request.get("dataset"):
             dataset = {
@@ -357,35 +383,33 @@ class SchedulerShell:
                 "owner": entry.request["dataset"].get("owner") or entry.tenant,
             }
         now = _now_ms()
-        await self.context.publisher.publish_many(
-            topic,
-            [
-                (
-                    node_id,
-                    {
-                        "job_id": spec.job_id,
-                        "node_id": node_id,
-                        "action": action,
-                        "worker_index": index,
-                        "gang_size": spec.gang_size,
-                        "lease_epoch": epoch,
-                        "attempt": entry.attempt,
-                        "granted": {
-                            "cpu_millicores": spec.demand.cpu_millicores,
-                            "memory_mib": spec.demand.memory_mib,
-                            "gpus": spec.demand.gpus,
-                            "network_mbps": spec.demand.network_mbps,
-                        },
-                        "tenant": spec.tenant,
-                        "task": entry.request["task"],
-                        "dataset": dataset,
-                        "reason": reason,
-                        "assigned_at": now,
-                    },
-                )
-                for index, node_id in sorted(nodes.items())
-            ],
-        )
+        granted = {
+            "cpu_millicores": spec.demand.cpu_millicores,
+            "memory_mib": spec.demand.memory_mib,
+            "gpus": spec.demand.gpus,
+            "network_mbps": spec.demand.network_mbps,
+        }
+        return [
+            (
+                node_id,
+                {
+                    "job_id": spec.job_id,
+                    "node_id": node_id,
+                    "action": action,
+                    "worker_index": index,
+                    "gang_size": spec.gang_size,
+                    "lease_epoch": epoch,
+                    "attempt": entry.attempt,
+                    "granted": granted,
+                    "tenant": spec.tenant,
+                    "task": entry.request["task"],
+                    "dataset": dataset,
+                    "reason": reason,
+                    "assigned_at": now,
+                },
+            )
+            for index, node_id in sorted(nodes.items())
+        ]
 
     async def sweep_forever(self, interval_s: float = 0.5) -> None:
         """Judge liveness on a timer: silent nodes stop getting work, dead ones lose it."""
@@ -487,12 +511,22 @@ class SchedulerShell:
         } | fields
 
     async def _events(self, events: list[dict[str, Any]]) -> None:
+        """Queue job events for the broker without waiting for it: one job's events share
+        a partition, so they stay in order; :meth:`_flush` waits where durability matters."""
         if not events:
             return
-        await self.context.publisher.publish_many(
-            self.context.topic("lepton.jobs.events"),
-            [(event["job_id"], event) for event in events],
+        self._unacked.extend(
+            await self.context.publisher.send_many(
+                self.context.topic("lepton.jobs.events"),
+                [(event["job_id"], event) for event in events],
+            )
         )
-        counts = Counter(event["kind"] for event in events)
-        for kind, count in counts.items():
+        for kind, count in Counter(event["kind"] for event in events).items():
             _DECISIONS.labels(kind).inc(count)
+        if len(self._unacked) > 1000:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Wait until every event sent so far is acknowledged (a failure stops the service)."""
+        pending, self._unacked = self._unacked, []
+        await asyncio.gather(*pending)
