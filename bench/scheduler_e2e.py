@@ -1,0 +1,725 @@
+"""End-to-end scheduler benchmark: job requests in, ``assigned`` job events out, one broker.
+
+    .venv/bin/python -m bench.scheduler_e2e [--nodes 10000] [--jobs 20000] [--seconds 10]
+
+The scheduler runs as a subprocess (``lepton-scheduler``), so the load generator and the
+event reader in this process do not share its CPU time. Each phase starts a scheduler
+of its own on a fresh topic prefix (``bench-e2e-<run>-<phase>.``), so no phase inherits
+another's backlog. The scheduler's leader lock is one per database, whatever the topic
+prefix, so the run creates a database of its own (dropped at the end): a scheduler left
+running elsewhere on the stack's database cannot keep the benchmark's standing by.
+Heartbeats of phases 1 and 2 are published once, before the scheduler starts (it
+replays them); liveness thresholds are set to an hour so that silent simulated nodes
+stay eligible: liveness is not under test here. Nodes are identical (64 cores, 256 GiB),
+large enough that no job ever waits for room; jobs ask for 0.5-2 cores, from 4 tenants.
+
+Measurements, in one run:
+
+1. ceiling: raw aiokafka consume -> produce of ``--jobs`` pre-encoded job requests
+   (no decoding; one ``send()`` per message), from one topic to another;
+2. throughput: ``--nodes`` nodes, then ``--jobs`` requests in one ``publish_many``;
+   assignments/s from the first request sent to the last ``assigned`` event read;
+3. latency at a paced offered load (10 % and 50 % of the rate measured in 2, then
+   1,000 requests/s) for ``--seconds`` each: request sent -> its ``assigned`` event read
+   (both clocks are this process's ``perf_counter``);
+4. latency at 1,000 requests/s while a separate process publishes heartbeats of
+   ``--heartbeat-nodes`` nodes every ``--heartbeat-interval`` seconds; the rate ingested
+   is read from the scheduler's ``/metrics`` (``lepton_messages_total``).
+
+Prints a table; writes ``bench/results/scheduler_e2e.json``. Targets (issue 3):
+>= 5,000 assignments/s at 10,000 nodes; p99 <= 50 ms at 1,000 requests/s, also while
+>= 20,000 heartbeats/s are ingested (100,000 nodes at a 5 s interval).
+
+``--profile DIR`` runs each scheduler under cProfile (DIR/<phase>.prof) to find hot spots;
+its figures are slowed by the profiler, so no JSON is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import multiprocessing
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.bus import PRODUCER_SETTINGS, Clock, fresh_topic, raw_send_batches
+from lepton import stack
+from lepton.bus import Publisher, ensure_topics
+from lepton.codec import Codec
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.topics import Namespace, Topic, dead_letter_topic
+from tests.integration.scheduler_support import heartbeat, job
+
+RESULTS = Path(__file__).parent / "results"
+TARGET_ASSIGNMENTS_PER_S = 5_000
+TARGET_P99_MS = 50.0
+TARGET_HEARTBEATS_PER_S = 20_000
+FIXED_RATE = 1_000  # requests/s of the latency target
+# Bounds: a slow scheduler ends a phase with what it did by then, never hangs the run.
+START_BOUND_S = 90.0  # scheduler up, leading, caught up with its replay
+THROUGHPUT_BOUND_S = 45.0
+DRAIN_BOUND_S = 10.0  # after the last paced request, for the last assignments
+STOP_BOUND_S = 30.0
+PHASE_BOUND_S = 300.0  # a backstop for anything above that could still hang (a dead broker)
+# Node and job shapes: every node can hold hundreds of jobs, so nothing waits for room.
+NODE_CPU, NODE_MEMORY = 64_000, 262_144
+JOB_SHAPES = ((500, 1024), (1000, 2048), (2000, 4096))
+TENANTS = ("acme", "globex", "initech", "umbrella")
+
+
+# --------------------------------------------------------------------------- records
+
+
+def nodes(count: int, *, sequence: int = 1) -> list[dict[str, Any]]:
+    return [
+        heartbeat(f"node-{i:06d}", sequence=sequence, cpu=NODE_CPU, memory=NODE_MEMORY)
+        for i in range(count)
+    ]
+
+
+def requests(label: str, count: int) -> list[dict[str, Any]]:
+    records = []
+    for i in range(count):
+        cpu, memory = JOB_SHAPES[i % len(JOB_SHAPES)]
+        records.append(
+            job(f"{label}-{i:07d}", cpu=cpu, memory=memory, tenant=TENANTS[i % len(TENANTS)])
+        )
+    return records
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of already sorted values; None if there are none."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+async def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Every run creates hundreds of partitions: left behind, they exhaust the broker's
+    file descriptors after a few dozen runs."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(names, timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
+# ----------------------------------------------------------------------- the ceiling
+
+
+async def ceiling(bootstrap: str, codec: Codec, count: int) -> dict[str, Any]:
+    """Raw aiokafka consume -> produce of pre-encoded job requests, no decoding."""
+    records = requests("ceiling", count)
+    values = [codec.encode("lepton.JobRequested", record) for record in records]
+    keys = [record["job_id"].encode() for record in records]
+    source, sink = await fresh_topic(bootstrap), await fresh_topic(bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    consumer = AIOKafkaConsumer(
+        source.name, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
+    await asyncio.gather(producer.start(), consumer.start())
+    try:
+        await raw_send_batches(producer, source.name, keys, values)  # fills the source, untimed
+        moved = 0
+        pending = []
+        deadline = time.perf_counter() + THROUGHPUT_BOUND_S
+        with Clock() as clock:
+            while moved < count and time.perf_counter() < deadline:
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    for message in messages:
+                        pending.append(
+                            await producer.send(sink.name, message.value, key=message.key)
+                        )
+                    moved += len(messages)
+            await asyncio.gather(*pending)
+    finally:
+        await asyncio.gather(producer.stop(), consumer.stop())
+        await delete_topics(bootstrap, [source.name, sink.name])
+    return {
+        "messages": moved,
+        "seconds": round(clock.wall, 3),
+        "messages_per_s": round(moved / clock.wall),
+        "client_cpu_s": round(clock.cpu, 2),
+        "complete": moved == count,
+    }
+
+
+# ------------------------------------------------------------------ the scheduler side
+
+
+class AssignmentReader:
+    """Reads the scheduler's job events from the start; notes when each ``assigned`` came."""
+
+    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+        self.codec = codec
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            # A topic just created may be missing from the first metadata: refresh it soon.
+            metadata_max_age_ms=1000,
+        )
+        self.assigned: dict[str, float] = {}  # job id -> perf_counter when read
+        self.kinds: Counter[str] = Counter()
+        self.rejections: list[str] = []
+        self._stop = asyncio.Event()
+
+    async def start(self, publisher: Publisher) -> None:
+        partitions = sorted(await publisher.partitions(self.topic))
+        await self.consumer.start()
+        self.consumer.assign([TopicPartition(self.topic, p) for p in partitions])
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=100)
+            read_at = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    _, record = self.codec.decode(message.value)
+                    self.kinds[record["kind"]] += 1
+                    if record["kind"] == "assigned":
+                        self.assigned.setdefault(record["job_id"], read_at)
+                    elif record["kind"] == "rejected" and len(self.rejections) < 5:
+                        self.rejections.append(f"{record['job_id']}: {record['reason']}")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def until_assigned(self, job_ids: Sequence[str], bound_s: float) -> bool:
+        """Wait until every job was assigned, at most ``bound_s``; True if all were."""
+        missing = list(job_ids)
+        deadline = time.perf_counter() + bound_s
+        while missing and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)  # read times are stamped by the reader, not here
+            missing = [job_id for job_id in missing if job_id not in self.assigned]
+        return not missing
+
+
+@dataclass
+class RunningScheduler:
+    names: Namespace
+    publisher: Publisher
+    reader: AssignmentReader
+    process: psutil.Process
+    metrics_url: str
+    log: Path
+
+    @property
+    def requested(self) -> Topic:
+        return self.names.topic("lepton.jobs.requested")
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return float(times.user + times.system)
+
+    async def probe(self) -> None:
+        """One request answered with an assignment: the scheduler is caught up and planning."""
+        record = job(f"probe-{uuid.uuid4().hex[:8]}", cpu=100, memory=64)
+        await self.publisher.publish_many(self.requested, [(record["job_id"], record)])
+        if not await self.reader.until_assigned([record["job_id"]], START_BOUND_S):
+            raise RuntimeError(
+                f"the scheduler assigned no probe job within {START_BOUND_S:.0f} s "
+                f"(rejections: {self.reader.rejections}); see {self.log}"
+            )
+
+    async def handled(self, declared: str) -> int:
+        """Messages of a topic the scheduler has handled, from its ``/metrics``."""
+        topic = self.names.topic(declared).name
+        return await self._count("lepton_messages", topic=topic, outcome="handled")
+
+    async def published(self, kind: str) -> int:
+        """Job events of a kind the scheduler says it published (to check the reader)."""
+        return await self._count("lepton_scheduler_events", kind=kind)
+
+    async def _count(self, family_name: str, **labels: str) -> int:
+        text = await asyncio.to_thread(_fetch, self.metrics_url)
+        for family in text_string_to_metric_families(text):
+            if family.name == family_name:
+                return sum(
+                    int(sample.value)
+                    for sample in family.samples
+                    if sample.name.endswith("_total")
+                    and all(sample.labels.get(k) == v for k, v in labels.items())
+                )
+        return 0
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return str(response.read().decode())
+
+
+@asynccontextmanager
+async def own_database(url: str, name: str) -> AsyncIterator[str]:
+    """A new database on the same server, for this run only; dropped afterwards."""
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urllib.parse.urlparse(url)._replace(path=f"/{name}").geturl()
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True)
+class Run:
+    bootstrap: str
+    database_url: str
+    prefix: str
+    codec: Codec
+    profile: Path | None
+
+
+def _scheduler_command(run: Run, phase: str) -> list[str]:
+    script = Path(sys.executable).with_name("lepton-scheduler")
+    if run.profile is None:
+        return [str(script)]
+    # cProfile.run writes the stats when main() returns, which SIGTERM makes it do.
+    return [
+        sys.executable,
+        "-c",
+        "import cProfile, sys; from services.scheduler.app import main; "
+        "cProfile.run('main()', sys.argv[1])",
+        str(run.profile / f"{phase}.prof"),
+    ]
+
+
+async def _await_health(process: asyncio.subprocess.Process, log: Path) -> str:
+    """The scheduler's health URL, once its log says it leads; errors name the cause."""
+    deadline = time.perf_counter() + START_BOUND_S
+    url = None
+    while time.perf_counter() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"lepton-scheduler exited ({process.returncode}); see {log}")
+        for line in (await asyncio.to_thread(log.read_text)).splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == "health":
+                    url = entry["url"]
+                elif entry.get("event") == "leading" and url is not None:
+                    return str(url)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(
+        f"lepton-scheduler did not lead within {START_BOUND_S:.0f} s: another scheduler on "
+        f"this database may hold the leader lock; see {log}"
+    )
+
+
+@asynccontextmanager
+async def scheduler(
+    run: Run, phase: str, preload: list[dict[str, Any]] | None = None
+) -> AsyncIterator[RunningScheduler]:
+    """A ``lepton-scheduler`` subprocess on a fresh prefix, its topics pre-loaded with nodes."""
+    names = Namespace(f"{run.prefix}{phase}.")
+    await ensure_topics(run.bootstrap, names.all())
+    log = Path(tempfile.gettempdir()) / f"{names.prefix}log"
+    reader = AssignmentReader(run.bootstrap, names.topic("lepton.jobs.events").name, run.codec)
+    async with Publisher(run.bootstrap, run.codec, source="bench") as publisher:
+        if preload:
+            beats = names.topic("lepton.node.heartbeats")
+            await publisher.publish_many(beats, ((node["node_id"], node) for node in preload))
+        environment = os.environ | {
+            "LEPTON_KAFKA_BOOTSTRAP": run.bootstrap,
+            "LEPTON_DATABASE_URL": run.database_url,
+            "LEPTON_TOPIC_PREFIX": names.prefix,
+            "LEPTON_NODE_SUSPECT_AFTER_S": "3600",
+            "LEPTON_NODE_DEAD_AFTER_S": "7200",
+            "LEPTON_HEALTH_PORT": "0",
+            "LEPTON_LOG_LEVEL": "info",
+        }
+        with log.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                *_scheduler_command(run, phase), env=environment, stderr=log_file
+            )
+        await reader.start(publisher)
+        reading = asyncio.create_task(reader.run())
+        try:
+            health = await _await_health(process, log)
+            yield RunningScheduler(
+                names,
+                publisher,
+                reader,
+                psutil.Process(process.pid),
+                health.replace("/healthz", "/metrics"),
+                log,
+            )
+        finally:
+            reader.stop()
+            await reading
+            await reader.consumer.stop()
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), STOP_BOUND_S)
+            except TimeoutError:
+                process.kill()
+                await asyncio.wait_for(process.wait(), STOP_BOUND_S)
+            declared = [topic.name for topic in names.all()]
+            await delete_topics(run.bootstrap, declared + list(map(dead_letter_topic, declared)))
+
+
+# -------------------------------------------------------------------------- the phases
+
+
+async def throughput(run: Run, node_count: int, job_count: int) -> dict[str, Any]:
+    async with scheduler(run, "throughput", nodes(node_count)) as running:
+        await running.probe()
+        records = requests("throughput", job_count)
+        job_ids = [record["job_id"] for record in records]
+        cpu_before = running.cpu_s()
+        start = time.perf_counter()
+        await running.publisher.publish_many(
+            running.requested, ((record["job_id"], record) for record in records)
+        )
+        published_s = time.perf_counter() - start
+        complete = await running.reader.until_assigned(job_ids, THROUGHPUT_BOUND_S)
+        times = [running.reader.assigned[j] for j in job_ids if j in running.reader.assigned]
+        end = max(times) if times else time.perf_counter()
+        seconds = end - start
+        scheduler_cpu = running.cpu_s() - cpu_before
+        return {
+            "scheduler_says_assigned": await running.published("assigned"),
+            "events_read": dict(running.reader.kinds),
+            "nodes": node_count,
+            "requests": job_count,
+            "assigned": len(times),
+            "complete": complete,
+            "seconds": round(seconds, 3),
+            "assignments_per_s": round(len(times) / seconds),
+            "requests_published_per_s": round(job_count / published_s),
+            # Over the whole wait, which outlasts the last assignment if some never came.
+            "scheduler_cpu_share": round(scheduler_cpu / (time.perf_counter() - start), 2),
+            "rejections": running.reader.rejections,
+        }
+
+
+async def offered_load(
+    running: RunningScheduler, load: str, ids: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """Requests paced at ``rate`` for ``seconds``; latency from send to ``assigned`` read."""
+    records = requests(ids, max(1, round(rate * seconds)))
+    sent: dict[str, float] = {}
+    acks = []
+    cpu_before = running.cpu_s()
+    start = time.perf_counter()
+    deadline = start + seconds + DRAIN_BOUND_S
+    index = 0
+    while index < len(records) and time.perf_counter() < deadline:
+        due = min(len(records), int((time.perf_counter() - start) * rate) + 1)
+        if due > index:
+            batch = records[index:due]
+            now, stamp = time.perf_counter(), time.time_ns() // 1_000_000
+            for record in batch:
+                record["submitted_at"] = stamp
+                sent[record["job_id"]] = now
+            # send_many, not publish_many: waiting for acks here would pace by the broker.
+            acks += await running.publisher.send_many(
+                running.requested, ((record["job_id"], record) for record in batch)
+            )
+            index = due
+        await asyncio.sleep(0.001)
+    sending_s = time.perf_counter() - start
+    await asyncio.gather(*acks)
+    complete = await running.reader.until_assigned(list(sent), DRAIN_BOUND_S)
+    elapsed = time.perf_counter() - start
+    assigned = running.reader.assigned
+    latencies = sorted(
+        (assigned[job_id] - at) * 1000 for job_id, at in sent.items() if job_id in assigned
+    )
+    p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    return {
+        "load": load,
+        "offered_per_s": round(rate),
+        "achieved_per_s": round(len(sent) / sending_s),
+        "requests": len(sent),
+        "assigned": len(latencies),
+        "complete": complete,
+        "p50_ms": round(p50, 1) if p50 is not None else None,
+        # Jobs never assigned count as slower than any that were.
+        "p99_ms": round(p99, 1) if p99 is not None and complete else None,
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "scheduler_cpu_share": round((running.cpu_s() - cpu_before) / elapsed, 2),
+    }
+
+
+async def latency(run: Run, node_count: int, seconds: float, max_rate: float) -> list[Any]:
+    loads = [("10 % of max", 0.1 * max_rate), ("50 % of max", 0.5 * max_rate)]
+    # The fixed target load last: if it overloads the scheduler, its backlog spoils nothing.
+    loads.append((f"{FIXED_RATE:,}/s", FIXED_RATE))
+    async with scheduler(run, "latency", nodes(node_count)) as running:
+        await running.probe()
+        return [
+            await offered_load(running, load, f"latency{i}", max(rate, 1.0), seconds)
+            for i, (load, rate) in enumerate(loads)
+        ]
+
+
+def heartbeat_load(
+    bootstrap: str,
+    topic_name: str,
+    node_count: int,
+    interval_s: float,
+    bound_s: float,
+    stop: Any,
+    report: Any,
+) -> None:
+    """Process entry point: every node's heartbeat once per interval until ``stop``."""
+    # The bound also covers sends that hang on an unreachable broker.
+    beating = _beat(bootstrap, topic_name, node_count, interval_s, bound_s, stop, report)
+    asyncio.run(asyncio.wait_for(beating, bound_s + STOP_BOUND_S))
+
+
+async def _beat(
+    bootstrap: str,
+    topic_name: str,
+    node_count: int,
+    interval_s: float,
+    bound_s: float,
+    stop: Any,
+    report: Any,
+) -> None:
+    topic = Topic(topic_name, "lepton.NodeHeartbeat", "node id")
+    template = nodes(node_count)
+    rate = node_count / interval_s
+    sent = 0
+    in_flight: list[asyncio.Future[Any]] = []
+    round_reported = False
+    async with Publisher(bootstrap, default_codec(), source="bench-heartbeats") as publisher:
+        start = time.perf_counter()
+        while not stop.is_set() and time.perf_counter() - start < bound_s:
+            due = int((time.perf_counter() - start) * rate) - sent
+            if due > 0:
+                now = time.time_ns() // 1_000_000
+                beats = []
+                for n in range(sent, sent + due):
+                    # A new sequence each round, so the scheduler accepts every beat.
+                    node = template[n % node_count] | {"sequence": 2 + n // node_count}
+                    beats.append((node["node_id"], node | {"sent_at": now}))
+                in_flight += await publisher.send_many(topic, beats)
+                sent += due
+            if not round_reported and sent >= node_count:
+                report.put(("round", sent))
+                round_reported = True
+            # Bounded memory: wait for the broker (a while) if too many batches are unacked.
+            in_flight = [ack for ack in in_flight if not ack.done()]
+            if len(in_flight) > 500:
+                await asyncio.wait(in_flight, timeout=1.0)
+            await asyncio.sleep(0.02)
+        report.put(("done", sent, time.perf_counter() - start))
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=STOP_BOUND_S)
+
+
+async def under_heartbeats(
+    run: Run, node_count: int, interval_s: float, seconds: float
+) -> dict[str, Any]:
+    async with scheduler(run, "heartbeats") as running:
+        context = multiprocessing.get_context("spawn")  # no copy of this process's event loop
+        stop, report = context.Event(), context.Queue()
+        generator = context.Process(
+            target=heartbeat_load,
+            args=(
+                run.bootstrap,
+                running.names.topic("lepton.node.heartbeats").name,
+                node_count,
+                interval_s,
+                # Outlasts the first round, the probe, the wait for every node and the load.
+                interval_s + 2 * START_BOUND_S + seconds + DRAIN_BOUND_S + STOP_BOUND_S,
+                stop,
+                report,
+            ),
+        )
+        generator.start()
+        try:
+            first = await asyncio.to_thread(report.get, True, interval_s + START_BOUND_S)
+            if first[0] != "round":
+                raise RuntimeError(f"heartbeat generator: {first}")
+            await running.probe()
+            # The whole cluster known before timing: first sightings cost more than updates.
+            for _ in range(int(START_BOUND_S / 0.5)):
+                if await running.handled("lepton.node.heartbeats") >= node_count:
+                    break
+                await asyncio.sleep(0.5)
+            handled_before, start = await running.handled("lepton.node.heartbeats"), time.time()
+            result = await offered_load(
+                running, f"{FIXED_RATE:,}/s", "heartbeats", FIXED_RATE, seconds
+            )
+            handled_after, end = await running.handled("lepton.node.heartbeats"), time.time()
+        finally:
+            stop.set()
+            # Its report first: a process does not end while what it queued is unread.
+            _, published, generated_s = await asyncio.to_thread(report.get, True, STOP_BOUND_S)
+            await asyncio.to_thread(generator.join, STOP_BOUND_S)
+            if generator.is_alive():
+                generator.terminate()
+        return result | {
+            "heartbeat_nodes": node_count,
+            "heartbeat_interval_s": interval_s,
+            "heartbeats_offered_per_s": round(node_count / interval_s),
+            "heartbeats_published_per_s": round(published / generated_s),
+            "heartbeats_ingested_per_s": round((handled_after - handled_before) / (end - start)),
+        }
+
+
+# ------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class Table:
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def add(self, name: str, figure: str, target: str = "-", met: bool | None = None) -> None:
+        self.rows.append((name, figure, target, "-" if met is None else "yes" if met else "NO"))
+
+    def print(self) -> None:
+        print(f"{'measurement':50} {'figure':>22} {'target':>14} {'met?':>5}")
+        for name, figure, target, met in self.rows:
+            print(f"{name:50} {figure:>22} {target:>14} {met:>5}")
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:,.1f} ms" if value is not None else "not all assigned"
+
+
+def _latency_rows(table: Table, entry: dict[str, Any], prefix: str, targeted: bool) -> None:
+    name = f"{prefix}latency at {entry['load']} ({entry['achieved_per_s']:,}/s sent)"
+    table.add(f"{name}, p50", _ms(entry["p50_ms"]))
+    p99 = entry["p99_ms"]
+    table.add(
+        f"{name}, p99",
+        _ms(p99),
+        f"<= {TARGET_P99_MS:.0f} ms" if targeted else "-",
+        (p99 is not None and p99 <= TARGET_P99_MS) if targeted else None,
+    )
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    where = stack.endpoints(Settings())
+    run_id = uuid.uuid4().hex[:8]
+    async with own_database(where.database_url, f"bench_e2e_{run_id}") as database_url:
+        run = Run(
+            where.kafka_bootstrap,
+            database_url,
+            f"bench-e2e-{run_id}-",
+            default_codec(),
+            args.profile,
+        )
+        async with asyncio.timeout(PHASE_BOUND_S):
+            raw = await ceiling(run.bootstrap, run.codec, args.jobs)
+        async with asyncio.timeout(PHASE_BOUND_S):
+            rate = await throughput(run, args.nodes, args.jobs)
+        async with asyncio.timeout(PHASE_BOUND_S):
+            loads = await latency(run, args.nodes, args.seconds, rate["assignments_per_s"])
+        async with asyncio.timeout(PHASE_BOUND_S):
+            loaded = await under_heartbeats(
+                run, args.heartbeat_nodes, args.heartbeat_interval, args.seconds
+            )
+    return {"ceiling": raw, "throughput": rate, "latency": loads, "under_heartbeats": loaded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per paced load")
+    parser.add_argument("--heartbeat-nodes", type=int, default=100_000)
+    parser.add_argument("--heartbeat-interval", type=float, default=5.0)
+    parser.add_argument("--profile", type=Path, help="cProfile each scheduler into this dir")
+    args = parser.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    # New topics' leaders take a moment to settle: aiokafka's retry warnings would bury the table.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    found = asyncio.run(measure(args))
+    raw, rate = found["ceiling"], found["throughput"]
+    loaded = found["under_heartbeats"]
+
+    table = Table()
+    table.add("raw aiokafka consume -> produce (ceiling)", f"{raw['messages_per_s']:,} msg/s")
+    table.add(
+        f"throughput at {rate['nodes']:,} nodes, {rate['assigned']:,}/{rate['requests']:,} jobs",
+        f"{rate['assignments_per_s']:,} /s",
+        f">= {TARGET_ASSIGNMENTS_PER_S:,} /s",
+        rate["complete"] and rate["assignments_per_s"] >= TARGET_ASSIGNMENTS_PER_S,
+    )
+    table.add(
+        "throughput / ceiling",
+        f"{rate['assignments_per_s'] / raw['messages_per_s']:.3f}",
+    )
+    for entry in found["latency"]:
+        _latency_rows(table, entry, "", entry["offered_per_s"] == FIXED_RATE)
+    table.add(
+        f"heartbeats published ({loaded['heartbeat_nodes']:,} nodes, "
+        f"{loaded['heartbeat_interval_s']:g} s)",
+        f"{loaded['heartbeats_published_per_s']:,} /s",
+        f"{loaded['heartbeats_offered_per_s']:,} /s",
+    )
+    table.add(
+        "heartbeats ingested by the scheduler",
+        f"{loaded['heartbeats_ingested_per_s']:,} /s",
+        f">= {TARGET_HEARTBEATS_PER_S:,} /s",
+        loaded["heartbeats_ingested_per_s"] >= TARGET_HEARTBEATS_PER_S,
+    )
+    _latency_rows(table, loaded, "heartbeats on: ", True)
+
+    print(
+        f"\nscheduler end to end: lepton-scheduler as a subprocess, one broker, "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    table.print()
+    print(
+        f"\nscheduler CPU (share of one core): throughput {rate['scheduler_cpu_share']}, "
+        + ", ".join(f"{e['load']} {e['scheduler_cpu_share']}" for e in found["latency"])
+        + f", heartbeats on {loaded['scheduler_cpu_share']}"
+    )
+    if rate["rejections"]:
+        print(f"rejections seen: {rate['rejections']}")
+    if args.profile is not None:
+        print(f"\nprofiles in {args.profile}; figures are slowed by cProfile, no JSON written")
+        return
+    report = {
+        "benchmark": "scheduler_e2e",
+        "scheduler": "subprocess (lepton-scheduler), a fresh one and topic prefix per phase",
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "table": [
+            dict(zip(("measurement", "figure", "target", "met"), r, strict=True))
+            for r in table.rows
+        ],
+        **found,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "scheduler_e2e.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {RESULTS / 'scheduler_e2e.json'}")
+
+
+if __name__ == "__main__":
+    main()
