@@ -235,34 +235,36 @@ class Publisher:
         """Queue many events at once; each returned future resolves when its batch is acked.
 
         Events go to the partition Kafka's default partitioner picks for their key (as with
-        :meth:`send`, and as a Java producer would), in order within each partition. The
-        records are appended to per-partition batches directly, which costs a fraction of
-        a ``send`` per event: the path for services that emit many events at a time.
+        :meth:`send`, and as a Java producer would), in order within each partition. Many
+        events are appended to per-partition batches directly, which costs a fraction of a
+        ``send`` per event: the path for services that emit many events at a time. A few
+        go through :meth:`send`, which shares the producer's open batches.
         """
+        pending = list(events)
+        if len(pending) <= _FEW:
+            return [await self.send(topic, key, record) for key, record in pending]
         partitions = sorted(await self.partitions(topic.name))
         open_batches: dict[int, Any] = {}
         acks: list[asyncio.Future[Any]] = []
         encode, headers = self._codec.encode, self.headers
-        for key, record in events:
+        for key, record in pending:
             key_bytes = key.encode()
             partition = partition_for(key_bytes, len(partitions))
             batch = open_batches.get(partition)
             if batch is None:
                 batch = open_batches[partition] = self._producer.create_batch()
             value = encode(topic.event, record)
-            if (
-                batch.append(
-                    key=key_bytes, value=value, timestamp=None, headers=headers(topic.event)
-                )
-                is None
-            ):
-                # Full: hand it to the producer and start the next one.
-                batch.close()
-                acks.append(await self._producer.send_batch(batch, topic.name, partition=partition))
-                batch = open_batches[partition] = self._producer.create_batch()
-                batch.append(
-                    key=key_bytes, value=value, timestamp=None, headers=headers(topic.event)
-                )
+            event_headers = headers(topic.event)
+            if batch.append(key=key_bytes, value=value, timestamp=None, headers=event_headers):
+                continue
+            # Full: hand it over and wait for it before the partition's next one. aiokafka
+            # gives up (KafkaTimeoutError) when several batches queue for one partition.
+            batch.close()
+            ack = await self._producer.send_batch(batch, topic.name, partition=partition)
+            acks.append(ack)
+            await asyncio.shield(ack)
+            batch = open_batches[partition] = self._producer.create_batch()
+            batch.append(key=key_bytes, value=value, timestamp=None, headers=event_headers)
         for partition, batch in open_batches.items():
             batch.close()
             acks.append(await self._producer.send_batch(batch, topic.name, partition=partition))
@@ -281,6 +283,11 @@ class Publisher:
     ) -> None:
         """Send bytes as they are (dead letters, replays) and wait for the acknowledgement."""
         await (await self._producer.send(topic, value=value, key=key, headers=headers))
+
+
+# Up to this many events, send_many goes through send(): a batch of its own per call
+# would cost more than it saves.
+_FEW = 16
 
 
 @functools.lru_cache(maxsize=65536)
