@@ -340,6 +340,97 @@ def _with_pool(action: Callable[[Any], Any]) -> Any:
 
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act for.")]
 
+_SOURCE_KINDS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
+
+
+@data_app.command("ingest")
+def data_ingest(
+    source: Annotated[str, typer.Argument(help="A file path (under LEPTON_INGEST_ROOTS) or URL.")],
+    name: Annotated[str, typer.Option("--name", help="The dataset's name.")],
+    tenant: TenantOption,
+    spec: Annotated[
+        Path | None, typer.Option(help="A dataset spec (YAML or JSON); inferred if absent.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="csv, parquet or jsonl (default: from the extension).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 300.0,
+) -> None:
+    """Ask the ingest service to load, clean and store a dataset; wait for its answer."""
+    suffix = Path(source.removesuffix(".gz")).suffix.lower()
+    chosen = kind or _SOURCE_KINDS.get(suffix)
+    if chosen not in {"csv", "parquet", "jsonl"}:
+        _fail(f"cannot tell the format of {source!r}", "say --kind csv, parquet or jsonl")
+    spec_text = None
+    if spec is not None:
+        try:
+            spec_text = spec.read_text(encoding="utf-8")
+        except OSError as exc:
+            _fail(f"cannot read the spec {spec}: {exc}")
+    location = source if "://" in source else str(Path(source).resolve())
+    request_id = uuid.uuid4().hex
+    record: dict[str, Any] = {
+        "request_id": request_id,
+        "tenant": tenant,
+        "dataset": name,
+        "sources": [
+            {
+                "name": Path(source).name,
+                "kind": chosen,
+                "uri": location,
+                "query": None,
+                "options": {},
+            }
+        ],
+        "spec": spec_text,
+        "integration": {"mode": "union", "join_keys": [], "join_how": "inner"},
+        "region": None,
+        "description": None,
+        "requested_at": int(time.time() * 1000),
+        "requested_by": getpass.getuser(),
+    }
+    settings = Settings()
+    where = _guarded(lambda: stack.endpoints(settings))
+    names = Namespace(settings.topic_prefix)
+
+    async def ask() -> tuple[str, dict[str, Any]]:
+        from aiokafka import AIOKafkaConsumer
+
+        answers = [names.topic("lepton.data.ready"), names.topic("lepton.data.rejected")]
+        consumer = AIOKafkaConsumer(
+            *(topic.name for topic in answers),
+            bootstrap_servers=where.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+        )
+        await consumer.start()
+        try:
+            await consumer.getmany(timeout_ms=100)  # take positions before asking
+            async with Publisher(
+                where.kafka_bootstrap, default_codec(), source="lepton/cli"
+            ) as bus:
+                await bus.publish(names.topic("lepton.data.requested"), f"{tenant}/{name}", record)
+            async with asyncio.timeout(timeout):
+                while True:
+                    for messages in (await consumer.getmany(timeout_ms=500)).values():
+                        for message in messages:
+                            kind_name, answer = default_codec().decode(message.value)
+                            if answer.get("request_id") == request_id:
+                                return kind_name, answer
+        finally:
+            await consumer.stop()
+
+    try:
+        kind_name, answer = _guarded(lambda: asyncio.run(ask()))
+    except TimeoutError:
+        _fail(f"no answer within {timeout:.0f} s", "is the ingest service running (`lepton up`)?")
+    if kind_name == "lepton.DataRejected":
+        _fail(f"rejected ({answer['code']}): {answer['reason']}")
+    console.print(
+        f"{name}: version {answer['version'][:12]}, {answer['rows']:,} rows"
+        + (" (same content as before: reused)" if answer["reused"] else "")
+    )
+
 
 @data_app.command("list")
 def data_list(tenant: TenantOption) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -112,3 +113,54 @@ async def test_data_commands_answer_in_one_line(bootstrap, database_url) -> None
     assert missing.returncode == 1
     assert "error:" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+async def test_data_ingest_asks_the_ingest_service_and_reports_its_answer(
+    bootstrap, database_url, tmp_path: Path
+) -> None:
+    from services.ingest.app import create_app
+    from services.ingest.settings import IngestSettings
+
+    prefix = f"t{os.urandom(5).hex()}."
+    good = tmp_path / "houses.csv"
+    good.write_text("area,district,price\n120,B区,300\n80,A区,200\n80,A区,200\n95,C区,250\n")
+    settings = IngestSettings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_prefix=prefix,
+        ingest_roots=[str(tmp_path)],
+    )
+    service = create_app(settings)
+    task = asyncio.create_task(service.run())
+    env = {
+        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_TOPIC_PREFIX": prefix,
+    }
+    try:
+        await asyncio.wait_for(service.ready.wait(), 60)
+        stored = await asyncio.to_thread(
+            lepton, "data", "ingest", str(good), "--name", "houses", "--tenant", "acme", env=env
+        )
+        outside = await asyncio.to_thread(
+            lepton,
+            "data",
+            "ingest",
+            "/etc/passwd",
+            "--name",
+            "x",
+            "--tenant",
+            "acme",
+            "--kind",
+            "csv",
+            env=env,
+        )
+    finally:
+        service.stop_soon()
+        await asyncio.wait_for(task, 60)
+    assert stored.returncode == 0, stored.stderr
+    assert "houses: version" in stored.stdout
+    assert "3 rows" in stored.stdout, "the duplicate row is cleaned away"
+    assert outside.returncode == 1
+    assert "rejected" in outside.stderr
+    assert "Traceback" not in outside.stderr
