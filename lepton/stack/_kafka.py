@@ -102,7 +102,8 @@ def java_classpath(jar_dir: Path) -> str:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding.
+    # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. It may
+    # start with "-", so it is passed as --cluster-id=<id>, never as a separate argument.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
@@ -196,7 +197,14 @@ class KafkaNode:
         jvm = self._jvm(java, jar_dir, heap)
         if not (self.home / "data" / "meta.properties").exists():
             result = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={_cluster_id()}",
+                    "-c",
+                    str(config),
+                ],
                 capture_output=True,
                 text=True,
                 timeout=120,
