@@ -29,6 +29,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.records import heartbeat
 from lepton import stack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics, partition_for
 from lepton.config import Settings
@@ -43,29 +44,14 @@ PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
 def heartbeats(count: int) -> list[dict[str, Any]]:
     now = int(time.time() * 1000)
     return [
-        {
-            "node_id": f"node-{i % 10_000:05d}",
-            "region": "eu-west",
-            "labels": {"pool": "cpu", "zone": "b"},
-            "gpu_type": None,
-            "capacity": {
-                "cpu_millicores": 32000,
-                "memory_mib": 131072,
-                "gpus": 0,
-                "network_mbps": 10000,
-            },
-            "usage": {
-                "cpu_millicores": 1000 + i % 30000,
-                "memory_mib": 4096 + i % 60000,
-                "gpus": 0,
-                "network_mbps": i % 900,
-            },
-            "running_job_ids": [f"job-{i:08d}"],
-            "sent_at": now + i,
-            "sequence": i,
-            "agent_started_at": now,
-            "interval_ms": 1000,
-        }
+        heartbeat(
+            i,
+            node_id=f"node-{i % 10_000:05d}",
+            sent_at=now + i,
+            agent_started_at=now,
+            labels={"pool": "cpu", "zone": "b"},
+            running_job_ids=[f"job-{i:08d}"],
+        )
         for i in range(count)
     ]
 

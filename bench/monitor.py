@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.records import heartbeat
 from lepton import stack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
 from lepton.config import Settings
@@ -62,29 +63,13 @@ def load_records(
             beats.append(
                 (
                     node,
-                    {
-                        "node_id": node,
-                        "region": ("eu", "us", "ap")[i % 3],
-                        "labels": {"pool": "cpu"},
-                        "gpu_type": None,
-                        "capacity": {
-                            "cpu_millicores": 32000,
-                            "memory_mib": 131072,
-                            "gpus": 0,
-                            "network_mbps": 10000,
-                        },
-                        "usage": {
-                            "cpu_millicores": 1000 + i % 30000,
-                            "memory_mib": 4096 + i % 60000,
-                            "gpus": 0,
-                            "network_mbps": i % 900,
-                        },
-                        "running_job_ids": [],
-                        "sent_at": now,
-                        "sequence": i,
-                        "agent_started_at": now - 1000,
-                        "interval_ms": 1000,
-                    },
+                    heartbeat(
+                        i,
+                        node_id=node,
+                        sent_at=now,
+                        agent_started_at=now - 1000,
+                        region=("eu", "us", "ap")[i % 3],
+                    ),
                 )
             )
         else:
@@ -167,6 +152,23 @@ def probe(sequence: int, agent_started_at: int) -> dict[str, Any]:
     }
 
 
+async def start_monitor(
+    bootstrap: str, database_url: str, prefix: str
+) -> tuple[Any, asyncio.Task[None]]:
+    """The monitor running in this process under ``prefix``, consuming."""
+    monitor = build(
+        MonitorSettings(
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            topic_prefix=prefix,
+            monitor_port=0,
+        )
+    )
+    service_task = asyncio.create_task(monitor.service.run())
+    await monitor.service.ready.wait()
+    return monitor, service_task
+
+
 def _get_sequence(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
@@ -179,16 +181,7 @@ async def run_rate(bootstrap: str, database_url: str, rate: int, seconds: float)
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     names = Namespace(prefix)
     await ensure_topics(bootstrap, names.all())
-    monitor = build(
-        MonitorSettings(
-            kafka_bootstrap=bootstrap,
-            database_url=database_url,
-            topic_prefix=prefix,
-            monitor_port=0,
-        )
-    )
-    service_task = asyncio.create_task(monitor.service.run())
-    await monitor.service.ready.wait()
+    monitor, service_task = await start_monitor(bootstrap, database_url, prefix)
     await monitor.web_ready.wait()
     assert monitor.url is not None
     assert monitor.monitor is not None
@@ -326,16 +319,7 @@ async def drain(bootstrap: str, database_url: str, count: int) -> dict[str, Any]
         await running
         await bare.close()
 
-    monitor = build(
-        MonitorSettings(
-            kafka_bootstrap=bootstrap,
-            database_url=database_url,
-            topic_prefix=prefix,
-            monitor_port=0,
-        )
-    )
-    service_task = asyncio.create_task(monitor.service.run())
-    await monitor.service.ready.wait()
+    monitor, service_task = await start_monitor(bootstrap, database_url, prefix)
     assert monitor.monitor is not None
     state = monitor.monitor.state
     started, cpu = time.perf_counter(), time.process_time()

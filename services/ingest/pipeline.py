@@ -351,34 +351,19 @@ class Pipeline:
                         "limit for a joined source (LEPTON_INGEST_MAX_JOIN_ROWS)",
                         source=reader.name,
                     )
-                typed, failures = coerce(chunk, spec, only_present=True)
-                bad = pd.Series(False, index=typed.index)
-                for mask in failures.values():
-                    bad |= mask
-                if bad.any():
-                    # Rows of a joined source with values of the wrong type are rejected
-                    # through the first chunk that cleans them (as a chunk of their own).
-                    yield (
-                        chunk[bad],
-                        self._align(typed[bad], spec),
-                        {n: m[bad] for n, m in failures.items()},
-                    )
-                parts.append(typed[~bad])
+                # Rows of a joined source with values of the wrong type are rejected
+                # through the first chunk that cleans them (as a chunk of their own).
+                typed, rejected = self._coerce_split(chunk, spec)
+                if rejected is not None:
+                    yield rejected
+                parts.append(typed)
             right_frames.append(pd.concat(parts, ignore_index=True))
         matched = [set[Any]() for _ in right_frames]
         for chunk in left.chunks():
             quality.rows_read += len(chunk)
-            typed, failures = coerce(chunk, spec, only_present=True)
-            bad = pd.Series(False, index=typed.index)
-            for mask in failures.values():
-                bad |= mask
-            if bad.any():
-                yield (
-                    chunk[bad],
-                    self._align(typed[bad], spec),
-                    {n: m[bad] for n, m in failures.items()},
-                )
-            joined = typed[~bad]
+            joined, rejected = self._coerce_split(chunk, spec)
+            if rejected is not None:
+                yield rejected
             for i, right in enumerate(right_frames):
                 extra = right.drop(columns=[SOURCE, ROW])
                 # Outer joins stream as left joins; unmatched right rows are added at the end.
@@ -403,6 +388,24 @@ class Pipeline:
                 if len(unmatched):
                     aligned = self._align(unmatched, spec)
                     yield aligned, aligned, {}
+
+    def _coerce_split(
+        self, chunk: pd.DataFrame, spec: DatasetSpec
+    ) -> tuple[pd.DataFrame, tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.Series]] | None]:
+        """The chunk's rows that coerce to the spec's types, and the ones that do not as a
+        (raw, aligned, failures) piece to reject, or None when every row coerced."""
+        typed, failures = coerce(chunk, spec, only_present=True)
+        bad = pd.Series(False, index=typed.index)
+        for mask in failures.values():
+            bad |= mask
+        if not bad.any():
+            return typed, None
+        rejected = (
+            chunk[bad],
+            self._align(typed[bad], spec),
+            {name: mask[bad] for name, mask in failures.items()},
+        )
+        return typed[~bad], rejected
 
     @staticmethod
     def _align(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
