@@ -343,6 +343,26 @@ TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act 
 _SOURCE_KINDS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 
 
+@data_app.command("generate")
+def data_generate(
+    kind: Annotated[str, typer.Argument(help="houses, diagnosis or fraud.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
+) -> None:
+    """Write one of the bundled example datasets (made here, never downloaded) as CSV."""
+    from lepton import _datagen
+
+    makers = {
+        "houses": _datagen.house_prices,
+        "diagnosis": _datagen.diagnosis,
+        "fraud": _datagen.fraud,
+    }
+    if kind not in makers:
+        _fail(f"unknown example {kind!r}", "one of: " + ", ".join(makers))
+    frame = makers[kind]()
+    frame.to_csv(out, index=False)
+    console.print(f"{kind}: {len(frame):,} rows written to {out}")
+
+
 @data_app.command("ingest")
 def data_ingest(
     source: Annotated[str, typer.Argument(help="A file path (under LEPTON_INGEST_ROOTS) or URL.")],

@@ -124,6 +124,12 @@ async def test_data_ingest_asks_the_ingest_service_and_reports_its_answer(
     prefix = f"t{os.urandom(5).hex()}."
     good = tmp_path / "houses.csv"
     good.write_text("area,district,price\n120,B区,300\n80,A区,200\n80,A区,200\n95,C区,250\n")
+    generated = tmp_path / "messy.csv"
+    made = await asyncio.to_thread(
+        lepton, "data", "generate", "houses", "--out", str(generated), env={}
+    )
+    assert made.returncode == 0, made.stderr
+    assert "普通住宅" in generated.read_text(encoding="utf-8")
     settings = IngestSettings(
         kafka_bootstrap=bootstrap,
         database_url=database_url,
