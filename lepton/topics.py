@@ -49,6 +49,9 @@ ALL_TOPICS: tuple[Topic, ...] = (
     Topic("lepton.models.ready", "lepton.ModelReady", "model id", 3, _retained(30)),
     Topic("lepton.models.evaluated", "lepton.ModelEvaluated", "model id", 3, _retained(30)),
     Topic("lepton.models.promoted", "lepton.ModelPromoted", "model name", 3, _retained(365)),
+    # Request and reply: short-lived, but a few days let a client that was away read its answer.
+    Topic("lepton.predict.requested", "lepton.PredictRequested", "request id", config=_retained(3)),
+    Topic("lepton.predict.results", "lepton.PredictionResult", "request id", config=_retained(3)),
     Topic("lepton.alerts", "lepton.Alert", "alert rule and subject", 3, _retained(30)),
     Topic("lepton.audit", "lepton.AuditEvent", "tenant", 3, _retained(365)),
 )

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lepton import stack
+from lepton.artifacts import artifact_uri
 from lepton.service import Context, Service, run
 from services.trainer import catalog
-from services.trainer.artifacts import artifact_uri
 from services.trainer.node import NodeSpec, UsageMeter, heartbeat
 from services.trainer.runs import (
     RunKey,
@@ -297,6 +297,8 @@ class Agent:
             "artifact_uri": result["artifact"]["uri"],
             "artifact_format": result["artifact"]["format"],
             "artifact_sha256": result["artifact"]["sha256"],
+            "holdout_fraction": result["holdout_fraction"],
+            "split_seed": result["split_seed"],
             "ready_at": _now_ms(),
         }
         await catalog.record_model(pool, ready, key[1], result["trials"])

@@ -6,8 +6,11 @@ Optuna's TPE sampler and median pruning over cross-validation folds, and refits 
 pipeline on all rows. Preprocessing (imputation, one-hot encoding, scaling) is part of
 every pipeline, so each fold fits it on its own training rows only: no leakage.
 
-The pipeline takes the frame :func:`model_input` makes (numbers as float64, other
-columns as objects with NaN for missing): that is the input contract of a stored model.
+The pipeline takes the frame :func:`lepton.modeling.model_input` makes (numbers as
+float64, other columns as objects with NaN for missing): that is the input contract of a
+stored model. A share of the rows (``holdout_fraction``) is kept out of the search and the
+refit altogether, split by :func:`lepton.modeling.holdout_split`, so that the evaluator
+can score the model on rows it never saw.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 from threadpoolctl import threadpool_limits
 
+from lepton.modeling import holdout_split, labelled
 from lepton.tasks import ALGORITHMS, AUTO, PROBLEM_TYPES
 
 __all__ = [
+    "DEFAULT_HOLDOUT_FRACTION",
     "DEFAULT_SPACES",
     "AlgorithmMismatch",
     "ConstantTarget",
@@ -60,7 +65,6 @@ __all__ = [
     "build_pipeline",
     "candidate_families",
     "infer_problem",
-    "model_input",
     "parse_search_space",
     "prepare",
     "train",
@@ -68,6 +72,8 @@ __all__ = [
 ]
 
 Problem = Literal["regression", "binary", "multiclass"]
+# Rows kept out for the evaluator unless the job's task.options.holdout_fraction says.
+DEFAULT_HOLDOUT_FRACTION = 0.2
 Progress = Callable[[float, str], None]  # (percent 0..100, stage)
 
 
@@ -193,6 +199,7 @@ class SearchConfig:
     cv_folds: int = 5
     scoring: str | None = None
     seed: int = 0
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
     n_jobs: int = 1  # threads an estimator may use: the job's granted cores
 
     @classmethod
@@ -210,6 +217,7 @@ class SearchConfig:
             cv_folds=int(task.get("cv_folds", 5)),
             scoring=task.get("scoring"),
             seed=int(task.get("seed") or 0),
+            holdout_fraction=_holdout_option(task.get("options") or {}),
             n_jobs=max(1, n_jobs),
         )
 
@@ -226,6 +234,20 @@ class SearchConfig:
             raise InvalidTask("task.time_budget_s must be positive")
         if self.cv_folds < 2:
             raise InvalidTask("task.cv_folds must be at least 2")
+        if not 0 <= self.holdout_fraction <= 0.5:
+            raise InvalidTask(
+                f"task.options.holdout_fraction {self.holdout_fraction} must be between 0 and 0.5"
+            )
+
+
+def _holdout_option(options: Mapping[str, str]) -> float:
+    raw = options.get("holdout_fraction")
+    if raw is None:
+        return DEFAULT_HOLDOUT_FRACTION
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidTask(f"task.options.holdout_fraction {raw!r} is not a number") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,28 +272,6 @@ class TrainingResult:
     feature_columns: list[str]
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def model_input(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame as a stored pipeline takes it: numbers (not booleans) as float64, every
-    other column as objects with NaN for missing. pandas' nullable types carry ``pd.NA``,
-    which scikit-learn's imputers and encoders reject."""
-    columns: dict[str, Any] = {}
-    for name in frame.columns:
-        values = frame[name]
-        if pd.api.types.is_datetime64_any_dtype(values.dtype):
-            # Seconds since the epoch: a datetime becomes an ordinary numeric feature.
-            stamps = pd.to_datetime(values, utc=True)
-            seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-            columns[name] = seconds.to_numpy(dtype="float64", na_value=np.nan)
-        elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
-            values.dtype
-        ):
-            columns[name] = values.to_numpy(dtype="float64", na_value=np.nan)
-        else:
-            text = values.astype("object")
-            columns[name] = np.array([np.nan if pd.isna(v) else str(v) for v in text], dtype=object)
-    return pd.DataFrame(columns, index=frame.index)
 
 
 def infer_problem(target: pd.Series) -> Problem:
@@ -460,21 +460,23 @@ def prepare(
         raise InvalidTask(f"target column {target!r} is not numeric: cannot regress on it")
     if problem == "binary" and inferred != "binary":
         raise InvalidTask(f"target column {target!r} does not have exactly two values")
-    y_frame = model_input(frame[[target]])
-    y = y_frame[target].to_numpy()
-    if len(frame) < config.cv_folds:
+    X, y = labelled(frame, target, features)
+    # The held-out rows are gone from here on: the search and the refit never see them.
+    kept, _ = holdout_split(y, problem, config.holdout_fraction, config.seed)
+    X, y = X.iloc[kept].reset_index(drop=True), y[kept]
+    if len(y) < config.cv_folds:
         raise TooFewRows(
-            f"{len(frame)} rows with a target value; {config.cv_folds}-fold "
+            f"{len(y)} rows with a target value left for training; {config.cv_folds}-fold "
             "cross-validation needs at least one per fold"
         )
     if problem != "regression":
         counts = pd.Series(y).value_counts()
         if counts.min() < config.cv_folds:
             raise TooFewRows(
-                f"class {counts.idxmin()!r} has {counts.min()} rows; {config.cv_folds}-fold "
-                "stratified cross-validation needs at least one per fold"
+                f"class {counts.idxmin()!r} has {counts.min()} training rows; "
+                f"{config.cv_folds}-fold stratified cross-validation needs at least one per fold"
             )
-    return model_input(frame[features]), y, problem
+    return X, y, problem
 
 
 def trial_share(budget: int, workers: int, index: int) -> int:
@@ -501,7 +503,7 @@ def train(
     refit: bool = True,
     clock: Callable[[], float] = time.monotonic,
 ) -> TrainingResult:
-    """Search, then refit the best pipeline on every row.
+    """Search, then refit the best pipeline on every row not held out.
 
     With ``storage`` the study is shared: each gang worker runs its share of the trial
     budget in it, and the one that refits waits for the others' trials before choosing.

@@ -75,7 +75,7 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
     import optuna
     from optuna.storages import JournalStorage
 
-    from services.trainer import artifacts
+    from lepton import artifacts
     from services.trainer.study import PostgresJournalBackend
     from services.trainer.training import InvalidTask, SearchConfig, train
 
@@ -137,6 +137,8 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
             for t in result.trials
         ],
         "training_seconds": result.seconds,
+        "holdout_fraction": config.holdout_fraction,
+        "split_seed": config.seed,
         "artifact": stored,
     }
 

@@ -17,14 +17,14 @@ import pandas as pd
 import psutil
 import pytest
 
+from lepton.artifacts import load
 from lepton.codec import Codec
+from lepton.modeling import model_input
 from lepton.service import Service
 from services.trainer.app import create_app
-from services.trainer.artifacts import load
 from services.trainer.node import NodeSpec
 from services.trainer.runs import model_id_for
 from services.trainer.settings import TrainerSettings
-from services.trainer.training import model_input
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.scheduler_support import Namespaced, now_ms
 from tests.integration.test_services import BIN, start
@@ -307,7 +307,7 @@ async def test_a_stop_instruction_ends_the_run_promptly_and_voids_its_outcome(
 BAD_INPUTS = [
     ("no-target", "houses", {"target_column": "rent"}, "MissingTargetColumn", "'rent'"),
     ("constant", "constant", {}, "ConstantTarget", "single value"),
-    ("tiny", "tiny", {"cv_folds": 5}, "TooFewRows", "3 rows"),
+    ("tiny", "tiny", {"cv_folds": 5}, "TooFewRows", "left for training"),
     (
         "bad-space",
         "houses",

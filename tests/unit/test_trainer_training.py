@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold, cross_val_score
 
+from lepton.modeling import holdout_split, model_input
 from services.trainer.training import (
     DEFAULT_SPACES,
     AlgorithmMismatch,
@@ -21,7 +22,6 @@ from services.trainer.training import (
     build_pipeline,
     candidate_families,
     infer_problem,
-    model_input,
     parse_search_space,
     train,
     trial_share,
@@ -83,7 +83,14 @@ def test_families_suit_the_problem() -> None:
 def test_each_regression_family_fits_tiny_data(family: str) -> None:
     frame = houses(30)
     result = train(
-        frame, SearchConfig(target_column="price", algorithm=family, trial_budget=2, cv_folds=3)
+        frame,
+        SearchConfig(
+            target_column="price",
+            algorithm=family,
+            trial_budget=2,
+            cv_folds=3,
+            holdout_fraction=0.0,
+        ),
     )
     assert result.family == family
     assert result.pipeline.predict(model_input(frame.drop(columns="price"))).shape == (30,)
@@ -94,7 +101,10 @@ def test_each_regression_family_fits_tiny_data(family: str) -> None:
 def test_each_classification_family_fits_tiny_data(family: str) -> None:
     frame = labelled(45, classes=3)
     result = train(
-        frame, SearchConfig(target_column="y", algorithm=family, trial_budget=2, cv_folds=3)
+        frame,
+        SearchConfig(
+            target_column="y", algorithm=family, trial_budget=2, cv_folds=3, holdout_fraction=0.0
+        ),
     )
     assert result.problem_type == "multiclass"
     assert set(result.pipeline.predict(model_input(frame.drop(columns="y")))) <= {0.0, 1.0, 2.0}
@@ -121,6 +131,8 @@ def test_search_scores_are_cross_validation_of_the_whole_pipeline() -> None:
         target_column="price", algorithm="ridge", search_space=space, trial_budget=1, seed=3
     )
     result = train(frame, config)
+    kept, _ = holdout_split(frame["price"].to_numpy(), "regression", config.holdout_fraction, 3)
+    frame = frame.iloc[kept].reset_index(drop=True)
     X = model_input(frame.drop(columns="price"))
     pipeline = build_pipeline(
         "ridge", "regression", {"alpha": 1.0}, numeric=["area"], categorical=["district"], seed=3
@@ -201,7 +213,7 @@ def test_bad_input_raises_a_specific_error() -> None:
         train(houses(), SearchConfig(target_column="rent"))
     with pytest.raises(ConstantTarget, match="single value"):
         train(houses().assign(price=1.0), SearchConfig(target_column="price"))
-    with pytest.raises(TooFewRows, match="4 rows"):
+    with pytest.raises(TooFewRows, match="3 rows with a target value left for training"):
         train(houses(4), SearchConfig(target_column="price", cv_folds=5))
     rare = labelled(40)
     rare.loc[0, "y"] = 7
@@ -216,3 +228,19 @@ def test_bad_input_raises_a_specific_error() -> None:
 def test_gang_shares_add_up_to_the_budget() -> None:
     assert [trial_share(10, 3, i) for i in range(3)] == [4, 3, 3]
     assert sum(trial_share(7, 4, i) for i in range(4)) == 7
+
+
+def test_held_out_rows_never_reach_the_search_or_the_refit() -> None:
+    from lepton.modeling import labelled
+
+    frame = houses(80)
+    config = SearchConfig(target_column="price", algorithm="ridge", trial_budget=3, cv_folds=3)
+    _, y = labelled(frame, "price", ["area", "district"])
+    _, held = holdout_split(y, "regression", config.holdout_fraction, config.seed)
+    assert len(held) == 16
+    tampered = frame.copy()
+    tampered.loc[tampered.index[held], "price"] = 1e12  # would wreck any fit that saw them
+    clean, dirty = train(frame, config), train(tampered, config)
+    assert dirty.fold_scores == clean.fold_scores
+    X = model_input(frame.drop(columns="price"))
+    np.testing.assert_allclose(dirty.pipeline.predict(X), clean.pipeline.predict(X))

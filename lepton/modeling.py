@@ -1,0 +1,76 @@
+"""What the trainer and the evaluator must agree on about a model's data.
+
+A stored pipeline takes the frame :func:`model_input` makes; the rows a model never saw
+are the ones :func:`holdout_split` gives for its ``ModelReady.holdout_fraction`` and
+``split_seed``. Both services call these same functions, so the evaluator scores a model
+on exactly the rows its trainer kept out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["holdout_split", "labelled", "model_input"]
+
+IntArray = np.ndarray[Any, np.dtype[np.intp]]
+
+
+def model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a stored pipeline takes it: numbers (not booleans) as float64, every
+    other column as objects with NaN for missing. pandas' nullable types carry ``pd.NA``,
+    which scikit-learn's imputers and encoders reject."""
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        values = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            # Seconds since the epoch: a datetime becomes an ordinary numeric feature.
+            stamps = pd.to_datetime(values, utc=True)
+            seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+            columns[name] = seconds.to_numpy(dtype="float64", na_value=np.nan)
+        elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
+            values.dtype
+        ):
+            columns[name] = values.to_numpy(dtype="float64", na_value=np.nan)
+        else:
+            text = values.astype("object")
+            columns[name] = np.array([np.nan if pd.isna(v) else str(v) for v in text], dtype=object)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def labelled(
+    frame: pd.DataFrame, target: str, features: Sequence[str]
+) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
+    """Features and target of the rows that have a target value, as a model takes them."""
+    rows = frame[frame[target].notna()]
+    y = model_input(rows[[target]])[target].to_numpy()
+    return model_input(rows[list(features)]).reset_index(drop=True), y
+
+
+def holdout_split(
+    y: np.ndarray[Any, Any], problem_type: str, fraction: float, seed: int
+) -> tuple[IntArray, IntArray]:
+    """Positions of the rows to train on and of the rows held out.
+
+    Stratified by class for classification when every class can give a row to each side;
+    seeded, so the same target, fraction and seed always give the same rows.
+    """
+    positions = np.arange(len(y), dtype=np.intp)
+    if fraction <= 0:
+        return positions, positions[:0]
+    stratify = None
+    if problem_type != "regression":
+        counts = pd.Series(y).value_counts()
+        held = max(1, round(len(y) * fraction))
+        if counts.min() >= 2 and held >= len(counts) and len(y) - held >= len(counts):
+            stratify = y
+    train, holdout = train_test_split(
+        positions, test_size=fraction, random_state=seed, shuffle=True, stratify=stratify
+    )
+    return np.sort(train), np.sort(holdout)
