@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -31,7 +32,14 @@ from lepton import stack
 from lepton.artifacts import artifact_uri
 from lepton.service import Context, Service, run
 from services.trainer import catalog
-from services.trainer.node import NodeSpec, UsageMeter, heartbeat
+from services.trainer.node import (
+    GpuDiscoveryError,
+    NodeSpec,
+    UsageMeter,
+    discover_gpus,
+    heartbeat,
+    offered_gpus,
+)
 from services.trainer.runs import (
     RunKey,
     Verdict,
@@ -39,6 +47,7 @@ from services.trainer.runs import (
     memory_limit_mib,
     model_id_for,
     pick_cpus,
+    pick_gpus,
     run_key,
 )
 from services.trainer.settings import TrainerSettings
@@ -63,6 +72,7 @@ class _Run:
     process: asyncio.subprocess.Process
     cpus: list[int]
     model_id: str
+    gpus: list[int] = field(default_factory=list)
     stopping: bool = False  # stopped or superseded: whatever it reports is void
     supervisor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -102,7 +112,8 @@ class Agent:
             sequence += 1
             record = heartbeat(
                 self.spec,
-                meter.measure(),
+                # nvidia-smi may take a moment: measure off the event loop.
+                await asyncio.to_thread(meter.measure),
                 self.running_job_ids(),
                 sequence=sequence,
                 sent_at_ms=_now_ms(),
@@ -158,6 +169,15 @@ class Agent:
         count = cpu_count_for(assignment["granted"]["cpu_millicores"], len(self._available))
         busy = Counter(cpu for entry in self.runs.values() for cpu in entry.cpus)
         cpus = pick_cpus(self._available, busy, count)
+        try:
+            gpus = pick_gpus(
+                [gpu.index for gpu in self.spec.gpus],
+                (gpu for entry in self.runs.values() for gpu in entry.gpus),
+                int(assignment["granted"]["gpus"]),
+            )
+        except RuntimeError as exc:
+            await self._fail_before_start(assignment, key, "GpuUnavailable", str(exc))
+            return
         memory = memory_limit_mib(
             assignment["granted"]["memory_mib"], self.settings.trainer_memory_floor_mib
         )
@@ -179,23 +199,26 @@ class Agent:
                 "services.trainer.worker",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                env=_worker_environment(len(cpus)),
+                env=_worker_environment(len(cpus), gpus),
                 limit=_LINE_LIMIT,
             )
             assert process.stdin is not None
             process.stdin.write(json.dumps(job, default=str).encode() + b"\n")
             await process.stdin.drain()
         except OSError as exc:  # no process (fork limits, memory): the job fails, not the agent
-            await self._event(assignment, "failed", error_type=type(exc).__name__, reason=str(exc))
-            await catalog.finish_run(
-                self.context.pool, self.spec.node_id, key, "failed", reason=str(exc)
-            )
+            await self._fail_before_start(assignment, key, type(exc).__name__, str(exc))
             return
-        entry = _Run(assignment, process, cpus, model_id)
+        entry = _Run(assignment, process, cpus, model_id, gpus)
         self.runs[key] = entry
         await self._event(assignment, "started")
-        log.info("started", pid=process.pid, cpus=cpus, memory_mib=memory)
+        log.info("started", pid=process.pid, cpus=cpus, gpus=gpus, memory_mib=memory)
         entry.supervisor = asyncio.create_task(self._supervise(key, entry))
+
+    async def _fail_before_start(
+        self, assignment: dict[str, Any], key: RunKey, error_type: str, reason: str
+    ) -> None:
+        await self._event(assignment, "failed", error_type=error_type, reason=reason)
+        await catalog.finish_run(self.context.pool, self.spec.node_id, key, "failed", reason=reason)
 
     async def _stop(self, assignment: dict[str, Any]) -> None:
         key = run_key(assignment)
@@ -347,10 +370,12 @@ def _memory(entry: _Run) -> int:
     return int(entry.assignment["granted"]["memory_mib"])
 
 
-def _worker_environment(threads: int) -> dict[str, str]:
+def _worker_environment(threads: int, gpus: list[int]) -> dict[str, str]:
     # Thread pools sized to the granted cores; few malloc arenas, because each reserves
-    # 64 MiB of address space and the worker runs under an address-space limit.
+    # 64 MiB of address space and the worker runs under an address-space limit. CUDA sees
+    # only the granted GPUs (none: an empty list hides them all).
     return os.environ | {
+        "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
         "OMP_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
@@ -382,9 +407,17 @@ def _cli(
     cpus: Annotated[float | None, typer.Option(help="Cores offered (default: all).")] = None,
     memory: Annotated[int | None, typer.Option(help="MiB offered (default: all).")] = None,
     interval: Annotated[float, typer.Option(help="Heartbeat interval, seconds.")] = 1.0,
+    gpus: Annotated[
+        int | None, typer.Option(help="NVIDIA GPUs offered (default: all nvidia-smi finds).")
+    ] = None,
 ) -> None:
     parsed = dict(label.split("=", 1) for label in labels or [] if "=" in label)
-    spec = NodeSpec(node_id, region, parsed, cpus, memory)
+    nvidia_smi = shutil.which("nvidia-smi")
+    try:
+        offered = offered_gpus(discover_gpus(nvidia_smi), gpus)
+    except (GpuDiscoveryError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--gpus") from None
+    spec = NodeSpec(node_id, region, parsed, cpus, memory, gpus=offered, nvidia_smi=nvidia_smi)
     run(lambda: create_app(spec, interval_s=interval))
 
 

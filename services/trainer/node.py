@@ -1,14 +1,97 @@
-"""What a compute node offers and uses, as the heartbeat reports it."""
+"""What a compute node offers and uses, as the heartbeat reports it.
+
+GPUs are found through NVIDIA's own ``nvidia-smi`` when it is installed: it ships with
+the driver, so a node with NVIDIA GPUs has it, and a node without has no GPUs to offer.
+"""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+import structlog
 
-__all__ = ["NodeSpec", "UsageMeter", "heartbeat"]
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "Gpu",
+    "GpuDiscoveryError",
+    "NodeSpec",
+    "UsageMeter",
+    "discover_gpus",
+    "heartbeat",
+    "offered_gpus",
+    "parse_nvidia_smi",
+]
+
+log = structlog.get_logger("lepton.trainer")
+
+_QUERY = "--query-gpu=index,name,memory.total,utilization.gpu"
+_NVIDIA_SMI_TIMEOUT_S = 5.0
+# A GPU counts as in use above this utilisation (percent): idle GPUs report 0-1 %.
+_BUSY_PERCENT = 2.0
+
+
+class GpuDiscoveryError(RuntimeError):
+    """nvidia-smi is installed but did not answer as documented."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    index: int
+    name: str
+    memory_mib: int
+    utilization_percent: float = 0.0
+
+
+def parse_nvidia_smi(text: str) -> list[Gpu]:
+    """GPUs from ``nvidia-smi --query-gpu=index,name,memory.total,utilization.gpu
+    --format=csv,noheader,nounits`` output."""
+    gpus = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = [part.strip() for part in line.split(",")]
+        if len(fields) != 4:
+            raise GpuDiscoveryError(f"nvidia-smi line {number}: expected 4 fields: {line!r}")
+        index, name, memory, utilization = fields
+        try:
+            gpus.append(
+                Gpu(
+                    index=int(index),
+                    name=name,
+                    memory_mib=int(float(memory)),
+                    # "[N/A]" on GPUs that do not report utilisation: treat as idle.
+                    utilization_percent=float(utilization) if utilization[:1].isdigit() else 0.0,
+                )
+            )
+        except ValueError:
+            raise GpuDiscoveryError(f"nvidia-smi line {number}: not a GPU row: {line!r}") from None
+    return gpus
+
+
+def discover_gpus(executable: str | None = None) -> list[Gpu]:
+    """The machine's NVIDIA GPUs, or none when nvidia-smi is not installed."""
+    found = executable or shutil.which("nvidia-smi")
+    if found is None:
+        return []
+    try:
+        # Fixed arguments, no shell: nothing here comes from a user.
+        answer = subprocess.run(
+            [found, _QUERY, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=_NVIDIA_SMI_TIMEOUT_S,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise GpuDiscoveryError(f"{found} failed: {exc}") from exc
+    return parse_nvidia_smi(answer.stdout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +104,12 @@ class NodeSpec:
     cpus: float | None = None  # None: every core of the machine
     memory_mib: int | None = None  # None: all of the machine's memory
     network_mbps: int = 1000
+    gpus: tuple[Gpu, ...] = ()  # the GPUs this node offers (see :func:`offered_gpus`)
+    nvidia_smi: str | None = None  # where GPU usage is measured; None: no GPUs
+
+    @property
+    def gpu_type(self) -> str | None:
+        return self.gpus[0].name if self.gpus else None
 
     def capacity(self) -> dict[str, int]:
         cpus = self.cpus if self.cpus is not None else float(psutil.cpu_count() or 1)
@@ -28,9 +117,22 @@ class NodeSpec:
         return {
             "cpu_millicores": int(cpus * 1000),
             "memory_mib": int(memory),
-            "gpus": 0,  # GPU discovery through NVIDIA's tools comes with the trainer issue (#5)
+            "gpus": len(self.gpus),
             "network_mbps": self.network_mbps,
         }
+
+
+def offered_gpus(found: Sequence[Gpu], declared: int | None) -> tuple[Gpu, ...]:
+    """The GPUs a node offers: all found, or the first ``declared`` of them (a slice of the
+    machine). Declaring more than exist is refused: the scheduler would place work on
+    hardware that is not there."""
+    if declared is None:
+        return tuple(found)
+    if declared < 0 or declared > len(found):
+        raise ValueError(
+            f"--gpus {declared}: this machine has {len(found)} NVIDIA GPU(s) (nvidia-smi)"
+        )
+    return tuple(found[:declared])
 
 
 class UsageMeter:
@@ -57,9 +159,21 @@ class UsageMeter:
         return {
             "cpu_millicores": min(int(busy_cores * 1000), capacity["cpu_millicores"]),
             "memory_mib": min(int(memory.used // 2**20), capacity["memory_mib"]),
-            "gpus": 0,
+            "gpus": self._busy_gpus(),
             "network_mbps": int(sent * 8 / elapsed / 1e6),
         }
+
+    def _busy_gpus(self) -> int:
+        if not self._spec.gpus:
+            return 0
+        offered = {gpu.index for gpu in self._spec.gpus}
+        try:
+            now = discover_gpus(self._spec.nvidia_smi)
+        except GpuDiscoveryError as exc:
+            # Usage is a measurement, not a promise: report none rather than stop beating.
+            log.warning("gpu usage unavailable", error=str(exc))
+            return 0
+        return sum(1 for g in now if g.index in offered and g.utilization_percent > _BUSY_PERCENT)
 
 
 def heartbeat(
@@ -77,7 +191,7 @@ def heartbeat(
         "node_id": spec.node_id,
         "region": spec.region,
         "labels": dict(spec.labels),
-        "gpu_type": None,
+        "gpu_type": spec.gpu_type,
         "capacity": spec.capacity(),
         "usage": usage,
         "running_job_ids": running_job_ids,

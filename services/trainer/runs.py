@@ -19,6 +19,7 @@ __all__ = [
     "memory_limit_mib",
     "model_id_for",
     "pick_cpus",
+    "pick_gpus",
     "run_key",
 ]
 
@@ -61,6 +62,19 @@ def pick_cpus(available: Sequence[int], busy: Counter[int], count: int) -> list[
     """The ``count`` cores with the fewest runs pinned to them (lowest number first)."""
     ranked = sorted(available, key=lambda cpu: (busy[cpu], cpu))
     return sorted(ranked[:count])
+
+
+def pick_gpus(offered: Sequence[int], in_use: Iterable[int], count: int) -> list[int]:
+    """``count`` GPUs no other run holds. The scheduler granted them against this node's
+    capacity, so they exist unless a run is still ending: then the job fails clearly
+    rather than share a device it was promised alone."""
+    taken = set(in_use)
+    free = [gpu for gpu in offered if gpu not in taken]
+    if count > len(free):
+        raise RuntimeError(
+            f"granted {count} GPU(s) but only {len(free)} of this node's {len(offered)} are free"
+        )
+    return free[:count]
 
 
 def memory_limit_mib(granted_mib: int, floor_mib: int) -> int:
