@@ -39,9 +39,24 @@ def model_input(frame: pd.DataFrame) -> pd.DataFrame:
         ):
             columns[name] = values.to_numpy(dtype="float64", na_value=np.nan)
         else:
-            text = values.astype("object")
-            columns[name] = np.array([np.nan if pd.isna(v) else str(v) for v in text], dtype=object)
+            columns[name] = pd.Series(_as_text(values), index=frame.index, dtype=object)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def _as_text(values: pd.Series) -> np.ndarray[Any, np.dtype[np.object_]]:
+    """Each value as ``str``, NaN where missing; vectorised, as this runs on every row the
+    trainer, the evaluator and prediction see."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        # Convert the few categories, then index by code (-1: missing).
+        labels = np.asarray(values.cat.categories.astype(str), dtype=object)
+        codes = values.cat.codes.to_numpy()
+        text = labels[codes] if len(labels) else np.full(len(codes), np.nan, dtype=object)
+        text[codes < 0] = np.nan
+        return text
+    missing = values.isna().to_numpy()
+    text = values.astype(str).to_numpy(dtype=object)
+    text[missing] = np.nan
+    return text
 
 
 def labelled(

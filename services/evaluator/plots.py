@@ -1,0 +1,111 @@
+"""The dashboard's pictures of an evaluation: PNG images drawn from its curves and matrix.
+
+Drawn with matplotlib's Agg backend (no display) from the evaluation itself, so the
+pictures show exactly what the ``lepton.models.evaluated`` event carries; written
+through fsspec, so they can live wherever the artifacts live.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import TYPE_CHECKING
+
+import fsspec
+import matplotlib as mpl
+
+mpl.use("Agg")
+
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from matplotlib.axes import Axes
+
+    from services.evaluator.evaluation import Curve, Evaluation
+
+__all__ = ["draw", "plots_location", "save"]
+
+_DPI = 80
+
+
+def plots_location(root: str | None, artifact_uri: str, tenant: str, model_id: str) -> str:
+    """Where a model's plots go: ``<root>/<tenant>/<model id>`` or, without a root, a
+    ``<model id>.plots`` directory next to the model's artifact."""
+    if root:
+        return f"{root.rstrip('/')}/{tenant}/{model_id}"
+    return f"{artifact_uri.rsplit('/', 1)[0]}/{model_id}.plots"
+
+
+def _lines(axes: Axes, curves: Iterable[Curve]) -> None:
+    for curve in curves:
+        axes.plot(curve.x, curve.y, label=curve.label or "model", linewidth=1.2)
+
+
+def _figure() -> tuple[Figure, Axes]:
+    figure = Figure(figsize=(4, 3.4), dpi=_DPI, layout="constrained")
+    return figure, figure.add_subplot()
+
+
+def draw(evaluation: Evaluation) -> dict[str, bytes]:
+    """PNG bytes by kind: roc, precision_recall, confusion (classification) or residuals
+    (regression), for the parts the evaluation has."""
+    by_kind: dict[str, list[Curve]] = {}
+    for curve in evaluation.curves:
+        by_kind.setdefault(curve.kind, []).append(curve)
+    figures: dict[str, Figure] = {}
+    if "roc" in by_kind:
+        figure, axes = _figure()
+        _lines(axes, by_kind["roc"])
+        axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
+        figures["roc"] = figure
+    if "precision_recall" in by_kind:
+        figure, axes = _figure()
+        _lines(axes, by_kind["precision_recall"])
+        axes.set(xlabel="recall", ylabel="precision", title="precision-recall")
+        figures["precision_recall"] = figure
+    if evaluation.confusion_matrix:
+        figure, axes = _figure()
+        axes.imshow(evaluation.confusion_matrix, cmap="Blues")
+        for row, counts in enumerate(evaluation.confusion_matrix):
+            for column, count in enumerate(counts):
+                axes.text(column, row, str(count), ha="center", va="center", fontsize=8)
+        ticks = range(len(evaluation.class_labels))
+        axes.set_xticks(ticks, evaluation.class_labels, fontsize=7)
+        axes.set_yticks(ticks, evaluation.class_labels, fontsize=7)
+        axes.set(xlabel="predicted", ylabel="true", title="confusion matrix")
+        figures["confusion"] = figure
+    if "residuals" in by_kind:
+        figure, axes = _figure()
+        for curve in by_kind["residuals"]:
+            axes.scatter(curve.x, curve.y, s=4, alpha=0.5)
+        axes.axhline(0, color="grey", linestyle=":")
+        axes.set(xlabel="predicted", ylabel="residual (true - predicted)", title="residuals")
+        figures["residuals"] = figure
+    images = {}
+    for kind, figure in figures.items():
+        if len(by_kind.get(kind, ())) > 1:
+            figure.axes[0].legend(fontsize=7)
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            # Class labels in scripts the default font lacks (e.g. 良性) draw as boxes: a
+            # cosmetic loss, not worth a warning per glyph in the service log.
+            warnings.simplefilter("ignore", UserWarning)
+            figure.savefig(buffer, format="png")
+        images[kind] = buffer.getvalue()
+    return images
+
+
+def save(images: dict[str, bytes], location: str) -> dict[str, str]:
+    """Write each image as ``<location>/<kind>.png``; returns the URIs by kind."""
+    fs, base = fsspec.core.url_to_fs(location)
+    fs.makedirs(base, exist_ok=True)
+    uris = {}
+    for kind, data in images.items():
+        path = f"{base}/{kind}.png"
+        with fs.open(path, "wb") as out:
+            out.write(data)
+        uris[kind] = f"{location}/{kind}.png"
+    return uris

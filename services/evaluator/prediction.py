@@ -1,0 +1,173 @@
+"""Scoring records with a stored model, with no Kafka, database or files inside.
+
+A request names a model as ``<name>``, ``<name>@champion`` (both: the tenant's current
+champion) or ``<name>@<model id>``, and carries records as maps of column -> value. The
+records become the frame a stored pipeline takes (:func:`lepton.modeling.model_input`),
+in the model's feature order; what cannot be scored is a :class:`PredictionFailure` with
+one of the contract's error codes, and categories the model never saw are scored (its
+one-hot encoder ignores them) with a warning that names the column and the value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from lepton.modeling import model_input
+from services.evaluator.evaluation import label_text
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from services.evaluator.inputs import InputSchema
+
+__all__ = [
+    "CHAMPION",
+    "ModelRef",
+    "PredictionFailure",
+    "Scored",
+    "parse_model_ref",
+    "score_rows",
+    "to_frame",
+]
+
+CHAMPION = "champion"
+# Unseen values named per column in a warning; the rest are counted.
+_NAMED_VALUES = 5
+
+
+class PredictionFailure(Exception):
+    """A request that cannot be scored: ``code`` is the contract's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    name: str
+    version: str  # CHAMPION or a model id
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    name, _, version = text.partition("@")
+    if not name or "@" in version or (text.endswith("@") and not version):
+        raise PredictionFailure(
+            "invalid_model_ref",
+            f"model {text!r} is not <name>, <name>@champion or <name>@<model id>",
+        )
+    return ModelRef(name, version or CHAMPION)
+
+
+def _numbers(column: str, values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    out = np.empty(len(values), dtype=np.float64)
+    for index, value in enumerate(values):
+        if value is None:
+            out[index] = math.nan
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[index] = value
+        else:
+            raise PredictionFailure(
+                "invalid_value",
+                f"record {index}: column {column!r} needs a number, got {value!r}",
+            )
+    return out
+
+
+def to_frame(rows: Sequence[Mapping[str, Any]], schema: InputSchema) -> pd.DataFrame:
+    """The records as the model's input frame; raises ``missing_columns`` when a record
+    lacks a column the model reads, ``invalid_value`` for text where it needs a number."""
+    missing: dict[str, list[int]] = {}
+    columns: dict[str, Any] = {}
+    for name in schema.features:
+        values = [row.get(name, _ABSENT) for row in rows]
+        absent = [index for index, value in enumerate(values) if value is _ABSENT]
+        if absent:
+            missing[name] = absent
+            continue
+        if name in schema.numeric:
+            columns[name] = _numbers(name, values)
+        else:
+            columns[name] = np.array(
+                [math.nan if value is None else value for value in values], dtype=object
+            )
+    if missing:
+        listed = "; ".join(
+            f"{name} (record{'s' if len(at) > 1 else ''} {', '.join(map(str, at[:5]))}"
+            f"{', ...' if len(at) > 5 else ''})"
+            for name, at in missing.items()
+        )
+        raise PredictionFailure(
+            "missing_columns",
+            f"the model needs column(s) the records lack: {listed}. Give every record every "
+            f"feature ({', '.join(schema.features)}); null is a missing value it can impute.",
+        )
+    return model_input(pd.DataFrame(columns, columns=list(schema.features)))
+
+
+class _Absent:
+    """A column a record does not have (null is a value: missing, imputed)."""
+
+
+_ABSENT = _Absent()
+
+
+def unseen_categories(frame: pd.DataFrame, schema: InputSchema) -> list[str]:
+    warnings = []
+    for column, known in schema.categories.items():
+        values = frame[column]
+        seen = values[values.notna()]
+        unseen = sorted(set(seen.unique()) - known)
+        if not unseen:
+            continue
+        named = ", ".join(repr(v) for v in unseen[:_NAMED_VALUES])
+        more = f" and {len(unseen) - _NAMED_VALUES} more" if len(unseen) > _NAMED_VALUES else ""
+        rows = int(seen.isin(unseen).sum())
+        warnings.append(
+            f"column {column!r}: value(s) {named}{more} never seen in training "
+            f"({rows} record{'s' if rows != 1 else ''}); scored as an unknown category"
+        )
+    return warnings
+
+
+@dataclass(slots=True)
+class Scored:
+    predictions: list[float | str]
+    probabilities: list[dict[str, float]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def score_rows(
+    pipeline: Any, schema: InputSchema, rows: Sequence[Mapping[str, Any]], max_rows: int
+) -> Scored:
+    """Predictions (and class probabilities) for ``rows``, in order."""
+    if len(rows) > max_rows:
+        raise PredictionFailure(
+            "too_many_rows",
+            f"{len(rows)} records in one request; at most {max_rows} "
+            "(LEPTON_EVALUATOR_PREDICT_MAX_ROWS): split it",
+        )
+    if not rows:
+        return Scored([])
+    frame = to_frame(rows, schema)
+    warnings = unseen_categories(frame, schema)
+    predicted = pipeline.predict(frame)
+    classes = getattr(pipeline, "classes_", None)
+    if classes is None:
+        return Scored([float(v) for v in predicted], warnings=warnings)
+    labels = [label_text(c) for c in classes]
+    probabilities: list[dict[str, float]] = []
+    if hasattr(pipeline, "predict_proba"):
+        try:
+            matrix = pipeline.predict_proba(frame)
+        except AttributeError:  # an SVC without probability estimates
+            matrix = None
+        if matrix is not None:
+            probabilities = [dict(zip(labels, map(float, row), strict=True)) for row in matrix]
+    return Scored([label_text(v) for v in predicted], probabilities, warnings)

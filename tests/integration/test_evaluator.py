@@ -1,0 +1,452 @@
+"""The evaluator against the real broker and database: datasets made by ingest, models
+trained in-process the trainer's way, and ModelReady events published as the trainer does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from lepton import artifacts
+from lepton._datagen import house_prices
+from lepton.codec import Codec
+from lepton.datasets import read_dataset
+from lepton.service import Service
+from lepton.topics import dead_letter_topic
+from services.evaluator import store
+from services.evaluator.app import create_app
+from services.evaluator.settings import EvaluatorSettings
+from services.trainer.training import SearchConfig, train
+from tests.integration.ingest_support import request, running_ingest, unique_tenant
+from tests.integration.scheduler_support import Namespaced, Reader, now_ms
+
+pytestmark = pytest.mark.integration
+
+HOUSE_SPEC = json.dumps(
+    {
+        "columns": {
+            "面积": {"type": "float", "missing": "median", "min": 10},
+            "房型": {"type": "category", "categories": ["普通住宅", "公寓", "别墅"]},
+            "区域": {"type": "category", "categories": ["A区", "B区", "C区"], "nullable": False},
+            "价格": {"type": "float", "outliers": {"method": "iqr", "action": "drop"}},
+        }
+    },
+    ensure_ascii=False,
+)
+THE_SEEDS_HOUSE = {"面积": 150.0, "房型": "普通住宅", "区域": "B区"}
+
+
+@pytest.fixture(scope="module")
+async def data(
+    bootstrap: str, database_url: str, codec: Codec, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The seed's house prices through the ingest service, and a version of them whose
+    区域 column was renamed (a dataset that no longer matches the model)."""
+    root = tmp_path_factory.mktemp("evaluator-data")
+    tenant = unique_tenant()
+    house_prices(400).to_csv(root / "houses.csv", index=False)
+    house_prices(400).rename(columns={"区域": "地区"}).to_csv(root / "renamed.csv", index=False)
+    renamed_spec = HOUSE_SPEC.replace("区域", "地区")
+    versions: dict[str, dict[str, str]] = {}
+    async with running_ingest(bootstrap, database_url, codec, root) as ingest:
+        for name, file, spec in [
+            ("houses", "houses.csv", HOUSE_SPEC),
+            ("houses-renamed", "renamed.csv", renamed_spec),
+        ]:
+            outcome, ready = await ingest.submit(
+                request(tenant, name, [{"name": "s", "kind": "csv", "uri": file}], spec=spec)
+            )
+            assert outcome == "ready", ready
+            versions[name] = {"name": name, "version": ready["version"], "owner": tenant}
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        frame = await read_dataset(pool, reader_tenant=tenant, name="houses")
+    finally:
+        await pool.close()
+    return {"tenant": tenant, "frame": frame, "root": root, **versions}
+
+
+def model_ready(
+    data: dict[str, Any], model_name: str, *, dataset: str = "houses", **task: Any
+) -> dict[str, Any]:
+    """Train a model of the house prices in-process and store it as the trainer does."""
+    config = SearchConfig(
+        target_column="价格", trial_budget=2, cv_folds=3, seed=7, **({"algorithm": "ridge"} | task)
+    )
+    result = train(data["frame"], config)
+    model_id = f"model-{uuid.uuid4().hex[:10]}"
+    uri = artifacts.artifact_uri(str(data["root"] / "artifacts"), data["tenant"], model_id)
+    stored = artifacts.dump(result.pipeline, uri)
+    return {
+        "model_id": model_id,
+        "job_id": f"job-{model_id}",
+        "attempt": 0,
+        "tenant": data["tenant"],
+        "model_name": model_name,
+        "dataset": data[dataset],
+        "problem_type": result.problem_type,
+        "target_column": "价格",
+        "feature_columns": result.feature_columns,
+        "algorithm": result.family,
+        "parameters": json.dumps(result.params),
+        "scoring": result.scoring,
+        "cv_score": result.cv_score,
+        "cv_fold_scores": result.fold_scores,
+        "trials": len(result.trials),
+        "training_seconds": result.seconds,
+        "artifact_uri": stored.uri,
+        "artifact_format": artifacts.FORMAT,
+        "artifact_sha256": stored.sha256,
+        "holdout_fraction": config.holdout_fraction,
+        "split_seed": config.seed,
+        "ready_at": now_ms(),
+    }
+
+
+@pytest.fixture(scope="module")
+async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
+    from lepton.bus import Publisher
+
+    async with Publisher(bootstrap, codec, source="tests") as publisher:
+        namespaced = Namespaced(bootstrap, codec, publisher)
+        await namespaced.create()
+        yield namespaced
+
+
+@pytest.fixture(scope="module")
+async def evaluator(
+    space: Namespaced, bootstrap: str, database_url: str, data: dict[str, Any]
+) -> AsyncIterator[Service]:
+    settings = EvaluatorSettings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_prefix=space.prefix,
+        evaluator_predict_max_rows=50,
+    )
+    service = create_app(settings)
+    task = asyncio.create_task(service.run())
+    ready = asyncio.create_task(service.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=60, return_when="FIRST_COMPLETED")
+    if task in done:
+        task.result()
+    assert ready in done, "the evaluator did not start"
+    try:
+        yield service
+    finally:
+        service.stop_soon()
+        await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        yield created
+    finally:
+        await created.close()
+
+
+@asynccontextmanager
+async def dead_letters(space: Namespaced, declared: str) -> AsyncIterator[AIOKafkaConsumer]:
+    consumer = AIOKafkaConsumer(
+        dead_letter_topic(space.names.topic(declared).name),
+        bootstrap_servers=space.bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def dead_letter_for(consumer: AIOKafkaConsumer, key: str) -> dict[str, str]:
+    async with asyncio.timeout(120):
+        while True:
+            message = await consumer.getone()
+            if message.key == key.encode():
+                return {name: value.decode() for name, value in message.headers}
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
+    """Wait for an effect no event announces (a rollback applied, a message handled)."""
+    async with asyncio.timeout(timeout_s):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+def about(model_id: str) -> Any:
+    return lambda record: record["model_id"] == model_id
+
+
+async def evaluated_and_verdict(
+    space: Namespaced, ready: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    async with (
+        space.reader("lepton.models.evaluated") as evaluated,
+        space.reader("lepton.models.promoted") as promoted,
+    ):
+        await space.send("lepton.models.ready", ready["model_id"], ready)
+        return (
+            await evaluated.until(about(ready["model_id"]), 120),
+            await promoted.until(about(ready["model_id"]), 120),
+        )
+
+
+async def all_records(reader: Reader, topic: str) -> list[dict[str, Any]]:
+    """Every record in the topic now (read up to its end offsets)."""
+    consumer = reader.consumer
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    ends = await consumer.end_offsets(partitions)
+
+    async def behind() -> bool:
+        return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+    async with asyncio.timeout(60):
+        while await behind():
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                reader.seen.extend(reader.codec.decode(m.value)[1] for m in messages)
+    return reader.seen
+
+
+async def test_a_first_model_is_evaluated_stored_and_promoted(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    ready = model_ready(data, "房价-first")
+    evaluated, verdict = await evaluated_and_verdict(space, ready)
+    assert evaluated["problem_type"] == "regression"
+    assert evaluated["holdout_rows"] > 50
+    assert evaluated["cv_folds"] == 5
+    assert evaluated["seed"] == 7
+    assert {"rmse", "mae", "r2", "mape", "residual_mean"} <= set(evaluated["metrics"])
+    assert evaluated["metrics"]["r2"] > 0.5
+    assert all(len(folds) == 5 for folds in evaluated["cv_metrics"].values())
+    assert set(evaluated["train_metrics"]) == {"rmse", "mae", "r2", "mape"}
+    assert set(evaluated["feature_importance"]) == {"面积", "房型", "区域"}
+    codes = {finding["code"] for finding in evaluated["findings"]}
+    assert "top_features" in codes
+    assert [curve["kind"] for curve in evaluated["curves"]] == ["residuals"]
+    assert set(evaluated["plots"]) == {"residuals"}
+    png = await asyncio.to_thread(Path(evaluated["plots"]["residuals"]).read_bytes)
+    assert png.startswith(b"\x89PNG")
+    assert verdict["verdict"] == "promoted"
+    assert verdict["previous_champion_id"] is None
+    assert verdict["evidence"]["method"] == "none"
+    assert verdict["primary_metric"] == "r2"
+    champion = await store.current_champion(pool, data["tenant"], "房价-first")
+    assert champion is not None
+    assert champion.model_id == ready["model_id"]
+    stored = await store.find(pool, ready["model_id"])
+    assert stored is not None
+    assert stored.status == "evaluated"
+    assert stored.published
+    assert stored.evaluated == evaluated
+
+
+async def test_a_worse_challenger_keeps_the_champion_with_evidence_and_a_rollback_applies(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    name = "房价-contest"
+    good = model_ready(data, name)
+    await evaluated_and_verdict(space, good)
+    # Ridge with an enormous penalty predicts little more than the mean price.
+    worse = model_ready(
+        data,
+        name,
+        search_space=json.dumps({"ridge": {"alpha": {"type": "float", "low": 1e6, "high": 1e7}}}),
+    )
+    evaluated, verdict = await evaluated_and_verdict(space, worse)
+    assert verdict["verdict"] == "kept_champion"
+    assert verdict["previous_champion_id"] == good["model_id"]
+    assert verdict["champion_score"] > verdict["challenger_score"]
+    evidence = verdict["evidence"]
+    assert evidence["method"] == "paired_t_test"
+    assert len(evidence["challenger_folds"]) == len(evidence["champion_folds"]) == 5
+    assert evidence["challenger_folds"] == evaluated["cv_metrics"]["r2"]
+    assert evidence["p_value"] is not None
+    assert evidence["ci_low"] is not None
+    assert evidence["ci_high"] < 0  # the improvement's interval is all below zero
+    assert [guard["metric"] for guard in verdict["guards"]] == ["mae"]
+    champion = await store.current_champion(pool, data["tenant"], name)
+    assert champion is not None
+    assert champion.model_id == good["model_id"]
+
+    # Someone rolls the name back to the worse model on purpose; then to an unknown one.
+    rollback = verdict | {
+        "verdict": "rolled_back",
+        "model_id": worse["model_id"],
+        "decided_by": "王小明",
+        "reason": "manual rollback",
+        "decided_at": now_ms(),
+    }
+    await space.send("lepton.models.promoted", f"{data['tenant']}/{name}", rollback)
+
+    async def restored() -> bool:
+        champion = await store.current_champion(pool, data["tenant"], name)
+        return champion is not None and champion.model_id == worse["model_id"]
+
+    await until(restored)
+    listed = await store.champions(pool, data["tenant"])
+    assert (name, worse["model_id"]) in {(c.model_name, c.model_id) for c in listed}
+    async with dead_letters(space, "lepton.models.promoted") as dlq:
+        bogus = rollback | {"model_id": "model-nobody", "decided_at": now_ms()}
+        await space.send("lepton.models.promoted", f"{data['tenant']}/{name}", bogus)
+        headers = await dead_letter_for(dlq, f"{data['tenant']}/{name}")
+    assert headers["dlq_error_type"] == "RollbackRejected"
+    assert "model-nobody" in headers["dlq_error_message"]
+    champion = await store.current_champion(pool, data["tenant"], name)
+    assert champion is not None
+    assert champion.model_id == worse["model_id"]
+
+
+async def test_a_redelivered_model_ready_is_not_evaluated_twice(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    ready = model_ready(data, "房价-again")
+    await evaluated_and_verdict(space, ready)
+    handled = evaluator._subscriber.handled  # type: ignore[union-attr]
+    await space.send("lepton.models.ready", ready["model_id"], ready)
+
+    async def handled_again() -> bool:
+        return evaluator._subscriber.handled > handled  # type: ignore[union-attr]
+
+    await until(handled_again)
+    async with space.reader("lepton.models.evaluated") as evaluated:
+        records = await all_records(evaluated, space.names.topic("lepton.models.evaluated").name)
+    assert sum(record["model_id"] == ready["model_id"] for record in records) == 1
+
+
+async def test_events_stored_but_never_published_are_published_at_the_redelivery(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    ready = model_ready(data, "房价-crashed")
+    evaluated = {
+        "model_id": ready["model_id"],
+        "tenant": ready["tenant"],
+        "model_name": ready["model_name"],
+        "dataset": ready["dataset"],
+        "problem_type": "regression",
+        "holdout_rows": 1,
+        "cv_folds": 5,
+        "seed": 7,
+        "metrics": {"r2": 0.25},
+        "evaluated_at": now_ms(),
+    }
+    # As if an evaluator stored this and crashed before publishing it.
+    await store.record_evaluation(pool, ready, evaluated, None)
+    async with space.reader("lepton.models.evaluated") as reader:
+        await space.send("lepton.models.ready", ready["model_id"], ready)
+        published = await reader.until(about(ready["model_id"]), 60)
+    assert published["metrics"] == {"r2": 0.25}  # the stored one, not a new evaluation
+
+    async def marked() -> bool:
+        stored = await store.find(pool, ready["model_id"])
+        return stored is not None and stored.published
+
+    await until(marked)
+
+
+def tamper(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"tampered")
+
+
+async def test_a_tampered_artifact_is_a_specific_failure_and_nothing_is_promoted(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    ready = model_ready(data, "房价-tampered")
+    await asyncio.to_thread(tamper, Path(ready["artifact_uri"]))
+    async with dead_letters(space, "lepton.models.ready") as dlq:
+        await space.send("lepton.models.ready", ready["model_id"], ready)
+        headers = await dead_letter_for(dlq, ready["model_id"])
+    assert headers["dlq_error_type"] == "ArtifactInvalid"
+    assert "does not match" in headers["dlq_error_message"]
+    stored = await store.find(pool, ready["model_id"])
+    assert stored is not None
+    assert stored.status == "failed"
+    assert stored.error_type == "ArtifactInvalid"
+    assert await store.current_champion(pool, data["tenant"], "房价-tampered") is None
+
+
+async def test_a_dataset_whose_columns_no_longer_match_is_a_specific_failure(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
+) -> None:
+    ready = model_ready(data, "房价-renamed", dataset="houses-renamed")
+    async with dead_letters(space, "lepton.models.ready") as dlq:
+        await space.send("lepton.models.ready", ready["model_id"], ready)
+        headers = await dead_letter_for(dlq, ready["model_id"])
+    assert headers["dlq_error_type"] == "DatasetMismatch"
+    assert "区域" in headers["dlq_error_message"]
+    assert await store.current_champion(pool, data["tenant"], "房价-renamed") is None
+
+
+def predict_request(tenant: str, model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "request_id": f"req-{uuid.uuid4().hex[:10]}",
+        "tenant": tenant,
+        "model": model,
+        "rows": rows,
+        "requested_by": "tests",
+        "requested_at": now_ms(),
+    }
+
+
+async def test_predictions_for_the_seeds_house_and_their_errors(
+    space: Namespaced, evaluator: Service, data: dict[str, Any]
+) -> None:
+    ready = model_ready(data, "房价")
+    await evaluated_and_verdict(space, ready)
+    tenant = data["tenant"]
+    requests = {
+        "champion": predict_request(tenant, "房价@champion", [THE_SEEDS_HOUSE]),
+        "version": predict_request(
+            tenant, f"房价@{ready['model_id']}", [THE_SEEDS_HOUSE, THE_SEEDS_HOUSE | {"面积": 60.0}]
+        ),
+        "unseen": predict_request(tenant, "房价", [THE_SEEDS_HOUSE | {"区域": "D区"}]),
+        "missing": predict_request(tenant, "房价", [{"面积": 150.0, "房型": "普通住宅"}]),
+        "invalid": predict_request(tenant, "房价", [THE_SEEDS_HOUSE | {"面积": "一百五十"}]),
+        "unknown": predict_request(tenant, "房价@model-nobody", [THE_SEEDS_HOUSE]),
+        "stranger": predict_request(unique_tenant(), "房价", [THE_SEEDS_HOUSE]),
+        "too_many": predict_request(tenant, "房价", [THE_SEEDS_HOUSE] * 51),
+    }
+    answers: dict[str, dict[str, Any]] = {}
+    async with space.reader("lepton.predict.results") as results:
+        for request_record in requests.values():
+            await space.send(
+                "lepton.predict.requested", request_record["request_id"], request_record
+            )
+        for what, request_record in requests.items():
+            answers[what] = await results.until(
+                lambda r, rid=request_record["request_id"]: r["request_id"] == rid, 60
+            )
+    price = answers["champion"]
+    assert price["error"] is None
+    assert price["model_id"] == ready["model_id"]
+    assert price["problem_type"] == "regression"
+    assert len(price["predictions"]) == 1
+    # Prices in the seed's data run about 8,000 to 60,000 a square metre.
+    assert 150 * 5_000 < price["predictions"][0] < 150 * 100_000
+    assert price["warnings"] == []
+    version = answers["version"]["predictions"]
+    assert version[0] == pytest.approx(price["predictions"][0])
+    assert version[1] < version[0]  # a smaller flat costs less
+    unseen = answers["unseen"]
+    assert unseen["error"] is None
+    assert len(unseen["predictions"]) == 1
+    assert "区域" in unseen["warnings"][0]
+    assert "D区" in unseen["warnings"][0]
+    assert answers["missing"]["error"]["code"] == "missing_columns"
+    assert "区域" in answers["missing"]["error"]["message"]
+    assert answers["invalid"]["error"]["code"] == "invalid_value"
+    assert answers["unknown"]["error"]["code"] == "unknown_model"
+    assert answers["stranger"]["error"]["code"] == "no_champion"
+    assert answers["too_many"]["error"]["code"] == "too_many_rows"
+    for failed in ("missing", "invalid", "unknown", "stranger", "too_many"):
+        assert answers[failed]["predictions"] == []

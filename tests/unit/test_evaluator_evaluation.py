@@ -1,0 +1,233 @@
+"""The evaluator's pure evaluation: metrics, curves and findings on small known data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from lepton.modeling import holdout_split, labelled
+from services.evaluator.evaluation import (
+    EvaluationConfig,
+    Outputs,
+    evaluate,
+    label_text,
+    prepare,
+    score,
+)
+from services.evaluator.inputs import ColumnsMismatch, input_schema
+
+CONFIG = EvaluationConfig(cv_folds=3)
+
+
+def pipeline(model: object) -> Pipeline:
+    return Pipeline(
+        [
+            (
+                "preprocess",
+                ColumnTransformer(
+                    [
+                        ("numeric", "passthrough", ["x"]),
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), ["kind"]),
+                    ]
+                ),
+            ),
+            ("model", model),
+        ]
+    )
+
+
+def regression_frame(rows: int = 300, noise: float = 1.0) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 10, rows)
+    kind = rng.choice(["a", "b"], rows)
+    y = 3 * x + np.where(kind == "a", 5, 0) + rng.normal(0, noise, rows)
+    return pd.DataFrame({"x": x, "kind": kind, "y": y})
+
+
+def fitted(frame: pd.DataFrame, model: object, problem: str, fraction: float = 0.2) -> Pipeline:
+    """Fitted the way the trainer fits: on the rows holdout_split keeps for training."""
+    X, y = labelled(frame, "y", ["x", "kind"])
+    train, _ = holdout_split(y, problem, fraction, 7)
+    return pipeline(model).fit(X.iloc[train], y[train])
+
+
+def test_regression_is_scored_on_the_trainers_holdout_with_cv_per_fold() -> None:
+    frame = regression_frame()
+    model = fitted(frame, LinearRegression(), "regression")
+    prepared = prepare(
+        frame,
+        target="y",
+        features=["x", "kind"],
+        problem="regression",
+        holdout_fraction=0.2,
+        seed=7,
+        config=CONFIG,
+    )
+    assert len(prepared.holdout) == 60
+    result = evaluate(model, prepared, ["x", "kind"], CONFIG)
+    assert result.holdout_rows == 60
+    assert result.metrics["r2"] > 0.95
+    assert {"rmse", "mae", "mape", "residual_mean", "residual_p95_abs"} <= set(result.metrics)
+    assert {name: len(v) for name, v in result.cv_metrics.items()} == dict.fromkeys(
+        ["rmse", "mae", "r2", "mape"], 3
+    )
+    assert result.curves[0].kind == "residuals"
+    assert max(result.feature_importance, key=result.feature_importance.__getitem__) == "x"
+    codes = [finding.code for finding in result.findings]
+    assert "top_features" in codes
+    assert "overfitting" not in codes
+    assert "underfitting" not in codes
+
+
+def test_a_noise_model_is_underfitting() -> None:
+    frame = regression_frame(noise=200.0)
+    model = fitted(frame, LinearRegression(), "regression")
+    prepared = prepare(
+        frame,
+        target="y",
+        features=["x", "kind"],
+        problem="regression",
+        holdout_fraction=0.2,
+        seed=7,
+        config=CONFIG,
+    )
+    codes = {finding.code for finding in evaluate(model, prepared, ["x", "kind"], CONFIG).findings}
+    assert "underfitting" in codes
+
+
+def classification_frame(rows: int = 400, rare: float = 0.5) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, rows)
+    y = np.where(x + rng.normal(0, 0.5, rows) > np.quantile(x, 1 - rare), "yes", "no")
+    return pd.DataFrame({"x": x, "kind": rng.choice(["a", "b"], rows), "y": y})
+
+
+def test_classification_has_its_metrics_matrix_curves_and_imbalance() -> None:
+    frame = classification_frame(rare=0.04)
+    model = fitted(frame, LogisticRegression(), "binary")
+    prepared = prepare(
+        frame,
+        target="y",
+        features=["x", "kind"],
+        problem="binary",
+        holdout_fraction=0.25,
+        seed=7,
+        config=CONFIG,
+    )
+    result = evaluate(model, prepared, ["x", "kind"], CONFIG)
+    assert set(result.metrics) == {
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "f1_weighted",
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+    }
+    assert result.class_labels == ["no", "yes"]
+    assert sum(map(sum, result.confusion_matrix)) == result.holdout_rows == 100
+    assert {curve.kind for curve in result.curves} == {"roc", "precision_recall", "calibration"}
+    imbalance = [f for f in result.findings if f.code == "class_imbalance"]
+    assert imbalance
+    assert imbalance[0].value < 0.1
+
+
+def test_a_feature_copied_from_the_target_is_suspected_leakage() -> None:
+    frame = classification_frame()
+    frame["x"] = (frame["y"] == "yes").astype(float)  # the label itself, as a number
+    model = fitted(frame, LogisticRegression(), "binary")
+    prepared = prepare(
+        frame,
+        target="y",
+        features=["x", "kind"],
+        problem="binary",
+        holdout_fraction=0.25,
+        seed=7,
+        config=CONFIG,
+    )
+    leaks = [
+        f
+        for f in evaluate(model, prepared, ["x", "kind"], CONFIG).findings
+        if f.code == "suspected_leakage"
+    ]
+    assert [(f.feature, f.severity) for f in leaks] == [("x", "critical")]
+
+
+def test_without_holdout_the_metrics_are_cv_means_and_a_finding_says_so() -> None:
+    frame = regression_frame()
+    model = fitted(frame, LinearRegression(), "regression", fraction=0.0)
+    prepared = prepare(
+        frame,
+        target="y",
+        features=["x", "kind"],
+        problem="regression",
+        holdout_fraction=0.0,
+        seed=7,
+        config=CONFIG,
+    )
+    result = evaluate(model, prepared, ["x", "kind"], CONFIG)
+    assert result.holdout_rows == 0
+    assert result.metrics["r2"] == pytest.approx(np.mean(result.cv_metrics["r2"]))
+    assert "no_holdout" in {finding.code for finding in result.findings}
+
+
+def test_cross_validation_is_capped_to_a_seeded_sample_and_says_so() -> None:
+    frame = regression_frame(rows=1000)
+    config = EvaluationConfig(cv_folds=3, max_cv_rows=200)
+    prepared = prepare(
+        frame,
+        target="y",
+        features=["x", "kind"],
+        problem="regression",
+        holdout_fraction=0.2,
+        seed=7,
+        config=config,
+    )
+    assert len(prepared.cv_rows) == 200
+    assert set(prepared.cv_rows) <= set(prepared.train)
+    model = fitted(frame, LinearRegression(), "regression")
+    sampled = [
+        f for f in evaluate(model, prepared, ["x", "kind"], config).findings if f.code == "sampled"
+    ]
+    assert sampled[0].value == 200
+
+
+def test_missing_or_retyped_columns_are_a_columns_mismatch() -> None:
+    frame = regression_frame()
+    with pytest.raises(ColumnsMismatch, match="kind"):
+        prepare(
+            frame.drop(columns=["kind"]),
+            target="y",
+            features=["x", "kind"],
+            problem="regression",
+            holdout_fraction=0.2,
+            seed=7,
+            config=CONFIG,
+        )
+    model = fitted(frame, LinearRegression(), "regression")
+    retyped = frame.assign(x=frame["x"].map(lambda v: f"{v:.1f} m²"))
+    X, _ = labelled(retyped, "y", ["x", "kind"])
+    with pytest.raises(ColumnsMismatch, match="held numbers"):
+        input_schema(model, ["x", "kind"]).check(X, "the dataset")
+
+
+def test_score_leaves_out_what_the_outputs_cannot_define() -> None:
+    y = np.array(["a", "a", "a"])
+    out = Outputs(y, y, np.array([[0.9, 0.1]] * 3), np.array(["a", "b"]), probabilities=False)
+    values = score("binary", out)
+    assert values["accuracy"] == 1.0
+    assert "roc_auc" not in values  # one class only: no curve
+    assert "log_loss" not in values  # scores that are not probabilities
+
+
+def test_labels_of_a_numeric_target_read_as_integers() -> None:
+    assert label_text(1.0) == "1"
+    assert label_text(np.float64(0.0)) == "0"
+    assert label_text(2.5) == "2.5"
+    assert label_text("良性") == "良性"

@@ -1,0 +1,129 @@
+"""Prediction requests: model references, records to frames, errors and warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from lepton.modeling import model_input
+from services.evaluator.inputs import input_schema
+from services.evaluator.prediction import (
+    ModelRef,
+    PredictionFailure,
+    parse_model_ref,
+    score_rows,
+)
+
+FEATURES = ["面积", "房型", "区域"]
+
+
+def houses() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = 200
+    area = rng.uniform(40, 250, rows)
+    district = rng.choice(["A区", "B区", "C区"], rows)
+    kind = rng.choice(["普通住宅", "公寓"], rows)
+    price = area * 30_000 + np.where(district == "A区", 900_000, 0)
+    return pd.DataFrame({"面积": area, "房型": kind, "区域": district, "价格": price})
+
+
+def house_pipeline(model: object) -> Pipeline:
+    categorical = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="most_frequent")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
+    return Pipeline(
+        [
+            (
+                "preprocess",
+                ColumnTransformer(
+                    [
+                        ("numeric", SimpleImputer(strategy="median"), ["面积"]),
+                        ("categorical", categorical, ["房型", "区域"]),
+                    ]
+                ),
+            ),
+            ("model", model),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def regression() -> Pipeline:
+    frame = houses()
+    return house_pipeline(LinearRegression()).fit(model_input(frame[FEATURES]), frame["价格"])
+
+
+SEEDS_HOUSE = {"面积": 150.0, "房型": "普通住宅", "区域": "B区"}
+
+
+def test_model_references() -> None:
+    assert parse_model_ref("房价") == ModelRef("房价", "champion")
+    assert parse_model_ref("房价@champion") == ModelRef("房价", "champion")
+    assert parse_model_ref("房价@model-1") == ModelRef("房价", "model-1")
+    for bad in ("", "@m1", "房价@", "a@b@c"):
+        with pytest.raises(PredictionFailure) as caught:
+            parse_model_ref(bad)
+        assert caught.value.code == "invalid_model_ref"
+
+
+def test_the_seeds_house_gets_a_price(regression: Pipeline) -> None:
+    schema = input_schema(regression, FEATURES)
+    assert schema.numeric == {"面积"}
+    assert schema.categories["区域"] == {"A区", "B区", "C区"}
+    scored = score_rows(regression, schema, [SEEDS_HOUSE, SEEDS_HOUSE | {"区域": "A区"}], 10)
+    assert scored.predictions[0] == pytest.approx(150 * 30_000, rel=0.01)
+    assert scored.predictions[1] == pytest.approx(150 * 30_000 + 900_000, rel=0.01)
+    assert scored.warnings == []
+    assert scored.probabilities == []
+
+
+def test_unseen_categories_are_scored_with_a_warning(regression: Pipeline) -> None:
+    schema = input_schema(regression, FEATURES)
+    scored = score_rows(regression, schema, [SEEDS_HOUSE | {"区域": "D区"}], 10)
+    assert len(scored.predictions) == 1
+    assert scored.warnings == [
+        "column '区域': value(s) 'D区' never seen in training (1 record); scored as an "
+        "unknown category"
+    ]
+
+
+def test_null_is_a_missing_value_the_model_imputes(regression: Pipeline) -> None:
+    schema = input_schema(regression, FEATURES)
+    scored = score_rows(regression, schema, [SEEDS_HOUSE | {"面积": None, "房型": None}], 10)
+    assert isinstance(scored.predictions[0], float)
+
+
+@pytest.mark.parametrize(
+    ("rows", "code", "message"),
+    [
+        ([{"面积": 150.0, "房型": "公寓"}], "missing_columns", r"区域 \(record 0\)"),
+        ([SEEDS_HOUSE | {"面积": "一百五十"}], "invalid_value", "needs a number"),
+        ([SEEDS_HOUSE | {"面积": True}], "invalid_value", "needs a number"),
+        ([SEEDS_HOUSE] * 11, "too_many_rows", "at most 10"),
+    ],
+)
+def test_records_that_cannot_be_scored(
+    regression: Pipeline, rows: list[dict[str, object]], code: str, message: str
+) -> None:
+    with pytest.raises(PredictionFailure, match=message) as caught:
+        score_rows(regression, input_schema(regression, FEATURES), rows, 10)
+    assert caught.value.code == code
+
+
+def test_classification_returns_labels_and_probabilities_by_label() -> None:
+    frame = houses()
+    y = np.where(frame["区域"] == "A区", 1.0, 0.0)  # a numeric target, read as float64
+    model = house_pipeline(LogisticRegression()).fit(model_input(frame[FEATURES]), y)
+    scored = score_rows(model, input_schema(model, FEATURES), [SEEDS_HOUSE | {"区域": "A区"}], 10)
+    assert scored.predictions == ["1"]
+    assert set(scored.probabilities[0]) == {"0", "1"}
+    assert sum(scored.probabilities[0].values()) == pytest.approx(1.0)
