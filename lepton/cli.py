@@ -1,46 +1,94 @@
-"""The ``lepton`` command line."""
+"""The ``lepton`` command line: a thin layer over the SDK (:class:`lepton.LeptonClient`).
+
+Every failure a user can act on is one line saying what is wrong and one saying how to fix
+it; a traceback only with ``--debug``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import logging
 import shutil
 import sys
 import time
-import uuid
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+import typer.core
+from pydantic import ValidationError
 from rich.console import Console
-from rich.table import Table
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Column, Table
+
+# Typer carries its own copy of click; its usage errors are only importable from there.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from lepton import stack
 from lepton.bus import BrokerUnavailableError, Publisher, ensure_topics
+from lepton.client import LeptonClient, LeptonError
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.db import DatabaseUnavailableError, redacted
+from lepton.requests import DatasetRequest, InvalidRequest, JobRequest, Source, describe
 from lepton.stack._process import is_alive, spawn, stop_process
 from lepton.topics import ALL_TOPICS, Namespace
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from lepton.client import JobEvent
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (a missing option, a bad value) look like every other error of the
+    CLI: one line with the reason, one with a hint; and an unexpected failure shows its
+    traceback only with --debug."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except NoArgsIsHelpError as exc:
+            console.print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            sys.exit(exc.exit_code)
+        except UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "lepton"
+            _print_error(exc.format_message(), f"`{where} --help` shows what it takes")
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            _print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        except Exception as exc:
+            if _debug:
+                raise
+            _print_error(
+                f"unexpected {type(exc).__name__}: {exc}", "run with --debug for the traceback"
+            )
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Lepton: an open, event-driven control plane for AI infrastructure.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 stack_app = typer.Typer(help="The local stack: a real Kafka broker and PostgreSQL server.")
 contract_app = typer.Typer(help="The published event contract.")
-data_app = typer.Typer(help="Datasets: list them, share them with other tenants.")
+data_app = typer.Typer(help="Datasets: ingest, list, show and share them.")
+models_app = typer.Typer(help="Trained models: list them, roll a champion back.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(contract_app, name="contract")
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 # soft_wrap: a path or an error is one line, whatever the terminal's width.
 console = Console(soft_wrap=True)
@@ -50,21 +98,50 @@ _debug = False
 T = TypeVar("T")
 
 
-def _fail(message: str, hint: str | None = None) -> NoReturn:
-    errors.print(f"[red]error:[/red] {message}", highlight=False)
+def _print_error(message: str, hint: str | None = None) -> None:
+    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
     if hint:
         errors.print(f"[dim]hint:[/dim] {hint}", highlight=False)
+
+
+def _fail(message: str, hint: str | None = None) -> NoReturn:
+    _print_error(message, hint)
     raise typer.Exit(1)
 
 
 def _guarded(action: Callable[[], T]) -> T:
     """Run ``action``; known failures become one line (a traceback only with --debug)."""
+    import asyncpg
+
+    from lepton.datasets import DatasetError
+
     try:
         return action()
-    except (stack.StackError, BrokerUnavailableError, DatabaseUnavailableError) as exc:
+    except Exception as exc:
         if _debug:
             raise
-        _fail(str(exc))
+        if isinstance(exc, LeptonError):
+            _fail(str(exc), exc.hint)
+        if isinstance(exc, (stack.StackError, BrokerUnavailableError, DatabaseUnavailableError)):
+            _fail(str(exc))
+        if isinstance(exc, DatasetError):
+            _fail(str(exc), "`lepton data list --tenant T` shows what T may read")
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            _fail(
+                "this database has no dataset catalog yet",
+                "start the ingest service once (`lepton up`)",
+            )
+        raise
+
+
+def _with_client(action: Callable[[LeptonClient], Awaitable[T]], *, tenant: str | None = None) -> T:
+    """Run ``action`` with a client for ``tenant``; errors become one line."""
+
+    async def go() -> T:
+        async with LeptonClient(tenant=tenant, source="lepton/cli") as client:
+            return await action(client)
+
+    return _guarded(lambda: asyncio.run(go()))
 
 
 @app.callback()
@@ -264,83 +341,382 @@ def _key(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace") if key is not None else None
 
 
+# --- jobs -------------------------------------------------------------------------------
+
+_JOB_HINT = "see schemas/job_requested.avsc for the fields; `lepton plan` checks a job file"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {path}: {exc}", "give a job request as YAML or JSON")
+    if not isinstance(loaded, dict):
+        _fail(f"{path} is not a mapping of job fields", _JOB_HINT)
+    return loaded
+
+
+def _build_job(given: dict[str, Any]) -> JobRequest:
+    """The job the user described (a file's fields, flags on top), checked as the
+    scheduler checks it."""
+    try:
+        job = JobRequest.model_validate(given)
+        job.check()
+    except ValidationError as exc:
+        _fail(f"invalid job: {describe(exc)}", _JOB_HINT)
+    except InvalidRequest as exc:
+        _fail(f"invalid job: {exc}", _JOB_HINT)
+    return job
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if value is not None}
+
+
 @app.command("submit")
 def submit(
-    tenant: Annotated[str, typer.Option(help="Who the job belongs to.")],
+    job_file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="A job request as YAML or JSON; flags override it."),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Who the job belongs to.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name to train on.")] = None,
     target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    algorithm: Annotated[str, typer.Option(help="Algorithm family, or auto.")] = "auto",
-    priority_class: Annotated[str, typer.Option(help="Priority class name.")] = "normal",
-    priority: Annotated[int, typer.Option(help="Priority number; higher runs first.")] = 100,
-    cpus: Annotated[float, typer.Option(min=0.001, help="Cores per worker.")] = 1.0,
-    memory: Annotated[int, typer.Option(min=1, help="MiB per worker.")] = 1024,
-    gpus: Annotated[int, typer.Option(min=0, help="GPUs per worker.")] = 0,
+    algorithm: Annotated[str | None, typer.Option(help="Algorithm family [default: auto].")] = None,
+    trials: Annotated[int | None, typer.Option(help="Search trials [default: 20].")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Model name [default: dataset].")] = None,
+    priority_class: Annotated[
+        str | None, typer.Option(help="Priority class name [default: normal].")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Priority number; higher runs first [default: 100].")
+    ] = None,
+    cpus: Annotated[
+        float | None, typer.Option(min=0.001, help="Cores per worker [default: 1].")
+    ] = None,
+    memory: Annotated[
+        int | None, typer.Option(min=1, help="MiB per worker [default: 1024].")
+    ] = None,
+    gpus: Annotated[int | None, typer.Option(min=0, help="GPUs per worker [default: 0].")] = None,
     job_id: Annotated[str | None, typer.Option(help="Default: a new random id.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job's outcome.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")] = 3600.0,
 ) -> None:
-    """Submit a training job (waits for the broker's acknowledgement)."""
-    job = job_id or f"job-{uuid.uuid4().hex[:12]}"
-    record: dict[str, Any] = {
-        "job_id": job,
-        "tenant": tenant,
-        "priority_class": priority_class,
-        "priority": priority,
-        "task": {"kind": "train", "algorithm": algorithm, "target_column": target},
-        "dataset": {"name": dataset} if dataset else None,
-        "demand": {
-            "cpu_millicores": int(cpus * 1000),
-            "memory_mib": memory,
-            "gpus": gpus,
-            "network_mbps": 0,
-        },
-        "constraints": {},
-        "submitted_at": int(time.time() * 1000),
-        "submitted_by": getpass.getuser(),
-    }
-    settings = Settings()
-    where = _guarded(lambda: stack.endpoints(settings))
-    requests = Namespace(settings.topic_prefix).topic("lepton.jobs.requested")
+    """Submit a job, from flags or a YAML file (waits for the broker's acknowledgement)."""
+    given = _read_yaml(job_file) if job_file is not None else {}
+    given |= _given(
+        job_id=job_id,
+        tenant=tenant,
+        priority_class=priority_class,
+        priority=priority,
+        dataset=dataset,
+    )
+    given["task"] = dict(given.get("task") or {}) | _given(
+        target_column=target, algorithm=algorithm, trial_budget=trials, model_name=model_name
+    )
+    if cpus is not None or memory is not None or gpus is not None:
+        given["demand"] = dict(given.get("demand") or {"cpu_millicores": 1000, "memory_mib": 1024})
+        given["demand"] |= _given(
+            cpu_millicores=round(cpus * 1000) if cpus is not None else None,
+            memory_mib=memory,
+            gpus=gpus,
+        )
+    if "tenant" not in given:
+        _fail("the job has no tenant", "say --tenant T, or give `tenant:` in the job file")
+    job = _build_job(given)
 
-    async def send() -> None:
-        async with Publisher(where.kafka_bootstrap, default_codec(), source="lepton/cli") as bus:
-            await bus.publish(requests, job, record)
+    async def send(client: LeptonClient) -> None:
+        await client.submit(job)
+        console.print(f"submitted {job.job_id}")
+        if wait:
+            outcome = await client.wait(job.job_id, timeout_s=timeout)
+            _print_outcome(outcome.state, outcome.event, outcome.model)
 
-    _guarded(lambda: asyncio.run(send()))
-    console.print(f"submitted {job}")
+    _with_client(send)
+
+
+def _print_outcome(state: str, event: JobEvent, model: dict[str, Any] | None) -> None:
+    if model is not None:
+        console.print(
+            f"{event.job_id}: {state}, model {model['model_id']} ({model['algorithm']}, "
+            f"{model['scoring']} {model['cv_score']:.4g})"
+        )
+    else:
+        console.print(f"{event.job_id}: {state}" + (f": {event.reason}" if event.reason else ""))
+    if state != "succeeded":
+        raise typer.Exit(1)
+
+
+# What a job event makes of a job's state in the watch view (as the monitor folds it).
+_STATE_AFTER = {
+    "queued": "queued",
+    "requeued": "queued",
+    "assigned": "assigned",
+    "started": "running",
+    "progress": "running",
+    "preempted": "preempted",
+    "lost": "lost",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "rejected": "rejected",
+    "cancelled": "cancelled",
+}
+_FINISHED = frozenset({"succeeded", "failed", "rejected", "cancelled"})
+_STATE_STYLE = {"succeeded": "green", "failed": "red", "rejected": "red", "running": "cyan"}
+
+
+def _fold_job(jobs: dict[str, dict[str, Any]], event: JobEvent) -> None:
+    job = jobs.setdefault(
+        event.job_id,
+        {"job_id": event.job_id, "tenant": event.tenant, "state": "requested", "node_ids": []},
+    )
+    if job["state"] in _FINISHED:
+        return
+    job["state"] = _STATE_AFTER.get(event.kind, job["state"])
+    if event.kind == "progress":
+        job["progress_percent"] = event.progress_percent
+        job["stage"] = event.stage or job.get("stage")
+    if event.node_id and event.node_id not in job["node_ids"]:
+        job["node_ids"].append(event.node_id)
+    job["reason"] = event.reason or job.get("reason")
+    job["model_id"] = event.model_id or job.get("model_id")
+
+
+def _jobs_table(jobs: Sequence[dict[str, Any]]) -> Table:
+    # Ids are what a user copies into the next command: folded, never cut short.
+    table = Table(
+        Column("job", overflow="fold"),
+        "tenant",
+        "state",
+        "progress",
+        "",
+        "stage",
+        "nodes",
+        Column("detail", overflow="fold"),
+    )
+    for job in jobs:
+        state = job["state"]
+        percent = job.get("progress_percent")
+        running = state == "running"
+        table.add_row(
+            job["job_id"],
+            job["tenant"],
+            f"[{_STATE_STYLE.get(state, 'yellow')}]{state}[/]",
+            ProgressBar(total=100, completed=percent or 0, width=24) if running else "",
+            f"{percent:.0f}%" if running and percent is not None else "",
+            (job.get("stage") or "") if running else "",
+            ", ".join(job.get("node_ids") or []),
+            job.get("model_id") or job.get("reason") or "",
+        )
+    return table
+
+
+@app.command("jobs")
+def jobs(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs shown at most.")] = 50,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep the table live, a progress bar per running job.")
+    ] = False,
+    until_done: Annotated[
+        bool, typer.Option("--until-done", help="With --watch: stop when every job shown ended.")
+    ] = False,
+) -> None:
+    """Jobs, most recently changed first (from the monitor)."""
+    if until_done and not watch:
+        _fail("--until-done only applies to --watch", "say `lepton jobs --watch --until-done`")
+
+    async def show(client: LeptonClient) -> None:
+        if not watch:
+            console.print(_jobs_table(await client.jobs(state=state, tenant=tenant, limit=limit)))
+            return
+        async with client.follow_jobs() as events:
+            # The snapshot is read after the positions are taken: no event falls between.
+            shown = {
+                job["job_id"]: job
+                for job in await client.jobs(state=state, tenant=tenant, limit=limit)
+            }
+
+            def done() -> bool:
+                return until_done and all(job["state"] in _FINISHED for job in shown.values())
+
+            with Live(_jobs_table(list(shown.values())), console=console) as live:
+                if done():
+                    return
+                async for event in events:
+                    if tenant is not None and event.tenant != tenant:
+                        continue
+                    _fold_job(shown, event)
+                    live.update(_jobs_table(list(shown.values())))
+                    if done():
+                        return
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_client(show)
+
+
+@app.command("nodes")
+def nodes(
+    state: Annotated[str, typer.Option(help="alive, dead or all.")] = "all",
+) -> None:
+    """Compute nodes as their heartbeats tell: capacity, usage, running jobs (from the monitor)."""
+    if state not in ("alive", "dead", "all"):
+        _fail(f"unknown node state {state!r}", "one of: alive, dead, all")
+    found = _with_client(lambda client: client.nodes(state=state))
+    table = Table("node", "region", "alive", "cpu", "memory MiB", "gpus", "jobs", "heartbeat")
+    for node in found:
+        capacity, usage = node["capacity"], node["usage"]
+        table.add_row(
+            node["node_id"],
+            node["region"],
+            "[green]yes[/green]" if node["alive"] else "[red]no[/red]",
+            f"{usage['cpu_millicores'] / 1000:.1f} / {capacity['cpu_millicores'] / 1000:.1f}",
+            f"{usage['memory_mib']:,} / {capacity['memory_mib']:,}",
+            f"{usage['gpus']} / {capacity['gpus']}",
+            ", ".join(node["running_job_ids"]) or "-",
+            f"{node['last_heartbeat_age_ms'] / 1000:.1f} s ago",
+        )
+    console.print(table)
+
+
+# --- models -----------------------------------------------------------------------------
+
+
+@models_app.callback(invoke_without_command=True)
+def models(
+    ctx: typer.Context,
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's models.")] = None,
+) -> None:
+    """Models per name: each evaluated version's score, and the champion (from the monitor)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    board = _with_client(lambda client: client.models(tenant=tenant))
+    model_id = Column("model id", overflow="fold")
+    table = Table("tenant", "name", model_id, "algorithm", "score", "champion")
+    for entry in board:
+        metric = entry["primary_metric"]
+        if not entry["models"]:
+            table.add_row(entry["tenant"], entry["model_name"], "-", "-", "not evaluated", "-")
+        for version in entry["models"]:
+            score = version["metrics"].get(metric) if metric else None
+            table.add_row(
+                entry["tenant"],
+                entry["model_name"],
+                version["model_id"],
+                version["algorithm"],
+                f"{metric} {score:.4g}" if score is not None else "-",
+                "[green]★[/green]" if version["champion"] else "",
+            )
+    console.print(table)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="The model name.")],
+    to: Annotated[str, typer.Option("--to", help="The model id to make champion again.")],
+    tenant: Annotated[str, typer.Option(help="The tenant that owns the model.")],
+) -> None:
+    """Make an earlier version the champion again (the evaluator applies it)."""
+    _with_client(lambda client: client.rollback(name, to), tenant=tenant)
+    console.print(f"{name}: rollback to {to} requested")
+
+
+_INPUT_KINDS = (".csv", ".json", ".jsonl")
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Records from a CSV (header row), a JSON array of objects or JSON Lines file."""
+    suffix = path.suffix.lower()
+    if suffix not in _INPUT_KINDS:
+        _fail(f"cannot tell the format of {path}", "give a .csv, .json or .jsonl file")
+    try:
+        if suffix == ".csv":
+            import pandas as pd
+
+            frame = pd.read_csv(path)
+            rows: Any = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        else:
+            text = path.read_text(encoding="utf-8")
+            rows = (
+                json.loads(text)
+                if suffix == ".json"
+                else [json.loads(line) for line in text.splitlines() if line.strip()]
+            )
+    except (OSError, ValueError) as exc:
+        _fail(f"cannot read {path}: {exc}", "give records as CSV, a JSON array or JSON Lines")
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        _fail(f"{path} does not hold records", "each record is an object: column -> value")
+    for number, row in enumerate(rows, 1):
+        for column, value in row.items():
+            if not isinstance(value, bool | int | float | str | None):
+                _fail(
+                    f"{path}: record {number}, {column}: {type(value).__name__} is not a value",
+                    "values are numbers, text, true/false or null",
+                )
+    if not rows:
+        _fail(f"{path} holds no records", "give at least one record to score")
+    return rows
+
+
+@app.command("predict")
+def predict(
+    model: Annotated[
+        str, typer.Option(help="NAME (its champion), NAME@champion or NAME@<model id>.")
+    ],
+    input_file: Annotated[
+        Path, typer.Option("--input", help="Records to score: .csv, .json or .jsonl.")
+    ],
+    tenant: Annotated[str, typer.Option(help="The tenant that owns the model.")],
+    output: Annotated[
+        Path | None, typer.Option(help="Write the records with predictions here (JSON Lines).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for the answers.")] = 60.0,
+) -> None:
+    """Score records with a model, through the evaluator (Kafka request and reply)."""
+    rows = _read_rows(input_file)
+    result = _with_client(
+        lambda client: client.predict(model, rows, timeout_s=timeout), tenant=tenant
+    )
+    scored = []
+    for i, row in enumerate(rows):
+        line = row | {"prediction": result.predictions[i]}
+        if result.probabilities:
+            line["probabilities"] = result.probabilities[i]
+        scored.append(line)
+    for warning in result.warnings:
+        errors.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if output is not None:
+        with output.open("w", encoding="utf-8") as out:
+            for line in scored:
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        console.print(f"{len(scored):,} predictions by {result.model_id} written to {output}")
+    elif as_json:
+        for line in scored:
+            print(json.dumps(line, ensure_ascii=False))
+    else:
+        table = Table(*rows[0], "prediction", title=f"{result.model_name} ({result.model_id})")
+        for line in scored:
+            table.add_row(
+                *(_cell(line.get(column)) for column in rows[0]), _cell(line["prediction"])
+            )
+        console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "-" if value is None else str(value)
 
 
 # --- data -------------------------------------------------------------------------------
 
-
-def _with_pool(action: Callable[[Any], Any]) -> Any:
-    """Run ``action(pool)`` against the configured database; errors become one line."""
-    from lepton import datasets, db
-
-    settings = Settings()
-    where = _guarded(lambda: stack.endpoints(settings))
-
-    async def go() -> Any:
-        pool = await db.connect(where.database_url, timeout_s=settings.connect_timeout_s)
-        try:
-            return await action(pool)
-        finally:
-            await pool.close()
-
-    import asyncpg
-
-    try:
-        return _guarded(lambda: asyncio.run(go()))
-    except datasets.DatasetError as exc:
-        _fail(str(exc), "`lepton data list --tenant T` shows what T may read")
-    except asyncpg.UndefinedTableError:
-        _fail(
-            "this database has no dataset catalog yet",
-            "start the ingest service once (`lepton up`)",
-        )
-
-
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act for.")]
-
-_SOURCE_KINDS = {".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".jsonl": "jsonl"}
 
 
 @data_app.command("generate")
@@ -359,7 +735,10 @@ def data_generate(
     if kind not in makers:
         _fail(f"unknown example {kind!r}", "one of: " + ", ".join(makers))
     frame = makers[kind]()
-    frame.to_csv(out, index=False)
+    try:
+        frame.to_csv(out, index=False)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc}", "give a file in a directory you can write to")
     console.print(f"{kind}: {len(frame):,} rows written to {out}")
 
 
@@ -377,75 +756,26 @@ def data_ingest(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the result.")] = 300.0,
 ) -> None:
     """Ask the ingest service to load, clean and store a dataset; wait for its answer."""
-    suffix = Path(source.removesuffix(".gz")).suffix.lower()
-    chosen = kind or _SOURCE_KINDS.get(suffix)
-    if chosen not in {"csv", "parquet", "jsonl"}:
-        _fail(f"cannot tell the format of {source!r}", "say --kind csv, parquet or jsonl")
+    if kind not in (None, "csv", "parquet", "jsonl"):
+        _fail(f"unknown source kind {kind!r}", "say --kind csv, parquet or jsonl")
     spec_text = None
     if spec is not None:
         try:
             spec_text = spec.read_text(encoding="utf-8")
         except OSError as exc:
-            _fail(f"cannot read the spec {spec}: {exc}")
-    location = source if "://" in source else str(Path(source).resolve())
-    request_id = uuid.uuid4().hex
-    record: dict[str, Any] = {
-        "request_id": request_id,
-        "tenant": tenant,
-        "dataset": name,
-        "sources": [
-            {
-                "name": Path(source).name,
-                "kind": chosen,
-                "uri": location,
-                "query": None,
-                "options": {},
-            }
-        ],
-        "spec": spec_text,
-        "integration": {"mode": "union", "join_keys": [], "join_how": "inner"},
-        "region": None,
-        "description": None,
-        "requested_at": int(time.time() * 1000),
-        "requested_by": getpass.getuser(),
-    }
-    settings = Settings()
-    where = _guarded(lambda: stack.endpoints(settings))
-    names = Namespace(settings.topic_prefix)
-
-    async def ask() -> tuple[str, dict[str, Any]]:
-        from aiokafka import AIOKafkaConsumer
-
-        answers = [names.topic("lepton.data.ready"), names.topic("lepton.data.rejected")]
-        consumer = AIOKafkaConsumer(
-            *(topic.name for topic in answers),
-            bootstrap_servers=where.kafka_bootstrap,
-            group_id=None,
-            auto_offset_reset="latest",
-        )
-        await consumer.start()
-        try:
-            await consumer.getmany(timeout_ms=100)  # take positions before asking
-            async with Publisher(
-                where.kafka_bootstrap, default_codec(), source="lepton/cli"
-            ) as bus:
-                await bus.publish(names.topic("lepton.data.requested"), f"{tenant}/{name}", record)
-            async with asyncio.timeout(timeout):
-                while True:
-                    for messages in (await consumer.getmany(timeout_ms=500)).values():
-                        for message in messages:
-                            kind_name, answer = default_codec().decode(message.value)
-                            if answer.get("request_id") == request_id:
-                                return kind_name, answer
-        finally:
-            await consumer.stop()
-
+            _fail(f"cannot read the spec {spec}: {exc}", "give a dataset spec as YAML or JSON")
     try:
-        kind_name, answer = _guarded(lambda: asyncio.run(ask()))
-    except TimeoutError:
-        _fail(f"no answer within {timeout:.0f} s", "is the ingest service running (`lepton up`)?")
-    if kind_name == "lepton.DataRejected":
-        _fail(f"rejected ({answer['code']}): {answer['reason']}")
+        request = DatasetRequest(
+            tenant=tenant,
+            dataset=name,
+            sources=[Source.file(source, kind=kind)],  # type: ignore[arg-type]  # checked above
+            spec=spec_text,
+        )
+    except InvalidRequest as exc:
+        _fail(str(exc), "say --kind csv, parquet or jsonl")
+    except ValidationError as exc:
+        _fail(f"invalid dataset request: {describe(exc)}")
+    answer = _with_client(lambda client: client.ingest(request, timeout_s=timeout))
     console.print(
         f"{name}: version {answer['version'][:12]}, {answer['rows']:,} rows"
         + (" (same content as before: reused)" if answer["reused"] else "")
@@ -455,9 +785,7 @@ def data_ingest(
 @data_app.command("list")
 def data_list(tenant: TenantOption) -> None:
     """Datasets the tenant owns or that are shared with it."""
-    from lepton import datasets
-
-    found = _with_pool(lambda pool: datasets.list_datasets(pool, reader_tenant=tenant))
+    found = _with_client(lambda client: client.datasets(), tenant=tenant)
     table = Table("owner", "name", "version", "rows", "region", "created")
     for info in found:
         table.add_row(
@@ -471,6 +799,51 @@ def data_list(tenant: TenantOption) -> None:
     console.print(table)
 
 
+@data_app.command("show")
+def data_show(
+    dataset: Annotated[str, typer.Argument(help="The dataset's name.")],
+    tenant: TenantOption,
+    owner: Annotated[
+        str | None, typer.Option(help="Its owner, for a dataset shared with you.")
+    ] = None,
+) -> None:
+    """A dataset's versions, the latest one's columns and its quality summary."""
+    versions = _with_client(lambda client: client.dataset(dataset, owner=owner), tenant=tenant)
+    latest = versions[0]
+    history = Table("version", "rows", "region", "spec", "created", title=f"{dataset} versions")
+    for version in versions:
+        history.add_row(
+            version.version[:19],
+            f"{version.rows:,}",
+            version.region or "-",
+            "inferred" if version.spec_inferred else "given",
+            version.created_at.isoformat(timespec="seconds"),
+        )
+    columns = Table("column", "type", "nullable", "sensitive", title="columns (latest)")
+    for column in latest.columns:
+        columns.add_row(
+            column["name"],
+            column["type"],
+            "yes" if column.get("nullable") else "no",
+            "yes" if column.get("sensitive") else "",
+        )
+    quality = latest.quality
+    summary = Table("quality (latest)", "count")
+    for measure in (
+        "rows_read",
+        "rows_rejected",
+        "duplicates_removed",
+        "values_imputed",
+        "outliers_flagged",
+    ):
+        summary.add_row(measure.replace("_", " "), f"{quality.get(measure, 0):,}")
+    for rule in quality.get("rules", []):
+        where = f" ({rule['column']})" if rule.get("column") else ""
+        summary.add_row(f"  {rule['rule']}{where}", f"{rule['count']:,}")
+    console.print(f"{latest.owner_tenant}/{dataset}", highlight=False)
+    console.print(history, columns, summary)
+
+
 @data_app.command("share")
 def data_share(
     dataset: Annotated[str, typer.Argument(help="Your dataset's name.")],
@@ -479,12 +852,9 @@ def data_share(
     region: Annotated[str | None, typer.Option(help="Only readers in this region.")] = None,
 ) -> None:
     """Let another tenant read every version of a dataset (audited)."""
-    from lepton import datasets
-
-    _with_pool(
-        lambda pool: datasets.share_dataset(
-            pool, owner_tenant=tenant, name=dataset, with_tenant=with_tenant, region=region
-        )
+    _with_client(
+        lambda client: client.share(dataset, with_tenant=with_tenant, region=region),
+        tenant=tenant,
     )
     console.print(f"{dataset}: shared with {with_tenant}" + (f" in {region}" if region else ""))
 
@@ -497,12 +867,9 @@ def data_revoke(
     region: Annotated[str | None, typer.Option(help="Only this region's share.")] = None,
 ) -> None:
     """Take back a share (audited)."""
-    from lepton import datasets
-
-    _with_pool(
-        lambda pool: datasets.revoke_dataset(
-            pool, owner_tenant=tenant, name=dataset, with_tenant=with_tenant, region=region
-        )
+    _with_client(
+        lambda client: client.revoke(dataset, with_tenant=with_tenant, region=region),
+        tenant=tenant,
     )
     console.print(f"{dataset}: no longer shared with {with_tenant}")
 
@@ -579,22 +946,12 @@ def plan(
     spec_file: Annotated[Path, typer.Argument(help="A job request as YAML or JSON.")],
 ) -> None:
     """Where the job would go now, or why it cannot; changes nothing."""
-    import yaml
-
     from lepton.scheduling.intake import Rejection, job_spec
     from lepton.scheduling.model import Assign, Preempt, Wait
     from lepton.scheduling.placement import Scheduler, feasibility
 
-    try:
-        loaded = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        _fail(f"cannot read {spec_file}: {exc}", "give a job request as YAML or JSON")
-    if not isinstance(loaded, dict):
-        _fail(f"{spec_file} is not a mapping", "see schemas/job_request.avsc for the fields")
-    record = _job_record(loaded)
-    spec = job_spec(record)
-    if isinstance(spec, Rejection):
-        _fail(f"invalid job: {spec.field}: {spec.reason}")
+    spec = job_spec(_build_job(_read_yaml(spec_file)).to_record())
+    assert not isinstance(spec, Rejection)  # _build_job checked it
     settings = Settings()
     where = _guarded(lambda: stack.endpoints(settings))
     nodes, journal = _guarded(lambda: asyncio.run(_read_cluster(where, settings)))
@@ -620,35 +977,6 @@ def plan(
         elif isinstance(decision, Wait) and decision.job_id == spec.job_id:
             console.print(f"[yellow]waits[/yellow]: {decision.reason.value.replace('_', ' ')}")
             raise typer.Exit(2)
-
-
-def _job_record(given: dict[str, Any]) -> dict[str, Any]:
-    """A full ``lepton.JobRequested`` record from the fields a user wrote."""
-    task = {
-        "kind": "train",
-        "algorithm": "auto",
-        "trial_budget": 20,
-        "time_budget_s": 300,
-        "cv_folds": 5,
-    } | dict(given.get("task") or {})
-    demand = {"cpu_millicores": 0, "memory_mib": 0, "gpus": 0, "network_mbps": 0} | dict(
-        given.get("demand") or {}
-    )
-    return (
-        {
-            "job_id": f"plan-{uuid.uuid4().hex[:8]}",
-            "tenant": "default",
-            "priority_class": "normal",
-            "priority": 100,
-            "preemptible": True,
-            "gang_size": 1,
-            "max_retries": 3,
-            "constraints": {},
-            "submitted_at": int(time.time() * 1000),
-        }
-        | given
-        | {"task": task, "demand": demand}
-    )
 
 
 async def _read_cluster(where: stack.Endpoints, settings: Settings) -> tuple[list[Any], Any]:

@@ -86,3 +86,9 @@ class Settings(BaseSettings):
         "/metrics endpoint; 0 picks a free one (written to the service log).",
     )
     log_level: str = Field(default="info", description="LEPTON_LOG_LEVEL: debug, info, warning.")
+    monitor_url: str = Field(
+        default="http://127.0.0.1:8765",
+        pattern=r"^https?://",
+        description="LEPTON_MONITOR_URL: the monitor's JSON API, from which the SDK and the "
+        "CLI list nodes, jobs and models (the read model built from every topic).",
+    )

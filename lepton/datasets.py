@@ -38,7 +38,9 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "DatasetNotFound",
+    "DatasetVersion",
     "KeyUnavailable",
+    "dataset_versions",
     "decode_master_key",
     "export_csv",
     "list_datasets",
@@ -83,6 +85,22 @@ class DatasetInfo:
     region: str | None
     created_at: datetime
     shared: bool  # True when the reader is not the owner
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVersion:
+    """One stored version of a dataset, as the catalog describes it (no data)."""
+
+    owner_tenant: str
+    name: str
+    version: str
+    rows: int
+    columns: list[dict[str, Any]]  # name, type, nullable, sensitive
+    quality: dict[str, Any]  # the QualitySummary of lepton.data.ready
+    spec_inferred: bool
+    lineage: list[dict[str, Any]]  # the sources and their content hashes
+    region: str | None
+    created_at: datetime
 
 
 def decode_master_key(text: str) -> bytes:
@@ -333,6 +351,54 @@ async def list_datasets(
             region=row["region"],
             created_at=row["created_at"],
             shared=row["owner_tenant"] != reader_tenant,
+        )
+        for row in rows
+    ]
+
+
+async def dataset_versions(
+    pool: asyncpg.Pool,
+    *,
+    reader_tenant: str,
+    name: str,
+    owner: str | None = None,
+    region: str | None = None,
+) -> list[DatasetVersion]:
+    """Every version of a dataset the reader may see, newest first: its columns, quality
+    summary and lineage, not its rows (so, like :func:`list_datasets`, not audited).
+
+    Raises :class:`DatasetNotFound`, or :class:`AccessDenied` for another tenant's
+    dataset that is not shared with the reader.
+    """
+    owner_tenant = owner or reader_tenant
+    async with pool.acquire() as connection, connection.transaction():
+        await _as_tenant(connection, reader_tenant, region)
+        rows = await connection.fetch(
+            "SELECT owner_tenant, name, version, rows, columns, quality, spec_inferred, "
+            "lineage, region, created_at FROM lepton_ingest.datasets "
+            "WHERE owner_tenant = $1 AND name = $2 ORDER BY created_at DESC",
+            owner_tenant,
+            name,
+        )
+        exists = bool(rows) or await connection.fetchval(
+            "SELECT lepton_ingest.dataset_exists($1, $2)", owner_tenant, name
+        )
+    if not rows:
+        if exists and owner_tenant != reader_tenant:
+            raise AccessDenied(f"{_resource(owner_tenant, name)}: not shared with {reader_tenant}")
+        raise DatasetNotFound(f"{_resource(owner_tenant, name)}: no such dataset")
+    return [
+        DatasetVersion(
+            owner_tenant=row["owner_tenant"],
+            name=row["name"],
+            version=row["version"],
+            rows=row["rows"],
+            columns=json.loads(row["columns"]),
+            quality=json.loads(row["quality"]),
+            spec_inferred=row["spec_inferred"],
+            lineage=json.loads(row["lineage"]),
+            region=row["region"],
+            created_at=row["created_at"],
         )
         for row in rows
     ]

@@ -217,8 +217,8 @@ class Evaluator:
     async def _evaluate(
         self, ready: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        challenger = await self.models.load(ready)
-        frame = await self._dataset(ready)
+        # The artifact (file store, a thread) and the dataset (PostgreSQL) load side by side.
+        challenger, frame = await asyncio.gather(self.models.load(ready), self._dataset(ready))
         policy: Policy | None = None
         policy_problem: str | None = None
         try:

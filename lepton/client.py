@@ -1,0 +1,664 @@
+"""The Python SDK: submit work to Lepton, follow it, and read what the cluster knows.
+
+::
+
+    from lepton import JobRequest, LeptonClient, TrainingTask
+
+    async with LeptonClient(tenant="acme") as client:
+        job_id = await client.submit(
+            JobRequest(tenant="acme", dataset="houses", task=TrainingTask(target_column="price"))
+        )
+        async for event in client.events(job_id):  # ends with the job's outcome
+            print(event.kind, event.progress_percent)
+        outcome = await client.wait(job_id, timeout_s=600)
+        print(outcome.state, outcome.model and outcome.model["model_id"])
+
+The client talks to Lepton the way every service does: requests are Avro events published
+with the broker's acknowledgement awaited, answers are read from the answer topics. Lists
+of nodes, jobs and models come from the monitor's JSON API (the read model built from every
+topic; ``LEPTON_MONITOR_URL``), datasets from PostgreSQL under row-level security as the
+client's tenant. Kafka, PostgreSQL and the monitor are each reached on first use, so a
+client that only lists nodes needs neither Kafka nor PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import getpass
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from lepton import stack
+from lepton.bus import Publisher, partition_for
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.requests import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
+from lepton.scheduling.journal import Fold, Journal, Status
+from lepton.topics import Namespace, Topic
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+
+    import asyncpg
+
+    from lepton.codec import Record
+    from lepton.datasets import DatasetInfo, DatasetVersion
+
+__all__ = [
+    "DatasetRejected",
+    "JobEvent",
+    "JobOutcome",
+    "LeptonClient",
+    "LeptonError",
+    "LeptonTimeout",
+    "MonitorUnavailable",
+    "PredictionFailed",
+    "PredictionResult",
+]
+
+# Events of a job this client submitted are read from this long before its submit time,
+# not from the start of the topic: other machines' clocks (which stamp the events) may be
+# behind this one's.
+_CLOCK_SKEW_MS = 5 * 60_000
+_FETCH_MS = 500
+
+
+class LeptonError(Exception):
+    """A failure the caller can act on: ``str(error)`` says what, :attr:`hint` how."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class LeptonTimeout(LeptonError, TimeoutError):
+    """No answer came in the time given."""
+
+
+class MonitorUnavailable(LeptonError):
+    """The monitor's JSON API did not answer."""
+
+
+class DatasetRejected(LeptonError):
+    """The ingest service refused a dataset request (``lepton.DataRejected``)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"rejected ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+_PREDICTION_HINTS = {
+    "unknown_model": "`lepton models --tenant T` lists the tenant's models",
+    "no_champion": "name a version: --model NAME@<model id> (`lepton models` lists them)",
+    "missing_columns": "give every feature column the model was trained on",
+}
+
+
+class PredictionFailed(LeptonError):
+    """The evaluator answered a prediction request with an error (``PredictionError``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"prediction failed ({code}): {message}", _PREDICTION_HINTS.get(code))
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One transition of a job (``lepton.JobEvent``); ``time`` in epoch milliseconds."""
+
+    job_id: str
+    kind: str
+    tenant: str
+    node_id: str | None
+    lease_epoch: int | None
+    worker_index: int | None
+    attempt: int
+    reason: str | None
+    field: str | None
+    progress_percent: float | None
+    stage: str | None
+    error_type: str | None
+    model_id: str | None
+    time: int
+
+    @classmethod
+    def from_record(cls, record: Record) -> JobEvent:
+        return cls(**{name: record[name] for name in _JOB_EVENT_FIELDS})
+
+
+_JOB_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(JobEvent))
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """How a job ended, and for a training job that succeeded, the model it produced."""
+
+    job_id: str
+    state: str  # succeeded, failed, rejected or cancelled
+    event: JobEvent  # the event that ended it: its reason, error type, model id
+    model: Record | None  # the lepton.ModelReady record
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "succeeded"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionResult:
+    """Predictions for every row asked, in order, all made by one model version."""
+
+    model_name: str
+    model_id: str
+    problem_type: str
+    predictions: list[float | str]
+    probabilities: list[dict[str, float]]  # classification: label -> probability, per row
+    warnings: list[str]
+    request_ids: list[str]  # one per lepton.PredictRequested sent
+
+
+class LeptonClient:
+    """Submit jobs and datasets, follow jobs, score records, list what the cluster knows.
+
+    Use it as ``async with LeptonClient(...) as client``. ``settings`` default to the
+    environment (``LEPTON_*``); ``bootstrap``, ``database_url`` and ``monitor_url``
+    override them, and without them the local stack's addresses are used. ``tenant`` is
+    who reads datasets and models, predicts and rolls back; ``user`` is recorded as who
+    asked (default: the login name).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        bootstrap: str | None = None,
+        database_url: str | None = None,
+        monitor_url: str | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+        source: str = "lepton/sdk",
+    ) -> None:
+        given: dict[str, Any] = {
+            "kafka_bootstrap": bootstrap,
+            "database_url": database_url,
+            "monitor_url": monitor_url,
+        }
+        base = settings or Settings()
+        self.settings = base.model_copy(
+            update={name: value for name, value in given.items() if value is not None}
+        )
+        self.tenant = tenant
+        self.user = user or getpass.getuser()
+        self.names = Namespace(self.settings.topic_prefix)
+        self._source = source
+        self._bootstrap: str | None = None
+        self._publisher: Publisher | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._opening = asyncio.Lock()
+        self._submitted_at: dict[str, int] = {}
+
+    async def __aenter__(self) -> LeptonClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close whatever connections were opened."""
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # --- connections, opened on first use ---------------------------------------------
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap servers: the settings', else the local stack's."""
+        if self._bootstrap is None:
+            given = self.settings.kafka_bootstrap
+            self._bootstrap = given or stack.endpoints(self.settings).kafka_bootstrap
+        return self._bootstrap
+
+    async def _bus(self) -> Publisher:
+        async with self._opening:
+            if self._publisher is None:
+                publisher = Publisher(
+                    self.bootstrap,
+                    default_codec(),
+                    source=self._source,
+                    client_id=self.settings.client_id,
+                    connect_timeout_s=self.settings.connect_timeout_s,
+                )
+                await publisher.start()
+                self._publisher = publisher
+            return self._publisher
+
+    async def _database(self) -> asyncpg.Pool:
+        from lepton import db
+
+        async with self._opening:
+            if self._pool is None:
+                url = self.settings.database_url
+                where = (
+                    url.get_secret_value() if url else stack.endpoints(self.settings).database_url
+                )
+                self._pool = await db.connect(where, timeout_s=self.settings.connect_timeout_s)
+            return self._pool
+
+    def _acting_tenant(self) -> str:
+        if not self.tenant:
+            raise LeptonError(
+                "this call acts for a tenant and none was given",
+                "LeptonClient(tenant=...), or --tenant on the command line",
+            )
+        return self.tenant
+
+    async def _consumer(self, partitions: Sequence[TopicPartition]) -> Any:
+        """A consumer outside any group, reading exactly ``partitions``."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self.settings.client_id}-{self._source}",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        consumer.assign(list(partitions))
+        return consumer
+
+    async def _partitions(self, topic: Topic) -> list[TopicPartition]:
+        bus = await self._bus()
+        return [TopicPartition(topic.name, p) for p in sorted(await bus.partitions(topic.name))]
+
+    async def _keyed(
+        self, declared: str, key: str, since_ms: int | None
+    ) -> AsyncGenerator[Record, None]:
+        """Every record with ``key`` on a topic, from ``since_ms`` (else the beginning) on,
+        read from the one partition the key maps to."""
+        topic = self.names.topic(declared)
+        bus = await self._bus()
+        count = len(await bus.partitions(topic.name))
+        partition = TopicPartition(topic.name, partition_for(key.encode(), count))
+        consumer = await self._consumer([partition])
+        try:
+            if since_ms is None:
+                await consumer.seek_to_beginning(partition)
+            else:
+                found = (await consumer.offsets_for_times({partition: since_ms}))[partition]
+                if found is None:  # nothing that recent yet: what comes next is newer
+                    await consumer.seek_to_end(partition)
+                else:
+                    consumer.seek(partition, found.offset)
+            wanted = key.encode()
+            codec = default_codec()
+            while True:
+                batch = await consumer.getmany(partition, timeout_ms=_FETCH_MS)
+                for message in batch.get(partition, ()):
+                    if message.key == wanted:
+                        yield codec.decode(message.value, expected=topic.event)[1]
+        finally:
+            await consumer.stop()
+
+    @contextlib.asynccontextmanager
+    async def _answers(self, *declared: str) -> AsyncIterator[_Answers]:
+        """Positions at the end of the answer topics, taken before a request is sent, so
+        that no answer can slip past."""
+        partitions = [
+            p for name in declared for p in await self._partitions(self.names.topic(name))
+        ]
+        consumer = await self._consumer(partitions)
+        try:
+            await consumer.seek_to_end(*partitions)
+            for partition in partitions:
+                await consumer.position(partition)  # resolves the seek now, not at the fetch
+            yield _Answers(consumer)
+        finally:
+            await consumer.stop()
+
+    # --- jobs -------------------------------------------------------------------------
+
+    async def submit(self, job: JobRequest) -> str:
+        """Publish a job request and return its id once the broker has acknowledged it.
+
+        Raises :class:`lepton.requests.InvalidRequest` for a job the scheduler would
+        reject, before anything is sent.
+        """
+        job.check()
+        if job.submitted_by is None:
+            job = job.model_copy(update={"submitted_by": self.user})
+        bus = await self._bus()
+        await bus.publish(self.names.topic("lepton.jobs.requested"), job.job_id, job.to_record())
+        self._submitted_at[job.job_id] = job.submitted_at
+        return job.job_id
+
+    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """The job's events as they happen (those already past first); the iteration
+        ends after the event that decides its outcome.
+
+        The outcome is decided as the scheduler decides it (its journal's fold): a
+        report under a lease the job no longer holds is passed on but ends nothing.
+        """
+        journal = Journal()
+        journal.request({"job_id": job_id})
+        records = self._keyed("lepton.jobs.events", job_id, self._since(job_id))
+        async with contextlib.aclosing(records):
+            async for record in records:
+                yield JobEvent.from_record(record)
+                folded = journal.fold(record)
+                if folded is Fold.APPLIED and journal.jobs[job_id].status is Status.DONE:
+                    return
+
+    def _since(self, job_id: str) -> int | None:
+        submitted = self._submitted_at.get(job_id)
+        return submitted - _CLOCK_SKEW_MS if submitted is not None else None
+
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobOutcome:
+        """The job's outcome: how it ended and, for a training job that succeeded, its
+        ``lepton.ModelReady``. Raises :class:`LeptonTimeout` after ``timeout_s`` seconds."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                last: JobEvent | None = None
+                async for event in self.events(job_id):
+                    last = event
+                assert last is not None  # events() only ends after an event
+                model = None
+                if last.kind == "succeeded" and last.model_id is not None:
+                    model = await self._model_ready(job_id, last.model_id)
+                return JobOutcome(job_id, last.kind, last, model)
+        except TimeoutError:
+            raise LeptonTimeout(
+                f"job {job_id} did not finish within {timeout_s:.0f} s",
+                "`lepton jobs --watch` shows where it is; is every service up (`lepton up`)?",
+            ) from None
+
+    async def _model_ready(self, job_id: str, model_id: str) -> Record:
+        readies = self._keyed("lepton.models.ready", model_id, self._since(job_id))
+        async with contextlib.aclosing(readies):
+            return await anext(record async for record in readies if record["job_id"] == job_id)
+
+    @contextlib.asynccontextmanager
+    async def follow_jobs(self) -> AsyncIterator[AsyncIterator[JobEvent]]:
+        """Every job's events from now on: positions are taken on entering the block, so
+        a snapshot read inside it (:meth:`jobs`) misses nothing that follows."""
+        partitions = await self._partitions(self.names.topic("lepton.jobs.events"))
+        consumer = await self._consumer(partitions)
+        try:
+            await consumer.seek_to_end(*partitions)
+            for partition in partitions:
+                await consumer.position(partition)
+            yield _follow(consumer)
+        finally:
+            await consumer.stop()
+
+    # --- data -------------------------------------------------------------------------
+
+    async def ingest(self, request: DatasetRequest, *, timeout_s: float = 300.0) -> Record:
+        """Ask the ingest service to store a dataset version; returns its
+        ``lepton.DataReady`` record, or raises :class:`DatasetRejected`."""
+        if request.requested_by is None:
+            request = request.model_copy(update={"requested_by": self.user})
+        async with self._answers("lepton.data.ready", "lepton.data.rejected") as answers:
+            bus = await self._bus()
+            await bus.publish(
+                self.names.topic("lepton.data.requested"), request.key, request.to_record()
+            )
+            try:
+                kind, answer = (await answers.collect({request.request_id}, timeout_s))[
+                    request.request_id
+                ]
+            except TimeoutError:
+                raise LeptonTimeout(
+                    f"no answer within {timeout_s:.0f} s",
+                    "is the ingest service running (`lepton up`)?",
+                ) from None
+        if kind == "lepton.DataRejected":
+            raise DatasetRejected(answer["code"], answer["reason"])
+        return answer
+
+    async def datasets(self) -> list[DatasetInfo]:
+        """The latest version of every dataset the tenant owns or that is shared with it."""
+        from lepton import datasets
+
+        return await datasets.list_datasets(
+            await self._database(), reader_tenant=self._acting_tenant()
+        )
+
+    async def dataset(self, name: str, *, owner: str | None = None) -> list[DatasetVersion]:
+        """Every version of one dataset the tenant may read, newest first."""
+        from lepton import datasets
+
+        return await datasets.dataset_versions(
+            await self._database(), reader_tenant=self._acting_tenant(), name=name, owner=owner
+        )
+
+    async def share(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
+        """Let ``with_tenant`` read every version of the tenant's dataset (audited)."""
+        from lepton import datasets
+
+        await datasets.share_dataset(
+            await self._database(),
+            owner_tenant=self._acting_tenant(),
+            name=dataset,
+            with_tenant=with_tenant,
+            region=region,
+            actor=self.user,
+        )
+
+    async def revoke(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
+        """Take a share back (the one for ``region``, or every region's); audited."""
+        from lepton import datasets
+
+        await datasets.revoke_dataset(
+            await self._database(),
+            owner_tenant=self._acting_tenant(),
+            name=dataset,
+            with_tenant=with_tenant,
+            region=region,
+            actor=self.user,
+        )
+
+    # --- models -----------------------------------------------------------------------
+
+    async def predict(
+        self, model: str, rows: Iterable[Mapping[str, Any]], *, timeout_s: float = 60.0
+    ) -> PredictionResult:
+        """Score ``rows`` with ``model`` (``name``, ``name@champion`` or ``name@<model
+        id>``) through the evaluator's request/reply topics.
+
+        More than :data:`~lepton.requests.MAX_PREDICT_ROWS` rows go in several requests:
+        the first one decides the model version, the others name that version, so every
+        row is scored by the same model even if the champion changes meanwhile. Raises
+        :class:`PredictionFailed` for an error answer, :class:`LeptonTimeout` if none came.
+        """
+        tenant = self._acting_tenant()
+        given = [dict(row) for row in rows]
+        if not given:
+            raise LeptonError("there are no rows to score", "give at least one record")
+        chunks = [given[i : i + MAX_PREDICT_ROWS] for i in range(0, len(given), MAX_PREDICT_ROWS)]
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        async with self._answers("lepton.predict.results") as answers:
+            first = await self._ask(answers, tenant, model, chunks[:1], deadline)
+            pinned = f"{model.split('@', 1)[0]}@{first[0]['model_id']}"
+            rest = await self._ask(answers, tenant, pinned, chunks[1:], deadline)
+        results = first + rest
+        return PredictionResult(
+            model_name=results[0]["model_name"],
+            model_id=results[0]["model_id"],
+            problem_type=results[0]["problem_type"],
+            predictions=[p for result in results for p in result["predictions"]],
+            probabilities=[p for result in results for p in result["probabilities"]],
+            warnings=sorted({w for result in results for w in result["warnings"]}),
+            request_ids=[result["request_id"] for result in results],
+        )
+
+    async def _ask(
+        self,
+        answers: _Answers,
+        tenant: str,
+        model: str,
+        chunks: list[list[dict[str, Any]]],
+        deadline: float,
+    ) -> list[Record]:
+        if not chunks:
+            return []
+        requests = [
+            PredictRequest(tenant=tenant, model=model, rows=chunk, requested_by=self.user)
+            for chunk in chunks
+        ]
+        bus = await self._bus()
+        topic = self.names.topic("lepton.predict.requested")
+        await bus.publish_many(topic, [(r.request_id, r.to_record()) for r in requests])
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            found = await answers.collect({r.request_id for r in requests}, remaining)
+        except TimeoutError:
+            raise LeptonTimeout(
+                "no prediction came back in time",
+                "is the evaluator running (`lepton up`)? A large input may need more time",
+            ) from None
+        results = [found[r.request_id][1] for r in requests]
+        for result in results:
+            if result["error"] is not None:
+                raise PredictionFailed(result["error"]["code"], result["error"]["message"])
+        return results
+
+    async def rollback(self, model_name: str, to_model_id: str, *, by: str | None = None) -> None:
+        """Make an earlier version of a model the tenant's champion again: publishes a
+        ``lepton.ModelPromoted`` with verdict ``rolled_back``, decided by ``by`` (default:
+        the client's user), which the evaluator applies."""
+        tenant = self._acting_tenant()
+        board = [
+            entry for entry in await self.models(tenant=tenant) if entry["model_name"] == model_name
+        ]
+        if not board:
+            raise LeptonError(
+                f"{tenant} has no model named {model_name!r}",
+                f"`lepton models --tenant {tenant}` lists them",
+            )
+        entry = board[0]
+        versions = {version["model_id"]: version for version in entry["models"]}
+        if to_model_id not in versions:
+            raise LeptonError(
+                f"{to_model_id!r} is not an evaluated version of {model_name!r}",
+                f"`lepton models --tenant {tenant}` lists its versions",
+            )
+        if entry["champion"] == to_model_id:
+            raise LeptonError(f"{to_model_id} is already the champion of {model_name!r}")
+        metric = entry["primary_metric"] or "cv_score"
+        champion = versions.get(entry["champion"] or "")
+        who = by or self.user
+        record = {
+            "tenant": tenant,
+            "model_name": model_name,
+            "model_id": to_model_id,
+            "verdict": "rolled_back",
+            "previous_champion_id": entry["champion"],
+            "policy": json.dumps({"manual": "rollback"}),
+            "primary_metric": metric,
+            "challenger_score": _score(versions[to_model_id], metric),
+            "champion_score": _score(champion, metric) if champion is not None else None,
+            "guards": [],
+            "evidence": {"method": "none"},
+            "reason": f"rolled back to {to_model_id} by {who}",
+            "decided_by": who,
+            "decided_at": time.time_ns() // 1_000_000,
+        }
+        bus = await self._bus()
+        await bus.publish(
+            self.names.topic("lepton.models.promoted"), f"{tenant}/{model_name}", record
+        )
+
+    # --- the monitor's read model -----------------------------------------------------
+
+    async def _get(self, path: str, **params: Any) -> Any:
+        if self._http is None:
+            self._http = httpx.AsyncClient(base_url=self.settings.monitor_url, timeout=10.0)
+        query = {name: value for name, value in params.items() if value is not None}
+        try:
+            response = await self._http.get(path, params=query)
+        except httpx.TransportError as exc:
+            raise MonitorUnavailable(
+                f"the monitor at {self.settings.monitor_url} does not answer "
+                f"({type(exc).__name__})",
+                "start the services with `lepton up`, or set LEPTON_MONITOR_URL",
+            ) from None
+        if response.status_code != 200:
+            try:
+                reason = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                reason = response.text[:200]
+            raise LeptonError(f"the monitor refused {path}: {reason}")
+        return response.json()
+
+    async def nodes(self, *, state: str | None = None) -> list[dict[str, Any]]:
+        """Compute nodes as their heartbeats tell (``state``: alive, dead or all)."""
+        found: list[dict[str, Any]] = (await self._get("/api/nodes", state=state))["nodes"]
+        return found
+
+    async def jobs(
+        self, *, state: str | None = None, tenant: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Jobs, most recently changed first."""
+        found: list[dict[str, Any]] = (
+            await self._get("/api/jobs", state=state, tenant=tenant, limit=limit)
+        )["jobs"]
+        return found
+
+    async def models(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Per tenant and model name: its evaluated versions, ranked, and the champion."""
+        found: list[dict[str, Any]] = (await self._get("/api/models", tenant=tenant))["leaderboard"]
+        return found
+
+
+def _score(version: Mapping[str, Any], metric: str) -> float:
+    value = version.get("metrics", {}).get(metric, version.get("cv_score"))
+    return float(value) if value is not None else float("nan")
+
+
+class _Answers:
+    """Answers read from positions taken before the questions were asked."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    async def collect(
+        self, request_ids: set[str], timeout_s: float
+    ) -> dict[str, tuple[str, Record]]:
+        """``(event type, record)`` for each request id; TimeoutError after ``timeout_s``.
+
+        Other clients' answers are skipped. A question is always asked before its answer
+        is collected, and the reading only moves forward, so nothing is kept between calls.
+        """
+        codec = default_codec()
+        found: dict[str, tuple[str, Record]] = {}
+        async with asyncio.timeout(timeout_s):
+            while len(found) < len(request_ids):
+                for messages in (await self._consumer.getmany(timeout_ms=_FETCH_MS)).values():
+                    for message in messages:
+                        kind, record = codec.decode(message.value)
+                        if record["request_id"] in request_ids:
+                            found[record["request_id"]] = (kind, record)
+        return found
+
+
+async def _follow(consumer: Any) -> AsyncIterator[JobEvent]:
+    codec = default_codec()
+    while True:
+        for messages in (await consumer.getmany(timeout_ms=_FETCH_MS)).values():
+            for message in messages:
+                yield JobEvent.from_record(codec.decode(message.value)[1])

@@ -1,0 +1,152 @@
+"""The SDK's runnable example and the CLI's read commands against real services: ingest,
+scheduler, one trainer agent and the monitor, started as a user starts them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lepton.bus import ensure_topics
+from lepton.topics import Namespace
+from tests.integration.test_trainer import houses
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+async def start(command: list[str], env: dict[str, str], until: str) -> tuple[Any, dict[str, Any]]:
+    """A service process, once it logged the ``until`` event; its log is drained after."""
+    process = await asyncio.create_subprocess_exec(
+        *command, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(90):
+        while True:
+            line = await process.stderr.readline()
+            assert line, f"{command[0]} exited early with {await process.wait()}"
+            with_event = json.loads(line) if line.startswith(b"{") else {}
+            if with_event.get("event") == until:
+                break
+    # A full pipe would block the service's logging: read the rest as it comes.
+    process.drain = asyncio.create_task(process.stderr.read())
+    return process, with_event
+
+
+@pytest.fixture(scope="module")
+async def services(
+    bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("sdk-data")
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    await ensure_topics(bootstrap, Namespace(prefix).all())
+    env = os.environ | {
+        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_TOPIC_PREFIX": prefix,
+        "LEPTON_MONITOR_PORT": "0",
+        "LEPTON_INGEST_ROOTS": json.dumps([str(root)]),
+        "LEPTON_ARTIFACT_ROOT": str(root / "artifacts"),
+        # The agent measures the whole (shared) machine: on a busy one the node would look
+        # full and never get work.
+        "LEPTON_NODE_HEADROOM": "1",
+    }
+    started = [
+        await start([str(BIN / "lepton-ingest")], env, "health"),
+        await start([str(BIN / "lepton-scheduler")], env, "health"),
+        await start(
+            [str(BIN / "lepton-trainer"), "--node-id", "n1", "--cpus", "1", "--memory", "2048"],
+            env,
+            "health",
+        ),
+        await start([str(BIN / "lepton-monitor")], env, "dashboard"),
+    ]
+    monitor_url = started[-1][1]["url"].rstrip("/")
+    try:
+        yield {"root": root, "env": env | {"LEPTON_MONITOR_URL": monitor_url}}
+    finally:
+        for process, _ in started:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in started:
+            async with asyncio.timeout(60):
+                await process.wait()
+                await process.drain
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+
+
+async def test_the_submit_and_wait_example_trains_a_model_and_the_cli_shows_it(
+    services: dict[str, Any],
+) -> None:
+    env, root = services["env"], services["root"]
+    tenant = f"sdk-{uuid.uuid4().hex[:6]}"
+    houses(120).to_csv(root / "houses.csv", index=False)
+    example = await asyncio.to_thread(
+        run,
+        [
+            sys.executable,
+            str(EXAMPLES / "submit_and_wait.py"),
+            str(root / "houses.csv"),
+            "--tenant",
+            tenant,
+            "--target",
+            "price",
+            "--trials",
+            "2",
+        ],
+        env,
+    )
+    assert example.returncode == 0, example.stderr
+    lines = example.stdout.splitlines()
+    assert lines[0].startswith("dataset houses: version sha256:")
+    job_id = lines[1].removeprefix("submitted ")
+    assert "  succeeded" in lines
+    assert any(line.startswith("  progress") for line in lines)
+    assert lines[-1].startswith("model ")
+
+    # The monitor's read model catches up with the log on its own time: wait for the job.
+    async with httpx.AsyncClient(base_url=env["LEPTON_MONITOR_URL"]) as http, asyncio.timeout(60):
+        # A read model over HTTP has no event to await: polling is the way to ask it.
+        while (await http.get(f"/api/jobs/{job_id}")).json().get("state") != "succeeded":  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+
+    lepton = str(BIN / "lepton")
+    jobs = await asyncio.to_thread(run, [lepton, "jobs", "--tenant", tenant], env)
+    assert jobs.returncode == 0, jobs.stderr
+    assert "succeeded" in jobs.stdout
+    watched = await asyncio.to_thread(
+        run, [lepton, "jobs", "--tenant", tenant, "--watch", "--until-done"], env
+    )
+    assert watched.returncode == 0, watched.stderr
+    assert "succeeded" in watched.stdout, "every job ended: the watch stops at once"
+    nodes = await asyncio.to_thread(run, [lepton, "nodes"], env)
+    assert nodes.returncode == 0, nodes.stderr
+    assert "n1" in nodes.stdout
+    models = await asyncio.to_thread(run, [lepton, "models", "--tenant", tenant], env)
+    assert models.returncode == 0, models.stderr
+    assert "houses" in models.stdout
+    shown = await asyncio.to_thread(
+        run, [lepton, "data", "show", "houses", "--tenant", tenant], env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "rows read" in shown.stdout
+    assert "district" in shown.stdout
+    hidden = await asyncio.to_thread(run, [lepton, "data", "show", "houses", "--tenant", "x"], env)
+    assert hidden.returncode == 1
+    assert "no such dataset" in hidden.stderr
