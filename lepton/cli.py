@@ -209,7 +209,12 @@ _LOCAL_SERVICES: dict[str, list[str]] = {
     "ingest": ["lepton-ingest"],
     "evaluator": ["lepton-evaluator"],
     "monitor": ["lepton-monitor"],
+    # Two compute nodes of different sizes, each a declared slice of this machine.
     "trainer-node-1": ["lepton-trainer", "--node-id", "node-1", "--cpus", "1", "--memory", "2048"],
+    "trainer-node-2": [
+        "lepton-trainer",
+        *("--node-id", "node-2", "--cpus", "2", "--memory", "4096", "--label", "size=large"),
+    ],
 }
 
 

@@ -6,6 +6,7 @@ the driver, so a node with NVIDIA GPUs has it, and a node without has no GPUs to
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -136,13 +137,23 @@ def offered_gpus(found: Sequence[Gpu], declared: int | None) -> tuple[Gpu, ...]:
 
 
 class UsageMeter:
-    """Measures machine usage between two calls, scaled to the node's declared share."""
+    """Measures what the node uses between two calls.
+
+    A node that is the whole machine reports the machine's usage. A declared slice (the
+    agent was given ``--cpus`` or ``--memory``, as when several agents share a machine)
+    reports what its own processes use: the agent and its job workers. Otherwise every
+    slice would carry the whole machine's load, and on a busy machine look full and never
+    get work. Network traffic cannot be told apart per process, so it is the machine's.
+    """
 
     def __init__(self, spec: NodeSpec) -> None:
         self._spec = spec
+        self._sliced = spec.cpus is not None or spec.memory_mib is not None
         self._last_net = psutil.net_io_counters()
         self._last_time = time.monotonic()
-        psutil.cpu_percent(interval=None)  # primes the counter; the next call is a delta
+        self._agent = psutil.Process()
+        self._tracked: dict[int, psutil.Process] = {}
+        self._busy_cores()  # primes the counters; the next call is a delta
 
     def measure(self) -> dict[str, int]:
         now = time.monotonic()
@@ -153,15 +164,39 @@ class UsageMeter:
         )
         self._last_net, self._last_time = net, now
         capacity = self._spec.capacity()
-        machine_cores = psutil.cpu_count() or 1
-        busy_cores = psutil.cpu_percent(interval=None) / 100 * machine_cores
-        memory = psutil.virtual_memory()
         return {
-            "cpu_millicores": min(int(busy_cores * 1000), capacity["cpu_millicores"]),
-            "memory_mib": min(int(memory.used // 2**20), capacity["memory_mib"]),
+            "cpu_millicores": min(int(self._busy_cores() * 1000), capacity["cpu_millicores"]),
+            "memory_mib": min(self._used_memory_mib(), capacity["memory_mib"]),
             "gpus": self._busy_gpus(),
             "network_mbps": int(sent * 8 / elapsed / 1e6),
         }
+
+    def _processes(self) -> list[psutil.Process]:
+        # The same Process objects call after call: cpu_percent is a delta per object.
+        try:
+            current = [self._agent, *self._agent.children(recursive=True)]
+        except psutil.Error:
+            current = [self._agent]
+        self._tracked = {p.pid: self._tracked.get(p.pid, p) for p in current}
+        return list(self._tracked.values())
+
+    def _busy_cores(self) -> float:
+        if not self._sliced:
+            return psutil.cpu_percent(interval=None) / 100 * (psutil.cpu_count() or 1)
+        percent = 0.0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):  # a worker that just ended
+                percent += process.cpu_percent(interval=None)
+        return percent / 100
+
+    def _used_memory_mib(self) -> int:
+        if not self._sliced:
+            return int(psutil.virtual_memory().used // 2**20)
+        resident = 0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                resident += process.memory_info().rss
+        return resident // 2**20
 
     def _busy_gpus(self) -> int:
         if not self._spec.gpus:

@@ -59,9 +59,6 @@ async def services(
         "LEPTON_MONITOR_PORT": "0",
         "LEPTON_INGEST_ROOTS": json.dumps([str(root)]),
         "LEPTON_ARTIFACT_ROOT": str(root / "artifacts"),
-        # The agent measures the whole (shared) machine: on a busy one the node would look
-        # full and never get work.
-        "LEPTON_NODE_HEADROOM": "1",
     }
     started = [
         await start([str(BIN / "lepton-ingest")], env, "health"),
