@@ -43,13 +43,7 @@ bench: install
 demo: install
 	$(BIN)/lepton stack up
 	$(BIN)/lepton up
-	@job=demo-$$(date +%s); \
-	$(BIN)/lepton submit --job-id $$job --tenant demo --dataset houses --target price --cpus 1 --memory 512 && \
-	echo "--- the newest heartbeat:" && \
-	$(BIN)/lepton tail lepton.node.heartbeats --max 1 --timeout 15 && \
-	echo "--- the job request:" && \
-	$(BIN)/lepton tail lepton.jobs.requested --from-beginning --key $$job --max 1 --timeout 15
-	@echo "Stop everything with: make demo-down"
+	$(BIN)/lepton demo
 
 demo-down: install
 	$(BIN)/lepton down

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -222,6 +223,13 @@ def _service_dir(settings: Settings) -> Path:
     return settings.state_dir / "services"
 
 
+def local_inbox(settings: Settings) -> Path:
+    """Where local files for ingest go when the services run through `lepton up`."""
+    inbox = settings.state_dir / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    return inbox
+
+
 def _service_pid(settings: Settings, name: str) -> int | None:
     try:
         return int((_service_dir(settings) / f"{name}.pid").read_text())
@@ -239,6 +247,13 @@ def services_up() -> None:
     directory = _service_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
+    env: dict[str, str] = {}
+    if "LEPTON_INGEST_ROOTS" not in os.environ:
+        # Locally, ingest may read the state directory's inbox and the directory `lepton
+        # up` ran in; set LEPTON_INGEST_ROOTS to choose others.
+        roots = [str(local_inbox(settings)), str(Path.cwd())]
+        env["LEPTON_INGEST_ROOTS"] = json.dumps(roots)
+        console.print(f"ingest reads local files under: {', '.join(roots)}")
     for name, command in _LOCAL_SERVICES.items():
         if is_alive(_service_pid(settings, name)):
             console.print(f"{name}: already running")
@@ -247,7 +262,7 @@ def services_up() -> None:
         program = str(executable) if executable.exists() else shutil.which(command[0])
         if program is None:
             _fail(f"{command[0]} not found", "run `make install`")
-        pid = spawn([program, *command[1:]], directory / f"{name}.log")
+        pid = spawn([program, *command[1:]], directory / f"{name}.log", env)
         (directory / f"{name}.pid").write_text(str(pid))
         console.print(f"{name}: started (pid {pid}, log {directory / f'{name}.log'})")
 
@@ -877,6 +892,42 @@ def data_revoke(
         tenant=tenant,
     )
     console.print(f"{dataset}: no longer shared with {with_tenant}")
+
+
+@app.command("demo")
+def demo() -> None:
+    """The seed's examples end to end: ingest, train, evaluate, promote, predict (needs
+    `lepton up`)."""
+    from lepton import demo as examples
+
+    settings = Settings()
+    began = time.monotonic()
+    reports = _guarded(
+        lambda: asyncio.run(
+            examples.run(
+                settings,
+                local_inbox(settings),
+                lambda line: console.print(line, markup=False, highlight=False),
+            )
+        )
+    )
+    table = Table("example", "model", "held-out score", "verdict", "prediction", title="Summary")
+    for report in reports:
+        metrics = report.evaluated["metrics"]
+        metric = "r2" if report.model["problem_type"] == "regression" else "f1_macro"
+        prediction = report.prediction
+        table.add_row(
+            report.example.dataset,
+            f"{report.model['algorithm']} {report.model['model_id'][:8]}",
+            f"{metric} {metrics.get(metric, float('nan')):.3f}",
+            report.verdict["verdict"] if report.verdict else "not judged",
+            f"{prediction:,.0f}" if isinstance(prediction, float) else str(prediction),
+        )
+    console.print(table)
+    console.print(f"finished in {time.monotonic() - began:.0f} s")
+    console.print(f"dashboard: {settings.monitor_url}/", highlight=False)
+    console.print("explore: lepton models --tenant demo; lepton jobs; lepton nodes")
+    console.print("stop everything: make demo-down (lepton down && lepton stack down)")
 
 
 # --- scheduling -------------------------------------------------------------------------

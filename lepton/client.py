@@ -58,6 +58,7 @@ __all__ = [
     "LeptonClient",
     "LeptonError",
     "LeptonTimeout",
+    "ModelVerdict",
     "MonitorUnavailable",
     "PredictionFailed",
     "PredictionResult",
@@ -150,6 +151,14 @@ class JobOutcome:
     @property
     def succeeded(self) -> bool:
         return self.state == "succeeded"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVerdict:
+    """What the evaluator made of a model."""
+
+    evaluated: Record  # lepton.ModelEvaluated: metrics, findings, curves, plots
+    verdict: Record | None  # lepton.ModelPromoted: promoted or kept_champion, with evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +545,37 @@ class LeptonClient:
             if result["error"] is not None:
                 raise PredictionFailed(result["error"]["code"], result["error"]["message"])
         return results
+
+    async def evaluation(
+        self, model: Mapping[str, Any], *, timeout_s: float | None = None
+    ) -> ModelVerdict:
+        """The evaluator's answer for a model (its ``lepton.ModelReady`` record, as
+        :meth:`wait` returns it): the evaluation and the champion-and-challenger verdict.
+
+        ``verdict`` is None when the evaluator judged no promotion (a finding with code
+        ``promotion_policy`` says why). Raises :class:`LeptonTimeout` after ``timeout_s``.
+        """
+        since = int(model["ready_at"]) - _CLOCK_SKEW_MS
+        model_id = str(model["model_id"])
+        try:
+            async with asyncio.timeout(timeout_s):
+                evaluations = self._keyed("lepton.models.evaluated", model_id, since)
+                async with contextlib.aclosing(evaluations):
+                    evaluated = await anext(evaluations)
+                if any(f["code"] == "promotion_policy" for f in evaluated["findings"]):
+                    return ModelVerdict(evaluated, None)
+                key = f"{model['tenant']}/{model['model_name']}"
+                verdicts = self._keyed("lepton.models.promoted", key, since)
+                async with contextlib.aclosing(verdicts):
+                    async for verdict in verdicts:
+                        if verdict["model_id"] == model_id and verdict["decided_by"] is None:
+                            return ModelVerdict(evaluated, verdict)
+        except TimeoutError:
+            pass
+        raise LeptonTimeout(
+            f"model {model_id} was not evaluated within {timeout_s:.0f} s",
+            "is the evaluator running (`lepton up`)? Its log says why a model was refused",
+        )
 
     async def rollback(self, model_name: str, to_model_id: str, *, by: str | None = None) -> None:
         """Make an earlier version of a model the tenant's champion again: publishes a

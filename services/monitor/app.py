@@ -50,7 +50,7 @@ from services.monitor.web import Monitor, create_web_app, encode_json, now_ms
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Iterator
 
-    from lepton.bus import Event, Handler
+    from lepton.bus import BatchHandler, Event
 
 __all__ = ["LagTracker", "MonitorService", "create_app", "main"]
 
@@ -176,6 +176,26 @@ class _Collector(Collector):
         yield firing
 
 
+class _Fold:
+    """The monitor's batch handler: every event of a fetch folded into the state; the
+    loops read the state on their own schedule, so a flush has nothing to do."""
+
+    def __init__(self, state: MonitorState, prefix_length: int) -> None:
+        self._apply = state.apply
+        assert state.positions is not None
+        self._positions = state.positions
+        self._skip = prefix_length
+
+    def apply(self, event: Event) -> None:
+        # Topics are shown by their declared names, whatever the installation's prefix.
+        topic = event.topic[self._skip :]
+        self._apply(event.type, topic, event.record)
+        self._positions[topic, event.partition] = event.offset + 1
+
+    async def flush(self) -> None:
+        return None
+
+
 class MonitorService:
     """The monitor: a :class:`Service` plus the loops around its state."""
 
@@ -216,7 +236,7 @@ class MonitorService:
 
         return guarded
 
-    async def _handler(self, context: Context) -> Handler:
+    async def _handler(self, context: Context) -> BatchHandler:
         settings = self.settings
         store = SeriesStore(context.pool, settings.topic_prefix, settings.monitor_retention_days)
         state = MonitorState(max_jobs=settings.monitor_max_jobs)
@@ -232,15 +252,7 @@ class MonitorService:
         if state.positions is None:
             state.positions = {}
         self.monitor = Monitor(state, engine, store, int(settings.monitor_node_dead_after_s * 1000))
-        apply, skip, positions = state.apply, len(settings.topic_prefix), state.positions
-
-        async def handle(event: Event) -> None:
-            # Topics are shown by their declared names, whatever the installation's prefix.
-            topic = event.topic[skip:]
-            apply(event.type, topic, event.record)
-            positions[topic, event.partition] = event.offset + 1
-
-        return handle
+        return _Fold(state, len(settings.topic_prefix))
 
     async def _catch_up(self, context: Context, state: MonitorState) -> int:
         """Applies what the consumer group committed after the snapshot was taken.

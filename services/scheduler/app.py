@@ -15,7 +15,7 @@ from services.scheduler.settings import SchedulerSettings
 from services.scheduler.shell import SchedulerShell
 
 if TYPE_CHECKING:
-    from lepton.bus import Event, Handler
+    from lepton.bus import BatchHandler
 
 CONSUMES = (
     "lepton.node.heartbeats",
@@ -29,21 +29,23 @@ def create_app(settings: SchedulerSettings | None = None) -> Service:
     settings = settings or SchedulerSettings()
     shells: list[SchedulerShell] = []
 
-    async def build_handler(context: Context) -> Handler:
+    async def build_handler(context: Context) -> BatchHandler:
+        # Each fetch at once: its heartbeats coalesced, one placement pass for all of it.
         shell = SchedulerShell(context, settings)
         shells[:] = [shell]
-
-        async def handle(event: Event) -> None:
-            await shell.handle(event)
-
-        return handle
+        return shell
 
     async def decide(context: Context) -> None:
-        """After the replay: rebuild, then plan and judge liveness for as long as we lead."""
-        await context.caught_up.wait()
+        """After the replay: rebuild, then plan and judge liveness for as long as we lead;
+        instructions go out as soon as the events before them are acknowledged."""
         shell = shells[0]
-        await shell.rebuild()
-        await asyncio.gather(shell.plan_forever(), shell.sweep_forever())
+
+        async def after_replay() -> None:
+            await context.caught_up.wait()
+            await shell.rebuild()
+            await asyncio.gather(shell.plan_forever(), shell.sweep_forever())
+
+        await asyncio.gather(shell.instruct_forever(), after_replay())
 
     return Service(
         name="scheduler",

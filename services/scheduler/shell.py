@@ -6,22 +6,33 @@ heartbeats, ready datasets). Then it rebuilds the core, finishes what a crash ma
 left half-done (a request never answered, an assignment whose instruction never went
 out, a job its node lost), and from there on plans whenever something changed.
 
+The shell is a :class:`~lepton.bus.BatchHandler`: :meth:`SchedulerShell.apply` folds each
+event of a fetch into memory (no I/O), and :meth:`SchedulerShell.flush` acts on the whole
+fetch: each node's newest heartbeat once, the requests answered in one batch of events,
+one placement pass, its decisions published together. Everything that changes the core
+or publishes holds one lock, so a flush, the liveness sweep and the rebuild never
+interleave their decisions.
+
 Order of effects: a job's ``assigned`` event is published (and acknowledged) before the
 instruction to its node, so the log always knows about a lease before any node can act
 on it; a lost instruction is sent again after a restart, and the trainer ignores a
-lease it already has.
+lease it already has. Instructions go out from their own task (:meth:`instruct_forever`),
+which waits for those acknowledgements, so that reading and planning never wait for the
+broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from enum import Enum, auto
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import prometheus_client
 
+from lepton.bus import continue_trace, current_trace
 from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
 from lepton.scheduling.liveness import Liveness, Observation
@@ -60,8 +71,41 @@ _PIPELINE_STALLED = prometheus_client.Gauge(
 )
 
 
+# Batches of instructions queued for their acknowledgements before planning waits.
+_INSTRUCTION_BACKLOG = 64
+# Job events sent and not yet acknowledged before deciding waits for the broker.
+_UNACKED_BOUND = 20_000
+
+# (node id, instruction record): one message to ``lepton.jobs.assigned``.
+Instruction = tuple[str, dict[str, Any]]
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _acknowledged(acks: list[asyncio.Future[Any]]) -> None:
+    """Wait for the broker's acknowledgements; raises the first refusal. Unlike gather,
+    being cancelled leaves them pending, so a stopping shell can still wait for them."""
+    if acks:
+        await asyncio.wait(acks)
+        for ack in acks:
+            ack.result()
+
+
+class _Step(Enum):
+    """What an applied event leaves for the flush to do, once the shell is live."""
+
+    ANNOUNCE = auto()  # answer a new request: queued or rejected
+    SETTLE = auto()  # a job event moved a job: free its place, requeue or cancel it
+    DATASET = auto()  # a dataset became ready: jobs waiting for it may go
+
+
+class _FollowUp(NamedTuple):
+    step: _Step
+    entry: JobRecord | None
+    trace: bytes | None  # what is published for it continues the trace of its event
+    node_id: str | None = None  # the node that reported (SETTLE)
 
 
 @dataclass(slots=True)
@@ -79,6 +123,17 @@ class SchedulerShell:
     pending_data: dict[str, JobRecord] = field(default_factory=dict)
     rebuilt: bool = False
     _unacked: list[asyncio.Future[Any]] = field(default_factory=list)
+    # Job events decided but not sent yet, with the trace each continues.
+    _outbox: list[tuple[dict[str, Any], bytes | None]] = field(default_factory=list)
+    # Applied, not yet flushed: each node's newest accepted heartbeat (and whether its
+    # agent restarted since the last flush), and what the other events left to do.
+    _beats: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)
+    _follow_ups: deque[_FollowUp] = field(default_factory=deque)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Instructions, each with the acknowledgements of the events decided before them.
+    _instructing: asyncio.Queue[tuple[list[asyncio.Future[Any]], list[Instruction]]] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=_INSTRUCTION_BACKLOG)
+    )
 
     def __post_init__(self) -> None:
         self.core = Scheduler(self.settings.core_config())
@@ -94,20 +149,27 @@ class SchedulerShell:
 
     # ------------------------------------------------------------------ reading
 
-    async def handle(self, event: Event) -> None:
+    def apply(self, event: Event) -> None:
+        """Fold one event into memory; what it causes waits for :meth:`flush`."""
         declared = event.topic.removeprefix(self.context.topics.prefix)
         if declared == "lepton.node.heartbeats":
-            await self._heartbeat(event.record)
+            self._observe(event.record)
         elif declared == "lepton.jobs.requested":
             entry = self.journal.request(event.record)
-            if entry is not None and self.live and entry.status is Status.UNANNOUNCED:
-                await self._announce(entry)
+            if entry is not None:
+                self._follow_ups.append(_FollowUp(_Step.ANNOUNCE, entry, current_trace()))
         elif declared == "lepton.jobs.events":
-            await self._job_event(event)
+            self._fold(event)
         elif declared == "lepton.data.ready":
-            await self._dataset_ready(event.record)
+            record = event.record
+            versions = self.datasets.setdefault((record["tenant"], record["dataset"]), [])
+            if record["version"] not in versions:
+                versions.append(record["version"])
+            self._follow_ups.append(_FollowUp(_Step.DATASET, None, current_trace()))
 
-    async def _heartbeat(self, record: dict[str, Any]) -> None:
+    def _observe(self, record: dict[str, Any]) -> None:
+        """Liveness sees every heartbeat (sequence and send-time rules); the rest of the
+        shell only each node's newest accepted one of the fetch."""
         node_id = record["node_id"]
         seen = self.liveness.observe(
             node_id,
@@ -116,16 +178,89 @@ class SchedulerShell:
             sent_at_ms=record["sent_at"],
             now_ms=_now_ms(),
         )
-        _NODE_OVERFLOW.set(self.liveness.overflow)
         if seen in (Observation.STALE, Observation.OVERFLOW):
             return
+        earlier = self._beats.get(node_id)
+        restarted = seen is Observation.RESTARTED or (earlier is not None and earlier[1])
+        self._beats[node_id] = (record, restarted)
+
+    def _fold(self, event: Event) -> None:
+        ours = event.headers.get("ce_source") == self.context.publisher.source.encode()
+        if ours and self.live:
+            return  # applied when it was decided
+        record = event.record
+        entry = self.journal.jobs.get(record["job_id"])
+        outcome = self.journal.fold(record)
+        if outcome is Fold.VOID_LEASE:
+            _VOID_LEASES.inc()
+            self.context.log.info(
+                "void lease report ignored",
+                job=record["job_id"],
+                kind=record["kind"],
+                epoch=record.get("lease_epoch"),
+            )
+        elif outcome is Fold.APPLIED and entry is not None:
+            self._follow_ups.append(
+                _FollowUp(_Step.SETTLE, entry, current_trace(), record.get("node_id"))
+            )
+
+    async def flush(self) -> None:
+        """Act on everything applied since the last flush: one plan, one batch of events.
+
+        Safe to retry after a failure: each heartbeat and follow-up is dropped from the
+        queue only once acted on, and acting checks the job's current status first.
+        """
+        async with self._lock:
+            _NODE_OVERFLOW.set(self.liveness.overflow)
+            while self._beats:
+                node_id, (record, restarted) = next(iter(self._beats.items()))
+                await self._heartbeat(record, restarted)
+                del self._beats[node_id]
+            if not self.live:
+                # The rebuild reads the journal, which already holds these events.
+                self._follow_ups.clear()
+                return
+            while self._follow_ups:
+                follow_up = self._follow_ups[0]
+                with continue_trace(follow_up.trace):
+                    await self._follow_up(follow_up)
+                self._follow_ups.popleft()
+            if self.dirty.is_set():
+                await self._plan()
+            else:
+                await self._send()
+
+    async def _follow_up(self, follow_up: _FollowUp) -> None:
+        entry = follow_up.entry
+        if follow_up.step is _Step.DATASET:
+            self._datasets_ready()
+        elif entry is None:
+            return
+        elif follow_up.step is _Step.ANNOUNCE:
+            if entry.status is Status.UNANNOUNCED:
+                self._announce(entry)
+        elif entry.status is Status.DONE:
+            # Folding never moves a finished job, so this event finished it (removing
+            # twice, after two reports in one fetch, changes nothing).
+            self.core.remove_job(entry.request["job_id"])
+            self.dirty.set()
+        elif entry.status is Status.LOST:
+            self.core.remove_job(entry.request["job_id"])
+            self._requeue(entry, f"node {follow_up.node_id} lost it")
+        elif entry.cancel_requested:
+            await self._cancel(entry)
+
+    async def _heartbeat(self, record: dict[str, Any], restarted: bool) -> None:
+        node_id = record["node_id"]
         state = node_state(record)
         usage, capacity = state.usage, state.capacity
         headroom = self.settings.node_headroom
-        if (
+        was_hot = node_id in self.hot
+        hot = (
             usage.cpu_millicores > headroom * capacity.cpu_millicores
             or usage.memory_mib > headroom * capacity.memory_mib
-        ):
+        )
+        if hot:
             self.hot.add(node_id)
         else:
             self.hot.discard(node_id)
@@ -133,11 +268,20 @@ class SchedulerShell:
         self.nodes[node_id] = state
         if not self.live:
             return
-        if seen is Observation.RESTARTED:
+        if restarted:
             # A restarted agent has lost whatever it ran before.
-            await self._publish_losses(node_id, self.core.remove_node(node_id), "restarted")
-        self.core.upsert_node(self._accepting(state))
-        if known is None or seen is Observation.RESTARTED or known.capacity != state.capacity:
+            self._publish_losses(node_id, self.core.remove_node(node_id), "restarted")
+        # The core places by capacity, region, GPU type, labels and whether the node takes
+        # work; usage alone changes none of it, and most heartbeats change only usage.
+        if (
+            known is None
+            or restarted
+            or hot != was_hot
+            or (known.capacity, known.region, known.gpu_type, known.labels)
+            != (state.capacity, state.region, state.gpu_type, state.labels)
+        ):
+            self.core.upsert_node(self._accepting(state))
+        if known is None or restarted or known.capacity != state.capacity:
             self.dirty.set()
 
     def _accepting(self, state: NodeState) -> NodeState:
@@ -157,56 +301,22 @@ class SchedulerShell:
             accepts_new_work=accepts,
         )
 
-    async def _job_event(self, event: Event) -> None:
-        ours = event.headers.get("ce_source") == self.context.publisher.source.encode()
-        if ours and self.live:
-            return  # applied when it was decided
-        record = event.record
-        entry = self.journal.jobs.get(record["job_id"])
-        before = entry.status if entry else None
-        outcome = self.journal.fold(record)
-        if outcome is Fold.VOID_LEASE:
-            _VOID_LEASES.inc()
-            self.context.log.info(
-                "void lease report ignored",
-                job=record["job_id"],
-                kind=record["kind"],
-                epoch=record.get("lease_epoch"),
-            )
-            return
-        if outcome is not Fold.APPLIED or entry is None or not self.live:
-            return
-        if entry.status is Status.DONE and before is not Status.DONE:
-            self.core.remove_job(entry.request["job_id"])
-            self.dirty.set()
-        elif entry.status is Status.LOST:
-            self.core.remove_job(entry.request["job_id"])
-            await self._requeue(entry, f"node {record.get('node_id')} lost it")
-        elif entry.cancel_requested:
-            await self._cancel(entry)
-
-    async def _dataset_ready(self, record: dict[str, Any]) -> None:
-        versions = self.datasets.setdefault((record["tenant"], record["dataset"]), [])
-        if record["version"] not in versions:
-            versions.append(record["version"])
-        if not self.live:
-            return
-        for job_id, entry in list(self.pending_data.items()):
-            if self._dataset_version(entry) is not None:
-                del self.pending_data[job_id]
-                self._submit(entry)
-
     # ---------------------------------------------------------------- catching up
 
     async def rebuild(self) -> None:
         """Build the core from what the log said, then settle what a crash left open."""
+        async with self._lock:
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
         now = _now_ms()
         self.liveness.sweep(now)  # marks nodes that were already silent as suspect
         restore(
             self.core, [self._accepting(state) for state in self.nodes.values()], self.journal, now
         )
         unfinished: list[JobRecord] = []
-        for entry in self.journal.jobs.values():
+        # A copy: the consumer goes on applying requests while this awaits the broker.
+        for entry in list(self.journal.jobs.values()):
             if entry.status is Status.UNANNOUNCED or entry.status is Status.LOST:
                 unfinished.append(entry)
             elif entry.status is Status.DONE or isinstance(entry.spec, Rejection):
@@ -218,13 +328,14 @@ class SchedulerShell:
         self.rebuilt = True
         for entry in unfinished:
             if entry.status is Status.UNANNOUNCED:
-                await self._announce(entry)
+                self._announce(entry)
             elif entry.status is Status.LOST:
-                await self._requeue(entry, "its node was lost while the scheduler was away")
+                self._requeue(entry, "its node was lost while the scheduler was away")
             elif entry.cancel_requested:
                 await self._cancel(entry)
             elif entry.status is Status.QUEUED:
-                self._submit(entry, announce=False)
+                self._submit(entry)
+        await self._send()
         self.context.log.info(
             "rebuilt from the log", jobs=len(self.journal.jobs), nodes=len(self.nodes)
         )
@@ -232,23 +343,21 @@ class SchedulerShell:
 
     # --------------------------------------------------------------- deciding
 
-    async def _announce(self, entry: JobRecord) -> None:
+    def _announce(self, entry: JobRecord) -> None:
         """Answer a new request: rejected with the reason, or queued."""
         spec = entry.spec
         if isinstance(spec, Rejection):
             entry.status = Status.DONE
-            await self._events(
-                [self._event(entry, "rejected", field=spec.field, reason=spec.reason)]
-            )
+            self._events([self._event(entry, "rejected", field=spec.field, reason=spec.reason)])
             return
         impossible = self.core.impossible(spec)
         if impossible is not None:
             entry.status = Status.DONE
-            await self._events([self._event(entry, "rejected", field="demand", reason=impossible)])
+            self._events([self._event(entry, "rejected", field="demand", reason=impossible)])
             return
-        self._submit(entry, announce=True)
+        self._submit(entry)
         waiting = entry.request["job_id"] in self.pending_data
-        await self._events(
+        self._events(
             [
                 self._event(
                     entry,
@@ -260,7 +369,7 @@ class SchedulerShell:
             ]
         )
 
-    def _submit(self, entry: JobRecord, announce: bool = False) -> None:
+    def _submit(self, entry: JobRecord) -> None:
         spec = entry.spec
         assert not isinstance(spec, Rejection)
         entry.status = Status.QUEUED
@@ -269,6 +378,12 @@ class SchedulerShell:
             return
         self.core.submit(spec, entry.attempt)
         self.dirty.set()
+
+    def _datasets_ready(self) -> None:
+        for job_id, entry in list(self.pending_data.items()):
+            if self._dataset_version(entry) is not None:
+                del self.pending_data[job_id]
+                self._submit(entry)
 
     def _dataset_version(self, entry: JobRecord) -> str | None:
         wanted = entry.request["dataset"]
@@ -281,18 +396,22 @@ class SchedulerShell:
         return wanted["version"] if wanted["version"] in versions else None
 
     async def plan_forever(self) -> None:
-        """Plan whenever something changed; publish the decisions."""
+        """Plan when something changed outside a flush (the sweep, the rebuild)."""
         while True:
             await self.dirty.wait()
-            self.dirty.clear()
-            decisions = self.core.plan(_now_ms())
-            self.context.log.debug(
-                "planned", decisions=Counter(type(d).__name__ for d in decisions)
-            )
-            await self._apply(decisions)
-            await self._flush()
+            async with self._lock:
+                if self.dirty.is_set():  # a flush may have planned while we waited
+                    await self._plan()
             # Let more input gather before the next plan: one plan per burst, not per event.
             await asyncio.sleep(0.005)
+
+    async def _plan(self) -> None:
+        """One placement pass; its decisions (and every event before them) published."""
+        self.dirty.clear()
+        decisions = self.core.plan(_now_ms())
+        self.context.log.debug("planned", decisions=Counter(type(d).__name__ for d in decisions))
+        await self._apply(decisions)
+        await self._send()
 
     async def _apply(self, decisions: list[Any]) -> None:
         events: list[dict[str, Any]] = []
@@ -333,7 +452,7 @@ class SchedulerShell:
                 events.append(
                     self._event(entry, "rejected", field="demand", reason=decision.reason)
                 )
-        await self._events(events)
+        self._events(events)
         await self._instruct(
             [
                 instruction
@@ -352,15 +471,44 @@ class SchedulerShell:
     ) -> None:
         await self._instruct(self._instructions(entry, action, reason, nodes, epoch))
 
-    async def _instruct(self, instructions: list[tuple[str, dict[str, Any]]]) -> None:
-        """Send instructions to nodes, once every event published before them is durable:
-        the log knows about a lease before any node can act on it."""
+    async def _instruct(self, instructions: list[Instruction]) -> None:
+        """Hand instructions to :meth:`instruct_forever`, with the acknowledgements of
+        every event decided before them (waits only if it is far behind)."""
         if not instructions:
             return
-        await self._flush()
-        await self.context.publisher.publish_many(
-            self.context.topic("lepton.jobs.assigned"), instructions
-        )
+        await self._send()
+        acks, self._unacked = self._unacked, []
+        await self._instructing.put((acks, instructions))
+
+    async def instruct_forever(self) -> None:
+        """Send instructions to nodes once every event decided before them is durable: the
+        log knows about a lease before any node can act on it. Whatever queued meanwhile
+        goes out together. A failed acknowledgement ends this task, which stops the
+        service; an instruction lost that way is sent again by the rebuild after the
+        restart, and the trainer ignores a lease it already has."""
+        topic = self.context.topic("lepton.jobs.assigned")
+        acks: list[asyncio.Future[Any]] = []
+        instructions: list[Instruction] = []
+        try:
+            while True:
+                acks, instructions = await self._instructing.get()
+                while not self._instructing.empty():
+                    more_acks, more = self._instructing.get_nowait()
+                    acks += more_acks
+                    instructions += more
+                await _acknowledged(acks)
+                await self.context.publisher.publish_many(topic, instructions)
+                acks, instructions = [], []
+        finally:
+            # Stopping (cancelled): what was decided still goes out, as it did when
+            # instructions were sent from the flush itself.
+            while not self._instructing.empty():
+                more_acks, more = self._instructing.get_nowait()
+                acks += more_acks
+                instructions += more
+            if instructions:
+                await _acknowledged(acks)
+                await self.context.publisher.publish_many(topic, instructions)
 
     def _instructions(
         self,
@@ -369,7 +517,7 @@ class SchedulerShell:
         reason: str | None = None,
         nodes: dict[int, str] | None = None,
         epoch: int | None = None,
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> list[Instruction]:
         """What each worker's node must do (run or stop the job) under the given lease."""
         nodes = entry.nodes if nodes is None else nodes
         epoch = entry.epoch if epoch is None else epoch
@@ -415,7 +563,8 @@ class SchedulerShell:
         """Judge liveness on a timer: silent nodes stop getting work, dead ones lose it."""
         while True:
             await asyncio.sleep(interval_s)
-            await self.sweep(_now_ms())
+            async with self._lock:
+                await self.sweep(_now_ms())
 
     async def sweep(self, now_ms: int) -> None:
         verdicts = self.liveness.sweep(now_ms)
@@ -433,13 +582,12 @@ class SchedulerShell:
         for node_id in verdicts.dead:
             self.nodes.pop(node_id, None)
             self.hot.discard(node_id)
-            await self._publish_losses(node_id, self.core.remove_node(node_id), "dead")
+            self._publish_losses(node_id, self.core.remove_node(node_id), "dead")
+        await self._send()
         if verdicts.recovered or verdicts.dead:
             self.dirty.set()
 
-    async def _publish_losses(
-        self, node_id: str, outcomes: list[NodeLossOutcome], how: str
-    ) -> None:
+    def _publish_losses(self, node_id: str, outcomes: list[NodeLossOutcome], how: str) -> None:
         events = []
         for outcome in outcomes:
             entry = self.journal.jobs[outcome.job_id]
@@ -454,11 +602,11 @@ class SchedulerShell:
                     self._event(entry, "failed", reason=outcome.reason, lease_epoch=entry.epoch)
                 )
                 entry.status = Status.DONE
-        await self._events(events)
+        self._events(events)
         if outcomes:
             self.dirty.set()
 
-    async def _requeue(self, entry: JobRecord, reason: str) -> None:
+    def _requeue(self, entry: JobRecord, reason: str) -> None:
         spec = entry.spec
         assert not isinstance(spec, Rejection)
         entry.attempt += 1
@@ -466,7 +614,7 @@ class SchedulerShell:
         entry.started.clear()
         if entry.attempt > spec.max_retries:
             entry.status = Status.DONE
-            await self._events(
+            self._events(
                 [
                     self._event(
                         entry,
@@ -479,7 +627,7 @@ class SchedulerShell:
             )
             return
         self._submit(entry)
-        await self._events([self._event(entry, "requeued", reason=reason)])
+        self._events([self._event(entry, "requeued", reason=reason)])
 
     async def _cancel(self, entry: JobRecord) -> None:
         if entry.status in (Status.ASSIGNED, Status.RUNNING):
@@ -487,7 +635,7 @@ class SchedulerShell:
         self.core.remove_job(entry.request["job_id"])
         self.pending_data.pop(entry.request["job_id"], None)
         entry.status = Status.DONE
-        await self._events([self._event(entry, "cancelled", lease_epoch=entry.epoch or None)])
+        self._events([self._event(entry, "cancelled", lease_epoch=entry.epoch or None)])
         self.dirty.set()
 
     # ---------------------------------------------------------------- writing
@@ -510,23 +658,35 @@ class SchedulerShell:
             "time": _now_ms(),
         } | fields
 
-    async def _events(self, events: list[dict[str, Any]]) -> None:
-        """Queue job events for the broker without waiting for it: one job's events share
-        a partition, so they stay in order; :meth:`_flush` waits where durability matters."""
-        if not events:
-            return
-        self._unacked.extend(
-            await self.context.publisher.send_many(
-                self.context.topic("lepton.jobs.events"),
-                [(event["job_id"], event) for event in events],
-            )
-        )
-        for kind, count in Counter(event["kind"] for event in events).items():
-            _DECISIONS.labels(kind).inc(count)
-        if len(self._unacked) > 1000:
-            await self._flush()
+    def _events(self, events: list[dict[str, Any]]) -> None:
+        """Decide job events: kept, in order, until :meth:`_send` sends them all in one
+        batch. Each continues the trace current when it was decided (its cause's)."""
+        trace = current_trace()
+        self._outbox.extend((event, trace) for event in events)
 
-    async def _flush(self) -> None:
-        """Wait until every event sent so far is acknowledged (a failure stops the service)."""
-        pending, self._unacked = self._unacked, []
-        await asyncio.gather(*pending)
+    async def _send(self) -> None:
+        """Queue the decided job events for the broker without waiting for it: one job's
+        events share a partition, so they stay in order; :meth:`_flush` waits where
+        durability matters."""
+        if self._outbox:
+            outbox, self._outbox = self._outbox, []
+            self._unacked.extend(
+                await self.context.publisher.send_many(
+                    self.context.topic("lepton.jobs.events"),
+                    [(event["job_id"], event) for event, _ in outbox],
+                    traces=[trace for _, trace in outbox],
+                )
+            )
+            for kind, count in Counter(event["kind"] for event, _ in outbox).items():
+                _DECISIONS.labels(kind).inc(count)
+        if len(self._unacked) > 1000:
+            unacked = []
+            for ack in self._unacked:
+                if not ack.done():
+                    unacked.append(ack)
+                elif (refused := ack.exception()) is not None:
+                    raise refused  # the broker refused an event: stop the service
+            self._unacked = unacked
+            if len(unacked) > _UNACKED_BOUND:  # the broker is far behind: wait for it
+                await asyncio.gather(*self._unacked)
+                self._unacked.clear()

@@ -11,10 +11,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lepton.bus import (
+    BatchHandler,
     Event,
     Publisher,
     Subscriber,
     TransientError,
+    current_trace,
     ensure_topics,
     partition_for,
 )
@@ -32,7 +34,7 @@ async def subscribed(
     publisher: Publisher,
     topic: Topic,
     group: str,
-    handler: Callable[[Event], Awaitable[None]],
+    handler: Callable[[Event], Awaitable[None]] | BatchHandler,
 ) -> AsyncIterator[Subscriber]:
     subscriber = Subscriber(
         bootstrap, codec, publisher, topics=[topic], group_id=group, handler=handler
@@ -396,3 +398,137 @@ async def test_a_replaying_subscriber_of_empty_topics_is_caught_up_at_once(
         assert subscriber.caught_up.is_set()
     finally:
         await subscriber.close()
+
+
+class Batches:
+    """A batch handler that records what it was given, and fails where it is told to."""
+
+    def __init__(
+        self, want: int, *, poison_key: str | None = None, flush_failures: list[Exception] = ()
+    ) -> None:
+        self.applied: list[Event] = []
+        self.traces: list[bytes | None] = []
+        self.flushed: list[int] = []  # events applied before each flush
+        self.want = want
+        self.poison_key = poison_key
+        self.flush_failures = list(flush_failures)
+        self.enough = asyncio.Event()
+
+    def apply(self, event: Event) -> None:
+        if event.key == self.poison_key:
+            raise ValueError(f"cannot apply {event.key}")
+        self.applied.append(event)
+        self.traces.append(current_trace())
+
+    async def flush(self) -> None:
+        self.flushed.append(len(self.applied))
+        if self.flush_failures:
+            raise self.flush_failures.pop(0)
+        if len(self.applied) >= self.want:
+            self.enough.set()
+
+
+async def test_a_batch_handler_applies_a_fetch_in_partition_order_then_flushes_once(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobEvent", partitions=3)
+    events = [(f"job-{i % 5}", {**sample(topic.event), "attempt": i}) for i in range(300)]
+    await publisher.publish_many(topic, events)
+    batches = Batches(len(events))
+    group = unique("batch")
+    async with subscribed(bootstrap, codec, publisher, topic, group, batches) as sub:
+        await asyncio.wait_for(batches.enough.wait(), 30)
+    assert isinstance(batches, BatchHandler)
+    attempts: dict[str | None, list[int]] = {}
+    for event in batches.applied:
+        attempts.setdefault(event.key, []).append(event.record["attempt"])
+    for key, seen in attempts.items():
+        assert seen == sorted(seen), f"{key}'s events are applied in the order sent"
+    assert len(batches.applied) == len(events)
+    assert len(batches.flushed) < len(events), "one flush per fetch, not per event"
+    assert sub.handled == len(events)
+    assert batches.traces == [event.headers["traceparent"] for event in batches.applied], (
+        "while an event is applied, its trace is the current one"
+    )
+    # Everything flushed was committed: the group has nothing left to read.
+    await publisher.publish(topic, "job-last", sample(topic.event))
+    after = Batches(1)
+    async with subscribed(bootstrap, codec, publisher, topic, group, after):
+        await asyncio.wait_for(after.enough.wait(), 30)
+    assert [event.key for event in after.applied] == ["job-last"]
+
+
+async def test_a_batch_dead_letters_what_fails_to_decode_or_apply_and_keeps_the_rest(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    good = codec.encode(topic.event, sample(topic.event))
+    await publisher.send_raw(topic.name, b"ok-1", good, [])
+    await publisher.send_raw(topic.name, b"truncated", good[:-3], [("origin", b"test")])
+    await publisher.send_raw(topic.name, b"bad", good, [("origin", b"test")])
+    await publisher.send_raw(topic.name, b"ok-2", good, [])
+    batches = Batches(2, poison_key="bad")
+    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), batches) as sub:
+        await asyncio.wait_for(batches.enough.wait(), 30)
+    assert [event.key for event in batches.applied] == ["ok-1", "ok-2"]
+    assert sub.dead_lettered == 2
+    letters = await read_raw(bootstrap, dead_letter_topic(topic.name), 2)
+    by_key = {letter.key: dict(letter.headers) for letter in letters}
+    assert by_key[b"truncated"]["dlq_error_type"] == b"TruncatedMessageError"
+    assert by_key[b"bad"]["dlq_error_type"] == b"ValueError"
+    assert by_key[b"bad"]["dlq_error_message"] == b"cannot apply bad"
+    for headers in by_key.values():
+        assert headers["origin"] == b"test", "the original headers are kept"
+        assert headers["dlq_source_topic"].decode() == topic.name
+
+
+async def test_a_transient_flush_failure_is_retried_without_applying_again(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    await publisher.publish_many(topic, [(f"job-{i}", sample(topic.event)) for i in range(3)])
+    batches = Batches(3, flush_failures=[TransientError("db away"), ConnectionError("reset")])
+    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), batches) as sub:
+        await asyncio.wait_for(batches.enough.wait(), 30)
+    assert [event.key for event in batches.applied] == ["job-0", "job-1", "job-2"]
+    assert len(batches.flushed) >= 3, "the flush was tried until it went through"
+    assert sub.dead_lettered == 0
+
+
+async def test_a_failing_flush_stops_the_subscriber_and_its_fetch_is_read_again(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    group = unique("g")
+    await publisher.publish_many(topic, [(f"job-{i}", sample(topic.event)) for i in range(3)])
+    failing = Batches(3, flush_failures=[RuntimeError("the database refused the batch")])
+    subscriber = Subscriber(
+        bootstrap, codec, publisher, topics=[topic], group_id=group, handler=failing
+    )
+    await subscriber.start()
+    try:
+        with pytest.raises(RuntimeError, match="refused the batch"):
+            await asyncio.wait_for(subscriber.run(), 30)
+    finally:
+        await subscriber.close()
+    assert len(failing.applied) == 3, "applied, but not committed"
+    again = Batches(3)
+    async with subscribed(bootstrap, codec, publisher, topic, group, again) as sub:
+        await asyncio.wait_for(again.enough.wait(), 30)
+    assert [event.key for event in again.applied] == ["job-0", "job-1", "job-2"]
+    assert sub.dead_lettered == 0, "no event is blamed for a failed flush"
+
+
+async def test_send_many_continues_the_trace_given_for_each_event(
+    bootstrap, publisher, make_topic
+) -> None:
+    topic = await make_topic("lepton.JobEvent", partitions=2)
+    traces = [f"00-{i:032x}-{i:016x}-01".encode() for i in range(1, 41)]
+    events = [(f"job-{i}", sample(topic.event)) for i in range(40)]
+    await publisher.publish_many(topic, events[:5], traces=traces[:5])  # few: through send()
+    await publisher.publish_many(topic, events[5:], traces=traces[5:])  # many: batches
+    messages = await read_raw(bootstrap, topic.name, 40)
+    sent = {key.encode(): trace for (key, _), trace in zip(events, traces, strict=True)}
+    for message in messages:
+        trace_id = dict(message.headers)["traceparent"].split(b"-")[1]
+        assert trace_id == sent[message.key].split(b"-")[1]

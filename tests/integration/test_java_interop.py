@@ -39,7 +39,7 @@ class AvroJson:
             if value is None:
                 assert "null" in schema
                 return None
-            (branch,) = [b for b in schema if b != "null"]  # only optional unions are used
+            branch = self._branch_for(schema, value, namespace)
             return {self._branch_name(branch, namespace): self.convert(branch, value, namespace)}
         if isinstance(schema, str):
             return value
@@ -55,6 +55,29 @@ class AvroJson:
         if kind == "map":
             return {k: self.convert(schema["values"], v, namespace) for k, v in value.items()}
         return value  # enum symbols and primitives with a logical type are plain
+
+    def _branch_for(self, union: list[Any], value: Any, namespace: str) -> Any:
+        """The branch a value belongs to (as fastavro picks it when writing)."""
+        branches = [b for b in union if b != "null"]
+        if len(branches) == 1:
+            return branches[0]
+        python_types = {
+            "boolean": bool,
+            "long": int,
+            "int": int,
+            "double": float,
+            "float": float,
+            "string": str,
+        }
+        for branch in branches:
+            resolved = self._resolve(branch, namespace)
+            wanted = python_types.get(resolved) if isinstance(resolved, str) else None
+            # bool is an int in Python: an int branch must not take True or False.
+            if wanted is not None and isinstance(value, wanted):
+                if wanted is int and isinstance(value, bool):
+                    continue
+                return branch
+        raise AssertionError(f"no branch of {union} for {value!r}")
 
     def _full_name(self, schema: dict[str, Any], namespace: str) -> str:
         name: str = schema["name"]

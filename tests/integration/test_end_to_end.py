@@ -1,0 +1,172 @@
+"""The demo's flow (``make demo``) against every service, each started as ``lepton up``
+starts it: two trainer agents of different sizes, ingest, scheduler, evaluator, monitor.
+
+A recorder reads every topic the flow touches while ``lepton.demo.run`` drives it through
+the SDK, and the test checks each example's events, in order: requested, queued,
+assigned, started, progress, succeeded, model ready, evaluated, promoted, prediction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from lepton import demo
+from lepton.bus import ensure_topics
+from lepton.config import Settings
+from lepton.contract import default_codec
+from lepton.topics import Namespace
+from tests.integration.test_client_examples import start
+
+pytestmark = pytest.mark.integration
+
+BIN = Path(sys.executable).parent
+RECORDED = (
+    "lepton.jobs.requested",
+    "lepton.jobs.events",
+    "lepton.jobs.assigned",
+    "lepton.models.ready",
+    "lepton.models.evaluated",
+    "lepton.models.promoted",
+    "lepton.predict.requested",
+    "lepton.predict.results",
+)
+
+
+@pytest.fixture
+async def cluster(
+    bootstrap: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Settings, Path]]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    await ensure_topics(bootstrap, Namespace(prefix).all())
+    env = os.environ | {
+        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_TOPIC_PREFIX": prefix,
+        "LEPTON_MONITOR_PORT": "0",
+        "LEPTON_INGEST_ROOTS": json.dumps([str(tmp_path)]),
+        "LEPTON_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+    }
+    trainer = str(BIN / "lepton-trainer")
+    started = [
+        await start([str(BIN / "lepton-ingest")], env, "health"),
+        await start([str(BIN / "lepton-scheduler")], env, "health"),
+        await start([str(BIN / "lepton-evaluator")], env, "health"),
+        await start(
+            [trainer, "--node-id", "small", "--cpus", "1", "--memory", "2048"], env, "health"
+        ),
+        await start(
+            [trainer, "--node-id", "large", "--cpus", "2", "--memory", "4096"], env, "health"
+        ),
+        await start([str(BIN / "lepton-monitor")], env, "dashboard"),
+    ]
+    settings = Settings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_prefix=prefix,
+        monitor_url=started[-1][1]["url"].rstrip("/"),
+    )
+    try:
+        yield settings, tmp_path
+    finally:
+        for process, _ in started:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in started:
+            async with asyncio.timeout(60):
+                await process.wait()
+                await process.drain
+
+
+async def record(settings: Settings, into: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every message on the recorded topics, decoded, as (declared topic, record)."""
+    names = Namespace(settings.topic_prefix)
+    declared = {names.topic(name).name: name for name in RECORDED}
+    consumer = AIOKafkaConsumer(
+        *declared, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        codec = default_codec()
+        async for message in consumer:
+            into.append((declared[message.topic], codec.decode(message.value)[1]))
+    finally:
+        await consumer.stop()
+
+
+def first(seen: list[tuple[str, dict[str, Any]]], topic: str, **match: Any) -> dict[str, Any]:
+    found = [r for t, r in seen if t == topic and all(r[k] == v for k, v in match.items())]
+    assert found, f"no {topic} with {match}"
+    return found[0]
+
+
+async def test_the_demo_flow_produces_every_event_in_order(
+    cluster: tuple[Settings, Path],
+) -> None:
+    settings, inbox = cluster
+    seen: list[tuple[str, dict[str, Any]]] = []
+    recorder = asyncio.create_task(record(settings, seen))
+    lines: list[str] = []
+    try:
+        reports = await demo.run(
+            settings, inbox, lines.append, tenant_prefix=f"e2e{uuid.uuid4().hex[:6]}-"
+        )
+    finally:
+        recorder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recorder
+    # Everything recorded is everything published: the recorder read until the last answer.
+    assert [r.example.dataset for r in reports] == [e.dataset for e in demo.EXAMPLES]
+
+    for report in reports:
+        requested = first(seen, "lepton.jobs.requested", job_id=report.job_id)
+        # One job's events share a key, hence a partition: this is their order on the log.
+        events = [r for t, r in seen if t == "lepton.jobs.events" and r["job_id"] == report.job_id]
+        kinds = [e["kind"] for e in events]
+        progress = kinds.count("progress")
+        assert progress >= 3
+        assert kinds == ["queued", "assigned", "started", *["progress"] * progress, "succeeded"]
+        assert kinds == report.events  # the SDK followed the same events
+        assigned = first(seen, "lepton.jobs.assigned", job_id=report.job_id)
+        assert assigned["node_id"] == events[1]["node_id"]
+        assert requested["submitted_at"] <= events[0]["time"]
+        times = [e["time"] for e in events]
+        assert times == sorted(times)
+
+        # The model is stored and announced before its job is declared succeeded, so that a
+        # succeeded job always has its model; the succeeded event names it.
+        ready = first(seen, "lepton.models.ready", job_id=report.job_id)
+        assert events[-1]["model_id"] == ready["model_id"] == report.model["model_id"]
+        assert events[2]["time"] <= ready["ready_at"] <= events[-1]["time"]
+
+        evaluated = first(seen, "lepton.models.evaluated", model_id=ready["model_id"])
+        assert evaluated["holdout_rows"] > 0
+        assert evaluated["evaluated_at"] >= ready["ready_at"]
+        promoted = first(seen, "lepton.models.promoted", model_id=ready["model_id"])
+        assert promoted["verdict"] == "promoted"  # a fresh tenant: the first model wins
+        assert promoted["decided_at"] >= evaluated["evaluated_at"]
+
+        asked = first(seen, "lepton.predict.requested", request_id=report.request_ids[0])
+        answer = first(seen, "lepton.predict.results", request_id=report.request_ids[0])
+        assert asked["model"] == f"{report.example.model_name}@champion"
+        assert promoted["decided_at"] <= asked["requested_at"] <= answer["scored_at"]
+        assert answer["model_id"] == ready["model_id"]
+        assert answer["error"] is None
+
+    houses, diagnosis = reports
+    # The seed's question: a 150 m² 普通住宅 in B区 (about 45,000 yuan per m² there).
+    assert isinstance(houses.prediction, float)
+    assert 4_000_000 < houses.prediction < 10_000_000
+    assert diagnosis.prediction in {"0", "1"}
+    assert set(diagnosis.probabilities) == {"0", "1"}
+    assert any(line.startswith("prediction for a 150 m² 普通住宅 in B区") for line in lines)
