@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,30 +17,12 @@ import pytest
 
 from lepton.bus import ensure_topics
 from lepton.topics import Namespace
+from tests.integration.processes import BIN, service_env, start
 from tests.integration.test_trainer import houses
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).parents[2] / "examples"
-
-
-async def start(command: list[str], env: dict[str, str], until: str) -> tuple[Any, dict[str, Any]]:
-    """A service process, once it logged the ``until`` event; its log is drained after."""
-    process = await asyncio.create_subprocess_exec(
-        *command, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    assert process.stderr is not None
-    async with asyncio.timeout(90):
-        while True:
-            line = await process.stderr.readline()
-            assert line, f"{command[0]} exited early with {await process.wait()}"
-            with_event = json.loads(line) if line.startswith(b"{") else {}
-            if with_event.get("event") == until:
-                break
-    # A full pipe would block the service's logging: read the rest as it comes.
-    process.drain = asyncio.create_task(process.stderr.read())
-    return process, with_event
 
 
 @pytest.fixture(scope="module")
@@ -52,34 +32,28 @@ async def services(
     root = tmp_path_factory.mktemp("sdk-data")
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = os.environ | {
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
-        "LEPTON_DATABASE_URL": database_url,
-        "LEPTON_TOPIC_PREFIX": prefix,
-        "LEPTON_MONITOR_PORT": "0",
-        "LEPTON_INGEST_ROOTS": json.dumps([str(root)]),
-        "LEPTON_ARTIFACT_ROOT": str(root / "artifacts"),
-    }
+    env = service_env(
+        bootstrap,
+        database_url,
+        prefix,
+        LEPTON_INGEST_ROOTS=json.dumps([str(root)]),
+        LEPTON_ARTIFACT_ROOT=str(root / "artifacts"),
+    )
     started = [
-        await start([str(BIN / "lepton-ingest")], env, "health"),
-        await start([str(BIN / "lepton-scheduler")], env, "health"),
+        await start([str(BIN / "lepton-ingest")], env),
+        await start([str(BIN / "lepton-scheduler")], env),
         await start(
             [str(BIN / "lepton-trainer"), "--node-id", "n1", "--cpus", "1", "--memory", "2048"],
             env,
-            "health",
         ),
         await start([str(BIN / "lepton-monitor")], env, "dashboard"),
     ]
-    monitor_url = started[-1][1]["url"].rstrip("/")
+    monitor_url = started[-1].entry["url"].rstrip("/")
     try:
         yield {"root": root, "env": env | {"LEPTON_MONITOR_URL": monitor_url}}
     finally:
-        for process, _ in started:
-            process.send_signal(signal.SIGTERM)
-        for process, _ in started:
-            async with asyncio.timeout(60):
-                await process.wait()
-                await process.drain
+        for service in started:
+            await service.stop()
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

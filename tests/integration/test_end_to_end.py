@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,11 +24,10 @@ from lepton.bus import ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.topics import Namespace
-from tests.integration.test_client_examples import start
+from tests.integration.processes import BIN, service_env, start
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
 RECORDED = (
     "lepton.jobs.requested",
     "lepton.jobs.events",
@@ -50,42 +46,33 @@ async def cluster(
 ) -> AsyncIterator[tuple[Settings, Path]]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = os.environ | {
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
-        "LEPTON_DATABASE_URL": database_url,
-        "LEPTON_TOPIC_PREFIX": prefix,
-        "LEPTON_MONITOR_PORT": "0",
-        "LEPTON_INGEST_ROOTS": json.dumps([str(tmp_path)]),
-        "LEPTON_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-    }
+    env = service_env(
+        bootstrap,
+        database_url,
+        prefix,
+        LEPTON_INGEST_ROOTS=json.dumps([str(tmp_path)]),
+        LEPTON_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+    )
     trainer = str(BIN / "lepton-trainer")
     started = [
-        await start([str(BIN / "lepton-ingest")], env, "health"),
-        await start([str(BIN / "lepton-scheduler")], env, "health"),
-        await start([str(BIN / "lepton-evaluator")], env, "health"),
-        await start(
-            [trainer, "--node-id", "small", "--cpus", "1", "--memory", "2048"], env, "health"
-        ),
-        await start(
-            [trainer, "--node-id", "large", "--cpus", "2", "--memory", "4096"], env, "health"
-        ),
+        await start([str(BIN / "lepton-ingest")], env),
+        await start([str(BIN / "lepton-scheduler")], env),
+        await start([str(BIN / "lepton-evaluator")], env),
+        await start([trainer, "--node-id", "small", "--cpus", "1", "--memory", "2048"], env),
+        await start([trainer, "--node-id", "large", "--cpus", "2", "--memory", "4096"], env),
         await start([str(BIN / "lepton-monitor")], env, "dashboard"),
     ]
     settings = Settings(
         kafka_bootstrap=bootstrap,
         database_url=database_url,
         topic_prefix=prefix,
-        monitor_url=started[-1][1]["url"].rstrip("/"),
+        monitor_url=started[-1].entry["url"].rstrip("/"),
     )
     try:
         yield settings, tmp_path
     finally:
-        for process, _ in started:
-            process.send_signal(signal.SIGTERM)
-        for process, _ in started:
-            async with asyncio.timeout(60):
-                await process.wait()
-                await process.drain
+        for service in started:
+            await service.stop()
 
 
 async def record(settings: Settings, into: list[tuple[str, dict[str, Any]]]) -> None:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import sys
 import urllib.request
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,37 +14,9 @@ from aiokafka import AIOKafkaConsumer
 from lepton.bus import ensure_topics
 from lepton.contract import default_codec
 from lepton.topics import Namespace
+from tests.integration.processes import BIN, service_env, start
 
 pytestmark = pytest.mark.integration
-
-BIN = Path(sys.executable).parent
-
-
-async def start(
-    command: list[str], bootstrap: str, database_url: str, prefix: str
-) -> tuple[Any, dict[str, Any]]:
-    """Start a service under a topic prefix of its own; returns it and its ``health`` log."""
-    env = {
-        **os.environ,
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
-        "LEPTON_DATABASE_URL": database_url,
-        "LEPTON_TOPIC_PREFIX": prefix,
-        "LEPTON_MONITOR_PORT": "0",
-    }
-    process = await asyncio.create_subprocess_exec(
-        *command, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    assert process.stderr is not None
-    async with asyncio.timeout(60):
-        while True:
-            line = await process.stderr.readline()
-            assert line, f"{command[0]} exited early with {await process.wait()}"
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if entry.get("event") == "health":
-                return process, entry
 
 
 def get_text(url: str) -> str:
@@ -66,22 +34,20 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
     service: str, bootstrap: str, database_url: str
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    process, health = await start([str(BIN / f"lepton-{service}")], bootstrap, database_url, prefix)
+    running = await start(
+        [str(BIN / f"lepton-{service}")], service_env(bootstrap, database_url, prefix)
+    )
     try:
-        answer = await asyncio.to_thread(get_json, health["url"])
+        answer = await asyncio.to_thread(get_json, running.entry["url"])
         assert answer["service"] == service
         assert answer["status"] == "ok"
-        metrics_url = health["url"].replace("/healthz", "/metrics/")
+        metrics_url = running.entry["url"].replace("/healthz", "/metrics/")
         metrics = await asyncio.to_thread(get_text, metrics_url)
         assert "lepton_messages_total" in metrics
     finally:
-        assert process.stderr is not None
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            remaining = await process.stderr.read()
-            assert await process.wait() == 0
-    events = [json.loads(line)["event"] for line in remaining.splitlines() if line.startswith(b"{")]
-    assert "stopped" in events
+        remaining = await running.stop()
+    assert running.process.returncode == 0
+    assert "stopped" in running.events(remaining)
 
 
 async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str) -> None:
@@ -96,7 +62,7 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str)
     )
     await consumer.start()
     await consumer.getmany(timeout_ms=100)  # take a position before the agent starts
-    process, _ = await start(
+    agent = await start(
         [
             str(BIN / "lepton-trainer"),
             "--node-id",
@@ -110,9 +76,7 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str)
             "--interval",
             "0.2",
         ],
-        bootstrap,
-        database_url,
-        prefix,
+        service_env(bootstrap, database_url, prefix),
     )
     beats: list[dict[str, Any]] = []
     try:
@@ -124,9 +88,7 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str)
                             beats.append(default_codec().decode(message.value)[1])
     finally:
         await consumer.stop()
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(60):
-            await process.communicate()
+        await agent.stop()
     assert beats[0]["capacity"]["cpu_millicores"] == 1500
     assert beats[0]["capacity"]["memory_mib"] == 2048
     assert beats[0]["labels"] == {"zone": "a"}

@@ -26,8 +26,8 @@ from services.trainer.node import NodeSpec
 from services.trainer.runs import model_id_for
 from services.trainer.settings import TrainerSettings
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
+from tests.integration.processes import BIN, service_env, start
 from tests.integration.scheduler_support import Namespaced, now_ms
-from tests.integration.test_services import BIN, start
 
 pytestmark = pytest.mark.integration
 
@@ -441,15 +441,11 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
 ) -> None:
     node, job = f"k-{uuid.uuid4().hex[:8]}", f"j-{uuid.uuid4().hex[:8]}"
     slow = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 600}
-    agent, _ = await start(
+    running = await start(
         [str(BIN / "lepton-trainer"), "--node-id", node, "--interval", "0.2"],
-        bootstrap,
-        database_url,
-        space.prefix,
+        service_env(bootstrap, database_url, space.prefix),
     )
-    assert agent.stderr is not None
-    # Keep reading the agent's log so that a full pipe never blocks it.
-    drain = asyncio.create_task(agent.stderr.read())
+    agent = running.process
     async with space.reader("lepton.jobs.events") as events:
         try:
             await space.send(
@@ -466,7 +462,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
             assert len(orphans) == 1
             agent.kill()  # no chance to clean up: as in a crash or an OOM kill
             await agent.wait()
-            await drain
+            await running.rest_of_log
             _, alive = await asyncio.to_thread(psutil.wait_procs, orphans, timeout=15)
             assert alive == []  # the worker saw its stdin close and exited
         finally:
