@@ -921,7 +921,9 @@ def demo() -> None:
             f"{report.model['algorithm']} {report.model['model_id'][:8]}",
             f"{metric} {metrics.get(metric, float('nan')):.3f}",
             report.verdict["verdict"] if report.verdict else "not judged",
-            f"{prediction:,.0f}" if isinstance(prediction, float) else str(prediction),
+            f"{prediction:,.0f}"
+            if isinstance(prediction, float)
+            else report.example.labels.get(str(prediction), str(prediction)),
         )
     console.print(table)
     console.print(f"finished in {time.monotonic() - began:.0f} s")

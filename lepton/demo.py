@@ -83,6 +83,7 @@ class Example:
     question: str
     query: Callable[[], list[dict[str, Any]]]
     spec: Mapping[str, Any] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)  # class label -> what it means
     trial_budget: int = 12
     demand: Resources = field(default_factory=lambda: Resources.of(cpus=1, memory_mib=1024))
 
@@ -107,12 +108,10 @@ DIAGNOSIS = Example(
     target="diagnosis",
     data=_diagnosis_records,
     question="the first patient's measurements",
-    query=lambda: [
-        {
-            str(k): float(v)
-            for k, v in _diagnosis_records().drop(columns="diagnosis").iloc[0].items()
-        }
-    ],
+    query=lambda: [_first_patient()],
+    labels={"1": "malignant", "0": "benign"},
+    # Two cores: only the larger of `lepton up`'s two nodes can hold it.
+    demand=Resources.of(cpus=2, memory_mib=1024),
 )
 
 EXAMPLES = (HOUSES, DIAGNOSIS)
@@ -249,11 +248,16 @@ async def run_example(
     report.request_ids = answer.request_ids
     if answer.probabilities:
         report.probabilities = answer.probabilities[0]
+    named = example.labels
     value = (
-        f"{report.prediction:,.0f}" if isinstance(report.prediction, float) else report.prediction
+        f"{report.prediction:,.0f}"
+        if isinstance(report.prediction, float)
+        else named.get(str(report.prediction), str(report.prediction))
     )
     odds = (
-        " (" + ", ".join(f"{k}: {v:.2f}" for k, v in report.probabilities.items()) + ")"
+        " ("
+        + ", ".join(f"{named.get(k, k)} {v:.2f}" for k, v in report.probabilities.items())
+        + ")"
         if report.probabilities
         else ""
     )

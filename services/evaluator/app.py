@@ -34,7 +34,14 @@ from lepton.contract import default_codec
 from lepton.datasets import DatasetError, read_dataset
 from lepton.service import Context, Service, run
 from services.evaluator import plots, store
-from services.evaluator.evaluation import Evaluation, EvaluationConfig, Finding, evaluate, prepare
+from services.evaluator.evaluation import (
+    Evaluation,
+    EvaluationConfig,
+    Finding,
+    Prepared,
+    evaluate,
+    prepare,
+)
 from services.evaluator.inputs import ColumnsMismatch, InputSchema, input_schema
 from services.evaluator.prediction import (
     CHAMPION,
@@ -217,8 +224,50 @@ class Evaluator:
     async def _evaluate(
         self, ready: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        # The artifact (file store, a thread) and the dataset (PostgreSQL) load side by side.
-        challenger, frame = await asyncio.gather(self.models.load(ready), self._dataset(ready))
+        # The artifact (file store, a thread), the dataset (PostgreSQL) and the champion
+        # to judge against (its row, then its artifact) load side by side.
+        (
+            challenger,
+            frame,
+            (policy, policy_problem, champion, rival, rival_note),
+        ) = await asyncio.gather(self.models.load(ready), self._dataset(ready), self._rival(ready))
+        evaluation, prepared = await asyncio.to_thread(
+            self._evaluate_model, ready, challenger, frame
+        )
+        location = plots.plots_location(
+            self.settings.evaluator_plots_root,
+            ready["artifact_uri"],
+            ready["tenant"],
+            ready["model_id"],
+        )
+        # The plots (drawn from curves and matrix only) and the comparison with the
+        # champion need nothing from each other: they run side by side.
+        uris, assessment = await asyncio.gather(
+            asyncio.to_thread(_plot, evaluation, location),
+            asyncio.to_thread(
+                self._judge, evaluation, prepared, policy, champion, rival, rival_note
+            ),
+        )
+        if policy_problem is not None:
+            evaluation.findings.append(
+                Finding("error", "promotion_policy", f"not judged for promotion: {policy_problem}")
+            )
+        evaluated = _evaluated_record(ready, evaluation, uris)
+        promoted = None
+        if assessment.decision is not None and assessment.policy is not None:
+            promoted = _promoted_record(
+                ready,
+                assessment.policy,
+                assessment.decision,
+                champion.model_id if champion else None,
+            )
+        return evaluated, promoted
+
+    async def _rival(
+        self, ready: dict[str, Any]
+    ) -> tuple[Policy | None, str | None, store.Champion | None, Loaded | None, str]:
+        """The policy for the model (or why there is none), the current champion of its
+        name, that champion loaded (or why it could not be)."""
         policy: Policy | None = None
         policy_problem: str | None = None
         try:
@@ -239,32 +288,7 @@ class Evaluator:
                 rival = await self.models.load(champion.ready)
             except ArtifactInvalid as exc:
                 rival_note = f"the champion's artifact could not be loaded: {exc}"
-        assessment = await asyncio.to_thread(
-            self._assess, ready, challenger, frame, policy, champion, rival, rival_note
-        )
-        evaluation = assessment.evaluation
-        if policy_problem is not None:
-            evaluation.findings.append(
-                Finding("error", "promotion_policy", f"not judged for promotion: {policy_problem}")
-            )
-        location = plots.plots_location(
-            self.settings.evaluator_plots_root,
-            ready["artifact_uri"],
-            ready["tenant"],
-            ready["model_id"],
-        )
-        images = await asyncio.to_thread(plots.draw, evaluation)
-        uris = await asyncio.to_thread(plots.save, images, location)
-        evaluated = _evaluated_record(ready, evaluation, uris)
-        promoted = None
-        if assessment.decision is not None and assessment.policy is not None:
-            promoted = _promoted_record(
-                ready,
-                assessment.policy,
-                assessment.decision,
-                champion.model_id if champion else None,
-            )
-        return evaluated, promoted
+        return policy, policy_problem, champion, rival, rival_note
 
     async def _dataset(self, ready: dict[str, Any]) -> pd.DataFrame:
         dataset = ready["dataset"]
@@ -280,17 +304,10 @@ class Evaluator:
         except DatasetError as exc:
             raise DatasetUnavailable(f"model {ready['model_id']}: {exc}") from exc
 
-    def _assess(
-        self,
-        ready: dict[str, Any],
-        challenger: Loaded,
-        frame: pd.DataFrame,
-        policy: Policy | None,
-        champion: store.Champion | None,
-        rival: Loaded | None,
-        rival_note: str,
-    ) -> _Assessment:
-        """The CPU-bound part, in a worker thread: evaluation, comparison, verdict."""
+    def _evaluate_model(
+        self, ready: dict[str, Any], challenger: Loaded, frame: pd.DataFrame
+    ) -> tuple[Evaluation, Prepared]:
+        """The CPU-bound evaluation, in a worker thread."""
         features = list(ready["feature_columns"])
         if ready["problem_type"] not in ("regression", "binary", "multiclass"):
             raise EvaluationFailed(f"model {ready['model_id']}: unknown problem type")
@@ -307,11 +324,23 @@ class Evaluator:
             evaluation = evaluate(challenger.pipeline, prepared, features, self.config)
         except ColumnsMismatch as exc:
             raise DatasetMismatch(f"model {ready['model_id']}: {exc}") from exc
+        return evaluation, prepared
+
+    def _judge(
+        self,
+        evaluation: Evaluation,
+        prepared: Prepared,
+        policy: Policy | None,
+        champion: store.Champion | None,
+        rival: Loaded | None,
+        rival_note: str,
+    ) -> _Assessment:
+        """Comparison with the champion and verdict, in a worker thread."""
         if policy is None:
             return _Assessment(evaluation, None, None)
         comparison: Comparison | None = None
         if champion is not None:
-            if rival is not None and champion.ready["problem_type"] == ready["problem_type"]:
+            if rival is not None and champion.ready["problem_type"] == prepared.problem:
                 try:
                     comparison = compare(
                         policy,
@@ -439,6 +468,10 @@ class Evaluator:
                 code, f"model {ref.version} failed evaluation: {stored.error_message}"
             )
         return await self.models.load(stored.ready)
+
+
+def _plot(evaluation: Evaluation, location: str) -> dict[str, str]:
+    return plots.save(plots.draw(evaluation), location)
 
 
 def _failure(error_type: str | None, message: str) -> EvaluationFailed:

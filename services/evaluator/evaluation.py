@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.calibration import calibration_curve
-from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -41,6 +40,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from lepton.modeling import holdout_split, labelled
@@ -60,6 +60,7 @@ __all__ = [
     "Outputs",
     "Prepared",
     "evaluate",
+    "fast_metric",
     "fold_scores",
     "label_text",
     "metric_value",
@@ -259,11 +260,16 @@ class Outputs:
 
 
 def outputs(model: Any, X: pd.DataFrame, y: Array) -> Outputs:
-    """``model``'s predictions and per-class scores for ``X``, against the truth ``y``."""
-    predicted = np.asarray(model.predict(X))
+    """``model``'s predictions and per-class scores for ``X``, against the truth ``y``.
+
+    A classifier pipeline's preprocessing runs once for both (what ``Pipeline.predict``
+    and ``predict_proba`` each do, then the final estimator's own methods)."""
     classes = getattr(model, "classes_", None)
     if classes is None:
-        return Outputs(y, predicted)
+        return Outputs(y, np.asarray(model.predict(X)))
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        X, model = model[:-1].transform(X), model.steps[-1][1]
+    predicted = np.asarray(model.predict(X))
     if hasattr(model, "predict_proba"):
         try:
             return Outputs(y, predicted, np.asarray(model.predict_proba(X)), classes, True)
@@ -323,6 +329,75 @@ _METRICS: Mapping[str, Callable[[Outputs], float]] = {
 def metric_value(metric: str, out: Outputs) -> float:
     """One metric; NaN when these outputs cannot define it (one class only, no scores)."""
     return _METRICS[metric](out)
+
+
+def fast_metric(metric: str, out: Outputs) -> float:
+    """:func:`metric_value` computed with plain numpy where that is exact (the same
+    formulas as scikit-learn's, without its validation overhead): for metrics evaluated
+    many times on resamples of the same rows (the bootstrap). Others fall back."""
+    y, predicted = out.y, out.predicted
+    if metric in ("rmse", "mae", "r2", "mape") and y.dtype.kind == "f" and len(y) > 1:
+        error = y - predicted
+        if metric == "rmse":
+            return float(np.sqrt(np.mean(error * error)))
+        if metric == "mae":
+            return float(np.mean(np.abs(error)))
+        if metric == "mape":
+            eps = np.finfo(np.float64).eps
+            return float(np.mean(np.abs(error) / np.maximum(np.abs(y), eps)))
+        residual = float(np.sum(error * error))
+        total = float(np.sum((y - y.mean()) ** 2))
+        if total == 0.0:
+            return 1.0 if residual == 0.0 else 0.0
+        return 1.0 - residual / total
+    counts = _class_counts(out) if metric in _COUNTED else None
+    if counts is None:
+        return metric_value(metric, out)
+    truth, said, hits = counts
+    if metric == "accuracy":
+        return float(hits.sum() / len(y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "precision_macro":
+            per_class = np.where(said > 0, hits / np.maximum(said, 1), 0.0)
+        elif metric == "recall_macro":
+            per_class = np.where(truth > 0, hits / np.maximum(truth, 1), 0.0)
+        else:
+            denominator = truth + said
+            per_class = np.where(denominator > 0, 2 * hits / np.maximum(denominator, 1), 0.0)
+    if metric == "f1_weighted":
+        support = truth.sum()
+        return float(np.sum(per_class * truth) / support) if support else 0.0
+    return float(per_class.mean())
+
+
+_COUNTED = frozenset(("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted"))
+
+
+def _class_counts(out: Outputs) -> tuple[Array, Array, Array] | None:
+    """Per class (in ``out.classes`` order): true rows, predicted rows, correct rows;
+    None when some label is not one of the classes (scikit-learn's rules apply then)."""
+    if out.classes is None or len(out.y) == 0:
+        return None
+    classes = np.asarray(out.classes)
+    try:
+        order = np.argsort(classes, kind="stable")
+        ordered = classes[order]
+        truth_at = np.searchsorted(ordered, out.y)
+        said_at = np.searchsorted(ordered, out.predicted)
+    except TypeError:  # labels of mixed types
+        return None
+    n = len(classes)
+    if (truth_at >= n).any() or (said_at >= n).any():
+        return None
+    if not (
+        np.array_equal(ordered[truth_at], out.y) and np.array_equal(ordered[said_at], out.predicted)
+    ):
+        return None
+    truth = np.bincount(order[truth_at], minlength=n).astype(np.float64)
+    said = np.bincount(order[said_at], minlength=n).astype(np.float64)
+    right = truth_at == said_at
+    hits = np.bincount(order[truth_at[right]], minlength=n).astype(np.float64)
+    return truth, said, hits
 
 
 def score(problem: str, out: Outputs) -> dict[str, float]:
@@ -482,17 +557,60 @@ def _imbalance(y: Array, config: EvaluationConfig) -> list[Finding]:
     ]
 
 
+# Permuted rows scored by one predict call at most: one call amortises the pipeline's
+# per-call overhead over every feature and repeat, the cap bounds its memory.
+_PERMUTED_ROWS_PER_CALL = 200_000
+
+
+def _permutation_importance(
+    pipeline: Any,
+    X: pd.DataFrame,
+    y: Array,
+    metric: str,
+    baseline: Outputs,
+    repeats: int,
+    seed: int,
+) -> Array:
+    """Mean drop of ``metric`` when each column is shuffled (``repeats`` seeded shuffles
+    per column), as scikit-learn's ``permutation_importance`` defines it; the unshuffled
+    score comes from ``baseline`` (predictions already made on these rows), and the
+    shuffled copies of the rows are scored together in as few predict calls as fit."""
+    reference = metric_value(metric, baseline)
+    rng = np.random.default_rng(seed)
+    rows = len(X)
+    jobs = [(column, repeat) for column in range(X.shape[1]) for repeat in range(repeats)]
+    drops = np.zeros((X.shape[1], repeats))
+    per_call = max(1, _PERMUTED_ROWS_PER_CALL // max(rows, 1))
+    for begin in range(0, len(jobs), per_call):
+        batch = jobs[begin : begin + per_call]
+        copies = []
+        for column, _ in batch:
+            copy = X.copy()
+            copy.iloc[:, column] = X.iloc[rng.permutation(rows), column].to_numpy()
+            copies.append(copy)
+        # r2 and macro F1 need the predictions only (no per-class scores).
+        predicted = np.asarray(pipeline.predict(pd.concat(copies, ignore_index=True)))
+        for index, (column, repeat) in enumerate(batch):
+            part = Outputs(y, predicted[index * rows : (index + 1) * rows], None, baseline.classes)
+            drops[column, repeat] = reference - metric_value(metric, part)
+    means: Array = drops.mean(axis=1)
+    return means
+
+
 def _importance(
-    pipeline: Any, X: pd.DataFrame, y: Array, problem: str, seed: int, config: EvaluationConfig
+    pipeline: Any,
+    X: pd.DataFrame,
+    y: Array,
+    problem: str,
+    seed: int,
+    config: EvaluationConfig,
+    baseline: Outputs,
 ) -> tuple[dict[str, float], list[Finding]]:
     scoring = "r2" if problem == "regression" else "f1_macro"
-    result = permutation_importance(
-        pipeline, X, y, scoring=scoring, n_repeats=config.importance_repeats, random_state=seed
+    means = _permutation_importance(
+        pipeline, X, y, scoring, baseline, config.importance_repeats, seed
     )
-    importance = {
-        str(name): float(value)
-        for name, value in zip(X.columns, result.importances_mean, strict=True)
-    }
+    importance = {str(name): float(value) for name, value in zip(X.columns, means, strict=True)}
     ranked = sorted(importance.items(), key=lambda item: -item[1])[:3]
     listed = ", ".join(f"{name} ({value:.3f})" for name, value in ranked)
     finding = Finding(
@@ -577,7 +695,8 @@ def evaluate(
     # The stored pipeline was fitted on all training rows: its score on (a sample of)
     # them, against cross-validation, shows how much it memorised.
     fitted = prepared.cv_rows
-    train = score(problem, outputs(pipeline, X.iloc[fitted], y[fitted]))
+    train_outputs = outputs(pipeline, X.iloc[fitted], y[fitted])
+    train = score(problem, train_outputs)
     evaluation = Evaluation(
         holdout_rows=len(prepared.holdout),
         cv_folds=len(prepared.folds),
@@ -616,7 +735,13 @@ def evaluate(
     if problem != "regression":
         findings += _imbalance(y, config)
     sample = _sample(scored, config.max_importance_rows, seed)
-    importance, top = _importance(pipeline, X.iloc[sample], y[sample], problem, seed, config)
+    # The unshuffled baseline of permutation importance: predictions already made on
+    # these rows (hold-out or training sample), not a new predict call.
+    made = evaluation.held if evaluation.held is not None else train_outputs
+    baseline = made.rows(np.searchsorted(scored, sample))
+    importance, top = _importance(
+        pipeline, X.iloc[sample], y[sample], problem, seed, config, baseline
+    )
     evaluation.feature_importance = importance
     findings += top
     probe = _sample(fitted, config.max_importance_rows, seed)

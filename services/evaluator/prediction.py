@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import Pipeline
 
 from lepton.modeling import model_input
 from services.evaluator.evaluation import label_text
@@ -65,7 +66,14 @@ def parse_model_ref(text: str) -> ModelRef:
     return ModelRef(name, version or CHAMPION)
 
 
+_PLAIN_NUMBERS = frozenset((float, int, type(None)))
+
+
 def _numbers(column: str, values: list[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    if set(map(type, values)) <= _PLAIN_NUMBERS:
+        # Only floats, ints and nulls (the usual request): numpy converts them in C,
+        # None as NaN.
+        return np.array(values, dtype=np.float64)
     out = np.empty(len(values), dtype=np.float64)
     for index, value in enumerate(values):
         if value is None:
@@ -80,23 +88,37 @@ def _numbers(column: str, values: list[Any]) -> np.ndarray[Any, np.dtype[np.floa
     return out
 
 
+def _texts(values: list[Any]) -> np.ndarray[Any, np.dtype[np.object_]] | None:
+    """A categorical column as :func:`model_input` makes it (text, NaN for null) when
+    every value already is text or null; None otherwise (model_input converts)."""
+    if not set(map(type, values)) <= {str, type(None)}:
+        return None
+    text = np.array(values, dtype=object)
+    text[text == None] = math.nan  # noqa: E711 - elementwise, on an object array
+    return text
+
+
 def to_frame(rows: Sequence[Mapping[str, Any]], schema: InputSchema) -> pd.DataFrame:
     """The records as the model's input frame; raises ``missing_columns`` when a record
     lacks a column the model reads, ``invalid_value`` for text where it needs a number."""
     missing: dict[str, list[int]] = {}
     columns: dict[str, Any] = {}
+    converted = True  # every column already as model_input makes it
     for name in schema.features:
         values = [row.get(name, _ABSENT) for row in rows]
-        absent = [index for index, value in enumerate(values) if value is _ABSENT]
-        if absent:
-            missing[name] = absent
+        if values.count(_ABSENT):
+            missing[name] = [index for index, value in enumerate(values) if value is _ABSENT]
             continue
         if name in schema.numeric:
             columns[name] = _numbers(name, values)
-        else:
-            columns[name] = np.array(
+            continue
+        text = _texts(values)
+        if text is None:
+            converted = False
+            text = np.array(
                 [math.nan if value is None else value for value in values], dtype=object
             )
+        columns[name] = text
     if missing:
         listed = "; ".join(
             f"{name} (record{'s' if len(at) > 1 else ''} {', '.join(map(str, at[:5]))}"
@@ -107,6 +129,15 @@ def to_frame(rows: Sequence[Mapping[str, Any]], schema: InputSchema) -> pd.DataF
             "missing_columns",
             f"the model needs column(s) the records lack: {listed}. Give every record every "
             f"feature ({', '.join(schema.features)}); null is a missing value it can impute.",
+        )
+    if converted:
+        # Object columns stay objects (pandas would otherwise infer its string dtype).
+        return pd.DataFrame(
+            {
+                name: pd.Series(values, dtype=object if values.dtype == object else None)
+                for name, values in columns.items()
+            },
+            columns=list(schema.features),
         )
     return model_input(pd.DataFrame(columns, columns=list(schema.features)))
 
@@ -157,17 +188,28 @@ def score_rows(
         return Scored([])
     frame = to_frame(rows, schema)
     warnings = unseen_categories(frame, schema)
-    predicted = pipeline.predict(frame)
     classes = getattr(pipeline, "classes_", None)
     if classes is None:
-        return Scored([float(v) for v in predicted], warnings=warnings)
+        return Scored(np.asarray(pipeline.predict(frame), dtype=np.float64).tolist(), [], warnings)
+    model = pipeline
+    if isinstance(pipeline, Pipeline) and len(pipeline.steps) > 1:
+        # Preprocess once for both predict and predict_proba (what each would do).
+        frame, model = pipeline[:-1].transform(frame), pipeline.steps[-1][1]
+    predicted = model.predict(frame)
     labels = [label_text(c) for c in classes]
     probabilities: list[dict[str, float]] = []
-    if hasattr(pipeline, "predict_proba"):
+    if hasattr(model, "predict_proba"):
         try:
-            matrix = pipeline.predict_proba(frame)
+            matrix = model.predict_proba(frame)
         except AttributeError:  # an SVC without probability estimates
             matrix = None
         if matrix is not None:
-            probabilities = [dict(zip(labels, map(float, row), strict=True)) for row in matrix]
-    return Scored([label_text(v) for v in predicted], probabilities, warnings)
+            rows_out = np.asarray(matrix, dtype=np.float64).tolist()
+            probabilities = [dict(zip(labels, row, strict=True)) for row in rows_out]
+    known = classes.tolist() if hasattr(classes, "tolist") else list(classes)
+    text = dict(zip(known, labels, strict=True))
+    return Scored(
+        [text[v] if v in text else label_text(v) for v in np.asarray(predicted).tolist()],
+        probabilities,
+        warnings,
+    )

@@ -34,8 +34,8 @@ from services.evaluator.evaluation import (
     HIGHER_IS_BETTER,
     Evaluation,
     Prepared,
+    fast_metric,
     fold_scores,
-    metric_value,
     metrics_for,
     outputs,
     score,
@@ -270,8 +270,8 @@ def compare(
     def gain(picked: Array) -> float:
         return improvement(
             primary,
-            metric_value(primary, mine.rows(picked)),
-            metric_value(primary, theirs.rows(picked)),
+            fast_metric(primary, mine.rows(picked)),
+            fast_metric(primary, theirs.rows(picked)),
         )
 
     return Comparison(

@@ -4,7 +4,10 @@ trained in-process the trainer's way, and ModelReady events published as the tra
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import math
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -12,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lepton import artifacts
+from lepton import artifacts, datasets
 from lepton._datagen import house_prices
 from lepton.codec import Codec
 from lepton.datasets import read_dataset
@@ -450,3 +455,109 @@ async def test_predictions_for_the_seeds_house_and_their_errors(
     assert answers["too_many"]["error"]["code"] == "too_many_rows"
     for failed in ("missing", "invalid", "unknown", "stranger", "too_many"):
         assert answers[failed]["predictions"] == []
+
+
+async def test_a_version_table_reads_back_value_for_value(pool: asyncpg.Pool) -> None:
+    """read_dataset decodes COPY's CSV with Arrow: NULL and empty text stay apart, and
+    quotes, newlines, big integers, NaN, timestamps and ciphertext come back as stored."""
+    table = f"ds_{uuid.uuid4().hex[:24]}"
+    master, data_key = os.urandom(32), os.urandom(32)
+    cipher = AESGCM(data_key)
+
+    def sealed(text: str | None) -> bytes | None:
+        if text is None:
+            return None
+        nonce = os.urandom(12)
+        return nonce + cipher.encrypt(nonce, text.encode(), b"secret")
+
+    utc = dt.UTC
+    rows = [
+        (
+            1,
+            1.5,
+            "a",
+            "x",
+            True,
+            dt.datetime(2024, 1, 5, 10, 0, 0, 123456, tzinfo=utc),
+            sealed("s"),
+        ),
+        (None, None, None, None, None, None, None),
+        (
+            2**60 + 1,
+            math.nan,
+            "",
+            "y",
+            False,
+            dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=utc),
+            sealed(""),
+        ),
+        (
+            -5,
+            1e-300,
+            'a "quote", a comma,\na newline, 普通住宅, \\N',
+            "x",
+            True,
+            dt.datetime(2030, 6, 1, tzinfo=dt.timezone(dt.timedelta(hours=8))),
+            sealed('a,"b"'),
+        ),
+    ]
+    columns = [
+        {"name": "i", "type": "integer"},
+        {"name": "f", "type": "float"},
+        {"name": "s", "type": "string"},
+        {"name": "k", "type": "category"},
+        {"name": "b", "type": "boolean"},
+        {"name": "d", "type": "datetime"},
+        {"name": "secret", "type": "string", "sensitive": True},
+    ]
+    async with pool.acquire() as connection:
+        await connection.execute(
+            f'CREATE TABLE lepton_data."{table}" (c0 bigint, c1 double precision, c2 text, '
+            "c3 text, c4 boolean, c5 timestamptz, c6 bytea)"
+        )
+        try:
+            await connection.copy_records_to_table(table, schema_name="lepton_data", records=rows)
+            count, stored = await datasets._copy_rows(connection, table)
+        finally:
+            await connection.execute(f'DROP TABLE lepton_data."{table}"')
+        # One column: a NULL row is an empty line of COPY's CSV, still a row.
+        await connection.execute(f'CREATE TABLE lepton_data."{table}" (c0 double precision)')
+        try:
+            await connection.executemany(
+                f'INSERT INTO lepton_data."{table}" VALUES ($1)', [(1.5,), (None,), (2.0,)]
+            )
+            single = datasets._frame(
+                (await datasets._copy_rows(connection, table))[1],
+                [{"name": "x", "type": "float"}],
+                "owner",
+                "name",
+                None,
+                None,
+            )
+        finally:
+            await connection.execute(f'DROP TABLE lepton_data."{table}"')
+    assert single["x"].isna().tolist() == [False, True, False]
+    wrapped = datasets.wrap_data_key(master, "owner", "name", data_key)
+    frame = datasets._frame(stored, columns, "owner", "name", wrapped, master)
+    assert count == 4
+    assert [str(t) for t in frame.dtypes] == [
+        "Int64",
+        "Float64",
+        "string",
+        "category",
+        "boolean",
+        "datetime64[us, UTC]",
+        "string",
+    ]
+    assert frame["i"].tolist()[0::2] == [1, 2**60 + 1]
+    assert frame["i"].isna().tolist()[1]
+    assert frame["f"].isna().tolist() == [False, True, True, False]  # NaN reads as missing
+    assert frame["s"].tolist()[2:] == ["", rows[3][2]]
+    assert frame["s"].isna().tolist() == [False, True, False, False]
+    assert frame["k"].cat.categories.tolist() == ["x", "y"]
+    assert frame["b"].isna().tolist() == [False, True, False, False]
+    assert frame["d"].tolist()[2] == pd.Timestamp("1969-12-31 23:59:59", tz="UTC")
+    assert frame["d"].tolist()[3] == pd.Timestamp("2030-05-31 16:00", tz="UTC")
+    assert frame["d"].tolist()[0].microsecond == 123456
+    assert frame["secret"].tolist()[0::2] == ["s", ""]
+    assert frame["secret"].tolist()[3] == 'a,"b"'

@@ -11,11 +11,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lepton.modeling import holdout_split, labelled
+from services.evaluator import evaluation
 from services.evaluator.evaluation import (
     EvaluationConfig,
     Outputs,
     evaluate,
+    fast_metric,
     label_text,
+    metric_value,
     prepare,
     score,
 )
@@ -231,3 +234,54 @@ def test_labels_of_a_numeric_target_read_as_integers() -> None:
     assert label_text(np.float64(0.0)) == "0"
     assert label_text(2.5) == "2.5"
     assert label_text("良性") == "良性"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_bootstraps_fast_metrics_equal_scikit_learns(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(2, 60))
+    y = rng.normal(0, 3, rows)
+    if seed % 5 == 0:
+        y[:] = 2.0  # constant truth: r2's special cases
+    predicted = y if seed % 7 == 0 else y + rng.normal(0, 1, rows)
+    regression = Outputs(y, predicted)
+    for metric in ("rmse", "mae", "r2", "mape"):
+        assert fast_metric(metric, regression) == pytest.approx(
+            metric_value(metric, regression), rel=1e-9, abs=1e-12
+        )
+    classes = np.array(["a", "b", "c", "d"][: 2 + seed % 3], dtype=object)
+    if seed % 2:
+        classes = np.arange(len(classes)).astype(np.float64)
+    # Some classes absent from the truth, or from the predictions, on small samples.
+    truth = rng.choice(classes[: max(1, len(classes) - seed % 2)], rows)
+    said = rng.choice(classes, rows)
+    classified = Outputs(truth, said, None, classes)
+    for metric in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted"):
+        assert fast_metric(metric, classified) == pytest.approx(
+            metric_value(metric, classified), rel=1e-9, abs=1e-12
+        )
+    # A label the model does not know: scikit-learn's rules, not the fast path.
+    unknown = Outputs(
+        np.array(["a", "z"], dtype=object),
+        np.array(["a", "a"], dtype=object),
+        None,
+        np.array(["a", "b"], dtype=object),
+    )
+    assert fast_metric("f1_macro", unknown) == metric_value("f1_macro", unknown)
+
+
+def test_permutation_importance_is_the_drop_when_shuffled_in_any_batching(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame = regression_frame(400)
+    frame["noise"] = np.random.default_rng(3).normal(size=len(frame))
+    model = fitted(frame, LinearRegression(), "regression")  # reads x and kind only
+    X, y = labelled(frame, "y", ["x", "kind", "noise"])
+    baseline = evaluation.outputs(model, X, y)
+    one_call = evaluation._permutation_importance(model, X, y, "r2", baseline, 3, seed=5)
+    monkeypatch.setattr(evaluation, "_PERMUTED_ROWS_PER_CALL", 1)  # one predict per shuffle
+    per_shuffle = evaluation._permutation_importance(model, X, y, "r2", baseline, 3, seed=5)
+    np.testing.assert_allclose(one_call, per_shuffle)
+    importance = dict(zip(X.columns, one_call, strict=True))
+    assert importance["noise"] == 0.0  # the model never reads it
+    assert importance["x"] > importance["kind"] > 0.0

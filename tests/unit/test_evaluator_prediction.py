@@ -12,12 +12,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lepton.modeling import model_input
-from services.evaluator.inputs import input_schema
+from services.evaluator.evaluation import label_text
+from services.evaluator.inputs import InputSchema, input_schema
 from services.evaluator.prediction import (
     ModelRef,
     PredictionFailure,
     parse_model_ref,
     score_rows,
+    to_frame,
 )
 
 FEATURES = ["面积", "房型", "区域"]
@@ -127,3 +129,38 @@ def test_classification_returns_labels_and_probabilities_by_label() -> None:
     assert scored.predictions == ["1"]
     assert set(scored.probabilities[0]) == {"0", "1"}
     assert sum(scored.probabilities[0].values()) == pytest.approx(1.0)
+
+
+def test_records_become_the_frame_model_input_makes() -> None:
+    schema = InputSchema(("a", "k"), frozenset({"a"}))
+    requests = [
+        # The usual request: numbers and text (fast paths).
+        [{"a": 1.0, "k": "x"}, {"a": None, "k": None}, {"a": 3, "k": ""}, {"a": 2**70, "k": "y"}],
+        # Numbers, booleans and NaN in a categorical column: model_input converts them.
+        [{"a": 1.5, "k": 3}, {"a": 2, "k": True}, {"a": float("nan"), "k": float("nan")}],
+    ]
+    for rows in requests:
+        expected = model_input(
+            pd.DataFrame(
+                {
+                    "a": np.array([np.nan if r["a"] is None else r["a"] for r in rows], float),
+                    "k": np.array([np.nan if r["k"] is None else r["k"] for r in rows], object),
+                }
+            )
+        )
+        pd.testing.assert_frame_equal(to_frame(rows, schema), expected)
+
+
+def test_a_classifiers_preprocessing_runs_once_with_the_same_answers() -> None:
+    frame = houses()
+    X = model_input(frame[FEATURES])
+    for y in (np.where(frame["区域"] == "A区", 1.0, 0.0), frame["区域"].to_numpy()):
+        model = house_pipeline(LogisticRegression(max_iter=5000)).fit(X, y)
+        records = [SEEDS_HOUSE | {"区域": d} for d in ("A区", "B区", "C区", "D区")]
+        scored = score_rows(model, input_schema(model, FEATURES), records, 10)
+        rows = model_input(pd.DataFrame(records))[FEATURES]
+        assert scored.predictions == [label_text(v) for v in model.predict(rows)]
+        labels = [label_text(c) for c in model.classes_]
+        assert scored.probabilities == [
+            dict(zip(labels, map(float, row), strict=True)) for row in model.predict_proba(rows)
+        ]
