@@ -93,23 +93,32 @@ async def raw_send_each(producer: AIOKafkaProducer, topic: str, keys, values) ->
     await asyncio.gather(*pending)
 
 
-async def raw_send_batches(producer: AIOKafkaProducer, topic: str, keys, values) -> None:
-    """aiokafka at its fastest: pre-encoded bytes appended to per-partition batches."""
+async def queue_batches(
+    producer: AIOKafkaProducer, topic: str, keys, values, headers=None
+) -> list[asyncio.Future[Any]]:
+    """Pre-encoded bytes (and headers, one list per message) appended to per-partition
+    batches and handed to the producer; returns the batches' acknowledgements."""
     partitions = sorted(await producer.partitions_for(topic))
     batches: dict[int, Any] = {}
     pending = []
-    for key, value in zip(keys, values, strict=True):
+    for index, (key, value) in enumerate(zip(keys, values, strict=True)):
+        extra = headers[index] if headers is not None else None
         partition = partition_for(key, len(partitions))
         batch = batches.get(partition) or batches.setdefault(partition, producer.create_batch())
-        if batch.append(key=key, value=value, timestamp=None) is None:
+        if batch.append(key=key, value=value, timestamp=None, headers=extra) is None:
             batch.close()
             pending.append(await producer.send_batch(batch, topic, partition=partition))
             batch = batches[partition] = producer.create_batch()
-            batch.append(key=key, value=value, timestamp=None)
+            batch.append(key=key, value=value, timestamp=None, headers=extra)
     for partition, batch in batches.items():
         batch.close()
         pending.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*pending)
+    return pending
+
+
+async def raw_send_batches(producer: AIOKafkaProducer, topic: str, keys, values) -> None:
+    """aiokafka at its fastest: pre-encoded bytes appended to per-partition batches."""
+    await asyncio.gather(*await queue_batches(producer, topic, keys, values))
 
 
 async def raw_produce(bootstrap: str, keys, values, send=raw_send_each) -> Clock:

@@ -45,6 +45,7 @@ __all__ = [
     "BrokerUnavailableError",
     "Event",
     "Publisher",
+    "Selective",
     "Subscriber",
     "TransientError",
     "continue_trace",
@@ -90,6 +91,19 @@ class BatchHandler(Protocol):
     def apply(self, event: Event) -> None: ...
 
     async def flush(self) -> None: ...
+
+
+@runtime_checkable
+class Selective(Protocol):
+    """A handler (of either kind) that can turn a message down before it is decoded.
+
+    :meth:`wants` sees the message's topic and raw headers (``(name, value)`` pairs). A
+    message it turns down is neither decoded nor handled nor dead-lettered, only
+    committed and counted as ``skipped``: for messages the handler would drop anyway
+    (a service's own events echoed back to it), decoding is most of their cost.
+    """
+
+    def wants(self, topic: str, headers: Sequence[tuple[str, bytes]]) -> bool: ...
 
 
 # The trace of the message being handled, so that what a handler publishes continues it.
@@ -409,8 +423,9 @@ class Subscriber:
 
     The handler is an async function called once per message, or a :class:`BatchHandler`
     that applies each message of a fetch and then flushes once. Only offsets of messages
-    that were handled (for a batch handler: applied and flushed) or dead-lettered (with
-    the dead letter acknowledged) are committed, so a crash redelivers what was in flight.
+    that were handled (for a batch handler: applied and flushed), dead-lettered (with
+    the dead letter acknowledged) or turned down unread by a :class:`Selective` handler
+    are committed, so a crash redelivers what was in flight.
 
     With ``only_key``, the subscriber reads just the partition that key maps to (Kafka's
     default partitioner) and hands over only the messages with that key: a trainer agent
@@ -450,6 +465,7 @@ class Subscriber:
         # with nothing to flush.
         self._batch = handler if isinstance(handler, BatchHandler) else None
         self._handler = None if isinstance(handler, BatchHandler) else handler
+        self._wants = handler.wants if isinstance(handler, Selective) else None
         self._bootstrap = bootstrap
         self._connect_timeout_s = connect_timeout_s
         self._max_batch = max_batch
@@ -518,7 +534,11 @@ class Subscriber:
             done: dict[TopicPartition, int] = {}
             for partition, messages in fetch.result().items():
                 for message in messages:
-                    if self._only_key is None or message.key == self._only_key:
+                    if self._wants is not None and not self._wants(
+                        message.topic, message.headers or ()
+                    ):
+                        self.counts[message.topic, "skipped"] += 1
+                    elif self._only_key is None or message.key == self._only_key:
                         await self._handle(message)
                     done[partition] = message.offset + 1
                     if self._stopping.is_set():
@@ -543,7 +563,7 @@ class Subscriber:
 
     async def _handle(self, message: Any) -> None:
         origin = MessageOrigin(message.topic, message.partition, message.offset)
-        headers = {name: value for name, value in message.headers or ()}
+        headers = dict(message.headers or ())
         attempt = 0
         while True:
             try:

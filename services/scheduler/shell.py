@@ -48,6 +48,8 @@ from lepton.scheduling.model import (
 from lepton.scheduling.placement import Scheduler
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from lepton.bus import Event
     from lepton.service import Context
     from services.scheduler.settings import SchedulerSettings
@@ -113,12 +115,15 @@ class SchedulerShell:
     context: Context
     settings: SchedulerSettings
     journal: Journal = field(default_factory=Journal)
-    nodes: dict[str, NodeState] = field(default_factory=dict)
+    # Each node's newest accepted heartbeat record.
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     hot: set[str] = field(default_factory=set)
     datasets: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     stalled: bool = False
     core: Scheduler = field(init=False)
+    _job_events: str = field(init=False)  # the topic's name under this installation
+    _source: bytes = field(init=False)  # the ce_source header of what this shell publishes
     liveness: Liveness = field(init=False)
     pending_data: dict[str, JobRecord] = field(default_factory=dict)
     rebuilt: bool = False
@@ -136,6 +141,8 @@ class SchedulerShell:
     )
 
     def __post_init__(self) -> None:
+        self._job_events = self.context.topic("lepton.jobs.events").name
+        self._source = self.context.publisher.source.encode()
         self.core = Scheduler(self.settings.core_config())
         self.liveness = Liveness(
             suspect_after_ms=int(self.settings.node_suspect_after_s * 1000),
@@ -184,10 +191,15 @@ class SchedulerShell:
         restarted = seen is Observation.RESTARTED or (earlier is not None and earlier[1])
         self._beats[node_id] = (record, restarted)
 
+    def wants(self, topic: str, headers: Sequence[tuple[str, bytes]]) -> bool:
+        """Once live, the shell's own job events come back already applied (when they
+        were decided): the bus drops them unread, which saves decoding half the job
+        events of a busy scheduler. While replaying they rebuild the journal."""
+        return not (
+            self.live and topic == self._job_events and ("ce_source", self._source) in headers
+        )
+
     def _fold(self, event: Event) -> None:
-        ours = event.headers.get("ce_source") == self.context.publisher.source.encode()
-        if ours and self.live:
-            return  # applied when it was decided
         record = event.record
         entry = self.journal.jobs.get(record["job_id"])
         outcome = self.journal.fold(record)
@@ -252,36 +264,38 @@ class SchedulerShell:
 
     async def _heartbeat(self, record: dict[str, Any], restarted: bool) -> None:
         node_id = record["node_id"]
-        state = node_state(record)
-        usage, capacity = state.usage, state.capacity
+        usage, capacity = record["usage"], record["capacity"]
         headroom = self.settings.node_headroom
         was_hot = node_id in self.hot
         hot = (
-            usage.cpu_millicores > headroom * capacity.cpu_millicores
-            or usage.memory_mib > headroom * capacity.memory_mib
+            usage["cpu_millicores"] > headroom * capacity["cpu_millicores"]
+            or usage["memory_mib"] > headroom * capacity["memory_mib"]
         )
         if hot:
             self.hot.add(node_id)
         else:
             self.hot.discard(node_id)
         known = self.nodes.get(node_id)
-        self.nodes[node_id] = state
+        self.nodes[node_id] = record
         if not self.live:
             return
         if restarted:
             # A restarted agent has lost whatever it ran before.
             self._publish_losses(node_id, self.core.remove_node(node_id), "restarted")
         # The core places by capacity, region, GPU type, labels and whether the node takes
-        # work; usage alone changes none of it, and most heartbeats change only usage.
+        # work; usage alone changes none of it, and most heartbeats change only usage: those
+        # are compared as records, without building a NodeState.
         if (
             known is None
             or restarted
             or hot != was_hot
-            or (known.capacity, known.region, known.gpu_type, known.labels)
-            != (state.capacity, state.region, state.gpu_type, state.labels)
+            or known["capacity"] != capacity
+            or known["region"] != record["region"]
+            or known["gpu_type"] != record["gpu_type"]
+            or known["labels"] != record["labels"]
         ):
-            self.core.upsert_node(self._accepting(state))
-        if known is None or restarted or known.capacity != state.capacity:
+            self.core.upsert_node(self._accepting(node_state(record)))
+        if known is None or restarted or known["capacity"] != capacity:
             self.dirty.set()
 
     def _accepting(self, state: NodeState) -> NodeState:
@@ -312,7 +326,10 @@ class SchedulerShell:
         now = _now_ms()
         self.liveness.sweep(now)  # marks nodes that were already silent as suspect
         restore(
-            self.core, [self._accepting(state) for state in self.nodes.values()], self.journal, now
+            self.core,
+            [self._accepting(node_state(record)) for record in self.nodes.values()],
+            self.journal,
+            now,
         )
         unfinished: list[JobRecord] = []
         # A copy: the consumer goes on applying requests while this awaits the broker.
@@ -578,7 +595,7 @@ class SchedulerShell:
         self.stalled = stalled is not None
         for node_id in (*verdicts.newly_suspect, *verdicts.recovered):
             if node_id in self.nodes:
-                self.core.upsert_node(self._accepting(self.nodes[node_id]))
+                self.core.upsert_node(self._accepting(node_state(self.nodes[node_id])))
         for node_id in verdicts.dead:
             self.nodes.pop(node_id, None)
             self.hot.discard(node_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from lepton.bus import (
     BatchHandler,
     Event,
     Publisher,
+    Selective,
     Subscriber,
     TransientError,
     current_trace,
@@ -480,6 +481,50 @@ async def test_a_batch_dead_letters_what_fails_to_decode_or_apply_and_keeps_the_
     for headers in by_key.values():
         assert headers["origin"] == b"test", "the original headers are kept"
         assert headers["dlq_source_topic"].decode() == topic.name
+
+
+class Turning(Batches):
+    """A batch handler that turns down, unread, what carries its own ``ce_source``."""
+
+    def __init__(self, want: int, source: bytes) -> None:
+        super().__init__(want)
+        self.source = source
+        self.asked: list[str] = []
+
+    def wants(self, topic: str, headers: Sequence[tuple[str, bytes]]) -> bool:
+        self.asked.append(topic)
+        return ("ce_source", self.source) not in headers
+
+
+async def test_a_selective_handler_turns_messages_down_before_they_are_decoded(
+    bootstrap, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    good = codec.encode(topic.event, sample(topic.event))
+    ours = [("ce_source", b"lepton/ours")]
+    await publisher.send_raw(topic.name, b"ours-1", good, ours)
+    await publisher.send_raw(topic.name, b"ok-1", good, [])
+    # Turned down unread: corrupt bytes of its own are not even dead-lettered.
+    await publisher.send_raw(topic.name, b"ours-corrupt", good[:-3], ours)
+    await publisher.send_raw(topic.name, b"theirs-corrupt", good[:-3], [("origin", b"test")])
+    await publisher.send_raw(topic.name, b"ok-2", good, [])
+    batches = Turning(2, b"lepton/ours")
+    group = unique("g")
+    async with subscribed(bootstrap, codec, publisher, topic, group, batches) as sub:
+        await asyncio.wait_for(batches.enough.wait(), 30)
+    assert isinstance(batches, Selective)
+    assert [event.key for event in batches.applied] == ["ok-1", "ok-2"]
+    assert batches.asked == [topic.name] * 5, "asked once per message, with the topic"
+    assert sub.counts[topic.name, "skipped"] == 2
+    assert sub.dead_lettered == 1, "what it wants still goes to the dead letters"
+    (letter,) = await read_raw(bootstrap, dead_letter_topic(topic.name), 1)
+    assert letter.key == b"theirs-corrupt"
+    # The ones turned down were committed with the rest: the group has nothing left.
+    await publisher.send_raw(topic.name, b"ok-last", good, [])
+    after = Turning(1, b"lepton/ours")
+    async with subscribed(bootstrap, codec, publisher, topic, group, after):
+        await asyncio.wait_for(after.enough.wait(), 30)
+    assert [event.key for event in after.applied] == ["ok-last"]
 
 
 async def test_a_transient_flush_failure_is_retried_without_applying_again(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lepton.scheduling.liveness import Liveness, Observation
 
 START = 1_000_000
@@ -76,3 +81,60 @@ def test_the_node_table_is_bounded_and_counts_the_overflow() -> None:
     assert len(live) == 3
     assert live.overflow == 7
     assert beat(live, "n0", START + 1, seq=2, now=START + 1) == Observation.ACCEPTED
+
+
+def judged_by_scanning(nodes: dict[str, tuple[int, bool]], watermark: int, live: Liveness) -> Any:
+    """What a sweep must find, from every node's last send time and suspicion."""
+    dead = {n for n, (sent, _) in nodes.items() if watermark - sent > live.dead_after_ms}
+    silent = {n for n, (sent, _) in nodes.items() if watermark - sent > live.suspect_after_ms}
+    newly = {n for n in silent - dead if not nodes[n][1]}
+    recovered = {n for n, (_, suspect) in nodes.items() if suspect and n not in silent}
+    return newly, recovered, dead
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("beat"), st.integers(0, 5), st.integers(0, 6_000)),
+            st.tuples(st.just("restart"), st.integers(0, 5), st.integers(-5_000, 20_000)),
+            st.tuples(st.just("sweep"), st.just(0), st.integers(0, 6_000)),
+        ),
+        max_size=60,
+    )
+)
+def test_a_sweep_finds_what_scanning_every_node_would(ops: list[tuple[str, int, int]]) -> None:
+    """Sweeps skip the scan while no verdict can change: they must still find every
+    change a full scan finds, at the same sweep."""
+    live = Liveness(suspect_after_ms=5_000, dead_after_ms=15_000, max_clock_skew_ms=0)
+    now = START
+    sequence = watermark = 0
+    started: dict[str, int] = {}
+    expected: dict[str, tuple[int, bool]] = {}  # node -> (last send time, suspect)
+    for op, node_index, step in ops:
+        now += step
+        node = f"n{node_index}"
+        sequence += 1
+        if op in ("beat", "restart"):
+            if op == "restart":
+                started[node] = started.get(node, 0) + 1
+            sent = now + min(0, step) if op == "restart" else now
+            seen = beat(live, node, sent, seq=sequence, now=now, started=started.get(node, 0))
+            if seen is not Observation.STALE:
+                expected[node] = (sent, expected.get(node, (0, False))[1])
+                watermark = max(watermark, sent)
+            continue
+        verdicts = live.sweep(now)
+        if not expected or now - watermark > live.dead_after_ms:
+            continue  # nothing to judge, or the pipeline is blamed: nobody is judged
+        newly, recovered, dead = judged_by_scanning(expected, watermark, live)
+        assert set(verdicts.newly_suspect) == newly
+        assert set(verdicts.recovered) == recovered
+        assert set(verdicts.dead) == dead
+        for node_id in dead:
+            del expected[node_id]
+        for node_id, (sent, suspect) in expected.items():
+            expected[node_id] = (sent, (suspect or node_id in newly) and node_id not in recovered)
+        assert {n for n, (_, suspect) in expected.items() if suspect} == {
+            n for n in expected if live.is_suspect(n)
+        }
