@@ -21,7 +21,6 @@ Usage: python -m bench.evaluator      (writes bench/results/evaluator.json)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    pass
 
 RESULTS = Path(__file__).parent / "results" / "evaluator.json"
 DATASET_ROWS = 200_000
@@ -57,17 +56,13 @@ def houses(rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) -> dict[str, str]:
-    from aiokafka import AIOKafkaConsumer
-
-    from lepton.bus import Publisher
-    from lepton.contract import default_codec
-    from lepton.topics import Namespace
+    from lepton.client import LeptonClient
+    from lepton.config import Settings
+    from lepton.requests import DatasetRequest, Source
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    names = Namespace(prefix)
-    codec = default_codec()
     service = create_app(
         IngestSettings(
             kafka_bootstrap=bootstrap,
@@ -79,38 +74,18 @@ async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) ->
     )
     task = asyncio.create_task(service.run())
     await service.ready.wait()
-    request = {
-        "request_id": uuid.uuid4().hex,
-        "tenant": tenant,
-        "dataset": "houses",
-        "sources": [
-            {"name": "f", "kind": "csv", "uri": "houses.csv", "query": None, "options": {}}
-        ],
-        "spec": None,
-        "integration": {"mode": "union", "join_keys": [], "join_how": "inner"},
-        "region": None,
-        "description": None,
-        "requested_at": int(time.time() * 1000),
-        "requested_by": "bench",
-    }
-    consumer = AIOKafkaConsumer(
-        names.topic("lepton.data.ready").name,
-        names.topic("lepton.data.rejected").name,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
+    settings = Settings(kafka_bootstrap=bootstrap, database_url=database_url, topic_prefix=prefix)
     try:
-        async with Publisher(bootstrap, codec, source="bench") as publisher:
-            await publisher.publish(names.topic("lepton.data.requested"), tenant, request)
-            _, record = codec.decode((await consumer.getone()).value)
+        async with LeptonClient(settings, tenant=tenant, user="bench") as client:
+            ready = await client.ingest(
+                DatasetRequest(
+                    tenant=tenant, dataset="houses", sources=[Source.file(root / "houses.csv")]
+                )
+            )
     finally:
-        await consumer.stop()
         service.stop_soon()
         await task
-    if "version" not in record:
-        raise SystemExit(f"the ingest was rejected: {record}")
-    return {"name": "houses", "version": record["version"], "owner": tenant}
+    return {"name": "houses", "version": ready["version"], "owner": tenant}
 
 
 def _model(frame: pd.DataFrame, root: Path, tenant: str) -> tuple[Any, dict[str, Any]]:
@@ -187,15 +162,16 @@ async def _through_service(
     ready: dict[str, Any],
     rows: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    from lepton.bus import Publisher, ensure_topics
+    from lepton.bus import Publisher
     from lepton.contract import default_codec
     from services.evaluator.app import create_app
     from services.evaluator.settings import EvaluatorSettings
+    from tests.integration.scheduler_support import Namespaced
 
     codec = default_codec()
     async with Publisher(bootstrap, codec, source="bench") as publisher:
-        space = _Space(bootstrap, codec, publisher)
-        await ensure_topics(bootstrap, space.names.all())
+        space = Namespaced(bootstrap, codec, publisher)
+        await space.create()
         service = create_app(
             EvaluatorSettings(
                 kafka_bootstrap=bootstrap,
@@ -280,64 +256,6 @@ async def _through_service(
         "kafka_rows_per_s": kafka_rows_per_s,
         "holdout_rows": holdout_rows,
     }
-
-
-class _Space:
-    """The bench's own topics (a fresh prefix), a publisher and readers."""
-
-    def __init__(self, bootstrap: str, codec: Any, publisher: Any) -> None:
-        from lepton.topics import Namespace
-
-        self.prefix = f"bench{uuid.uuid4().hex[:8]}."
-        self.names = Namespace(self.prefix)
-        self.bootstrap = bootstrap
-        self.codec = codec
-        self.publisher = publisher
-
-    async def send(self, declared: str, key: str, record: dict[str, Any]) -> None:
-        await self.publisher.publish(self.names.topic(declared), key, record)
-
-    def encoded(self, declared: str, record: dict[str, Any]) -> tuple[str, bytes, Any]:
-        """Topic name, Avro bytes and headers of a record, to send later as they are."""
-        topic = self.names.topic(declared)
-        value = self.codec.encode(topic.event, record)
-        return topic.name, value, self.publisher.headers(topic.event)
-
-    @contextlib.asynccontextmanager
-    async def reader(self, declared: str) -> AsyncIterator[_Reader]:
-        from aiokafka import AIOKafkaConsumer
-
-        consumer = AIOKafkaConsumer(
-            self.names.topic(declared).name,
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        try:
-            yield _Reader(consumer, self.codec)
-        finally:
-            await consumer.stop()
-
-
-class _Reader:
-    def __init__(self, consumer: Any, codec: Any) -> None:
-        self.consumer = consumer
-        self.codec = codec
-        self.seen: list[dict[str, Any]] = []
-
-    async def until(self, predicate: Any, timeout_s: float = 30) -> dict[str, Any]:
-        """The first record (already seen or arriving) that satisfies ``predicate``."""
-        checked = 0
-        async with asyncio.timeout(timeout_s):
-            while True:
-                for record in self.seen[checked:]:
-                    if predicate(record):
-                        return record
-                checked = len(self.seen)
-                batch = await self.consumer.getmany(timeout_ms=200)
-                for messages in batch.values():
-                    self.seen.extend(self.codec.decode(m.value)[1] for m in messages)
 
 
 def _load() -> str:

@@ -65,9 +65,9 @@ def _diagnosis_records() -> pd.DataFrame:
     return _datagen.diagnosis().drop(columns="patient_id")
 
 
-def _first_patient() -> dict[str, Any]:
-    measurements = _diagnosis_records().drop(columns="diagnosis").iloc[0]
-    return {str(name): float(value) for name, value in measurements.items()}
+def _first_patient(records: pd.DataFrame) -> list[dict[str, Any]]:
+    measurements = records.drop(columns="diagnosis").iloc[0]
+    return [{str(name): float(value) for name, value in measurements.items()}]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ class Example:
     target: str
     data: Callable[[], pd.DataFrame]
     question: str
-    query: Callable[[], list[dict[str, Any]]]
+    query: Callable[[pd.DataFrame], list[dict[str, Any]]]  # the records to score, from the data
     spec: Mapping[str, Any] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)  # class label -> what it means
     trial_budget: int = 12
@@ -97,7 +97,7 @@ HOUSES = Example(
     data=lambda: _datagen.house_prices(rows=400),
     spec=_HOUSE_SPEC,
     question="a 150 m² 普通住宅 in B区",
-    query=lambda: [{"面积": 150.0, "房型": "普通住宅", "区域": "B区"}],
+    query=lambda _: [{"面积": 150.0, "房型": "普通住宅", "区域": "B区"}],
 )
 
 DIAGNOSIS = Example(
@@ -108,7 +108,7 @@ DIAGNOSIS = Example(
     target="diagnosis",
     data=_diagnosis_records,
     question="the first patient's measurements",
-    query=lambda: [_first_patient()],
+    query=_first_patient,
     labels={"1": "malignant", "0": "benign"},
     # Two cores: only the larger of `lepton up`'s two nodes can hold it.
     demand=Resources.of(cpus=2, memory_mib=1024),
@@ -243,7 +243,7 @@ async def run_example(
     if report.verdict is not None:
         say(f"verdict: {report.verdict['verdict']}: {report.verdict['reason']}")
 
-    answer = await client.predict(f"{example.model_name}@champion", example.query())
+    answer = await client.predict(f"{example.model_name}@champion", example.query(frame))
     report.prediction = answer.predictions[0]
     report.request_ids = answer.request_ids
     if answer.probabilities:

@@ -506,23 +506,27 @@ class SchedulerShell:
         topic = self.context.topic("lepton.jobs.assigned")
         acks: list[asyncio.Future[Any]] = []
         instructions: list[Instruction] = []
+
+        def take_queued() -> None:
+            while not self._instructing.empty():
+                more_acks, more = self._instructing.get_nowait()
+                acks.extend(more_acks)
+                instructions.extend(more)
+
         try:
             while True:
-                acks, instructions = await self._instructing.get()
-                while not self._instructing.empty():
-                    more_acks, more = self._instructing.get_nowait()
-                    acks += more_acks
-                    instructions += more
+                first_acks, first = await self._instructing.get()
+                acks.extend(first_acks)
+                instructions.extend(first)
+                take_queued()
                 await _acknowledged(acks)
                 await self.context.publisher.publish_many(topic, instructions)
-                acks, instructions = [], []
+                acks.clear()
+                instructions.clear()
         finally:
             # Stopping (cancelled): what was decided still goes out, as it did when
             # instructions were sent from the flush itself.
-            while not self._instructing.empty():
-                more_acks, more = self._instructing.get_nowait()
-                acks += more_acks
-                instructions += more
+            take_queued()
             if instructions:
                 await _acknowledged(acks)
                 await self.context.publisher.publish_many(topic, instructions)

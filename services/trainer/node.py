@@ -153,7 +153,8 @@ class UsageMeter:
         self._last_time = time.monotonic()
         self._agent = psutil.Process()
         self._tracked: dict[int, psutil.Process] = {}
-        self._busy_cores()  # primes the counters; the next call is a delta
+        # Primes the counters: the next reading is a delta.
+        self._busy_cores(self._processes() if self._sliced else [])
 
     def measure(self) -> dict[str, int]:
         now = time.monotonic()
@@ -164,9 +165,12 @@ class UsageMeter:
         )
         self._last_net, self._last_time = net, now
         capacity = self._spec.capacity()
+        processes = self._processes() if self._sliced else []
         return {
-            "cpu_millicores": min(int(self._busy_cores() * 1000), capacity["cpu_millicores"]),
-            "memory_mib": min(self._used_memory_mib(), capacity["memory_mib"]),
+            "cpu_millicores": min(
+                int(self._busy_cores(processes) * 1000), capacity["cpu_millicores"]
+            ),
+            "memory_mib": min(self._used_memory_mib(processes), capacity["memory_mib"]),
             "gpus": self._busy_gpus(),
             "network_mbps": int(sent * 8 / elapsed / 1e6),
         }
@@ -180,20 +184,20 @@ class UsageMeter:
         self._tracked = {p.pid: self._tracked.get(p.pid, p) for p in current}
         return list(self._tracked.values())
 
-    def _busy_cores(self) -> float:
+    def _busy_cores(self, processes: list[psutil.Process]) -> float:
         if not self._sliced:
             return psutil.cpu_percent(interval=None) / 100 * (psutil.cpu_count() or 1)
         percent = 0.0
-        for process in self._processes():
+        for process in processes:
             with contextlib.suppress(psutil.Error):  # a worker that just ended
                 percent += process.cpu_percent(interval=None)
         return percent / 100
 
-    def _used_memory_mib(self) -> int:
+    def _used_memory_mib(self, processes: list[psutil.Process]) -> int:
         if not self._sliced:
             return int(psutil.virtual_memory().used // 2**20)
         resident = 0
-        for process in self._processes():
+        for process in processes:
             with contextlib.suppress(psutil.Error):
                 resident += process.memory_info().rss
         return resident // 2**20

@@ -79,6 +79,12 @@ class Namespaced:
     async def send(self, declared: str, key: str, record: dict[str, Any]) -> None:
         await self.publisher.publish(self.names.topic(declared), key, record)
 
+    def encoded(self, declared: str, record: dict[str, Any]) -> tuple[str, bytes, Any]:
+        """Topic name, Avro bytes and headers of a record, to send later as they are."""
+        topic = self.names.topic(declared)
+        value = self.codec.encode(topic.event, record)
+        return topic.name, value, self.publisher.headers(topic.event)
+
     def settings(self, bootstrap: str, database_url: str, **extra: Any) -> SchedulerSettings:
         return SchedulerSettings(
             kafka_bootstrap=bootstrap,
