@@ -88,9 +88,11 @@ async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) ->
     return {"name": "houses", "version": ready["version"], "owner": tenant}
 
 
-def _model(frame: pd.DataFrame, root: Path, tenant: str) -> tuple[Any, dict[str, Any]]:
-    from lepton import artifacts
-    from services.trainer.training import SearchConfig, train
+def _model(
+    frame: pd.DataFrame, root: Path, tenant: str, dataset: dict[str, str]
+) -> tuple[Any, dict[str, Any]]:
+    from services.trainer.training import SearchConfig
+    from tests.integration.model_support import stored_model
 
     config = SearchConfig(
         target_column="价格",
@@ -100,30 +102,15 @@ def _model(frame: pd.DataFrame, root: Path, tenant: str) -> tuple[Any, dict[str,
         seed=7,
         holdout_fraction=0.5,
     )
-    result = train(frame, config)
-    uri = artifacts.artifact_uri(str(root / "artifacts"), tenant, "bench-model")
-    stored = artifacts.dump(result.pipeline, uri)
-    ready = {
-        "job_id": "bench-job",
-        "attempt": 0,
-        "tenant": tenant,
-        "problem_type": result.problem_type,
-        "target_column": "价格",
-        "feature_columns": result.feature_columns,
-        "algorithm": result.family,
-        "parameters": json.dumps(result.params),
-        "scoring": result.scoring,
-        "cv_score": result.cv_score,
-        "cv_fold_scores": result.fold_scores,
-        "trials": len(result.trials),
-        "training_seconds": result.seconds,
-        "artifact_uri": stored.uri,
-        "artifact_format": artifacts.FORMAT,
-        "artifact_sha256": stored.sha256,
-        "holdout_fraction": config.holdout_fraction,
-        "split_seed": config.seed,
-    }
-    return result.pipeline, ready
+    return stored_model(
+        frame,
+        config,
+        artifact_root=root / "artifacts",
+        tenant=tenant,
+        model_id="bench-model",
+        model_name="bench",
+        dataset=dataset,
+    )
 
 
 def _request_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -274,7 +261,7 @@ def main() -> None:
         frame = houses(DATASET_ROWS)
         frame.to_csv(root / "houses.csv", index=False)
         dataset = asyncio.run(_ingest(where.kafka_bootstrap, where.database_url, root, tenant))
-        pipeline, ready = _model(frame, root, tenant)
+        pipeline, ready = _model(frame, root, tenant, dataset)
         rows = _request_rows(houses(PREDICT_ROWS, seed=1))
         in_process = _in_process(pipeline, ready, rows)
         service = asyncio.run(

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from lepton import stack
@@ -45,6 +46,16 @@ def bootstrap(endpoints: stack.Endpoints) -> str:
 @pytest.fixture(scope="session")
 def database_url(endpoints: stack.Endpoints) -> str:
     return endpoints.database_url
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A small connection pool on the test database, closed after the test."""
+    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    try:
+        yield created
+    finally:
+        await created.close()
 
 
 @pytest.fixture(autouse=True)

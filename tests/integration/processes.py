@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,18 @@ def service_env(bootstrap: str, database_url: str, prefix: str, **extra: str) ->
         "LEPTON_MONITOR_PORT": "0",
         **extra,
     }
+
+
+def data_service_env(bootstrap: str, database_url: str, prefix: str, root: Path) -> dict[str, str]:
+    """``service_env`` for services that read data files under ``root`` and write their
+    artifacts to ``root / "artifacts"``."""
+    return service_env(
+        bootstrap,
+        database_url,
+        prefix,
+        LEPTON_INGEST_ROOTS=json.dumps([str(root)]),
+        LEPTON_ARTIFACT_ROOT=str(root / "artifacts"),
+    )
 
 
 @dataclass(slots=True)
@@ -64,3 +78,19 @@ async def start(
             if entry.get("event") == until:
                 break
     return Running(process, entry, asyncio.create_task(process.stderr.read()))
+
+
+@asynccontextmanager
+async def running(
+    commands: list[tuple[list[str], str]], env: dict[str, str]
+) -> AsyncIterator[list[Running]]:
+    """Start each ``(command, until)`` in order, and stop every one started on the way
+    out, even when a later one failed to start."""
+    started: list[Running] = []
+    try:
+        for command, until in commands:
+            started.append(await start(command, env, until))
+        yield started
+    finally:
+        for service in started:
+            await service.stop()

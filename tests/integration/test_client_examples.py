@@ -4,7 +4,6 @@ scheduler, one trainer agent and the monitor, started as a user starts them."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import uuid
@@ -17,7 +16,7 @@ import pytest
 
 from lepton.bus import ensure_topics
 from lepton.topics import Namespace
-from tests.integration.processes import BIN, service_env, start
+from tests.integration.processes import BIN, data_service_env, running
 from tests.integration.test_trainer import houses
 
 pytestmark = pytest.mark.integration
@@ -32,28 +31,19 @@ async def services(
     root = tmp_path_factory.mktemp("sdk-data")
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = service_env(
-        bootstrap,
-        database_url,
-        prefix,
-        LEPTON_INGEST_ROOTS=json.dumps([str(root)]),
-        LEPTON_ARTIFACT_ROOT=str(root / "artifacts"),
-    )
-    started = [
-        await start([str(BIN / "lepton-ingest")], env),
-        await start([str(BIN / "lepton-scheduler")], env),
-        await start(
+    env = data_service_env(bootstrap, database_url, prefix, root)
+    commands = [
+        ([str(BIN / "lepton-ingest")], "health"),
+        ([str(BIN / "lepton-scheduler")], "health"),
+        (
             [str(BIN / "lepton-trainer"), "--node-id", "n1", "--cpus", "1", "--memory", "2048"],
-            env,
+            "health",
         ),
-        await start([str(BIN / "lepton-monitor")], env, "dashboard"),
+        ([str(BIN / "lepton-monitor")], "dashboard"),
     ]
-    monitor_url = started[-1].entry["url"].rstrip("/")
-    try:
+    async with running(commands, env) as started:
+        monitor_url = started[-1].entry["url"].rstrip("/")
         yield {"root": root, "env": env | {"LEPTON_MONITOR_URL": monitor_url}}
-    finally:
-        for service in started:
-            await service.stop()
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

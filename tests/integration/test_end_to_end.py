@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from lepton.bus import ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.topics import Namespace
-from tests.integration.processes import BIN, service_env, start
+from tests.integration.processes import BIN, data_service_env, running
 
 pytestmark = pytest.mark.integration
 
@@ -46,33 +45,24 @@ async def cluster(
 ) -> AsyncIterator[tuple[Settings, Path]]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = service_env(
-        bootstrap,
-        database_url,
-        prefix,
-        LEPTON_INGEST_ROOTS=json.dumps([str(tmp_path)]),
-        LEPTON_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
-    )
+    env = data_service_env(bootstrap, database_url, prefix, tmp_path)
     trainer = str(BIN / "lepton-trainer")
-    started = [
-        await start([str(BIN / "lepton-ingest")], env),
-        await start([str(BIN / "lepton-scheduler")], env),
-        await start([str(BIN / "lepton-evaluator")], env),
-        await start([trainer, "--node-id", "small", "--cpus", "1", "--memory", "2048"], env),
-        await start([trainer, "--node-id", "large", "--cpus", "2", "--memory", "4096"], env),
-        await start([str(BIN / "lepton-monitor")], env, "dashboard"),
+    commands = [
+        ([str(BIN / "lepton-ingest")], "health"),
+        ([str(BIN / "lepton-scheduler")], "health"),
+        ([str(BIN / "lepton-evaluator")], "health"),
+        ([trainer, "--node-id", "small", "--cpus", "1", "--memory", "2048"], "health"),
+        ([trainer, "--node-id", "large", "--cpus", "2", "--memory", "4096"], "health"),
+        ([str(BIN / "lepton-monitor")], "dashboard"),
     ]
-    settings = Settings(
-        kafka_bootstrap=bootstrap,
-        database_url=database_url,
-        topic_prefix=prefix,
-        monitor_url=started[-1].entry["url"].rstrip("/"),
-    )
-    try:
+    async with running(commands, env) as started:
+        settings = Settings(
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            topic_prefix=prefix,
+            monitor_url=started[-1].entry["url"].rstrip("/"),
+        )
         yield settings, tmp_path
-    finally:
-        for service in started:
-            await service.stop()
 
 
 async def record(settings: Settings, into: list[tuple[str, dict[str, Any]]]) -> None:

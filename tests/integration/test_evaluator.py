@@ -20,7 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lepton import artifacts, datasets
+from lepton import datasets
 from lepton._datagen import house_prices
 from lepton.codec import Codec
 from lepton.datasets import read_dataset
@@ -29,8 +29,9 @@ from lepton.topics import dead_letter_topic
 from services.evaluator import store
 from services.evaluator.app import create_app
 from services.evaluator.settings import EvaluatorSettings
-from services.trainer.training import SearchConfig, train
+from services.trainer.training import SearchConfig
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
+from tests.integration.model_support import stored_model
 from tests.integration.scheduler_support import Namespaced, Reader, now_ms
 
 pytestmark = pytest.mark.integration
@@ -86,34 +87,16 @@ def model_ready(
     config = SearchConfig(
         target_column="价格", trial_budget=2, cv_folds=3, seed=7, **({"algorithm": "ridge"} | task)
     )
-    result = train(data["frame"], config)
-    model_id = f"model-{uuid.uuid4().hex[:10]}"
-    uri = artifacts.artifact_uri(str(data["root"] / "artifacts"), data["tenant"], model_id)
-    stored = artifacts.dump(result.pipeline, uri)
-    return {
-        "model_id": model_id,
-        "job_id": f"job-{model_id}",
-        "attempt": 0,
-        "tenant": data["tenant"],
-        "model_name": model_name,
-        "dataset": data[dataset],
-        "problem_type": result.problem_type,
-        "target_column": "价格",
-        "feature_columns": result.feature_columns,
-        "algorithm": result.family,
-        "parameters": json.dumps(result.params),
-        "scoring": result.scoring,
-        "cv_score": result.cv_score,
-        "cv_fold_scores": result.fold_scores,
-        "trials": len(result.trials),
-        "training_seconds": result.seconds,
-        "artifact_uri": stored.uri,
-        "artifact_format": artifacts.FORMAT,
-        "artifact_sha256": stored.sha256,
-        "holdout_fraction": config.holdout_fraction,
-        "split_seed": config.seed,
-        "ready_at": now_ms(),
-    }
+    _, ready = stored_model(
+        data["frame"],
+        config,
+        artifact_root=data["root"] / "artifacts",
+        tenant=data["tenant"],
+        model_id=f"model-{uuid.uuid4().hex[:10]}",
+        model_name=model_name,
+        dataset=data[dataset],
+    )
+    return ready
 
 
 @pytest.fixture(scope="module")
@@ -148,15 +131,6 @@ async def evaluator(
     finally:
         service.stop_soon()
         await asyncio.wait_for(task, 60)
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield created
-    finally:
-        await created.close()
 
 
 @asynccontextmanager

@@ -37,15 +37,6 @@ HOUSE_SPEC = json.dumps(
 )
 
 
-@pytest.fixture
-async def pool(database_url: str):
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield created
-    finally:
-        await created.close()
-
-
 async def test_house_prices_csv_is_cleaned_stored_and_readable(
     bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:

@@ -240,15 +240,6 @@ async def ingest(bootstrap: str, database_url: str, codec: Codec, root: Path):
         yield running
 
 
-@pytest.fixture(scope="module")
-async def pool(database_url: str):
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield created
-    finally:
-        await created.close()
-
-
 @pytest.mark.parametrize("case", list(CASES))
 async def test_bad_input_is_rejected_specifically_and_leaves_nothing(
     case: str, ingest, pool: asyncpg.Pool

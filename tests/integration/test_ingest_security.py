@@ -51,15 +51,6 @@ SPEC = json.dumps(
 )
 
 
-@pytest.fixture
-async def pool(database_url: str):
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-    try:
-        yield created
-    finally:
-        await created.close()
-
-
 async def _audit_events(ingest, wanted: dict[str, int]) -> dict[str, list[dict]]:
     """Audit events per tenant, read from the one audit topic until each count is met."""
     found: dict[str, list[dict]] = {tenant: [] for tenant in wanted}

@@ -165,15 +165,6 @@ def workers() -> list[psutil.Process]:
     ]
 
 
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield created
-    finally:
-        await created.close()
-
-
 async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
     space: Namespaced,
     bootstrap: str,

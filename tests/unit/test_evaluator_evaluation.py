@@ -59,18 +59,28 @@ def fitted(frame: pd.DataFrame, model: object, problem: str, fraction: float = 0
     return pipeline(model).fit(X.iloc[train], y[train])
 
 
-def test_regression_is_scored_on_the_trainers_holdout_with_cv_per_fold() -> None:
-    frame = regression_frame()
-    model = fitted(frame, LinearRegression(), "regression")
-    prepared = prepare(
+def prepared_like_the_evaluator(
+    frame: pd.DataFrame,
+    problem: str,
+    fraction: float = 0.2,
+    config: EvaluationConfig = CONFIG,
+) -> evaluation.Prepared:
+    """Prepared as the evaluator prepares a job: target y, features x and kind, seed 7."""
+    return prepare(
         frame,
         target="y",
         features=["x", "kind"],
-        problem="regression",
-        holdout_fraction=0.2,
+        problem=problem,
+        holdout_fraction=fraction,
         seed=7,
-        config=CONFIG,
+        config=config,
     )
+
+
+def test_regression_is_scored_on_the_trainers_holdout_with_cv_per_fold() -> None:
+    frame = regression_frame()
+    model = fitted(frame, LinearRegression(), "regression")
+    prepared = prepared_like_the_evaluator(frame, "regression")
     assert len(prepared.holdout) == 60
     result = evaluate(model, prepared, ["x", "kind"], CONFIG)
     assert result.holdout_rows == 60
@@ -90,15 +100,7 @@ def test_regression_is_scored_on_the_trainers_holdout_with_cv_per_fold() -> None
 def test_a_noise_model_is_underfitting() -> None:
     frame = regression_frame(noise=200.0)
     model = fitted(frame, LinearRegression(), "regression")
-    prepared = prepare(
-        frame,
-        target="y",
-        features=["x", "kind"],
-        problem="regression",
-        holdout_fraction=0.2,
-        seed=7,
-        config=CONFIG,
-    )
+    prepared = prepared_like_the_evaluator(frame, "regression")
     codes = {finding.code for finding in evaluate(model, prepared, ["x", "kind"], CONFIG).findings}
     assert "underfitting" in codes
 
@@ -113,15 +115,7 @@ def classification_frame(rows: int = 400, rare: float = 0.5) -> pd.DataFrame:
 def test_classification_has_its_metrics_matrix_curves_and_imbalance() -> None:
     frame = classification_frame(rare=0.04)
     model = fitted(frame, LogisticRegression(), "binary")
-    prepared = prepare(
-        frame,
-        target="y",
-        features=["x", "kind"],
-        problem="binary",
-        holdout_fraction=0.25,
-        seed=7,
-        config=CONFIG,
-    )
+    prepared = prepared_like_the_evaluator(frame, "binary", 0.25)
     result = evaluate(model, prepared, ["x", "kind"], CONFIG)
     assert set(result.metrics) == {
         "accuracy",
@@ -145,15 +139,7 @@ def test_a_feature_copied_from_the_target_is_suspected_leakage() -> None:
     frame = classification_frame()
     frame["x"] = (frame["y"] == "yes").astype(float)  # the label itself, as a number
     model = fitted(frame, LogisticRegression(), "binary")
-    prepared = prepare(
-        frame,
-        target="y",
-        features=["x", "kind"],
-        problem="binary",
-        holdout_fraction=0.25,
-        seed=7,
-        config=CONFIG,
-    )
+    prepared = prepared_like_the_evaluator(frame, "binary", 0.25)
     leaks = [
         f
         for f in evaluate(model, prepared, ["x", "kind"], CONFIG).findings
@@ -165,15 +151,7 @@ def test_a_feature_copied_from_the_target_is_suspected_leakage() -> None:
 def test_without_holdout_the_metrics_are_cv_means_and_a_finding_says_so() -> None:
     frame = regression_frame()
     model = fitted(frame, LinearRegression(), "regression", fraction=0.0)
-    prepared = prepare(
-        frame,
-        target="y",
-        features=["x", "kind"],
-        problem="regression",
-        holdout_fraction=0.0,
-        seed=7,
-        config=CONFIG,
-    )
+    prepared = prepared_like_the_evaluator(frame, "regression", 0.0)
     result = evaluate(model, prepared, ["x", "kind"], CONFIG)
     assert result.holdout_rows == 0
     assert result.metrics["r2"] == pytest.approx(np.mean(result.cv_metrics["r2"]))
@@ -183,15 +161,7 @@ def test_without_holdout_the_metrics_are_cv_means_and_a_finding_says_so() -> Non
 def test_cross_validation_is_capped_to_a_seeded_sample_and_says_so() -> None:
     frame = regression_frame(rows=1000)
     config = EvaluationConfig(cv_folds=3, max_cv_rows=200)
-    prepared = prepare(
-        frame,
-        target="y",
-        features=["x", "kind"],
-        problem="regression",
-        holdout_fraction=0.2,
-        seed=7,
-        config=config,
-    )
+    prepared = prepared_like_the_evaluator(frame, "regression", config=config)
     assert len(prepared.cv_rows) == 200
     assert set(prepared.cv_rows) <= set(prepared.train)
     model = fitted(frame, LinearRegression(), "regression")
@@ -204,15 +174,7 @@ def test_cross_validation_is_capped_to_a_seeded_sample_and_says_so() -> None:
 def test_missing_or_retyped_columns_are_a_columns_mismatch() -> None:
     frame = regression_frame()
     with pytest.raises(ColumnsMismatch, match="kind"):
-        prepare(
-            frame.drop(columns=["kind"]),
-            target="y",
-            features=["x", "kind"],
-            problem="regression",
-            holdout_fraction=0.2,
-            seed=7,
-            config=CONFIG,
-        )
+        prepared_like_the_evaluator(frame.drop(columns=["kind"]), "regression")
     model = fitted(frame, LinearRegression(), "regression")
     retyped = frame.assign(x=frame["x"].map(lambda v: f"{v:.1f} m²"))
     X, _ = labelled(retyped, "y", ["x", "kind"])
