@@ -65,8 +65,11 @@ async def cluster(
         yield settings, tmp_path
 
 
-async def record(settings: Settings, into: list[tuple[str, dict[str, Any]]]) -> None:
-    """Every message on the recorded topics, decoded, as (declared topic, record)."""
+async def record(
+    settings: Settings, into: list[tuple[str, dict[str, Any]]], arrived: asyncio.Condition
+) -> None:
+    """Every message on the recorded topics, decoded, as (declared topic, record); each
+    arrival is announced on ``arrived``."""
     names = Namespace(settings.topic_prefix)
     declared = {names.topic(name).name: name for name in RECORDED}
     consumer = AIOKafkaConsumer(
@@ -76,7 +79,9 @@ async def record(settings: Settings, into: list[tuple[str, dict[str, Any]]]) -> 
     try:
         codec = default_codec()
         async for message in consumer:
-            into.append((declared[message.topic], codec.decode(message.value)[1]))
+            async with arrived:
+                into.append((declared[message.topic], codec.decode(message.value)[1]))
+                arrived.notify_all()
     finally:
         await consumer.stop()
 
@@ -92,17 +97,26 @@ async def test_the_demo_flow_produces_every_event_in_order(
 ) -> None:
     settings, inbox = cluster
     seen: list[tuple[str, dict[str, Any]]] = []
-    recorder = asyncio.create_task(record(settings, seen))
+    arrived = asyncio.Condition()
+    recorder = asyncio.create_task(record(settings, seen, arrived))
     lines: list[str] = []
     try:
         reports = await demo.run(
             settings, inbox, lines.append, tenant_prefix=f"e2e{uuid.uuid4().hex[:6]}-"
         )
+        # The SDK read its answers on its own consumer: the recorder may still be behind.
+        answered = {request for report in reports for request in report.request_ids}
+
+        def all_answers_recorded() -> bool:
+            recorded = {r["request_id"] for t, r in seen if t == "lepton.predict.results"}
+            return answered <= recorded
+
+        async with asyncio.timeout(60), arrived:
+            await arrived.wait_for(all_answers_recorded)
     finally:
         recorder.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await recorder
-    # Everything recorded is everything published: the recorder read until the last answer.
     assert [r.example.dataset for r in reports] == [e.dataset for e in demo.EXAMPLES]
 
     for report in reports:
