@@ -26,17 +26,18 @@ import struct
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import confluent_kafka
 import prometheus_client
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from lepton._reader import Message, Positions, Reader
+from lepton._writer import PublishError, Writer
 from lepton.codec import Codec, DecodeError, MessageOrigin, Record
 from lepton.topics import Topic, dead_letter_topic
 
@@ -44,6 +45,7 @@ __all__ = [
     "BatchHandler",
     "BrokerUnavailableError",
     "Event",
+    "PublishError",
     "Publisher",
     "Selective",
     "Subscriber",
@@ -168,9 +170,9 @@ class BrokerUnavailableError(RuntimeError):
     """Kafka could not be reached within the configured time."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A decoded message, as a handler sees it."""
+class Event(NamedTuple):
+    """A decoded message, as a handler sees it (a tuple: built for every message, it
+    costs a third of a frozen dataclass)."""
 
     topic: str
     partition: int
@@ -219,10 +221,14 @@ async def _start_within(client: Any, timeout_s: float, bootstrap: str) -> None:
     except (TimeoutError, KafkaError, OSError) as exc:
         # A client that never started may still hold sockets and tasks.
         await client.stop() if hasattr(client, "stop") else await client.close()
-        raise BrokerUnavailableError(
-            f"Kafka at {bootstrap} did not answer within {timeout_s:.0f} s ({type(exc).__name__}); "
-            "is the broker running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?"
-        ) from exc
+        raise _unavailable(bootstrap, timeout_s, exc) from exc
+
+
+def _unavailable(bootstrap: str, timeout_s: float, cause: Exception) -> BrokerUnavailableError:
+    return BrokerUnavailableError(
+        f"Kafka at {bootstrap} did not answer within {timeout_s:.0f} s ({type(cause).__name__}); "
+        "is the broker running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?"
+    )
 
 
 class Publisher:
@@ -242,20 +248,23 @@ class Publisher:
         self._codec = codec
         self._source = source.encode()
         self._connect_timeout_s = connect_timeout_s
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self._writer = Writer(
+            bootstrap,
             client_id=f"{client_id}-{source}",
-            enable_idempotence=True,  # implies acks=all
-            acks="all",
             linger_ms=linger_ms,
-            max_batch_size=256 * 1024,
+            max_batch_bytes=256 * 1024,
         )
 
     async def start(self) -> None:
-        await _start_within(self._producer, self._connect_timeout_s, self._bootstrap)
+        try:
+            await asyncio.wait_for(
+                self._writer.start(self._connect_timeout_s), self._connect_timeout_s + 5
+            )
+        except (TimeoutError, confluent_kafka.KafkaException) as exc:
+            raise _unavailable(self._bootstrap, self._connect_timeout_s, exc) from exc
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        await self._writer.stop()
 
     async def __aenter__(self) -> Publisher:
         await self.start()
@@ -270,9 +279,8 @@ class Publisher:
         return self._source.decode()
 
     async def partitions(self, topic: str) -> set[int]:
-        """The topic's partition numbers (waits for its metadata)."""
-        found: set[int] = await self._producer.partitions_for(topic)
-        return found
+        """The topic's partition numbers (from the cluster's metadata, cached)."""
+        return set(await self._writer.partitions(topic))
 
     def headers(self, event_type: str, continues: bytes | None = None) -> Headers:
         """CloudEvents Kafka-binding headers plus a W3C traceparent that continues the
@@ -291,10 +299,8 @@ class Publisher:
     async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Queue one event; the returned future resolves when the broker has acknowledged it."""
         value = self._codec.encode(topic.event, record)
-        delivery: asyncio.Future[Any] = await self._producer.send(
-            topic.name, value=value, key=key.encode(), headers=self.headers(topic.event)
-        )
-        return delivery
+        await self._writer.partitions(topic.name)
+        return self._writer.send(topic.name, key.encode(), value, self.headers(topic.event))
 
     async def publish(self, topic: Topic, key: str, record: Mapping[str, Any]) -> None:
         """Send one event and wait for the broker's acknowledgement."""
@@ -307,13 +313,10 @@ class Publisher:
         *,
         traces: Sequence[bytes | None] | None = None,
     ) -> list[asyncio.Future[Any]]:
-        """Queue many events at once; each returned future resolves when its batch is acked.
+        """Queue many events at once; the returned futures resolve when all are acked.
 
-        Events go to the partition Kafka's default partitioner picks for their key (as with
-        :meth:`send`, and as a Java producer would), in order within each partition. Many
-        events are appended to per-partition batches directly, which costs a fraction of a
-        ``send`` per event: the path for services that emit many events at a time. A few
-        go through :meth:`send`, which shares the producer's open batches.
+        Events go to the partition Kafka's default partitioner picks for their key (murmur2,
+        as a Java producer would), in order within each partition.
 
         ``traces``, one per event, are the ``traceparent`` each event continues (a batch
         handler's events each answer a different message); None continues the current one.
@@ -322,37 +325,13 @@ class Publisher:
         continues = list(traces) if traces is not None else [None] * len(pending)
         if len(continues) != len(pending):
             raise ValueError(f"{len(continues)} traces for {len(pending)} events")
-        acks: list[asyncio.Future[Any]] = []
-        if len(pending) <= _FEW:
-            for (key, record), trace in zip(pending, continues, strict=True):
-                with continue_trace(trace or current_trace()):
-                    acks.append(await self.send(topic, key, record))
-            return acks
-        partitions = sorted(await self.partitions(topic.name))
-        open_batches: dict[int, Any] = {}
-        encode, headers = self._codec.encode, self.headers
-        for (key, record), trace in zip(pending, continues, strict=True):
-            key_bytes = key.encode()
-            partition = partition_for(key_bytes, len(partitions))
-            batch = open_batches.get(partition)
-            if batch is None:
-                batch = open_batches[partition] = self._producer.create_batch()
-            value = encode(topic.event, record)
-            event_headers = headers(topic.event, trace)
-            if batch.append(key=key_bytes, value=value, timestamp=None, headers=event_headers):
-                continue
-            # Full: hand it over and wait for it before the partition's next one. aiokafka
-            # gives up (KafkaTimeoutError) when several batches queue for one partition.
-            batch.close()
-            ack = await self._producer.send_batch(batch, topic.name, partition=partition)
-            acks.append(ack)
-            await asyncio.shield(ack)
-            batch = open_batches[partition] = self._producer.create_batch()
-            batch.append(key=key_bytes, value=value, timestamp=None, headers=event_headers)
-        for partition, batch in open_batches.items():
-            batch.close()
-            acks.append(await self._producer.send_batch(batch, topic.name, partition=partition))
-        return acks
+        encode, headers, event = self._codec.encode, self.headers, topic.event
+        messages = [
+            (key.encode(), encode(event, record), headers(event, trace))
+            for (key, record), trace in zip(pending, continues, strict=True)
+        ]
+        await self._writer.partitions(topic.name)
+        return [self._writer.send_all(topic.name, messages)]
 
     async def publish_many(
         self,
@@ -370,12 +349,8 @@ class Publisher:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None:
         """Send bytes as they are (dead letters, replays) and wait for the acknowledgement."""
-        await (await self._producer.send(topic, value=value, key=key, headers=headers))
-
-
-# Up to this many events, send_many goes through send(): a batch of its own per call
-# would cost more than it saves.
-_FEW = 16
+        await self._writer.partitions(topic)
+        await self._writer.send(topic, key, value, headers)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -457,7 +432,7 @@ class Subscriber:
         self._codec = codec
         self._replay = replay
         self.caught_up = caught_up or asyncio.Event()
-        self._catch_up_to: dict[TopicPartition, int] = {}
+        self._catch_up_to: Positions = {}
         self._only_key = only_key.encode() if only_key is not None else None
         self._publisher = publisher
         self._topics = {topic.name: topic for topic in topics}
@@ -474,35 +449,42 @@ class Subscriber:
         self.group_id = group_id
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
         _LIVE_SUBSCRIBERS.add(self)
-        self._consumer = AIOKafkaConsumer(
-            *(self._topics if only_key is None and not replay else ()),
-            bootstrap_servers=bootstrap,
-            group_id=None if replay else group_id,
-            client_id=f"{client_id}-{group_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
+        self._reader = Reader(bootstrap, group_id=group_id, client_id=f"{client_id}-{group_id}")
+        self._uncommitted: Positions = {}
 
     async def start(self) -> None:
-        await _start_within(self._consumer, self._connect_timeout_s, self._bootstrap)
+        try:
+            await asyncio.wait_for(
+                self._reader.check_broker(self._connect_timeout_s), self._connect_timeout_s + 5
+            )
+        except (TimeoutError, confluent_kafka.KafkaException) as exc:
+            await self._reader.close()
+            raise _unavailable(self._bootstrap, self._connect_timeout_s, exc) from exc
         if self._replay:
             everything = [
-                TopicPartition(name, partition)
+                (name, partition)
                 for name in self._topics
                 for partition in sorted(await self._publisher.partitions(name))
             ]
-            self._consumer.assign(everything)
-            await self._consumer.seek_to_beginning(*everything)
-            ends = await self._consumer.end_offsets(everything)
-            self._catch_up_to = dict(ends)
-            await self._note_progress()
+            await self._reader.assign(everything, from_start=True)
+            self._catch_up_to = {
+                where: end
+                for where, end in (await self._reader.end_offsets(everything)).items()
+                if end > 0
+            }
+            self._note_progress({})
         elif self._only_key is not None:
             assigned = []
             for name in self._topics:
                 count = len(await self._publisher.partitions(name))
-                assigned.append(TopicPartition(name, partition_for(self._only_key, count)))
-            self._consumer.assign(assigned)
+                assigned.append((name, partition_for(self._only_key, count)))
+            await self._reader.assign(assigned, from_start=False)
+        else:
+            await self._reader.subscribe(self._topics)
+
+    async def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this subscriber reads now."""
+        return await self._reader.assignment()
 
     @property
     def handled(self) -> int:
@@ -517,68 +499,72 @@ class Subscriber:
         self._stopping.set()
 
     async def close(self) -> None:
-        await self._consumer.stop()
+        await self._reader.close()
 
     async def run(self) -> None:
         """Consume until :meth:`stop_soon`; commits what was handled before returning."""
+        commit: Positions | None = None
         while not self._stopping.is_set():
-            fetch = asyncio.ensure_future(
-                self._consumer.getmany(timeout_ms=1000, max_records=self._max_batch)
-            )
+            fetch = asyncio.ensure_future(self._reader.fetch(self._max_batch, commit))
+            commit = None
             stop = asyncio.ensure_future(self._stopping.wait())
             await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if not fetch.done():
+                # What it returns is neither handled nor committed: read again next time.
                 fetch.cancel()
                 break
-            done: dict[TopicPartition, int] = {}
-            for partition, messages in fetch.result().items():
-                for message in messages:
-                    if self._wants is not None and not self._wants(
-                        message.topic, message.headers or ()
-                    ):
-                        self.counts[message.topic, "skipped"] += 1
-                    elif self._only_key is None or message.key == self._only_key:
-                        await self._handle(message)
-                    done[partition] = message.offset + 1
-                    if self._stopping.is_set():
-                        break
+            done: Positions = {}
+            for message in fetch.result():
+                topic = message.topic()
+                if self._wants is not None and not self._wants(topic, message.headers() or ()):
+                    self.counts[topic, "skipped"] += 1
+                elif self._only_key is None or message.key() == self._only_key:
+                    await self._handle(message)
+                done[topic, message.partition()] = message.offset() + 1
                 if self._stopping.is_set():
                     break
             if self._batch is not None and done:
                 await self._flush(self._batch)
             if self._replay:
-                await self._note_progress()
+                self._note_progress(done)
             elif done:
-                await self._consumer.commit(done)
+                commit = done
+                self._uncommitted.update(done)
+        if not self._replay and self._uncommitted:
+            await self._reader.commit(self._uncommitted)
+            self._uncommitted.clear()
 
-    async def _note_progress(self) -> None:
+    def _note_progress(self, done: Positions) -> None:
         if self.caught_up.is_set():
             return
-        for tp, end in list(self._catch_up_to.items()):
-            if await self._consumer.position(tp) >= end:
-                del self._catch_up_to[tp]
+        for where, position in done.items():
+            end = self._catch_up_to.get(where)
+            if end is not None and position >= end:
+                del self._catch_up_to[where]
         if not self._catch_up_to:
             self.caught_up.set()
 
-    async def _handle(self, message: Any) -> None:
-        origin = MessageOrigin(message.topic, message.partition, message.offset)
-        headers = dict(message.headers or ())
+    async def _handle(self, message: Message) -> None:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        raw_headers = message.headers()
+        headers = dict(raw_headers) if raw_headers else {}
+        key = message.key()
         attempt = 0
         while True:
             try:
                 event_type, record = self._codec.decode(
-                    message.value, expected=self._topics[message.topic].event, origin=origin
+                    message.value(), expected=self._topics[topic].event
                 )
                 event = Event(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key.decode("utf-8", "replace") if message.key else None,
-                    type=event_type,
-                    record=record,
-                    headers=headers,
-                    timestamp_ms=message.timestamp,
+                    topic,
+                    partition,
+                    offset,
+                    key.decode("utf-8", "replace") if key else None,
+                    event_type,
+                    record,
+                    headers,
+                    message.timestamp()[1],
                 )
                 token = _current_trace.set(headers.get("traceparent"))
                 try:
@@ -591,15 +577,16 @@ class Subscriber:
                     _current_trace.reset(token)
             except _RETRIED as exc:
                 attempt += 1
-                await self._back_off(attempt, origin, exc)
+                await self._back_off(attempt, MessageOrigin(topic, partition, offset), exc)
                 continue
             except DecodeError as exc:
-                await self._dead_letter(message, exc)
+                await self._dead_letter(message, exc.at(MessageOrigin(topic, partition, offset)))
             except Exception as exc:
+                origin = MessageOrigin(topic, partition, offset)
                 log.exception("handler failed for %s; dead-lettering it", origin)
                 await self._dead_letter(message, exc)
             else:
-                self.counts[message.topic, "handled"] += 1
+                self.counts[topic, "handled"] += 1
             return
 
     async def _flush(self, batch: BatchHandler) -> None:
@@ -620,22 +607,23 @@ class Subscriber:
         log.warning("retrying %s in %.1fs after %r", what, delay, error)
         await asyncio.sleep(delay)
 
-    async def _dead_letter(self, message: Any, error: Exception) -> None:
+    async def _dead_letter(self, message: Message, error: Exception) -> None:
+        topic = message.topic()
         reason = [
             ("dlq_error_type", type(error).__name__.encode()),
             ("dlq_error_message", str(error).encode("utf-8", "replace")[:4096]),
-            ("dlq_source_topic", message.topic.encode()),
-            ("dlq_source_partition", str(message.partition).encode()),
-            ("dlq_source_offset", str(message.offset).encode()),
+            ("dlq_source_topic", topic.encode()),
+            ("dlq_source_partition", str(message.partition()).encode()),
+            ("dlq_source_offset", str(message.offset()).encode()),
             ("dlq_time", _event_time()),
         ]
         original = [
-            (name, value) for name, value in message.headers or () if name not in DLQ_HEADERS
+            (name, value) for name, value in message.headers() or () if name not in DLQ_HEADERS
         ]
         await self._publisher.send_raw(
-            dead_letter_topic(message.topic), message.key, message.value, original + reason
+            dead_letter_topic(topic), message.key(), message.value(), original + reason
         )
-        self.counts[message.topic, "dead_lettered"] += 1
+        self.counts[topic, "dead_lettered"] += 1
 
 
 async def ensure_topics(

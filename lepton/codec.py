@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from lepton._avro import Decoder, Encoder, Unsupported, compile_schema
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -68,6 +71,10 @@ class DecodeError(ValueError):
         super().__init__(f"{reason} (at {origin})")
         self.reason = reason
         self.origin = origin
+
+    def at(self, origin: MessageOrigin) -> DecodeError:
+        """The same error, naming where the bytes came from (decoding does not know)."""
+        return type(self)(self.reason, origin)
 
 
 class TruncatedMessageError(DecodeError):
@@ -161,6 +168,9 @@ class Codec:
     ) -> None:
         self._by_name: dict[str, EventSchema] = {}
         self._headers: dict[str, bytes] = {}
+        # Compiled for the current schemas (see lepton._avro); fastavro does the rest.
+        self._encoders: dict[str, Encoder] = {}
+        self._decoders: dict[bytes, Decoder] = {}
         # fingerprint -> (writer schema, reader schema)
         self._by_fingerprint: dict[bytes, tuple[EventSchema, EventSchema]] = {}
         for definition in schemas:
@@ -168,6 +178,12 @@ class Codec:
             self._by_name[schema.name] = schema
             self._headers[schema.name] = schema.header
             self._by_fingerprint[schema.fingerprint] = (schema, schema)
+            try:
+                encoder, decoder = compile_schema(schema.parsed, schema.header)
+            except Unsupported:
+                continue
+            self._encoders[schema.name] = encoder
+            self._decoders[schema.fingerprint] = decoder
         for definition in history:
             old = EventSchema.from_definition(definition)
             current = self._by_name.get(old.name)
@@ -187,6 +203,9 @@ class Codec:
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Single-object encode ``record`` with the current schema called ``name``."""
+        encoder = self._encoders.get(name)
+        if encoder is not None:
+            return encoder(record)
         schema = self.schema(name)
         buffer = io.BytesIO()
         buffer.write(self._headers[name])
@@ -223,15 +242,9 @@ class Codec:
         writer, reader = found
         if expected is not None and reader.name != expected:
             raise WrongSchemaError(f"expected {expected}, got {reader.name}", where)
-        body = io.BytesIO(data)
-        body.seek(_HEADER_SIZE)
         try:
-            decoded = fastavro.schemaless_reader(
-                body,
-                writer.readable,
-                None if writer is reader else reader.readable,
-            )
-        except (EOFError, IndexError):
+            decoded, end = self._decode_body(data, writer, reader)
+        except (EOFError, IndexError, struct.error):
             # fastavro's compiled reader signals reading past the end with IndexError.
             raise TruncatedMessageError(
                 f"body ends before the {writer.name} record does (truncated, or a length "
@@ -240,9 +253,22 @@ class Codec:
             ) from None
         except (ValueError, UnicodeDecodeError, OverflowError, TypeError) as exc:
             raise CorruptMessageError(f"body is not a valid {writer.name}: {exc}", where) from exc
-        if body.tell() != len(data):
+        if end != len(data):
             raise CorruptMessageError(
-                f"{len(data) - body.tell()} bytes left over after the {writer.name} record", where
+                f"{len(data) - end} bytes left over after the {writer.name} record", where
             )
-        assert isinstance(decoded, dict)  # the schema is a record
         return reader.name, decoded
+
+    def _decode_body(
+        self, data: bytes, writer: EventSchema, reader: EventSchema
+    ) -> tuple[Record, int]:
+        decoder = self._decoders.get(writer.fingerprint) if writer is reader else None
+        if decoder is not None:
+            return decoder(data, _HEADER_SIZE)
+        body = io.BytesIO(data)
+        body.seek(_HEADER_SIZE)
+        decoded = fastavro.schemaless_reader(
+            body, writer.readable, None if writer is reader else reader.readable
+        )
+        assert isinstance(decoded, dict)  # the schema is a record
+        return decoded, body.tell()

@@ -219,15 +219,15 @@ class SchedulerShell:
     async def flush(self) -> None:
         """Act on everything applied since the last flush: one plan, one batch of events.
 
-        Safe to retry after a failure: each heartbeat and follow-up is dropped from the
-        queue only once acted on, and acting checks the job's current status first.
+        Safe to retry after a failure: heartbeats are folded without I/O, each follow-up
+        is dropped from the queue only once acted on, and acting checks the job's current
+        status first.
         """
         async with self._lock:
             _NODE_OVERFLOW.set(self.liveness.overflow)
-            while self._beats:
-                node_id, (record, restarted) = next(iter(self._beats.items()))
-                await self._heartbeat(record, restarted)
-                del self._beats[node_id]
+            beats, self._beats = self._beats, {}
+            for record, restarted in beats.values():
+                self._heartbeat(record, restarted)
             if not self.live:
                 # The rebuild reads the journal, which already holds these events.
                 self._follow_ups.clear()
@@ -262,7 +262,7 @@ class SchedulerShell:
         elif entry.cancel_requested:
             await self._cancel(entry)
 
-    async def _heartbeat(self, record: dict[str, Any], restarted: bool) -> None:
+    def _heartbeat(self, record: dict[str, Any], restarted: bool) -> None:
         node_id = record["node_id"]
         usage, capacity = record["usage"], record["capacity"]
         headroom = self.settings.node_headroom

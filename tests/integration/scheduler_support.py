@@ -99,16 +99,17 @@ class Namespaced:
     ) -> AsyncIterator[None]:
         """A node agent's heartbeat, every ``every_s``, for as long as the block runs."""
 
-        async def beat() -> None:
-            sequence = 0
+        async def beat(sequence: int) -> None:
             while True:
+                await asyncio.sleep(every_s)
                 sequence += 1
                 await self.send(
                     "lepton.node.heartbeats", node, heartbeat(node, sequence=sequence, **shape)
                 )
-                await asyncio.sleep(every_s)
 
-        task = asyncio.create_task(beat())
+        # The first one is in the log before the block runs: the node exists from then on.
+        await self.send("lepton.node.heartbeats", node, heartbeat(node, sequence=1, **shape))
+        task = asyncio.create_task(beat(1))
         try:
             yield
         finally:

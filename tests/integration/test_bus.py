@@ -331,7 +331,7 @@ async def test_a_keyed_subscriber_reads_only_its_keys_partition(
     )
     await subscriber.start()
     try:
-        assert subscriber._consumer.assignment() == {
+        assert await subscriber.assignment() == {
             TopicPartition(topic.name, partition_for(b"node-7", 12))
         }
         task = asyncio.create_task(subscriber.run())

@@ -1,0 +1,193 @@
+"""librdkafka's producer behind an asyncio face: what :class:`lepton.bus.Publisher` sends with.
+
+Why not aiokafka here: each of its produce requests is built and parsed in Python, and
+each ``send`` waits on metadata through a new task; a service that answers events one at
+a time paid about a millisecond per message. librdkafka batches, retries and talks to
+the brokers in its own C threads; ``produce`` only queues.
+
+Delivery reports come back through ``poll``, which a thread of the writer's own calls in
+a loop: the reports of one poll are handed to the event loop together, where they
+resolve the futures that :meth:`Writer.send` returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import confluent_kafka
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["PublishError", "Writer"]
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+# librdkafka's header values may also be text or absent; ours are always bytes.
+_Headers = list[tuple[str, str | bytes | None]]
+
+# How long the delivery thread waits in one poll: also how soon it notices a stop.
+_POLL_S = 0.1
+
+
+class PublishError(RuntimeError):
+    """The broker did not take a message (after librdkafka's own retries)."""
+
+
+class _Pending:
+    """The delivery of one message, or of every message of a batch: resolves once all of
+    them are acknowledged, or at the first failure."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int) -> None:
+        self.future = future
+        self.remaining = remaining
+
+
+class Writer:
+    """One idempotent librdkafka producer and the thread that collects its reports."""
+
+    def __init__(
+        self, bootstrap: str, *, client_id: str, linger_ms: int, max_batch_bytes: int
+    ) -> None:
+        self._producer = confluent_kafka.Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "client.id": client_id,
+                "enable.idempotence": True,  # implies acks=all, ordered retries
+                "linger.ms": linger_ms,
+                "batch.size": max_batch_bytes,
+                # Java's default partitioner, so every language puts a key in one place.
+                "partitioner": "murmur2_random",
+                "logger": log,
+            }
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reports: list[tuple[_Pending, Any]] = []
+        self._reports_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._metadata: dict[str, list[int]] = {}
+
+    async def start(self, timeout_s: float) -> None:
+        """Raise :class:`confluent_kafka.KafkaException` unless a broker answers in time."""
+        await asyncio.to_thread(self._producer.list_topics, timeout=timeout_s)
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._deliver, name="kafka-deliveries", daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """Send what is queued (waiting up to ``timeout_s``), then stop the thread."""
+        if self._thread is None:
+            return
+        await asyncio.to_thread(self._producer.flush, timeout_s)
+        self._stopping.set()
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        self._hand_over()
+
+    async def partitions(self, topic: str, timeout_s: float = 30.0) -> list[int]:
+        """The topic's partition numbers, once the cluster's metadata shows every one of
+        them with a leader (cached: one metadata request per topic and process).
+
+        Sending waits for this first: librdkafka fails messages it partitioned from the
+        metadata of a topic created a moment ago ("Unknown partition", librdkafka#4904).
+        """
+        known = self._metadata.get(topic)
+        if known is not None:
+            return known
+        deadline = time.monotonic() + timeout_s
+        while True:
+            metadata = await asyncio.to_thread(self._producer.list_topics, topic, timeout_s)
+            found = metadata.topics.get(topic)
+            if (
+                found is not None
+                and found.error is None
+                and found.partitions
+                and all(partition.leader >= 0 for partition in found.partitions.values())
+            ):
+                known = self._metadata[topic] = sorted(found.partitions)
+                return known
+            if time.monotonic() > deadline:
+                why = found.error if found is not None and found.error else "no leader yet"
+                raise PublishError(f"topic {topic} is not ready in the cluster: {why}")
+            await asyncio.sleep(0.1)  # a new topic's leaders are being elected
+
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> asyncio.Future[None]:
+        """Queue one message; the future resolves when the broker has acknowledged it."""
+        pending = self._pending(1)
+        self._produce(topic, key, value, headers, pending)
+        return pending.future
+
+    def send_all(
+        self, topic: str, messages: Sequence[tuple[bytes, bytes, Headers]]
+    ) -> asyncio.Future[None]:
+        """Queue messages in order; the future resolves when all are acknowledged."""
+        pending = self._pending(len(messages))
+        for key, value, headers in messages:
+            self._produce(topic, key, value, headers, pending)
+        return pending.future
+
+    def _pending(self, count: int) -> _Pending:
+        assert self._loop is not None, "Writer.start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        if count == 0:
+            future.set_result(None)
+        return _Pending(future, count)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        pending: _Pending,
+    ) -> None:
+        def delivered(error: Any, _message: Any) -> None:
+            with self._reports_lock:
+                self._reports.append((pending, error))
+
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=cast("_Headers", headers), on_delivery=delivered
+                )
+                return
+            except BufferError:
+                # librdkafka's queue is full: the broker is far behind. Serve reports (this
+                # frees room) and try again; this blocks the loop, as the backlog should.
+                self._producer.poll(0.05)
+                time.sleep(0)
+
+    def _deliver(self) -> None:
+        """The delivery thread: serve reports, hand them to the event loop in one go."""
+        while not self._stopping.is_set():
+            self._producer.poll(_POLL_S)
+            if self._reports:
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._hand_over)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    return
+
+    def _hand_over(self) -> None:
+        with self._reports_lock:
+            reports, self._reports = self._reports, []
+        for pending, error in reports:
+            future = pending.future
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(PublishError(f"the broker did not take a message: {error}"))
+                continue
+            pending.remaining -= 1
+            if pending.remaining == 0:
+                future.set_result(None)
