@@ -6,10 +6,10 @@ time (the scheduler at 1,000 requests/s) makes a round trip per event, so readin
 more than deciding. librdkafka fetches in its own C threads (with incremental fetch
 sessions) and hands over what it prefetched; the Python side pays microseconds a message.
 
-Every call on the consumer runs in one worker thread of its own: librdkafka's blocking
-calls never block the event loop, and never run concurrently with each other (closing
-while polling is not safe). Each :meth:`Reader.fetch` also carries the previous fetch's
-commit, so a busy subscriber makes one thread hop per fetch.
+Every call that may block runs in one worker thread of its own, so librdkafka never
+blocks the event loop; calls never overlap (closing while polling is not safe), since a
+reader's calls are awaited one after another. Taking what was already prefetched, and
+committing without waiting, return at once and run on the event loop's thread.
 """
 
 from __future__ import annotations
@@ -128,21 +128,28 @@ class Reader:
 
     async def fetch(self, max_messages: int, commit: Positions | None) -> list[Message]:
         """Commit ``commit`` (without waiting for the broker), then whatever arrived: at
-        most ``max_messages``, or none after a short wait."""
-        return await self._call(self._fetch, max_messages, commit)
+        most ``max_messages``, or none after a short wait.
 
-    def _fetch(self, max_messages: int, commit: Positions | None) -> list[Message]:
+        What librdkafka already prefetched is taken at once, on the caller's thread (both
+        calls return without blocking); only an empty queue is waited on in the worker
+        thread. A busy subscriber thus never pays a thread hop per fetch.
+        """
         if commit:
             self._commit(commit, True)
+        messages = self._consumer.consume(max_messages, 0)
+        if not messages:
+            messages = await self._call(self._wait_for_messages, max_messages)
+        if any(message.error() is not None for message in messages):
+            messages = [message for message in messages if self._usable(message)]
+        return cast("list[Message]", messages)
+
+    def _wait_for_messages(self, max_messages: int) -> list[confluent_kafka.Message]:
         # poll returns at the first message; consume(…, 0) then takes what was prefetched
         # (consume with a timeout would wait for all max_messages).
         first = self._consumer.poll(_POLL_S)
         if first is None:
             return []
-        messages = [first, *self._consumer.consume(max_messages - 1, 0)]
-        if any(message.error() is not None for message in messages):
-            messages = [message for message in messages if self._usable(message)]
-        return cast("list[Message]", messages)
+        return [first, *self._consumer.consume(max_messages - 1, 0)]
 
     @staticmethod
     def _usable(message: confluent_kafka.Message) -> bool:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import confluent_kafka
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["PublishError", "Writer"]
 
@@ -124,7 +124,7 @@ class Writer:
     ) -> asyncio.Future[None]:
         """Queue one message; the future resolves when the broker has acknowledged it."""
         pending = self._pending(1)
-        self._produce(topic, key, value, headers, pending)
+        self._produce(topic, key, value, headers, self._reporter(pending))
         return pending.future
 
     def send_all(
@@ -132,8 +132,9 @@ class Writer:
     ) -> asyncio.Future[None]:
         """Queue messages in order; the future resolves when all are acknowledged."""
         pending = self._pending(len(messages))
+        report = self._reporter(pending)
         for key, value, headers in messages:
-            self._produce(topic, key, value, headers, pending)
+            self._produce(topic, key, value, headers, report)
         return pending.future
 
     def _pending(self, count: int) -> _Pending:
@@ -143,18 +144,24 @@ class Writer:
             future.set_result(None)
         return _Pending(future, count)
 
+    def _reporter(self, pending: _Pending) -> Callable[[Any, Any], None]:
+        """The delivery callback of the messages of ``pending`` (runs in the delivery
+        thread, inside ``poll``)."""
+
+        def delivered(error: Any, _message: Any) -> None:
+            with self._reports_lock:
+                self._reports.append((pending, error))
+
+        return delivered
+
     def _produce(
         self,
         topic: str,
         key: bytes | None,
         value: bytes | None,
         headers: Headers,
-        pending: _Pending,
+        delivered: Callable[[Any, Any], None],
     ) -> None:
-        def delivered(error: Any, _message: Any) -> None:
-            with self._reports_lock:
-                self._reports.append((pending, error))
-
         while True:
             try:
                 self._producer.produce(
@@ -165,7 +172,6 @@ class Writer:
                 # librdkafka's queue is full: the broker is far behind. Serve reports (this
                 # frees room) and try again; this blocks the loop, as the backlog should.
                 self._producer.poll(0.05)
-                time.sleep(0)
 
     def _deliver(self) -> None:
         """The delivery thread: serve reports, hand them to the event loop in one go."""

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import confluent_kafka
 import prometheus_client
@@ -108,16 +108,20 @@ class Selective(Protocol):
     def wants(self, topic: str, headers: Sequence[tuple[str, bytes]]) -> bool: ...
 
 
-# The trace of the message being handled, so that what a handler publishes continues it.
-# Held as the raw header and parsed only when the handler publishes: most do not.
-_current_trace: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+# The trace of the message being handled, so that what a handler publishes continues it:
+# the raw header, or the event being handled (its headers are read only if someone asks,
+# which for most messages nobody does: reading them costs more than decoding the value).
+_current_trace: contextvars.ContextVar[bytes | Event | None] = contextvars.ContextVar(
     "lepton_traceparent", default=None
 )
 
 
 def current_trace() -> bytes | None:
     """The ``traceparent`` of the message being handled (None outside a handler)."""
-    return _current_trace.get()
+    current = _current_trace.get()
+    if isinstance(current, Event):
+        return current.headers.get("traceparent")
+    return current
 
 
 @contextlib.contextmanager
@@ -170,22 +174,77 @@ class BrokerUnavailableError(RuntimeError):
     """Kafka could not be reached within the configured time."""
 
 
-class Event(NamedTuple):
-    """A decoded message, as a handler sees it (a tuple: built for every message, it
-    costs a third of a frozen dataclass)."""
+class Event:
+    """A decoded message, as a handler sees it."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    type: str
-    record: Record
-    headers: Mapping[str, bytes]
-    timestamp_ms: int
+    __slots__ = (
+        "_headers",
+        "_message",
+        "key",
+        "offset",
+        "partition",
+        "record",
+        "timestamp_ms",
+        "topic",
+        "type",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | None,
+        type: str,
+        record: Record,
+        timestamp_ms: int,
+        message: Message,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.type = type
+        self.record = record
+        self.timestamp_ms = timestamp_ms
+        self._message = message
+        self._headers: dict[str, bytes] | None = None
+
+    @property
+    def headers(self) -> Mapping[str, bytes]:
+        """The message's headers (read from it on first use)."""
+        if self._headers is None:
+            raw = self._message.headers()
+            self._headers = dict(raw) if raw else {}
+        return self._headers
 
     @property
     def trace_id(self) -> str | None:
         return _trace_id(self.headers.get("traceparent"))
+
+    def __repr__(self) -> str:
+        return f"Event({self.type} {self.topic}[{self.partition}]@{self.offset} key={self.key!r})"
+
+
+class _LazyHeaders(Sequence[tuple[str, bytes]]):
+    """A message's raw headers for :meth:`Selective.wants`, read only if it looks."""
+
+    __slots__ = ("_message", "_read")
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._read: list[tuple[str, bytes]] | None = None
+
+    def _headers(self) -> list[tuple[str, bytes]]:
+        if self._read is None:
+            self._read = self._message.headers() or []
+        return self._read
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._headers()[index]
+
+    def __len__(self) -> int:
+        return len(self._headers())
 
 
 def _trace_id(traceparent: bytes | None) -> str | None:
@@ -211,7 +270,7 @@ def _ids(traceparent: bytes | None = None) -> tuple[bytes, bytes]:
     one, if any."""
     # One call to the OS for all random bits: this runs for every message.
     random = os.urandom(40).hex()
-    trace = _trace_id(traceparent or _current_trace.get()) or random[48:80]
+    trace = _trace_id(traceparent or current_trace()) or random[48:80]
     return random[:32].encode(), f"00-{trace}-{random[32:48]}-01".encode()
 
 
@@ -389,6 +448,10 @@ def murmur2(data: bytes) -> int:
     return h ^ (h >> 15)
 
 
+def _origin(message: Message) -> MessageOrigin:
+    return MessageOrigin(message.topic(), message.partition(), message.offset())
+
+
 # Failures that are not the message's fault: retried, never dead-lettered.
 _RETRIED = (TransientError, ConnectionError, KafkaConnectionError)
 
@@ -505,19 +568,17 @@ class Subscriber:
         """Consume until :meth:`stop_soon`; commits what was handled before returning."""
         commit: Positions | None = None
         while not self._stopping.is_set():
-            fetch = asyncio.ensure_future(self._reader.fetch(self._max_batch, commit))
+            # A fetch returns within a quarter of a second even when nothing comes, so a
+            # stop is noticed that soon without racing each fetch against it.
+            fetched = await self._reader.fetch(self._max_batch, commit)
             commit = None
-            stop = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait({fetch, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if not fetch.done():
-                # What it returns is neither handled nor committed: read again next time.
-                fetch.cancel()
-                break
+            # A busy reader's fetch returns without suspending: let the other tasks (the
+            # health server, a service's background work) run between fetches.
+            await asyncio.sleep(0)
             done: Positions = {}
-            for message in fetch.result():
+            for message in fetched:
                 topic = message.topic()
-                if self._wants is not None and not self._wants(topic, message.headers() or ()):
+                if self._wants is not None and not self._wants(topic, _LazyHeaders(message)):
                     self.counts[topic, "skipped"] += 1
                 elif self._only_key is None or message.key() == self._only_key:
                     await self._handle(message)
@@ -546,9 +607,7 @@ class Subscriber:
             self.caught_up.set()
 
     async def _handle(self, message: Message) -> None:
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        raw_headers = message.headers()
-        headers = dict(raw_headers) if raw_headers else {}
+        topic = message.topic()
         key = message.key()
         attempt = 0
         while True:
@@ -558,15 +617,15 @@ class Subscriber:
                 )
                 event = Event(
                     topic,
-                    partition,
-                    offset,
+                    message.partition(),
+                    message.offset(),
                     key.decode("utf-8", "replace") if key else None,
                     event_type,
                     record,
-                    headers,
                     message.timestamp()[1],
+                    message,
                 )
-                token = _current_trace.set(headers.get("traceparent"))
+                token = _current_trace.set(event)
                 try:
                     if self._handler is not None:
                         await self._handler(event)
@@ -577,12 +636,12 @@ class Subscriber:
                     _current_trace.reset(token)
             except _RETRIED as exc:
                 attempt += 1
-                await self._back_off(attempt, MessageOrigin(topic, partition, offset), exc)
+                await self._back_off(attempt, _origin(message), exc)
                 continue
             except DecodeError as exc:
-                await self._dead_letter(message, exc.at(MessageOrigin(topic, partition, offset)))
+                await self._dead_letter(message, exc.at(_origin(message)))
             except Exception as exc:
-                origin = MessageOrigin(topic, partition, offset)
+                origin = _origin(message)
                 log.exception("handler failed for %s; dead-lettering it", origin)
                 await self._dead_letter(message, exc)
             else:

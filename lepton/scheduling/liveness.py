@@ -71,15 +71,9 @@ class Liveness:
         return len(self._nodes)
 
     def observe(
-        self,
-        node_id: str,
-        *,
-        agent_started_at_ms: int,
-        sequence: int,
-        sent_at_ms: int,
-        now_ms: int,
+        self, node_id: str, agent_started_at_ms: int, sequence: int, sent_at_ms: int, now_ms: int
     ) -> Observation:
-        """Record a heartbeat read at ``now_ms``."""
+        """Record a heartbeat read at ``now_ms`` (positional: called for every heartbeat)."""
         sent = min(sent_at_ms, now_ms + self.max_clock_skew_ms)
         last = self._nodes.get(node_id)
         if last is None:

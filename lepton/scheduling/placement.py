@@ -284,7 +284,9 @@ class _Job:
         self.fifo_key = (spec.submitted_at_ms, seq)
         self.attempts = attempts
         self.demand: _Vector = spec.demand.as_tuple()
-        self.total: _Vector = spec.demand.times(spec.gang_size).as_tuple()
+        gang = spec.gang_size
+        cpu, memory, gpus, network = self.demand
+        self.total: _Vector = (cpu * gang, memory * gang, gpus * gang, network * gang)
         self.labels = tuple(sorted(spec.constraints.labels.items()))
         self.shape: _Shape = (
             self.demand,

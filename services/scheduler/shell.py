@@ -123,6 +123,7 @@ class SchedulerShell:
     stalled: bool = False
     core: Scheduler = field(init=False)
     _job_events: str = field(init=False)  # the topic's name under this installation
+    _heartbeats: str = field(init=False)
     _source: bytes = field(init=False)  # the ce_source header of what this shell publishes
     liveness: Liveness = field(init=False)
     pending_data: dict[str, JobRecord] = field(default_factory=dict)
@@ -142,6 +143,7 @@ class SchedulerShell:
 
     def __post_init__(self) -> None:
         self._job_events = self.context.topic("lepton.jobs.events").name
+        self._heartbeats = self.context.topic("lepton.node.heartbeats").name
         self._source = self.context.publisher.source.encode()
         self.core = Scheduler(self.settings.core_config())
         self.liveness = Liveness(
@@ -158,10 +160,11 @@ class SchedulerShell:
 
     def apply(self, event: Event) -> None:
         """Fold one event into memory; what it causes waits for :meth:`flush`."""
-        declared = event.topic.removeprefix(self.context.topics.prefix)
-        if declared == "lepton.node.heartbeats":
+        if event.topic == self._heartbeats:  # nearly every event of a busy cluster
             self._observe(event.record)
-        elif declared == "lepton.jobs.requested":
+            return
+        declared = event.topic.removeprefix(self.context.topics.prefix)
+        if declared == "lepton.jobs.requested":
             entry = self.journal.request(event.record)
             if entry is not None:
                 self._follow_ups.append(_FollowUp(_Step.ANNOUNCE, entry, current_trace()))
@@ -179,11 +182,7 @@ class SchedulerShell:
         shell only each node's newest accepted one of the fetch."""
         node_id = record["node_id"]
         seen = self.liveness.observe(
-            node_id,
-            agent_started_at_ms=record["agent_started_at"],
-            sequence=record["sequence"],
-            sent_at_ms=record["sent_at"],
-            now_ms=_now_ms(),
+            node_id, record["agent_started_at"], record["sequence"], record["sent_at"], _now_ms()
         )
         if seen in (Observation.STALE, Observation.OVERFLOW):
             return
@@ -683,7 +682,8 @@ class SchedulerShell:
         """Decide job events: kept, in order, until :meth:`_send` sends them all in one
         batch. Each continues the trace current when it was decided (its cause's)."""
         trace = current_trace()
-        self._outbox.extend((event, trace) for event in events)
+        for event in events:
+            self._outbox.append((event, trace))
 
     async def _send(self) -> None:
         """Queue the decided job events for the broker without waiting for it: one job's
