@@ -100,12 +100,36 @@ class Reader:
         """Join the consumer group for these topics (from the committed offsets)."""
         await self._call(self._consumer.subscribe, list(topics))
 
-    async def assign(self, partitions: Iterable[tuple[str, int]], *, from_start: bool) -> None:
+    async def assign(
+        self, partitions: Iterable[tuple[str, int]], *, from_start: bool, timeout_s: float = 30
+    ) -> None:
         """Read these partitions outside any group membership: from the beginning, or from
-        the group's committed offsets (earliest if none)."""
-        offset = confluent_kafka.OFFSET_BEGINNING if from_start else confluent_kafka.OFFSET_STORED
-        chosen = [confluent_kafka.TopicPartition(t, p, offset) for t, p in partitions]
-        await self._call(self._consumer.assign, chosen)
+        the group's committed offsets (the beginning if none).
+
+        The committed offsets are asked for first, and a failure to get them is an error:
+        left to librdkafka (``OFFSET_STORED``), a group coordinator still loading on a
+        fresh broker left the partitions silently unread.
+        """
+        wanted = [confluent_kafka.TopicPartition(t, p) for t, p in partitions]
+
+        def assign() -> None:
+            start: dict[tuple[str, int], int] = {}
+            if not from_start:
+                for tp in self._consumer.committed(wanted, timeout=timeout_s):
+                    if tp.offset >= 0:
+                        start[tp.topic, tp.partition] = tp.offset
+            self._consumer.assign(
+                [
+                    confluent_kafka.TopicPartition(
+                        tp.topic,
+                        tp.partition,
+                        start.get((tp.topic, tp.partition), confluent_kafka.OFFSET_BEGINNING),
+                    )
+                    for tp in wanted
+                ]
+            )
+
+        await self._call(assign)
 
     async def assignment(self) -> set[tuple[str, int]]:
         found = await self._call(self._consumer.assignment)
