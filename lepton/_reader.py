@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -56,6 +57,16 @@ _BENIGN = frozenset(
         confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,  # a topic not created yet
         confluent_kafka.KafkaError._TRANSPORT,  # a broker connection dropped: reconnecting
         confluent_kafka.KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+
+
+# What a group coordinator answers while it is elected or loads the group's offsets.
+_COORDINATOR_LOADING = frozenset(
+    {
+        confluent_kafka.KafkaError.NOT_COORDINATOR,
+        confluent_kafka.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        confluent_kafka.KafkaError.COORDINATOR_NOT_AVAILABLE,
     }
 )
 
@@ -115,7 +126,7 @@ class Reader:
         def assign() -> None:
             start: dict[tuple[str, int], int] = {}
             if not from_start:
-                for tp in self._consumer.committed(wanted, timeout=timeout_s):
+                for tp in self._committed(wanted, timeout_s):
                     if tp.offset >= 0:
                         start[tp.topic, tp.partition] = tp.offset
             self._consumer.assign(
@@ -130,6 +141,23 @@ class Reader:
             )
 
         await self._call(assign)
+
+    def _committed(
+        self, partitions: list[confluent_kafka.TopicPartition], timeout_s: float
+    ) -> list[confluent_kafka.TopicPartition]:
+        """The group's committed offsets, asked again while the broker answers with a
+        retriable error: a fresh broker's group coordinator answers NOT_COORDINATOR until it
+        has loaded the group's offsets partition, and librdkafka does not retry that here."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._consumer.committed(partitions, timeout=timeout_s)
+            except confluent_kafka.KafkaException as exc:
+                error = exc.args[0]
+                again = error.retriable() or error.code() in _COORDINATOR_LOADING
+                if not again or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)  # in the reader's own thread: the coordinator is loading
 
     async def assignment(self) -> set[tuple[str, int]]:
         found = await self._call(self._consumer.assignment)
