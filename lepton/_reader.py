@@ -15,6 +15,7 @@ committing without waiting, return at once and run on the event loop's thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,14 +62,35 @@ _BENIGN = frozenset(
 )
 
 
-# What a group coordinator answers while it is elected or loads the group's offsets.
-_COORDINATOR_LOADING = frozenset(
+# What a broker answers about a topic created a moment ago, or a group whose coordinator
+# is still loading its offsets (a fresh broker): librdkafka does not retry these in
+# committed() and get_watermark_offsets().
+_NOT_READY_YET = frozenset(
     {
         confluent_kafka.KafkaError.NOT_COORDINATOR,
         confluent_kafka.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
         confluent_kafka.KafkaError.COORDINATOR_NOT_AVAILABLE,
+        confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
+        confluent_kafka.KafkaError.LEADER_NOT_AVAILABLE,
+        confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+        confluent_kafka.KafkaError._TRANSPORT,
     }
 )
+
+
+def _retrying(call: Callable[[], _T], timeout_s: float) -> _T:
+    """``call()``, again while it fails with what a broker says when it is not ready yet
+    (in the reader's own thread, so sleeping blocks nothing else)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except confluent_kafka.KafkaException as exc:
+            error = exc.args[0]
+            again = error.retriable() or error.code() in _NOT_READY_YET
+            if not again or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 class ReaderError(RuntimeError):
@@ -145,19 +167,8 @@ class Reader:
     def _committed(
         self, partitions: list[confluent_kafka.TopicPartition], timeout_s: float
     ) -> list[confluent_kafka.TopicPartition]:
-        """The group's committed offsets, asked again while the broker answers with a
-        retriable error: a fresh broker's group coordinator answers NOT_COORDINATOR until it
-        has loaded the group's offsets partition, and librdkafka does not retry that here."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                return self._consumer.committed(partitions, timeout=timeout_s)
-            except confluent_kafka.KafkaException as exc:
-                error = exc.args[0]
-                again = error.retriable() or error.code() in _COORDINATOR_LOADING
-                if not again or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)  # in the reader's own thread: the coordinator is loading
+        """The group's committed offsets."""
+        return _retrying(lambda: self._consumer.committed(partitions, timeout=timeout_s), timeout_s)
 
     async def assignment(self) -> set[tuple[str, int]]:
         found = await self._call(self._consumer.assignment)
@@ -167,12 +178,15 @@ class Reader:
         """Each partition's end, or 0 for one with nothing left to read (retention may
         have removed everything before its end)."""
 
+        def watermarks(where: confluent_kafka.TopicPartition) -> tuple[int, int]:
+            low, high = self._consumer.get_watermark_offsets(where, timeout=30, cached=False)
+            return low, high
+
         def ends() -> Positions:
             found = {}
             for topic, partition in partitions:
-                low, high = self._consumer.get_watermark_offsets(
-                    confluent_kafka.TopicPartition(topic, partition), timeout=30, cached=False
-                )
+                where = confluent_kafka.TopicPartition(topic, partition)
+                low, high = _retrying(functools.partial(watermarks, where), 30)
                 found[topic, partition] = high if high > low else 0
             return found
 
