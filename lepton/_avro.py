@@ -111,6 +111,22 @@ class _Source:
     def add(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
 
+    def define(self, signature: str, label: str) -> Any:
+        """Compile the lines as the body of ``def <signature>:`` and return the function."""
+        name = signature.partition("(")[0]
+        source = f"def {signature}:\n" + "\n".join(self.lines) + "\n"
+        scope = dict(_RUNTIME) | self.constants
+        exec(compile(source, f"<avro {label}>", "exec"), scope)  # noqa: S102
+        return scope[name]
+
+
+class _Builder:
+    """What the reader and the writer compilers share: named types and the source."""
+
+    def __init__(self, named: dict[str, Any]) -> None:
+        self.named = named
+        self.src = _Source()
+
 
 def _type_of(schema: Any, named: dict[str, Any]) -> Any:
     """The schema with named references replaced by their definitions."""
@@ -152,11 +168,7 @@ def _register(schema: Any, named: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------ decoding
 
 
-class _DecoderBuilder:
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.src = _Source()
-
+class _DecoderBuilder(_Builder):
     def long(self, depth: int, target: str) -> None:
         """A zig-zag varint, inline: a function call per value cost as much as the rest."""
         add = self.src.add
@@ -276,10 +288,7 @@ def _compile_decoder(schema: dict[str, Any], named: dict[str, Any]) -> Decoder:
     builder.src.add(1, "size = len(buf)")
     builder.value(schema, 1, "record")
     builder.src.add(1, "return record, pos")
-    source = "def decode(buf, pos):\n" + "\n".join(builder.src.lines) + "\n"
-    scope = dict(_RUNTIME) | builder.src.constants
-    exec(compile(source, f"<avro reader {schema['name']}>", "exec"), scope)  # noqa: S102
-    decoder: Decoder = scope["decode"]
+    decoder: Decoder = builder.src.define("decode(buf, pos)", f"reader {schema['name']}")
     return decoder
 
 
@@ -302,11 +311,7 @@ _BRANCH_CHECKS = {
 }
 
 
-class _EncoderBuilder:
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.src = _Source()
-
+class _EncoderBuilder(_Builder):
     def value(self, schema: Any, depth: int, source: str) -> None:
         schema = _type_of(schema, self.named)
         kind = _kind(schema)
@@ -406,10 +411,7 @@ def _compile_encoder(schema: dict[str, Any], named: dict[str, Any], header: byte
     builder.src.add(1, f"out = bytearray({header_name})")
     builder.value(schema, 1, "record")
     builder.src.add(1, "return bytes(out)")
-    source = "def encode(record):\n" + "\n".join(builder.src.lines) + "\n"
-    scope = dict(_RUNTIME) | builder.src.constants
-    exec(compile(source, f"<avro writer {schema['name']}>", "exec"), scope)  # noqa: S102
-    encoder: Encoder = scope["encode"]
+    encoder: Encoder = builder.src.define("encode(record)", f"writer {schema['name']}")
     return encoder
 
 
