@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lepton.codec import Codec
@@ -110,7 +110,13 @@ class StampedHeartbeats:
         return len(self.keys)
 
     def value(self, index: int, *, sent_at: int, sequence: int) -> bytes:
-        return self._heads[index] + zigzag(sent_at) + zigzag(sequence) + self._tails[index]
+        return self.values(range(index, index + 1), sent_at=sent_at, sequence=sequence)[0]
+
+    def values(self, indices: Iterable[int], *, sent_at: int, sequence: int) -> list[bytes]:
+        """The heartbeats of these nodes, all stamped alike."""
+        stamp = zigzag(sent_at) + zigzag(sequence)
+        heads, tails = self._heads, self._tails
+        return [heads[i] + stamp + tails[i] for i in indices]
 
 
 _HEARTBEAT = "lepton.NodeHeartbeat"

@@ -29,6 +29,9 @@ Measurements, in one run:
    capacity, with nothing else running: two rounds of heartbeats written while it is
    suspended, timed as it drains them, with its CPU time per heartbeat.
 
+The scheduler's CPU time is that of both its processes (the deciding one and its
+heartbeat digester).
+
 ``--phases`` runs some of ``ceiling,throughput,latency,heartbeats`` (the table only).
 
 Prints a table; writes ``bench/results/scheduler_e2e.json``. Targets (issue 3):
@@ -65,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import confluent_kafka
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -239,9 +243,19 @@ class RunningScheduler:
     def requested(self) -> Topic:
         return self.names.topic("lepton.jobs.requested")
 
+    def processes(self) -> list[psutil.Process]:
+        """The scheduler and its heartbeat digester."""
+        return [self.process, *self.process.children()]
+
     def cpu_s(self) -> float:
-        times = self.process.cpu_times()
-        return float(times.user + times.system)
+        """CPU time of both of the scheduler's processes."""
+        return sum(_cpu_s(process) for process in self.processes())
+
+    def suspend(self) -> list[psutil.Process]:
+        suspended = self.processes()
+        for process in suspended:
+            process.suspend()
+        return suspended
 
     async def probe(self) -> None:
         """One request answered with an assignment: the scheduler is caught up and planning."""
@@ -511,10 +525,13 @@ def stamped(
     robin over the nodes; each round has a new sequence, so the scheduler accepts all."""
     nodes_count = len(frames)
     keys, values = [], []
-    for n in range(first, first + count):
+    n = first
+    while n < first + count:  # a stretch of one round at a time: one sequence number
         index = n % nodes_count
-        keys.append(frames.keys[index])
-        values.append(frames.value(index, sent_at=sent_at, sequence=2 + n // nodes_count))
+        upto = min(nodes_count, index + first + count - n)
+        keys += frames.keys[index:upto]
+        values += frames.values(range(index, upto), sent_at=sent_at, sequence=2 + n // nodes_count)
+        n += upto - index
     return keys, values
 
 
@@ -527,37 +544,86 @@ async def _beat(
     stop: Any,
     report: Any,
 ) -> None:
-    # Encoded once, re-stamped per round: generating 20,000 heartbeats/s by encoding each
-    # took more of the two cores than the scheduler reading them.
+    # Encoded once, re-stamped per round, handed to librdkafka without a delivery report
+    # each: the generator shares the two cores with the scheduler and the broker, so it
+    # must cost far less than what it loads (encoding each, or aiokafka, cost more).
     frames = StampedHeartbeats(default_codec(), nodes(node_count))
     rate = node_count / interval_s
     sent = 0
-    in_flight: list[asyncio.Future[Any]] = []
     round_reported = False
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
-    await producer.start()
-    try:
-        start = time.perf_counter()
-        while not stop.is_set() and time.perf_counter() - start < bound_s:
-            due = int((time.perf_counter() - start) * rate) - sent
-            if due > 0:
-                keys, values = stamped(frames, sent, due, time.time_ns() // 1_000_000)
-                headers = event_headers(_HEARTBEAT_TYPE, due, first=sent)
-                in_flight += await queue_batches(producer, topic_name, keys, values, headers)
-                sent += due
-            if not round_reported and sent >= node_count:
-                report.put(("round", sent))
-                round_reported = True
-            # Bounded memory: wait for the broker (a while) if too many batches are unacked.
-            in_flight = [ack for ack in in_flight if not ack.done()]
-            if len(in_flight) > 500:
-                await asyncio.wait(in_flight, timeout=1.0)
-            await asyncio.sleep(0.02)
-        report.put(("done", sent, time.perf_counter() - start))
-        if in_flight:
-            await asyncio.wait(in_flight, timeout=STOP_BOUND_S)
-    finally:
-        await producer.stop()
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "client.id": "bench-heartbeats",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "partitioner": "murmur2_random",  # as the bus: a node's beats in one partition
+        }
+    )
+    start = time.perf_counter()
+    while not stop.is_set() and time.perf_counter() - start < bound_s:
+        due = int((time.perf_counter() - start) * rate) - sent
+        if due > 0:
+            keys, values = stamped(frames, sent, due, time.time_ns() // 1_000_000)
+            # One set of headers for the heartbeats of a tick (their ce_id is the tick's):
+            # building seven headers for each cost the generator more than the rest.
+            headers = event_headers(_HEARTBEAT_TYPE, 1, first=sent)[0]
+            for key, value in zip(keys, values, strict=True):
+                producer.produce(topic_name, value, key, headers=headers)
+            sent += due
+        if not round_reported and sent >= node_count:
+            report.put(("round", sent))
+            round_reported = True
+        # Serves librdkafka's events; bounds memory (a full queue raises BufferError).
+        producer.poll(0)
+        await asyncio.sleep(0.02)
+    report.put(("done", sent, time.perf_counter() - start))
+    await asyncio.to_thread(producer.flush, STOP_BOUND_S)
+
+
+class CpuMeter:
+    """Cores each process used from now until :meth:`shares`, and the whole machine."""
+
+    def __init__(self, processes: dict[str, psutil.Process | None]) -> None:
+        self._processes = {name: p for name, p in processes.items() if p is not None}
+        self._before = {name: _cpu_s(p) for name, p in self._processes.items()}
+        self._machine = _busy_s()
+        self._start = time.perf_counter()
+
+    def shares(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self._start
+        found = {
+            name: round((_cpu_s(p) - self._before[name]) / elapsed, 2)
+            for name, p in self._processes.items()
+        }
+        found[f"machine ({psutil.cpu_count()} cores)"] = round(
+            (_busy_s() - self._machine) / elapsed, 2
+        )
+        return found
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _busy_s() -> float:
+    times = psutil.cpu_times()
+    return float(
+        times.user
+        + times.system
+        + times.nice
+        + getattr(times, "irq", 0.0)
+        + getattr(times, "softirq", 0.0)
+    )
+
+
+def _broker_process(bootstrap: str) -> psutil.Process | None:
+    """The local stack's Kafka broker, if the benchmark runs on it."""
+    local = stack.status(Settings())
+    if local.kafka_pid is None or local.kafka_bootstrap != bootstrap:
+        return None
+    return psutil.Process(local.kafka_pid)
 
 
 async def under_heartbeats(
@@ -591,9 +657,19 @@ async def under_heartbeats(
                     break
                 await asyncio.sleep(0.5)
             handled_before, start = await running.handled("lepton.node.heartbeats"), time.time()
+            meter = CpuMeter(
+                {
+                    "scheduler (deciding)": running.process,
+                    "scheduler (heartbeat digester)": running.process.children()[0],
+                    "broker": _broker_process(run.bootstrap),
+                    "heartbeat generator": psutil.Process(generator.pid),
+                    "this benchmark (requests, events)": psutil.Process(),
+                }
+            )
             result = await offered_load(
                 running, f"{FIXED_RATE:,}/s", "heartbeats", FIXED_RATE, seconds
             )
+            cpu = meter.shares()
             handled_after, end = await running.handled("lepton.node.heartbeats"), time.time()
         finally:
             stop.set()
@@ -612,6 +688,7 @@ async def under_heartbeats(
             | {
                 "heartbeat_nodes": node_count,
                 "heartbeat_interval_s": interval_s,
+                "cpu_cores_used": cpu,
                 "heartbeats_offered_per_s": round(node_count / interval_s),
                 "heartbeats_published_per_s": round(published / generated_s),
                 "heartbeats_ingested_per_s": round(
@@ -642,11 +719,12 @@ async def heartbeat_capacity(
         await asyncio.sleep(0.5)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
     await producer.start()
-    running.process.suspend()
+    suspended = running.suspend()
     try:
         await asyncio.gather(*await queue_batches(producer, topic, keys, values, headers))
     finally:
-        running.process.resume()
+        for process in suspended:
+            process.resume()
         await producer.stop()
     cpu_before, start = running.cpu_s(), time.perf_counter()
     deadline = start + THROUGHPUT_BOUND_S
@@ -824,6 +902,9 @@ def main() -> None:
     if "under_heartbeats" in found:
         shares.append(f"heartbeats on {found['under_heartbeats']['scheduler_cpu_share']}")
     print("\nscheduler CPU (share of one core): " + ", ".join(shares))
+    if "under_heartbeats" in found:
+        cores = found["under_heartbeats"]["cpu_cores_used"]
+        print("cores used under heartbeats: " + ", ".join(f"{k} {v}" for k, v in cores.items()))
     if args.profile is not None:
         print(f"\nprofiles in {args.profile}; figures are slowed by cProfile, no JSON written")
         return

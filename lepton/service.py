@@ -85,6 +85,10 @@ class Context:
 
 # Messages a batch handler gets at most per fetch.
 _BATCH_FETCH = 2000
+# How long the broker may hold a batch handler's fetch to gather more: at a steady
+# trickle (the scheduler at 1,000 requests/s) a fetch of one or two events paid the whole
+# cost of a flush each; a few milliseconds of gathering cut that CPU by about a fifth.
+_BATCH_GATHER_MS = 5
 
 # A service's handler: per message, or a BatchHandler that acts on a whole fetch at once.
 HandlerFactory = Callable[[Context], Awaitable[Handler | BatchHandler]]
@@ -232,6 +236,7 @@ class Service:
                 # A batch handler's cost per fetch is mostly fixed (a plan, one send): let a
                 # backlog come in bigger fetches. Per message, a fetch is just a loop.
                 max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else 500,
+                gather_ms=_BATCH_GATHER_MS if isinstance(handler, BatchHandler) else 0,
             )
             await self._subscriber.start()
             if not self.replay:

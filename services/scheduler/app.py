@@ -1,8 +1,10 @@
 """The scheduler service: the management node.
 
-Consumes heartbeats, job requests, job events and ready datasets; publishes job events
-and assignments. One instance is active at a time (a PostgreSQL leader lock); others
-stand by. Its state is the log: every start replays the topics it consumes.
+Consumes job requests, job events and ready datasets, and what its heartbeat digester
+(a second process it starts, :mod:`services.scheduler.digester`) makes of the nodes'
+heartbeats; publishes job events and assignments. One instance is active at a time (a
+PostgreSQL leader lock); others stand by. Its state is the log: every start replays the
+topics it consumes, and the digester replays the heartbeats.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from lepton.service import Context, Service, run
+from services.scheduler.digester import running_digester
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.shell import SchedulerShell
 
 if TYPE_CHECKING:
     from lepton.bus import BatchHandler
 
+# Heartbeats are read by the digester.
 CONSUMES = (
-    "lepton.node.heartbeats",
     "lepton.jobs.requested",
     "lepton.jobs.events",
     "lepton.data.ready",
@@ -36,16 +39,20 @@ def create_app(settings: SchedulerSettings | None = None) -> Service:
         return shell
 
     async def decide(context: Context) -> None:
-        """After the replay: rebuild, then plan and judge liveness for as long as we lead;
-        instructions go out as soon as the events before them are acknowledged."""
+        """After the replay (ours and the digester's): rebuild, then plan for as long as we
+        lead; instructions go out as soon as the events before them are acknowledged."""
         shell = shells[0]
 
         async def after_replay() -> None:
             await context.caught_up.wait()
+            await shell.nodes_known.wait()
             await shell.rebuild()
-            await asyncio.gather(shell.plan_forever(), shell.sweep_forever())
+            await shell.plan_forever()
 
-        await asyncio.gather(shell.instruct_forever(), after_replay())
+        async with running_digester(settings, context.publisher.bootstrap) as digester:
+            await asyncio.gather(
+                shell.instruct_forever(), shell.digest_forever(digester), after_replay()
+            )
 
     return Service(
         name="scheduler",

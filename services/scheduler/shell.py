@@ -2,16 +2,18 @@
 
 State comes from the log. Before it has caught up, the shell only records what it
 reads (job requests and events into the :class:`~lepton.scheduling.journal.Journal`,
-heartbeats, ready datasets). Then it rebuilds the core, finishes what a crash may have
-left half-done (a request never answered, an assignment whose instruction never went
-out, a job its node lost), and from there on plans whenever something changed.
+ready datasets) and what the heartbeat digester says of the nodes
+(:meth:`SchedulerShell.take`). Once both have caught up, it rebuilds the core, finishes
+what a crash may have left half-done (a request never answered, an assignment whose
+instruction never went out, a job its node lost), and from there on plans whenever
+something changed.
 
 The shell is a :class:`~lepton.bus.BatchHandler`: :meth:`SchedulerShell.apply` folds each
 event of a fetch into memory (no I/O), and :meth:`SchedulerShell.flush` acts on the whole
-fetch: each node's newest heartbeat once, the requests answered in one batch of events,
-one placement pass, its decisions published together. Everything that changes the core
-or publishes holds one lock, so a flush, the liveness sweep and the rebuild never
-interleave their decisions.
+fetch: the requests answered in one batch of events, one placement pass, its decisions
+published together. Everything that changes the core or publishes holds one lock, so a
+flush, the digester's news (nodes, liveness verdicts) and the rebuild never interleave
+their decisions.
 
 Order of effects: a job's ``assigned`` event is published (and acknowledged) before the
 instruction to its node, so the log always knows about a lease before any node can act
@@ -32,10 +34,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import prometheus_client
 
-from lepton.bus import continue_trace, current_trace
+from lepton.bus import MessageCounts, continue_trace, current_trace
 from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
-from lepton.scheduling.liveness import Liveness, Observation
 from lepton.scheduling.model import (
     Assign,
     Failed,
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
     from lepton.bus import Event
     from lepton.service import Context
+    from services.scheduler.digest import Message
+    from services.scheduler.digester import Digester
     from services.scheduler.settings import SchedulerSettings
 
 __all__ = ["SchedulerShell"]
@@ -115,25 +118,26 @@ class SchedulerShell:
     context: Context
     settings: SchedulerSettings
     journal: Journal = field(default_factory=Journal)
-    # Each node's newest accepted heartbeat record.
+    # Each node's heartbeat record as the digester last passed it on (its usage may be
+    # older: placement does not look at usage), and the nodes that get no new work.
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     hot: set[str] = field(default_factory=set)
+    suspect: set[str] = field(default_factory=set)
+    # Set once the digester has read the heartbeats the log held at start.
+    nodes_known: asyncio.Event = field(default_factory=asyncio.Event)
     datasets: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     dirty: asyncio.Event = field(default_factory=asyncio.Event)
     stalled: bool = False
     core: Scheduler = field(init=False)
     _job_events: str = field(init=False)  # the topic's name under this installation
-    _heartbeats: str = field(init=False)
     _source: bytes = field(init=False)  # the ce_source header of what this shell publishes
-    liveness: Liveness = field(init=False)
+    _digested: MessageCounts = field(init=False)  # the digester's, in our metrics
     pending_data: dict[str, JobRecord] = field(default_factory=dict)
     rebuilt: bool = False
     _unacked: list[asyncio.Future[Any]] = field(default_factory=list)
     # Job events decided but not sent yet, with the trace each continues.
     _outbox: list[tuple[dict[str, Any], bytes | None]] = field(default_factory=list)
-    # Applied, not yet flushed: each node's newest accepted heartbeat (and whether its
-    # agent restarted since the last flush), and what the other events left to do.
-    _beats: dict[str, tuple[dict[str, Any], bool]] = field(default_factory=dict)
+    # Applied, not yet flushed: what the events left to do.
     _follow_ups: deque[_FollowUp] = field(default_factory=deque)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Instructions, each with the acknowledgements of the events decided before them.
@@ -143,14 +147,9 @@ class SchedulerShell:
 
     def __post_init__(self) -> None:
         self._job_events = self.context.topic("lepton.jobs.events").name
-        self._heartbeats = self.context.topic("lepton.node.heartbeats").name
         self._source = self.context.publisher.source.encode()
+        self._digested = MessageCounts(self.context.topics.group("lepton-scheduler"))
         self.core = Scheduler(self.settings.core_config())
-        self.liveness = Liveness(
-            suspect_after_ms=int(self.settings.node_suspect_after_s * 1000),
-            dead_after_ms=int(self.settings.node_dead_after_s * 1000),
-            max_nodes=self.settings.max_nodes,
-        )
 
     @property
     def live(self) -> bool:
@@ -160,9 +159,6 @@ class SchedulerShell:
 
     def apply(self, event: Event) -> None:
         """Fold one event into memory; what it causes waits for :meth:`flush`."""
-        if event.topic == self._heartbeats:  # nearly every event of a busy cluster
-            self._observe(event.record)
-            return
         declared = event.topic.removeprefix(self.context.topics.prefix)
         if declared == "lepton.jobs.requested":
             entry = self.journal.request(event.record)
@@ -176,19 +172,6 @@ class SchedulerShell:
             if record["version"] not in versions:
                 versions.append(record["version"])
             self._follow_ups.append(_FollowUp(_Step.DATASET, None, current_trace()))
-
-    def _observe(self, record: dict[str, Any]) -> None:
-        """Liveness sees every heartbeat (sequence and send-time rules); the rest of the
-        shell only each node's newest accepted one of the fetch."""
-        node_id = record["node_id"]
-        seen = self.liveness.observe(
-            node_id, record["agent_started_at"], record["sequence"], record["sent_at"], _now_ms()
-        )
-        if seen in (Observation.STALE, Observation.OVERFLOW):
-            return
-        earlier = self._beats.get(node_id)
-        restarted = seen is Observation.RESTARTED or (earlier is not None and earlier[1])
-        self._beats[node_id] = (record, restarted)
 
     def wants(self, topic: str, headers: Sequence[tuple[str, bytes]]) -> bool:
         """Once live, the shell's own job events come back already applied (when they
@@ -218,15 +201,10 @@ class SchedulerShell:
     async def flush(self) -> None:
         """Act on everything applied since the last flush: one plan, one batch of events.
 
-        Safe to retry after a failure: heartbeats are folded without I/O, each follow-up
-        is dropped from the queue only once acted on, and acting checks the job's current
-        status first.
+        Safe to retry after a failure: each follow-up is dropped from the queue only once
+        acted on, and acting checks the job's current status first.
         """
         async with self._lock:
-            _NODE_OVERFLOW.set(self.liveness.overflow)
-            beats, self._beats = self._beats, {}
-            for record, restarted in beats.values():
-                self._heartbeat(record, restarted)
             if not self.live:
                 # The rebuild reads the journal, which already holds these events.
                 self._follow_ups.clear()
@@ -261,15 +239,10 @@ class SchedulerShell:
         elif entry.cancel_requested:
             await self._cancel(entry)
 
-    def _heartbeat(self, record: dict[str, Any], restarted: bool) -> None:
+    def _node(self, record: dict[str, Any], restarted: bool, hot: bool) -> None:
+        """A node the digester says placement must hear of: new, restarted, or changed in
+        capacity, region, GPU type, labels or whether it runs hot."""
         node_id = record["node_id"]
-        usage, capacity = record["usage"], record["capacity"]
-        headroom = self.settings.node_headroom
-        was_hot = node_id in self.hot
-        hot = (
-            usage["cpu_millicores"] > headroom * capacity["cpu_millicores"]
-            or usage["memory_mib"] > headroom * capacity["memory_mib"]
-        )
         if hot:
             self.hot.add(node_id)
         else:
@@ -281,24 +254,12 @@ class SchedulerShell:
         if restarted:
             # A restarted agent has lost whatever it ran before.
             self._publish_losses(node_id, self.core.remove_node(node_id), "restarted")
-        # The core places by capacity, region, GPU type, labels and whether the node takes
-        # work; usage alone changes none of it, and most heartbeats change only usage: those
-        # are compared as records, without building a NodeState.
-        if (
-            known is None
-            or restarted
-            or hot != was_hot
-            or known["capacity"] != capacity
-            or known["region"] != record["region"]
-            or known["gpu_type"] != record["gpu_type"]
-            or known["labels"] != record["labels"]
-        ):
-            self.core.upsert_node(self._accepting(node_state(record)))
-        if known is None or restarted or known["capacity"] != capacity:
+        self.core.upsert_node(self._accepting(node_state(record)))
+        if known is None or restarted or known["capacity"] != record["capacity"]:
             self.dirty.set()
 
     def _accepting(self, state: NodeState) -> NodeState:
-        accepts = not (self.liveness.is_suspect(state.node_id) or state.node_id in self.hot)
+        accepts = not (state.node_id in self.suspect or state.node_id in self.hot)
         if accepts == state.accepts_new_work:
             return state
         return NodeState(
@@ -323,7 +284,6 @@ class SchedulerShell:
 
     async def _rebuild(self) -> None:
         now = _now_ms()
-        self.liveness.sweep(now)  # marks nodes that were already silent as suspect
         restore(
             self.core,
             [self._accepting(node_state(record)) for record in self.nodes.values()],
@@ -412,7 +372,7 @@ class SchedulerShell:
         return wanted["version"] if wanted["version"] in versions else None
 
     async def plan_forever(self) -> None:
-        """Plan when something changed outside a flush (the sweep, the rebuild)."""
+        """Plan when something changed outside a flush (the digester's news, the rebuild)."""
         while True:
             await self.dirty.wait()
             async with self._lock:
@@ -579,33 +539,53 @@ class SchedulerShell:
             for index, node_id in sorted(nodes.items())
         ]
 
-    async def sweep_forever(self, interval_s: float = 0.5) -> None:
-        """Judge liveness on a timer: silent nodes stop getting work, dead ones lose it."""
-        while True:
-            await asyncio.sleep(interval_s)
+    async def digest_forever(self, digester: Digester) -> None:
+        """Act on what the heartbeat digester says, in order, for as long as it runs."""
+        async for message in digester.messages():
             async with self._lock:
-                await self.sweep(_now_ms())
+                await self.take(message)
 
-    async def sweep(self, now_ms: int) -> None:
-        verdicts = self.liveness.sweep(now_ms)
-        stalled = verdicts.pipeline_stalled_ms
-        _PIPELINE_STALLED.set((stalled or 0) / 1000)
-        if stalled is not None and not self.stalled:
-            self.context.log.error(
-                "no heartbeat from any node: treating it as a pipeline fault, requeuing nothing",
-                silent_for_ms=stalled,
-            )
-        self.stalled = stalled is not None
-        for node_id in (*verdicts.newly_suspect, *verdicts.recovered):
-            if node_id in self.nodes:
-                self.core.upsert_node(self._accepting(node_state(self.nodes[node_id])))
-        for node_id in verdicts.dead:
+    async def take(self, message: Message) -> None:
+        """One message of the digester (:mod:`services.scheduler.digest`)."""
+        if "nodes" in message:
+            for record, restarted, hot in message["nodes"]:
+                self._node(record, restarted, hot)
+        elif "dead" in message:
+            self._verdicts(message["suspect"], message["recovered"], message["dead"])
+        elif "stalled_ms" in message:
+            self._pipeline(message["stalled_ms"], message["overflow"], message["counts"])
+        elif message.get("caught_up"):
+            self.nodes_known.set()
+        await self._send()
+
+    def _verdicts(self, suspect: list[str], recovered: list[str], dead: list[str]) -> None:
+        """Silent nodes stop getting work, dead ones lose it."""
+        self.suspect.update(suspect)
+        self.suspect.difference_update(recovered)
+        if self.live:
+            for node_id in (*suspect, *recovered):
+                if node_id in self.nodes:
+                    self.core.upsert_node(self._accepting(node_state(self.nodes[node_id])))
+        for node_id in dead:
             self.nodes.pop(node_id, None)
             self.hot.discard(node_id)
-            self._publish_losses(node_id, self.core.remove_node(node_id), "dead")
-        await self._send()
-        if verdicts.recovered or verdicts.dead:
+            self.suspect.discard(node_id)
+            if self.live:
+                self._publish_losses(node_id, self.core.remove_node(node_id), "dead")
+        if self.live and (recovered or dead):
             self.dirty.set()
+
+    def _pipeline(self, stalled_ms: int | None, overflow: int, counts: list[Any]) -> None:
+        _PIPELINE_STALLED.set((stalled_ms or 0) / 1000)
+        _NODE_OVERFLOW.set(overflow)
+        if stalled_ms is not None and not self.stalled:
+            self.context.log.error(
+                "no heartbeat from any node: treating it as a pipeline fault, requeuing nothing",
+                silent_for_ms=stalled_ms,
+            )
+        self.stalled = stalled_ms is not None
+        for topic, outcome, count in counts:
+            self._digested.counts[topic, outcome] = count
 
     def _publish_losses(self, node_id: str, outcomes: list[NodeLossOutcome], how: str) -> None:
         events = []

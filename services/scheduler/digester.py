@@ -1,0 +1,200 @@
+"""The heartbeat digester: a process of the scheduler that reads every heartbeat.
+
+A cluster of 100,000 nodes beating every 5 s sends 20,000 heartbeats a second. Reading,
+decoding and judging them took most of a core, and the process that did it also had to
+answer job requests within milliseconds: each fetch of heartbeats made the requests
+behind it wait. So the scheduler runs two processes. This one replays
+``lepton.node.heartbeats`` from the beginning, judges liveness, and tells the deciding
+process only what placement needs (:class:`~services.scheduler.digest.HeartbeatDigest`)
+as JSON lines on its standard output; a busy cluster's steady beat is then a handful of
+lines a second. It publishes nothing but dead letters, holds no state of its own that
+is not rebuilt from the log, and needs no database: the scheduler that starts it (when it
+leads) stops it, and it stops by itself when its standard input closes (the scheduler
+stopped or died).
+
+Beyond the digest's messages it writes ``{"caught_up": true}`` once it has read what the
+log held when it started (after a first liveness sweep), and after each sweep
+``{"stalled_ms": n | null, "overflow": n, "counts": [[topic, outcome, n], ...]}`` for the
+scheduler's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from lepton.bus import Publisher, Subscriber
+from lepton.contract import default_codec
+from lepton.scheduling.liveness import Liveness
+from lepton.service import configure_logging
+from lepton.topics import Namespace
+from services.scheduler.digest import HeartbeatDigest, Message
+from services.scheduler.settings import SchedulerSettings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["Digester", "DigesterError", "main", "running_digester"]
+
+# How often liveness is judged.
+SWEEP_INTERVAL_S = 0.5
+# A verdict on every node of a large cluster is one line: let it be long.
+_LINE_LIMIT = 64 * 1024 * 1024
+_STOP_BOUND_S = 10.0
+# Heartbeats may wait this long in the broker to come in larger fetches: a fraction of
+# the liveness thresholds (seconds), and less CPU for the broker and the digester.
+_GATHER_MS = 100
+
+
+class DigesterError(RuntimeError):
+    """The heartbeat digester process ended while the scheduler needed it."""
+
+
+class Digester:
+    """The running digester process, as the scheduler reads it."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Its messages, in order; raises :class:`DigesterError` if it ends."""
+        assert self._process.stdout is not None
+        while line := await self._process.stdout.readline():
+            message: Message = json.loads(line)
+            yield message
+        code = await self._process.wait()
+        raise DigesterError(f"the heartbeat digester exited with code {code} (see its log)")
+
+
+@contextlib.asynccontextmanager
+async def running_digester(settings: SchedulerSettings, bootstrap: str) -> AsyncIterator[Digester]:
+    """Start the digester with these settings; stop it when the block ends."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.scheduler.digester",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=_LINE_LIMIT,
+    )
+    assert process.stdin is not None
+    # Its settings on standard input, not in its command line (which anyone may read);
+    # it needs no database, so the database URL, a secret, is not passed at all.
+    config = {
+        "bootstrap": bootstrap,
+        "settings": settings.model_dump(mode="json", exclude={"database_url"}),
+    }
+    process.stdin.write(json.dumps(config).encode() + b"\n")
+    try:
+        await process.stdin.drain()
+        yield Digester(process)
+    finally:
+        # Nothing of the digester's is lost by ending it at once: what it read is read
+        # again by the next one, and it commits nothing.
+        process.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), _STOP_BOUND_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+# ---------------------------------------------------------------- the process itself
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _write(message: Message) -> None:
+    # Blocking on purpose: a scheduler slow to read holds the digester back (its pipe is
+    # the queue), rather than letting lines pile up in memory.
+    sys.stdout.buffer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+class _StopAtEof(asyncio.Protocol):
+    def __init__(self, subscriber: Subscriber) -> None:
+        self._subscriber = subscriber
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._subscriber.stop_soon()
+
+
+async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> None:
+    await subscriber.caught_up.wait()
+    # Nodes already silent in the log are judged before the scheduler builds on them.
+    digest.sweep(_now_ms())
+    _write({"caught_up": True})
+    while True:
+        stalled = digest.sweep(_now_ms())
+        _write(
+            {
+                "stalled_ms": stalled,
+                "overflow": digest.liveness.overflow,
+                "counts": [[t, outcome, n] for (t, outcome), n in subscriber.counts.items()],
+            }
+        )
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+
+
+async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
+    names = Namespace(settings.topic_prefix)
+    digest = HeartbeatDigest(
+        Liveness(
+            suspect_after_ms=int(settings.node_suspect_after_s * 1000),
+            dead_after_ms=int(settings.node_dead_after_s * 1000),
+            max_nodes=settings.max_nodes,
+        ),
+        settings.node_headroom,
+        _write,
+    )
+    codec = default_codec()
+    async with Publisher(
+        bootstrap,
+        codec,
+        source="lepton/scheduler",
+        client_id=settings.client_id,
+        connect_timeout_s=settings.connect_timeout_s,
+    ) as publisher:
+        subscriber = Subscriber(
+            bootstrap,
+            codec,
+            publisher,
+            topics=[names.topic("lepton.node.heartbeats")],
+            group_id=names.group("lepton-scheduler"),
+            handler=digest,
+            client_id=settings.client_id,
+            connect_timeout_s=settings.connect_timeout_s,
+            replay=True,
+            max_batch=5000,
+            gather_ms=_GATHER_MS,
+        )
+        await subscriber.start()
+        await asyncio.get_running_loop().connect_read_pipe(
+            lambda: _StopAtEof(subscriber), sys.stdin
+        )
+        sweeping = asyncio.create_task(_sweep_forever(digest, subscriber))
+        try:
+            await subscriber.run()
+        finally:
+            sweeping.cancel()
+            await subscriber.close()
+
+
+def main() -> None:
+    config: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
+    settings = SchedulerSettings(**config["settings"])
+    configure_logging(settings.log_level)
+    with contextlib.suppress(BrokenPipeError):  # the scheduler is gone: so are we
+        asyncio.run(_digest(settings, config["bootstrap"]))
+
+
+if __name__ == "__main__":
+    main()
