@@ -69,15 +69,12 @@ class HeartbeatDigest:
         # Applied, not yet flushed: each node's newest accepted record, and whether its
         # agent restarted since the last flush.
         self._beats: dict[str, tuple[dict[str, Any], bool]] = {}
-        # Our clock, read once a fetch rather than once a heartbeat (it caps node clocks
-        # that run ahead; a fetch's age is far below the tolerated skew).
-        self._now_ms = _now_ms()
 
     def apply(self, event: Event) -> None:
         record = event.record
         node_id = record["node_id"]
         seen = self.liveness.observe(
-            node_id, record["agent_started_at"], record["sequence"], record["sent_at"], self._now_ms
+            node_id, record["agent_started_at"], record["sequence"], record["sent_at"], _now_ms()
         )
         if seen is Observation.STALE or seen is Observation.OVERFLOW:
             return
@@ -86,7 +83,6 @@ class HeartbeatDigest:
         self._beats[node_id] = (record, restarted)
 
     async def flush(self) -> None:
-        self._now_ms = _now_ms()
         changed = []
         beats, self._beats = self._beats, {}
         for node_id, (record, restarted) in beats.items():
