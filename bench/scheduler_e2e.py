@@ -272,6 +272,13 @@ class RunningScheduler:
         topic = self.names.topic(declared).name
         return await self._count("lepton_messages", topic=topic, outcome="handled")
 
+    async def gauge(self, name: str) -> float:
+        text = await asyncio.to_thread(_fetch, self.metrics_url)
+        for family in text_string_to_metric_families(text):
+            if family.name == name:
+                return float(sum(sample.value for sample in family.samples))
+        return 0.0
+
     async def published(self, kind: str) -> int:
         """Job events of a kind the scheduler says it published (to check the reader)."""
         return await self._count("lepton_scheduler_events", kind=kind)
@@ -651,9 +658,10 @@ async def under_heartbeats(
             if first[0] != "round":
                 raise RuntimeError(f"heartbeat generator: {first}")
             await running.probe()
-            # The whole cluster known before timing: first sightings cost more than updates.
+            # The whole cluster known (to the deciding process, not only to the digester)
+            # before timing: first sightings cost more than updates.
             for _ in range(int(START_BOUND_S / 0.5)):
-                if await running.handled("lepton.node.heartbeats") >= node_count:
+                if await running.gauge("lepton_scheduler_nodes") >= node_count:
                     break
                 await asyncio.sleep(0.5)
             handled_before, start = await running.handled("lepton.node.heartbeats"), time.time()

@@ -15,6 +15,7 @@ import gc
 import logging
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,9 @@ __all__ = [
     "EmbeddedServer",
     "LeadershipLostError",
     "Service",
+    "collect_less",
     "configure_logging",
+    "keep_collections_short",
     "run",
 ]
 
@@ -103,24 +106,40 @@ async def _count_only(context: Context) -> Handler:
     return handle
 
 
-# The collector's thresholds for a service. CPython's defaults (700, 10, 10) run a full
-# collection every ~70,000 net allocations, and a full collection walks every live object:
-# with a scheduler's state (tens of thousands of jobs and nodes, each several objects)
-# the collector took about a fifth of the scheduler's profile in bench.scheduler_e2e, and
-# these thresholds cut its CPU per flush by ~40 %. Reference counting frees almost all
-# that these services drop; the collector is only there for the odd cycle.
-_GC_THRESHOLDS = (50_000, 20, 100)
+# How a service keeps the cyclic garbage collector out of its latency. A collection walks
+# every object of the generations it collects, and a service's state (a scheduler's jobs
+# and nodes, each several objects) is large and long-lived: with CPython's defaults the
+# collector took about a fifth of the scheduler's profile, and with fewer, larger
+# collections single pauses reached 0.4-0.5 s (bench.scheduler_e2e: a gen-1 and a full
+# collection in 30 s, each holding up every request in flight). So, once a second, what
+# has survived is moved out of the collector's sight (gc.freeze() is O(1)): collections
+# only ever walk what is younger than that, and stay in the milliseconds. Reference
+# counting frees nearly all that the services drop; the collector is there for the odd
+# cycle, and every ten minutes everything is brought back for one full collection, so
+# cyclic garbage is freed within that time (a pause of that collection's length, once).
+_GC_THRESHOLDS = (10_000, 10, 100)
+_FREEZE_EVERY_S = 1.0
+_FULL_COLLECTION_EVERY_S = 600.0
 
 
-def _collect_less() -> None:
+def collect_less() -> None:
+    """The collector's thresholds for a Lepton process (see :func:`keep_collections_short`)."""
     gc.set_threshold(*_GC_THRESHOLDS)
 
 
-async def _freeze_when(caught_up: asyncio.Event) -> None:
-    """Once the state read at start (imports, a replayed log) is built, move it out of the
-    collector's sight: it lives as long as the process, scanning it again finds nothing."""
+async def keep_collections_short(caught_up: asyncio.Event) -> None:
+    """From the moment the state read at start is built (imports, a replayed log), freeze
+    what survived once a second, and collect everything once every ten minutes."""
     await caught_up.wait()
     gc.freeze()
+    last_full = time.monotonic()
+    while True:
+        await asyncio.sleep(_FREEZE_EVERY_S)
+        if time.monotonic() - last_full > _FULL_COLLECTION_EVERY_S:
+            gc.unfreeze()
+            gc.collect()
+            last_full = time.monotonic()
+        gc.freeze()
 
 
 @dataclass(slots=True)
@@ -153,8 +172,9 @@ class Service:
             self._subscriber.stop_soon()
 
     async def run(self) -> None:
-        _collect_less()
-        log = structlog.get_logger(self.name)
+        collect_less()
+        # Bound now, not at every call (structlog's lazy proxy binds again each time).
+        log = structlog.get_logger(self.name).bind()
         settings = self.settings
         where = stack.endpoints(settings)
         names = Namespace(settings.topic_prefix)
@@ -244,7 +264,7 @@ class Service:
             if self._stop_requested.is_set():
                 self._subscriber.stop_soon()
             tasks = [asyncio.create_task(job(context)) for job in self.background]
-            tasks.append(asyncio.create_task(_freeze_when(caught_up)))
+            tasks.append(asyncio.create_task(keep_collections_short(caught_up)))
             for task in tasks:
                 task.add_done_callback(lambda done: self._background_ended(done, log))
             try:

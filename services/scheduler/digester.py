@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from lepton.bus import Publisher, Subscriber
 from lepton.contract import default_codec
 from lepton.scheduling.liveness import Liveness
-from lepton.service import configure_logging
+from lepton.service import collect_less, configure_logging, keep_collections_short
 from lepton.topics import Namespace
 from services.scheduler.digest import HeartbeatDigest, Message
 from services.scheduler.settings import SchedulerSettings
@@ -181,10 +181,12 @@ async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
             lambda: _StopAtEof(subscriber), sys.stdin
         )
         sweeping = asyncio.create_task(_sweep_forever(digest, subscriber))
+        freezing = asyncio.create_task(keep_collections_short(subscriber.caught_up))
         try:
             await subscriber.run()
         finally:
             sweeping.cancel()
+            freezing.cancel()
             await subscriber.close()
 
 
@@ -192,6 +194,7 @@ def main() -> None:
     config: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
     settings = SchedulerSettings(**config["settings"])
     configure_logging(settings.log_level)
+    collect_less()  # as every service: it holds every node's newest heartbeat
     with contextlib.suppress(BrokenPipeError):  # the scheduler is gone: so are we
         asyncio.run(_digest(settings, config["bootstrap"]))
 

@@ -70,6 +70,9 @@ _NODE_OVERFLOW = prometheus_client.Gauge(
     "lepton_scheduler_node_table_overflow",
     "Heartbeats from unknown nodes dropped because the node table is full.",
 )
+_NODES = prometheus_client.Gauge(
+    "lepton_scheduler_nodes", "Nodes the scheduler knows (alive or suspect)."
+)
 _PIPELINE_STALLED = prometheus_client.Gauge(
     "lepton_scheduler_heartbeat_pipeline_stalled_seconds",
     "How long no heartbeat from any node has arrived (0 when heartbeats flow).",
@@ -556,6 +559,7 @@ class SchedulerShell:
             self._pipeline(message["stalled_ms"], message["overflow"], message["counts"])
         elif message.get("caught_up"):
             self.nodes_known.set()
+        _NODES.set(len(self.nodes))
         await self._send()
 
     def _verdicts(self, suspect: list[str], recovered: list[str], dead: list[str]) -> None:
