@@ -23,9 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
+
+import structlog
 
 from lepton.bus import Publisher, Subscriber
 from lepton.contract import default_codec
@@ -177,6 +180,7 @@ async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
             gather_ms=_GATHER_MS,
         )
         await subscriber.start()
+        structlog.get_logger("scheduler.digester").info("digesting heartbeats", pid=os.getpid())
         await asyncio.get_running_loop().connect_read_pipe(
             lambda: _StopAtEof(subscriber), sys.stdin
         )

@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.integration.scheduler_support import Namespaced, job
@@ -40,22 +41,33 @@ class SchedulerProcess:
             "LEPTON_LOG_LEVEL": "info",
         }
         self.leading = asyncio.Event()
+        self.digesting = asyncio.Event()
+        self.digester_pid = 0
+        self.lines: list[bytes] = []
         self.process: Any = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.leading = asyncio.Event()
+        self.digesting = asyncio.Event()
         self.process = await asyncio.create_subprocess_exec(
             SCHEDULER, stderr=asyncio.subprocess.PIPE, env=self.env, limit=2**24
         )
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
+        # Ends when every process writing to this stderr has ended: the scheduler and the
+        # heartbeat digester it started, which inherits it.
         assert self.process.stderr is not None
         async for line in self.process.stderr:
+            self.lines.append(line)
             with contextlib.suppress(ValueError):
-                if json.loads(line).get("event") == "leading":
+                entry = json.loads(line)
+                if entry.get("event") == "leading":
                     self.leading.set()
+                elif entry.get("event") == "digesting heartbeats":
+                    self.digester_pid = entry["pid"]
+                    self.digesting.set()
 
     async def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -154,3 +166,32 @@ async def test_a_standby_takes_over_when_the_leader_dies(
             await second.stop()
     # The new leader's leases are above anything the old one handed out.
     assert after["lease_epoch"] >> 32 > before["lease_epoch"] >> 32
+
+
+async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_killed(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    scheduler = SchedulerProcess(space, bootstrap, database_url)
+    await scheduler.start()
+    await asyncio.wait_for(scheduler.digesting.wait(), 60)
+    digester = psutil.Process(scheduler.digester_pid)
+    assert digester.ppid() == scheduler.process.pid
+    # kill() returns once the log pipe is closed, which the digester holds too.
+    await asyncio.wait_for(scheduler.kill(), 30)
+    await asyncio.to_thread(digester.wait, 5)  # raises TimeoutExpired if it lives on
+    assert not digester.is_running()
+
+
+async def test_the_scheduler_stops_when_its_digester_dies(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    scheduler = SchedulerProcess(space, bootstrap, database_url)
+    await scheduler.start()
+    try:
+        await asyncio.wait_for(scheduler.digesting.wait(), 60)
+        os.kill(scheduler.digester_pid, signal.SIGKILL)
+        code = await asyncio.wait_for(scheduler.process.wait(), 60)
+    finally:
+        await scheduler.stop()
+    assert code != 0, "a scheduler without its digester must not go on deciding"
+    assert any(b"heartbeat digester exited" in line for line in scheduler.lines)
