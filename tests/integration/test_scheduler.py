@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.scheduler_support import Namespaced, heartbeat, job, running_scheduler
+from tests.integration.scheduler_support import (
+    Namespaced,
+    heartbeat,
+    job,
+    now_ms,
+    running_scheduler,
+)
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
@@ -189,3 +195,26 @@ async def test_a_node_running_hot_gets_no_new_work_until_it_cools_down(
         async with space.heartbeats("hot", cpu=4000, busy_cpu=0, started=2):
             big = await events.until(kind("big", "assigned"))
     assert big["node_id"] == "hot"
+
+
+async def test_a_node_dead_long_before_a_start_is_not_rebuilt_as_a_place_for_work(
+    space: Namespaced, bootstrap, database_url
+) -> None:
+    # Its last heartbeat, in the log, was sent a minute before the one of a node that
+    # still beats: dead (15 s), though nobody said so while the scheduler was away.
+    await space.send(
+        "lepton.node.heartbeats",
+        "gone",
+        heartbeat("gone", sequence=1, cpu=16000, sent=now_ms() - 60_000),
+    )
+    async with (
+        space.heartbeats("alive", cpu=2000),
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        await space.send("lepton.jobs.requested", "big", job("big", cpu=4000))
+        outcome = await events.until(
+            lambda r: r["job_id"] == "big" and r["kind"] in ("assigned", "rejected")
+        )
+    assert outcome["kind"] == "rejected", f"placed on {outcome['node_id']}"
+    assert outcome["field"] == "demand"
