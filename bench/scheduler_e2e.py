@@ -270,30 +270,25 @@ class RunningScheduler:
     async def handled(self, declared: str) -> int:
         """Messages of a topic the scheduler has handled, from its ``/metrics``."""
         topic = self.names.topic(declared).name
-        return await self._count("lepton_messages", topic=topic, outcome="handled")
+        return int(await self._sum("lepton_messages_total", topic=topic, outcome="handled"))
 
     async def gauge(self, name: str) -> float:
-        text = await asyncio.to_thread(_fetch, self.metrics_url)
-        for family in text_string_to_metric_families(text):
-            if family.name == name:
-                return float(sum(sample.value for sample in family.samples))
-        return 0.0
+        return await self._sum(name)
 
     async def published(self, kind: str) -> int:
         """Job events of a kind the scheduler says it published (to check the reader)."""
-        return await self._count("lepton_scheduler_events", kind=kind)
+        return int(await self._sum("lepton_scheduler_events_total", kind=kind))
 
-    async def _count(self, family_name: str, **labels: str) -> int:
+    async def _sum(self, sample_name: str, **labels: str) -> float:
+        """The sum of a metric's samples with these labels, from the scheduler's ``/metrics``."""
         text = await asyncio.to_thread(_fetch, self.metrics_url)
-        for family in text_string_to_metric_families(text):
-            if family.name == family_name:
-                return sum(
-                    int(sample.value)
-                    for sample in family.samples
-                    if sample.name.endswith("_total")
-                    and all(sample.labels.get(k) == v for k, v in labels.items())
-                )
-        return 0
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == sample_name
+            and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
 
 
 def _fetch(url: str) -> str:

@@ -136,7 +136,7 @@ def continue_trace(traceparent: bytes | None) -> Iterator[None]:
 
 
 class _SubscriberCounts(Collector):
-    """``lepton_messages_total`` read from the live subscribers when scraped.
+    """``lepton_messages_total`` read from the live :class:`MessageCounts` when scraped.
 
     Counting in a plain dict and reporting at scrape time keeps the per-message cost at
     one dictionary update instead of a locked metric increment.
@@ -148,25 +148,25 @@ class _SubscriberCounts(Collector):
             "Messages a consumer group finished with, by topic and outcome.",
             labels=["group", "topic", "outcome"],
         )
-        for subscriber in list(_LIVE_SUBSCRIBERS):
-            for (topic, outcome), count in subscriber.counts.items():
-                family.add_metric([subscriber.group_id, topic, outcome], count)
+        for counted in list(_LIVE_COUNTS):
+            for (topic, outcome), count in counted.counts.items():
+                family.add_metric([counted.group_id, topic, outcome], count)
         yield family
 
 
 class MessageCounts:
-    """Counts, by (topic, outcome), of messages that a subscriber in another process
-    finished with, kept here to be exported with this process's own
-    ``lepton_messages_total`` (the scheduler's heartbeat digester's, say). Counted as long
-    as the object lives."""
+    """Counts, by (topic, outcome), of the messages a consumer group finished with,
+    exported as ``lepton_messages_total`` for as long as the object lives. Each subscriber
+    keeps one; a process may keep one for a subscriber in another process whose counts it
+    receives (the scheduler's heartbeat digester's)."""
 
     def __init__(self, group_id: str) -> None:
         self.group_id = group_id
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        _LIVE_SUBSCRIBERS.add(self)
+        _LIVE_COUNTS.add(self)
 
 
-_LIVE_SUBSCRIBERS: weakref.WeakSet[Subscriber | MessageCounts] = weakref.WeakSet()
+_LIVE_COUNTS: weakref.WeakSet[MessageCounts] = weakref.WeakSet()
 prometheus_client.REGISTRY.register(_SubscriberCounts())
 
 DLQ_HEADERS = (
@@ -532,8 +532,8 @@ class Subscriber:
         self._retry_backoff_s = retry_backoff_s
         self._stopping = asyncio.Event()
         self.group_id = group_id
-        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
-        _LIVE_SUBSCRIBERS.add(self)
+        self._counted = MessageCounts(group_id)
+        self.counts = self._counted.counts
         self._reader = Reader(
             bootstrap, group_id=group_id, client_id=f"{client_id}-{group_id}", gather_ms=gather_ms
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import signal
 import sys
@@ -56,6 +57,7 @@ __all__ = [
     "configure_logging",
     "keep_collections_short",
     "run",
+    "start_helper",
 ]
 
 
@@ -327,6 +329,37 @@ class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+# A helper's output lines may be long (a trainer worker's every trial, a digester's verdict
+# on a whole cluster): far above asyncio's 64 KiB.
+_HELPER_LINE_LIMIT = 64 * 2**20
+
+
+async def start_helper(
+    module: str, config: Any, *, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``python -m <module>`` with pipes on its standard input and output, ``config``
+    written to its standard input as the first line (JSON). What a helper needs, secrets
+    included, never goes into its command line, which anyone on the machine may read."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        limit=_HELPER_LINE_LIMIT,
+    )
+    assert process.stdin is not None
+    try:
+        process.stdin.write(json.dumps(config, default=str).encode() + b"\n")
+        await process.stdin.drain()
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    return process
 
 
 def configure_logging(level: str) -> None:

@@ -41,7 +41,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def runs_hot(record: dict[str, Any], headroom: float) -> bool:
+def _runs_hot(record: dict[str, Any], headroom: float) -> bool:
     """Measured CPU or memory use past ``headroom`` of the node's capacity."""
     usage, capacity = record["usage"], record["capacity"]
     return bool(
@@ -86,7 +86,7 @@ class HeartbeatDigest:
         changed = []
         beats, self._beats = self._beats, {}
         for node_id, (record, restarted) in beats.items():
-            hot = runs_hot(record, self._headroom)
+            hot = _runs_hot(record, self._headroom)
             view = (
                 hot,
                 record["capacity"],

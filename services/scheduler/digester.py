@@ -33,7 +33,12 @@ import structlog
 from lepton.bus import Publisher, Subscriber
 from lepton.contract import default_codec
 from lepton.scheduling.liveness import Liveness
-from lepton.service import collect_less, configure_logging, keep_collections_short
+from lepton.service import (
+    collect_less,
+    configure_logging,
+    keep_collections_short,
+    start_helper,
+)
 from lepton.topics import Namespace
 from services.scheduler.digest import HeartbeatDigest, Message
 from services.scheduler.settings import SchedulerSettings
@@ -45,8 +50,6 @@ __all__ = ["Digester", "DigesterError", "main", "running_digester"]
 
 # How often liveness is judged.
 SWEEP_INTERVAL_S = 0.5
-# A verdict on every node of a large cluster is one line: let it be long.
-_LINE_LIMIT = 64 * 1024 * 1024
 _STOP_BOUND_S = 10.0
 # Heartbeats may wait this long in the broker to come in larger fetches: a fraction of
 # the liveness thresholds (seconds), and less CPU for the broker and the digester.
@@ -76,28 +79,18 @@ class Digester:
 @contextlib.asynccontextmanager
 async def running_digester(settings: SchedulerSettings, bootstrap: str) -> AsyncIterator[Digester]:
     """Start the digester with these settings; stop it when the block ends."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.scheduler.digester",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        limit=_LINE_LIMIT,
-    )
-    assert process.stdin is not None
-    # Its settings on standard input, not in its command line (which anyone may read);
-    # it needs no database, so the database URL, a secret, is not passed at all.
+    # It needs no database, so the database URL, a secret, is not passed at all.
     config = {
         "bootstrap": bootstrap,
         "settings": settings.model_dump(mode="json", exclude={"database_url"}),
     }
-    process.stdin.write(json.dumps(config).encode() + b"\n")
+    process = await start_helper("services.scheduler.digester", config)
     try:
-        await process.stdin.drain()
         yield Digester(process)
     finally:
         # Nothing of the digester's is lost by ending it at once: what it read is read
         # again by the next one, and it commits nothing.
+        assert process.stdin is not None
         process.stdin.close()
         with contextlib.suppress(ProcessLookupError):
             process.terminate()

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import typer
 
 from lepton import stack
 from lepton.artifacts import artifact_uri
-from lepton.service import Context, Service, run
+from lepton.service import Context, Service, run, start_helper
 from services.trainer import catalog
 from services.trainer.node import (
     GpuDiscoveryError,
@@ -57,8 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent", "create_app", "main"]
 
-# A worker's result line holds every trial's scores: allow lines far above asyncio's 64 KiB.
-_LINE_LIMIT = 64 * 2**20
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -193,18 +190,9 @@ class Agent:
             "memory_mib": memory,
         }
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "services.trainer.worker",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                env=_worker_environment(len(cpus), gpus),
-                limit=_LINE_LIMIT,
+            process = await start_helper(
+                "services.trainer.worker", job, env=_worker_environment(len(cpus), gpus)
             )
-            assert process.stdin is not None
-            process.stdin.write(json.dumps(job, default=str).encode() + b"\n")
-            await process.stdin.drain()
         except OSError as exc:  # no process (fork limits, memory): the job fails, not the agent
             await self._fail_before_start(assignment, key, type(exc).__name__, str(exc))
             return

@@ -33,11 +33,12 @@ def heartbeat(
     sent: int | None = None,
     region: str = "local",
     busy_cpu: int = 0,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "node_id": node,
         "region": region,
-        "labels": {},
+        "labels": labels or {},
         "gpu_type": None,
         "capacity": {"cpu_millicores": cpu, "memory_mib": memory, "gpus": 0, "network_mbps": 1000},
         "usage": {"cpu_millicores": busy_cpu, "memory_mib": 0, "gpus": 0, "network_mbps": 0},

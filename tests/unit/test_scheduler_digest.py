@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from lepton.scheduling.liveness import Liveness
 from services.scheduler.digest import HeartbeatDigest, Message
+from tests.integration.scheduler_support import heartbeat, now_ms
 
 
 @dataclass
@@ -16,35 +16,9 @@ class _Event:
     record: dict[str, Any]
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def beat(
-    node: str,
-    sequence: int,
-    *,
-    sent: int | None = None,
-    started: int = 1,
-    cpu: int = 8000,
-    busy_cpu: int = 0,
-    labels: dict[str, str] | None = None,
-) -> _Event:
-    return _Event(
-        {
-            "node_id": node,
-            "region": "local",
-            "labels": labels or {},
-            "gpu_type": None,
-            "capacity": {"cpu_millicores": cpu, "memory_mib": 1024, "gpus": 0, "network_mbps": 0},
-            "usage": {"cpu_millicores": busy_cpu, "memory_mib": 0, "gpus": 0, "network_mbps": 0},
-            "running_job_ids": [],
-            "sent_at": sent if sent is not None else now_ms(),
-            "sequence": sequence,
-            "agent_started_at": started,
-            "interval_ms": 1000,
-        }
-    )
+def beat(node: str, sequence: int, **shape: Any) -> _Event:
+    """A heartbeat as the digester's subscriber hands it over."""
+    return _Event(heartbeat(node, sequence=sequence, **shape))
 
 
 class Digested:
