@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lepton.topics import dead_letter_topic
 from tests.integration.scheduler_support import (
     Namespaced,
     heartbeat,
@@ -11,6 +12,7 @@ from tests.integration.scheduler_support import (
     now_ms,
     running_scheduler,
 )
+from tests.integration.test_bus import read_raw
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
@@ -218,3 +220,21 @@ async def test_a_node_dead_long_before_a_start_is_not_rebuilt_as_a_place_for_wor
         )
     assert outcome["kind"] == "rejected", f"placed on {outcome['node_id']}"
     assert outcome["field"] == "demand"
+
+
+async def test_a_corrupt_heartbeat_is_dead_lettered_and_the_nodes_after_it_still_count(
+    space: Namespaced, bootstrap, database_url, publisher
+) -> None:
+    beats = space.names.topic("lepton.node.heartbeats").name
+    await publisher.send_raw(beats, b"broken", b"{'json': 'perhaps'}", [])
+    await space.send("lepton.node.heartbeats", "n", heartbeat("n", sequence=1, cpu=4000))
+    async with (
+        running_scheduler(space.settings(bootstrap, database_url)),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        await space.send("lepton.jobs.requested", "j", job("j", cpu=2000))
+        assigned = await events.until(kind("j", "assigned"))
+    assert assigned["node_id"] == "n"
+    [letter] = await read_raw(bootstrap, dead_letter_topic(beats), 1)
+    assert letter.key == b"broken"
+    assert dict(letter.headers)["dlq_error_type"] == b"CorruptMessageError"
