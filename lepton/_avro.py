@@ -26,7 +26,7 @@ from typing import Any
 
 from fastavro._logical_writers_py import prepare_timestamp_millis  # type: ignore[attr-defined]
 
-__all__ = ["Decoder", "Encoder", "Unsupported", "compile_schema"]
+__all__ = ["Decoder", "Encoder", "Unsupported", "compile_schema", "compile_split_decoder"]
 
 Encoder = Callable[[Mapping[str, Any]], bytes]
 Decoder = Callable[[bytes, int], tuple[dict[str, Any], int]]
@@ -274,19 +274,28 @@ class _DecoderBuilder(_Builder):
         add(depth, "else:")
         add(depth + 1, f"raise ValueError(f'union branch {{{index}}} out of range')")
 
-    def record(self, schema: dict[str, Any], depth: int, target: str) -> None:
+    def record(
+        self,
+        schema: dict[str, Any],
+        depth: int,
+        target: str,
+        fields: slice = slice(None),
+    ) -> None:
         names = []
-        for field in schema["fields"]:
+        for field in schema["fields"][fields]:
             local = self.src.name("f")
             self.value(field["type"], depth, local)
             names.append((field["name"], local))
         self.src.add(depth, f"{target} = {{{', '.join(f'{k!r}: {v}' for k, v in names)}}}")
 
 
-def _compile_decoder(schema: dict[str, Any], named: dict[str, Any]) -> Decoder:
+def _compile_decoder(
+    schema: dict[str, Any], named: dict[str, Any], fields: slice = slice(None)
+) -> Decoder:
+    """A decoder of the record's ``fields`` (all of them by default) into a dict."""
     builder = _DecoderBuilder(named)
     builder.src.add(1, "size = len(buf)")
-    builder.value(schema, 1, "record")
+    builder.record(schema, 1, "record", fields)
     builder.src.add(1, "return record, pos")
     decoder: Decoder = builder.src.define("decode(buf, pos)", f"reader {schema['name']}")
     return decoder
@@ -421,3 +430,23 @@ def compile_schema(schema: dict[str, Any], header: bytes = b"") -> tuple[Encoder
     named: dict[str, Any] = {}
     _register(schema, named)
     return _compile_encoder(schema, named, header), _compile_decoder(schema, named)
+
+
+def compile_split_decoder(schema: dict[str, Any], at: str) -> tuple[Decoder, Decoder]:
+    """Two decoders of a parsed record schema: of the fields before the field ``at``, and
+    of the rest. One after the other they read what the whole record's decoder reads.
+
+    For a reader that sees many records whose leading fields repeat (a node's heartbeats):
+    when a body's bytes up to where the first part ended are the ones already decoded,
+    those fields are known without reading them, and only the rest is decoded.
+    """
+    names = [field["name"] for field in schema["fields"]]
+    if at not in names:
+        raise ValueError(f"{schema['name']} has no field {at!r}")
+    split = names.index(at)
+    named: dict[str, Any] = {}
+    _register(schema, named)
+    return (
+        _compile_decoder(schema, named, slice(None, split)),
+        _compile_decoder(schema, named, slice(split, None)),
+    )

@@ -49,6 +49,7 @@ __all__ = [
     "PublishError",
     "Publisher",
     "Selective",
+    "Skimming",
     "Subscriber",
     "TransientError",
     "continue_trace",
@@ -107,6 +108,22 @@ class Selective(Protocol):
     """
 
     def wants(self, topic: str, headers: Sequence[tuple[str, bytes]]) -> bool: ...
+
+
+@runtime_checkable
+class Skimming(Protocol):
+    """A :class:`BatchHandler` that can apply some messages straight from their bytes.
+
+    :meth:`skim` sees a message's key and value before anything decodes them. It either
+    applies the message as :meth:`BatchHandler.apply` would have (returns True: the
+    message counts as handled), or changes nothing and returns False: the message is
+    then decoded and applied, or dead-lettered, as usual. It must take only bytes it has
+    read in full and found valid. No trace is current while it runs. For a high-rate
+    topic whose messages mostly repeat what the handler already knows (heartbeats),
+    where decoding each in full is most of the cost.
+    """
+
+    def skim(self, key: bytes | None, value: bytes | None) -> bool: ...
 
 
 # The trace of the message being handled, so that what a handler publishes continues it:
@@ -526,6 +543,7 @@ class Subscriber:
         self._batch = handler if isinstance(handler, BatchHandler) else None
         self._handler = None if isinstance(handler, BatchHandler) else handler
         self._wants = handler.wants if isinstance(handler, Selective) else None
+        self._skim = handler.skim if isinstance(handler, Skimming) else None
         self._bootstrap = bootstrap
         self._connect_timeout_s = connect_timeout_s
         self._max_batch = max_batch
@@ -649,7 +667,8 @@ class Subscriber:
         )
 
     def _applied(self, message: Message) -> bool:
-        """A batch handler's fast path: decode and apply without a coroutine per message.
+        """A batch handler's fast path: skim (:class:`Skimming`), or decode and apply,
+        without a coroutine per message.
 
         False for a per-message handler, or if anything failed: :meth:`_handle` then takes
         the message again and decides (retry, or dead-letter). Doing it twice is safe, as
@@ -659,6 +678,9 @@ class Subscriber:
         if batch is None:
             return False
         try:
+            if self._skim is not None and self._skim(message.key(), message.value()):
+                self.counts[message.topic(), "handled"] += 1
+                return True
             event = self._event(message)
             token = _current_trace.set(event)
             try:

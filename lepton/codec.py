@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from lepton._avro import Decoder, Encoder, Unsupported, compile_schema
+from lepton._avro import Decoder, Encoder, Unsupported, compile_schema, compile_split_decoder
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -37,6 +37,7 @@ __all__ = [
     "CorruptMessageError",
     "DecodeError",
     "EventSchema",
+    "SplitDecoder",
     "TruncatedMessageError",
     "UnknownFingerprintError",
     "UnknownSchemaError",
@@ -132,6 +133,23 @@ class EventSchema:
         return MAGIC + self.fingerprint
 
 
+@dataclass(frozen=True, slots=True)
+class SplitDecoder:
+    """One schema's record decoded in two parts (see :meth:`Codec.split_decoder`).
+
+    ``head(data, len(header))`` reads the fields before the split and returns them with
+    the position where they ended; ``tail(data, that position)`` reads the rest. Bytes
+    are this schema's only if they start with ``header``, and a record only if the tail
+    ends at the end of the bytes: the caller checks both. Malformed bytes raise
+    ``IndexError``, ``ValueError`` or ``struct.error``, not :class:`DecodeError`: this is
+    a fast path, and :meth:`Codec.decode` is the one that explains what was wrong.
+    """
+
+    header: bytes
+    head: Decoder
+    tail: Decoder
+
+
 _TIMESTAMP_TYPES = frozenset({"timestamp-millis"})
 
 
@@ -200,6 +218,17 @@ class Codec:
             return self._by_name[name]
         except KeyError:
             raise UnknownSchemaError(name) from None
+
+    def split_decoder(self, name: str, at: str) -> SplitDecoder:
+        """Decoders of the current schema ``name``'s fields before the field ``at`` and of
+        the rest (raises :class:`~lepton._avro.Unsupported` if it cannot be compiled).
+
+        For a reader of many records whose leading fields rarely change: bytes that begin
+        as an earlier record's did, up to where its head ended, have that head.
+        """
+        schema = self.schema(name)
+        head, tail = compile_split_decoder(schema.parsed, at)
+        return SplitDecoder(schema.header, head, tail)
 
     def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
         """Single-object encode ``record`` with the current schema called ``name``."""

@@ -102,9 +102,6 @@ class Liveness:
         self._watermark_ms = max(self._watermark_ms, min(sent, now_ms))
         return Observation.RESTARTED if restarted else Observation.ACCEPTED
 
-    def forget(self, node_id: str) -> None:
-        self._nodes.pop(node_id, None)
-
     def sweep(self, now_ms: int) -> Verdicts:
         """Judge every node against the watermark; dead nodes are forgotten."""
         if not self._nodes:

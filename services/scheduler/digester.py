@@ -142,6 +142,7 @@ async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> Non
 
 async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
     names = Namespace(settings.topic_prefix)
+    codec = default_codec()
     digest = HeartbeatDigest(
         Liveness(
             suspect_after_ms=int(settings.node_suspect_after_s * 1000),
@@ -150,8 +151,8 @@ async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
         ),
         settings.node_headroom,
         _write,
+        codec,
     )
-    codec = default_codec()
     async with Publisher(
         bootstrap,
         codec,

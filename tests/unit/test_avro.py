@@ -17,7 +17,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from lepton._avro import Unsupported, compile_schema
+from lepton._avro import Unsupported, compile_schema, compile_split_decoder
 from lepton._vectors import EXAMPLES
 from lepton.codec import EventSchema
 from lepton.contract import default_codec
@@ -130,6 +130,26 @@ def test_random_records_encode_and_decode_as_fastavro_does(name: str) -> None:
             fastavro_decode(schema, expected)[0],
             3 + len(expected),
         )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_record_split_at_any_field_reads_as_the_whole(name: str) -> None:
+    schema = CODEC.schema(name)
+    draw = Draw(seed=len(name) + 1, named=named_types(schema.parsed))
+    records = [draw.value(schema.parsed) for _ in range(20)]
+    for field in schema.parsed["fields"]:
+        head, tail = compile_split_decoder(schema.parsed, field["name"])
+        for record in records:
+            body = fastavro_encode(schema, record)
+            leading, middle = head(body, 0)
+            rest, end = tail(body, middle)
+            assert (leading | rest, end) == fastavro_decode(schema, body)
+            assert list(leading) + list(rest) == [f["name"] for f in schema.parsed["fields"]]
+
+
+def test_a_split_at_a_field_the_record_lacks_is_refused() -> None:
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        compile_split_decoder(CODEC.schema("lepton.NodeHeartbeat").parsed, "nope")
 
 
 @pytest.mark.parametrize("name", NAMES)
