@@ -123,6 +123,10 @@ def requests(label: str, count: int) -> list[dict[str, Any]]:
     return records
 
 
+def _rounded(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     """Nearest-rank percentile of already sorted values; None if there are none."""
     if not sorted_values:
@@ -197,6 +201,8 @@ class AssignmentReader:
         self.topic = topic
         self.reader = Reader(bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench")
         self.assigned: dict[str, float] = {}  # job id -> perf_counter when read
+        # job id -> the assigned event's Kafka timestamp: when the scheduler produced it
+        self.produced_ms: dict[str, int] = {}
         self.kinds: Counter[str] = Counter()
         self.rejections: list[str] = []
         self._stop = asyncio.Event()
@@ -214,6 +220,7 @@ class AssignmentReader:
                 self.kinds[record["kind"]] += 1
                 if record["kind"] == "assigned":
                     self.assigned.setdefault(record["job_id"], read_at)
+                    self.produced_ms.setdefault(record["job_id"], message.timestamp()[1])
                 elif record["kind"] == "rejected" and len(self.rejections) < 5:
                     self.rejections.append(f"{record['job_id']}: {record['reason']}")
 
@@ -450,6 +457,7 @@ async def offered_load(
     """Requests paced at ``rate`` for ``seconds``; latency from send to ``assigned`` read."""
     records = requests(ids, max(1, round(rate * seconds)))
     sent: dict[str, float] = {}
+    sent_ms: dict[str, float] = {}  # the same moments on the wall clock Kafka stamps with
     acks = []
     cpu_before = running.cpu_s()
     start = time.perf_counter()
@@ -463,6 +471,7 @@ async def offered_load(
             for record in batch:
                 record["submitted_at"] = stamp
                 sent[record["job_id"]] = now
+                sent_ms[record["job_id"]] = time.time() * 1000
             # send_many, not publish_many: waiting for acks here would pace by the broker.
             acks += await running.publisher.send_many(
                 running.requested, ((record["job_id"], record) for record in batch)
@@ -478,6 +487,15 @@ async def offered_load(
         (assigned[job_id] - at) * 1000 for job_id, at in sent.items() if job_id in assigned
     )
     p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    # Where the time went: until the scheduler produced the assignment (request sent,
+    # fetched, decided), and from then until this benchmark read it back.
+    produced = running.reader.produced_ms
+    decided = sorted(produced[j] - sent_ms[j] for j in sent if j in produced)
+    delivered = sorted(
+        (assigned[j] - at) * 1000 - (produced[j] - sent_ms[j])
+        for j, at in sent.items()
+        if j in produced
+    )
     return {
         "load": load,
         "offered_per_s": round(rate),
@@ -489,6 +507,10 @@ async def offered_load(
         # Jobs never assigned count as slower than any that were.
         "p99_ms": round(p99, 1) if p99 is not None and complete else None,
         "max_ms": round(latencies[-1], 1) if latencies else None,
+        "to_decision_p50_ms": _rounded(percentile(decided, 0.50)),
+        "to_decision_p99_ms": _rounded(percentile(decided, 0.99)),
+        "decision_to_read_p50_ms": _rounded(percentile(delivered, 0.50)),
+        "decision_to_read_p99_ms": _rounded(percentile(delivered, 0.99)),
         "scheduler_cpu_share": round((running.cpu_s() - cpu_before) / elapsed, 2),
     }
 
@@ -775,6 +797,11 @@ def _latency_rows(table: Table, entry: dict[str, Any], prefix: str, targeted: bo
         f"<= {TARGET_P99_MS:.0f} ms" if targeted else "-",
         (p99 is not None and p99 <= TARGET_P99_MS) if targeted else None,
     )
+    for half in ("to_decision", "decision_to_read"):
+        table.add(
+            f"  of which {half.replace('_', ' ')}, p50 / p99",
+            f"{_ms(entry[f'{half}_p50_ms'])} / {_ms(entry[f'{half}_p99_ms'])}",
+        )
 
 
 PHASES = ("ceiling", "throughput", "latency", "heartbeats")
