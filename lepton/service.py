@@ -166,6 +166,10 @@ class Service:
     replay: bool = False
     # Read only the partition (and messages) of this key: a node agent's own assignments.
     subscribe_key: str | None = None
+    # How long the publisher lets messages wait to go out together (librdkafka's
+    # linger.ms): a service that publishes one event at a time needs a few milliseconds
+    # to batch them; one that publishes each fetch's events at once needs only one.
+    publish_linger_ms: int = 5
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
@@ -243,6 +247,7 @@ class Service:
             source=f"lepton/{self.name}",
             client_id=settings.client_id,
             connect_timeout_s=settings.connect_timeout_s,
+            linger_ms=self.publish_linger_ms,
         ) as publisher:
             caught_up = asyncio.Event()
             context = Context(settings, publisher, pool, log, names, caught_up, term)

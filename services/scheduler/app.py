@@ -62,6 +62,9 @@ def create_app(settings: SchedulerSettings | None = None) -> Service:
         background=[decide],
         singleton=True,
         replay=True,
+        # A flush's events are sent together anyway (send_many); waiting 5 ms more only
+        # delayed every decision (p50 at 1,000 requests/s: 26-28 ms at 5, 21-22 at 1).
+        publish_linger_ms=1,
     )
 
 
