@@ -276,6 +276,14 @@ class _LazyHeaders(Sequence[tuple[str, bytes]]):
     def __len__(self) -> int:
         return len(self._headers())
 
+    # The list's own, not Sequence's: those index one item at a time in Python, and a
+    # scheduler looks for its own source in every job event it reads.
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return iter(self._headers())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._headers()
+
 
 def _trace_id(traceparent: bytes | None) -> str | None:
     # W3C traceparent: version-traceid-spanid-flags
