@@ -94,10 +94,6 @@ FIXED_RATE = 1_000  # requests/s of the latency target
 START_BOUND_S = 90.0  # scheduler up, leading, caught up with its replay
 THROUGHPUT_BOUND_S = 45.0
 DRAIN_BOUND_S = 10.0  # after the last paced request, for the last assignments
-# Requests are handed to the publisher this often: it holds them 5 ms to send together
-# anyway (its linger), and waking every millisecond only cost this process CPU (0.33 of
-# a core under heartbeats, 0.29 at 5 ms) that the scheduler and the broker share.
-PACE_S = 0.005
 STOP_BOUND_S = 30.0
 PHASE_BOUND_S = 300.0  # a backstop for anything above that could still hang (a dead broker)
 # Node and job shapes: every node can hold hundreds of jobs, so nothing waits for room.
@@ -481,7 +477,7 @@ async def offered_load(
                 running.requested, ((record["job_id"], record) for record in batch)
             )
             index = due
-        await asyncio.sleep(PACE_S)
+        await asyncio.sleep(0.001)
     sending_s = time.perf_counter() - start
     await asyncio.gather(*acks)
     complete = await running.reader.until_assigned(list(sent), DRAIN_BOUND_S)
