@@ -118,7 +118,9 @@ class Skimming(Protocol):
     applies the message as :meth:`BatchHandler.apply` would have (returns True: the
     message counts as handled), or changes nothing and returns False: the message is
     then decoded and applied, or dead-lettered, as usual. It must take only bytes it has
-    read in full and found valid. No trace is current while it runs. For a high-rate
+    read in full and found valid, and it sees no topic: it vouches for the event type
+    itself (by the schema fingerprint), so it is subscribed only to topics of that type.
+    No trace is current while it runs. For a high-rate
     topic whose messages mostly repeat what the handler already knows (heartbeats),
     where decoding each in full is most of the cost.
     """

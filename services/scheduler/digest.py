@@ -41,7 +41,8 @@ Fields = dict[str, Any]
 
 # A heartbeat's fields before this one (node_id, region, labels, gpu_type, capacity) are
 # what placement needs of a node and rarely change; this one and those after it (usage,
-# running jobs, send time, sequence, agent start) change with every beat.
+# running jobs, send time, sequence, agent start, interval) hold what changes with every
+# beat (usage, send time, sequence at least).
 _CHANGING_FROM = "usage"
 
 
@@ -67,7 +68,9 @@ class HeartbeatDigest:
     Most heartbeats are taken by :meth:`skim` without decoding what a node's last one
     already said: the bytes of a heartbeat's leading fields (its placement fields) are
     compared with the node's last ones, and only the changing fields after them are
-    decoded. That halves the cost of a heartbeat, decoding having been most of it.
+    decoded: about half the digest's work per heartbeat, decoding having been most of it.
+    The subscriber must hand it only ``lepton.node.heartbeats``: :meth:`skim` vouches
+    for the event type by the schema's fingerprint, not by the topic.
     """
 
     def __init__(
@@ -83,8 +86,9 @@ class HeartbeatDigest:
         # fields and the rest: one whole record when it was decoded at once), and whether
         # its agent restarted since the last flush.
         self._beats: dict[str, tuple[Fields, Fields, bool]] = {}
-        # By message key (the node id): the bytes of the node's last accepted heartbeat
-        # up to its changing fields, and those leading fields decoded.
+        # By message key (the node id): the bytes up to the changing fields of the node's
+        # last accepted heartbeat whose leading fields were read (not of those applied
+        # decoded, another schema version's), and those fields.
         self._heads: dict[bytes, tuple[bytes, Fields]] = {}
 
     def apply(self, event: Event) -> None:

@@ -33,12 +33,13 @@ def beat(node: str, sequence: int, **shape: Any) -> dict[str, Any]:
 class Digested:
     def __init__(self, path: str = "decoded", **liveness: Any) -> None:
         self.path = path
+        self._coin = random.Random(path)
         self.messages: list[Message] = []
         self.digest = HeartbeatDigest(Liveness(**liveness), 0.9, self.messages.append, CODEC)
 
     def take(self, record: dict[str, Any]) -> None:
         """One heartbeat, as the digester's subscriber hands it over on this path."""
-        if self.path == "skimmed":
+        if self.path == "skimmed" or (self.path == "mixed" and self._coin.random() < 0.5):
             value = CODEC.encode(HEARTBEAT, record)
             assert self.digest.skim(record["node_id"].encode(), value)
         else:
@@ -147,17 +148,20 @@ def test_a_skimmed_heartbeat_is_the_record_the_codec_decodes() -> None:
     assert digested.fetch(later)[0]["nodes"][0][0] == later
 
 
-_BODY = CODEC.encode(HEARTBEAT, beat("a", 2))[len(CODEC.schema(HEARTBEAT).header) :]
+# Bytes of a heartbeat that would be accepted after the first one, were they whole.
+_FIRST_SENT = now_ms() - 60_000
+_SECOND = beat("a", 2, sent=_FIRST_SENT + 1_000)
+_BODY = CODEC.encode(HEARTBEAT, _SECOND)[len(CODEC.schema(HEARTBEAT).header) :]
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
     [
         pytest.param(b"a", None, id="no value"),
-        pytest.param(None, CODEC.encode(HEARTBEAT, beat("a", 2)), id="no key"),
-        pytest.param(b"b", CODEC.encode(HEARTBEAT, beat("a", 2)), id="keyed by another node"),
-        pytest.param(b"a", CODEC.encode(HEARTBEAT, beat("a", 2))[:-3], id="truncated"),
-        pytest.param(b"a", CODEC.encode(HEARTBEAT, beat("a", 2)) + b"\x00", id="bytes left over"),
+        pytest.param(None, CODEC.encode(HEARTBEAT, _SECOND), id="no key"),
+        pytest.param(b"b", CODEC.encode(HEARTBEAT, _SECOND), id="keyed by another node"),
+        pytest.param(b"a", CODEC.encode(HEARTBEAT, _SECOND)[:-3], id="truncated"),
+        pytest.param(b"a", CODEC.encode(HEARTBEAT, _SECOND) + b"\x00", id="bytes left over"),
         pytest.param(b"a", b"\x00" * 40, id="not single-object encoded"),
         pytest.param(
             b"a", CODEC.schema("lepton.DataReady").header + _BODY, id="another schema's header"
@@ -168,22 +172,26 @@ def test_what_skimming_cannot_vouch_for_is_left_to_the_decoder_and_changes_nothi
     key: bytes | None, value: bytes | None
 ) -> None:
     digested = Digested("skimmed")
-    digested.nodes(beat("a", 1))
+    digested.nodes(beat("a", 1, sent=_FIRST_SENT))
     assert not digested.digest.skim(key, value)
-    # Nothing of it was applied: the next heartbeat is the next one, and nothing changed.
-    assert digested.nodes(beat("a", 2)) == []
-    assert digested.nodes(beat("a", 3, cpu=1000)) == [("a", False, False)]
+    # Nothing of it was applied: sequence 2 is still to come, and is taken.
+    changed = beat("a", 2, cpu=1, sent=_FIRST_SENT + 1_000)
+    assert digested.nodes(changed) == [("a", False, False)]
 
 
-def test_both_paths_pass_on_the_same_over_a_random_trace() -> None:
+def test_all_paths_pass_on_the_same_over_a_random_trace() -> None:
+    """Decoded, skimmed, and both mixed on one digest (as another schema version or a
+    foreign key would mix them), over beats that go back, restart, change, and nodes
+    that fall silent long enough to die and then come back."""
     shuffled = random.Random(7)
-    decoded, skimmed = Digested("decoded"), Digested("skimmed")
+    liveness = {"suspect_after_ms": 2_000, "dead_after_ms": 4_000}
+    digests = [Digested(path, **liveness) for path in ("decoded", "skimmed", "mixed")]
     sequence = dict.fromkeys("abcdef", 0)
     start = now_ms() - 600_000
-    for round_ in range(40):
+    for round_ in range(60):
         fetch = []
-        for _ in range(shuffled.randint(1, 12)):
-            node = shuffled.choice("abcdef")
+        for _ in range(shuffled.randint(1, 8)):
+            node = shuffled.choices("abcdef", weights=[8, 8, 4, 2, 1, 1])[0]
             sequence[node] += shuffled.choice([1, 1, 1, -1])  # now and then one goes back
             fetch.append(
                 beat(
@@ -196,9 +204,32 @@ def test_both_paths_pass_on_the_same_over_a_random_trace() -> None:
                     sent=start + round_ * 1000,
                 )
             )
-        assert decoded.fetch(*fetch) == skimmed.fetch(*fetch)
-        assert decoded.digest.sweep(start + round_ * 1000) == skimmed.digest.sweep(
-            start + round_ * 1000
-        )
-        assert decoded.messages == skimmed.messages
-    assert any("nodes" in message for message in decoded.messages[6:])
+        emitted = [digested.fetch(*fetch) for digested in digests]
+        assert emitted[0] == emitted[1] == emitted[2]
+        stalled = [digested.digest.sweep(start + round_ * 1000) for digested in digests]
+        assert stalled[0] == stalled[1] == stalled[2]
+    messages = digests[0].messages
+    assert digests[1].messages == messages
+    assert digests[2].messages == messages
+    first_death = next(i for i, message in enumerate(messages) if message.get("dead"))
+    dead = set(messages[first_death]["dead"])
+    assert any(
+        record["node_id"] in dead
+        for message in messages[first_death + 1 :]
+        for record, _, _ in message.get("nodes", ())
+    ), "the trace should bring a dead node back"
+
+
+def test_skimming_remembers_only_nodes_it_accepted_while_they_live() -> None:
+    # White-box: the table of known leading bytes is not visible from outside, and must
+    # stay within the liveness table's bound.
+    digested = Digested("skimmed", max_nodes=2, suspect_after_ms=5_000, dead_after_ms=15_000)
+    start = now_ms() - 60_000
+    digested.nodes(beat("a", 1, sent=start), beat("b", 1, sent=start), beat("c", 1, sent=start))
+    heads = digested.digest._heads
+    assert set(heads) == {b"a", b"b"}  # c overflowed the table
+    known_b = heads[b"b"]
+    digested.nodes(beat("b", 2, sent=start + 16_000), beat("a", 0, sent=start + 16_000))
+    assert heads[b"b"] is known_b  # the same leading bytes: not read, nor stored, again
+    digested.digest.sweep(start + 16_000)
+    assert set(heads) == {b"b"}  # a died
