@@ -33,7 +33,7 @@ test: install
 check: format-check lint types test
 
 # Each benchmark prints a table and writes bench/results/<name>.json.
-BENCHES ?= bus scheduler_core scheduler_e2e ingest monitor trainer evaluator
+BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator
 
 bench: install
 	$(BIN)/lepton stack up

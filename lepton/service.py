@@ -93,10 +93,10 @@ _BATCH_FETCH = 2000
 # How long the broker may hold a batch handler's fetch to gather more: at a steady
 # trickle (the scheduler at 1,000 requests/s) a fetch of one or two events paid the whole
 # cost of a flush each. The broker's side counts as much: a fetch that waits this long
-# for nothing costs a Kafka broker on two shared cores ~0.7 ms, so 5 ms cost it 0.12 of
-# a core for each idle service, 10 ms half that; and with 20,000 heartbeats/s besides,
-# scheduler decisions were faster at 10 ms (p99 66-158 ms over six runs, 94-236 at 5).
-# 20 ms pushed the p99 without heartbeats past 50 ms.
+# for nothing costs a Kafka broker on two shared cores ~1 ms (bench.broker_requests), so
+# 5 ms cost it 0.16 of a core for each idle service, 10 ms half that; and with 20,000
+# heartbeats/s besides, scheduler decisions were faster at 10 ms (p99 66-158 ms over six
+# runs, 94-236 at 5). 20 ms pushed the p99 without heartbeats past 50 ms.
 _BATCH_GATHER_MS = 10
 
 # A service's handler: per message, or a BatchHandler that acts on a whole fetch at once.
