@@ -308,11 +308,13 @@ class LeptonClient:
             if since_ms is None:
                 await consumer.seek_to_beginning(partition)
             else:
+                # The end is taken first: if nothing that recent is found, what came after
+                # this end is newer. Seeking to the end *after* the search lost the records
+                # appended in between (a scheduler answers a job within milliseconds), and
+                # without its "assigned" a job's "succeeded" never ended the iteration.
+                end = (await consumer.end_offsets([partition]))[partition]
                 found = (await consumer.offsets_for_times({partition: since_ms}))[partition]
-                if found is None:  # nothing that recent yet: what comes next is newer
-                    await consumer.seek_to_end(partition)
-                else:
-                    consumer.seek(partition, found.offset)
+                consumer.seek(partition, end if found is None else found.offset)
             wanted = key.encode()
             codec = default_codec()
             while True:

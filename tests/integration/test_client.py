@@ -91,6 +91,32 @@ async def test_submit_sends_the_built_request_and_wait_follows_it_to_its_model(
     assert kinds == [record["kind"] for record in story], "ends with the deciding event"
 
 
+async def test_events_appended_while_the_sdk_looks_for_where_to_start_are_not_lost(
+    space: Namespaced, client: LeptonClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler answers within milliseconds: the job's first events may land after the
+    SDK found nothing that recent on the log, and before it positions its reader."""
+    job_id = await client.submit(JobRequest(tenant="acme", task=TrainingTask(target_column="y")))
+    search = AIOKafkaConsumer.offsets_for_times
+    story = [
+        event(job_id, "queued"),
+        event(job_id, "assigned", node_id="a", lease_epoch=1),
+        event(job_id, "started", node_id="a", lease_epoch=1),
+        event(job_id, "succeeded", node_id="a", lease_epoch=1),
+    ]
+
+    async def then_the_scheduler_answers(self: AIOKafkaConsumer, timestamps: Any) -> Any:
+        found = await search(self, timestamps)
+        for record in story:
+            await space.send("lepton.jobs.events", job_id, record)
+        return found
+
+    monkeypatch.setattr(AIOKafkaConsumer, "offsets_for_times", then_the_scheduler_answers)
+    async with asyncio.timeout(30):
+        kinds = [e.kind async for e in client.events(job_id)]
+    assert kinds == ["queued", "assigned", "started", "succeeded"]
+
+
 @contextlib.asynccontextmanager
 async def evaluator_double(space: Namespaced) -> AsyncIterator[list[dict[str, Any]]]:
     """Answers prediction requests: model ``houses`` is version m-7 and doubles x; any
