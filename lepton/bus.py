@@ -634,7 +634,7 @@ class Subscriber:
                     self.counts[topic, "skipped"] += 1
                 elif (
                     self._only_key is None or message.key() == self._only_key
-                ) and not self._applied(message):
+                ) and not self._applied(message, topic):
                     await self._handle(message)
                 done[topic, message.partition()] = message.offset() + 1
                 if self._stopping.is_set():
@@ -676,7 +676,7 @@ class Subscriber:
             message,
         )
 
-    def _applied(self, message: Message) -> bool:
+    def _applied(self, message: Message, topic: str) -> bool:
         """A batch handler's fast path: skim (:class:`Skimming`), or decode and apply,
         without a coroutine per message.
 
@@ -689,7 +689,7 @@ class Subscriber:
             return False
         try:
             if self._skim is not None and self._skim(message.key(), message.value()):
-                self.counts[message.topic(), "handled"] += 1
+                self.counts[topic, "handled"] += 1
                 return True
             event = self._event(message)
             token = _current_trace.set(event)
@@ -699,7 +699,7 @@ class Subscriber:
                 _current_trace.reset(token)
         except Exception:  # the careful path, _handle, sorts it out
             return False
-        self.counts[event.topic, "handled"] += 1
+        self.counts[topic, "handled"] += 1
         return True
 
     async def _handle(self, message: Message) -> None:

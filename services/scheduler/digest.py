@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lepton.scheduling.liveness import Liveness, Observation
+from lepton.topics import by_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HEARTBEAT", "HeartbeatDigest", "Message"]
 
-HEARTBEAT = "lepton.NodeHeartbeat"
+HEARTBEAT = by_name("lepton.node.heartbeats").event
 Message = dict[str, Any]
 Fields = dict[str, Any]
 
