@@ -17,7 +17,7 @@ on the local stack's broker (its process is read from ``lepton stack status``):
 Each row gives the requests a second (from librdkafka's statistics), the broker's cores
 above the baseline, and so the broker's CPU per request. Prints a table; writes
 ``bench/results/broker_requests.json``. No target: it informs the subscribers' gather
-setting (``lepton.service._BATCH_GATHER_MS``).
+setting (``lepton.runtime.service._BATCH_GATHER_MS``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import confluent_kafka
 import psutil
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from lepton import stack
+from lepton import devstack
 from lepton.config import Settings
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,7 +45,7 @@ WAITS_MS = (5, 10, 20, 100)
 
 
 def _broker() -> tuple[str, psutil.Process]:
-    local = stack.status(Settings())
+    local = devstack.status(Settings())
     if local.kafka_pid is None or local.kafka_bootstrap is None:
         raise SystemExit("needs the local stack's broker: run `lepton stack up` first")
     return local.kafka_bootstrap, psutil.Process(local.kafka_pid)

@@ -30,12 +30,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.records import heartbeat
-from lepton import stack
+from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics, partition_for
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.stack._kafka import check_java, fetch_jars, java_classpath
-from lepton.topics import Topic
+from lepton.contract.topics import Topic
+from lepton.devstack._kafka import check_java, fetch_jars, java_classpath
 
 RESULTS = Path(__file__).parent / "results"
 PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
@@ -263,7 +263,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
-    bootstrap = stack.endpoints(Settings()).kafka_bootstrap
+    bootstrap = devstack.endpoints(Settings()).kafka_bootstrap
     codec = default_codec()
     records = heartbeats(args.events)
     values = [codec.encode("lepton.NodeHeartbeat", record) for record in records]

@@ -56,9 +56,9 @@ def houses(rows: int, seed: int = 0) -> pd.DataFrame:
 
 
 async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) -> dict[str, str]:
-    from lepton.client import LeptonClient
     from lepton.config import Settings
-    from lepton.requests import DatasetRequest, Source
+    from lepton.sdk.builders import DatasetRequest, Source
+    from lepton.sdk.client import LeptonClient
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
 
@@ -124,7 +124,7 @@ def _request_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def _in_process(
     pipeline: Any, ready: dict[str, Any], rows: list[dict[str, Any]]
 ) -> dict[str, float]:
-    from lepton.modeling import model_input
+    from lepton.data.modeling import model_input
     from services.evaluator.inputs import input_schema
     from services.evaluator.prediction import score_rows
 
@@ -250,10 +250,10 @@ def _load() -> str:
 
 
 def main() -> None:
-    from lepton import stack
+    from lepton import devstack
     from lepton.config import Settings
 
-    where = stack.endpoints(Settings())
+    where = devstack.endpoints(Settings())
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as directory:

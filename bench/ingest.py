@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest [--rows 1000000] [--scale 10] [--skip-large]
 
-On the same messy CSV (``lepton._datagen.write_messy_csv``), in the same run and against the
+On the same messy CSV (``lepton.data.samples.write_messy_csv``), in the same run and against the
 same PostgreSQL:
 
 1. baseline: a plain pandas script (read_csv, drop_duplicates, dropna, COPY through
@@ -83,7 +83,7 @@ async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, An
 
     from lepton.bus import Publisher
     from lepton.contract import default_codec
-    from lepton.topics import Namespace
+    from lepton.contract.topics import Namespace
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
 
@@ -240,11 +240,11 @@ def main() -> None:
         _worker(args)
         return
 
-    from lepton import stack
-    from lepton._datagen import write_messy_csv
+    from lepton import devstack
     from lepton.config import Settings
+    from lepton.data.samples import write_messy_csv
 
-    where = stack.endpoints(Settings())
+    where = devstack.endpoints(Settings())
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as directory:
         small = Path(directory) / "messy.csv"
         write_messy_csv(small, args.rows)

@@ -37,11 +37,11 @@ from aiokafka import AIOKafkaProducer
 
 from bench.bus import PRODUCER_SETTINGS, queue_batches
 from bench.records import event_headers, heartbeat
-from lepton import stack
+from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.topics import Namespace
+from lepton.contract.topics import Namespace
 from services.monitor.app import build
 from services.monitor.settings import MonitorSettings
 
@@ -388,7 +388,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="load duration per rate")
     parser.add_argument("--backlog", type=int, default=100_000, help="events for the drain test")
     args = parser.parse_args()
-    where = stack.endpoints(Settings())
+    where = devstack.endpoints(Settings())
     rows = []
     for rate in (int(r) for r in args.rates.split(",")):
         rows.append(

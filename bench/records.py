@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lepton.codec import Codec
+from lepton.contract.codec import Codec
 
 
 def heartbeat(

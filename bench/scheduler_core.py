@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from lepton.scheduling.model import Assign, Decision, JobSpec, NodeState, Preempt
+from lepton.scheduling.entities import Assign, Decision, JobSpec, NodeState, Preempt
 from lepton.scheduling.placement import Scheduler
 from lepton.scheduling.simulator import SimulationConfig, synthetic_cluster, synthetic_job
 

@@ -76,13 +76,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.bus import PRODUCER_SETTINGS, Clock, fresh_topic, queue_batches, raw_send_batches
 from bench.records import StampedHeartbeats, event_headers
-from lepton import stack
-from lepton._reader import Reader
+from lepton import devstack
 from lepton.bus import Publisher, ensure_topics
-from lepton.codec import Codec
+from lepton.bus._reader import Reader
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.topics import Namespace, Topic, dead_letter_topic
+from lepton.contract.codec import Codec
+from lepton.contract.topics import Namespace, Topic, dead_letter_topic
 from tests.integration.scheduler_support import heartbeat, job
 
 RESULTS = Path(__file__).parent / "results"
@@ -644,7 +644,7 @@ def _busy_s() -> float:
 
 def _broker_process(bootstrap: str) -> psutil.Process | None:
     """The local stack's Kafka broker, if the benchmark runs on it."""
-    local = stack.status(Settings())
+    local = devstack.status(Settings())
     if local.kafka_pid is None or local.kafka_bootstrap != bootstrap:
         return None
     return psutil.Process(local.kafka_pid)
@@ -808,7 +808,7 @@ PHASES = ("ceiling", "throughput", "latency", "heartbeats")
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    where = stack.endpoints(Settings())
+    where = devstack.endpoints(Settings())
     run_id = uuid.uuid4().hex[:8]
     found: dict[str, Any] = {}
     async with own_database(where.database_url, f"bench_e2e_{run_id}") as database_url:

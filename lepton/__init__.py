@@ -1,7 +1,7 @@
 """Lepton: an open, event-driven control plane for AI infrastructure.
 
 The Python SDK is :class:`LeptonClient` with the request builders of
-:mod:`lepton.requests`; see ``examples/`` and the README's "Python SDK" section.
+:mod:`lepton.sdk.builders`; see ``examples/`` and the README's "Python SDK" section.
 
 The SDK's names are imported on first use: every service imports ``lepton.*`` modules,
 and importing the whole client (aiokafka, httpx, pydantic) with each would cost about a
@@ -14,19 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lepton.client import (
-        DatasetRejected,
-        JobEvent,
-        JobOutcome,
-        LeptonClient,
-        LeptonError,
-        LeptonTimeout,
-        ModelVerdict,
-        MonitorUnavailable,
-        PredictionFailed,
-        PredictionResult,
-    )
-    from lepton.requests import (
+    from lepton.sdk.builders import (
         Constraints,
         DatasetRef,
         DatasetRequest,
@@ -37,6 +25,18 @@ if TYPE_CHECKING:
         Resources,
         Source,
         TrainingTask,
+    )
+    from lepton.sdk.client import (
+        DatasetRejected,
+        JobEvent,
+        JobOutcome,
+        LeptonClient,
+        LeptonError,
+        LeptonTimeout,
+        ModelVerdict,
+        MonitorUnavailable,
+        PredictionFailed,
+        PredictionResult,
     )
 
 _CLIENT = (
@@ -63,8 +63,8 @@ _REQUESTS = (
     "Source",
     "TrainingTask",
 )
-_HOME = {name: "lepton.client" for name in _CLIENT} | {
-    name: "lepton.requests" for name in _REQUESTS
+_HOME = {name: "lepton.sdk.client" for name in _CLIENT} | {
+    name: "lepton.sdk.builders" for name in _REQUESTS
 }
 
 __all__ = [

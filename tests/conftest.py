@@ -15,36 +15,36 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from lepton import stack
+from lepton import devstack
 from lepton.bus import Publisher, delete_topics, ensure_topics
-from lepton.codec import Codec
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.stack._kafka import fetch_jars
-from lepton.topics import Topic
+from lepton.contract.codec import Codec
+from lepton.contract.topics import Topic
+from lepton.devstack._kafka import fetch_jars
 
 
 @pytest.fixture(scope="session")
-def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Endpoints]:
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Endpoints]:
     given = Settings()
     if given.kafka_bootstrap and given.database_url:
-        yield stack.endpoints(given)
+        yield devstack.endpoints(given)
         return
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
-    stack.up(settings)
+    devstack.up(settings)
     try:
-        yield stack.endpoints(settings)
+        yield devstack.endpoints(settings)
     finally:
-        stack.down(settings)
+        devstack.down(settings)
 
 
 @pytest.fixture(scope="session")
-def bootstrap(endpoints: stack.Endpoints) -> str:
+def bootstrap(endpoints: devstack.Endpoints) -> str:
     return endpoints.kafka_bootstrap
 
 
 @pytest.fixture(scope="session")
-def database_url(endpoints: stack.Endpoints) -> str:
+def database_url(endpoints: devstack.Endpoints) -> str:
     return endpoints.database_url
 
 

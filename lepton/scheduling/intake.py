@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from lepton.scheduling.model import Constraints, JobSpec, NodeState, Policy, Resources
-from lepton.tasks import ALGORITHMS, TASK_KINDS
+from lepton.contract.algorithms import ALGORITHMS, TASK_KINDS
+from lepton.scheduling.entities import Constraints, JobSpec, NodeState, Policy, Resources
 
 __all__ = ["Rejection", "job_spec", "node_state"]
 

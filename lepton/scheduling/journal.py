@@ -21,7 +21,7 @@ from lepton.scheduling.intake import Rejection, job_spec
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from lepton.scheduling.model import JobSpec, NodeState
+    from lepton.scheduling.entities import JobSpec, NodeState
     from lepton.scheduling.placement import Scheduler
 
 __all__ = ["Fold", "JobRecord", "Journal", "Status", "next_epoch", "restore"]

@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from lepton.scheduling.model import (
+from lepton.scheduling.entities import (
     Assign,
     Decision,
     Failed,

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from lepton.scheduling.model import (
+from lepton.scheduling.entities import (
     Assign,
     Constraints,
     Decision,

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lepton import artifacts, stack
+from lepton import devstack
 from lepton.bus import Subscriber, TransientError
 from lepton.contract import default_codec
-from lepton.datasets import DatasetError, read_dataset
-from lepton.service import Context, Service, run
+from lepton.data import artifacts
+from lepton.data.catalog import DatasetError, read_dataset
+from lepton.runtime.service import Context, Service, run
 from services.evaluator import plots, store
 from services.evaluator.evaluation import (
     Evaluation,
@@ -390,7 +391,7 @@ class Evaluator:
         """A consumer of its own for prediction requests, for the service's lifetime."""
         settings = self.settings
         subscriber = Subscriber(
-            stack.endpoints(settings).kafka_bootstrap,
+            devstack.endpoints(settings).kafka_bootstrap,
             default_codec(),
             context.publisher,
             topics=[context.topic("lepton.predict.requested")],

@@ -1,7 +1,7 @@
 """What an evaluation computes, with no Kafka, database or files inside.
 
 From a dataset frame and a fitted pipeline this module rebuilds the rows the trainer held
-out (:func:`lepton.modeling.holdout_split` with the model's fraction and seed), scores the
+out (:func:`lepton.data.modeling.holdout_split` with the model's fraction and seed), scores the
 pipeline on them, cross-validates clones of it on the training rows (stratified for
 classification, seeded), and analyses the result into findings: over- and under-fitting,
 class imbalance, unstable folds, the most important features (permutation importance)
@@ -43,7 +43,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from lepton.modeling import holdout_split, labelled
+from lepton.data.modeling import holdout_split, labelled
 from services.evaluator.inputs import ColumnsMismatch, input_schema
 
 if TYPE_CHECKING:

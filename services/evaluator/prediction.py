@@ -2,7 +2,7 @@
 
 A request names a model as ``<name>``, ``<name>@champion`` (both: the tenant's current
 champion) or ``<name>@<model id>``, and carries records as maps of column -> value. The
-records become the frame a stored pipeline takes (:func:`lepton.modeling.model_input`),
+records become the frame a stored pipeline takes (:func:`lepton.data.modeling.model_input`),
 in the model's feature order; what cannot be scored is a :class:`PredictionFailure` with
 one of the contract's error codes, and categories the model never saw are scored (its
 one-hot encoder ignores them) with a warning that names the column and the value.
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from lepton.modeling import model_input
+from lepton.data.modeling import model_input
 from services.evaluator.evaluation import label_text
 
 if TYPE_CHECKING:

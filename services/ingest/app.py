@@ -26,8 +26,8 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from lepton.bus import Event, Handler, TransientError
-from lepton.datasets import AUDIT_CHANNEL, decode_master_key
-from lepton.service import Context, Service, run
+from lepton.data.catalog import AUDIT_CHANNEL, decode_master_key
+from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
 from services.ingest.pipeline import Integration, Outcome, Pipeline
 from services.ingest.security import ColumnSealer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from lepton.service import Context, Service, run
+from lepton.runtime.service import Context, Service, run
 from services.scheduler.digester import running_digester
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.shell import SchedulerShell

@@ -5,7 +5,7 @@ decoding and judging them took most of a core, and the process that did it also 
 answer job requests within milliseconds: each fetch of heartbeats made the requests
 behind it wait. So the scheduler runs two processes. This one replays
 ``lepton.node.heartbeats`` from the beginning, judges liveness, and tells the deciding
-process only what placement needs (:class:`~services.scheduler.digest.HeartbeatDigest`)
+process only what placement needs (:class:`~services.scheduler.heartbeats.HeartbeatDigest`)
 as JSON lines on its standard output; a busy cluster's steady beat is then a handful of
 lines a second. It publishes nothing but dead letters, holds no state of its own that
 is not rebuilt from the log, and needs no database: the scheduler that starts it (when it
@@ -32,15 +32,15 @@ import structlog
 
 from lepton.bus import Publisher, Subscriber
 from lepton.contract import default_codec
-from lepton.scheduling.liveness import Liveness
-from lepton.service import (
+from lepton.contract.topics import Namespace
+from lepton.runtime.service import (
     collect_less,
     configure_logging,
     keep_collections_short,
     start_helper,
 )
-from lepton.topics import Namespace
-from services.scheduler.digest import HeartbeatDigest, Message
+from lepton.scheduling.liveness import Liveness
+from services.scheduler.heartbeats import HeartbeatDigest, Message
 from services.scheduler.settings import SchedulerSettings
 
 if TYPE_CHECKING:

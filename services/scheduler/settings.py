@@ -7,7 +7,7 @@ import json
 from pydantic import Field, field_validator
 
 from lepton.config import Settings
-from lepton.scheduling.model import Policy, Resources, SchedulerConfig, TenantQuota
+from lepton.scheduling.entities import Policy, Resources, SchedulerConfig, TenantQuota
 
 __all__ = ["SchedulerSettings"]
 

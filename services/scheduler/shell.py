@@ -35,9 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import prometheus_client
 
 from lepton.bus import MessageCounts, continue_trace, current_trace
-from lepton.scheduling.intake import Rejection, node_state
-from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
-from lepton.scheduling.model import (
+from lepton.scheduling.entities import (
     Assign,
     Failed,
     NodeLossOutcome,
@@ -46,15 +44,17 @@ from lepton.scheduling.model import (
     Requeued,
     Unschedulable,
 )
+from lepton.scheduling.intake import Rejection, node_state
+from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
 from lepton.scheduling.placement import Scheduler
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lepton.bus import Event
-    from lepton.service import Context
-    from services.scheduler.digest import Message
+    from lepton.runtime.service import Context
     from services.scheduler.digester import Digester
+    from services.scheduler.heartbeats import Message
     from services.scheduler.settings import SchedulerSettings
 
 __all__ = ["SchedulerShell"]
@@ -549,7 +549,7 @@ class SchedulerShell:
                 await self.take(message)
 
     async def take(self, message: Message) -> None:
-        """One message of the digester (:mod:`services.scheduler.digest`)."""
+        """One message of the digester (:mod:`services.scheduler.heartbeats`)."""
         if "nodes" in message:
             for record, restarted, hot in message["nodes"]:
                 self._node(record, restarted, hot)

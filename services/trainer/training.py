@@ -6,10 +6,10 @@ Optuna's TPE sampler and median pruning over cross-validation folds, and refits 
 pipeline on all rows. Preprocessing (imputation, one-hot encoding, scaling) is part of
 every pipeline, so each fold fits it on its own training rows only: no leakage.
 
-The pipeline takes the frame :func:`lepton.modeling.model_input` makes (numbers as
+The pipeline takes the frame :func:`lepton.data.modeling.model_input` makes (numbers as
 float64, other columns as objects with NaN for missing): that is the input contract of a
 stored model. A share of the rows (``holdout_fraction``) is kept out of the search and the
-refit altogether, split by :func:`lepton.modeling.holdout_split`, so that the evaluator
+refit altogether, split by :func:`lepton.data.modeling.holdout_split`, so that the evaluator
 can score the model on rows it never saw.
 """
 
@@ -43,8 +43,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 from threadpoolctl import threadpool_limits
 
-from lepton.modeling import holdout_split, labelled
-from lepton.tasks import ALGORITHMS, AUTO, PROBLEM_TYPES
+from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
+from lepton.data.modeling import holdout_split, labelled
 
 __all__ = [
     "DEFAULT_HOLDOUT_FRACTION",

@@ -53,7 +53,7 @@ def _exit_when_orphaned() -> None:
 async def _load(run: dict[str, Any]) -> Any:
     import asyncpg
 
-    from lepton.datasets import read_dataset
+    from lepton.data.catalog import read_dataset
 
     assignment = run["assignment"]
     dataset = assignment["dataset"]
@@ -75,7 +75,7 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
     import optuna
     from optuna.storages import JournalStorage
 
-    from lepton import artifacts
+    from lepton.data import artifacts
     from services.trainer.study import PostgresJournalBackend
     from services.trainer.training import InvalidTask, SearchConfig, train
 

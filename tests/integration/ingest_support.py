@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
-from lepton.codec import Codec
-from lepton.topics import Namespace, dead_letter_topic
+from lepton.contract.codec import Codec
+from lepton.contract.topics import Namespace, dead_letter_topic
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from lepton import artifacts
+from lepton.data import artifacts
 from services.trainer.training import SearchConfig, train
 
 

@@ -13,8 +13,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import Publisher, ensure_topics
-from lepton.codec import Codec
-from lepton.topics import Namespace
+from lepton.contract.codec import Codec
+from lepton.contract.topics import Namespace
 from services.scheduler.app import create_app
 from services.scheduler.settings import SchedulerSettings
 

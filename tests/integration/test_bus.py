@@ -21,8 +21,8 @@ from lepton.bus import (
     ensure_topics,
     partition_for,
 )
-from lepton.codec import Codec
-from lepton.topics import ALL_TOPICS, Topic, dead_letter_topic
+from lepton.contract.codec import Codec
+from lepton.contract.topics import ALL_TOPICS, Topic, dead_letter_topic
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton import db
+from lepton.runtime import database
 from tests.integration.scheduler_support import Namespaced, heartbeat
 
 INGEST_MIGRATIONS = Path(__file__).parents[2] / "services" / "ingest" / "migrations"
@@ -100,9 +100,9 @@ def test_simulate_reports_a_run_without_violations() -> None:
 
 
 async def test_data_commands_answer_in_one_line(bootstrap, database_url) -> None:
-    pool = await db.connect(database_url)
+    pool = await database.connect(database_url)
     try:
-        await db.migrate(pool, "ingest", db.load_migrations(INGEST_MIGRATIONS))
+        await database.migrate(pool, "ingest", database.load_migrations(INGEST_MIGRATIONS))
     finally:
         await pool.close()
     env = {"LEPTON_KAFKA_BOOTSTRAP": bootstrap, "LEPTON_DATABASE_URL": database_url}

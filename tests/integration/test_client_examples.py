@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from lepton.bus import ensure_topics
-from lepton.topics import Namespace
+from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, data_service_env, running
 from tests.integration.test_trainer import houses
 

@@ -10,27 +10,27 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from lepton import db
-from lepton.stack._process import free_port
+from lepton.devstack._process import free_port
+from lepton.runtime import database
 
 pytestmark = pytest.mark.integration
 
 
-def write_migrations(directory: Path, table: str) -> list[db.Migration]:
+def write_migrations(directory: Path, table: str) -> list[database.Migration]:
     directory.mkdir()
     (directory / "001_create.sql").write_text(f"CREATE TABLE {table} (id int PRIMARY KEY);")
     (directory / "002_seed.sql").write_text(f"INSERT INTO {table} VALUES (1), (2);")
-    return db.load_migrations(directory)
+    return database.load_migrations(directory)
 
 
 async def test_migrations_apply_once_in_order(database_url: str, tmp_path: Path) -> None:
     table = f"t_{uuid.uuid4().hex[:8]}"
     migrations = write_migrations(tmp_path / "m", table)
-    pool = await db.connect(database_url)
+    pool = await database.connect(database_url)
     try:
         component = f"test-{table}"
-        assert await db.migrate(pool, component, migrations) == [1, 2]
-        assert await db.migrate(pool, component, migrations) == []
+        assert await database.migrate(pool, component, migrations) == [1, 2]
+        assert await database.migrate(pool, component, migrations) == []
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 2
     finally:
         await pool.close()
@@ -41,10 +41,10 @@ async def test_two_services_migrating_at_once_apply_each_migration_once(
 ) -> None:
     table = f"t_{uuid.uuid4().hex[:8]}"
     migrations = write_migrations(tmp_path / "m", table)
-    pools = [await db.connect(database_url) for _ in range(2)]
+    pools = [await database.connect(database_url) for _ in range(2)]
     try:
         component = f"test-{table}"
-        results = await asyncio.gather(*(db.migrate(p, component, migrations) for p in pools))
+        results = await asyncio.gather(*(database.migrate(p, component, migrations) for p in pools))
         assert sorted(results) == [[], [1, 2]]
         assert await pools[0].fetchval(f"SELECT count(*) FROM {table}") == 2
     finally:
@@ -55,12 +55,12 @@ async def test_two_services_migrating_at_once_apply_each_migration_once(
 async def test_a_changed_applied_migration_is_refused(database_url: str, tmp_path: Path) -> None:
     table = f"t_{uuid.uuid4().hex[:8]}"
     migrations = write_migrations(tmp_path / "m", table)
-    pool = await db.connect(database_url)
+    pool = await database.connect(database_url)
     try:
-        await db.migrate(pool, f"test-{table}", migrations)
+        await database.migrate(pool, f"test-{table}", migrations)
         (tmp_path / "m" / "002_seed.sql").write_text(f"INSERT INTO {table} VALUES (3);")
         with pytest.raises(RuntimeError, match="002_seed was changed after it was applied"):
-            await db.migrate(pool, f"test-{table}", db.load_migrations(tmp_path / "m"))
+            await database.migrate(pool, f"test-{table}", database.load_migrations(tmp_path / "m"))
     finally:
         await pool.close()
 
@@ -68,14 +68,14 @@ async def test_a_changed_applied_migration_is_refused(database_url: str, tmp_pat
 def test_migration_files_must_be_numbered(tmp_path: Path) -> None:
     (tmp_path / "create.sql").write_text("SELECT 1")
     with pytest.raises(ValueError, match=r"NNN_description\.sql"):
-        db.load_migrations(tmp_path)
+        database.load_migrations(tmp_path)
 
 
 async def test_an_unreachable_database_is_a_clear_error_within_the_timeout() -> None:
     url = f"postgresql://lepton:secret-password@127.0.0.1:{free_port()}/lepton"
     started = time.monotonic()
-    with pytest.raises(db.DatabaseUnavailableError) as failure:
-        await db.connect(url, timeout_s=1.5)
+    with pytest.raises(database.DatabaseUnavailableError) as failure:
+        await database.connect(url, timeout_s=1.5)
     assert time.monotonic() - started < 10
     message = str(failure.value)
     assert "did not answer within 2 s" in message

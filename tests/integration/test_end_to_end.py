@@ -1,7 +1,7 @@
 """The demo's flow (``make demo``) against every service, each started as ``lepton up``
 starts it: two trainer agents of different sizes, ingest, scheduler, evaluator, monitor.
 
-A recorder reads every topic the flow touches while ``lepton.demo.run`` drives it through
+A recorder reads every topic the flow touches while ``lepton.cli.demo.run`` drives it through
 the SDK, and the test checks each example's events, in order: requested, queued,
 assigned, started, progress, succeeded, model ready, evaluated, promoted, prediction.
 """
@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from lepton import demo
 from lepton.bus import ensure_topics
+from lepton.cli import demo
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.topics import Namespace
+from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, data_service_env, running
 
 pytestmark = pytest.mark.integration

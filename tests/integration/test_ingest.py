@@ -9,9 +9,9 @@ import asyncpg
 import pandas as pd
 import pytest
 
-from lepton._datagen import house_prices
-from lepton.codec import Codec
-from lepton.datasets import read_dataset
+from lepton.contract.codec import Codec
+from lepton.data.catalog import read_dataset
+from lepton.data.samples import house_prices
 from tests.integration.ingest_support import (
     as_tenant_fetch,
     request,

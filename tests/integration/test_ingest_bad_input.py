@@ -13,8 +13,8 @@ import asyncpg
 import pandas as pd
 import pytest
 
-from lepton._datagen import house_prices
-from lepton.codec import Codec
+from lepton.contract.codec import Codec
+from lepton.data.samples import house_prices
 from tests.integration.ingest_support import (
     as_tenant_fetch,
     request,

@@ -15,10 +15,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from lepton._datagen import write_messy_csv
 from lepton.bus import Publisher
-from lepton.codec import Codec
-from lepton.topics import Namespace
+from lepton.contract.codec import Codec
+from lepton.contract.topics import Namespace
+from lepton.data.samples import write_messy_csv
 from tests.integration.ingest_support import (
     MASTER_KEY,
     delete_topics,

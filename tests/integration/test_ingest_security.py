@@ -10,8 +10,8 @@ import asyncpg
 import pandas as pd
 import pytest
 
-from lepton.codec import Codec
-from lepton.datasets import (
+from lepton.contract.codec import Codec
+from lepton.data.catalog import (
     AccessDenied,
     DatasetNotFound,
     export_csv,

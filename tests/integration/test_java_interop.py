@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from lepton._vectors import EXAMPLES, build_vectors, schema_file_stem, to_wire_values
 from lepton.contract import default_codec, schemas_dir
+from lepton.contract.vectors import EXAMPLES, build_vectors, schema_file_stem, to_wire_values
 
 pytestmark = pytest.mark.integration
 

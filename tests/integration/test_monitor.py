@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
-from lepton.topics import Namespace
+from lepton.contract.topics import Namespace
 from services.monitor.app import MonitorService, build
 from services.monitor.settings import MonitorSettings
 from tests.samples import sample

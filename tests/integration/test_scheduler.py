@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lepton.topics import dead_letter_topic
+from lepton.contract.topics import dead_letter_topic
 from tests.integration.scheduler_support import (
     Namespaced,
     heartbeat,

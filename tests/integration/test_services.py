@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import ensure_topics
 from lepton.contract import default_codec
-from lepton.topics import Namespace
+from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, service_env, start
 
 pytestmark = pytest.mark.integration

@@ -13,11 +13,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from lepton import stack
+from lepton import devstack
 from lepton.bus import BrokerUnavailableError, ensure_topics
 from lepton.config import Settings
-from lepton.stack._process import free_port
-from lepton.topics import Topic
+from lepton.contract.topics import Topic
+from lepton.devstack._process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +119,7 @@ async def test_an_unreachable_broker_is_a_clear_error_within_the_timeout() -> No
 
 def test_settings_name_existing_servers() -> None:
     settings = Settings(kafka_bootstrap="kafka.example:9092", database_url="postgresql://x/y")
-    where = stack.endpoints(settings)
+    where = devstack.endpoints(settings)
     assert where.kafka_bootstrap == "kafka.example:9092"
     assert where.database_url == "postgresql://x/y"
 
@@ -147,7 +147,7 @@ def test_maven_unable_to_fetch_is_a_one_line_error(tmp_path: Path) -> None:
     assert lines[0].startswith("error: Maven could not fetch Kafka's jars")
     assert "Network is unreachable" in lines[0]
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "state" / "stack.json").exists(), "nothing half-started is left"
+    assert not (tmp_path / "state" / "devstack.json").exists(), "nothing half-started is left"
 
 
 def test_a_service_without_a_broker_exits_with_a_clear_error(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from lepton.artifacts import load
-from lepton.codec import Codec
-from lepton.modeling import model_input
-from lepton.service import Service
+from lepton.contract.codec import Codec
+from lepton.data.artifacts import load
+from lepton.data.modeling import model_input
+from lepton.runtime.service import Service
 from services.trainer.app import create_app
 from services.trainer.node import NodeSpec
 from services.trainer.runs import model_id_for

@@ -1,4 +1,4 @@
-"""The compiled Avro codec (lepton._avro) against fastavro, byte for byte.
+"""The compiled Avro codec (lepton.contract._avro) against fastavro, byte for byte.
 
 Every schema of the contract, with its golden vectors and with random records drawn from
 the schema itself; then hostile bytes, which must fail only with the errors the codec
@@ -17,10 +17,10 @@ from typing import Any
 import fastavro
 import pytest
 
-from lepton._avro import Unsupported, compile_schema, compile_split_decoder
-from lepton._vectors import EXAMPLES
-from lepton.codec import EventSchema
 from lepton.contract import default_codec
+from lepton.contract._avro import Unsupported, compile_schema, compile_split_decoder
+from lepton.contract.codec import EventSchema
+from lepton.contract.vectors import EXAMPLES
 
 CODEC = default_codec()
 NAMES = CODEC.names

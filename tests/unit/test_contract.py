@@ -13,13 +13,8 @@ import pytest
 import yaml
 from fastavro.schema import to_parsing_canonical_form
 
-from lepton._vectors import (
-    EXAMPLES,
-    schema_file_stem,
-    stale_vector_files,
-    to_wire_values,
-)
-from lepton.codec import (
+from lepton.contract import default_codec, schemas_dir
+from lepton.contract.codec import (
     Codec,
     CorruptMessageError,
     DecodeError,
@@ -28,8 +23,13 @@ from lepton.codec import (
     UnknownFingerprintError,
     WrongSchemaError,
 )
-from lepton.contract import default_codec, schemas_dir
-from lepton.topics import ALL_TOPICS
+from lepton.contract.topics import ALL_TOPICS
+from lepton.contract.vectors import (
+    EXAMPLES,
+    schema_file_stem,
+    stale_vector_files,
+    to_wire_values,
+)
 
 SCHEMA_FILES = sorted(schemas_dir().glob("*.avsc"))
 TOPIC_EVENTS = {topic.event for topic in ALL_TOPICS}

@@ -10,7 +10,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from lepton.modeling import holdout_split, labelled
+from lepton.data.modeling import holdout_split, labelled
 from services.evaluator import evaluation
 from services.evaluator.evaluation import (
     EvaluationConfig,

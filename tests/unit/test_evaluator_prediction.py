@@ -11,7 +11,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from lepton.modeling import model_input
+from lepton.data.modeling import model_input
 from services.evaluator.evaluation import label_text
 from services.evaluator.inputs import InputSchema, input_schema
 from services.evaluator.prediction import (

@@ -10,7 +10,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lepton.datasets import (
+from lepton.data.catalog import (
     export_csv,
     neutralise_formula,
     tenant_key,

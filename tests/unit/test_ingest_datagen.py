@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lepton._datagen import (
+from lepton.data.samples import (
     HOUSE_DISTRICTS,
     HOUSE_TYPES,
     diagnosis,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lepton.modeling import holdout_split, labelled
+from lepton.data.modeling import holdout_split, labelled
 
 
 def test_the_split_is_seeded_disjoint_and_complete() -> None:

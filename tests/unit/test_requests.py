@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from lepton.contract import default_codec, schemas_dir
-from lepton.requests import (
+from lepton.sdk.builders import (
     DatasetRequest,
     InvalidRequest,
     JobRequest,

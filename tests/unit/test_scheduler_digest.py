@@ -15,7 +15,7 @@ import pytest
 
 from lepton.contract import default_codec
 from lepton.scheduling.liveness import Liveness
-from services.scheduler.digest import HEARTBEAT, HeartbeatDigest, Message
+from services.scheduler.heartbeats import HEARTBEAT, HeartbeatDigest, Message
 from tests.integration.scheduler_support import heartbeat, now_ms
 
 CODEC = default_codec()

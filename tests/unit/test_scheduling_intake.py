@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from lepton.scheduling.entities import Policy, Resources
 from lepton.scheduling.intake import Rejection, job_spec, node_state
-from lepton.scheduling.model import Policy, Resources
 from tests.samples import sample
 
 

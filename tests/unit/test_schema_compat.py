@@ -1,9 +1,9 @@
 """Schemas stay backward compatible: a new reader reads data written with the previous
 committed version of its schema (and with every version kept in schemas/history/).
 
-The rule check (lepton.compat) is backed by an empirical one: the old version's golden
-vectors, encoded with the old schema, are decoded by fastavro with the new schema as
-reader.
+The rule check (lepton.contract.compatibility) is backed by an empirical one: the old
+version's golden vectors, encoded with the old schema, are decoded by fastavro with the new
+schema as reader.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from lepton.compat import check_backward_compatible
 from lepton.contract import schemas_dir
+from lepton.contract.compatibility import check_backward_compatible
 
 SCHEMAS = schemas_dir()
 SCHEMA_FILES = sorted(SCHEMAS.glob("*.avsc"))

@@ -12,7 +12,7 @@ import skops.io as sio
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import FunctionTransformer
 
-from lepton.artifacts import ArtifactError, artifact_uri, dump, load
+from lepton.data.artifacts import ArtifactError, artifact_uri, dump, load
 from services.trainer.runs import (
     Verdict,
     cpu_count_for,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold, cross_val_score
 
-from lepton.modeling import holdout_split, model_input
+from lepton.data.modeling import holdout_split, model_input
 from services.trainer.training import (
     DEFAULT_SPACES,
     AlgorithmMismatch,
@@ -231,7 +231,7 @@ def test_gang_shares_add_up_to_the_budget() -> None:
 
 
 def test_held_out_rows_never_reach_the_search_or_the_refit() -> None:
-    from lepton.modeling import labelled
+    from lepton.data.modeling import labelled
 
     frame = houses(80)
     config = SearchConfig(target_column="price", algorithm="ridge", trial_budget=3, cv_folds=3)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lepton.scheduling.model import (
+from lepton.scheduling.entities import (
     Assign,
     Constraints,
     Decision,

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lepton.scheduling.model import (
+from lepton.scheduling.entities import (
     Assign,
     JobSpec,
     NodeState,

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lepton.contract.algorithms import ALGORITHMS
 from lepton.scheduling.intake import Rejection, job_spec
-from lepton.tasks import ALGORITHMS
 
 __all__ = [
     "MAX_PREDICT_ROWS",

@@ -25,14 +25,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from lepton.contract.topics import by_name
 from lepton.scheduling.liveness import Liveness, Observation
-from lepton.topics import by_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lepton.bus import Event
-    from lepton.codec import Codec
+    from lepton.contract.codec import Codec
 
 __all__ = ["HEARTBEAT", "HeartbeatDigest", "Message"]
 

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lepton.stack._kafka import KafkaNode, check_java, fetch_jars
-from lepton.stack._postgres import PostgresNode
-from lepton.stack._process import StackError, is_alive, stop_process
+from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
+from lepton.devstack._postgres import PostgresNode
+from lepton.devstack._process import StackError, is_alive, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

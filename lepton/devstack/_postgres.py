@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import psutil
 
-from lepton.stack._process import StackError, free_port, is_alive
+from lepton.devstack._process import StackError, free_port, is_alive
 
 __all__ = ["DATABASE", "PostgresNode"]
 

@@ -2,7 +2,7 @@
 
 A service module builds a :class:`Service` in its ``create_app`` factory (no work at import
 time) and its console entry point calls :func:`run`. At start the service finds Kafka and
-PostgreSQL (:func:`lepton.stack.endpoints`), creates the declared topics, applies its
+PostgreSQL (:func:`lepton.devstack.endpoints`), creates the declared topics, applies its
 migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
 it finishes the message in hand, commits and closes.
 """
@@ -28,7 +28,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from lepton import db, stack
+from lepton import devstack
 from lepton.bus import (
     BatchHandler,
     BrokerUnavailableError,
@@ -40,7 +40,8 @@ from lepton.bus import (
 )
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.topics import Namespace, Topic
+from lepton.contract.topics import Namespace, Topic
+from lepton.runtime import database
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -186,16 +187,20 @@ class Service:
         # Bound now, not at every call (structlog's lazy proxy binds again each time).
         log = structlog.get_logger(self.name).bind()
         settings = self.settings
-        where = stack.endpoints(settings)
+        where = devstack.endpoints(settings)
         names = Namespace(settings.topic_prefix)
         await ensure_topics(
             where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s
         )
-        pool = await db.connect(where.database_url, timeout_s=settings.connect_timeout_s)
+        pool = await database.connect(where.database_url, timeout_s=settings.connect_timeout_s)
         try:
-            await db.migrate(pool, "lepton", db.load_migrations(db.LIBRARY_MIGRATIONS))
+            await database.migrate(
+                pool, "lepton", database.load_migrations(database.LIBRARY_MIGRATIONS)
+            )
             if self.migrations is not None:
-                applied = await db.migrate(pool, self.name, db.load_migrations(self.migrations))
+                applied = await database.migrate(
+                    pool, self.name, database.load_migrations(self.migrations)
+                )
                 log.info("migrated", versions=applied)
             async with self._health_server(log):
                 if not self.singleton:
@@ -203,7 +208,7 @@ class Service:
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
-                async with db.leadership(where.database_url, names.group(self.name)) as lead:
+                async with database.leadership(where.database_url, names.group(self.name)) as lead:
                     self._role = "leader"
                     log.info("leading", term=lead.term)
                     watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
@@ -226,14 +231,14 @@ class Service:
             self._failure = error
             self.stop_soon()
 
-    async def _step_down_when_lost(self, lead: db.Leadership, log: Any) -> None:
+    async def _step_down_when_lost(self, lead: database.Leadership, log: Any) -> None:
         await lead.lost.wait()
         log.error("leader lock lost: stopping to avoid two active instances")
         self.stop_soon()
 
     async def _serve(
         self,
-        where: stack.Endpoints,
+        where: devstack.Endpoints,
         names: Namespace,
         pool: asyncpg.Pool,
         log: Any,
@@ -402,8 +407,8 @@ def run(service_factory: Callable[[], Service]) -> None:
     try:
         asyncio.run(main())
     except (
-        stack.StackError,
-        db.DatabaseUnavailableError,
+        devstack.StackError,
+        database.DatabaseUnavailableError,
         BrokerUnavailableError,
         LeadershipLostError,
         BackgroundTaskError,

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from lepton.stack._process import StackError, free_port, port_is_free, spawn
+from lepton.devstack._process import StackError, free_port, port_is_free, spawn
 
 __all__ = ["KafkaNode", "fetch_jars", "java_classpath", "pom_path"]
 
@@ -24,7 +24,7 @@ def pom_path() -> Path:
     package = Path(__file__).resolve().parents[1]
     for candidate in (
         package.parent / "deploy" / "local" / "pom.xml",
-        package / "_contract" / "pom.xml",
+        package / "devstack" / "pom.xml",
     ):
         if candidate.is_file():
             return candidate
@@ -162,7 +162,7 @@ class KafkaNode:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(data),
             "num.partitions": "1",
-            # Topics are created from lepton/topics.py; a typo must not create a topic.
+            # Topics are created from lepton/contract/topics.py; a typo must not create a topic.
             "auto.create.topics.enable": "false",
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "10",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from lepton.codec import Codec, load_schema_files
+from lepton.contract.codec import Codec, load_schema_files
 
 __all__ = ["default_codec", "schemas_dir"]
 
@@ -13,7 +13,7 @@ __all__ = ["default_codec", "schemas_dir"]
 def schemas_dir() -> Path:
     """``schemas/`` of a source checkout, or the copy packaged inside a built wheel."""
     package = Path(__file__).resolve().parent
-    for candidate in (package.parent / "schemas", package / "_contract" / "schemas"):
+    for candidate in (package.parents[1] / "schemas", package / "_schemas"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"no schemas/ directory next to {package}")

@@ -36,10 +36,10 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from lepton._reader import Message, Positions, Reader
-from lepton._writer import PublishError, Writer
-from lepton.codec import Codec, DecodeError, MessageOrigin, Record
-from lepton.topics import Topic, dead_letter_topic
+from lepton.bus._reader import Message, Positions, Reader
+from lepton.bus._writer import PublishError, Writer
+from lepton.contract.codec import Codec, DecodeError, MessageOrigin, Record
+from lepton.contract.topics import Topic, dead_letter_topic
 
 __all__ = [
     "BatchHandler",

@@ -26,7 +26,7 @@ from lepton.contract import default_codec, schemas_dir
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from lepton.codec import Codec
+    from lepton.contract.codec import Codec
 
 __all__ = [
     "EXAMPLES",

@@ -20,9 +20,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lepton import _datagen
-from lepton.client import LeptonClient, LeptonError, MonitorUnavailable
-from lepton.requests import DatasetRef, DatasetRequest, JobRequest, Resources, Source, TrainingTask
+from lepton.data import samples
+from lepton.sdk.builders import (
+    DatasetRef,
+    DatasetRequest,
+    JobRequest,
+    Resources,
+    Source,
+    TrainingTask,
+)
+from lepton.sdk.client import LeptonClient, LeptonError, MonitorUnavailable
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,10 +54,10 @@ Say = Callable[[str], None]
 _HOUSE_SPEC = {
     "columns": {
         "面积": {"type": "float", "missing": "median", "min": 10},
-        "房型": {"type": "category", "categories": list(_datagen.HOUSE_TYPES)},
+        "房型": {"type": "category", "categories": list(samples.HOUSE_TYPES)},
         "区域": {
             "type": "category",
-            "categories": list(_datagen.HOUSE_DISTRICTS),
+            "categories": list(samples.HOUSE_DISTRICTS),
             "nullable": False,
         },
         # The planted 1e9 price is dropped, not flagged: a flag column would be a feature
@@ -62,7 +69,7 @@ _HOUSE_SPEC = {
 
 def _diagnosis_records() -> pd.DataFrame:
     # The patient id identifies a row; as a feature it would only be memorised.
-    return _datagen.diagnosis().drop(columns="patient_id")
+    return samples.diagnosis().drop(columns="patient_id")
 
 
 def _first_patient(records: pd.DataFrame) -> list[dict[str, Any]]:
@@ -94,7 +101,7 @@ HOUSES = Example(
     dataset="house_prices",
     model_name="房价",
     target="价格",
-    data=lambda: _datagen.house_prices(rows=400),
+    data=lambda: samples.house_prices(rows=400),
     spec=_HOUSE_SPEC,
     question="a 150 m² 普通住宅 in B区",
     query=lambda _: [{"面积": 150.0, "房型": "普通住宅", "区域": "B区"}],

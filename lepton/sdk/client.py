@@ -35,21 +35,21 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from lepton import stack
+from lepton import devstack
 from lepton.bus import Publisher, partition_for
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.requests import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
+from lepton.contract.topics import Namespace, Topic
 from lepton.scheduling.journal import Fold, Journal, Status
-from lepton.topics import Namespace, Topic
+from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 
     import asyncpg
 
-    from lepton.codec import Record
-    from lepton.datasets import DatasetInfo, DatasetVersion
+    from lepton.contract.codec import Record
+    from lepton.data.catalog import DatasetInfo, DatasetVersion
 
 __all__ = [
     "DatasetRejected",
@@ -240,7 +240,7 @@ class LeptonClient:
         """The Kafka bootstrap servers: the settings', else the local stack's."""
         if self._bootstrap is None:
             given = self.settings.kafka_bootstrap
-            self._bootstrap = given or stack.endpoints(self.settings).kafka_bootstrap
+            self._bootstrap = given or devstack.endpoints(self.settings).kafka_bootstrap
         return self._bootstrap
 
     async def _bus(self) -> Publisher:
@@ -258,15 +258,19 @@ class LeptonClient:
             return self._publisher
 
     async def _database(self) -> asyncpg.Pool:
-        from lepton import db
+        from lepton.runtime import database
 
         async with self._opening:
             if self._pool is None:
                 url = self.settings.database_url
                 where = (
-                    url.get_secret_value() if url else stack.endpoints(self.settings).database_url
+                    url.get_secret_value()
+                    if url
+                    else devstack.endpoints(self.settings).database_url
                 )
-                self._pool = await db.connect(where, timeout_s=self.settings.connect_timeout_s)
+                self._pool = await database.connect(
+                    where, timeout_s=self.settings.connect_timeout_s
+                )
             return self._pool
 
     def _acting_tenant(self) -> str:
@@ -346,7 +350,7 @@ class LeptonClient:
     async def submit(self, job: JobRequest) -> str:
         """Publish a job request and return its id once the broker has acknowledged it.
 
-        Raises :class:`lepton.requests.InvalidRequest` for a job the scheduler would
+        Raises :class:`lepton.sdk.builders.InvalidRequest` for a job the scheduler would
         reject, before anything is sent.
         """
         job.check()
@@ -443,25 +447,25 @@ class LeptonClient:
 
     async def datasets(self) -> list[DatasetInfo]:
         """The latest version of every dataset the tenant owns or that is shared with it."""
-        from lepton import datasets
+        from lepton.data import catalog
 
-        return await datasets.list_datasets(
+        return await catalog.list_datasets(
             await self._database(), reader_tenant=self._acting_tenant()
         )
 
     async def dataset(self, name: str, *, owner: str | None = None) -> list[DatasetVersion]:
         """Every version of one dataset the tenant may read, newest first."""
-        from lepton import datasets
+        from lepton.data import catalog
 
-        return await datasets.dataset_versions(
+        return await catalog.dataset_versions(
             await self._database(), reader_tenant=self._acting_tenant(), name=name, owner=owner
         )
 
     async def share(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
         """Let ``with_tenant`` read every version of the tenant's dataset (audited)."""
-        from lepton import datasets
+        from lepton.data import catalog
 
-        await datasets.share_dataset(
+        await catalog.share_dataset(
             await self._database(),
             owner_tenant=self._acting_tenant(),
             name=dataset,
@@ -472,9 +476,9 @@ class LeptonClient:
 
     async def revoke(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
         """Take a share back (the one for ``region``, or every region's); audited."""
-        from lepton import datasets
+        from lepton.data import catalog
 
-        await datasets.revoke_dataset(
+        await catalog.revoke_dataset(
             await self._database(),
             owner_tenant=self._acting_tenant(),
             name=dataset,
@@ -491,7 +495,7 @@ class LeptonClient:
         """Score ``rows`` with ``model`` (``name``, ``name@champion`` or ``name@<model
         id>``) through the evaluator's request/reply topics.
 
-        More than :data:`~lepton.requests.MAX_PREDICT_ROWS` rows go in several requests:
+        More than :data:`~lepton.sdk.builders.MAX_PREDICT_ROWS` rows go in several requests:
         the first one decides the model version, the others name that version, so every
         row is scored by the same model even if the champion changes meanwhile. Raises
         :class:`PredictionFailed` for an error answer, :class:`LeptonTimeout` if none came.

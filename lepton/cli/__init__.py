@@ -29,20 +29,20 @@ from rich.table import Column, Table
 # Typer carries its own copy of click; its usage errors are only importable from there.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from lepton import stack
+from lepton import devstack
 from lepton.bus import BrokerUnavailableError, Publisher, ensure_topics
-from lepton.client import LeptonClient, LeptonError
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.db import DatabaseUnavailableError, redacted
-from lepton.requests import DatasetRequest, InvalidRequest, JobRequest, Source, describe
-from lepton.stack._process import is_alive, spawn, stop_process
-from lepton.topics import ALL_TOPICS, Namespace
+from lepton.contract.topics import ALL_TOPICS, Namespace
+from lepton.devstack._process import is_alive, spawn, stop_process
+from lepton.runtime.database import DatabaseUnavailableError, redacted
+from lepton.sdk.builders import DatasetRequest, InvalidRequest, JobRequest, Source, describe
+from lepton.sdk.client import LeptonClient, LeptonError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-    from lepton.client import JobEvent
+    from lepton.sdk.client import JobEvent
 
 
 class _OneLineErrors(typer.core.TyperGroup):
@@ -114,7 +114,7 @@ def _guarded(action: Callable[[], T]) -> T:
     """Run ``action``; known failures become one line (a traceback only with --debug)."""
     import asyncpg
 
-    from lepton.datasets import DatasetError
+    from lepton.data.catalog import DatasetError
 
     try:
         return action()
@@ -123,7 +123,7 @@ def _guarded(action: Callable[[], T]) -> T:
             raise
         if isinstance(exc, LeptonError):
             _fail(str(exc), exc.hint)
-        if isinstance(exc, (stack.StackError, BrokerUnavailableError, DatabaseUnavailableError)):
+        if isinstance(exc, (devstack.StackError, BrokerUnavailableError, DatabaseUnavailableError)):
             _fail(str(exc))
         if isinstance(exc, DatasetError):
             _fail(str(exc), "`lepton data list --tenant T` shows what T may read")
@@ -159,7 +159,7 @@ def _main(
 # --- stack ------------------------------------------------------------------------------
 
 
-def _print_status(current: stack.StackStatus, as_json: bool) -> None:
+def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
     if as_json:
         print(json.dumps(current.as_json()))
         return
@@ -183,14 +183,14 @@ def stack_up(
     settings = Settings()
     spinner = console.status("starting Kafka and PostgreSQL…")
     with contextlib.nullcontext() if as_json else spinner:
-        current = _guarded(lambda: stack.up(settings))
+        current = _guarded(lambda: devstack.up(settings))
     _print_status(current, as_json)
 
 
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the local stack; its data stays in the state directory."""
-    stopped = _guarded(lambda: stack.down(Settings()))
+    stopped = _guarded(lambda: devstack.down(Settings()))
     console.print("stack stopped" if stopped else "no stack was running")
 
 
@@ -199,7 +199,7 @@ def stack_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Where Kafka and PostgreSQL are, and whether they run."""
-    _print_status(stack.status(Settings()), as_json)
+    _print_status(devstack.status(Settings()), as_json)
 
 
 # --- services ---------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def _service_pid(settings: Settings, name: str) -> int | None:
 def services_up() -> None:
     """Start every service on this machine, in the background (logs in the state directory)."""
     settings = Settings()
-    where = _guarded(lambda: stack.endpoints(settings))
+    where = _guarded(lambda: devstack.endpoints(settings))
     names = Namespace(settings.topic_prefix)
     _guarded(lambda: asyncio.run(ensure_topics(where.kafka_bootstrap, names.all())))
     directory = _service_dir(settings)
@@ -310,7 +310,7 @@ def tail(
         spec = Namespace(settings.topic_prefix).topic(topic)
     except KeyError:
         _fail(f"unknown topic {topic!r}", "one of: " + ", ".join(t.name for t in ALL_TOPICS))
-    where = _guarded(lambda: stack.endpoints(settings))
+    where = _guarded(lambda: devstack.endpoints(settings))
 
     async def follow() -> None:
         from aiokafka import AIOKafkaConsumer
@@ -745,12 +745,12 @@ def data_generate(
     out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
 ) -> None:
     """Write one of the bundled example datasets (made here, never downloaded) as CSV."""
-    from lepton import _datagen
+    from lepton.data import samples
 
     makers = {
-        "houses": _datagen.house_prices,
-        "diagnosis": _datagen.diagnosis,
-        "fraud": _datagen.fraud,
+        "houses": samples.house_prices,
+        "diagnosis": samples.diagnosis,
+        "fraud": samples.fraud,
     }
     if kind not in makers:
         _fail(f"unknown example {kind!r}", "one of: " + ", ".join(makers))
@@ -898,7 +898,7 @@ def data_revoke(
 def demo() -> None:
     """The seed's examples end to end: ingest, train, evaluate, promote, predict (needs
     `lepton up`)."""
-    from lepton import demo as examples
+    from lepton.cli import demo as examples
 
     settings = Settings()
     began = time.monotonic()
@@ -948,7 +948,7 @@ def simulate(
     """Drive the scheduler's core with a synthetic cluster and trace; report how it did."""
     import dataclasses
 
-    from lepton.scheduling.model import Policy
+    from lepton.scheduling.entities import Policy
     from lepton.scheduling.simulator import SimulationConfig
     from lepton.scheduling.simulator import simulate as run_simulation
 
@@ -1004,14 +1004,14 @@ def plan(
     spec_file: Annotated[Path, typer.Argument(help="A job request as YAML or JSON.")],
 ) -> None:
     """Where the job would go now, or why it cannot; changes nothing."""
+    from lepton.scheduling.entities import Assign, Preempt, Wait
     from lepton.scheduling.intake import Rejection, job_spec
-    from lepton.scheduling.model import Assign, Preempt, Wait
     from lepton.scheduling.placement import Scheduler, feasibility
 
     spec = job_spec(_build_job(_read_yaml(spec_file)).to_record())
     assert not isinstance(spec, Rejection)  # _build_job checked it
     settings = Settings()
-    where = _guarded(lambda: stack.endpoints(settings))
+    where = _guarded(lambda: devstack.endpoints(settings))
     nodes, journal = _guarded(lambda: asyncio.run(_read_cluster(where, settings)))
     impossible = feasibility(spec, nodes)
     if impossible is not None:
@@ -1037,7 +1037,7 @@ def plan(
             raise typer.Exit(2)
 
 
-async def _read_cluster(where: stack.Endpoints, settings: Settings) -> tuple[list[Any], Any]:
+async def _read_cluster(where: devstack.Endpoints, settings: Settings) -> tuple[list[Any], Any]:
     """The cluster as the log tells it: the latest heartbeat per node, and every job."""
     from lepton.bus import Event, Subscriber
     from lepton.scheduling.intake import node_state
@@ -1089,7 +1089,7 @@ def contract_vectors(
     write: Annotated[bool, typer.Option("--write", help="Rewrite schemas/vectors/.")] = False,
 ) -> None:
     """Check (or rewrite) the golden test vectors against the codec."""
-    from lepton._vectors import write_vectors
+    from lepton.contract.vectors import write_vectors
 
     if write:
         for path in write_vectors():

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from lepton._avro import Decoder, Encoder, Unsupported, compile_schema, compile_split_decoder
+from lepton.contract._avro import (
+    Decoder,
+    Encoder,
+    Unsupported,
+    compile_schema,
+    compile_split_decoder,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -186,7 +192,7 @@ class Codec:
     ) -> None:
         self._by_name: dict[str, EventSchema] = {}
         self._headers: dict[str, bytes] = {}
-        # Compiled for the current schemas (see lepton._avro); fastavro does the rest.
+        # Compiled for the current schemas (see lepton.contract._avro); fastavro does the rest.
         self._encoders: dict[str, Encoder] = {}
         self._decoders: dict[bytes, Decoder] = {}
         # fingerprint -> (writer schema, reader schema)
@@ -221,7 +227,7 @@ class Codec:
 
     def split_decoder(self, name: str, at: str) -> SplitDecoder:
         """Decoders of the current schema ``name``'s fields before the field ``at`` and of
-        the rest (raises :class:`~lepton._avro.Unsupported` if it cannot be compiled).
+        the rest (raises :class:`~lepton.contract._avro.Unsupported` if it cannot be compiled).
 
         For a reader of many records whose leading fields rarely change: bytes that begin
         as an earlier record's did, up to where its head ended, have that head.

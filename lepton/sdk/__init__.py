@@ -1,0 +1,1 @@
+"""The Python SDK: :class:`~lepton.sdk.client.LeptonClient` and the request builders."""
