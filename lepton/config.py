@@ -8,12 +8,26 @@ directory), so nothing needs configuring to try Lepton on one machine.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["Endpoints", "Settings", "StackError"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where Kafka and PostgreSQL are (see :func:`lepton.runtime.endpoints.resolve`)."""
+
+    kafka_bootstrap: str
+    database_url: str
+
+
+# Here, below the stack, so that a service can catch it without importing the stack.
+class StackError(RuntimeError):
+    """A one-line reason the local stack cannot do what was asked, with what to do."""
 
 
 def _default_state_dir() -> Path:

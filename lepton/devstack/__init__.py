@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lepton.config import Endpoints
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
 from lepton.devstack._postgres import PostgresNode
 from lepton.devstack._process import StackError, is_alive, stop_process
@@ -31,12 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["Endpoints", "StackError", "StackStatus", "down", "endpoints", "status", "up"]
 
 _READY_TIMEOUT_S = 90.0
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoints:
-    kafka_bootstrap: str
-    database_url: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from lepton.config import StackError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = ["StackError", "free_port", "is_alive", "port_is_free", "spawn", "stop_process"]
-
-
-class StackError(RuntimeError):
-    """A one-line reason the local stack cannot do what was asked, with what to do."""
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -2,7 +2,7 @@
 
 A service module builds a :class:`Service` in its ``create_app`` factory (no work at import
 time) and its console entry point calls :func:`run`. At start the service finds Kafka and
-PostgreSQL (:func:`lepton.devstack.endpoints`), creates the declared topics, applies its
+PostgreSQL (:func:`lepton.runtime.endpoints.resolve`), creates the declared topics, applies its
 migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
 it finishes the message in hand, commits and closes.
 """
@@ -28,7 +28,6 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from lepton import devstack
 from lepton.bus import (
     BatchHandler,
     BrokerUnavailableError,
@@ -38,10 +37,10 @@ from lepton.bus import (
     Subscriber,
     ensure_topics,
 )
-from lepton.config import Settings
+from lepton.config import Settings, StackError
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace, Topic
-from lepton.runtime import database
+from lepton.runtime import database, endpoints
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -187,7 +186,7 @@ class Service:
         # Bound now, not at every call (structlog's lazy proxy binds again each time).
         log = structlog.get_logger(self.name).bind()
         settings = self.settings
-        where = devstack.endpoints(settings)
+        where = endpoints.resolve(settings)
         names = Namespace(settings.topic_prefix)
         await ensure_topics(
             where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s
@@ -238,7 +237,7 @@ class Service:
 
     async def _serve(
         self,
-        where: devstack.Endpoints,
+        where: endpoints.Endpoints,
         names: Namespace,
         pool: asyncpg.Pool,
         log: Any,
@@ -407,7 +406,7 @@ def run(service_factory: Callable[[], Service]) -> None:
     try:
         asyncio.run(main())
     except (
-        devstack.StackError,
+        StackError,
         database.DatabaseUnavailableError,
         BrokerUnavailableError,
         LeadershipLostError,

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lepton import devstack
 from lepton.bus import Subscriber, TransientError
 from lepton.contract import default_codec
 from lepton.data import artifacts
 from lepton.data.catalog import DatasetError, read_dataset
+from lepton.runtime import endpoints
 from lepton.runtime.service import Context, Service, run
 from services.evaluator import plots, store
 from services.evaluator.evaluation import (
@@ -391,7 +391,7 @@ class Evaluator:
         """A consumer of its own for prediction requests, for the service's lifetime."""
         settings = self.settings
         subscriber = Subscriber(
-            devstack.endpoints(settings).kafka_bootstrap,
+            endpoints.resolve(settings).kafka_bootstrap,
             default_codec(),
             context.publisher,
             topics=[context.topic("lepton.predict.requested")],

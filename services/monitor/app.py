@@ -31,9 +31,9 @@ from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from lepton import devstack
 from lepton.contract import default_codec
 from lepton.contract.topics import ALL_TOPICS, dead_letter_topic
+from lepton.runtime import endpoints
 from lepton.runtime.service import Context, EmbeddedServer, Service, run
 from services.monitor.rules import (
     FRESHNESS_SIGNALS,
@@ -264,7 +264,7 @@ class MonitorService:
         if state.positions is None:
             return 0  # a snapshot without positions: nothing to measure the gap against
         prefix = self.settings.topic_prefix
-        bootstrap = devstack.endpoints(self.settings).kafka_bootstrap
+        bootstrap = endpoints.resolve(self.settings).kafka_bootstrap
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="lepton-monitor")
         await admin.start()
         try:
@@ -393,7 +393,7 @@ class MonitorService:
 
     async def _watch_pipeline(self, context: Context) -> None:
         monitor = self._require()
-        bootstrap = devstack.endpoints(self.settings).kafka_bootstrap
+        bootstrap = endpoints.resolve(self.settings).kafka_bootstrap
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="lepton-monitor")
         offsets = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False

