@@ -39,8 +39,8 @@ from lepton.runtime.service import (
     keep_collections_short,
     start_helper,
 )
-from lepton.scheduling.liveness import Liveness
 from services.scheduler.heartbeats import HeartbeatDigest, Message
+from services.scheduler.liveness import Liveness
 from services.scheduler.settings import SchedulerSettings
 
 if TYPE_CHECKING:

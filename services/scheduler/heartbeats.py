@@ -26,7 +26,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.topics import by_name
-from lepton.scheduling.liveness import Liveness, Observation
+from services.scheduler.liveness import Liveness, Observation
 
 if TYPE_CHECKING:
     from collections.abc import Callable

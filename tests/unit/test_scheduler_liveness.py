@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lepton.scheduling.liveness import Liveness, Observation
+from services.scheduler.liveness import Liveness, Observation
 
 START = 1_000_000
 
