@@ -2,14 +2,16 @@
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTHON ?= python3
+# The least line coverage `make test` accepts (the full suite's, a few points of slack).
+COVERAGE_FLOOR ?= 75
 
-.PHONY: install fmt format-check lint types test check bench demo demo-down clean
+.PHONY: install fmt format-check lint types test test-unit check bench demo demo-down clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,local]'
 	touch $@
 
 fmt: install
@@ -28,7 +30,11 @@ types: install
 # Starts its own Kafka and PostgreSQL unless LEPTON_KAFKA_BOOTSTRAP and
 # LEPTON_DATABASE_URL name existing servers.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-fail-under=$(COVERAGE_FLOOR)
+
+# No servers: what a change to the code alone needs, in about a minute.
+test-unit: install
+	$(BIN)/pytest tests/unit
 
 check: format-check lint types test
 
@@ -39,7 +45,8 @@ bench: install
 	$(BIN)/lepton stack up
 	for name in $(BENCHES); do $(BIN)/python -m bench.$$name || exit 1; done
 
-# Stack up, services up, one heartbeat and one job request through the CLI.
+# Stack up, services up, then `lepton demo`: each bundled example ingested, trained,
+# evaluated and asked for a prediction, through the SDK as any client would.
 demo: install
 	$(BIN)/lepton stack up
 	$(BIN)/lepton up
@@ -50,4 +57,4 @@ demo-down: install
 	$(BIN)/lepton stack down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage

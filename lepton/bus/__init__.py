@@ -1,4 +1,4 @@
-"""The Kafka bus: a thin layer over aiokafka that every service and the SDK share.
+"""The Kafka bus that every service and the SDK share: librdkafka reads and writes, aiokafka admin.
 
 - :class:`Publisher`: idempotent producer (``acks=all``) that Avro-encodes records and adds
   CloudEvents headers and a W3C ``traceparent`` to every message.
