@@ -1,1 +1,2 @@
-"""Data the trainer, evaluator and SDK share: the dataset catalog, modelling, artifacts, samples."""
+"""Data the trainer, evaluator and SDK share: the dataset catalog and its tables, modelling,
+artifacts, samples."""

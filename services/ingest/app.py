@@ -19,13 +19,13 @@ import io
 import os
 import tempfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
 from lepton.bus import Event, Handler, TransientError
+from lepton.data import tables
 from lepton.data.catalog import AUDIT_CHANNEL, decode_master_key
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
@@ -425,13 +425,13 @@ def create_app(settings: IngestSettings | None = None) -> Service:
     configured = settings or IngestSettings()
 
     async def handler_factory(context: Context) -> Handler:
+        await tables.migrate(context.pool)
         return Ingest(context, configured).handle
 
     return Service(
         name="ingest",
         consumes=["lepton.data.requested"],
         settings=configured,
-        migrations=Path(__file__).parent / "migrations",
         handler_factory=handler_factory,
         background=[relay_audit],
     )

@@ -36,7 +36,7 @@ LAYERS = (
     Layer("bus", ("lepton.bus",), ("errors", "config", "contract")),
     Layer("devstack", ("lepton.devstack",), ("errors", "config")),
     Layer("runtime", ("lepton.runtime",), ("errors", "config", "contract", "bus"), ("devstack",)),
-    Layer("data", ("lepton.data",), ("errors", "config")),
+    Layer("data", ("lepton.data",), ("errors", "config", "runtime")),  # runtime: migrations
     Layer("testing", ("lepton.testing",), ("errors", "config", "contract", "bus", "runtime")),
     Layer("sdk", ("lepton.sdk",), _BELOW_SDK),
     Layer("cli", ("lepton.cli",), (*_BELOW_SDK, "devstack", "sdk")),
