@@ -1,7 +1,9 @@
 """The dataset catalog's tables (``lepton_ingest.*``), owned here beside the queries that read them.
 
-Ingest writes them; the SDK, the trainer and the evaluator read them. Each of these applies
-:func:`migrate` before its first query, so the tables exist whichever starts first.
+Ingest writes them (:func:`record_version`, in the transaction that fills the version
+table); the SDK, the trainer and the evaluator read them (:mod:`lepton.data.catalog`).
+Ingest, the trainer and the evaluator apply :func:`migrate` before their first query, so
+the tables exist whichever starts first.
 
 The migrations were ingest's until they moved here: a database migrated before the move has
 ``001_catalog.sql`` recorded as component ``ingest``, version 1, from the very same file.
@@ -11,15 +13,19 @@ The migrations were ingest's until they moved here: a database migrated before t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lepton.runtime import database
 
 if TYPE_CHECKING:
     import asyncpg
+    from asyncpg.pool import PoolConnectionProxy
 
-__all__ = ["COMPONENT", "MIGRATIONS", "migrate"]
+    Connection = asyncpg.Connection | PoolConnectionProxy
+
+__all__ = ["COMPONENT", "MIGRATIONS", "catalog_version", "migrate", "record_version"]
 
 COMPONENT = "catalog"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -39,3 +45,38 @@ async def migrate(pool: asyncpg.Pool) -> list[int]:
         if await connection.fetchval("SELECT to_regclass('lepton_migrations') IS NOT NULL"):
             await connection.execute(_ADOPT_INGEST_RECORD, COMPONENT)
     return await database.migrate(pool, COMPONENT, database.load_migrations(MIGRATIONS))
+
+
+async def catalog_version(
+    connection: Connection, tenant: str, dataset: str, version: str
+) -> str | None:
+    """The table of an existing version with this content, if any."""
+    found: str | None = await connection.fetchval(
+        "SELECT table_name FROM lepton_ingest.datasets "
+        "WHERE owner_tenant = $1 AND name = $2 AND version = $3",
+        tenant,
+        dataset,
+        version,
+    )
+    return found
+
+
+async def record_version(connection: Connection, **fields: Any) -> None:
+    await connection.execute(
+        "INSERT INTO lepton_ingest.datasets (owner_tenant, name, version, table_name, columns, "
+        "rows, quality, spec, spec_inferred, lineage, region, request_id, wrapped_key) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        fields["tenant"],
+        fields["dataset"],
+        fields["version"],
+        fields["table"],
+        json.dumps(fields["columns"], ensure_ascii=False),
+        fields["rows"],
+        json.dumps(fields["quality"], ensure_ascii=False),
+        fields["spec"],
+        fields["spec_inferred"],
+        json.dumps(fields["lineage"], ensure_ascii=False),
+        fields["region"],
+        fields["request_id"],
+        fields["wrapped_key"],
+    )

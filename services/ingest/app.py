@@ -215,7 +215,7 @@ class Ingest:
                     [name for name, _ in columns],
                     self._stream(pipeline.pieces(), rejects),
                 )
-                existing = await storage.catalog_version(
+                existing = await tables.catalog_version(
                     connection, tenant, dataset, outcome.version
                 )
                 if existing is not None:
@@ -223,7 +223,7 @@ class Ingest:
                     table = existing
                 else:
                     await storage.protect_version_table(connection, table)
-                    await storage.record_version(
+                    await tables.record_version(
                         connection,
                         tenant=tenant,
                         dataset=dataset,

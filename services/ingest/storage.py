@@ -1,9 +1,9 @@
 """PostgreSQL effects of an ingest: one transaction per version, under row-level security.
 
 The version table is created, filled by COPY, locked down (RLS forced, visible only through
-its catalog row) and recorded in the catalog, with its rejects, its request and its audit
-row, in a single transaction: a crash at any point leaves nothing visible, and the request
-is simply done again when Kafka redelivers it.
+its catalog row) and recorded in the catalog (:mod:`lepton.data.tables`), with its rejects,
+its request and its audit row, in a single transaction: a crash at any point leaves nothing
+visible, and the request is simply done again when Kafka redelivers it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ __all__ = [
     "DATA_SCHEMA",
     "as_tenant",
     "audit",
-    "catalog_version",
     "completed",
     "copy_rejects",
     "copy_rows",
@@ -35,7 +34,6 @@ __all__ = [
     "lock_dataset",
     "protect_version_table",
     "record_request",
-    "record_version",
 ]
 
 DATA_SCHEMA = "lepton_data"
@@ -100,41 +98,6 @@ async def protect_version_table(connection: Connection, table: str) -> None:
 
 async def discard_version_table(connection: Connection, table: str) -> None:
     await connection.execute(f'DROP TABLE {DATA_SCHEMA}."{table}"')
-
-
-async def catalog_version(
-    connection: Connection, tenant: str, dataset: str, version: str
-) -> str | None:
-    """The table of an existing version with this content, if any."""
-    found: str | None = await connection.fetchval(
-        "SELECT table_name FROM lepton_ingest.datasets "
-        "WHERE owner_tenant = $1 AND name = $2 AND version = $3",
-        tenant,
-        dataset,
-        version,
-    )
-    return found
-
-
-async def record_version(connection: Connection, **fields: Any) -> None:
-    await connection.execute(
-        "INSERT INTO lepton_ingest.datasets (owner_tenant, name, version, table_name, columns, "
-        "rows, quality, spec, spec_inferred, lineage, region, request_id, wrapped_key) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        fields["tenant"],
-        fields["dataset"],
-        fields["version"],
-        fields["table"],
-        json.dumps(fields["columns"], ensure_ascii=False),
-        fields["rows"],
-        json.dumps(fields["quality"], ensure_ascii=False),
-        fields["spec"],
-        fields["spec_inferred"],
-        json.dumps(fields["lineage"], ensure_ascii=False),
-        fields["region"],
-        fields["request_id"],
-        fields["wrapped_key"],
-    )
 
 
 async def copy_rejects(
