@@ -30,7 +30,7 @@ async def fresh_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
             yield pool
         finally:
             await pool.close()
-            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            await admin.execute(f"DROP DATABASE {name}")
     finally:
         await admin.close()
 
