@@ -1,9 +1,8 @@
 """The dataset catalog's tables (``lepton_ingest.*``), owned here beside the queries that read them.
 
 Ingest writes them (:func:`record_version`, in the transaction that fills the version
-table); the SDK, the trainer and the evaluator read them (:mod:`lepton.data.catalog`).
-Ingest, the trainer and the evaluator apply :func:`migrate` before their first query, so
-the tables exist whichever starts first.
+table) and applies :func:`migrate` at start; the SDK, the trainer and the evaluator read
+them (:mod:`lepton.data.catalog`) and find them missing until ingest has started once.
 
 The migrations were ingest's until they moved here: a database migrated before the move has
 ``001_catalog.sql`` recorded as component ``ingest``, version 1, from the very same file.

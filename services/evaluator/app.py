@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from lepton.bus import Subscriber, TransientError
 from lepton.contract import default_codec
-from lepton.data import artifacts, tables
+from lepton.data import artifacts
 from lepton.data.catalog import DatasetError, read_dataset
 from lepton.runtime import endpoints
 from lepton.runtime.service import Context, Service, run
@@ -171,7 +171,6 @@ class Evaluator:
 
     async def handler(self, context: Context) -> Handler:
         self._context = context
-        await tables.migrate(context.pool)
         return self._handle
 
     async def _handle(self, event: Event) -> None:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lepton.data import tables
 from lepton.data.artifacts import artifact_uri
 from lepton.runtime import endpoints
 from lepton.runtime.service import Context, Service, run, start_helper
@@ -98,7 +97,6 @@ class Agent:
 
     async def handler(self, context: Context) -> Handler:
         self._context = context
-        await tables.migrate(context.pool)  # its workers read the catalog
         await self._report_lost()
         return self._handle
 
