@@ -26,7 +26,8 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services.monitor.state import METRICS, TERMINAL, MonitorState, primary_metric
+from services.monitor.entities import TERMINAL, primary_metric
+from services.monitor.sampling import METRICS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from services.monitor.rules import RuleEngine
+    from services.monitor.state import MonitorState
     from services.monitor.store import SeriesStore
 
 __all__ = ["BadRequestError", "Hub", "Monitor", "create_web_app", "now_ms"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 
 from services.monitor.app import LagTracker, MonitorService
+from services.monitor.entities import Lag
 from services.monitor.settings import MonitorSettings
-from services.monitor.state import Lag, MonitorState
+from services.monitor.state import MonitorState
 from services.monitor.web import Hub, encode_json
 
 ROOT = Path(__file__).parents[2]
