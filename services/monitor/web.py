@@ -25,7 +25,7 @@ from services.monitor.entities import TERMINAL
 from services.monitor.sampling import METRICS
 
 # The service builds the Monitor and reads the clock from here, next to the app serving it.
-from services.monitor.views import Monitor, now_ms
+from services.monitor.views import Hub, Monitor, now_ms
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
