@@ -29,7 +29,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from services.ingest.plan import ROW, SOURCE
+from services.ingest.coercion import ROW, SOURCE
 from services.ingest.spec import IngestRejected
 
 if TYPE_CHECKING:
