@@ -15,107 +15,56 @@ use every held-out row.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import clone
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
     confusion_matrix,
-    f1_score,
-    log_loss,
-    mean_absolute_error,
-    mean_absolute_percentage_error,
     precision_recall_curve,
-    precision_score,
-    r2_score,
-    recall_score,
-    roc_auc_score,
     roc_curve,
-    root_mean_squared_error,
 )
-from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.pipeline import Pipeline
-from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from lepton.data.modeling import holdout_split, labelled
+from services.evaluator.findings import (
+    Finding,
+    fit_findings,
+    imbalance_findings,
+    leakage_findings,
+    rank_features,
+)
 from services.evaluator.inputs import ColumnsMismatch, input_schema
+from services.evaluator.metrics import (
+    Array,
+    IntArray,
+    Outputs,
+    fold_splits,
+    label_text,
+    outputs,
+    score,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Sequence
+
+    import pandas as pd
 
 __all__ = [
-    "CLASSIFICATION_METRICS",
-    "HIGHER_IS_BETTER",
-    "REGRESSION_METRICS",
     "Curve",
     "Evaluation",
     "EvaluationConfig",
     "Finding",
-    "Outputs",
     "Prepared",
     "evaluate",
-    "fast_metric",
     "fold_scores",
-    "label_text",
-    "metric_value",
-    "metrics_for",
-    "outputs",
     "prepare",
-    "score",
 ]
 
-Array = np.ndarray[Any, Any]
-IntArray = np.ndarray[Any, np.dtype[np.intp]]
-Severity = Literal["info", "warning", "error", "critical"]
-
-# Direction of every metric an evaluation reports; the promotion policy names these.
-HIGHER_IS_BETTER: Mapping[str, bool] = {
-    "accuracy": True,
-    "precision_macro": True,
-    "recall_macro": True,
-    "f1_macro": True,
-    "f1_weighted": True,
-    "roc_auc": True,
-    "pr_auc": True,
-    "log_loss": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-    "mape": False,
-}
-CLASSIFICATION_METRICS = (
-    "accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "f1_weighted",
-    "roc_auc",
-    "pr_auc",
-    "log_loss",
-)
-REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
-# The metric the findings reason about: the trainer's default search objective.
-PRIMARY = {"regression": "r2", "binary": "f1_macro", "multiclass": "f1_macro"}
 # Points kept per curve and residuals kept for the scatter: enough to draw, small on the wire.
 _CURVE_POINTS = 200
 _RESIDUAL_POINTS = 500
-
-
-def metrics_for(problem: str) -> tuple[str, ...]:
-    return REGRESSION_METRICS if problem == "regression" else CLASSIFICATION_METRICS
-
-
-def label_text(value: Any) -> str:
-    """A class label as text: 1.0 (a numeric target read as float64) is "1"."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +79,6 @@ class EvaluationConfig:
     underfit_r2: float = 0.3
     imbalance_share: float = 0.1
     leakage_score: float = 0.98
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    severity: Severity
-    code: str
-    message: str
-    feature: str | None = None
-    value: float | None = None
-
-    def record(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity,
-            "code": self.code,
-            "message": self.message,
-            "feature": self.feature,
-            "value": self.value,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,186 +155,8 @@ def prepare(
     X, y = labelled(frame, target, others)
     train, holdout = holdout_split(y, problem, holdout_fraction, seed)
     cv_rows = _sample(train, config.max_cv_rows, seed)
-    folds = _splits(y[cv_rows], problem, config.cv_folds, seed)
+    folds = fold_splits(y[cv_rows], problem, config.cv_folds, seed)
     return Prepared(X, y, problem, seed, train, holdout, cv_rows, folds)
-
-
-def _splits(y: Array, problem: str, folds: int, seed: int) -> list[tuple[IntArray, IntArray]]:
-    splitter: KFold | StratifiedKFold = KFold(folds, shuffle=True, random_state=seed)
-    if problem != "regression" and pd.Series(y).value_counts().min() >= folds:
-        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    placeholder = np.zeros((len(y), 1))
-    return [(a.astype(np.intp), b.astype(np.intp)) for a, b in splitter.split(placeholder, y)]
-
-
-# -- metrics --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Outputs:
-    """What a model said about some rows, with the truth to judge it by."""
-
-    y: Array
-    predicted: Array
-    scores: Array | None = None  # per-class scores, rows by classes; None for regression
-    classes: Array | None = None
-    probabilities: bool = False  # whether ``scores`` are probabilities
-
-    def rows(self, picked: Array) -> Outputs:
-        return Outputs(
-            self.y[picked],
-            self.predicted[picked],
-            self.scores[picked] if self.scores is not None else None,
-            self.classes,
-            self.probabilities,
-        )
-
-
-def outputs(model: Any, X: pd.DataFrame, y: Array) -> Outputs:
-    """``model``'s predictions and per-class scores for ``X``, against the truth ``y``.
-
-    A classifier pipeline's preprocessing runs once for both (what ``Pipeline.predict``
-    and ``predict_proba`` each do, then the final estimator's own methods)."""
-    classes = getattr(model, "classes_", None)
-    if classes is None:
-        return Outputs(y, np.asarray(model.predict(X)))
-    if isinstance(model, Pipeline) and len(model.steps) > 1:
-        X, model = model[:-1].transform(X), model.steps[-1][1]
-    predicted = np.asarray(model.predict(X))
-    if hasattr(model, "predict_proba"):
-        try:
-            return Outputs(y, predicted, np.asarray(model.predict_proba(X)), classes, True)
-        except AttributeError:  # an SVC without probability=True has the method, no result
-            pass
-    decision = np.asarray(model.decision_function(X))
-    if decision.ndim == 1:
-        decision = np.column_stack([-decision, decision])
-    return Outputs(y, predicted, decision, classes, False)
-
-
-def _one_vs_rest(out: Outputs, metric: Callable[[Array, Array], float]) -> float:
-    """Macro mean of a ranking metric over classes; binary: the second (positive) class.
-    A class absent from the rows (a small fold) has no curve and is skipped."""
-    if out.scores is None or out.classes is None:
-        return math.nan
-    columns = [1] if len(out.classes) == 2 else range(len(out.classes))
-    values = []
-    for column in columns:
-        truth = out.y == out.classes[column]
-        if truth.all() or not truth.any():
-            continue
-        values.append(float(metric(truth, out.scores[:, column])))
-    return float(np.mean(values)) if values else math.nan
-
-
-def _averaged(metric: Callable[..., float], average: str) -> Callable[[Outputs], float]:
-    def averaged(out: Outputs) -> float:
-        labels = list(out.classes) if out.classes is not None else None
-        return float(metric(out.y, out.predicted, labels=labels, average=average, zero_division=0))
-
-    return averaged
-
-
-def _log_loss(out: Outputs) -> float:
-    if out.scores is None or out.classes is None or not out.probabilities:
-        return math.nan
-    return float(log_loss(out.y, out.scores, labels=list(out.classes)))
-
-
-_METRICS: Mapping[str, Callable[[Outputs], float]] = {
-    "accuracy": lambda out: float(accuracy_score(out.y, out.predicted)),
-    "precision_macro": _averaged(precision_score, "macro"),
-    "recall_macro": _averaged(recall_score, "macro"),
-    "f1_macro": _averaged(f1_score, "macro"),
-    "f1_weighted": _averaged(f1_score, "weighted"),
-    "roc_auc": lambda out: _one_vs_rest(out, roc_auc_score),
-    "pr_auc": lambda out: _one_vs_rest(out, average_precision_score),
-    "log_loss": _log_loss,
-    "rmse": lambda out: float(root_mean_squared_error(out.y, out.predicted)),
-    "mae": lambda out: float(mean_absolute_error(out.y, out.predicted)),
-    "r2": lambda out: float(r2_score(out.y, out.predicted)) if len(out.y) > 1 else math.nan,
-    "mape": lambda out: float(mean_absolute_percentage_error(out.y, out.predicted)),
-}
-
-
-def metric_value(metric: str, out: Outputs) -> float:
-    """One metric; NaN when these outputs cannot define it (one class only, no scores)."""
-    return _METRICS[metric](out)
-
-
-def fast_metric(metric: str, out: Outputs) -> float:
-    """:func:`metric_value` computed with plain numpy where that is exact (the same
-    formulas as scikit-learn's, without its validation overhead): for metrics evaluated
-    many times on resamples of the same rows (the bootstrap). Others fall back."""
-    y, predicted = out.y, out.predicted
-    if metric in ("rmse", "mae", "r2", "mape") and y.dtype.kind == "f" and len(y) > 1:
-        error = y - predicted
-        if metric == "rmse":
-            return float(np.sqrt(np.mean(error * error)))
-        if metric == "mae":
-            return float(np.mean(np.abs(error)))
-        if metric == "mape":
-            eps = np.finfo(np.float64).eps
-            return float(np.mean(np.abs(error) / np.maximum(np.abs(y), eps)))
-        residual = float(np.sum(error * error))
-        total = float(np.sum((y - y.mean()) ** 2))
-        if total == 0.0:
-            return 1.0 if residual == 0.0 else 0.0
-        return 1.0 - residual / total
-    counts = _class_counts(out) if metric in _COUNTED else None
-    if counts is None:
-        return metric_value(metric, out)
-    truth, said, hits = counts
-    if metric == "accuracy":
-        return float(hits.sum() / len(y))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if metric == "precision_macro":
-            per_class = np.where(said > 0, hits / np.maximum(said, 1), 0.0)
-        elif metric == "recall_macro":
-            per_class = np.where(truth > 0, hits / np.maximum(truth, 1), 0.0)
-        else:
-            denominator = truth + said
-            per_class = np.where(denominator > 0, 2 * hits / np.maximum(denominator, 1), 0.0)
-    if metric == "f1_weighted":
-        support = truth.sum()
-        return float(np.sum(per_class * truth) / support) if support else 0.0
-    return float(per_class.mean())
-
-
-_COUNTED = frozenset(("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted"))
-
-
-def _class_counts(out: Outputs) -> tuple[Array, Array, Array] | None:
-    """Per class (in ``out.classes`` order): true rows, predicted rows, correct rows;
-    None when some label is not one of the classes (scikit-learn's rules apply then)."""
-    if out.classes is None or len(out.y) == 0:
-        return None
-    classes = np.asarray(out.classes)
-    try:
-        order = np.argsort(classes, kind="stable")
-        ordered = classes[order]
-        truth_at = np.searchsorted(ordered, out.y)
-        said_at = np.searchsorted(ordered, out.predicted)
-    except TypeError:  # labels of mixed types
-        return None
-    n = len(classes)
-    if (truth_at >= n).any() or (said_at >= n).any():
-        return None
-    if not (
-        np.array_equal(ordered[truth_at], out.y) and np.array_equal(ordered[said_at], out.predicted)
-    ):
-        return None
-    truth = np.bincount(order[truth_at], minlength=n).astype(np.float64)
-    said = np.bincount(order[said_at], minlength=n).astype(np.float64)
-    right = truth_at == said_at
-    hits = np.bincount(order[truth_at[right]], minlength=n).astype(np.float64)
-    return truth, said, hits
-
-
-def score(problem: str, out: Outputs) -> dict[str, float]:
-    """Every metric of the task that the outputs define."""
-    values = {name: metric_value(name, out) for name in metrics_for(problem)}
-    return {name: value for name, value in values.items() if math.isfinite(value)}
 
 
 def fold_scores(
@@ -473,207 +226,6 @@ def _residual_summary(y: Array, predicted: Array) -> dict[str, float]:
     }
 
 
-# -- findings -------------------------------------------------------------------------
-
-
-def _fit_findings(
-    problem: str,
-    train: Mapping[str, float],
-    cv: Mapping[str, list[float]],
-    y: Array,
-    config: EvaluationConfig,
-) -> list[Finding]:
-    primary = PRIMARY[problem]
-    folds = cv.get(primary)
-    findings: list[Finding] = []
-    if not folds:
-        return findings
-    mean, spread = float(np.mean(folds)), float(np.std(folds))
-    fitted = train.get(primary)
-    if fitted is not None and fitted - mean > config.overfit_gap:
-        findings.append(
-            Finding(
-                "warning",
-                "overfitting",
-                f"{primary} is {fitted:.3f} on the training rows but {mean:.3f} in "
-                "cross-validation: the model memorises its training data. Regularise more, "
-                "simplify the model or add rows.",
-                value=fitted - mean,
-            )
-        )
-    if problem == "regression":
-        if mean < config.underfit_r2:
-            findings.append(
-                Finding(
-                    "warning",
-                    "underfitting",
-                    f"cross-validated r2 is {mean:.3f}: the model explains little of the "
-                    "target. Add informative features or try a more flexible algorithm.",
-                    value=mean,
-                )
-            )
-    else:
-        majority = float(pd.Series(y).value_counts(normalize=True).iloc[0])
-        accuracy = float(np.mean(cv.get("accuracy", [1.0])))
-        if accuracy <= majority + 0.02:
-            findings.append(
-                Finding(
-                    "warning",
-                    "underfitting",
-                    f"cross-validated accuracy {accuracy:.3f} is no better than always "
-                    f"predicting the most frequent class ({majority:.3f}). Add informative "
-                    "features or try a more flexible algorithm.",
-                    value=accuracy,
-                )
-            )
-    if spread > config.unstable_std:
-        findings.append(
-            Finding(
-                "warning",
-                "unstable_folds",
-                f"{primary} varies across folds (standard deviation {spread:.3f}, from "
-                f"{min(folds):.3f} to {max(folds):.3f}): results depend on which rows are "
-                "seen. More rows or a simpler model would make it steadier.",
-                value=spread,
-            )
-        )
-    return findings
-
-
-def _imbalance(y: Array, config: EvaluationConfig) -> list[Finding]:
-    shares = pd.Series(y).value_counts(normalize=True)
-    smallest = float(shares.iloc[-1])
-    if smallest >= config.imbalance_share:
-        return []
-    label = label_text(shares.index[-1])
-    return [
-        Finding(
-            "warning",
-            "class_imbalance",
-            f"class {label!r} is {smallest:.1%} of the rows: accuracy flatters the model. "
-            "Judge it by recall, PR AUC or macro F1; consider class weights or resampling.",
-            value=smallest,
-        )
-    ]
-
-
-# Permuted rows scored by one predict call at most: one call amortises the pipeline's
-# per-call overhead over every feature and repeat, the cap bounds its memory.
-_PERMUTED_ROWS_PER_CALL = 200_000
-
-
-def _permutation_importance(
-    pipeline: Any,
-    X: pd.DataFrame,
-    y: Array,
-    metric: str,
-    baseline: Outputs,
-    repeats: int,
-    seed: int,
-) -> Array:
-    """Mean drop of ``metric`` when each column is shuffled (``repeats`` seeded shuffles
-    per column), as scikit-learn's ``permutation_importance`` defines it; the unshuffled
-    score comes from ``baseline`` (predictions already made on these rows), and the
-    shuffled copies of the rows are scored together in as few predict calls as fit."""
-    reference = metric_value(metric, baseline)
-    rng = np.random.default_rng(seed)
-    rows = len(X)
-    jobs = [(column, repeat) for column in range(X.shape[1]) for repeat in range(repeats)]
-    drops = np.zeros((X.shape[1], repeats))
-    per_call = max(1, _PERMUTED_ROWS_PER_CALL // max(rows, 1))
-    for begin in range(0, len(jobs), per_call):
-        batch = jobs[begin : begin + per_call]
-        copies = []
-        for column, _ in batch:
-            copy = X.copy()
-            copy.iloc[:, column] = X.iloc[rng.permutation(rows), column].to_numpy()
-            copies.append(copy)
-        # r2 and macro F1 need the predictions only (no per-class scores).
-        predicted = np.asarray(pipeline.predict(pd.concat(copies, ignore_index=True)))
-        for index, (column, repeat) in enumerate(batch):
-            part = Outputs(y, predicted[index * rows : (index + 1) * rows], None, baseline.classes)
-            drops[column, repeat] = reference - metric_value(metric, part)
-    means: Array = drops.mean(axis=1)
-    return means
-
-
-def _importance(
-    pipeline: Any,
-    X: pd.DataFrame,
-    y: Array,
-    problem: str,
-    seed: int,
-    config: EvaluationConfig,
-    baseline: Outputs,
-) -> tuple[dict[str, float], list[Finding]]:
-    scoring = "r2" if problem == "regression" else "f1_macro"
-    means = _permutation_importance(
-        pipeline, X, y, scoring, baseline, config.importance_repeats, seed
-    )
-    importance = {str(name): float(value) for name, value in zip(X.columns, means, strict=True)}
-    ranked = sorted(importance.items(), key=lambda item: -item[1])[:3]
-    listed = ", ".join(f"{name} ({value:.3f})" for name, value in ranked)
-    finding = Finding(
-        "info",
-        "top_features",
-        f"the features that matter most (drop in {scoring} when shuffled): {listed}.",
-        feature=ranked[0][0] if ranked else None,
-        value=ranked[0][1] if ranked else None,
-    )
-    return importance, [finding]
-
-
-def _single_feature_score(column: pd.Series, y: Array, problem: str, seed: int) -> float:
-    """How well one feature alone predicts the target: a shallow tree, 3-fold CV."""
-    if column.dtype == np.float64:
-        values = column.fillna(column.median() if column.notna().any() else 0.0).to_numpy()
-    else:
-        values = pd.factorize(column)[0].astype(np.float64)
-    X = values.reshape(-1, 1)
-    model = (
-        DecisionTreeRegressor(max_depth=8, random_state=seed)
-        if problem == "regression"
-        else DecisionTreeClassifier(max_depth=8, random_state=seed)
-    )
-    scores = []
-    for fit_rows, test_rows in _splits(y, problem, 3, seed):
-        model.fit(X[fit_rows], y[fit_rows])
-        predicted = model.predict(X[test_rows])
-        scores.append(
-            r2_score(y[test_rows], predicted)
-            if problem == "regression"
-            else accuracy_score(y[test_rows], predicted)
-        )
-    return float(np.mean(scores))
-
-
-def _leakage(
-    X: pd.DataFrame, y: Array, problem: str, seed: int, config: EvaluationConfig
-) -> list[Finding]:
-    if len(y) < 30:
-        return []  # too few rows to tell a leak from luck
-    majority = (
-        0.0 if problem == "regression" else float(pd.Series(y).value_counts(normalize=True).iloc[0])
-    )
-    findings = []
-    for name in X.columns:
-        alone = _single_feature_score(X[name], y, problem, seed)
-        if alone >= config.leakage_score and alone > majority + 0.01:
-            metric = "r2" if problem == "regression" else "accuracy"
-            findings.append(
-                Finding(
-                    "critical",
-                    "suspected_leakage",
-                    f"{name!r} alone predicts the target almost perfectly ({metric} "
-                    f"{alone:.3f}): it may be derived from the target or only known after "
-                    "the fact. Check how it is collected before trusting the model.",
-                    feature=str(name),
-                    value=alone,
-                )
-            )
-    return findings
-
-
 # -- the evaluation -------------------------------------------------------------------
 
 
@@ -731,21 +283,21 @@ def evaluate(
                 "cross-validation means, and no curves or confusion matrix are drawn.",
             )
         )
-    findings += _fit_findings(problem, train, cv, y[fitted], config)
+    findings += fit_findings(problem, train, cv, y[fitted], config)
     if problem != "regression":
-        findings += _imbalance(y, config)
+        findings += imbalance_findings(y, config)
     sample = _sample(scored, config.max_importance_rows, seed)
     # The unshuffled baseline of permutation importance: predictions already made on
     # these rows (hold-out or training sample), not a new predict call.
     made = evaluation.held if evaluation.held is not None else train_outputs
     baseline = made.rows(np.searchsorted(scored, sample))
-    importance, top = _importance(
+    importance, top = rank_features(
         pipeline, X.iloc[sample], y[sample], problem, seed, config, baseline
     )
     evaluation.feature_importance = importance
     findings += top
     probe = _sample(fitted, config.max_importance_rows, seed)
-    findings += _leakage(X.iloc[probe], y[probe], problem, seed, config)
+    findings += leakage_findings(X.iloc[probe], y[probe], problem, seed, config)
     if len(fitted) < len(prepared.train):
         findings.append(
             Finding(

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from lepton.data.modeling import model_input
-from services.evaluator.evaluation import label_text
+from services.evaluator.metrics import label_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -30,17 +30,9 @@ import numpy as np
 import yaml
 from scipy.stats import ttest_rel
 
-from services.evaluator.evaluation import (
-    HIGHER_IS_BETTER,
-    Evaluation,
-    Prepared,
-    fast_metric,
-    fold_scores,
-    metrics_for,
-    outputs,
-    score,
-)
+from services.evaluator.evaluation import Evaluation, Prepared, fold_scores
 from services.evaluator.inputs import input_schema
+from services.evaluator.metrics import HIGHER_IS_BETTER, fast_metric, metrics_for, outputs, score
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence

@@ -24,19 +24,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from services.ingest.plan import (
-    ROW,
-    SOURCE,
-    Cleaner,
-    ColumnStats,
-    DedupeIndex,
-    Quality,
-    coerce,
-    effective_spec,
-    merge_types,
-    needs_stats,
-    source_types,
-)
+from services.ingest.cleaning import Cleaner, Quality
+from services.ingest.coercion import ROW, SOURCE, coerce, effective_spec, merge_types, source_types
+from services.ingest.column_stats import ColumnStats, needs_stats
+from services.ingest.dedupe import DedupeIndex
 from services.ingest.spec import NUMERIC, ColumnSpec, DatasetSpec, IngestRejected
 
 if TYPE_CHECKING:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import hashlib
 import io
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import charset_normalizer
 import fsspec
@@ -29,32 +26,23 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from services.ingest.plan import ROW, SOURCE
+from services.ingest.coercion import ROW, SOURCE
+
+# The service opens every kind of source through this module, queries included.
+from services.ingest.query_spool import spool_query
+from services.ingest.source_limits import GuardedStream, Limits, resolve_location
 from services.ingest.spec import IngestRejected
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    import asyncpg
-
 __all__ = ["Limits", "SourceReader", "SourceRequest", "resolve_location", "spool_query"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _PROBE_BYTES = 1 << 20
 _READ_BLOCK = 1 << 20
 _PREFERRED_ENCODINGS = ("utf_8", "gb18030", "big5", "cp1252")
 _DETECT_BYTES = 256 * 1024
 _ROW_IN_ERROR = re.compile(r"Row #(\d+)")
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    roots: tuple[Path, ...]
-    remote_protocols: frozenset[str]
-    max_bytes: int
-    max_ratio: float
-    chunk_bytes: int
-    chunk_rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,127 +54,6 @@ class SourceRequest:
     uri: str | None
     query: str | None
     options: dict[str, str] = field(default_factory=dict)
-
-
-def resolve_location(uri: str | None, limits: Limits, source: str) -> str:
-    """A path under an allowed root, or an allowed remote URL; ``path_not_allowed`` else."""
-    if not uri:
-        raise IngestRejected("path_not_allowed", f"source {source!r} has no uri", source=source)
-    protocol, _, rest = uri.partition("://")
-    if rest and protocol != "file":
-        if protocol not in limits.remote_protocols:
-            raise IngestRejected(
-                "path_not_allowed",
-                f"source {source!r}: protocol {protocol}:// is not enabled "
-                "(LEPTON_INGEST_REMOTE_PROTOCOLS)",
-                source=source,
-            )
-        if ".." in PurePosixPath(rest).parts:
-            raise IngestRejected(
-                "path_not_allowed", f"source {source!r}: '..' in {uri}", source=source
-            )
-        return uri
-    path_text = rest if protocol == "file" and rest else uri
-    if ".." in Path(path_text).parts:
-        raise IngestRejected(
-            "path_not_allowed", f"source {source!r}: '..' is not allowed in {uri}", source=source
-        )
-    if not limits.roots:
-        raise IngestRejected(
-            "path_not_allowed",
-            f"source {source!r}: no local roots are configured (LEPTON_INGEST_ROOTS)",
-            source=source,
-        )
-    candidate = Path(path_text)
-    candidate = candidate if candidate.is_absolute() else limits.roots[0] / candidate
-    # Symbolic links count where they lead, so a link cannot point out of a root.
-    real = Path(os.path.realpath(candidate))
-    for root in limits.roots:
-        if real.is_relative_to(Path(os.path.realpath(root))):
-            return str(real)
-    raise IngestRejected(
-        "path_not_allowed",
-        f"source {source!r}: {uri} is outside the allowed roots",
-        source=source,
-    )
-
-
-class _Guarded(io.RawIOBase):
-    """A byte stream that hashes what it reads and stops a decompression bomb.
-
-    Wraps the compressed file and, for gzip, the inflated stream: the inflated size may
-    never exceed ``max_bytes`` nor ``max_ratio`` times the compressed bytes read so far
-    (after a first megabyte, so tiny files with high ratios are not refused).
-    """
-
-    def __init__(self, raw: IO[bytes], limits: Limits, source: str) -> None:
-        self._raw = raw
-        self._limits = limits
-        self._source = source
-        self.digest = hashlib.sha256()
-        self.compressed_read = 0
-        self._counting = _Counting(raw, self)
-        head = raw.read(2)
-        self._counting.push(head)
-        self._stream: IO[bytes] = (
-            gzip.GzipFile(fileobj=self._counting, mode="rb")
-            if head == _GZIP_MAGIC
-            else self._counting  # type: ignore[assignment]
-        )
-        self.inflated = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        size = len(data)
-        buffer[:size] = data
-        self.inflated += size
-        if self.inflated > (1 << 20) and self.inflated > self._limits.max_ratio * max(
-            self.compressed_read, 1
-        ):
-            raise IngestRejected(
-                "compression_ratio",
-                f"source {self._source!r} inflates more than {self._limits.max_ratio:g} times "
-                "(a decompression bomb?)",
-                source=self._source,
-            )
-        if self.inflated > self._limits.max_bytes:
-            raise IngestRejected(
-                "too_large",
-                f"source {self._source!r} is larger than {self._limits.max_bytes} bytes "
-                "once decompressed",
-                source=self._source,
-            )
-        return size
-
-
-class _Counting(io.RawIOBase):
-    def __init__(self, raw: IO[bytes], owner: _Guarded) -> None:
-        self._raw = raw
-        self._owner = owner
-        self._pushed = b""
-
-    def push(self, data: bytes) -> None:
-        self._pushed = data
-        self._owner.compressed_read += len(data)
-        self._owner.digest.update(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._pushed:
-            size = min(len(buffer), len(self._pushed))
-            buffer[:size] = self._pushed[:size]
-            self._pushed = self._pushed[size:]
-            return size
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        self._owner.compressed_read += len(data)
-        self._owner.digest.update(data)
-        return len(data)
 
 
 class SourceReader:
@@ -272,7 +139,7 @@ class SourceReader:
                 ) from None
         if self._encoding is None:
             with self._open() as raw:
-                sample = io.BufferedReader(_Guarded(raw, self.limits, self.name)).read(
+                sample = io.BufferedReader(GuardedStream(raw, self.limits, self.name)).read(
                     _DETECT_BYTES
                 )
             try:
@@ -306,7 +173,7 @@ class SourceReader:
         header = options.get("header", "true").lower() not in ("false", "0", "no")
         names = self._csv_header(encoding, delimiter, header)
         with self._open() as raw:
-            guarded = _Guarded(raw, self.limits, self.name)
+            guarded = GuardedStream(raw, self.limits, self.name)
             stream = io.BufferedReader(guarded, buffer_size=1 << 20)
             try:
                 reader = pacsv.open_csv(
@@ -348,7 +215,7 @@ class SourceReader:
         # Read on its own so the header, too, is checked for its encoding, and so every chunk
         # gets the same names whatever the data's types.
         with self._open() as raw:
-            first = io.BufferedReader(_Guarded(raw, self.limits, self.name)).readline(1 << 20)
+            first = io.BufferedReader(GuardedStream(raw, self.limits, self.name)).readline(1 << 20)
         if not first.strip():
             raise IngestRejected("empty", f"source {self.name!r} has no header", source=self.name)
         try:
@@ -392,7 +259,7 @@ class SourceReader:
 
     def _jsonl(self) -> Iterator[pd.DataFrame]:
         with self._open() as raw:
-            guarded = _Guarded(raw, self.limits, self.name)
+            guarded = GuardedStream(raw, self.limits, self.name)
             try:
                 reader = pajson.open_json(
                     io.BufferedReader(guarded, buffer_size=1 << 20),
@@ -458,52 +325,3 @@ def _best_encoding(sample: bytes) -> str | None:
         if preferred in tied:
             return preferred
     return str(best.encoding)
-
-
-async def spool_query(
-    connection: asyncpg.Connection,
-    query: str,
-    source: str,
-    chunk_rows: int,
-    timeout_s: float,
-    directory: str | None = None,
-) -> tuple[str, str, int]:
-    """Run a read-only query and spool its rows to a temporary Parquet file.
-
-    Returns the file, the rows' content hash and the row count; the caller deletes the file.
-    """
-    digest = hashlib.sha256()
-    handle, path = tempfile.mkstemp(prefix="lepton-ingest-", suffix=".parquet", dir=directory)
-    os.close(handle)
-    writer: pq.ParquetWriter | None = None
-    rows = 0
-    try:
-        async with connection.transaction(readonly=True, isolation="repeatable_read"):
-            await connection.execute(
-                "SELECT set_config('statement_timeout', $1, true)", f"{int(timeout_s * 1000)}ms"
-            )
-            cursor = await connection.cursor(query)
-            while True:
-                records = await cursor.fetch(chunk_rows)
-                if not records:
-                    break
-                columns = list(records[0].keys())
-                table = pa.Table.from_pylist(
-                    [dict(zip(columns, r.values(), strict=True)) for r in records]
-                )
-                sink = io.BytesIO()
-                pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False))
-                digest.update(sink.getvalue())
-                if writer is None:
-                    writer = pq.ParquetWriter(path, table.schema)
-                writer.write_table(table.cast(writer.schema))
-                rows += len(records)
-    finally:
-        if writer is not None:
-            writer.close()
-    if rows == 0:
-        os.unlink(path)
-        raise IngestRejected(
-            "empty", f"source {source!r}: the query returned no rows", source=source
-        )
-    return path, "sha256:" + digest.hexdigest(), rows

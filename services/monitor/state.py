@@ -15,176 +15,30 @@ from __future__ import annotations
 
 import bisect
 import collections
-import dataclasses
-import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "METRICS",
-    "RESOURCES",
-    "TERMINAL",
-    "Dataset",
-    "Job",
-    "Lag",
-    "Model",
-    "MonitorState",
-    "Node",
-    "Sampler",
-    "Window",
-    "primary_metric",
-    "quantile",
-]
+from services.monitor.entities import (
+    RESOURCES,
+    TERMINAL,
+    Dataset,
+    Job,
+    Lag,
+    Model,
+    Node,
+    Record,
+    Window,
+    from_table,
+    primary_metric,
+    to_table,
+)
 
-Record = Mapping[str, Any]
-T = TypeVar("T")
-RESOURCES = ("cpu_millicores", "memory_mib", "gpus", "network_mbps")
-TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
-_MINUTE_MS = 60_000
+# The service reads the sampler from here with the state it samples.
+from services.monitor.sampling import Sampler
 
-# Held-out metrics where higher is better, in the order one is chosen as a model's primary
-# metric for the leaderboard and the regression rule; the second list is lower-is-better.
-HIGHER_IS_BETTER = ("roc_auc", "f1_macro", "accuracy", "f1_weighted", "r2", "recall_macro")
-LOWER_IS_BETTER = ("rmse", "mae", "mse", "log_loss")
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
-
-def quantile(values: Iterable[float], q: float) -> float | None:
-    """The q-quantile (nearest rank) of the values; None when there are none."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    rank = max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.5) - 1))
-    return ordered[rank]
-
-
-class Window:
-    """Observations of the last ``horizon_ms``, for quantiles and rates (bounded in size)."""
-
-    def __init__(self, horizon_ms: int = 5 * _MINUTE_MS, maxlen: int = 20_000) -> None:
-        self.horizon_ms = horizon_ms
-        self._points: collections.deque[tuple[int, float]] = collections.deque(maxlen=maxlen)
-
-    def add(self, time_ms: int, value: float) -> None:
-        self._points.append((time_ms, value))
-
-    def values(self, now_ms: int) -> list[float]:
-        start = now_ms - self.horizon_ms
-        while self._points and self._points[0][0] < start:
-            self._points.popleft()
-        return [value for _, value in self._points]
-
-    def summary(self, now_ms: int) -> dict[str, float | int | None]:
-        values = self.values(now_ms)
-        return {
-            "count": len(values),
-            "p50": quantile(values, 0.5),
-            "p95": quantile(values, 0.95),
-            "max": max(values) if values else None,
-        }
-
-
-@dataclass(slots=True)
-class Node:
-    node_id: str
-    region: str
-    gpu_type: str | None
-    labels: dict[str, str]
-    capacity: dict[str, int]
-    usage: dict[str, int]
-    running_job_ids: list[str]
-    sent_at: int
-    sequence: int
-    agent_started_at: int
-    interval_ms: int
-    restarts: int = 0
-
-    def utilisation(self) -> dict[str, float]:
-        """Usage over capacity per resource; a resource the node does not offer is absent."""
-        return {
-            resource: self.usage[resource] / self.capacity[resource]
-            for resource in RESOURCES
-            if self.capacity.get(resource, 0) > 0
-        }
-
-
-@dataclass(slots=True)
-class Job:
-    job_id: str
-    tenant: str
-    state: str = "unknown"
-    name: str | None = None
-    priority_class: str | None = None
-    priority: int | None = None
-    submitted_at: int | None = None
-    queued_since: int | None = None  # start of the current wait (submission or requeue)
-    assigned_at: int | None = None
-    started_at: int | None = None
-    finished_at: int | None = None
-    updated_at: int = 0
-    node_ids: list[str] = field(default_factory=list)
-    attempt: int = 0
-    reason: str | None = None
-    progress_percent: float | None = None
-    stage: str | None = None
-    preemptions: int = 0
-    requeues: int = 0
-    dataset: str | None = None
-    model_id: str | None = None
-
-
-@dataclass(slots=True)
-class Dataset:
-    tenant: str
-    dataset: str
-    state: str
-    updated_at: int
-    version: str | None = None
-    rows: int | None = None
-    reused: bool | None = None
-    region: str | None = None
-    quality: dict[str, int] = field(default_factory=dict)
-    reject_code: str | None = None
-    reject_reason: str | None = None
-    versions: int = 0
-    rejects: int = 0
-
-
-@dataclass(slots=True)
-class Model:
-    model_id: str
-    tenant: str
-    model_name: str
-    algorithm: str | None = None
-    problem_type: str | None = None
-    cv_score: float | None = None
-    scoring: str | None = None
-    ready_at: int | None = None
-    evaluated_at: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    roc: list[dict[str, Any]] = field(default_factory=list)
-    findings: int = 0
-
-
-@dataclass(slots=True)
-class Lag:
-    """A consumer group's lag on one topic, from the broker's offsets."""
-
-    messages: int
-    seconds: float | None  # estimated from the group's recent consume rate
-    committed: int
-    end: int
-
-
-def primary_metric(metrics: Mapping[str, float]) -> tuple[str, bool] | None:
-    """The metric a model is ranked by, and whether higher is better."""
-    for name in HIGHER_IS_BETTER:
-        if name in metrics:
-            return name, True
-    for name in LOWER_IS_BETTER:
-        if name in metrics:
-            return name, False
-    return None
+__all__ = ["Lag", "MonitorState", "Sampler"]
 
 
 class MonitorState:
@@ -605,10 +459,10 @@ class MonitorState:
         with a default still restores from an older snapshot.
         """
         return {
-            "nodes": _table(Node, self.nodes.values()),
-            "jobs": _table(Job, self.jobs.values()),
-            "datasets": _table(Dataset, self.datasets.values()),
-            "models": _table(Model, self.models.values()),
+            "nodes": to_table(Node, self.nodes.values()),
+            "jobs": to_table(Job, self.jobs.values()),
+            "datasets": to_table(Dataset, self.datasets.values()),
+            "models": to_table(Model, self.models.values()),
             "model_history": [[*key, value] for key, value in self.model_history.items()],
             "champions": [[*key, value] for key, value in self.champions.items()],
             "promotions": [[*key, value] for key, value in self.promotions.items()],
@@ -621,14 +475,16 @@ class MonitorState:
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any], *, max_jobs: int = 50_000) -> MonitorState:
         state = cls(max_jobs=max_jobs)
-        state.nodes = {node.node_id: node for node in _rows(Node, snapshot["nodes"])}
-        for job in _rows(Job, snapshot["jobs"]):
+        state.nodes = {node.node_id: node for node in from_table(Node, snapshot["nodes"])}
+        for job in from_table(Job, snapshot["jobs"]):
             state.jobs[job.job_id] = job
             state.jobs_by_state[job.state] += 1
             if job.state in ("requested", "queued") and job.queued_since is not None:
                 state._enqueue(job, job.queued_since)
-        state.datasets = {(d.tenant, d.dataset): d for d in _rows(Dataset, snapshot["datasets"])}
-        state.models = {m.model_id: m for m in _rows(Model, snapshot["models"])}
+        state.datasets = {
+            (d.tenant, d.dataset): d for d in from_table(Dataset, snapshot["datasets"])
+        }
+        state.models = {m.model_id: m for m in from_table(Model, snapshot["models"])}
         state.model_history = {(t, n): v for t, n, v in snapshot["model_history"]}
         state.champions = {(t, n): v for t, n, v in snapshot["champions"]}
         state.promotions = {(t, n): v for t, n, v in snapshot["promotions"]}
@@ -638,104 +494,3 @@ class MonitorState:
         positions = snapshot.get("positions")
         state.positions = None if positions is None else {(t, p): o for t, p, o in positions}
         return state
-
-
-_FIELDS: dict[type, tuple[str, ...]] = {
-    kind: tuple(f.name for f in dataclasses.fields(kind)) for kind in (Node, Job, Dataset, Model)
-}
-_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {
-    kind: operator.attrgetter(*names) for kind, names in _FIELDS.items()
-}
-
-
-def _table(kind: type, items: Iterable[Any]) -> dict[str, Any]:
-    getter = _GETTERS[kind]
-    return {"fields": _FIELDS[kind], "rows": [getter(item) for item in items]}
-
-
-def _rows(kind: type[T], table: Mapping[str, Any]) -> Iterator[T]:
-    known = set(_FIELDS[kind])
-    names = table["fields"]
-    for row in table["rows"]:
-        yield kind(**{name: value for name, value in zip(names, row, strict=True) if name in known})
-
-
-# The time series the monitor records, by name: what the API serves and validates against.
-METRICS: dict[str, str] = {
-    "utilisation": "usage over capacity of live nodes; subject <region or all>/<resource>",
-    "node_utilisation": "usage over capacity of one node; subject <node>/<resource>",
-    "nodes": "nodes by liveness; subject alive or dead",
-    "queue_pending": "jobs waiting; subject <tenant>/<priority class>, or all",
-    "queue_wait_p95_s": "95th percentile of queue waits (5 min); subject <tenant>/<class>",
-    "scheduling_latency_ms": "request to assignment (5 min window); subject p50 or p95",
-    "events_per_s": "events read per second; subject a topic, or all",
-    "jobs_finished_per_s": "jobs succeeded or failed per second; subject all",
-    "job_failure_rate": "failed / finished over 5 minutes; subject all",
-    "jobs": "jobs in the live view by state; subject a state",
-    "consumer_lag_messages": "consumer lag; subject <group>/<topic>",
-    "dead_letters": "messages in the dead-letter topic of; subject a source topic",
-}
-
-
-class Sampler:
-    """Turns the state into one point per (metric, subject); remembers counters for rates."""
-
-    def __init__(self) -> None:
-        self._previous: tuple[int, dict[str, int], int] | None = None
-
-    def points(
-        self, state: MonitorState, now_ms: int, dead_after_ms: int, *, per_node: bool = True
-    ) -> dict[tuple[str, str], float]:
-        """One point per series; ``per_node`` adds each node's utilisation (thousands of
-        series on a big cluster, so the service records those less often)."""
-        points: dict[tuple[str, str], float] = {}
-        for region, shares in state.utilisation(now_ms, dead_after_ms).items():
-            for resource, share in shares.items():
-                points["utilisation", f"{region}/{resource}"] = share
-        alive = 0
-        for node in state.nodes.values():
-            if state.alive(node, now_ms, dead_after_ms):
-                alive += 1
-                if not per_node:
-                    continue
-                for resource in ("cpu_millicores", "memory_mib"):
-                    if node.capacity[resource] > 0:
-                        share = node.usage[resource] / node.capacity[resource]
-                        points["node_utilisation", f"{node.node_id}/{resource}"] = share
-        points["nodes", "alive"] = alive
-        points["nodes", "dead"] = len(state.nodes) - alive
-        total = 0
-        for (tenant, priority_class), jobs in state.pending.items():
-            points["queue_pending", f"{tenant}/{priority_class}"] = len(jobs)
-            total += len(jobs)
-        points["queue_pending", "all"] = total
-        for (tenant, priority_class), window in state.queue_wait.items():
-            p95 = quantile(window.values(now_ms), 0.95)
-            if p95 is not None:
-                points["queue_wait_p95_s", f"{tenant}/{priority_class}"] = p95 / 1000
-        latency = state.scheduling_latency.summary(now_ms)
-        for name in ("p50", "p95"):
-            value = latency[name]
-            if value is not None:
-                points["scheduling_latency_ms", name] = value
-        outcomes = state.job_outcomes.values(now_ms)
-        if outcomes:
-            points["job_failure_rate", "all"] = sum(outcomes) / len(outcomes)
-        for job_state, count in state.jobs_by_state.items():
-            if count:
-                points["jobs", job_state] = count
-        for (group, topic), lag in state.lag.items():
-            points["consumer_lag_messages", f"{group}/{topic}"] = lag.messages
-        for topic, count in state.dead_letters.items():
-            points["dead_letters", topic] = count
-        counts = dict(state.events_by_topic)
-        finished = state.counters["jobs_finished"]
-        if self._previous is not None and now_ms > self._previous[0]:
-            then, before, finished_before = self._previous
-            seconds = (now_ms - then) / 1000
-            for topic, count in counts.items():
-                points["events_per_s", topic] = (count - before.get(topic, 0)) / seconds
-            points["events_per_s", "all"] = (sum(counts.values()) - sum(before.values())) / seconds
-            points["jobs_finished_per_s", "all"] = (finished - finished_before) / seconds
-        self._previous = now_ms, counts, finished
-        return points

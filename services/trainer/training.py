@@ -15,175 +15,48 @@ can score the model on rows it never saw.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
 import pandas as pd
 from sklearn.base import clone
-from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
-from sklearn.svm import SVC, SVR
 from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
 from lepton.data.modeling import holdout_split, labelled
+from services.trainer.errors import (
+    ConstantTarget,
+    InvalidTask,
+    MissingTargetColumn,
+    NoUsableTrial,
+    TooFewRows,
+)
+from services.trainer.pipelines import Problem, build_pipeline, candidate_families, infer_problem
+from services.trainer.search_space import parse_search_space
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 __all__ = [
     "DEFAULT_HOLDOUT_FRACTION",
-    "DEFAULT_SPACES",
-    "AlgorithmMismatch",
-    "ConstantTarget",
-    "Distribution",
-    "InvalidSearchSpace",
-    "InvalidTask",
-    "MissingTargetColumn",
-    "NoUsableTrial",
     "Progress",
     "SearchConfig",
-    "TooFewRows",
-    "TrainingInputError",
     "TrainingResult",
     "TrialRecord",
-    "build_pipeline",
-    "candidate_families",
-    "infer_problem",
-    "parse_search_space",
     "prepare",
     "train",
     "trial_share",
 ]
 
-Problem = Literal["regression", "binary", "multiclass"]
 # Rows kept out for the evaluator unless the job's task.options.holdout_fraction says.
 DEFAULT_HOLDOUT_FRACTION = 0.2
 Progress = Callable[[float, str], None]  # (percent 0..100, stage)
-
-
-class TrainingInputError(ValueError):
-    """The job cannot be trained as asked; the message says exactly why."""
-
-
-class MissingTargetColumn(TrainingInputError):
-    pass
-
-
-class ConstantTarget(TrainingInputError):
-    pass
-
-
-class TooFewRows(TrainingInputError):
-    pass
-
-
-class InvalidSearchSpace(TrainingInputError):
-    pass
-
-
-class AlgorithmMismatch(TrainingInputError):
-    pass
-
-
-class InvalidTask(TrainingInputError):
-    pass
-
-
-class NoUsableTrial(RuntimeError):
-    """Every search trial failed or was pruned, so there is no pipeline to refit."""
-
-
-# Families whose fit depends on feature scale get a StandardScaler on numeric columns.
-_SCALED = frozenset({"linear_regression", "ridge", "lasso", "logistic_regression", "svm", "knn"})
-_REGRESSION_FAMILIES = (
-    "linear_regression",
-    "ridge",
-    "lasso",
-    "svm",
-    "random_forest",
-    "hist_gradient_boosting",
-    "knn",
-)
-_CLASSIFICATION_FAMILIES = (
-    "logistic_regression",
-    "svm",
-    "random_forest",
-    "hist_gradient_boosting",
-    "knn",
-)
-# A numeric target with at most this many distinct integer values (and few per row) is
-# taken as class labels rather than a quantity.
-_MAX_INTEGER_CLASSES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Distribution:
-    """One parameter's search range: float or int (low, high, log) or categorical."""
-
-    kind: Literal["float", "int", "categorical"]
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
-        if self.kind == "float":
-            return trial.suggest_float(name, self.low, self.high, log=self.log)
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_categorical(name, list(self.choices))
-
-
-def _f(low: float, high: float, log: bool = False) -> Distribution:
-    return Distribution("float", low, high, log)
-
-
-def _i(low: int, high: int, log: bool = False) -> Distribution:
-    return Distribution("int", low, high, log)
-
-
-def _c(*choices: Any) -> Distribution:
-    return Distribution("categorical", choices=choices)
-
-
-Space = dict[str, dict[str, Distribution]]
-
-DEFAULT_SPACES: Mapping[str, Mapping[str, Distribution]] = {
-    "linear_regression": {"fit_intercept": _c(True, False)},
-    "ridge": {"alpha": _f(1e-3, 1e3, log=True)},
-    "lasso": {"alpha": _f(1e-4, 10.0, log=True)},
-    "logistic_regression": {"C": _f(1e-3, 1e3, log=True)},
-    "svm": {"C": _f(1e-2, 1e3, log=True), "gamma": _f(1e-4, 1.0, log=True)},
-    "random_forest": {
-        "n_estimators": _i(50, 300),
-        "max_depth": _i(2, 20),
-        "min_samples_leaf": _i(1, 10),
-        "max_features": _c("sqrt", 0.5, 1.0),
-    },
-    "hist_gradient_boosting": {
-        "learning_rate": _f(0.01, 0.3, log=True),
-        "max_iter": _i(50, 300),
-        "max_leaf_nodes": _i(8, 64),
-        "l2_regularization": _f(1e-6, 1.0, log=True),
-    },
-    "knn": {"n_neighbors": _i(1, 30), "weights": _c("uniform", "distance")},
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,166 +145,6 @@ class TrainingResult:
     feature_columns: list[str]
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def infer_problem(target: pd.Series) -> Problem:
-    """regression, binary or multiclass from the target's values (missing ones ignored)."""
-    values = target.dropna()
-    distinct = values.nunique()
-    if distinct == 2:
-        return "binary"
-    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(
-        values.dtype
-    )
-    if not numeric:
-        return "multiclass"
-    as_float = values.to_numpy(dtype="float64")
-    integral = bool(np.all(np.isfinite(as_float)) and np.all(np.mod(as_float, 1) == 0))
-    if integral and distinct <= _MAX_INTEGER_CLASSES and distinct * 5 <= len(values):
-        return "multiclass"
-    return "regression"
-
-
-def candidate_families(problem: str, algorithm: str) -> tuple[str, ...]:
-    """The families a job searches: all that suit the problem for ``auto``, else one."""
-    suited = _REGRESSION_FAMILIES if problem == "regression" else _CLASSIFICATION_FAMILIES
-    if algorithm == AUTO:
-        return suited
-    if algorithm not in suited:
-        raise AlgorithmMismatch(
-            f"algorithm {algorithm} does not fit a {problem} problem; use one of "
-            f"{', '.join(suited)} or auto"
-        )
-    return (algorithm,)
-
-
-def _estimator(family: str, problem: str, seed: int, n_jobs: int) -> Any:
-    regression = problem == "regression"
-    if family == "linear_regression":
-        return LinearRegression()
-    if family == "ridge":
-        return Ridge(random_state=seed)
-    if family == "lasso":
-        return Lasso(random_state=seed, max_iter=5000)
-    if family == "logistic_regression":
-        return LogisticRegression(max_iter=2000, random_state=seed)
-    if family == "svm":
-        # SVR's epsilon tube and its solver's tolerance are in target units: on an
-        # unscaled target (prices in the millions) it barely converges.
-        return (
-            TransformedTargetRegressor(regressor=SVR(), transformer=StandardScaler())
-            if regression
-            else SVC(random_state=seed)
-        )
-    if family == "random_forest":
-        cls = RandomForestRegressor if regression else RandomForestClassifier
-        return cls(random_state=seed, n_jobs=n_jobs)
-    if family == "hist_gradient_boosting":
-        cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
-        return cls(random_state=seed)
-    if family == "knn":
-        return (
-            KNeighborsRegressor(n_jobs=n_jobs)
-            if regression
-            else KNeighborsClassifier(n_jobs=n_jobs)
-        )
-    raise AlgorithmMismatch(f"unknown algorithm family {family!r}")
-
-
-def build_pipeline(
-    family: str,
-    problem: str,
-    params: Mapping[str, Any],
-    *,
-    numeric: Sequence[str],
-    categorical: Sequence[str],
-    seed: int = 0,
-    n_jobs: int = 1,
-) -> Pipeline:
-    """Preprocessing and model in one pipeline, so that cross-validation refits both."""
-    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
-    if family in _SCALED:
-        numeric_steps.append(("scale", StandardScaler()))
-    categorical_steps = [
-        ("impute", SimpleImputer(strategy="most_frequent")),
-        # Dense output: histogram gradient boosting takes no sparse input, and one-hot
-        # columns of a tabular dataset are few.
-        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-    ]
-    transformers: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        transformers.append(("numeric", Pipeline(numeric_steps), list(numeric)))
-    if categorical:
-        transformers.append(("categorical", Pipeline(categorical_steps), list(categorical)))
-    model = _estimator(family, problem, seed, n_jobs)
-    if isinstance(model, TransformedTargetRegressor):
-        model.regressor.set_params(**params)
-    else:
-        model.set_params(**params)
-    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", model)])
-
-
-def _distribution(where: str, raw: Any) -> Distribution:
-    if not isinstance(raw, dict):
-        raise InvalidSearchSpace(f"{where}: expected an object with a type")
-    kind = raw.get("type")
-    if kind == "categorical":
-        choices = raw.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise InvalidSearchSpace(f"{where}: categorical needs a non-empty choices list")
-        if not all(c is None or isinstance(c, str | int | float | bool) for c in choices):
-            raise InvalidSearchSpace(f"{where}: choices must be strings, numbers, booleans")
-        return Distribution("categorical", choices=tuple(choices))
-    if kind not in ("float", "int"):
-        raise InvalidSearchSpace(f"{where}: type must be float, int or categorical")
-    low, high, log = raw.get("low"), raw.get("high"), raw.get("log", False)
-    numbers = (int,) if kind == "int" else (int, float)
-    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high)):
-        raise InvalidSearchSpace(f"{where}: low and high must be {kind} numbers")
-    assert isinstance(low, int | float)
-    assert isinstance(high, int | float)
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        raise InvalidSearchSpace(f"{where}: needs finite low <= high, got {low}..{high}")
-    if not isinstance(log, bool):
-        raise InvalidSearchSpace(f"{where}: log must be true or false")
-    if log and low <= 0:
-        raise InvalidSearchSpace(f"{where}: a log range needs low > 0")
-    return Distribution(kind, float(low), float(high), log)
-
-
-def parse_search_space(text: str | None, families: Sequence[str], problem: str) -> Space:
-    """The space to search: the job's JSON (family -> parameter -> distribution) for the
-    families it names, which are then the only ones searched; the defaults otherwise."""
-    if text is None:
-        return {family: dict(DEFAULT_SPACES[family]) for family in families}
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise InvalidSearchSpace(f"search_space is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict) or not raw:
-        raise InvalidSearchSpace("search_space must be a non-empty JSON object of families")
-    space: Space = {}
-    for family, params in raw.items():
-        if family not in families:
-            raise InvalidSearchSpace(
-                f"search_space names {family!r}, which is not searched for this job "
-                f"(families: {', '.join(families)})"
-            )
-        if not isinstance(params, dict):
-            raise InvalidSearchSpace(f"search_space.{family}: expected an object of parameters")
-        estimator = _estimator(family, problem, 0, 1)
-        if isinstance(estimator, TransformedTargetRegressor):
-            estimator = estimator.regressor
-        known = estimator.get_params()
-        parsed: dict[str, Distribution] = {}
-        for name, distribution in params.items():
-            if name not in known:
-                raise InvalidSearchSpace(
-                    f"search_space.{family}.{name}: {family} has no parameter {name!r}"
-                )
-            parsed[name] = _distribution(f"search_space.{family}.{name}", distribution)
-        space[family] = parsed
-    return space
 
 
 def prepare(

@@ -76,8 +76,9 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
     from optuna.storages import JournalStorage
 
     from lepton.data import artifacts
+    from services.trainer.errors import InvalidTask
     from services.trainer.study import PostgresJournalBackend
-    from services.trainer.training import InvalidTask, SearchConfig, train
+    from services.trainer.training import SearchConfig, train
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     assignment = run["assignment"]

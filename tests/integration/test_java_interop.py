@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from lepton.contract import default_codec, schemas_dir
-from lepton.contract.vectors import EXAMPLES, build_vectors, schema_file_stem, to_wire_values
+from lepton.contract.vector_examples import EXAMPLES
+from lepton.contract.vectors import build_vectors, schema_file_stem, to_wire_values
 
 pytestmark = pytest.mark.integration
 

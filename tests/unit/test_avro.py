@@ -20,7 +20,7 @@ import pytest
 from lepton.contract import default_codec
 from lepton.contract._avro import Unsupported, compile_schema, compile_split_decoder
 from lepton.contract.codec import EventSchema
-from lepton.contract.vectors import EXAMPLES
+from lepton.contract.vector_examples import EXAMPLES
 
 CODEC = default_codec()
 NAMES = CODEC.names

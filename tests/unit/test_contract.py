@@ -24,8 +24,8 @@ from lepton.contract.codec import (
     WrongSchemaError,
 )
 from lepton.contract.topics import ALL_TOPICS
+from lepton.contract.vector_examples import EXAMPLES
 from lepton.contract.vectors import (
-    EXAMPLES,
     schema_file_stem,
     stale_vector_files,
     to_wire_values,

@@ -11,18 +11,18 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lepton.data.modeling import holdout_split, labelled
-from services.evaluator import evaluation
-from services.evaluator.evaluation import (
-    EvaluationConfig,
+from services.evaluator import findings
+from services.evaluator.evaluation import EvaluationConfig, Prepared, evaluate, prepare
+from services.evaluator.findings import permutation_importance
+from services.evaluator.inputs import ColumnsMismatch, input_schema
+from services.evaluator.metrics import (
     Outputs,
-    evaluate,
     fast_metric,
     label_text,
     metric_value,
-    prepare,
+    outputs,
     score,
 )
-from services.evaluator.inputs import ColumnsMismatch, input_schema
 
 CONFIG = EvaluationConfig(cv_folds=3)
 
@@ -64,7 +64,7 @@ def prepared_like_the_evaluator(
     problem: str,
     fraction: float = 0.2,
     config: EvaluationConfig = CONFIG,
-) -> evaluation.Prepared:
+) -> Prepared:
     """Prepared as the evaluator prepares a job: target y, features x and kind, seed 7."""
     return prepare(
         frame,
@@ -239,10 +239,10 @@ def test_permutation_importance_is_the_drop_when_shuffled_in_any_batching(
     frame["noise"] = np.random.default_rng(3).normal(size=len(frame))
     model = fitted(frame, LinearRegression(), "regression")  # reads x and kind only
     X, y = labelled(frame, "y", ["x", "kind", "noise"])
-    baseline = evaluation.outputs(model, X, y)
-    one_call = evaluation._permutation_importance(model, X, y, "r2", baseline, 3, seed=5)
-    monkeypatch.setattr(evaluation, "_PERMUTED_ROWS_PER_CALL", 1)  # one predict per shuffle
-    per_shuffle = evaluation._permutation_importance(model, X, y, "r2", baseline, 3, seed=5)
+    baseline = outputs(model, X, y)
+    one_call = permutation_importance(model, X, y, "r2", baseline, 3, seed=5)
+    monkeypatch.setattr(findings, "_PERMUTED_ROWS_PER_CALL", 1)  # one predict per shuffle
+    per_shuffle = permutation_importance(model, X, y, "r2", baseline, 3, seed=5)
     np.testing.assert_allclose(one_call, per_shuffle)
     importance = dict(zip(X.columns, one_call, strict=True))
     assert importance["noise"] == 0.0  # the model never reads it

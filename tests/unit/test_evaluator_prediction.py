@@ -12,8 +12,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lepton.data.modeling import model_input
-from services.evaluator.evaluation import label_text
 from services.evaluator.inputs import InputSchema, input_schema
+from services.evaluator.metrics import label_text
 from services.evaluator.prediction import (
     ModelRef,
     PredictionFailure,

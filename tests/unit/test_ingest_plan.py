@@ -6,17 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.ingest.plan import (
-    ROW,
-    SOURCE,
-    Cleaner,
-    ColumnStats,
-    DedupeIndex,
-    Quality,
-    coerce,
-    effective_spec,
-    merge_types,
-)
+from services.ingest.cleaning import Cleaner, Quality
+from services.ingest.coercion import ROW, SOURCE, coerce, effective_spec, merge_types
+from services.ingest.column_stats import ColumnStats
+from services.ingest.dedupe import DedupeIndex
 from services.ingest.spec import ColumnSpec, DatasetSpec, IngestRejected, Outliers
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from services.ingest.pipeline import Integration, Pipeline
-from services.ingest.sources import Limits, SourceReader, SourceRequest, resolve_location
+from services.ingest.source_limits import Limits, resolve_location
+from services.ingest.sources import SourceReader, SourceRequest
 from services.ingest.spec import IngestRejected
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 import yaml
 
 from services.monitor.app import LagTracker, MonitorService
+from services.monitor.entities import Lag
 from services.monitor.settings import MonitorSettings
-from services.monitor.state import Lag, MonitorState
-from services.monitor.web import Hub, encode_json
+from services.monitor.state import MonitorState
+from services.monitor.views import Hub
+from services.monitor.web import encode_json
 
 ROOT = Path(__file__).parents[2]
 T0 = 1_800_000_000_000

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lepton.contract import default_codec
+from services.monitor.entities import Lag
 from services.monitor.rules import (
     Reading,
     Rule,
@@ -12,7 +13,7 @@ from services.monitor.rules import (
     default_rules,
     read_signals,
 )
-from services.monitor.state import Lag, MonitorState
+from services.monitor.state import MonitorState
 from tests.samples import sample
 
 T0 = 1_800_000_000_000

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.monitor.state import Lag, MonitorState, Sampler, Window, quantile
+from services.monitor.entities import Lag, Window, quantile
+from services.monitor.sampling import Sampler
+from services.monitor.state import MonitorState
 from tests.samples import sample
 
 T0 = 1_800_000_000_000

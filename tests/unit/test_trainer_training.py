@@ -10,22 +10,17 @@ import pytest
 from sklearn.model_selection import KFold, cross_val_score
 
 from lepton.data.modeling import holdout_split, model_input
-from services.trainer.training import (
-    DEFAULT_SPACES,
+from services.trainer.errors import (
     AlgorithmMismatch,
     ConstantTarget,
     InvalidSearchSpace,
     InvalidTask,
     MissingTargetColumn,
-    SearchConfig,
     TooFewRows,
-    build_pipeline,
-    candidate_families,
-    infer_problem,
-    parse_search_space,
-    train,
-    trial_share,
 )
+from services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
+from services.trainer.search_space import DEFAULT_SPACES, parse_search_space
+from services.trainer.training import SearchConfig, train, trial_share
 
 
 def houses(rows: int = 80, seed: int = 0) -> pd.DataFrame:
