@@ -33,8 +33,6 @@ from lepton.contract.topics import Namespace, Topic
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-    import asyncpg
-
     from lepton.bus._reader import Message, Positions
     from lepton.contract.codec import Codec, Record
     from lepton.runtime.service import Service
@@ -156,6 +154,10 @@ class InMemoryBroker:
     def refuse(self, topic: str) -> None:
         """From now on, sends to this topic fail (as when the broker refuses them)."""
         self._refused.add(topic)
+
+    def accept(self, topic: str) -> None:
+        """Sends to this topic succeed again."""
+        self._refused.discard(topic)
 
     async def until(
         self, topic: str, predicate: Callable[[Record], bool], timeout_s: float = 5.0
@@ -312,17 +314,16 @@ class _Reader:
 
 @contextlib.asynccontextmanager
 async def running(
-    service: Service,
-    broker: InMemoryBroker,
-    pool: asyncpg.Pool | Any = None,
-    *,
-    term: int | None = None,
-) -> AsyncIterator[Service]:
-    """The service serving on the broker (:meth:`Service.serve`) while the block runs;
-    on leaving, it stops as on SIGTERM, and whatever it failed with is raised.
+    service: Service, broker: InMemoryBroker, pool: Any = None, *, term: int | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    """The service serving on the broker (:meth:`Service.serve`) while the block runs,
+    ready (its subscriber started) when the block begins; on leaving, it stops as on
+    SIGTERM, and whatever it failed with is raised. The block gets the serving task, to
+    wait for a service that stops by itself.
 
-    ``pool`` stands for the service's database: a test's stand-in, for a service whose
-    handler does not reach PostgreSQL or whose database calls the test replaces.
+    ``pool`` stands for the service's database (:class:`asyncpg.Pool`): a test's stand-in,
+    for a service whose handler does not reach PostgreSQL or whose database calls the test
+    replaces.
     """
     broker.declare(Namespace(service.settings.topic_prefix).all())
     task = asyncio.create_task(service.serve(broker, pool, term=term))
@@ -331,7 +332,7 @@ async def running(
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             task.result()  # it failed while starting: say why
-        yield service
+        yield task
     finally:
         ready.cancel()
         service.stop_soon()
