@@ -4,6 +4,11 @@ recovery, in milliseconds (the same behaviours as tests/integration/test_schedul
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
 
 from lepton.runtime.service import BackgroundTaskError
 from lepton.scheduling.journal import Status
@@ -17,6 +22,14 @@ from tests.unit.scheduler.shell_support import (
     request,
     scheduler,
 )
+
+
+@pytest.fixture(autouse=True)
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """What the scheduler logs, kept rather than rendered (a rendered traceback of an
+    expected failure costs more than the test)."""
+    with structlog.testing.capture_logs() as captured:
+        yield captured
 
 
 def node(name: str, cpu: int = 4000) -> dict[str, object]:
@@ -63,13 +76,16 @@ async def test_a_job_is_queued_then_assigned_and_its_instruction_follows_the_eve
     assert instruction["granted"]["cpu_millicores"] == 2000
 
 
-async def test_an_instruction_is_never_sent_for_an_event_the_broker_did_not_take() -> None:
+async def test_an_instruction_is_never_sent_for_an_event_the_broker_did_not_take(
+    logs: list[dict[str, Any]],
+) -> None:
     broker = InMemoryBroker()
     broker.refuse(EVENTS)
     # The instruction task fails on the refused acknowledgement: the service stops.
     failure = await failure_after(broker, job("j1"))
     assert "PublishError" in str(failure)
     assert broker.messages(ASSIGNED) == []
+    assert "background task failed; stopping" in [entry["event"] for entry in logs]
 
 
 async def test_invalid_and_impossible_requests_are_rejected_with_the_reason() -> None:
