@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lepton.bus import Publisher, PublishError, partition_for
@@ -108,7 +108,8 @@ class Commit(NamedTuple):
 class InMemoryBroker:
     """Topics, partitions, offsets and committed offsets in memory (see the module)."""
 
-    topics: Iterable[Topic] = field(default_factory=lambda: Namespace().all())
+    # The topics there are at the start (else every declared topic, unprefixed).
+    topics: InitVar[Iterable[Topic] | None] = None
     codec: Codec = field(default_factory=default_codec)
     # Every message appended and every commit, in the order they happened.
     history: list[StoredMessage | Commit] = field(default_factory=list, init=False)
@@ -117,8 +118,8 @@ class InMemoryBroker:
     _refused: set[str] = field(default_factory=set, init=False)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
-    def __post_init__(self) -> None:
-        self.declare(self.topics)
+    def __post_init__(self, topics: Iterable[Topic] | None) -> None:
+        self.declare(Namespace().all() if topics is None else topics)
 
     def declare(self, topics: Iterable[Topic]) -> None:
         """Create these topics (with their partition counts), as ``ensure_topics`` would."""

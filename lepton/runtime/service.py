@@ -4,7 +4,8 @@ A service module builds a :class:`Service` in its ``create_app`` factory (no wor
 time) and its console entry point calls :func:`run`. At start the service finds Kafka and
 PostgreSQL (:func:`lepton.devstack.endpoints`), creates the declared topics, applies its
 migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
-it finishes the message in hand, commits and closes.
+it finishes the message in hand, commits and closes. A test runs the same service on an
+in-memory broker, without servers, with :meth:`Service.serve` (see :mod:`lepton.testing`).
 """
 
 from __future__ import annotations
