@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import confluent_kafka
 import prometheus_client
@@ -36,10 +36,13 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from lepton.bus._reader import Message, Positions, Reader
-from lepton.bus._writer import PublishError, Writer
+from lepton.bus._transport import Kafka, Reading, Transport, Writing
+from lepton.bus._writer import PublishError
 from lepton.contract.codec import Codec, DecodeError, MessageOrigin, Record
 from lepton.contract.topics import Topic, dead_letter_topic
+
+if TYPE_CHECKING:
+    from lepton.bus._reader import Message, Positions
 
 __all__ = [
     "BatchHandler",
@@ -52,6 +55,7 @@ __all__ = [
     "Skimming",
     "Subscriber",
     "TransientError",
+    "Transport",
     "continue_trace",
     "current_trace",
     "delete_topics",
@@ -342,13 +346,13 @@ class Publisher:
         client_id: str = "lepton",
         connect_timeout_s: float = 20.0,
         linger_ms: int = 5,
+        transport: Transport | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._codec = codec
         self._source = source.encode()
         self._connect_timeout_s = connect_timeout_s
-        self._writer = Writer(
-            bootstrap,
+        self._writer: Writing = (transport or Kafka(bootstrap)).writer(
             client_id=f"{client_id}-{source}",
             linger_ms=linger_ms,
             max_batch_bytes=256 * 1024,
@@ -521,6 +525,9 @@ class Subscriber:
 
     With ``gather_ms``, the broker may hold each fetch that long to gather more: for a
     high-rate topic whose messages may wait a little (heartbeats), it costs less CPU.
+
+    With ``transport``, it reads from there instead of the Kafka at ``bootstrap`` (as
+    does a :class:`Publisher` given one): :class:`lepton.testing.InMemoryBroker`.
     """
 
     def __init__(
@@ -540,6 +547,7 @@ class Subscriber:
         replay: bool = False,
         caught_up: asyncio.Event | None = None,
         gather_ms: int = 0,
+        transport: Transport | None = None,
     ) -> None:
         self._codec = codec
         self._replay = replay
@@ -562,8 +570,8 @@ class Subscriber:
         self.group_id = group_id
         self._counted = MessageCounts(group_id)
         self.counts = self._counted.counts
-        self._reader = Reader(
-            bootstrap, group_id=group_id, client_id=f"{client_id}-{group_id}", gather_ms=gather_ms
+        self._reader: Reading = (transport or Kafka(bootstrap)).reader(
+            group_id=group_id, client_id=f"{client_id}-{group_id}", gather_ms=gather_ms
         )
         self._uncommitted: Positions = {}
 

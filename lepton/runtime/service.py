@@ -4,7 +4,8 @@ A service module builds a :class:`Service` in its ``create_app`` factory (no wor
 time) and its console entry point calls :func:`run`. At start the service finds Kafka and
 PostgreSQL (:func:`lepton.runtime.endpoints.resolve`), creates the declared topics, applies its
 migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
-it finishes the message in hand, commits and closes.
+it finishes the message in hand, commits and closes. A test runs the same service on an
+in-memory broker, without servers, with :meth:`Service.serve` (see :mod:`lepton.testing`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from lepton.bus import (
     Handler,
     Publisher,
     Subscriber,
+    Transport,
     ensure_topics,
 )
 from lepton.config import Settings, StackError
@@ -203,7 +205,7 @@ class Service:
                 log.info("migrated", versions=applied)
             async with self._health_server(log):
                 if not self.singleton:
-                    await self._serve(where, names, pool, log, term=None)
+                    await self._serve(where.kafka_bootstrap, None, names, pool, log, term=None)
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
@@ -212,7 +214,9 @@ class Service:
                     log.info("leading", term=lead.term)
                     watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
                     try:
-                        await self._serve(where, names, pool, log, term=lead.term)
+                        await self._serve(
+                            where.kafka_bootstrap, None, names, pool, log, term=lead.term
+                        )
                     finally:
                         watchdog.cancel()
                     if lead.lost.is_set():
@@ -235,9 +239,21 @@ class Service:
         log.error("leader lock lost: stopping to avoid two active instances")
         self.stop_soon()
 
+    async def serve(
+        self, transport: Transport, pool: asyncpg.Pool, *, term: int | None = None
+    ) -> None:
+        """Consume and act as :meth:`run` does once connected, until :meth:`stop_soon`,
+        but on ``transport`` (:class:`lepton.testing.InMemoryBroker`) instead of Kafka,
+        with the given pool and leader term: no migrations, leader lock, health server or
+        collector tuning, so that a test can run a service without servers."""
+        log = structlog.get_logger(self.name).bind()
+        names = Namespace(self.settings.topic_prefix)
+        await self._serve("in-memory", transport, names, pool, log, term=term)
+
     async def _serve(
         self,
-        where: endpoints.Endpoints,
+        bootstrap: str,
+        transport: Transport | None,
         names: Namespace,
         pool: asyncpg.Pool,
         log: Any,
@@ -246,18 +262,19 @@ class Service:
     ) -> None:
         settings = self.settings
         async with Publisher(
-            where.kafka_bootstrap,
+            bootstrap,
             default_codec(),
             source=f"lepton/{self.name}",
             client_id=settings.client_id,
             connect_timeout_s=settings.connect_timeout_s,
             linger_ms=self.publish_linger_ms,
+            transport=transport,
         ) as publisher:
             caught_up = asyncio.Event()
             context = Context(settings, publisher, pool, log, names, caught_up, term)
             handler = await self.handler_factory(context)
             self._subscriber = Subscriber(
-                where.kafka_bootstrap,
+                bootstrap,
                 default_codec(),
                 publisher,
                 topics=[names.topic(name) for name in self.consumes],
@@ -272,6 +289,7 @@ class Service:
                 # backlog come in bigger fetches. Per message, a fetch is just a loop.
                 max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else 500,
                 gather_ms=_BATCH_GATHER_MS if isinstance(handler, BatchHandler) else 0,
+                transport=transport,
             )
             await self._subscriber.start()
             if not self.replay:
@@ -279,7 +297,8 @@ class Service:
             if self._stop_requested.is_set():
                 self._subscriber.stop_soon()
             tasks = [asyncio.create_task(job(context)) for job in self.background]
-            tasks.append(asyncio.create_task(keep_collections_short(caught_up)))
+            if transport is None:  # a real service's process, not a test's
+                tasks.append(asyncio.create_task(keep_collections_short(caught_up)))
             for task in tasks:
                 task.add_done_callback(lambda done: self._background_ended(done, log))
             try:
