@@ -554,14 +554,15 @@ class SchedulerShell:
 
     async def take(self, message: Message) -> None:
         """One message of the digester (:mod:`services.scheduler.heartbeats`)."""
-        if "nodes" in message:
+        # Compared in place, so that mypy narrows ``message`` to the kind's TypedDict.
+        if message["kind"] == "nodes":
             for record, restarted, hot in message["nodes"]:
                 self._node(record, restarted, hot)
-        elif "dead" in message:
+        elif message["kind"] == "verdicts":
             self._verdicts(message["suspect"], message["recovered"], message["dead"])
-        elif "stalled_ms" in message:
+        elif message["kind"] == "pipeline":
             self._pipeline(message["stalled_ms"], message["overflow"], message["counts"])
-        elif message.get("caught_up"):
+        elif message["kind"] == "caught_up":
             self.nodes_known.set()
         _NODES.set(len(self.nodes))
         await self._send()
@@ -583,7 +584,9 @@ class SchedulerShell:
         if self.live and (recovered or dead):
             self.dirty.set()
 
-    def _pipeline(self, stalled_ms: int | None, overflow: int, counts: list[Any]) -> None:
+    def _pipeline(
+        self, stalled_ms: int | None, overflow: int, counts: list[tuple[str, str, int]]
+    ) -> None:
         _PIPELINE_STALLED.set((stalled_ms or 0) / 1000)
         _NODE_OVERFLOW.set(overflow)
         if stalled_ms is not None and not self.stalled:

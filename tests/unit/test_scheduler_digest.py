@@ -141,7 +141,10 @@ def test_a_skimmed_heartbeat_is_the_record_the_codec_decodes() -> None:
     digested = Digested("skimmed")
     record = beat("a", 1, labels={"zone": "x"}, busy_cpu=7500)
     assert digested.fetch(record) == [
-        {"nodes": [[CODEC.decode(CODEC.encode(HEARTBEAT, record))[1], False, True]]}
+        {
+            "kind": "nodes",
+            "nodes": [(CODEC.decode(CODEC.encode(HEARTBEAT, record))[1], False, True)],
+        }
     ]
     later = beat("a", 2, busy_cpu=100)  # same placement fields: its head is not read again
     later["labels"] = {"zone": "x"}
