@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
 import confluent_kafka
 import prometheus_client
@@ -38,7 +38,8 @@ from prometheus_client.registry import Collector
 
 from lepton.bus._transport import Kafka, Reading, Transport, Writing
 from lepton.bus._writer import PublishError
-from lepton.contract.codec import Codec, DecodeError, MessageOrigin, Record
+from lepton.contract.codec import Codec, DecodeError, MessageOrigin, Record, WrongSchemaError
+from lepton.contract.events import EVENT_NAMES
 from lepton.contract.topics import Topic, dead_letter_topic
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 Handler = Callable[["Event"], Awaitable[None]]
+TypedRecord = TypeVar("TypedRecord")
 
 
 @runtime_checkable
@@ -245,6 +247,17 @@ class Event:
         self.timestamp_ms = timestamp_ms
         self._message = message
         self._headers: dict[str, bytes] | None = None
+
+    def record_as(self, event_type: type[TypedRecord]) -> TypedRecord:
+        """The record, typed as ``event_type`` (a TypedDict of :mod:`lepton.contract.events`).
+
+        The record is returned as it is, not converted; a record of another event type is a
+        :class:`~lepton.contract.codec.WrongSchemaError` (the message goes to the DLQ).
+        """
+        if EVENT_NAMES[event_type] != self.type:
+            origin = MessageOrigin(self.topic, self.partition, self.offset)
+            raise WrongSchemaError(f"{self.type} is not a {EVENT_NAMES[event_type]}", origin)
+        return cast("TypedRecord", self.record)
 
     @property
     def headers(self) -> Mapping[str, bytes]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lepton.scheduling.intake import Rejection, job_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from lepton.scheduling.entities import JobSpec, NodeState
     from lepton.scheduling.placement import Scheduler
@@ -78,7 +78,7 @@ class Journal:
     read a job's events before its request: those wait in ``early`` until it arrives."""
 
     jobs: dict[str, JobRecord] = field(default_factory=dict)
-    early: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    early: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     max_early_jobs: int = 100_000
 
     def request(self, record: dict[str, Any]) -> JobRecord | None:
@@ -92,7 +92,7 @@ class Journal:
             self.fold(event)
         return entry
 
-    def fold(self, event: dict[str, Any]) -> Fold:
+    def fold(self, event: Mapping[str, Any]) -> Fold:
         """Apply one ``lepton.JobEvent``, wherever it came from (this scheduler too)."""
         entry = self.jobs.get(event["job_id"])
         if entry is None:

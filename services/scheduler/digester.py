@@ -12,10 +12,9 @@ is not rebuilt from the log, and needs no database: the scheduler that starts it
 leads) stops it, and it stops by itself when its standard input closes (the scheduler
 stopped or died).
 
-Beyond the digest's messages it writes ``{"caught_up": true}`` once it has read what the
-log held when it started (after a first liveness sweep), and after each sweep
-``{"stalled_ms": n | null, "overflow": n, "counts": [[topic, outcome, n], ...]}`` for the
-scheduler's metrics.
+Beyond the digest's messages it writes a ``CaughtUp`` once it has read what the log held
+when it started (after a first liveness sweep), and after each sweep a ``PipelineState``
+for the scheduler's metrics (see :mod:`services.scheduler.heartbeats`).
 """
 
 from __future__ import annotations
@@ -127,14 +126,15 @@ async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> Non
     await subscriber.caught_up.wait()
     # Nodes already silent in the log are judged before the scheduler builds on them.
     digest.sweep(_now_ms())
-    _write({"caught_up": True})
+    _write({"kind": "caught_up"})
     while True:
         stalled = digest.sweep(_now_ms())
         _write(
             {
+                "kind": "pipeline",
                 "stalled_ms": stalled,
                 "overflow": digest.liveness.overflow,
-                "counts": [[t, outcome, n] for (t, outcome), n in subscriber.counts.items()],
+                "counts": [(t, outcome, n) for (t, outcome), n in subscriber.counts.items()],
             }
         )
         await asyncio.sleep(SWEEP_INTERVAL_S)

@@ -8,22 +8,21 @@ restarted, and on the liveness verdicts. :class:`HeartbeatDigest` reads every he
 plain JSON-ready messages, so that the process that decides reads a few messages a
 second instead of every heartbeat (see :mod:`services.scheduler.digester`).
 
-Messages (each a dict; the digester writes one per line):
+Messages are the TypedDicts of :data:`Message`, told apart by ``kind``; the digester
+writes each as one JSON line (tuples arrive as JSON arrays, which unpack alike):
 
-- ``{"nodes": [[record, restarted, hot], ...]}``: nodes seen for the first time, or
-  whose agent restarted, or whose placement-relevant fields or hot flag changed; each
-  with its newest heartbeat record.
-- ``{"suspect": [...], "recovered": [...], "dead": [...]}``: a liveness sweep's
-  verdicts, when it has any.
+- :class:`NodesChanged`: nodes seen for the first time, or whose agent restarted, or
+  whose placement-relevant fields or hot flag changed; each with its newest heartbeat.
+- :class:`Verdicts`: a liveness sweep's verdicts, when it has any.
 
 The digester adds its own (:mod:`services.scheduler.digester`): its state after each
-sweep, and when it has caught up with the log.
+sweep (:class:`PipelineState`), and when it has caught up with the log (:class:`CaughtUp`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from lepton.contract.topics import by_name
 from services.scheduler.liveness import Liveness, Observation
@@ -34,11 +33,44 @@ if TYPE_CHECKING:
     from lepton.bus import Event
     from lepton.contract.codec import Codec
 
-__all__ = ["HEARTBEAT", "HeartbeatDigest", "Message"]
+__all__ = [
+    "HEARTBEAT",
+    "CaughtUp",
+    "HeartbeatDigest",
+    "Message",
+    "NodesChanged",
+    "PipelineState",
+    "Verdicts",
+]
 
 HEARTBEAT = by_name("lepton.node.heartbeats").event
-Message = dict[str, Any]
 Fields = dict[str, Any]
+
+
+class NodesChanged(TypedDict):
+    kind: Literal["nodes"]
+    nodes: list[tuple[Fields, bool, bool]]  # (newest heartbeat record, restarted, hot)
+
+
+class Verdicts(TypedDict):
+    kind: Literal["verdicts"]
+    suspect: list[str]
+    recovered: list[str]
+    dead: list[str]
+
+
+class CaughtUp(TypedDict):
+    kind: Literal["caught_up"]
+
+
+class PipelineState(TypedDict):
+    kind: Literal["pipeline"]
+    stalled_ms: int | None  # how long no heartbeat arrived, None while they flow
+    overflow: int  # nodes beyond the liveness table's bound
+    counts: list[tuple[str, str, int]]  # (topic, outcome, messages) so far
+
+
+Message = NodesChanged | Verdicts | CaughtUp | PipelineState
 
 # A heartbeat's fields before this one (node_id, region, labels, gpu_type, capacity) are
 # what placement needs of a node and rarely change; this one and those after it (usage,
@@ -136,7 +168,7 @@ class HeartbeatDigest:
         return True
 
     async def flush(self) -> None:
-        changed = []
+        changed: list[tuple[Fields, bool, bool]] = []
         beats, self._beats = self._beats, {}
         for node_id, (head, tail, restarted) in beats.items():
             capacity = head["capacity"]
@@ -147,9 +179,9 @@ class HeartbeatDigest:
             if restarted or self._passed.get(node_id) != view:
                 self._passed[node_id] = view
                 record = head if head is tail else head | tail
-                changed.append([record, restarted, hot])
+                changed.append((record, restarted, hot))
         if changed:
-            self._emit({"nodes": changed})
+            self._emit({"kind": "nodes", "nodes": changed})
 
     def sweep(self, now_ms: int) -> int | None:
         """Judge liveness and emit its verdicts, if any. Returns how long no heartbeat from
@@ -162,6 +194,7 @@ class HeartbeatDigest:
         if verdicts.newly_suspect or verdicts.recovered or verdicts.dead:
             self._emit(
                 {
+                    "kind": "verdicts",
                     "suspect": list(verdicts.newly_suspect),
                     "recovered": list(verdicts.recovered),
                     "dead": list(verdicts.dead),

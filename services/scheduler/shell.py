@@ -30,11 +30,13 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
 
 import prometheus_client
 
 from lepton.bus import MessageCounts, continue_trace, current_trace
+from lepton.contract.events import DataReady, JobEvent
+from lepton.contract.job_events import job_event
 from lepton.scheduling.entities import (
     Assign,
     Failed,
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lepton.bus import Event
+    from lepton.contract.events import JobEventKind
+    from lepton.contract.job_events import JobEventDetails
     from lepton.runtime.service import Context
     from services.scheduler.digester import Digester
     from services.scheduler.heartbeats import Message
@@ -139,7 +143,7 @@ class SchedulerShell:
     rebuilt: bool = False
     _unacked: list[asyncio.Future[Any]] = field(default_factory=list)
     # Job events decided but not sent yet, with the trace each continues.
-    _outbox: list[tuple[dict[str, Any], bytes | None]] = field(default_factory=list)
+    _outbox: list[tuple[JobEvent, bytes | None]] = field(default_factory=list)
     # Applied, not yet flushed: what the events left to do.
     _follow_ups: deque[_FollowUp] = field(default_factory=deque)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -170,7 +174,7 @@ class SchedulerShell:
         elif declared == "lepton.jobs.events":
             self._fold(event)
         elif declared == "lepton.data.ready":
-            record = event.record
+            record = event.record_as(DataReady)
             versions = self.datasets.setdefault((record["tenant"], record["dataset"]), [])
             if record["version"] not in versions:
                 versions.append(record["version"])
@@ -185,7 +189,7 @@ class SchedulerShell:
         )
 
     def _fold(self, event: Event) -> None:
-        record = event.record
+        record = event.record_as(JobEvent)
         entry = self.journal.jobs.get(record["job_id"])
         outcome = self.journal.fold(record)
         if outcome is Fold.VOID_LEASE:
@@ -393,7 +397,7 @@ class SchedulerShell:
         await self._send()
 
     async def _apply(self, decisions: list[Any]) -> None:
-        events: list[dict[str, Any]] = []
+        events: list[JobEvent] = []
         # (job, action, reason, worker index -> node, lease epoch)
         instructions: list[tuple[JobRecord, str, str | None, dict[int, str], int]] = []
         for decision in decisions:
@@ -550,14 +554,15 @@ class SchedulerShell:
 
     async def take(self, message: Message) -> None:
         """One message of the digester (:mod:`services.scheduler.heartbeats`)."""
-        if "nodes" in message:
+        # Compared in place, so that mypy narrows ``message`` to the kind's TypedDict.
+        if message["kind"] == "nodes":
             for record, restarted, hot in message["nodes"]:
                 self._node(record, restarted, hot)
-        elif "dead" in message:
+        elif message["kind"] == "verdicts":
             self._verdicts(message["suspect"], message["recovered"], message["dead"])
-        elif "stalled_ms" in message:
+        elif message["kind"] == "pipeline":
             self._pipeline(message["stalled_ms"], message["overflow"], message["counts"])
-        elif message.get("caught_up"):
+        elif message["kind"] == "caught_up":
             self.nodes_known.set()
         _NODES.set(len(self.nodes))
         await self._send()
@@ -579,7 +584,9 @@ class SchedulerShell:
         if self.live and (recovered or dead):
             self.dirty.set()
 
-    def _pipeline(self, stalled_ms: int | None, overflow: int, counts: list[Any]) -> None:
+    def _pipeline(
+        self, stalled_ms: int | None, overflow: int, counts: list[tuple[str, str, int]]
+    ) -> None:
         _PIPELINE_STALLED.set((stalled_ms or 0) / 1000)
         _NODE_OVERFLOW.set(overflow)
         if stalled_ms is not None and not self.stalled:
@@ -644,25 +651,19 @@ class SchedulerShell:
 
     # ---------------------------------------------------------------- writing
 
-    def _event(self, entry: JobRecord, kind: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "job_id": entry.request["job_id"],
-            "kind": kind,
-            "tenant": entry.tenant,
-            "node_id": None,
-            "lease_epoch": None,
-            "worker_index": None,
-            "attempt": entry.attempt,
-            "reason": None,
-            "field": None,
-            "progress_percent": None,
-            "stage": None,
-            "error_type": None,
-            "model_id": None,
-            "time": _now_ms(),
-        } | fields
+    def _event(
+        self, entry: JobRecord, kind: JobEventKind, **details: Unpack[JobEventDetails]
+    ) -> JobEvent:
+        return job_event(
+            entry.request["job_id"],
+            kind,
+            entry.tenant,
+            attempt=entry.attempt,
+            time_ms=_now_ms(),
+            **details,
+        )
 
-    def _events(self, events: list[dict[str, Any]]) -> None:
+    def _events(self, events: list[JobEvent]) -> None:
         """Decide job events: kept, in order, until :meth:`_send` sends them all in one
         batch. Each continues the trace current when it was decided (its cause's)."""
         trace = current_trace()

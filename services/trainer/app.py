@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from lepton.contract.events import JobAssigned
+from lepton.contract.job_events import job_event
 from lepton.data.artifacts import artifact_uri
 from lepton.runtime import endpoints
 from lepton.runtime.service import Context, Service, run, start_helper
@@ -52,7 +54,10 @@ from services.trainer.runs import (
 from services.trainer.settings import TrainerSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from lepton.bus import Event, Handler
+    from lepton.contract.events import JobEventKind
 
 __all__ = ["Agent", "create_app", "main"]
 
@@ -65,7 +70,7 @@ def _now_ms() -> int:
 
 @dataclass(slots=True)
 class _Run:
-    assignment: dict[str, Any]
+    assignment: JobAssigned
     process: asyncio.subprocess.Process
     cpus: list[int]
     model_id: str
@@ -137,7 +142,7 @@ class Agent:
     async def _handle(self, event: Event) -> None:
         if event.type != "lepton.JobAssigned":
             return
-        assignment = event.record
+        assignment = event.record_as(JobAssigned)
         if assignment["node_id"] != self.spec.node_id:
             return
         if assignment["action"] == "run":
@@ -149,7 +154,7 @@ class Agent:
                 "unknown assignment action", action=assignment["action"], job=assignment["job_id"]
             )
 
-    async def _start(self, assignment: dict[str, Any]) -> None:
+    async def _start(self, assignment: JobAssigned) -> None:
         key = run_key(assignment)
         log = self.context.log.bind(job=key[0], epoch=key[1], worker=key[2])
         verdict = await catalog.claim_run(self.context.pool, self.spec.node_id, assignment)
@@ -203,12 +208,12 @@ class Agent:
         entry.supervisor = asyncio.create_task(self._supervise(key, entry))
 
     async def _fail_before_start(
-        self, assignment: dict[str, Any], key: RunKey, error_type: str, reason: str
+        self, assignment: JobAssigned, key: RunKey, error_type: str, reason: str
     ) -> None:
         await self._event(assignment, "failed", error_type=error_type, reason=reason)
         await catalog.finish_run(self.context.pool, self.spec.node_id, key, "failed", reason=reason)
 
-    async def _stop(self, assignment: dict[str, Any]) -> None:
+    async def _stop(self, assignment: JobAssigned) -> None:
         key = run_key(assignment)
         reason = assignment.get("reason") or "stopped by the scheduler"
         await catalog.record_stop(self.context.pool, self.spec.node_id, assignment, reason)
@@ -287,6 +292,7 @@ class Agent:
             await catalog.finish_run(pool, self.spec.node_id, key, "succeeded")
             return
         dataset = assignment["dataset"]
+        assert dataset is not None, "the scheduler assigns training jobs with their dataset"
         task = assignment["task"]
         ready = {
             "model_id": entry.model_id,
@@ -337,18 +343,33 @@ class Agent:
             )
             self.context.log.warning("lost", job=key[0], epoch=key[1])
 
-    async def _event(self, run_of: dict[str, Any], kind: str, **fields: Any) -> None:
+    async def _event(
+        self,
+        run_of: Mapping[str, Any],
+        kind: JobEventKind,
+        *,
+        reason: str | None = None,
+        error_type: str | None = None,
+        progress_percent: float | None = None,
+        stage: str | None = None,
+        model_id: str | None = None,
+    ) -> None:
         """A ``lepton.JobEvent`` about a run, carrying its lease as the scheduler requires."""
-        record = {
-            "job_id": run_of["job_id"],
-            "kind": kind,
-            "tenant": run_of["tenant"],
-            "node_id": self.spec.node_id,
-            "lease_epoch": run_of["lease_epoch"],
-            "worker_index": run_of["worker_index"],
-            "attempt": run_of.get("attempt", 0),
-            "time": _now_ms(),
-        } | fields
+        record = job_event(
+            run_of["job_id"],
+            kind,
+            run_of["tenant"],
+            attempt=run_of.get("attempt", 0),
+            time_ms=_now_ms(),
+            node_id=self.spec.node_id,
+            lease_epoch=run_of["lease_epoch"],
+            worker_index=run_of["worker_index"],
+            reason=reason,
+            error_type=error_type,
+            progress_percent=progress_percent,
+            stage=stage,
+            model_id=model_id,
+        )
         await self.context.publisher.publish(
             self.context.topic("lepton.jobs.events"), run_of["job_id"], record
         )

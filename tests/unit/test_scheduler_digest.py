@@ -120,10 +120,20 @@ def test_sweeps_pass_on_suspect_and_dead_nodes_and_a_dead_node_comes_back_as_new
     digested.nodes(beat("quiet", 1, sent=start), beat("busy", 1, sent=start))
     digested.nodes(beat("busy", 2, sent=start + 6_000))
     assert digested.digest.sweep(start + 6_000) is None
-    assert digested.messages[-1] == {"suspect": ["quiet"], "recovered": [], "dead": []}
+    assert digested.messages[-1] == {
+        "kind": "verdicts",
+        "suspect": ["quiet"],
+        "recovered": [],
+        "dead": [],
+    }
     digested.nodes(beat("busy", 3, sent=start + 16_000))
     digested.digest.sweep(start + 16_000)
-    assert digested.messages[-1] == {"suspect": [], "recovered": [], "dead": ["quiet"]}
+    assert digested.messages[-1] == {
+        "kind": "verdicts",
+        "suspect": [],
+        "recovered": [],
+        "dead": ["quiet"],
+    }
     assert digested.nodes(beat("quiet", 2, sent=start + 17_000)) == [("quiet", False, False)]
 
 
@@ -141,7 +151,10 @@ def test_a_skimmed_heartbeat_is_the_record_the_codec_decodes() -> None:
     digested = Digested("skimmed")
     record = beat("a", 1, labels={"zone": "x"}, busy_cpu=7500)
     assert digested.fetch(record) == [
-        {"nodes": [[CODEC.decode(CODEC.encode(HEARTBEAT, record))[1], False, True]]}
+        {
+            "kind": "nodes",
+            "nodes": [(CODEC.decode(CODEC.encode(HEARTBEAT, record))[1], False, True)],
+        }
     ]
     later = beat("a", 2, busy_cpu=100)  # same placement fields: its head is not read again
     later["labels"] = {"zone": "x"}
