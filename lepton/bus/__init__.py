@@ -40,6 +40,7 @@ from lepton.bus._reader import Message, Positions, Reader
 from lepton.bus._writer import PublishError, Writer
 from lepton.contract.codec import Codec, DecodeError, MessageOrigin, Record
 from lepton.contract.topics import Topic, dead_letter_topic
+from lepton.errors import UnavailableError
 
 __all__ = [
     "BatchHandler",
@@ -202,7 +203,7 @@ class TransientError(Exception):
     """A handler failure worth retrying (a dependency is down), not the message's fault."""
 
 
-class BrokerUnavailableError(RuntimeError):
+class BrokerUnavailableError(UnavailableError, RuntimeError):
     """Kafka could not be reached within the configured time."""
 
 

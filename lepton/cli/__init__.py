@@ -30,14 +30,15 @@ from rich.table import Column, Table
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from lepton import devstack
-from lepton.bus import BrokerUnavailableError, Publisher, ensure_topics
+from lepton.bus import Publisher, ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import ALL_TOPICS, Namespace
 from lepton.devstack._process import is_alive, spawn, stop_process
-from lepton.runtime.database import DatabaseUnavailableError, redacted
+from lepton.errors import LeptonError
+from lepton.runtime.database import redacted
 from lepton.sdk.builders import DatasetRequest, InvalidRequest, JobRequest, Source, describe
-from lepton.sdk.client import LeptonClient, LeptonError
+from lepton.sdk.client import LeptonClient
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -111,28 +112,14 @@ def _fail(message: str, hint: str | None = None) -> NoReturn:
 
 
 def _guarded(action: Callable[[], T]) -> T:
-    """Run ``action``; known failures become one line (a traceback only with --debug)."""
-    import asyncpg
-
-    from lepton.data.catalog import DatasetError
-
+    """Run ``action``; a :class:`LeptonError` becomes its one line and its hint (a
+    traceback only with --debug)."""
     try:
         return action()
-    except Exception as exc:
+    except LeptonError as exc:
         if _debug:
             raise
-        if isinstance(exc, LeptonError):
-            _fail(str(exc), exc.hint)
-        if isinstance(exc, (devstack.StackError, BrokerUnavailableError, DatabaseUnavailableError)):
-            _fail(str(exc))
-        if isinstance(exc, DatasetError):
-            _fail(str(exc), "`lepton data list --tenant T` shows what T may read")
-        if isinstance(exc, asyncpg.UndefinedTableError):
-            _fail(
-                "this database has no dataset catalog yet",
-                "start the ingest service once (`lepton up`)",
-            )
-        raise
+        _fail(str(exc), exc.hint)
 
 
 def _with_client(action: Callable[[LeptonClient], Awaitable[T]], *, tenant: str | None = None) -> T:

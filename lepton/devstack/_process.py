@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from lepton.errors import UnavailableError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = ["StackError", "free_port", "is_alive", "port_is_free", "spawn", "stop_process"]
 
 
-class StackError(RuntimeError):
+class StackError(UnavailableError, RuntimeError):
     """A one-line reason the local stack cannot do what was asked, with what to do."""
 
 

@@ -34,12 +34,21 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from lepton import devstack
-from lepton.bus import Publisher, partition_for
+from lepton.bus import BrokerUnavailableError, Publisher, partition_for
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace, Topic
+from lepton.errors import (
+    CatalogMissing,
+    DatasetRejected,
+    LeptonError,
+    LeptonTimeout,
+    MonitorUnavailable,
+    PredictionFailed,
+)
 from lepton.scheduling.journal import Fold, Journal, Status
 from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
 
@@ -69,47 +78,6 @@ __all__ = [
 # behind this one's.
 _CLOCK_SKEW_MS = 5 * 60_000
 _FETCH_MS = 500
-
-
-class LeptonError(Exception):
-    """A failure the caller can act on: ``str(error)`` says what, :attr:`hint` how."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-class LeptonTimeout(LeptonError, TimeoutError):
-    """No answer came in the time given."""
-
-
-class MonitorUnavailable(LeptonError):
-    """The monitor's JSON API did not answer."""
-
-
-class DatasetRejected(LeptonError):
-    """The ingest service refused a dataset request (``lepton.DataRejected``)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"rejected ({code}): {reason}")
-        self.code = code
-        self.reason = reason
-
-
-_PREDICTION_HINTS = {
-    "unknown_model": "`lepton models --tenant T` lists the tenant's models",
-    "no_champion": "name a version: --model NAME@<model id> (`lepton models` lists them)",
-    "missing_columns": "give every feature column the model was trained on",
-}
-
-
-class PredictionFailed(LeptonError):
-    """The evaluator answered a prediction request with an error (``PredictionError``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"prediction failed ({code}): {message}", _PREDICTION_HINTS.get(code))
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +241,19 @@ class LeptonClient:
                 )
             return self._pool
 
+    @contextlib.asynccontextmanager
+    async def _catalog(self) -> AsyncIterator[asyncpg.Pool]:
+        """The database, for a call on the dataset catalog: a catalog that was never
+        created (ingest has not run yet) is a :class:`CatalogMissing`, not asyncpg's own
+        error."""
+        import asyncpg
+
+        pool = await self._database()
+        try:
+            yield pool
+        except asyncpg.UndefinedTableError:
+            raise CatalogMissing() from None
+
     def _acting_tenant(self) -> str:
         if not self.tenant:
             raise LeptonError(
@@ -290,7 +271,13 @@ class LeptonClient:
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"Kafka at {self.bootstrap} did not answer ({type(exc).__name__}: {exc})",
+                "is it running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?",
+            ) from exc
         consumer.assign(list(partitions))
         return consumer
 
@@ -449,43 +436,45 @@ class LeptonClient:
         """The latest version of every dataset the tenant owns or that is shared with it."""
         from lepton.data import catalog
 
-        return await catalog.list_datasets(
-            await self._database(), reader_tenant=self._acting_tenant()
-        )
+        async with self._catalog() as pool:
+            return await catalog.list_datasets(pool, reader_tenant=self._acting_tenant())
 
     async def dataset(self, name: str, *, owner: str | None = None) -> list[DatasetVersion]:
         """Every version of one dataset the tenant may read, newest first."""
         from lepton.data import catalog
 
-        return await catalog.dataset_versions(
-            await self._database(), reader_tenant=self._acting_tenant(), name=name, owner=owner
-        )
+        async with self._catalog() as pool:
+            return await catalog.dataset_versions(
+                pool, reader_tenant=self._acting_tenant(), name=name, owner=owner
+            )
 
     async def share(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
         """Let ``with_tenant`` read every version of the tenant's dataset (audited)."""
         from lepton.data import catalog
 
-        await catalog.share_dataset(
-            await self._database(),
-            owner_tenant=self._acting_tenant(),
-            name=dataset,
-            with_tenant=with_tenant,
-            region=region,
-            actor=self.user,
-        )
+        async with self._catalog() as pool:
+            await catalog.share_dataset(
+                pool,
+                owner_tenant=self._acting_tenant(),
+                name=dataset,
+                with_tenant=with_tenant,
+                region=region,
+                actor=self.user,
+            )
 
     async def revoke(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
         """Take a share back (the one for ``region``, or every region's); audited."""
         from lepton.data import catalog
 
-        await catalog.revoke_dataset(
-            await self._database(),
-            owner_tenant=self._acting_tenant(),
-            name=dataset,
-            with_tenant=with_tenant,
-            region=region,
-            actor=self.user,
-        )
+        async with self._catalog() as pool:
+            await catalog.revoke_dataset(
+                pool,
+                owner_tenant=self._acting_tenant(),
+                name=dataset,
+                with_tenant=with_tenant,
+                region=region,
+                actor=self.user,
+            )
 
     # --- models -----------------------------------------------------------------------
 
