@@ -55,7 +55,9 @@ if TYPE_CHECKING:
         JobOutcome,
         LeptonClient,
         ModelVerdict,
+        Placement,
         PredictionResult,
+        TailedEvent,
     )
 
 _HOMES: dict[str, tuple[str, ...]] = {
@@ -64,7 +66,9 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "JobOutcome",
         "LeptonClient",
         "ModelVerdict",
+        "Placement",
         "PredictionResult",
+        "TailedEvent",
     ),
     "lepton.sdk.builders": (
         "Constraints",
@@ -130,6 +134,7 @@ __all__ = [
     "MessageError",
     "ModelVerdict",
     "MonitorUnavailable",
+    "Placement",
     "PredictRequest",
     "PredictionFailed",
     "PredictionResult",
@@ -138,6 +143,7 @@ __all__ = [
     "Resources",
     "Source",
     "StackError",
+    "TailedEvent",
     "TrainingTask",
     "TruncatedMessageError",
     "UnavailableError",

@@ -40,7 +40,8 @@ from lepton import devstack
 from lepton.bus import BrokerUnavailableError, Publisher, partition_for
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.contract.topics import Namespace, Topic
+from lepton.contract.codec import DecodeError
+from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
 from lepton.errors import (
     CatalogMissing,
     DatasetRejected,
@@ -48,8 +49,10 @@ from lepton.errors import (
     LeptonTimeout,
     MonitorUnavailable,
     PredictionFailed,
+    RequestError,
 )
 from lepton.scheduling.journal import Fold, Journal, Status
+from lepton.sdk._planning import Placement, place
 from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
 
 if TYPE_CHECKING:
@@ -69,8 +72,10 @@ __all__ = [
     "LeptonTimeout",
     "ModelVerdict",
     "MonitorUnavailable",
+    "Placement",
     "PredictionFailed",
     "PredictionResult",
+    "TailedEvent",
 ]
 
 # Events of a job this client submitted are read from this long before its submit time,
@@ -140,6 +145,18 @@ class PredictionResult:
     probabilities: list[dict[str, float]]  # classification: label -> probability, per row
     warnings: list[str]
     request_ids: list[str]  # one per lepton.PredictRequested sent
+
+
+@dataclass(frozen=True, slots=True)
+class TailedEvent:
+    """One message of a topic, as :meth:`LeptonClient.tail` reads it."""
+
+    topic: str
+    offset: int
+    key: str | None
+    type: str | None = None
+    record: Record | None = None
+    error: str | None = None
 
 
 class LeptonClient:
@@ -476,6 +493,57 @@ class LeptonClient:
                 actor=self.user,
             )
 
+    # --- the cluster -------------------------------------------------------------------
+
+    async def plan(self, job: JobRequest) -> Placement:
+        """Where ``job`` would go now, or why it cannot; publishes nothing. Replays the
+        heartbeats and job topics into a scratch copy of the scheduler's core."""
+        return await place(job, self.bootstrap, self.names)
+
+    async def tail(
+        self,
+        topic: str,
+        *,
+        from_beginning: bool = False,
+        key: str | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> AsyncGenerator[TailedEvent, None]:
+        """The events of a Lepton ``topic`` (its declared name, e.g.
+        ``lepton.jobs.events``) as they come, decoded; from the oldest one with
+        ``from_beginning``, only those with ``key`` if given. Ends after
+        ``idle_timeout_s`` without a new event, else never. An event that cannot be
+        decoded comes with :attr:`TailedEvent.error` instead of its record."""
+        try:
+            spec = self.names.topic(topic)
+        except KeyError:
+            raise RequestError(
+                f"unknown topic {topic!r}", "one of: " + ", ".join(t.name for t in ALL_TOPICS)
+            ) from None
+        partitions = await self._partitions(spec)
+        consumer = await self._consumer(partitions)
+        try:
+            if from_beginning:
+                await consumer.seek_to_beginning(*partitions)
+            else:
+                await consumer.seek_to_end(*partitions)
+            codec = default_codec()
+            last = time.monotonic()
+            while idle_timeout_s is None or time.monotonic() - last <= idle_timeout_s:
+                batch = await consumer.getmany(timeout_ms=_FETCH_MS)
+                for message in (message for records in batch.values() for message in records):
+                    last = time.monotonic()
+                    message_key = _text(message.key)
+                    if key is not None and message_key != key:
+                        continue
+                    try:
+                        kind, record = codec.decode(message.value)
+                    except DecodeError as exc:
+                        yield TailedEvent(spec.name, message.offset, message_key, error=str(exc))
+                    else:
+                        yield TailedEvent(spec.name, message.offset, message_key, kind, record)
+        finally:
+            await consumer.stop()
+
     # --- models -----------------------------------------------------------------------
 
     async def predict(
@@ -658,6 +726,10 @@ class LeptonClient:
         """Per tenant and model name: its evaluated versions, ranked, and the champion."""
         found: list[dict[str, Any]] = (await self._get("/api/models", tenant=tenant))["leaderboard"]
         return found
+
+
+def _text(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
 
 
 def _score(version: Mapping[str, Any], metric: str) -> float:
