@@ -1,7 +1,8 @@
 """Lepton: an open, event-driven control plane for AI infrastructure.
 
 The Python SDK is :class:`LeptonClient` with the request builders of
-:mod:`lepton.sdk.builders`; see ``examples/`` and the README's "Python SDK" section.
+:mod:`lepton.sdk.builders`; see ``examples/`` and the README's "Python SDK" section. Every
+error it raises is a :class:`LeptonError` (the hierarchy is drawn in :mod:`lepton.errors`).
 
 The SDK's names are imported on first use: every service imports ``lepton.*`` modules,
 and importing the whole client (aiokafka, httpx, pydantic) with each would cost about a
@@ -14,6 +15,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from lepton.bus import BrokerUnavailableError, PublishError
+    from lepton.contract.codec import (
+        CorruptMessageError,
+        DecodeError,
+        TruncatedMessageError,
+        UnknownFingerprintError,
+        WrongSchemaError,
+    )
+    from lepton.data.artifacts import ArtifactError
+    from lepton.data.catalog import AccessDenied, DatasetError, DatasetNotFound, KeyUnavailable
+    from lepton.errors import (
+        CatalogMissing,
+        DatasetRejected,
+        LeptonError,
+        LeptonTimeout,
+        MessageError,
+        MonitorUnavailable,
+        PredictionFailed,
+        RequestError,
+        StackError,
+        UnavailableError,
+    )
+    from lepton.runtime.database import DatabaseUnavailableError
     from lepton.sdk.builders import (
         Constraints,
         DatasetRef,
@@ -27,67 +51,104 @@ if TYPE_CHECKING:
         TrainingTask,
     )
     from lepton.sdk.client import (
-        DatasetRejected,
         JobEvent,
         JobOutcome,
         LeptonClient,
-        LeptonError,
-        LeptonTimeout,
         ModelVerdict,
-        MonitorUnavailable,
-        PredictionFailed,
+        Placement,
         PredictionResult,
+        TailedEvent,
     )
 
-_CLIENT = (
-    "DatasetRejected",
-    "JobEvent",
-    "JobOutcome",
-    "LeptonClient",
-    "LeptonError",
-    "LeptonTimeout",
-    "ModelVerdict",
-    "MonitorUnavailable",
-    "PredictionFailed",
-    "PredictionResult",
-)
-_REQUESTS = (
-    "Constraints",
-    "DatasetRef",
-    "DatasetRequest",
-    "Integration",
-    "InvalidRequest",
-    "JobRequest",
-    "PredictRequest",
-    "Resources",
-    "Source",
-    "TrainingTask",
-)
-_HOME = {name: "lepton.sdk.client" for name in _CLIENT} | {
-    name: "lepton.sdk.builders" for name in _REQUESTS
+_HOMES: dict[str, tuple[str, ...]] = {
+    "lepton.sdk.client": (
+        "JobEvent",
+        "JobOutcome",
+        "LeptonClient",
+        "ModelVerdict",
+        "Placement",
+        "PredictionResult",
+        "TailedEvent",
+    ),
+    "lepton.sdk.builders": (
+        "Constraints",
+        "DatasetRef",
+        "DatasetRequest",
+        "Integration",
+        "InvalidRequest",
+        "JobRequest",
+        "PredictRequest",
+        "Resources",
+        "Source",
+        "TrainingTask",
+    ),
+    "lepton.errors": (
+        "CatalogMissing",
+        "DatasetRejected",
+        "LeptonError",
+        "LeptonTimeout",
+        "MessageError",
+        "MonitorUnavailable",
+        "PredictionFailed",
+        "RequestError",
+        "StackError",
+        "UnavailableError",
+    ),
+    "lepton.bus": ("BrokerUnavailableError", "PublishError"),
+    "lepton.contract.codec": (
+        "CorruptMessageError",
+        "DecodeError",
+        "TruncatedMessageError",
+        "UnknownFingerprintError",
+        "WrongSchemaError",
+    ),
+    "lepton.data.artifacts": ("ArtifactError",),
+    "lepton.data.catalog": ("AccessDenied", "DatasetError", "DatasetNotFound", "KeyUnavailable"),
+    "lepton.runtime.database": ("DatabaseUnavailableError",),
 }
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
+    "AccessDenied",
+    "ArtifactError",
+    "BrokerUnavailableError",
+    "CatalogMissing",
     "Constraints",
+    "CorruptMessageError",
+    "DatabaseUnavailableError",
+    "DatasetError",
+    "DatasetNotFound",
     "DatasetRef",
     "DatasetRejected",
     "DatasetRequest",
+    "DecodeError",
     "Integration",
     "InvalidRequest",
     "JobEvent",
     "JobOutcome",
     "JobRequest",
+    "KeyUnavailable",
     "LeptonClient",
     "LeptonError",
     "LeptonTimeout",
+    "MessageError",
     "ModelVerdict",
     "MonitorUnavailable",
+    "Placement",
     "PredictRequest",
     "PredictionFailed",
     "PredictionResult",
+    "PublishError",
+    "RequestError",
     "Resources",
     "Source",
+    "StackError",
+    "TailedEvent",
     "TrainingTask",
+    "TruncatedMessageError",
+    "UnavailableError",
+    "UnknownFingerprintError",
+    "WrongSchemaError",
 ]
 
 

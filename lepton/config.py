@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Endpoints", "Settings", "StackError"]
+__all__ = ["Endpoints", "Settings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +23,6 @@ class Endpoints:
 
     kafka_bootstrap: str
     database_url: str
-
-
-# Here, below the stack, so that a service can catch it without importing the stack.
-class StackError(RuntimeError):
-    """A one-line reason the local stack cannot do what was asked, with what to do."""
 
 
 def _default_state_dir() -> Path:

@@ -33,7 +33,7 @@ from lepton.contract.topics import Namespace, Topic
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
-    from lepton.bus._reader import Message, Positions
+    from lepton.bus import Message, Positions
     from lepton.contract.codec import Codec, Record
     from lepton.runtime.service import Service
 

@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import confluent_kafka
 import prometheus_client
@@ -36,20 +36,21 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from lepton.bus._reader import Message, Positions
 from lepton.bus._transport import Kafka, Reading, Transport, Writing
 from lepton.bus._writer import PublishError
 from lepton.contract.codec import Codec, DecodeError, MessageOrigin, Record, WrongSchemaError
 from lepton.contract.events import EVENT_NAMES
 from lepton.contract.topics import Topic, dead_letter_topic
-
-if TYPE_CHECKING:
-    from lepton.bus._reader import Message, Positions
+from lepton.errors import UnavailableError
 
 __all__ = [
     "BatchHandler",
     "BrokerUnavailableError",
     "Event",
+    "Message",
     "MessageCounts",
+    "Positions",
     "PublishError",
     "Publisher",
     "Selective",
@@ -208,7 +209,7 @@ class TransientError(Exception):
     """A handler failure worth retrying (a dependency is down), not the message's fault."""
 
 
-class BrokerUnavailableError(RuntimeError):
+class BrokerUnavailableError(UnavailableError, RuntimeError):
     """Kafka could not be reached within the configured time."""
 
 

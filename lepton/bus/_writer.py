@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import confluent_kafka
 
+from lepton.errors import MessageError
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -35,7 +37,7 @@ _Headers = list[tuple[str, str | bytes | None]]
 _POLL_S = 0.1
 
 
-class PublishError(RuntimeError):
+class PublishError(MessageError, RuntimeError):
     """The broker did not take a message (after librdkafka's own retries)."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton.data import samples
+from lepton.errors import LeptonError, MonitorUnavailable
 from lepton.sdk.builders import (
     DatasetRef,
     DatasetRequest,
@@ -29,7 +30,7 @@ from lepton.sdk.builders import (
     Source,
     TrainingTask,
 )
-from lepton.sdk.client import LeptonClient, LeptonError, MonitorUnavailable
+from lepton.sdk.client import LeptonClient
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -32,6 +32,7 @@ from lepton.contract._avro import (
     compile_schema,
     compile_split_decoder,
 )
+from lepton.errors import MessageError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -71,7 +72,7 @@ class MessageOrigin:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-class DecodeError(ValueError):
+class DecodeError(MessageError, ValueError):
     """Bytes that cannot be read as a Lepton event. Names where the bytes came from."""
 
     def __init__(self, reason: str, origin: MessageOrigin) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import fsspec
 import skops.io as sio
 
+from lepton.errors import LeptonError
+
 __all__ = [
     "FORMAT",
     "ArtifactError",
@@ -40,7 +42,7 @@ _TRUSTED_EXACT = frozenset(
 _TRUSTED_PREFIXES = ("sklearn.metrics._dist_metrics.",)
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(LeptonError, RuntimeError):
     """An artifact that is missing, altered (checksum) or needs an untrusted type."""
 
 

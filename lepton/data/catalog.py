@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from lepton.errors import LeptonError
+
 if TYPE_CHECKING:
     from datetime import datetime
 
@@ -64,8 +66,10 @@ _NONCE = 12
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-class DatasetError(Exception):
+class DatasetError(LeptonError):
     """A dataset request the caller can act on."""
+
+    hint = "`lepton data list --tenant T` shows what T may read"
 
 
 class DatasetNotFound(DatasetError):

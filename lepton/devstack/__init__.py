@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lepton.config import Endpoints
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
 from lepton.devstack._postgres import PostgresNode
-from lepton.devstack._process import StackError, is_alive, stop_process
+from lepton.devstack._process import StackError, is_alive, spawn, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,7 +29,18 @@ if TYPE_CHECKING:
 
     from lepton.config import Settings
 
-__all__ = ["Endpoints", "StackError", "StackStatus", "down", "endpoints", "status", "up"]
+__all__ = [
+    "Endpoints",
+    "StackError",
+    "StackStatus",
+    "down",
+    "endpoints",
+    "is_alive",
+    "spawn",
+    "status",
+    "stop_process",
+    "up",
+]
 
 _READY_TIMEOUT_S = 90.0
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
-from lepton.config import StackError
+from lepton.errors import StackError
 
 if TYPE_CHECKING:
     from pathlib import Path

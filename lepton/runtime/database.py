@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from lepton.errors import UnavailableError
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -39,7 +41,7 @@ _MIGRATION_LOCK = 0x4C_45_50_54_4F_4E  # "LEPTON"
 _MIGRATION_FILE = re.compile(r"^(\d{3,})_([a-z0-9_]+)\.sql$")
 
 
-class DatabaseUnavailableError(RuntimeError):
+class DatabaseUnavailableError(UnavailableError, RuntimeError):
     """PostgreSQL could not be reached within the configured time."""
 
 

@@ -39,9 +39,10 @@ from lepton.bus import (
     Transport,
     ensure_topics,
 )
-from lepton.config import Settings, StackError
+from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace, Topic
+from lepton.errors import StackError
 from lepton.runtime import database, endpoints
 
 if TYPE_CHECKING:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lepton.contract.algorithms import ALGORITHMS
+from lepton.errors import RequestError
 from lepton.scheduling.intake import Rejection, job_spec
 
 __all__ = [
@@ -62,7 +63,7 @@ _SUFFIX_KINDS: dict[str, SourceKind] = {
 }
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(RequestError, ValueError):
     """A request that cannot be built as given; the message says what to change."""
 
 

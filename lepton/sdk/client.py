@@ -19,6 +19,10 @@ of nodes, jobs and models come from the monitor's JSON API (the read model built
 topic; ``LEPTON_MONITOR_URL``), datasets from PostgreSQL under row-level security as the
 client's tenant. Kafka, PostgreSQL and the monitor are each reached on first use, so a
 client that only lists nodes needs neither Kafka nor PostgreSQL.
+
+:class:`LeptonClient` is a facade: each of those three is a transport of its own module
+(:mod:`lepton.sdk._kafka`, :mod:`lepton.sdk._catalog`, :mod:`lepton.sdk._monitor`), and
+the client's methods say what to ask of which.
 """
 
 from __future__ import annotations
@@ -32,21 +36,24 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from lepton import devstack
-from lepton.bus import Publisher, partition_for
 from lepton.config import Settings
-from lepton.contract import default_codec
-from lepton.contract.topics import Namespace, Topic
+from lepton.contract.topics import Namespace
+from lepton.errors import (
+    DatasetRejected,
+    LeptonError,
+    LeptonTimeout,
+    MonitorUnavailable,
+    PredictionFailed,
+)
 from lepton.scheduling.journal import Fold, Journal, Status
+from lepton.sdk._catalog import CatalogTransport
+from lepton.sdk._kafka import Answers, KafkaTransport, TailedEvent
+from lepton.sdk._monitor import MonitorTransport
+from lepton.sdk._planning import Placement, place
 from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
-
-    import asyncpg
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 
     from lepton.contract.codec import Record
     from lepton.data.catalog import DatasetInfo, DatasetVersion
@@ -60,56 +67,16 @@ __all__ = [
     "LeptonTimeout",
     "ModelVerdict",
     "MonitorUnavailable",
+    "Placement",
     "PredictionFailed",
     "PredictionResult",
+    "TailedEvent",
 ]
 
 # Events of a job this client submitted are read from this long before its submit time,
 # not from the start of the topic: other machines' clocks (which stamp the events) may be
 # behind this one's.
 _CLOCK_SKEW_MS = 5 * 60_000
-_FETCH_MS = 500
-
-
-class LeptonError(Exception):
-    """A failure the caller can act on: ``str(error)`` says what, :attr:`hint` how."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
-
-
-class LeptonTimeout(LeptonError, TimeoutError):
-    """No answer came in the time given."""
-
-
-class MonitorUnavailable(LeptonError):
-    """The monitor's JSON API did not answer."""
-
-
-class DatasetRejected(LeptonError):
-    """The ingest service refused a dataset request (``lepton.DataRejected``)."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"rejected ({code}): {reason}")
-        self.code = code
-        self.reason = reason
-
-
-_PREDICTION_HINTS = {
-    "unknown_model": "`lepton models --tenant T` lists the tenant's models",
-    "no_champion": "name a version: --model NAME@<model id> (`lepton models` lists them)",
-    "missing_columns": "give every feature column the model was trained on",
-}
-
-
-class PredictionFailed(LeptonError):
-    """The evaluator answered a prediction request with an error (``PredictionError``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"prediction failed ({code}): {message}", _PREDICTION_HINTS.get(code))
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +174,9 @@ class LeptonClient:
         self.tenant = tenant
         self.user = user or getpass.getuser()
         self.names = Namespace(self.settings.topic_prefix)
-        self._source = source
-        self._bootstrap: str | None = None
-        self._publisher: Publisher | None = None
-        self._pool: asyncpg.Pool | None = None
-        self._http: httpx.AsyncClient | None = None
-        self._opening = asyncio.Lock()
+        self._kafka = KafkaTransport(self.settings, source)
+        self._catalog = CatalogTransport(self.settings)
+        self._monitor = MonitorTransport(self.settings.monitor_url)
         self._submitted_at: dict[str, int] = {}
 
     async def __aenter__(self) -> LeptonClient:
@@ -223,55 +187,16 @@ class LeptonClient:
 
     async def close(self) -> None:
         """Close whatever connections were opened."""
-        if self._publisher is not None:
-            await self._publisher.stop()
-            self._publisher = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._kafka.close()
+        await self._catalog.close()
+        await self._monitor.close()
 
     # --- connections, opened on first use ---------------------------------------------
 
     @property
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers: the settings', else the local stack's."""
-        if self._bootstrap is None:
-            given = self.settings.kafka_bootstrap
-            self._bootstrap = given or devstack.endpoints(self.settings).kafka_bootstrap
-        return self._bootstrap
-
-    async def _bus(self) -> Publisher:
-        async with self._opening:
-            if self._publisher is None:
-                publisher = Publisher(
-                    self.bootstrap,
-                    default_codec(),
-                    source=self._source,
-                    client_id=self.settings.client_id,
-                    connect_timeout_s=self.settings.connect_timeout_s,
-                )
-                await publisher.start()
-                self._publisher = publisher
-            return self._publisher
-
-    async def _database(self) -> asyncpg.Pool:
-        from lepton.runtime import database
-
-        async with self._opening:
-            if self._pool is None:
-                url = self.settings.database_url
-                where = (
-                    url.get_secret_value()
-                    if url
-                    else devstack.endpoints(self.settings).database_url
-                )
-                self._pool = await database.connect(
-                    where, timeout_s=self.settings.connect_timeout_s
-                )
-            return self._pool
+        return self._kafka.bootstrap
 
     def _acting_tenant(self) -> str:
         if not self.tenant:
@@ -280,70 +205,6 @@ class LeptonClient:
                 "LeptonClient(tenant=...), or --tenant on the command line",
             )
         return self.tenant
-
-    async def _consumer(self, partitions: Sequence[TopicPartition]) -> Any:
-        """A consumer outside any group, reading exactly ``partitions``."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            client_id=f"{self.settings.client_id}-{self._source}",
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        await consumer.start()
-        consumer.assign(list(partitions))
-        return consumer
-
-    async def _partitions(self, topic: Topic) -> list[TopicPartition]:
-        bus = await self._bus()
-        return [TopicPartition(topic.name, p) for p in sorted(await bus.partitions(topic.name))]
-
-    async def _keyed(
-        self, declared: str, key: str, since_ms: int | None
-    ) -> AsyncGenerator[Record, None]:
-        """Every record with ``key`` on a topic, from ``since_ms`` (else the beginning) on,
-        read from the one partition the key maps to."""
-        topic = self.names.topic(declared)
-        bus = await self._bus()
-        count = len(await bus.partitions(topic.name))
-        partition = TopicPartition(topic.name, partition_for(key.encode(), count))
-        consumer = await self._consumer([partition])
-        try:
-            if since_ms is None:
-                await consumer.seek_to_beginning(partition)
-            else:
-                # The end is taken first: if nothing that recent is found, what came after
-                # this end is newer. Seeking to the end *after* the search lost the records
-                # appended in between (a scheduler answers a job within milliseconds), and
-                # without its "assigned" a job's "succeeded" never ended the iteration.
-                end = (await consumer.end_offsets([partition]))[partition]
-                found = (await consumer.offsets_for_times({partition: since_ms}))[partition]
-                consumer.seek(partition, end if found is None else found.offset)
-            wanted = key.encode()
-            codec = default_codec()
-            while True:
-                batch = await consumer.getmany(partition, timeout_ms=_FETCH_MS)
-                for message in batch.get(partition, ()):
-                    if message.key == wanted:
-                        yield codec.decode(message.value, expected=topic.event)[1]
-        finally:
-            await consumer.stop()
-
-    @contextlib.asynccontextmanager
-    async def _answers(self, *declared: str) -> AsyncIterator[_Answers]:
-        """Positions at the end of the answer topics, taken before a request is sent, so
-        that no answer can slip past."""
-        partitions = [
-            p for name in declared for p in await self._partitions(self.names.topic(name))
-        ]
-        consumer = await self._consumer(partitions)
-        try:
-            await consumer.seek_to_end(*partitions)
-            for partition in partitions:
-                await consumer.position(partition)  # resolves the seek now, not at the fetch
-            yield _Answers(consumer)
-        finally:
-            await consumer.stop()
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -356,8 +217,7 @@ class LeptonClient:
         job.check()
         if job.submitted_by is None:
             job = job.model_copy(update={"submitted_by": self.user})
-        bus = await self._bus()
-        await bus.publish(self.names.topic("lepton.jobs.requested"), job.job_id, job.to_record())
+        await self._kafka.publish("lepton.jobs.requested", job.job_id, job.to_record())
         self._submitted_at[job.job_id] = job.submitted_at
         return job.job_id
 
@@ -370,7 +230,7 @@ class LeptonClient:
         """
         journal = Journal()
         journal.request({"job_id": job_id})
-        records = self._keyed("lepton.jobs.events", job_id, self._since(job_id))
+        records = self._kafka.keyed("lepton.jobs.events", job_id, self._since(job_id))
         async with contextlib.aclosing(records):
             async for record in records:
                 yield JobEvent.from_record(record)
@@ -402,7 +262,7 @@ class LeptonClient:
             ) from None
 
     async def _model_ready(self, job_id: str, model_id: str) -> Record:
-        readies = self._keyed("lepton.models.ready", model_id, self._since(job_id))
+        readies = self._kafka.keyed("lepton.models.ready", model_id, self._since(job_id))
         async with contextlib.aclosing(readies):
             return await anext(record async for record in readies if record["job_id"] == job_id)
 
@@ -410,15 +270,8 @@ class LeptonClient:
     async def follow_jobs(self) -> AsyncIterator[AsyncIterator[JobEvent]]:
         """Every job's events from now on: positions are taken on entering the block, so
         a snapshot read inside it (:meth:`jobs`) misses nothing that follows."""
-        partitions = await self._partitions(self.names.topic("lepton.jobs.events"))
-        consumer = await self._consumer(partitions)
-        try:
-            await consumer.seek_to_end(*partitions)
-            for partition in partitions:
-                await consumer.position(partition)
-            yield _follow(consumer)
-        finally:
-            await consumer.stop()
+        async with self._kafka.records_from_now("lepton.jobs.events") as records:
+            yield (JobEvent.from_record(record) async for record in records)
 
     # --- data -------------------------------------------------------------------------
 
@@ -427,11 +280,8 @@ class LeptonClient:
         ``lepton.DataReady`` record, or raises :class:`DatasetRejected`."""
         if request.requested_by is None:
             request = request.model_copy(update={"requested_by": self.user})
-        async with self._answers("lepton.data.ready", "lepton.data.rejected") as answers:
-            bus = await self._bus()
-            await bus.publish(
-                self.names.topic("lepton.data.requested"), request.key, request.to_record()
-            )
+        async with self._kafka.answers("lepton.data.ready", "lepton.data.rejected") as answers:
+            await self._kafka.publish("lepton.data.requested", request.key, request.to_record())
             try:
                 kind, answer = (await answers.collect({request.request_id}, timeout_s))[
                     request.request_id
@@ -449,43 +299,72 @@ class LeptonClient:
         """The latest version of every dataset the tenant owns or that is shared with it."""
         from lepton.data import catalog
 
-        return await catalog.list_datasets(
-            await self._database(), reader_tenant=self._acting_tenant()
-        )
+        async with self._catalog.session() as pool:
+            return await catalog.list_datasets(pool, reader_tenant=self._acting_tenant())
 
     async def dataset(self, name: str, *, owner: str | None = None) -> list[DatasetVersion]:
         """Every version of one dataset the tenant may read, newest first."""
         from lepton.data import catalog
 
-        return await catalog.dataset_versions(
-            await self._database(), reader_tenant=self._acting_tenant(), name=name, owner=owner
-        )
+        async with self._catalog.session() as pool:
+            return await catalog.dataset_versions(
+                pool, reader_tenant=self._acting_tenant(), name=name, owner=owner
+            )
 
     async def share(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
         """Let ``with_tenant`` read every version of the tenant's dataset (audited)."""
         from lepton.data import catalog
 
-        await catalog.share_dataset(
-            await self._database(),
-            owner_tenant=self._acting_tenant(),
-            name=dataset,
-            with_tenant=with_tenant,
-            region=region,
-            actor=self.user,
-        )
+        async with self._catalog.session() as pool:
+            await catalog.share_dataset(
+                pool,
+                owner_tenant=self._acting_tenant(),
+                name=dataset,
+                with_tenant=with_tenant,
+                region=region,
+                actor=self.user,
+            )
 
     async def revoke(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
         """Take a share back (the one for ``region``, or every region's); audited."""
         from lepton.data import catalog
 
-        await catalog.revoke_dataset(
-            await self._database(),
-            owner_tenant=self._acting_tenant(),
-            name=dataset,
-            with_tenant=with_tenant,
-            region=region,
-            actor=self.user,
+        async with self._catalog.session() as pool:
+            await catalog.revoke_dataset(
+                pool,
+                owner_tenant=self._acting_tenant(),
+                name=dataset,
+                with_tenant=with_tenant,
+                region=region,
+                actor=self.user,
+            )
+
+    # --- the cluster -------------------------------------------------------------------
+
+    async def plan(self, job: JobRequest) -> Placement:
+        """Where ``job`` would go now, or why it cannot; publishes nothing. Replays the
+        heartbeats and job topics into a scratch copy of the scheduler's core."""
+        return await place(job, self.bootstrap, self.names)
+
+    async def tail(
+        self,
+        topic: str,
+        *,
+        from_beginning: bool = False,
+        key: str | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> AsyncGenerator[TailedEvent, None]:
+        """The events of a Lepton ``topic`` (its declared name, e.g.
+        ``lepton.jobs.events``) as they come, decoded; from the oldest one with
+        ``from_beginning``, only those with ``key`` if given. Ends after
+        ``idle_timeout_s`` without a new event, else never. An event that cannot be
+        decoded comes with :attr:`TailedEvent.error` instead of its record."""
+        events = self._kafka.tail(
+            topic, from_beginning=from_beginning, key=key, idle_timeout_s=idle_timeout_s
         )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     # --- models -----------------------------------------------------------------------
 
@@ -506,7 +385,7 @@ class LeptonClient:
             raise LeptonError("there are no rows to score", "give at least one record")
         chunks = [given[i : i + MAX_PREDICT_ROWS] for i in range(0, len(given), MAX_PREDICT_ROWS)]
         deadline = asyncio.get_running_loop().time() + timeout_s
-        async with self._answers("lepton.predict.results") as answers:
+        async with self._kafka.answers("lepton.predict.results") as answers:
             first = await self._ask(answers, tenant, model, chunks[:1], deadline)
             pinned = f"{model.split('@', 1)[0]}@{first[0]['model_id']}"
             rest = await self._ask(answers, tenant, pinned, chunks[1:], deadline)
@@ -523,7 +402,7 @@ class LeptonClient:
 
     async def _ask(
         self,
-        answers: _Answers,
+        answers: Answers,
         tenant: str,
         model: str,
         chunks: list[list[dict[str, Any]]],
@@ -535,9 +414,9 @@ class LeptonClient:
             PredictRequest(tenant=tenant, model=model, rows=chunk, requested_by=self.user)
             for chunk in chunks
         ]
-        bus = await self._bus()
-        topic = self.names.topic("lepton.predict.requested")
-        await bus.publish_many(topic, [(r.request_id, r.to_record()) for r in requests])
+        await self._kafka.publish_many(
+            "lepton.predict.requested", [(r.request_id, r.to_record()) for r in requests]
+        )
         remaining = deadline - asyncio.get_running_loop().time()
         try:
             found = await answers.collect({r.request_id for r in requests}, remaining)
@@ -565,13 +444,13 @@ class LeptonClient:
         model_id = str(model["model_id"])
         try:
             async with asyncio.timeout(timeout_s):
-                evaluations = self._keyed("lepton.models.evaluated", model_id, since)
+                evaluations = self._kafka.keyed("lepton.models.evaluated", model_id, since)
                 async with contextlib.aclosing(evaluations):
                     evaluated = await anext(evaluations)
                 if any(f["code"] == "promotion_policy" for f in evaluated["findings"]):
                     return ModelVerdict(evaluated, None)
                 key = f"{model['tenant']}/{model['model_name']}"
-                verdicts = self._keyed("lepton.models.promoted", key, since)
+                verdicts = self._kafka.keyed("lepton.models.promoted", key, since)
                 async with contextlib.aclosing(verdicts):
                     async for verdict in verdicts:
                         if verdict["model_id"] == model_id and verdict["decided_by"] is None:
@@ -624,36 +503,13 @@ class LeptonClient:
             "decided_by": who,
             "decided_at": time.time_ns() // 1_000_000,
         }
-        bus = await self._bus()
-        await bus.publish(
-            self.names.topic("lepton.models.promoted"), f"{tenant}/{model_name}", record
-        )
+        await self._kafka.publish("lepton.models.promoted", f"{tenant}/{model_name}", record)
 
     # --- the monitor's read model -----------------------------------------------------
 
-    async def _get(self, path: str, **params: Any) -> Any:
-        if self._http is None:
-            self._http = httpx.AsyncClient(base_url=self.settings.monitor_url, timeout=10.0)
-        query = {name: value for name, value in params.items() if value is not None}
-        try:
-            response = await self._http.get(path, params=query)
-        except httpx.TransportError as exc:
-            raise MonitorUnavailable(
-                f"the monitor at {self.settings.monitor_url} does not answer "
-                f"({type(exc).__name__})",
-                "start the services with `lepton up`, or set LEPTON_MONITOR_URL",
-            ) from None
-        if response.status_code != 200:
-            try:
-                reason = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                reason = response.text[:200]
-            raise LeptonError(f"the monitor refused {path}: {reason}")
-        return response.json()
-
     async def nodes(self, *, state: str | None = None) -> list[dict[str, Any]]:
         """Compute nodes as their heartbeats tell (``state``: alive, dead or all)."""
-        found: list[dict[str, Any]] = (await self._get("/api/nodes", state=state))["nodes"]
+        found: list[dict[str, Any]] = (await self._monitor.get("/api/nodes", state=state))["nodes"]
         return found
 
     async def jobs(
@@ -661,50 +517,18 @@ class LeptonClient:
     ) -> list[dict[str, Any]]:
         """Jobs, most recently changed first."""
         found: list[dict[str, Any]] = (
-            await self._get("/api/jobs", state=state, tenant=tenant, limit=limit)
+            await self._monitor.get("/api/jobs", state=state, tenant=tenant, limit=limit)
         )["jobs"]
         return found
 
     async def models(self, *, tenant: str | None = None) -> list[dict[str, Any]]:
         """Per tenant and model name: its evaluated versions, ranked, and the champion."""
-        found: list[dict[str, Any]] = (await self._get("/api/models", tenant=tenant))["leaderboard"]
+        found: list[dict[str, Any]] = (await self._monitor.get("/api/models", tenant=tenant))[
+            "leaderboard"
+        ]
         return found
 
 
 def _score(version: Mapping[str, Any], metric: str) -> float:
     value = version.get("metrics", {}).get(metric, version.get("cv_score"))
     return float(value) if value is not None else float("nan")
-
-
-class _Answers:
-    """Answers read from positions taken before the questions were asked."""
-
-    def __init__(self, consumer: Any) -> None:
-        self._consumer = consumer
-
-    async def collect(
-        self, request_ids: set[str], timeout_s: float
-    ) -> dict[str, tuple[str, Record]]:
-        """``(event type, record)`` for each request id; TimeoutError after ``timeout_s``.
-
-        Other clients' answers are skipped. A question is always asked before its answer
-        is collected, and the reading only moves forward, so nothing is kept between calls.
-        """
-        codec = default_codec()
-        found: dict[str, tuple[str, Record]] = {}
-        async with asyncio.timeout(timeout_s):
-            while len(found) < len(request_ids):
-                for messages in (await self._consumer.getmany(timeout_ms=_FETCH_MS)).values():
-                    for message in messages:
-                        kind, record = codec.decode(message.value)
-                        if record["request_id"] in request_ids:
-                            found[record["request_id"]] = (kind, record)
-        return found
-
-
-async def _follow(consumer: Any) -> AsyncIterator[JobEvent]:
-    codec = default_codec()
-    while True:
-        for messages in (await consumer.getmany(timeout_ms=_FETCH_MS)).values():
-            for message in messages:
-                yield JobEvent.from_record(codec.decode(message.value)[1])

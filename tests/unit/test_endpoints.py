@@ -10,7 +10,8 @@ import textwrap
 import pytest
 from pydantic import SecretStr
 
-from lepton.config import Settings, StackError
+from lepton.config import Settings
+from lepton.errors import StackError
 from lepton.runtime import endpoints
 
 SERVICES = ("scheduler", "ingest", "evaluator", "monitor")  # the trainer needs a node

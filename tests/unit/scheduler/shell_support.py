@@ -12,6 +12,7 @@ from lepton.contract.topics import Namespace
 from lepton.runtime.service import Context
 from lepton.testing import InMemoryBroker, running
 from services.scheduler.app import create_app
+from services.scheduler.heartbeats import Message
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.shell import SchedulerShell
 
@@ -26,18 +27,18 @@ class DigesterStandIn:
     the test says what it would write to the scheduler (:mod:`services.scheduler.heartbeats`)."""
 
     def __init__(self) -> None:
-        self._said: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._said: asyncio.Queue[Message] = asyncio.Queue()
 
-    def say(self, message: dict[str, Any]) -> None:
+    def say(self, message: Message) -> None:
         self._said.put_nowait(message)
 
     def nodes(self, *records: dict[str, Any], restarted: bool = False) -> None:
-        self.say({"nodes": [[record, restarted, False] for record in records]})
+        self.say({"kind": "nodes", "nodes": [(record, restarted, False) for record in records]})
 
     def dead(self, *node_ids: str) -> None:
-        self.say({"suspect": [], "recovered": [], "dead": list(node_ids)})
+        self.say({"kind": "verdicts", "suspect": [], "recovered": [], "dead": list(node_ids)})
 
-    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+    async def messages(self) -> AsyncIterator[Message]:
         while True:
             yield await self._said.get()
 
@@ -83,7 +84,7 @@ async def scheduler(
     service.handler_factory = keep_shell
     service.background = [decide]
     digester.nodes(*nodes)
-    digester.say({"caught_up": True})
+    digester.say({"kind": "caught_up"})
     async with running(service, broker, term=term) as task:
         yield Running(shells[0], digester, task)
 

@@ -1,0 +1,62 @@
+"""``lepton stack``: the local Kafka broker and PostgreSQL server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lepton import devstack
+from lepton.cli._app import (
+    console,
+    guarded,
+    stack_app,
+)
+from lepton.config import Settings
+from lepton.runtime.database import redacted
+
+
+def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(current.as_json()))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("running", "[green]yes[/green]" if current.running else "[red]no[/red]")
+    table.add_row("kafka", current.kafka_bootstrap or "-")
+    url = current.database_url
+    table.add_row("postgres", redacted(url) if url else "-")
+    table.add_row("state", str(current.state_dir))
+    table.add_row("logs", f"{current.kafka_log}\n{current.postgres_log}")
+    if current.note:
+        table.add_row("note", current.note)
+    console.print(table)
+
+
+@stack_app.command("up")
+def stack_up(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Start Kafka and PostgreSQL (or report the stack already running)."""
+    settings = Settings()
+    spinner = console.status("starting Kafka and PostgreSQL…")
+    with contextlib.nullcontext() if as_json else spinner:
+        current = guarded(lambda: devstack.up(settings))
+    _print_status(current, as_json)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the local stack; its data stays in the state directory."""
+    stopped = guarded(lambda: devstack.down(Settings()))
+    console.print("stack stopped" if stopped else "no stack was running")
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Where Kafka and PostgreSQL are, and whether they run."""
+    _print_status(devstack.status(Settings()), as_json)

@@ -1,0 +1,245 @@
+"""The SDK's transport to Kafka: publishing requests with the broker's acknowledgement,
+and reading answers and events from positions taken by a consumer outside any group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from lepton.bus import BrokerUnavailableError, Publisher, partition_for
+from lepton.contract import default_codec
+from lepton.contract.codec import DecodeError
+from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
+from lepton.errors import RequestError
+from lepton.runtime import endpoints
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+
+    from lepton.config import Settings
+    from lepton.contract.codec import Record
+
+_FETCH_MS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class TailedEvent:
+    """One message of a topic, as :meth:`lepton.LeptonClient.tail` reads it."""
+
+    topic: str
+    offset: int
+    key: str | None
+    type: str | None = None
+    record: Record | None = None
+    error: str | None = None
+
+
+class KafkaTransport:
+    """The broker, as the SDK uses it; connects on first use. Topics are named as
+    declared (``lepton.jobs.requested``) and prefixed here."""
+
+    def __init__(self, settings: Settings, source: str) -> None:
+        self._settings = settings
+        self._source = source
+        self.names = Namespace(settings.topic_prefix)
+        self._bootstrap: str | None = None
+        self._publisher: Publisher | None = None
+        self._opening = asyncio.Lock()
+
+    @property
+    def bootstrap(self) -> str:
+        """The Kafka bootstrap servers: the settings', else the local stack's."""
+        if self._bootstrap is None:
+            given = self._settings.kafka_bootstrap
+            self._bootstrap = given or endpoints.resolve(self._settings).kafka_bootstrap
+        return self._bootstrap
+
+    async def _bus(self) -> Publisher:
+        async with self._opening:
+            if self._publisher is None:
+                publisher = Publisher(
+                    self.bootstrap,
+                    default_codec(),
+                    source=self._source,
+                    client_id=self._settings.client_id,
+                    connect_timeout_s=self._settings.connect_timeout_s,
+                )
+                await publisher.start()
+                self._publisher = publisher
+            return self._publisher
+
+    async def publish(self, declared: str, key: str, record: Record) -> None:
+        """Publish ``record`` and return once the broker has acknowledged it."""
+        bus = await self._bus()
+        await bus.publish(self.names.topic(declared), key, record)
+
+    async def publish_many(self, declared: str, keyed: list[tuple[str, Record]]) -> None:
+        """Publish ``(key, record)`` pairs and return once the broker acknowledged all."""
+        bus = await self._bus()
+        await bus.publish_many(self.names.topic(declared), keyed)
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            await self._publisher.stop()
+            self._publisher = None
+
+    async def _consumer(self, partitions: Sequence[TopicPartition]) -> Any:
+        """A consumer outside any group, reading exactly ``partitions``."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            client_id=f"{self._settings.client_id}-{self._source}",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"Kafka at {self.bootstrap} did not answer ({type(exc).__name__}: {exc})",
+                "is it running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?",
+            ) from exc
+        consumer.assign(list(partitions))
+        return consumer
+
+    async def _partitions(self, topic: Topic) -> list[TopicPartition]:
+        bus = await self._bus()
+        return [TopicPartition(topic.name, p) for p in sorted(await bus.partitions(topic.name))]
+
+    async def keyed(
+        self, declared: str, key: str, since_ms: int | None
+    ) -> AsyncGenerator[Record, None]:
+        """Every record with ``key`` on a topic, from ``since_ms`` (else the beginning) on,
+        read from the one partition the key maps to."""
+        topic = self.names.topic(declared)
+        bus = await self._bus()
+        count = len(await bus.partitions(topic.name))
+        partition = TopicPartition(topic.name, partition_for(key.encode(), count))
+        consumer = await self._consumer([partition])
+        try:
+            if since_ms is None:
+                await consumer.seek_to_beginning(partition)
+            else:
+                # The end is taken first: if nothing that recent is found, what came after
+                # this end is newer. Seeking to the end *after* the search lost the records
+                # appended in between (a scheduler answers a job within milliseconds), and
+                # without its "assigned" a job's "succeeded" never ended the iteration.
+                end = (await consumer.end_offsets([partition]))[partition]
+                found = (await consumer.offsets_for_times({partition: since_ms}))[partition]
+                consumer.seek(partition, end if found is None else found.offset)
+            wanted = key.encode()
+            codec = default_codec()
+            while True:
+                batch = await consumer.getmany(partition, timeout_ms=_FETCH_MS)
+                for message in batch.get(partition, ()):
+                    if message.key == wanted:
+                        yield codec.decode(message.value, expected=topic.event)[1]
+        finally:
+            await consumer.stop()
+
+    @contextlib.asynccontextmanager
+    async def _from_now(self, *declared: str) -> AsyncIterator[Any]:
+        """A consumer positioned at the end of the topics on entering the block, so that
+        nothing published after that (an answer, an event) can slip past."""
+        partitions = [
+            p for name in declared for p in await self._partitions(self.names.topic(name))
+        ]
+        consumer = await self._consumer(partitions)
+        try:
+            await consumer.seek_to_end(*partitions)
+            for partition in partitions:
+                await consumer.position(partition)  # resolves the seek now, not at the fetch
+            yield consumer
+        finally:
+            await consumer.stop()
+
+    @contextlib.asynccontextmanager
+    async def answers(self, *declared: str) -> AsyncIterator[Answers]:
+        """Positions at the end of the answer topics, taken before a request is sent."""
+        async with self._from_now(*declared) as consumer:
+            yield Answers(consumer)
+
+    @contextlib.asynccontextmanager
+    async def records_from_now(self, declared: str) -> AsyncIterator[AsyncIterator[Record]]:
+        """The topic's records published after entering the block, as they come."""
+        async with self._from_now(declared) as consumer:
+            yield _records(consumer)
+
+    async def tail(
+        self, declared: str, *, from_beginning: bool, key: str | None, idle_timeout_s: float | None
+    ) -> AsyncGenerator[TailedEvent, None]:
+        """See :meth:`lepton.LeptonClient.tail`."""
+        try:
+            topic = self.names.topic(declared)
+        except KeyError:
+            raise RequestError(
+                f"unknown topic {declared!r}", "one of: " + ", ".join(t.name for t in ALL_TOPICS)
+            ) from None
+        partitions = await self._partitions(topic)
+        consumer = await self._consumer(partitions)
+        try:
+            if from_beginning:
+                await consumer.seek_to_beginning(*partitions)
+            else:
+                await consumer.seek_to_end(*partitions)
+            codec = default_codec()
+            last = time.monotonic()
+            while idle_timeout_s is None or time.monotonic() - last <= idle_timeout_s:
+                batch = await consumer.getmany(timeout_ms=_FETCH_MS)
+                for message in (message for records in batch.values() for message in records):
+                    last = time.monotonic()
+                    message_key = _text(message.key)
+                    if key is not None and message_key != key:
+                        continue
+                    try:
+                        kind, record = codec.decode(message.value)
+                    except DecodeError as exc:
+                        yield TailedEvent(topic.name, message.offset, message_key, error=str(exc))
+                    else:
+                        yield TailedEvent(topic.name, message.offset, message_key, kind, record)
+        finally:
+            await consumer.stop()
+
+
+class Answers:
+    """Answers read from positions taken before the questions were asked."""
+
+    def __init__(self, consumer: Any) -> None:
+        self._consumer = consumer
+
+    async def collect(
+        self, request_ids: set[str], timeout_s: float
+    ) -> dict[str, tuple[str, Record]]:
+        """``(event type, record)`` for each request id; TimeoutError after ``timeout_s``.
+
+        Other clients' answers are skipped. A question is always asked before its answer
+        is collected, and the reading only moves forward, so nothing is kept between calls.
+        """
+        codec = default_codec()
+        found: dict[str, tuple[str, Record]] = {}
+        async with asyncio.timeout(timeout_s):
+            while len(found) < len(request_ids):
+                for messages in (await self._consumer.getmany(timeout_ms=_FETCH_MS)).values():
+                    for message in messages:
+                        kind, record = codec.decode(message.value)
+                        if record["request_id"] in request_ids:
+                            found[record["request_id"]] = (kind, record)
+        return found
+
+
+async def _records(consumer: Any) -> AsyncIterator[Record]:
+    codec = default_codec()
+    while True:
+        for messages in (await consumer.getmany(timeout_ms=_FETCH_MS)).values():
+            for message in messages:
+                yield codec.decode(message.value)[1]
+
+
+def _text(key: bytes | None) -> str | None:
+    return key.decode("utf-8", "replace") if key is not None else None
