@@ -5,7 +5,7 @@ PYTHON ?= python3
 # The least line coverage `make test` accepts: a few points under what the suite measures.
 COVERAGE_FLOOR ?= 59
 
-.PHONY: install fmt format-check lint types test test-unit check bench demo demo-down clean
+.PHONY: install fmt generate format-check lint types test test-unit check bench demo demo-down clean
 
 install: $(VENV)/.installed
 
@@ -17,6 +17,12 @@ $(VENV)/.installed: pyproject.toml
 fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Regenerates what is derived from schemas/: the event types and the golden vectors
+# (a unit test and the pre-commit hooks fail while either is stale).
+generate: install
+	$(BIN)/python -m lepton.contract.typegen --write
+	$(BIN)/lepton contract vectors --write
 
 format-check: install
 	$(BIN)/ruff format --check .
