@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from lepton.data import tables
 from lepton.runtime import database
 from tests.integration.scheduler_support import Namespaced, heartbeat
-
-INGEST_MIGRATIONS = Path(__file__).parents[2] / "services" / "ingest" / "migrations"
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +101,7 @@ def test_simulate_reports_a_run_without_violations() -> None:
 async def test_data_commands_answer_in_one_line(bootstrap, database_url) -> None:
     pool = await database.connect(database_url)
     try:
-        await database.migrate(pool, "ingest", database.load_migrations(INGEST_MIGRATIONS))
+        await tables.migrate(pool)
     finally:
         await pool.close()
     env = {"LEPTON_KAFKA_BOOTSTRAP": bootstrap, "LEPTON_DATABASE_URL": database_url}
