@@ -2,11 +2,11 @@
 
 State comes from the log. Before it has caught up, the shell only records what it
 reads (job requests and events into the :class:`~lepton.scheduling.journal.Journal`,
-ready datasets) and what the heartbeat digester says of the nodes
-(:meth:`SchedulerShell.take`). Once both have caught up, it rebuilds the core, finishes
-what a crash may have left half-done (a request never answered, an assignment whose
-instruction never went out, a job its node lost), and from there on plans whenever
-something changed.
+ready datasets) and what the heartbeat digester says of the nodes (its
+:class:`~services.scheduler.node_news.NodeNews` side). Once both have caught up, it
+rebuilds the core, finishes what a crash may have left half-done (a request never
+answered, an assignment whose instruction never went out, a job its node lost), and from
+there on plans whenever something changed.
 
 The shell is a :class:`~lepton.bus.BatchHandler`: :meth:`SchedulerShell.apply` folds each
 event of a fetch into memory (no I/O), and :meth:`SchedulerShell.flush` acts on the whole
@@ -18,91 +18,43 @@ their decisions.
 Order of effects: a job's ``assigned`` event is published (and acknowledged) before the
 instruction to its node, so the log always knows about a lease before any node can act
 on it; a lost instruction is sent again after a restart, and the trainer ignores a
-lease it already has. Instructions go out from their own task (:meth:`instruct_forever`),
-which waits for those acknowledgements, so that reading and planning never wait for the
-broker.
+lease it already has. Instructions go out from their own task
+(:meth:`~services.scheduler.outbox.Outbox.instruct_forever`), which waits for those
+acknowledgements, so that reading and planning never wait for the broker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum, auto
-from typing import TYPE_CHECKING, Any, NamedTuple, Unpack
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import prometheus_client
 
 from lepton.bus import MessageCounts, continue_trace, current_trace
 from lepton.contract.events import DataReady, JobEvent
-from lepton.contract.job_events import job_event
-from lepton.scheduling.entities import (
-    Assign,
-    Failed,
-    NodeLossOutcome,
-    NodeState,
-    Preempt,
-    Requeued,
-    Unschedulable,
-)
+from lepton.scheduling.entities import Assign, Preempt, Unschedulable
 from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
 from lepton.scheduling.placement import Scheduler
+from services.scheduler.node_news import NodeNews
+from services.scheduler.outbox import Outbox, decided, instructions_for, now_ms
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lepton.bus import Event
-    from lepton.contract.events import JobEventKind
-    from lepton.contract.job_events import JobEventDetails
     from lepton.runtime.service import Context
-    from services.scheduler.digester import Digester
-    from services.scheduler.heartbeats import Message
     from services.scheduler.settings import SchedulerSettings
 
 __all__ = ["SchedulerShell"]
 
-_DECISIONS = prometheus_client.Counter(
-    "lepton_scheduler_events_total", "Job events the scheduler published, by kind.", ["kind"]
-)
 _VOID_LEASES = prometheus_client.Counter(
     "lepton_scheduler_void_lease_reports_total",
     "Reports from nodes for leases that are no longer current (ignored).",
 )
-_NODE_OVERFLOW = prometheus_client.Gauge(
-    "lepton_scheduler_node_table_overflow",
-    "Heartbeats from unknown nodes dropped because the node table is full.",
-)
-_NODES = prometheus_client.Gauge(
-    "lepton_scheduler_nodes", "Nodes the scheduler knows (alive or suspect)."
-)
-_PIPELINE_STALLED = prometheus_client.Gauge(
-    "lepton_scheduler_heartbeat_pipeline_stalled_seconds",
-    "How long no heartbeat from any node has arrived (0 when heartbeats flow).",
-)
-
-
-# Batches of instructions queued for their acknowledgements before planning waits.
-_INSTRUCTION_BACKLOG = 64
-# Job events sent and not yet acknowledged before deciding waits for the broker.
-_UNACKED_BOUND = 20_000
-
-# (node id, instruction record): one message to ``lepton.jobs.assigned``.
-Instruction = tuple[str, dict[str, Any]]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-async def _acknowledged(acks: list[asyncio.Future[Any]]) -> None:
-    """Wait for the broker's acknowledgements; raises the first refusal. Unlike gather,
-    being cancelled leaves them pending, so a stopping shell can still wait for them."""
-    if acks:
-        await asyncio.wait(acks)
-        for ack in acks:
-            ack.result()
 
 
 class _Step(Enum):
@@ -121,7 +73,7 @@ class _FollowUp(NamedTuple):
 
 
 @dataclass(slots=True)
-class SchedulerShell:
+class SchedulerShell(NodeNews):
     context: Context
     settings: SchedulerSettings
     journal: Journal = field(default_factory=Journal)
@@ -140,27 +92,18 @@ class SchedulerShell:
     _source: bytes = field(init=False)  # the ce_source header of what this shell publishes
     _digested: MessageCounts = field(init=False)  # the digester's, in our metrics
     pending_data: dict[str, JobRecord] = field(default_factory=dict)
-    rebuilt: bool = False
-    _unacked: list[asyncio.Future[Any]] = field(default_factory=list)
-    # Job events decided but not sent yet, with the trace each continues.
-    _outbox: list[tuple[JobEvent, bytes | None]] = field(default_factory=list)
+    live: bool = False  # rebuilt from the log: from now on it decides
+    outbox: Outbox = field(init=False)
     # Applied, not yet flushed: what the events left to do.
     _follow_ups: deque[_FollowUp] = field(default_factory=deque)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Instructions, each with the acknowledgements of the events decided before them.
-    _instructing: asyncio.Queue[tuple[list[asyncio.Future[Any]], list[Instruction]]] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=_INSTRUCTION_BACKLOG)
-    )
 
     def __post_init__(self) -> None:
         self._job_events = self.context.topic("lepton.jobs.events").name
         self._source = self.context.publisher.source.encode()
         self._digested = MessageCounts(self.context.topics.group("lepton-scheduler"))
         self.core = Scheduler(self.settings.core_config())
-
-    @property
-    def live(self) -> bool:
-        return self.rebuilt
+        self.outbox = Outbox(self.context)
 
     # ------------------------------------------------------------------ reading
 
@@ -224,7 +167,7 @@ class SchedulerShell:
             if self.dirty.is_set():
                 await self._plan()
             else:
-                await self._send()
+                await self.outbox.send()
 
     async def _follow_up(self, follow_up: _FollowUp) -> None:
         entry = follow_up.entry
@@ -246,42 +189,6 @@ class SchedulerShell:
         elif entry.cancel_requested:
             await self._cancel(entry)
 
-    def _node(self, record: dict[str, Any], restarted: bool, hot: bool) -> None:
-        """A node the digester says placement must hear of: new, restarted, or changed in
-        capacity, region, GPU type, labels or whether it runs hot."""
-        node_id = record["node_id"]
-        if hot:
-            self.hot.add(node_id)
-        else:
-            self.hot.discard(node_id)
-        known = self.nodes.get(node_id)
-        self.nodes[node_id] = record
-        if not self.live:
-            return
-        if restarted:
-            # A restarted agent has lost whatever it ran before.
-            self._publish_losses(node_id, self.core.remove_node(node_id), "restarted")
-        self.core.upsert_node(self._accepting(node_state(record)))
-        if known is None or restarted or known["capacity"] != record["capacity"]:
-            self.dirty.set()
-
-    def _accepting(self, state: NodeState) -> NodeState:
-        accepts = not (state.node_id in self.suspect or state.node_id in self.hot)
-        if accepts == state.accepts_new_work:
-            return state
-        return NodeState(
-            node_id=state.node_id,
-            region=state.region,
-            capacity=state.capacity,
-            labels=state.labels,
-            gpu_type=state.gpu_type,
-            usage=state.usage,
-            running_job_ids=state.running_job_ids,
-            sent_at_ms=state.sent_at_ms,
-            sequence=state.sequence,
-            accepts_new_work=accepts,
-        )
-
     # ---------------------------------------------------------------- catching up
 
     async def rebuild(self) -> None:
@@ -290,7 +197,7 @@ class SchedulerShell:
             await self._rebuild()
 
     async def _rebuild(self) -> None:
-        now = _now_ms()
+        now = now_ms()
         restore(
             self.core,
             [self._accepting(node_state(record)) for record in self.nodes.values()],
@@ -308,7 +215,7 @@ class SchedulerShell:
                 unfinished.append(entry)
             elif entry.status is Status.ASSIGNED:
                 await self._send_instructions(entry, "run")
-        self.rebuilt = True
+        self.live = True
         for entry in unfinished:
             if entry.status is Status.UNANNOUNCED:
                 self._announce(entry)
@@ -318,7 +225,7 @@ class SchedulerShell:
                 await self._cancel(entry)
             elif entry.status is Status.QUEUED:
                 self._submit(entry)
-        await self._send()
+        await self.outbox.send()
         self.context.log.info(
             "rebuilt from the log", jobs=len(self.journal.jobs), nodes=len(self.nodes)
         )
@@ -331,18 +238,18 @@ class SchedulerShell:
         spec = entry.spec
         if isinstance(spec, Rejection):
             entry.status = Status.DONE
-            self._events([self._event(entry, "rejected", field=spec.field, reason=spec.reason)])
+            self.outbox.decide([decided(entry, "rejected", field=spec.field, reason=spec.reason)])
             return
         impossible = self.core.impossible(spec)
         if impossible is not None:
             entry.status = Status.DONE
-            self._events([self._event(entry, "rejected", field="demand", reason=impossible)])
+            self.outbox.decide([decided(entry, "rejected", field="demand", reason=impossible)])
             return
         self._submit(entry)
         waiting = entry.request["job_id"] in self.pending_data
-        self._events(
+        self.outbox.decide(
             [
-                self._event(
+                decided(
                     entry,
                     "queued",
                     reason=f"waiting for dataset {entry.request['dataset']['name']}"
@@ -391,15 +298,15 @@ class SchedulerShell:
     async def _plan(self) -> None:
         """One placement pass; its decisions (and every event before them) published."""
         self.dirty.clear()
-        decisions = self.core.plan(_now_ms())
+        decisions = self.core.plan(now_ms())
         self.context.log.debug("planned", decisions=Counter(type(d).__name__ for d in decisions))
         await self._apply(decisions)
-        await self._send()
+        await self.outbox.send()
 
     async def _apply(self, decisions: list[Any]) -> None:
         events: list[JobEvent] = []
         # (job, action, reason, worker index -> node, lease epoch)
-        instructions: list[tuple[JobRecord, str, str | None, dict[int, str], int]] = []
+        orders: list[tuple[JobRecord, str, str | None, dict[int, str], int]] = []
         for decision in decisions:
             if isinstance(decision, Assign):
                 entry = self.journal.jobs[decision.job_id]
@@ -409,7 +316,7 @@ class SchedulerShell:
                 entry.status = Status.ASSIGNED
                 for index, node_id in enumerate(decision.node_ids):
                     events.append(
-                        self._event(
+                        decided(
                             entry,
                             "assigned",
                             node_id=node_id,
@@ -417,14 +324,14 @@ class SchedulerShell:
                             lease_epoch=entry.epoch,
                         )
                     )
-                instructions.append((entry, "run", None, dict(entry.nodes), entry.epoch))
+                orders.append((entry, "run", None, dict(entry.nodes), entry.epoch))
             elif isinstance(decision, Preempt):
                 for victim_id in decision.victim_job_ids:
                     victim = self.journal.jobs[victim_id]
                     reason = f"preempted for {decision.for_job_id}"
-                    instructions.append((victim, "stop", reason, dict(victim.nodes), victim.epoch))
+                    orders.append((victim, "stop", reason, dict(victim.nodes), victim.epoch))
                     events.append(
-                        self._event(victim, "preempted", reason=reason, lease_epoch=victim.epoch)
+                        decided(victim, "preempted", reason=reason, lease_epoch=victim.epoch)
                     )
                     victim.status = Status.QUEUED
                     victim.nodes.clear()
@@ -432,15 +339,15 @@ class SchedulerShell:
             elif isinstance(decision, Unschedulable):
                 entry = self.journal.jobs[decision.job_id]
                 entry.status = Status.DONE
-                events.append(
-                    self._event(entry, "rejected", field="demand", reason=decision.reason)
-                )
-        self._events(events)
-        await self._instruct(
+                events.append(decided(entry, "rejected", field="demand", reason=decision.reason))
+        self.outbox.decide(events)
+        await self.outbox.instruct(
             [
                 instruction
-                for job, action, why, nodes, epoch in instructions
-                for instruction in self._instructions(job, action, why, nodes, epoch)
+                for job, action, why, nodes, epoch in orders
+                for instruction in instructions_for(
+                    job, action, self._dataset_version, why, nodes, epoch
+                )
             ]
         )
 
@@ -452,170 +359,13 @@ class SchedulerShell:
         nodes: dict[int, str] | None = None,
         epoch: int | None = None,
     ) -> None:
-        await self._instruct(self._instructions(entry, action, reason, nodes, epoch))
-
-    async def _instruct(self, instructions: list[Instruction]) -> None:
-        """Hand instructions to :meth:`instruct_forever`, with the acknowledgements of
-        every event decided before them (waits only if it is far behind)."""
-        if not instructions:
-            return
-        await self._send()
-        acks, self._unacked = self._unacked, []
-        await self._instructing.put((acks, instructions))
+        await self.outbox.instruct(
+            instructions_for(entry, action, self._dataset_version, reason, nodes, epoch)
+        )
 
     async def instruct_forever(self) -> None:
-        """Send instructions to nodes once every event decided before them is durable: the
-        log knows about a lease before any node can act on it. Whatever queued meanwhile
-        goes out together. A failed acknowledgement ends this task, which stops the
-        service; an instruction lost that way is sent again by the rebuild after the
-        restart, and the trainer ignores a lease it already has."""
-        topic = self.context.topic("lepton.jobs.assigned")
-        acks: list[asyncio.Future[Any]] = []
-        instructions: list[Instruction] = []
-
-        def take_queued() -> None:
-            while not self._instructing.empty():
-                more_acks, more = self._instructing.get_nowait()
-                acks.extend(more_acks)
-                instructions.extend(more)
-
-        try:
-            while True:
-                first_acks, first = await self._instructing.get()
-                acks.extend(first_acks)
-                instructions.extend(first)
-                take_queued()
-                await _acknowledged(acks)
-                await self.context.publisher.publish_many(topic, instructions)
-                acks.clear()
-                instructions.clear()
-        finally:
-            # Stopping (cancelled): what was decided still goes out, as it did when
-            # instructions were sent from the flush itself.
-            take_queued()
-            if instructions:
-                await _acknowledged(acks)
-                await self.context.publisher.publish_many(topic, instructions)
-
-    def _instructions(
-        self,
-        entry: JobRecord,
-        action: str,
-        reason: str | None = None,
-        nodes: dict[int, str] | None = None,
-        epoch: int | None = None,
-    ) -> list[Instruction]:
-        """What each worker's node must do (run or stop the job) under the given lease."""
-        nodes = entry.nodes if nodes is None else nodes
-        epoch = entry.epoch if epoch is None else epoch
-        spec = entry.spec
-        assert not isinstance(spec, Rejection)
-        dataset = None
-        if entry.request.get("dataset"):
-            dataset = {
-                "name": entry.request["dataset"]["name"],
-                "version": self._dataset_version(entry) or "",
-                "owner": entry.request["dataset"].get("owner") or entry.tenant,
-            }
-        now = _now_ms()
-        granted = {
-            "cpu_millicores": spec.demand.cpu_millicores,
-            "memory_mib": spec.demand.memory_mib,
-            "gpus": spec.demand.gpus,
-            "network_mbps": spec.demand.network_mbps,
-        }
-        return [
-            (
-                node_id,
-                {
-                    "job_id": spec.job_id,
-                    "node_id": node_id,
-                    "action": action,
-                    "worker_index": index,
-                    "gang_size": spec.gang_size,
-                    "lease_epoch": epoch,
-                    "attempt": entry.attempt,
-                    "granted": granted,
-                    "tenant": spec.tenant,
-                    "task": entry.request["task"],
-                    "dataset": dataset,
-                    "reason": reason,
-                    "assigned_at": now,
-                },
-            )
-            for index, node_id in sorted(nodes.items())
-        ]
-
-    async def digest_forever(self, digester: Digester) -> None:
-        """Act on what the heartbeat digester says, in order, for as long as it runs."""
-        async for message in digester.messages():
-            async with self._lock:
-                await self.take(message)
-
-    async def take(self, message: Message) -> None:
-        """One message of the digester (:mod:`services.scheduler.heartbeats`)."""
-        # Compared in place, so that mypy narrows ``message`` to the kind's TypedDict.
-        if message["kind"] == "nodes":
-            for record, restarted, hot in message["nodes"]:
-                self._node(record, restarted, hot)
-        elif message["kind"] == "verdicts":
-            self._verdicts(message["suspect"], message["recovered"], message["dead"])
-        elif message["kind"] == "pipeline":
-            self._pipeline(message["stalled_ms"], message["overflow"], message["counts"])
-        elif message["kind"] == "caught_up":
-            self.nodes_known.set()
-        _NODES.set(len(self.nodes))
-        await self._send()
-
-    def _verdicts(self, suspect: list[str], recovered: list[str], dead: list[str]) -> None:
-        """Silent nodes stop getting work, dead ones lose it."""
-        self.suspect.update(suspect)
-        self.suspect.difference_update(recovered)
-        if self.live:
-            for node_id in (*suspect, *recovered):
-                if node_id in self.nodes:
-                    self.core.upsert_node(self._accepting(node_state(self.nodes[node_id])))
-        for node_id in dead:
-            self.nodes.pop(node_id, None)
-            self.hot.discard(node_id)
-            self.suspect.discard(node_id)
-            if self.live:
-                self._publish_losses(node_id, self.core.remove_node(node_id), "dead")
-        if self.live and (recovered or dead):
-            self.dirty.set()
-
-    def _pipeline(
-        self, stalled_ms: int | None, overflow: int, counts: list[tuple[str, str, int]]
-    ) -> None:
-        _PIPELINE_STALLED.set((stalled_ms or 0) / 1000)
-        _NODE_OVERFLOW.set(overflow)
-        if stalled_ms is not None and not self.stalled:
-            self.context.log.error(
-                "no heartbeat from any node: treating it as a pipeline fault, requeuing nothing",
-                silent_for_ms=stalled_ms,
-            )
-        self.stalled = stalled_ms is not None
-        for topic, outcome, count in counts:
-            self._digested.counts[topic, outcome] = count
-
-    def _publish_losses(self, node_id: str, outcomes: list[NodeLossOutcome], how: str) -> None:
-        events = []
-        for outcome in outcomes:
-            entry = self.journal.jobs[outcome.job_id]
-            if isinstance(outcome, Requeued):
-                entry.attempt = outcome.attempt
-                entry.status = Status.QUEUED
-                entry.nodes.clear()
-                entry.started.clear()
-                events.append(self._event(entry, "requeued", reason=f"node {node_id} {how}"))
-            elif isinstance(outcome, Failed):
-                events.append(
-                    self._event(entry, "failed", reason=outcome.reason, lease_epoch=entry.epoch)
-                )
-                entry.status = Status.DONE
-        self._events(events)
-        if outcomes:
-            self.dirty.set()
+        """Send instructions to nodes, each after the events decided before it."""
+        await self.outbox.instruct_forever()
 
     def _requeue(self, entry: JobRecord, reason: str) -> None:
         spec = entry.spec
@@ -625,9 +375,9 @@ class SchedulerShell:
         entry.started.clear()
         if entry.attempt > spec.max_retries:
             entry.status = Status.DONE
-            self._events(
+            self.outbox.decide(
                 [
-                    self._event(
+                    decided(
                         entry,
                         "failed",
                         reason=f"{reason}; {entry.attempt} failures exceed "
@@ -638,7 +388,7 @@ class SchedulerShell:
             )
             return
         self._submit(entry)
-        self._events([self._event(entry, "requeued", reason=reason)])
+        self.outbox.decide([decided(entry, "requeued", reason=reason)])
 
     async def _cancel(self, entry: JobRecord) -> None:
         if entry.status in (Status.ASSIGNED, Status.RUNNING):
@@ -646,53 +396,5 @@ class SchedulerShell:
         self.core.remove_job(entry.request["job_id"])
         self.pending_data.pop(entry.request["job_id"], None)
         entry.status = Status.DONE
-        self._events([self._event(entry, "cancelled", lease_epoch=entry.epoch or None)])
+        self.outbox.decide([decided(entry, "cancelled", lease_epoch=entry.epoch or None)])
         self.dirty.set()
-
-    # ---------------------------------------------------------------- writing
-
-    def _event(
-        self, entry: JobRecord, kind: JobEventKind, **details: Unpack[JobEventDetails]
-    ) -> JobEvent:
-        return job_event(
-            entry.request["job_id"],
-            kind,
-            entry.tenant,
-            attempt=entry.attempt,
-            time_ms=_now_ms(),
-            **details,
-        )
-
-    def _events(self, events: list[JobEvent]) -> None:
-        """Decide job events: kept, in order, until :meth:`_send` sends them all in one
-        batch. Each continues the trace current when it was decided (its cause's)."""
-        trace = current_trace()
-        for event in events:
-            self._outbox.append((event, trace))
-
-    async def _send(self) -> None:
-        """Queue the decided job events for the broker without waiting for it: one job's
-        events share a partition, so they stay in order; :meth:`_flush` waits where
-        durability matters."""
-        if self._outbox:
-            outbox, self._outbox = self._outbox, []
-            self._unacked.extend(
-                await self.context.publisher.send_many(
-                    self.context.topic("lepton.jobs.events"),
-                    [(event["job_id"], event) for event, _ in outbox],
-                    traces=[trace for _, trace in outbox],
-                )
-            )
-            for kind, count in Counter(event["kind"] for event, _ in outbox).items():
-                _DECISIONS.labels(kind).inc(count)
-        if len(self._unacked) > 1000:
-            unacked = []
-            for ack in self._unacked:
-                if not ack.done():
-                    unacked.append(ack)
-                elif (refused := ack.exception()) is not None:
-                    raise refused  # the broker refused an event: stop the service
-            self._unacked = unacked
-            if len(unacked) > _UNACKED_BOUND:  # the broker is far behind: wait for it
-                await asyncio.gather(*self._unacked)
-                self._unacked.clear()
