@@ -23,8 +23,8 @@ if TYPE_CHECKING:
         UnknownFingerprintError,
         WrongSchemaError,
     )
+    from lepton.data.access import AccessDenied, DatasetError, DatasetNotFound, KeyUnavailable
     from lepton.data.artifacts import ArtifactError
-    from lepton.data.catalog import AccessDenied, DatasetError, DatasetNotFound, KeyUnavailable
     from lepton.errors import (
         CatalogMissing,
         DatasetRejected,
@@ -50,26 +50,12 @@ if TYPE_CHECKING:
         Source,
         TrainingTask,
     )
-    from lepton.sdk.client import (
-        JobEvent,
-        JobOutcome,
-        LeptonClient,
-        ModelVerdict,
-        Placement,
-        PredictionResult,
-        TailedEvent,
-    )
+    from lepton.sdk.client import LeptonClient, Placement, TailedEvent
+    from lepton.sdk.results import JobEvent, JobOutcome, ModelVerdict, PredictionResult
 
 _HOMES: dict[str, tuple[str, ...]] = {
-    "lepton.sdk.client": (
-        "JobEvent",
-        "JobOutcome",
-        "LeptonClient",
-        "ModelVerdict",
-        "Placement",
-        "PredictionResult",
-        "TailedEvent",
-    ),
+    "lepton.sdk.client": ("LeptonClient", "Placement", "TailedEvent"),
+    "lepton.sdk.results": ("JobEvent", "JobOutcome", "ModelVerdict", "PredictionResult"),
     "lepton.sdk.builders": (
         "Constraints",
         "DatasetRef",
@@ -103,7 +89,7 @@ _HOMES: dict[str, tuple[str, ...]] = {
         "WrongSchemaError",
     ),
     "lepton.data.artifacts": ("ArtifactError",),
-    "lepton.data.catalog": ("AccessDenied", "DatasetError", "DatasetNotFound", "KeyUnavailable"),
+    "lepton.data.access": ("AccessDenied", "DatasetError", "DatasetNotFound", "KeyUnavailable"),
     "lepton.runtime.database": ("DatabaseUnavailableError",),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}

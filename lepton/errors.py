@@ -23,7 +23,7 @@ there, on a category of this module, and are also importable from ``lepton``)::
     │   ├── InvalidRequest              also ValueError      lepton.sdk.builders
     │   ├── DatasetRejected             the ingest service's answer
     │   └── PredictionFailed            the evaluator's answer
-    ├── DatasetError                    lepton.data.catalog
+    ├── DatasetError                    lepton.data.access
     │   ├── DatasetNotFound
     │   ├── AccessDenied
     │   └── KeyUnavailable

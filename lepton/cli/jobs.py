@@ -23,7 +23,8 @@ from lepton.sdk.builders import InvalidRequest, JobRequest, describe
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lepton.sdk.client import JobEvent, LeptonClient
+    from lepton.sdk.client import LeptonClient
+    from lepton.sdk.results import JobEvent
 
 
 _JOB_HINT = "see schemas/job_requested.avsc for the fields; `lepton plan` checks a job file"

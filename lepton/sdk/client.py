@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import getpass
 import json
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lepton.config import Settings
@@ -51,6 +49,7 @@ from lepton.sdk._kafka import Answers, KafkaTransport, TailedEvent
 from lepton.sdk._monitor import MonitorTransport
 from lepton.sdk._planning import Placement, place
 from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
+from lepton.sdk.results import JobEvent, JobOutcome, ModelVerdict, PredictionResult
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
@@ -60,16 +59,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DatasetRejected",
-    "JobEvent",
-    "JobOutcome",
     "LeptonClient",
     "LeptonError",
     "LeptonTimeout",
-    "ModelVerdict",
     "MonitorUnavailable",
     "Placement",
     "PredictionFailed",
-    "PredictionResult",
     "TailedEvent",
 ]
 
@@ -77,68 +72,6 @@ __all__ = [
 # not from the start of the topic: other machines' clocks (which stamp the events) may be
 # behind this one's.
 _CLOCK_SKEW_MS = 5 * 60_000
-
-
-@dataclass(frozen=True, slots=True)
-class JobEvent:
-    """One transition of a job (``lepton.JobEvent``); ``time`` in epoch milliseconds."""
-
-    job_id: str
-    kind: str
-    tenant: str
-    node_id: str | None
-    lease_epoch: int | None
-    worker_index: int | None
-    attempt: int
-    reason: str | None
-    field: str | None
-    progress_percent: float | None
-    stage: str | None
-    error_type: str | None
-    model_id: str | None
-    time: int
-
-    @classmethod
-    def from_record(cls, record: Record) -> JobEvent:
-        return cls(**{name: record[name] for name in _JOB_EVENT_FIELDS})
-
-
-_JOB_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(JobEvent))
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    """How a job ended, and for a training job that succeeded, the model it produced."""
-
-    job_id: str
-    state: str  # succeeded, failed, rejected or cancelled
-    event: JobEvent  # the event that ended it: its reason, error type, model id
-    model: Record | None  # the lepton.ModelReady record
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "succeeded"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelVerdict:
-    """What the evaluator made of a model."""
-
-    evaluated: Record  # lepton.ModelEvaluated: metrics, findings, curves, plots
-    verdict: Record | None  # lepton.ModelPromoted: promoted or kept_champion, with evidence
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionResult:
-    """Predictions for every row asked, in order, all made by one model version."""
-
-    model_name: str
-    model_id: str
-    problem_type: str
-    predictions: list[float | str]
-    probabilities: list[dict[str, float]]  # classification: label -> probability, per row
-    warnings: list[str]
-    request_ids: list[str]  # one per lepton.PredictRequested sent
 
 
 class LeptonClient:

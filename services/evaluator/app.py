@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from lepton.bus import Subscriber, TransientError
 from lepton.contract import default_codec
 from lepton.data import artifacts
-from lepton.data.catalog import DatasetError, read_dataset
+from lepton.data.access import DatasetError
+from lepton.data.reading import read_dataset
 from lepton.runtime import endpoints
 from lepton.runtime.service import Context, Service, run
 from services.evaluator import plots, store

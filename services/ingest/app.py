@@ -26,7 +26,8 @@ from aiokafka.errors import KafkaError
 
 from lepton.bus import Event, Handler, TransientError
 from lepton.data import tables
-from lepton.data.catalog import AUDIT_CHANNEL, decode_master_key
+from lepton.data.access import AUDIT_CHANNEL
+from lepton.data.keys import decode_master_key
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
 from services.ingest.pipeline import Integration, Outcome, Pipeline

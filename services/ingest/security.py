@@ -3,7 +3,7 @@
 Each version gets a fresh 256-bit data key; each sensitive value is sealed with AES-256-GCM
 under it (a random 96-bit nonce per value, the column name as associated data, so a value
 cannot be moved to another column unnoticed). The data key is stored only wrapped by the
-owner's tenant key (:func:`lepton.data.catalog.wrap_data_key`), itself derived from the master
+owner's tenant key (:func:`lepton.data.keys.wrap_data_key`), itself derived from the master
 key, so the database never holds a key that opens the data.
 """
 
@@ -14,7 +14,7 @@ import os
 import pandas as pd
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lepton.data.catalog import wrap_data_key
+from lepton.data.keys import wrap_data_key
 
 __all__ = ["ColumnSealer"]
 

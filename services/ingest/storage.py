@@ -12,7 +12,7 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from lepton.data.catalog import AUDIT_CHANNEL, TENANT_ROLE
+from lepton.data.access import AUDIT_CHANNEL, TENANT_ROLE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence

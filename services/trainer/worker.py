@@ -53,7 +53,7 @@ def _exit_when_orphaned() -> None:
 async def _load(run: dict[str, Any]) -> Any:
     import asyncpg
 
-    from lepton.data.catalog import read_dataset
+    from lepton.data.reading import read_dataset
 
     assignment = run["assignment"]
     dataset = assignment["dataset"]

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lepton.contract.codec import Codec
 from lepton.contract.topics import dead_letter_topic
-from lepton.data import catalog
-from lepton.data.catalog import read_dataset
+from lepton.data import reading
+from lepton.data.keys import wrap_data_key
+from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.runtime.service import Service
 from services.evaluator import store
@@ -491,7 +492,7 @@ async def test_a_version_table_reads_back_value_for_value(pool: asyncpg.Pool) ->
         )
         try:
             await connection.copy_records_to_table(table, schema_name="lepton_data", records=rows)
-            count, stored = await catalog._copy_rows(connection, table)
+            count, stored = await reading._copy_rows(connection, table)
         finally:
             await connection.execute(f'DROP TABLE lepton_data."{table}"')
         # One column: a NULL row is an empty line of COPY's CSV, still a row.
@@ -500,8 +501,8 @@ async def test_a_version_table_reads_back_value_for_value(pool: asyncpg.Pool) ->
             await connection.executemany(
                 f'INSERT INTO lepton_data."{table}" VALUES ($1)', [(1.5,), (None,), (2.0,)]
             )
-            single = catalog._frame(
-                (await catalog._copy_rows(connection, table))[1],
+            single = reading._frame(
+                (await reading._copy_rows(connection, table))[1],
                 [{"name": "x", "type": "float"}],
                 "owner",
                 "name",
@@ -511,8 +512,8 @@ async def test_a_version_table_reads_back_value_for_value(pool: asyncpg.Pool) ->
         finally:
             await connection.execute(f'DROP TABLE lepton_data."{table}"')
     assert single["x"].isna().tolist() == [False, True, False]
-    wrapped = catalog.wrap_data_key(master, "owner", "name", data_key)
-    frame = catalog._frame(stored, columns, "owner", "name", wrapped, master)
+    wrapped = wrap_data_key(master, "owner", "name", data_key)
+    frame = reading._frame(stored, columns, "owner", "name", wrapped, master)
     assert count == 4
     assert [str(t) for t in frame.dtypes] == [
         "Int64",

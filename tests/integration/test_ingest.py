@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from lepton.contract.codec import Codec
-from lepton.data.catalog import read_dataset
+from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from tests.integration.ingest_support import (
     as_tenant_fetch,

@@ -11,15 +11,9 @@ import pandas as pd
 import pytest
 
 from lepton.contract.codec import Codec
-from lepton.data.catalog import (
-    AccessDenied,
-    DatasetNotFound,
-    export_csv,
-    list_datasets,
-    read_dataset,
-    revoke_dataset,
-    share_dataset,
-)
+from lepton.data.access import AccessDenied, DatasetNotFound
+from lepton.data.catalog import list_datasets, revoke_dataset, share_dataset
+from lepton.data.reading import export_csv, read_dataset
 from tests.integration.ingest_support import (
     as_tenant_fetch,
     request,

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import lepton
 from lepton.cli import app
 from lepton.contract.codec import DecodeError, MessageOrigin, TruncatedMessageError
-from lepton.data.catalog import DatasetError, DatasetNotFound
+from lepton.data.access import DatasetError, DatasetNotFound
 from lepton.errors import CatalogMissing, LeptonError, LeptonTimeout
 from lepton.sdk.client import LeptonClient
 

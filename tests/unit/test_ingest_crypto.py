@@ -10,13 +10,8 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from lepton.data.catalog import (
-    export_csv,
-    neutralise_formula,
-    tenant_key,
-    unwrap_data_key,
-    wrap_data_key,
-)
+from lepton.data.keys import tenant_key, unwrap_data_key, wrap_data_key
+from lepton.data.reading import export_csv, neutralise_formula
 from services.ingest.security import ColumnSealer
 
 MASTER = os.urandom(32)
