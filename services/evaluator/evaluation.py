@@ -55,7 +55,6 @@ __all__ = [
     "Curve",
     "Evaluation",
     "EvaluationConfig",
-    "Finding",
     "Prepared",
     "evaluate",
     "fold_scores",

@@ -31,15 +31,11 @@ from lepton.data.keys import decode_master_key
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
 from services.ingest.pipeline import Integration, Outcome, Pipeline
+from services.ingest.query_spool import spool_query
 from services.ingest.security import ColumnSealer
 from services.ingest.settings import IngestSettings
-from services.ingest.sources import (
-    Limits,
-    SourceReader,
-    SourceRequest,
-    resolve_location,
-    spool_query,
-)
+from services.ingest.source_limits import Limits, resolve_location
+from services.ingest.sources import SourceReader, SourceRequest
 from services.ingest.spec import IngestRejected, parse_spec
 
 if TYPE_CHECKING:

@@ -27,16 +27,13 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from services.ingest.coercion import ROW, SOURCE
-
-# The service opens every kind of source through this module, queries included.
-from services.ingest.query_spool import spool_query
-from services.ingest.source_limits import GuardedStream, Limits, resolve_location
+from services.ingest.source_limits import GuardedStream, Limits
 from services.ingest.spec import IngestRejected
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-__all__ = ["Limits", "SourceReader", "SourceRequest", "resolve_location", "spool_query"]
+__all__ = ["SourceReader", "SourceRequest"]
 
 _PROBE_BYTES = 1 << 20
 _READ_BLOCK = 1 << 20

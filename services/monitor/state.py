@@ -32,13 +32,10 @@ from services.monitor.entities import (
     to_table,
 )
 
-# The service reads the sampler from here with the state it samples.
-from services.monitor.sampling import Sampler
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-__all__ = ["Lag", "MonitorState", "Sampler"]
+__all__ = ["MonitorState"]
 
 
 class MonitorState:

@@ -23,9 +23,7 @@ from starlette.staticfiles import StaticFiles
 
 from services.monitor.entities import TERMINAL
 from services.monitor.sampling import METRICS
-
-# The service builds the Monitor and reads the clock from here, next to the app serving it.
-from services.monitor.views import Hub, Monitor, now_ms
+from services.monitor.views import Hub
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -33,7 +31,9 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BadRequestError", "Monitor", "create_web_app", "encode_json", "now_ms"]
+    from services.monitor.views import Monitor
+
+__all__ = ["BadRequestError", "create_web_app", "encode_json"]
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = [

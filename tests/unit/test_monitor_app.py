@@ -9,8 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from services.monitor.app import LagTracker, MonitorService
+from services.monitor.app import MonitorService
 from services.monitor.entities import Lag
+from services.monitor.pipeline_watch import LagTracker
 from services.monitor.settings import MonitorSettings
 from services.monitor.state import MonitorState
 from services.monitor.views import Hub
@@ -66,7 +67,7 @@ def test_the_scrape_config_and_the_grafana_dashboard_use_exported_metrics() -> N
     assert all(job["metrics_path"] == "/metrics/" for job in jobs.values())
     dashboard = json.loads((ROOT / "deploy/grafana/lepton-dashboard.json").read_text())
     exported = set(
-        re.findall(r'"(lepton_[a-z_]+)"', (ROOT / "services/monitor/app.py").read_text())
+        re.findall(r'"(lepton_[a-z_]+)"', (ROOT / "services/monitor/metrics_export.py").read_text())
     )
     exported.add("lepton_messages_total")  # the bus's counter, on every service
     used = {
