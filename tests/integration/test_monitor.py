@@ -188,6 +188,9 @@ async def test_heartbeats_and_job_events_build_the_views(
         await publisher.publish(
             topic(prefix, "lepton.jobs.assigned"), node, job_assigned(job, node, assigned_at=now)
         )
+        # The assignment and the job's events are on two topics, read in either order; a
+        # trainer's "started" answers the assignment, so it follows once that is seen.
+        await json_when(monitor.url, f"/api/jobs/{job}", lambda body: body["state"] == "assigned")
         for kind, at in (("started", now + 10), ("succeeded", now + 1010)):
             await publisher.publish(
                 topic(prefix, "lepton.jobs.events"), job, job_event(job, kind, time=at)
