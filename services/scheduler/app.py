@@ -10,10 +10,12 @@ topics it consumes, and the digester replays the heartbeats.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 from lepton.runtime.service import Context, Service, run
-from services.scheduler.digester import running_digester
+from services.scheduler.digester import Digester, running_digester
 from services.scheduler.settings import SchedulerSettings
 from services.scheduler.shell import SchedulerShell
 
@@ -28,7 +30,13 @@ CONSUMES = (
 )
 
 
-def create_app(settings: SchedulerSettings | None = None) -> Service:
+# Starts the heartbeat digester beside the deciding process; a unit test passes a stand-in.
+StartDigester = Callable[[SchedulerSettings, str], AbstractAsyncContextManager[Digester]]
+
+
+def create_app(
+    settings: SchedulerSettings | None = None, *, start_digester: StartDigester = running_digester
+) -> Service:
     settings = settings or SchedulerSettings()
     shells: list[SchedulerShell] = []
 
@@ -49,7 +57,7 @@ def create_app(settings: SchedulerSettings | None = None) -> Service:
             await shell.rebuild()
             await shell.plan_forever()
 
-        async with running_digester(settings, context.publisher.bootstrap) as digester:
+        async with start_digester(settings, context.publisher.bootstrap) as digester:
             await asyncio.gather(
                 shell.instruct_forever(), shell.digest_forever(digester), after_replay()
             )

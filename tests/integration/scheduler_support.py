@@ -163,3 +163,48 @@ async def running_scheduler(settings: SchedulerSettings) -> AsyncIterator[Any]:
     finally:
         service.stop_soon()
         await asyncio.wait_for(task, 60)
+
+
+def assignment(
+    job_id: str,
+    node: str,
+    tenant: str,
+    dataset: dict[str, str] | None,
+    *,
+    epoch: int = 1,
+    action: str = "run",
+    worker_index: int = 0,
+    gang_size: int = 1,
+    **task: Any,
+) -> dict[str, Any]:
+    """A trainer's instruction (``JobAssigned``) to run a small ridge job."""
+    return {
+        "job_id": job_id,
+        "node_id": node,
+        "action": action,
+        "worker_index": worker_index,
+        "gang_size": gang_size,
+        "lease_epoch": epoch,
+        "attempt": 0,
+        "granted": {"cpu_millicores": 1000, "memory_mib": 1024, "gpus": 0, "network_mbps": 0},
+        "tenant": tenant,
+        "task": {
+            "kind": "train",
+            "algorithm": "ridge",
+            "target_column": "price",
+            "problem_type": None,
+            "search_space": None,
+            "trial_budget": 4,
+            "time_budget_s": 120,
+            "cv_folds": 3,
+            "scoring": None,
+            "seed": 7,
+            "model_name": None,
+            "model_ref": None,
+            "options": {},
+        }
+        | task,
+        "dataset": dataset,
+        "reason": None,
+        "assigned_at": now_ms(),
+    }

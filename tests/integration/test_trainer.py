@@ -27,7 +27,7 @@ from services.trainer.runs import model_id_for
 from services.trainer.settings import TrainerSettings
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.processes import BIN, service_env, start
-from tests.integration.scheduler_support import Namespaced, now_ms
+from tests.integration.scheduler_support import Namespaced, assignment
 
 pytestmark = pytest.mark.integration
 
@@ -66,50 +66,6 @@ async def datasets(
             assert outcome == "ready", ready
             versions[name] = {"name": name, "version": ready["version"], "owner": tenant}
     return {"tenant": owner, **versions}
-
-
-def assignment(
-    job_id: str,
-    node: str,
-    tenant: str,
-    dataset: dict[str, str] | None,
-    *,
-    epoch: int = 1,
-    action: str = "run",
-    worker_index: int = 0,
-    gang_size: int = 1,
-    **task: Any,
-) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "node_id": node,
-        "action": action,
-        "worker_index": worker_index,
-        "gang_size": gang_size,
-        "lease_epoch": epoch,
-        "attempt": 0,
-        "granted": {"cpu_millicores": 1000, "memory_mib": 1024, "gpus": 0, "network_mbps": 0},
-        "tenant": tenant,
-        "task": {
-            "kind": "train",
-            "algorithm": "ridge",
-            "target_column": "price",
-            "problem_type": None,
-            "search_space": None,
-            "trial_budget": 4,
-            "time_budget_s": 120,
-            "cv_folds": 3,
-            "scoring": None,
-            "seed": 7,
-            "model_name": None,
-            "model_ref": None,
-            "options": {},
-        }
-        | task,
-        "dataset": dataset,
-        "reason": None,
-        "assigned_at": now_ms(),
-    }
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -56,8 +57,11 @@ async def scheduler(
 ) -> AsyncIterator[Running]:
     """The real scheduler service (its shell, subscriber and publisher) on the broker,
     leading in ``term``; the digester says it knows ``nodes`` and has caught up."""
-    service = create_app(SchedulerSettings(**settings))
     digester = DigesterStandIn()
+    service = create_app(
+        SchedulerSettings(**settings),
+        start_digester=lambda _settings, _bootstrap: contextlib.nullcontext(digester),
+    )
     shells: list[SchedulerShell] = []
     build = service.handler_factory
 
@@ -67,22 +71,7 @@ async def scheduler(
         shells.append(shell)
         return shell
 
-    async def decide(context: Context) -> None:
-        # services.scheduler.app's decide, with the stand-in for the digester's process.
-        shell = shells[0]
-
-        async def after_replay() -> None:
-            await context.caught_up.wait()
-            await shell.nodes_known.wait()
-            await shell.rebuild()
-            await shell.plan_forever()
-
-        await asyncio.gather(
-            shell.instruct_forever(), shell.digest_forever(digester), after_replay()
-        )
-
     service.handler_factory = keep_shell
-    service.background = [decide]
     digester.nodes(*nodes)
     digester.say({"kind": "caught_up"})
     async with running(service, broker, term=term) as task:

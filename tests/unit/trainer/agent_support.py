@@ -28,6 +28,7 @@ from services.trainer import app
 from services.trainer.node import NodeSpec
 from services.trainer.runs import Verdict, judge_run, run_key
 from services.trainer.settings import TrainerSettings
+from tests.integration.scheduler_support import assignment as shared_assignment
 
 NAMES = Namespace()
 EVENTS = NAMES.topic("lepton.jobs.events").name
@@ -164,32 +165,6 @@ async def agent(
 
 
 def assignment(job_id: str, *, epoch: int = 1, action: str = "run", **extra: Any) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "node_id": NODE,
-        "action": action,
-        "worker_index": 0,
-        "gang_size": 1,
-        "lease_epoch": epoch,
-        "attempt": 0,
-        "granted": {"cpu_millicores": 1000, "memory_mib": 1024, "gpus": 0, "network_mbps": 0},
-        "tenant": "acme",
-        "task": {
-            "kind": "train",
-            "algorithm": "ridge",
-            "target_column": "price",
-            "problem_type": None,
-            "search_space": None,
-            "trial_budget": 4,
-            "time_budget_s": 120,
-            "cv_folds": 3,
-            "scoring": None,
-            "seed": 7,
-            "model_name": None,
-            "model_ref": None,
-            "options": {},
-        },
-        "dataset": {"name": "houses", "version": "v1", "owner": "acme"},
-        "reason": None,
-        "assigned_at": 0,
-    } | extra
+    dataset = {"name": "houses", "version": "v1", "owner": "acme"}
+    instruction = shared_assignment(job_id, NODE, "acme", dataset, epoch=epoch, action=action)
+    return instruction | {"assigned_at": 0} | extra
