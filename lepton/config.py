@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Endpoints", "Settings"]
+__all__ = ["Actor", "Endpoints", "Settings"]
+
+# Who a process acts as. Each service has its own Kafka principal and PostgreSQL role, so
+# each is granted exactly what it reads and writes; "client" is the SDK and the CLI, acting
+# for a tenant or an operator; "admin" creates topics, roles and credentials (the stack).
+Actor = Literal["scheduler", "ingest", "trainer", "evaluator", "monitor", "client", "admin"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from lepton.config import Settings
+    from lepton.config import Actor, Settings
 
 __all__ = [
     "Endpoints",
@@ -221,8 +221,9 @@ def down(settings: Settings) -> bool:
         return True
 
 
-def endpoints(settings: Settings) -> Endpoints:
-    """Where Kafka and PostgreSQL are: the settings, else the running local stack."""
+def endpoints(settings: Settings, actor: Actor = "admin") -> Endpoints:
+    """Where Kafka and PostgreSQL are, for ``actor``: the settings, else the running local
+    stack."""
     bootstrap = settings.kafka_bootstrap
     database = settings.database_url.get_secret_value() if settings.database_url else None
     if bootstrap is None or database is None:

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 from lepton.config import Endpoints
 
 if TYPE_CHECKING:
-    from lepton.config import Settings
+    from lepton.config import Actor, Settings
 
 __all__ = ["Endpoints", "resolve"]
 
 
-def resolve(settings: Settings) -> Endpoints:
-    """The configured endpoints; any left unset come from the running local stack."""
+def resolve(settings: Settings, actor: Actor) -> Endpoints:
+    """The endpoints ``actor`` connects to: the configured ones; any left unset come from
+    the running local stack, with that actor's own credentials."""
     if settings.kafka_bootstrap is not None and settings.database_url is not None:
         return Endpoints(
             kafka_bootstrap=settings.kafka_bootstrap,
@@ -26,4 +27,4 @@ def resolve(settings: Settings) -> Endpoints:
         )
     from lepton import devstack  # only a partly configured process needs the stack
 
-    return devstack.endpoints(settings)
+    return devstack.endpoints(settings, actor)

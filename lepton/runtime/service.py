@@ -39,7 +39,7 @@ from lepton.bus import (
     Transport,
     ensure_topics,
 )
-from lepton.config import Settings
+from lepton.config import Actor, Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
@@ -157,6 +157,7 @@ class Service:
 
     name: str
     consumes: Sequence[str]  # declared topic names, e.g. "lepton.jobs.events"
+    actor: Actor  # whose credentials it connects with (a trainer-<node> acts as "trainer")
     settings: Settings = field(default_factory=Settings)
     migrations: Path | None = None
     handler_factory: HandlerFactory = _count_only
@@ -189,7 +190,7 @@ class Service:
         # Bound now, not at every call (structlog's lazy proxy binds again each time).
         log = structlog.get_logger(self.name).bind()
         settings = self.settings
-        where = endpoints.resolve(settings)
+        where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
         await ensure_topics(
             where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s

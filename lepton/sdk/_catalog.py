@@ -35,7 +35,7 @@ class CatalogTransport:
                 where = (
                     url.get_secret_value()
                     if url
-                    else endpoints.resolve(self._settings).database_url
+                    else endpoints.resolve(self._settings, "client").database_url
                 )
                 self._pool = await database.connect(
                     where, timeout_s=self._settings.connect_timeout_s

@@ -57,7 +57,7 @@ class KafkaTransport:
         """The Kafka bootstrap servers: the settings', else the local stack's."""
         if self._bootstrap is None:
             given = self._settings.kafka_bootstrap
-            self._bootstrap = given or endpoints.resolve(self._settings).kafka_bootstrap
+            self._bootstrap = given or endpoints.resolve(self._settings, "client").kafka_bootstrap
         return self._bootstrap
 
     async def _bus(self) -> Publisher:

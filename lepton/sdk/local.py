@@ -63,7 +63,7 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
     # imported here only: the rest of the SDK works without the development stack.
     from lepton.devstack import is_alive, spawn
 
-    where = endpoints.resolve(settings)
+    where = endpoints.resolve(settings, "admin")
     names = Namespace(settings.topic_prefix)
     asyncio.run(ensure_topics(where.kafka_bootstrap, names.all()))
     directory = _service_dir(settings)

@@ -86,6 +86,7 @@ def create_app(settings: EvaluatorSettings | None = None) -> Service:
     evaluator = Evaluator(settings or EvaluatorSettings())
     return Service(
         name="evaluator",
+        actor="evaluator",
         consumes=["lepton.models.ready", "lepton.models.promoted"],
         settings=evaluator.settings,
         migrations=_MIGRATIONS,

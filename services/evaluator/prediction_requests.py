@@ -40,7 +40,7 @@ class PredictionRequests:
     async def serve(self) -> None:
         context, settings = self.context, self.settings
         subscriber = Subscriber(
-            endpoints.resolve(settings).kafka_bootstrap,
+            endpoints.resolve(settings, "evaluator").kafka_bootstrap,
             default_codec(),
             context.publisher,
             topics=[context.topic("lepton.predict.requested")],

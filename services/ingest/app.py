@@ -427,6 +427,7 @@ def create_app(settings: IngestSettings | None = None) -> Service:
 
     return Service(
         name="ingest",
+        actor="ingest",
         consumes=["lepton.data.requested"],
         settings=configured,
         handler_factory=handler_factory,

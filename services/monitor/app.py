@@ -68,6 +68,7 @@ class MonitorService:
         self._pipeline = PipelineWatch(settings)
         self.service = Service(
             name="monitor",
+            actor="monitor",
             consumes=[topic.name for topic in ALL_TOPICS],
             settings=settings,
             migrations=MIGRATIONS,

@@ -51,7 +51,7 @@ async def catch_up(context: Context, settings: MonitorSettings, state: MonitorSt
     if state.positions is None:
         return 0  # a snapshot without positions: nothing to measure the gap against
     prefix = settings.topic_prefix
-    bootstrap = endpoints.resolve(settings).kafka_bootstrap
+    bootstrap = endpoints.resolve(settings, "monitor").kafka_bootstrap
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="lepton-monitor")
     await admin.start()
     try:

@@ -64,6 +64,7 @@ def create_app(
 
     return Service(
         name="scheduler",
+        actor="scheduler",
         consumes=CONSUMES,
         settings=settings,
         handler_factory=build_handler,

