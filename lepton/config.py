@@ -56,6 +56,19 @@ class Settings(BaseSettings):
         description="LEPTON_DATABASE_URL: postgresql:// URL of an existing PostgreSQL "
         "database. Unset: the local stack's server. Never logged.",
     )
+    identity_key: SecretStr | None = Field(
+        default=None,
+        description="LEPTON_IDENTITY_KEY: the master key (32 bytes, base64url) from which "
+        "every tenant's, node's and service's signing key is derived; services hold it to "
+        "verify who wrote a record. Unset: the local stack's. Never logged.",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="LEPTON_SIGNING_KEY: this client's or trainer node's own key, "
+        "`<kind>:<name>:<key>` as `lepton auth issue` prints it; every record it writes is "
+        "signed with it. Unset: derived from the identity key when this process holds it "
+        "(a service, or an operator of the local stack). Never logged.",
+    )
     state_dir: Path = Field(
         default_factory=_default_state_dir,
         description="LEPTON_STATE_DIR: where the local stack keeps its data, logs and "

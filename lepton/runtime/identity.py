@@ -1,0 +1,36 @@
+"""Which keys a process signs and verifies with: the settings first, the local stack second.
+
+A service holds the master :class:`~lepton.contract.identity.IdentityKey`
+(``LEPTON_IDENTITY_KEY``) and signs as ``service:<actor>``. A tenant's client or a node's
+trainer is given only its own :class:`~lepton.contract.identity.SigningKey`
+(``LEPTON_SIGNING_KEY``). On one machine, whoever can read the local stack's state
+directory holds its master key, and so acts as its operator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lepton.contract.identity import IdentityKey, Principal, SigningKey
+
+if TYPE_CHECKING:
+    from lepton.config import Settings
+
+__all__ = ["master_key", "signing_key"]
+
+
+def master_key(settings: Settings) -> IdentityKey:
+    """The master key: ``LEPTON_IDENTITY_KEY``, else the running local stack's."""
+    if settings.identity_key is not None:
+        return IdentityKey.from_text(settings.identity_key.get_secret_value())
+    from lepton import devstack  # only a process without the setting needs the stack
+
+    return IdentityKey.from_text(devstack.identity_key(settings))
+
+
+def signing_key(settings: Settings, default: Principal) -> SigningKey:
+    """The key this process signs with: ``LEPTON_SIGNING_KEY``, else ``default``'s, derived
+    from the master key (a service; an operator, trainer or client of the local stack)."""
+    if settings.signing_key is not None:
+        return SigningKey.from_text(settings.signing_key.get_secret_value())
+    return master_key(settings).derive(default)
