@@ -27,17 +27,18 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lepton.bus import Publisher, PublishError, partition_for
-from lepton.contract import default_codec
-from lepton.contract.topics import Namespace, Topic
+from lepton.contract import authorship, default_codec
+from lepton.contract.identity import IdentityKey, SigningKey
+from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
     from lepton.bus import Message, Positions
     from lepton.contract.codec import Codec, Record
     from lepton.runtime.service import Service
 
-__all__ = ["Commit", "InMemoryBroker", "StoredMessage", "running"]
+__all__ = ["Commit", "InMemoryBroker", "StoredMessage", "impersonating", "running"]
 
 Headers = list[tuple[str, bytes]]
 
@@ -111,6 +112,9 @@ class InMemoryBroker:
     # The topics there are at the start (else every declared topic, unprefixed).
     topics: InitVar[Iterable[Topic] | None] = None
     codec: Codec = field(default_factory=default_codec)
+    # The installation's master key: the services run on it verify with it, and its
+    # publisher signs every record as the principal who would write it.
+    identity: IdentityKey = field(default_factory=IdentityKey.generate)
     # Every message appended and every commit, in the order they happened.
     history: list[StoredMessage | Commit] = field(default_factory=list, init=False)
     _partitions: dict[str, list[list[StoredMessage]]] = field(default_factory=dict, init=False)
@@ -135,8 +139,15 @@ class InMemoryBroker:
         return _Reader(self, group_id)
 
     def publisher(self, source: str = "tests") -> Publisher:
-        """A publisher on this broker (it needs no start)."""
-        return Publisher("in-memory", self.codec, source=source, transport=self)
+        """A publisher on this broker (it needs no start), signing each record as the
+        principal who would write it (:func:`impersonating`)."""
+        return Publisher(
+            "in-memory",
+            self.codec,
+            source=source,
+            transport=self,
+            signer=impersonating(self.identity),
+        )
 
     # ------------------------------------------------------------- what tests look at
 
@@ -327,7 +338,7 @@ async def running(
     replaces.
     """
     broker.declare(Namespace(service.settings.topic_prefix).all())
-    task = asyncio.create_task(service.serve(broker, pool, term=term))
+    task = asyncio.create_task(service.serve(broker, pool, term=term, master=broker.identity))
     ready = asyncio.create_task(service.ready.wait())
     try:
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -338,3 +349,24 @@ async def running(
         ready.cancel()
         service.stop_soon()
         await task
+
+
+_DECLARED_LONGEST_FIRST = sorted((t.name for t in ALL_TOPICS), key=len, reverse=True)
+
+
+def impersonating(master: IdentityKey) -> Callable[[str, bytes, Mapping[str, Any]], SigningKey]:
+    """A publisher's signer that signs each record as its natural author
+    (:func:`lepton.contract.authorship.natural_author`): for tests and load generators,
+    which hold the master key and write as many nodes and tenants. Topics are matched by
+    their declared name's ending, whatever an installation's prefix."""
+    keys: dict[Any, SigningKey] = {}
+
+    def sign_as(topic: str, key: bytes, record: Mapping[str, Any]) -> SigningKey:
+        declared = next((name for name in _DECLARED_LONGEST_FIRST if topic.endswith(name)), topic)
+        principal = authorship.natural_author(declared, key, record)
+        found = keys.get(principal)
+        if found is None:
+            found = keys[principal] = master.derive(principal)
+        return found
+
+    return sign_as

@@ -21,6 +21,7 @@ The modules behind these names: ``_event`` (the event a handler sees, its trace)
 from __future__ import annotations
 
 from lepton.bus._admin import delete_topics, ensure_topics
+from lepton.bus._authenticator import Authenticator
 from lepton.bus._event import (
     DLQ_HEADERS,
     Event,
@@ -39,6 +40,7 @@ from lepton.bus._writer import PublishError
 
 __all__ = [
     "DLQ_HEADERS",
+    "Authenticator",
     "BatchHandler",
     "BrokerUnavailableError",
     "Event",

@@ -98,6 +98,7 @@ AuditAction = Literal[
     "grant",
     "revoke",
     "delete",
+    "publish",
 ]
 """
 An audited action. Readers map a symbol they do not know (added by a later version) to `unknown`;

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lepton.contract.identity import IdentityKey, Principal, SigningKey
+from lepton.contract.identity import IdentityKey, Principal, SigningKey, Verifier
 
 if TYPE_CHECKING:
     from lepton.config import Settings
 
-__all__ = ["master_key", "signing_key"]
+__all__ = ["master_key", "service_keys", "signing_key"]
 
 
 def master_key(settings: Settings) -> IdentityKey:
@@ -34,3 +34,19 @@ def signing_key(settings: Settings, default: Principal) -> SigningKey:
     if settings.signing_key is not None:
         return SigningKey.from_text(settings.signing_key.get_secret_value())
     return master_key(settings).derive(default)
+
+
+def service_keys(
+    settings: Settings, principal: Principal, master: IdentityKey | None = None
+) -> tuple[SigningKey, Verifier | None]:
+    """What a service signs with, and checks what it reads with. A Lepton service holds the
+    master key and verifies every record; a trainer, signing as its node, holds only its
+    own key and verifies nothing: it reads only ``lepton.jobs.assigned``, which the
+    scheduler alone may write (Kafka's ACLs). ``master`` stands for the settings' (a test's
+    in-memory broker)."""
+    if principal.kind == "service":
+        master = master or master_key(settings)
+        return master.derive(principal), Verifier(master)
+    if master is not None and settings.signing_key is None:
+        return master.derive(principal), None
+    return signing_key(settings, principal), None

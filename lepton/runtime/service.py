@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from lepton.bus import (
+    Authenticator,
     BatchHandler,
     BrokerUnavailableError,
     Event,
@@ -41,9 +42,10 @@ from lepton.bus import (
 )
 from lepton.config import Actor, Settings
 from lepton.contract import default_codec
+from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
-from lepton.runtime import database, endpoints
+from lepton.runtime import database, endpoints, identity
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -158,6 +160,9 @@ class Service:
     name: str
     consumes: Sequence[str]  # declared topic names, e.g. "lepton.jobs.events"
     actor: Actor  # whose credentials it connects with (a trainer-<node> acts as "trainer")
+    # Whom the records it writes are signed as; None: service:<actor>. A trainer signs as
+    # its node, and verifies nothing (see lepton.runtime.identity.service_keys).
+    principal: Principal | None = None
     settings: Settings = field(default_factory=Settings)
     migrations: Path | None = None
     handler_factory: HandlerFactory = _count_only
@@ -242,15 +247,21 @@ class Service:
         self.stop_soon()
 
     async def serve(
-        self, transport: Transport, pool: asyncpg.Pool, *, term: int | None = None
+        self,
+        transport: Transport,
+        pool: asyncpg.Pool,
+        *,
+        term: int | None = None,
+        master: IdentityKey | None = None,
     ) -> None:
         """Consume and act as :meth:`run` does once connected, until :meth:`stop_soon`,
         but on ``transport`` (:class:`lepton.testing.InMemoryBroker`) instead of Kafka,
-        with the given pool and leader term: no migrations, leader lock, health server or
-        collector tuning, so that a test can run a service without servers."""
+        with the given pool, leader term and master key: no migrations, leader lock,
+        health server or collector tuning, so that a test can run a service without
+        servers."""
         log = structlog.get_logger(self.name).bind()
         names = Namespace(self.settings.topic_prefix)
-        await self._serve("in-memory", transport, names, pool, log, term=term)
+        await self._serve("in-memory", transport, names, pool, log, term=term, master=master)
 
     async def _serve(
         self,
@@ -261,8 +272,12 @@ class Service:
         log: Any,
         *,
         term: int | None,
+        master: IdentityKey | None = None,
     ) -> None:
         settings = self.settings
+        signer, verifier = identity.service_keys(
+            settings, self.principal or Principal("service", self.actor), master
+        )
         async with Publisher(
             bootstrap,
             default_codec(),
@@ -271,6 +286,7 @@ class Service:
             connect_timeout_s=settings.connect_timeout_s,
             linger_ms=self.publish_linger_ms,
             transport=transport,
+            signer=signer,
         ) as publisher:
             caught_up = asyncio.Event()
             context = Context(settings, publisher, pool, log, names, caught_up, term)
@@ -292,6 +308,7 @@ class Service:
                 max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else 500,
                 gather_ms=_BATCH_GATHER_MS if isinstance(handler, BatchHandler) else 0,
                 transport=transport,
+                authenticator=None if verifier is None else Authenticator(verifier, names),
             )
             await self._subscriber.start()
             if not self.replay:

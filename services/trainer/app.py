@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from lepton.contract.events import JobAssigned
+from lepton.contract.identity import Principal
 from lepton.contract.job_events import job_event
 from lepton.data.artifacts import artifact_uri
 from lepton.runtime import endpoints
@@ -399,6 +400,7 @@ def create_app(
     return Service(
         name=f"trainer-{spec.node_id}",
         actor="trainer",
+        principal=Principal("node", spec.node_id),
         consumes=["lepton.jobs.assigned"],
         settings=agent.settings,
         migrations=_MIGRATIONS,

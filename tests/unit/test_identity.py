@@ -56,7 +56,7 @@ def test_an_unsigned_or_malformed_record_says_what_is_wrong() -> None:
         verifier.verify(TOPIC, b"k", b"v", [(PRINCIPAL_HEADER, b"acme"), (SIGNATURE_HEADER, b"x")])
     with pytest.raises(ForgedRecordError, match="invalid principal name"):
         verifier.verify(
-            TOPIC, b"k", b"v", [(PRINCIPAL_HEADER, b"tenant:a.b"), (SIGNATURE_HEADER, b"x")]
+            TOPIC, b"k", b"v", [(PRINCIPAL_HEADER, b"tenant:a\nb"), (SIGNATURE_HEADER, b"x")]
         )
 
 
