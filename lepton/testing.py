@@ -27,9 +27,11 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lepton.bus import Publisher, PublishError, partition_for
+from lepton.config import Settings
 from lepton.contract import authorship, default_codec
 from lepton.contract.identity import IdentityKey, SigningKey
 from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
+from lepton.runtime.identity import master_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -354,11 +356,16 @@ async def running(
 _DECLARED_LONGEST_FIRST = sorted((t.name for t in ALL_TOPICS), key=len, reverse=True)
 
 
-def impersonating(master: IdentityKey) -> Callable[[str, bytes, Mapping[str, Any]], SigningKey]:
+def impersonating(
+    master: IdentityKey | None = None,
+) -> Callable[[str, bytes, Mapping[str, Any]], SigningKey]:
     """A publisher's signer that signs each record as its natural author
     (:func:`lepton.contract.authorship.natural_author`): for tests and load generators,
-    which hold the master key and write as many nodes and tenants. Topics are matched by
-    their declared name's ending, whatever an installation's prefix."""
+    which hold the master key (by default the configured one,
+    :func:`lepton.runtime.identity.master_key`) and write as many nodes and tenants.
+    Topics are matched by their declared name's ending, whatever an installation's prefix."""
+    if master is None:
+        master = master_key(Settings())
     keys: dict[Any, SigningKey] = {}
 
     def sign_as(topic: str, key: bytes, record: Mapping[str, Any]) -> SigningKey:

@@ -1,8 +1,8 @@
 """Test fixtures: the real stack (started once per session) and unique names.
 
-With ``LEPTON_KAFKA_BOOTSTRAP`` and ``LEPTON_DATABASE_URL`` set, the suite runs against
-those servers; otherwise it starts its own stack in a temporary state directory and
-stops it at the end.
+With ``LEPTON_KAFKA_BOOTSTRAP``, ``LEPTON_DATABASE_URL`` and ``LEPTON_IDENTITY_KEY`` set,
+the suite runs against those servers; otherwise it starts its own stack in a temporary
+state directory and stops it at the end.
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from lepton.bus import Publisher, delete_topics, ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec
+from lepton.contract.identity import IdentityKey
 from lepton.contract.topics import Topic
 from lepton.devstack._kafka import fetch_jars
+from lepton.runtime.identity import master_key
+from lepton.testing import impersonating
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +35,21 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.End
         return
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
     devstack.up(settings)
-    try:
-        yield devstack.endpoints(settings)
-    finally:
-        devstack.down(settings)
+    # Every process the tests start is configured as for an existing stack: with its
+    # master identity key in the environment, as an operator would set it.
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("LEPTON_IDENTITY_KEY", devstack.identity_key(settings))
+        try:
+            yield devstack.endpoints(settings)
+        finally:
+            devstack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def identity(endpoints: devstack.Endpoints) -> IdentityKey:
+    """The master identity key of the stack the tests run against (its services verify
+    with it): ``LEPTON_IDENTITY_KEY``, which an existing stack's tests must be given."""
+    return master_key(Settings())
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +126,13 @@ async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> Callable[.
 
 
 @pytest.fixture
-async def publisher(bootstrap: str, codec: Codec) -> AsyncIterator[Publisher]:
-    async with Publisher(bootstrap, codec, source="tests") as running:
+async def publisher(
+    bootstrap: str, codec: Codec, identity: IdentityKey
+) -> AsyncIterator[Publisher]:
+    """A publisher that signs each record as the principal who would write it."""
+    async with Publisher(
+        bootstrap, codec, source="tests", signer=impersonating(identity)
+    ) as running:
         yield running
 
 

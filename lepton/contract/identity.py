@@ -178,7 +178,7 @@ class Verifier:
     """Checks who wrote a record or a token, with the master key (services only)."""
 
     def __init__(self, master: IdentityKey) -> None:
-        self._master = master
+        self.master = master
         self._secrets: dict[str, bytes] = {}
 
     def _secret(self, principal_text: str) -> tuple[Principal, bytes]:
@@ -187,7 +187,7 @@ class Verifier:
         if secret is None:
             if len(self._secrets) >= _MAX_CACHED_KEYS:
                 self._secrets.clear()
-            secret = self._secrets[principal_text] = self._master.derive(principal).secret
+            secret = self._secrets[principal_text] = self.master.derive(principal).secret
         return principal, secret
 
     def verify(

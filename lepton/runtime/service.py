@@ -42,7 +42,7 @@ from lepton.bus import (
 )
 from lepton.config import Actor, Settings
 from lepton.contract import default_codec
-from lepton.contract.identity import IdentityKey, Principal
+from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
 from lepton.runtime import database, endpoints, identity
@@ -87,6 +87,14 @@ class Context:
     caught_up: asyncio.Event
     # The leader term of a singleton service (grows at every takeover); None otherwise.
     term: int | None = None
+    # The master identity key, when the service holds it (every one but a trainer).
+    master: IdentityKey | None = None
+
+    def authenticator(self) -> Authenticator | None:
+        """What a further subscriber of the service checks records with (None: a trainer)."""
+        if self.master is None:
+            return None
+        return Authenticator(Verifier(self.master), self.topics)
 
     def topic(self, name: str) -> Topic:
         """A declared topic (``lepton.jobs.events``) as this installation names it."""
@@ -275,9 +283,8 @@ class Service:
         master: IdentityKey | None = None,
     ) -> None:
         settings = self.settings
-        signer, verifier = identity.service_keys(
-            settings, self.principal or Principal("service", self.actor), master
-        )
+        principal = self.principal or Principal("service", self.actor)
+        signer, verifier = identity.service_keys(settings, principal, master)
         async with Publisher(
             bootstrap,
             default_codec(),
@@ -289,7 +296,16 @@ class Service:
             signer=signer,
         ) as publisher:
             caught_up = asyncio.Event()
-            context = Context(settings, publisher, pool, log, names, caught_up, term)
+            context = Context(
+                settings,
+                publisher,
+                pool,
+                log,
+                names,
+                caught_up,
+                term,
+                master=None if verifier is None else verifier.master,
+            )
             handler = await self.handler_factory(context)
             self._subscriber = Subscriber(
                 bootstrap,
@@ -308,7 +324,7 @@ class Service:
                 max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else 500,
                 gather_ms=_BATCH_GATHER_MS if isinstance(handler, BatchHandler) else 0,
                 transport=transport,
-                authenticator=None if verifier is None else Authenticator(verifier, names),
+                authenticator=context.authenticator(),
             )
             await self._subscriber.start()
             if not self.replay:

@@ -31,7 +31,7 @@ CONSUMES = (
 
 
 # Starts the heartbeat digester beside the deciding process; a unit test passes a stand-in.
-StartDigester = Callable[[SchedulerSettings, str], AbstractAsyncContextManager[Digester]]
+StartDigester = Callable[[Context], AbstractAsyncContextManager[Digester]]
 
 
 def create_app(
@@ -57,7 +57,7 @@ def create_app(
             await shell.rebuild()
             await shell.plan_forever()
 
-        async with start_digester(settings, context.publisher.bootstrap) as digester:
+        async with start_digester(context) as digester:
             await asyncio.gather(
                 shell.instruct_forever(), shell.digest_forever(digester), after_replay()
             )

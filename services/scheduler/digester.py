@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from lepton.bus import Publisher, Subscriber
+from lepton.bus import Authenticator, Publisher, Subscriber
 from lepton.contract import default_codec
+from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace
 from lepton.runtime.service import (
+    Context,
     collect_less,
     configure_logging,
     keep_collections_short,
@@ -76,12 +78,17 @@ class Digester:
 
 
 @contextlib.asynccontextmanager
-async def running_digester(settings: SchedulerSettings, bootstrap: str) -> AsyncIterator[Digester]:
-    """Start the digester with these settings; stop it when the block ends."""
-    # It needs no database, so the database URL, a secret, is not passed at all.
+async def running_digester(context: Context) -> AsyncIterator[Digester]:
+    """Start the digester with the service's settings; stop it when the block ends."""
+    assert context.master is not None  # the scheduler holds it, to verify heartbeats
+    # It needs no database, so the database URL, a secret, is not passed at all; the
+    # master key goes through the pipe, never the command line or the environment.
     config = {
-        "bootstrap": bootstrap,
-        "settings": settings.model_dump(mode="json", exclude={"database_url"}),
+        "bootstrap": context.publisher.bootstrap,
+        "settings": context.settings.model_dump(
+            mode="json", exclude={"database_url", "identity_key", "signing_key"}
+        ),
+        "identity_key": context.master.to_text(),
     }
     process = await start_helper("services.scheduler.digester", config)
     try:
@@ -140,7 +147,7 @@ async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> Non
         await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
-async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
+async def _digest(settings: SchedulerSettings, bootstrap: str, master: IdentityKey) -> None:
     names = Namespace(settings.topic_prefix)
     codec = default_codec()
     digest = HeartbeatDigest(
@@ -159,6 +166,7 @@ async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
         source="lepton/scheduler",
         client_id=settings.client_id,
         connect_timeout_s=settings.connect_timeout_s,
+        signer=master.derive(Principal("service", "scheduler")),
     ) as publisher:
         subscriber = Subscriber(
             bootstrap,
@@ -172,6 +180,7 @@ async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
             replay=True,
             max_batch=5000,
             gather_ms=_GATHER_MS,
+            authenticator=Authenticator(Verifier(master), names),
         )
         await subscriber.start()
         structlog.get_logger("scheduler.digester").info("digesting heartbeats", pid=os.getpid())
@@ -194,7 +203,8 @@ def main() -> None:
     configure_logging(settings.log_level)
     collect_less()  # as every service: it holds every node's newest heartbeat
     with contextlib.suppress(BrokenPipeError):  # the scheduler is gone: so are we
-        asyncio.run(_digest(settings, config["bootstrap"]))
+        master = IdentityKey.from_text(config["identity_key"])
+        asyncio.run(_digest(settings, config["bootstrap"], master))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from lepton.bus import Publisher
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace, dead_letter_topic
+from lepton.testing import impersonating
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 
@@ -173,7 +174,7 @@ async def running_ingest(
     names = Namespace(prefix)
     try:
         async with (
-            Publisher(bootstrap, codec, source="tests") as publisher,
+            Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher,
             consumers(bootstrap, names) as opened,
         ):
             yield Running(prefix, names, publisher, bootstrap, codec, root, opened)

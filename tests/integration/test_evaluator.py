@@ -103,8 +103,9 @@ def model_ready(
 @pytest.fixture(scope="module")
 async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
     from lepton.bus import Publisher
+    from lepton.testing import impersonating
 
-    async with Publisher(bootstrap, codec, source="tests") as publisher:
+    async with Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher:
         namespaced = Namespaced(bootstrap, codec, publisher)
         await namespaced.create()
         yield namespaced

@@ -19,6 +19,7 @@ from lepton.bus import Publisher
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.data.samples import write_messy_csv
+from lepton.testing import impersonating
 from tests.integration.ingest_support import (
     MASTER_KEY,
     delete_topics,
@@ -100,7 +101,9 @@ async def test_sigkill_mid_ingest_then_restart(
         )
         first = await _start(env)
         try:
-            async with Publisher(bootstrap, codec, source="tests") as publisher:
+            async with Publisher(
+                bootstrap, codec, source="tests", signer=impersonating()
+            ) as publisher:
                 await publisher.publish(
                     names.topic("lepton.data.requested"), f"{tenant}/big", record
                 )
