@@ -16,7 +16,12 @@ from lepton.contract.identity import IdentityKey, Principal, SigningKey, Verifie
 if TYPE_CHECKING:
     from lepton.config import Settings
 
-__all__ = ["master_key", "service_keys", "signing_key"]
+__all__ = ["LOCAL_OPERATOR", "master_key", "service_keys", "signing_key"]
+
+# Whom a client (the SDK, the CLI) acts as when it has no key of its own
+# (LEPTON_SIGNING_KEY) but can read the local stack's master key: whoever can is that
+# stack's operator.
+LOCAL_OPERATOR = Principal("operator", "local")
 
 
 def master_key(settings: Settings) -> IdentityKey:

@@ -15,7 +15,6 @@ from aiokafka.errors import KafkaError
 from lepton.bus import BrokerUnavailableError, Publisher, partition_for
 from lepton.contract import default_codec
 from lepton.contract.codec import DecodeError
-from lepton.contract.identity import Principal
 from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
 from lepton.errors import RequestError
 from lepton.runtime import endpoints, identity
@@ -25,10 +24,6 @@ if TYPE_CHECKING:
 
     from lepton.config import Settings
     from lepton.contract.codec import Record
-
-# Whom the SDK acts as when it has no key of its own (LEPTON_SIGNING_KEY) but can read the
-# local stack's master key: whoever can is that stack's operator.
-LOCAL_OPERATOR = Principal("operator", "local")
 
 _FETCH_MS = 500
 
@@ -74,7 +69,7 @@ class KafkaTransport:
                     source=self._source,
                     client_id=self._settings.client_id,
                     connect_timeout_s=self._settings.connect_timeout_s,
-                    signer=identity.signing_key(self._settings, LOCAL_OPERATOR),
+                    signer=identity.signing_key(self._settings, identity.LOCAL_OPERATOR),
                 )
                 await publisher.start()
                 self._publisher = publisher
