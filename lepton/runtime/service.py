@@ -94,7 +94,7 @@ class Context:
         """What a further subscriber of the service checks records with (None: a trainer)."""
         if self.master is None:
             return None
-        return Authenticator(Verifier(self.master), self.topics)
+        return Authenticator(Verifier(self.master), self.topics, default_codec())
 
     def topic(self, name: str) -> Topic:
         """A declared topic (``lepton.jobs.events``) as this installation names it."""

@@ -180,7 +180,7 @@ async def _digest(settings: SchedulerSettings, bootstrap: str, master: IdentityK
             replay=True,
             max_batch=5000,
             gather_ms=_GATHER_MS,
-            authenticator=Authenticator(Verifier(master), names),
+            authenticator=Authenticator(Verifier(master), names, codec),
         )
         await subscriber.start()
         structlog.get_logger("scheduler.digester").info("digesting heartbeats", pid=os.getpid())

@@ -59,7 +59,7 @@ async def consuming(
         group_id="g",
         handler=handler,
         transport=broker,
-        authenticator=Authenticator(Verifier(broker.identity), NAMES),
+        authenticator=Authenticator(Verifier(broker.identity), NAMES, broker.codec),
     )
     await subscriber.start()
     task = asyncio.create_task(subscriber.run())
@@ -126,3 +126,52 @@ async def test_a_heartbeat_for_another_node_is_refused_before_it_is_skimmed() ->
     assert received.events == []
     assert audit["detail"] == "node:n1 may not report for node evil-node"
     assert audit["resource"] == "topic:lepton.node.heartbeats/evil-node"
+
+
+READY = NAMES.topic("lepton.models.ready")
+ASSIGNED = NAMES.topic("lepton.jobs.assigned")
+
+
+async def _lease(broker: InMemoryBroker, node: str, job: str, tenant: str) -> dict[str, bytes]:
+    """A lease as the scheduler grants it: its signed instruction to ``node``."""
+    scheduler = signed_as(broker, Principal("service", "scheduler"))
+    assignment = sample("lepton.JobAssigned") | {
+        "job_id": job,
+        "node_id": node,
+        "tenant": tenant,
+        "action": "run",
+    }
+    await scheduler.publish(ASSIGNED, node, assignment)
+    sent = broker.messages(ASSIGNED.name)[-1]
+    return {
+        "assignment": sent.value() or b"",
+        "signature": dict(sent.headers())["lepton-signature"],
+    }
+
+
+async def test_a_model_is_accepted_only_with_the_lease_of_the_node_that_announces_it() -> None:
+    broker = InMemoryBroker(NAMES.all())
+    n1 = signed_as(broker, Principal("node", "n1"))
+    ready = sample("lepton.ModelReady") | {"job_id": "j", "tenant": "victim"}
+    cases = {
+        "no-lease": None,
+        "others-lease": await _lease(broker, "n2", "j", "victim"),
+        "other-job": await _lease(broker, "n1", "k", "victim"),
+        "other-tenant": await _lease(broker, "n1", "j", "attacker"),
+        "held": await _lease(broker, "n1", "j", "victim"),
+    }
+    for model_id, lease in cases.items():
+        await n1.publish(READY, model_id, ready | {"model_id": model_id, "lease": lease})
+    received = Received(expected=1)
+    async with consuming(broker, received, READY):
+        await asyncio.wait_for(received.enough.wait(), 5)
+        for model_id in ("no-lease", "others-lease", "other-job", "other-tenant"):
+            await broker.until(AUDIT.name, _about(model_id))
+    assert [event.key for event in received.events] == ["held"]
+    reasons = {a["resource"].rpartition("/")[2]: a["detail"] for a in broker.records(AUDIT.name)}
+    assert reasons["no-lease"] == "node:n1 announced a model without the lease it trained under"
+    assert reasons["others-lease"] == "signature does not match for service:scheduler"
+    assert reasons["other-job"] == (
+        "node:n1's lease is for job k of tenant victim on node n1, not this model's"
+    )
+    assert "of tenant attacker" in reasons["other-tenant"]
