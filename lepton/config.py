@@ -46,6 +46,12 @@ class Settings(BaseSettings):
         env_prefix="LEPTON_", env_file=".env", extra="ignore", frozen=True
     )
 
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="LEPTON_ENV: `production` makes a service refuse to start on an insecure "
+        "configuration (the local stack, a missing key, an unauthenticated listener), "
+        "naming each setting to fix.",
+    )
     kafka_bootstrap: str | None = Field(
         default=None,
         description="LEPTON_KAFKA_BOOTSTRAP: host:port[,host:port] of an existing Kafka "

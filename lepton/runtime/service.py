@@ -45,7 +45,7 @@ from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
-from lepton.runtime import database, endpoints, identity
+from lepton.runtime import database, endpoints, identity, production
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -187,6 +187,9 @@ class Service:
     # linger.ms): a service that publishes one event at a time needs a few milliseconds
     # to batch them; one that publishes each fetch's events at once needs only one.
     publish_linger_ms: int = 5
+    # What else makes this service's own settings unfit for production (LEPTON_ENV): the
+    # reason, or None when the check passes.
+    production_checks: Sequence[Callable[[Settings], str | None]] = ()
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
@@ -203,6 +206,7 @@ class Service:
         # Bound now, not at every call (structlog's lazy proxy binds again each time).
         log = structlog.get_logger(self.name).bind()
         settings = self.settings
+        production.check(settings, self.actor, self.production_checks)
         where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
         await ensure_topics(

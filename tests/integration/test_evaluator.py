@@ -154,7 +154,7 @@ async def dead_letter_for(consumer: AIOKafkaConsumer, key: str) -> dict[str, str
         while True:
             message = await consumer.getone()
             if message.key == key.encode():
-                return {name: value.decode() for name, value in message.headers}
+                return {name: value.decode("utf-8", "replace") for name, value in message.headers}
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
