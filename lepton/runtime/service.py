@@ -202,11 +202,11 @@ class Service:
             self._subscriber.stop_soon()
 
     async def run(self) -> None:
+        settings = self.settings
+        production.check(settings, self.actor, self.production_checks)
         collect_less()
         # Bound now, not at every call (structlog's lazy proxy binds again each time).
         log = structlog.get_logger(self.name).bind()
-        settings = self.settings
-        production.check(settings, self.actor, self.production_checks)
         where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
         await ensure_topics(
