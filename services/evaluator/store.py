@@ -63,6 +63,12 @@ class Champion:
     metrics: dict[str, float]  # its hold-out metrics
 
 
+def _without_lease(ready: dict[str, Any]) -> dict[str, Any]:
+    # The lease proved who trained the model when it arrived; it is not the model's data
+    # (and its bytes have no JSON form).
+    return {name: value for name, value in ready.items() if name != "lease"}
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, allow_nan=False)
 
@@ -118,7 +124,7 @@ async def record_failure(
         ready["model_id"],
         ready["tenant"],
         ready["model_name"],
-        _json(ready),
+        _json(_without_lease(ready)),
         error_type,
         message,
     )
@@ -183,7 +189,7 @@ async def record_evaluation(
             ready["model_id"],
             ready["tenant"],
             ready["model_name"],
-            _json(ready),
+            _json(_without_lease(ready)),
             _json(evaluated),
             _json(promoted),
         )
