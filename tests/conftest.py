@@ -7,7 +7,9 @@ stops it at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,25 +19,34 @@ import pytest
 
 from lepton import devstack
 from lepton.bus import Publisher, delete_topics, ensure_topics
-from lepton.config import Settings
+from lepton.config import Actor, Settings
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Topic
 from lepton.devstack._kafka import fetch_jars
+from lepton.devstack._postgres import LOGINS, login_role, provision, url_as
 
 
 @pytest.fixture(scope="session")
-def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Endpoints]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings of the servers the suite runs on: the given ones, or a stack started
+    in a temporary state directory for the session."""
     given = Settings()
     if given.kafka_bootstrap and given.database_url:
-        yield devstack.endpoints(given)
+        yield given
         return
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
     devstack.up(settings)
     try:
-        yield devstack.endpoints(settings)
+        yield settings
     finally:
         devstack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def endpoints(stack: Settings) -> devstack.Endpoints:
+    """The administrator's endpoints (PostgreSQL's superuser)."""
+    return devstack.endpoints(stack)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +56,25 @@ def bootstrap(endpoints: devstack.Endpoints) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(endpoints: devstack.Endpoints) -> str:
+    """The superuser's URL: for what only an administrator does, and to look behind RLS."""
     return endpoints.database_url
+
+
+@pytest.fixture(scope="session")
+def database_for(stack: Settings, database_url: str) -> Callable[[Actor], str]:
+    """The URL each actor connects with: its own login, as in production.
+
+    On given servers ``LEPTON_DATABASE_URL`` must be a superuser's: the suite runs the role
+    setup and gives the logins passwords of its own (so give it a server of its own)."""
+    if stack.database_url is None:
+        return lambda actor: devstack.endpoints(stack, actor).database_url
+    passwords = {actor: secrets.token_urlsafe(32) for actor in LOGINS}
+    asyncio.run(provision(database_url, passwords))
+    return lambda actor: (
+        database_url
+        if actor == "admin"
+        else url_as(database_url, login_role(actor), passwords[actor])
+    )
 
 
 @pytest.fixture
