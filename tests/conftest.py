@@ -28,9 +28,9 @@ from lepton.devstack._postgres import LOGINS, login_role, provision, url_as
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """The settings of the servers the suite runs on: the given ones, or a stack started
-    in a temporary state directory for the session."""
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings the suite's servers are reached with: the environment's, or those of
+    a local stack started for the session."""
     given = Settings()
     if given.kafka_bootstrap and given.database_url:
         yield given
@@ -44,9 +44,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="session")
-def endpoints(stack: Settings) -> devstack.Endpoints:
+def endpoints(stack_settings: Settings) -> devstack.Endpoints:
     """The administrator's endpoints (PostgreSQL's superuser)."""
-    return devstack.endpoints(stack)
+    return devstack.endpoints(stack_settings)
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +61,13 @@ def database_url(endpoints: devstack.Endpoints) -> str:
 
 
 @pytest.fixture(scope="session")
-def database_for(stack: Settings, database_url: str) -> Callable[[Actor], str]:
+def database_for(stack_settings: Settings, database_url: str) -> Callable[[Actor], str]:
     """The URL each actor connects with: its own login, as in production.
 
     On given servers ``LEPTON_DATABASE_URL`` must be a superuser's: the suite runs the role
     setup and gives the logins passwords of its own (so give it a server of its own)."""
-    if stack.database_url is None:
-        return lambda actor: devstack.endpoints(stack, actor).database_url
+    if stack_settings.database_url is None:
+        return lambda actor: devstack.endpoints(stack_settings, actor).database_url
     passwords = {actor: secrets.token_urlsafe(32) for actor in LOGINS}
     asyncio.run(provision(database_url, passwords))
     return lambda actor: (
