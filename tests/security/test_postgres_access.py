@@ -396,7 +396,7 @@ async def test_services_and_the_operator_act_for_a_tenant_they_name(
 
 
 async def test_add_tenant_never_takes_over_a_role_that_is_not_the_tenants(
-    database_url: str, ingest: asyncpg.Pool
+    database_url: str, ingest: asyncpg.Pool, connect: Callable[[str], Any]
 ) -> None:
     tenant = tenant_name()
     admin = await asyncpg.connect(database_url)
@@ -411,6 +411,16 @@ async def test_add_tenant_never_takes_over_a_role_that_is_not_the_tenants(
     second = await add_tenant(database_url, again)  # a new password for the same login
     assert (first.role, first.password != second.password) == (second.role, True)
     assert second.password not in repr(second)
+    # A name no role could carry gets a digest; the login proves the tenant all the same.
+    odd = "租户 " + uuid.uuid4().hex + "x" * 40
+    login = await add_tenant(await connect(database_url), odd)
+    assert login.role.startswith("lepton_tenant_")
+    assert len(login.role.encode()) <= 63
+    connection = await asyncpg.connect(url_as(database_url, login.role, login.password))
+    try:
+        assert await connection.fetchval("SELECT lepton_ingest.login_tenant()") == odd
+    finally:
+        await connection.close()
 
 
 def test_the_local_stack_keeps_the_logins_passwords_to_itself(
