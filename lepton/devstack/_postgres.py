@@ -117,6 +117,8 @@ async def provision(admin_url: str, passwords: Mapping[Actor, str]) -> None:
                 if not _PASSWORD.match(password):  # it is quoted below
                     raise StackError(f"the password of {login_role(actor)} is not a generated one")
                 await connection.execute(f"ALTER ROLE {login_role(actor)} PASSWORD '{password}'")
+    except asyncpg.PostgresError as exc:
+        raise StackError(f"PostgreSQL's role setup ({ROLES_SQL.name}) failed: {exc}") from exc
     finally:
         await connection.close()
 
@@ -184,6 +186,7 @@ class PostgresNode:
             }
             # Created 0600 rather than chmod-ed after: never readable by others, even briefly.
             descriptor = os.open(self._roles_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
             with os.fdopen(descriptor, "w") as out:
                 json.dump(passwords, out)
         return passwords
@@ -264,9 +267,13 @@ class PostgresNode:
             ],
             user,
         )
-        if fresh:
-            self._create_database(user)
-        asyncio.run(provision(self.url(), self._role_passwords()))
+        try:
+            if fresh:
+                self._create_database(user)
+            asyncio.run(provision(self.url(), self._role_passwords()))
+        except BaseException:
+            self.stop()  # no server left running that no state file names
+            raise
 
     def _create_database(self, user: pwd.struct_passwd | None) -> None:
         password = self._password_file.read_text().strip()
