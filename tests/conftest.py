@@ -7,7 +7,9 @@ state directory and stops it at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,21 +19,24 @@ import pytest
 
 from lepton import devstack
 from lepton.bus import Publisher, delete_topics, ensure_topics
-from lepton.config import Settings
+from lepton.config import Actor, Settings
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey
 from lepton.contract.topics import Topic
 from lepton.devstack._kafka import fetch_jars
+from lepton.devstack._postgres import LOGINS, login_role, provision, url_as
 from lepton.runtime.identity import master_key
 from lepton.testing import impersonating
 
 
 @pytest.fixture(scope="session")
-def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Endpoints]:
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings the suite's servers are reached with: the environment's, or those of
+    a local stack started for the session."""
     given = Settings()
     if given.kafka_bootstrap and given.database_url:
-        yield devstack.endpoints(given)
+        yield given
         return
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
     devstack.up(settings)
@@ -40,16 +45,22 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.End
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("LEPTON_IDENTITY_KEY", devstack.identity_key(settings))
         try:
-            yield devstack.endpoints(settings)
+            yield settings
         finally:
             devstack.down(settings)
 
 
 @pytest.fixture(scope="session")
-def identity(endpoints: devstack.Endpoints) -> IdentityKey:
+def identity(stack_settings: Settings) -> IdentityKey:
     """The master identity key of the stack the tests run against (its services verify
     with it): ``LEPTON_IDENTITY_KEY``, which an existing stack's tests must be given."""
     return master_key(Settings())
+
+
+@pytest.fixture(scope="session")
+def endpoints(stack_settings: Settings) -> devstack.Endpoints:
+    """The administrator's endpoints (PostgreSQL's superuser)."""
+    return devstack.endpoints(stack_settings)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +70,25 @@ def bootstrap(endpoints: devstack.Endpoints) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(endpoints: devstack.Endpoints) -> str:
+    """The superuser's URL: for what only an administrator does, and to look behind RLS."""
     return endpoints.database_url
+
+
+@pytest.fixture(scope="session")
+def database_for(stack_settings: Settings, database_url: str) -> Callable[[Actor], str]:
+    """The URL each actor connects with: its own login, as in production.
+
+    On given servers ``LEPTON_DATABASE_URL`` must be a superuser's: the suite runs the role
+    setup and gives the logins passwords of its own (so give it a server of its own)."""
+    if stack_settings.database_url is None:
+        return lambda actor: devstack.endpoints(stack_settings, actor).database_url
+    passwords = {actor: secrets.token_urlsafe(32) for actor in LOGINS}
+    asyncio.run(provision(database_url, passwords))
+    return lambda actor: (
+        database_url
+        if actor == "admin"
+        else url_as(database_url, login_role(actor), passwords[actor])
+    )
 
 
 @pytest.fixture

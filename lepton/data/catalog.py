@@ -2,7 +2,8 @@
 sharing a dataset with another tenant or withdrawing the share.
 
 Every call acts as the tenant under row-level security (:mod:`lepton.data.access`); a
-version's rows are read by :func:`lepton.data.reading.read_dataset`.
+version's rows are read by :func:`lepton.data.reading.read_dataset`. Refusals, grants and
+revokes are recorded by the database, which names who acted from the login.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lepton.data.access import AccessDenied, DatasetNotFound, as_tenant, audit, dataset_resource
+from lepton.data.access import AccessDenied, DatasetNotFound, acting_for, dataset_resource
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -61,8 +62,7 @@ async def list_datasets(
 ) -> list[DatasetInfo]:
     """The latest version of every dataset the reader owns or is shared with (from
     ``region``: shares limited to another region are left out)."""
-    async with pool.acquire() as connection, connection.transaction():
-        await as_tenant(connection, reader_tenant, region)
+    async with acting_for(pool, reader_tenant, region) as connection:
         rows = await connection.fetch(
             "SELECT DISTINCT ON (owner_tenant, name) owner_tenant, name, version, rows, "
             "columns, region, created_at FROM lepton_ingest.datasets "
@@ -92,14 +92,15 @@ async def dataset_versions(
     region: str | None = None,
 ) -> list[DatasetVersion]:
     """Every version of a dataset the reader may see, newest first: its columns, quality
-    summary and lineage, not its rows (so, like :func:`list_datasets`, not audited).
+    summary and lineage, not its rows (so, like :func:`list_datasets`, a found dataset is
+    not audited).
 
     Raises :class:`DatasetNotFound`, or :class:`AccessDenied` for another tenant's
-    dataset that is not shared with the reader.
+    dataset that is not shared with the reader; either is recorded as a denied read.
     """
     owner_tenant = owner or reader_tenant
-    async with pool.acquire() as connection, connection.transaction():
-        await as_tenant(connection, reader_tenant, region)
+    refused = None
+    async with acting_for(pool, reader_tenant, region) as connection:
         rows = await connection.fetch(
             "SELECT owner_tenant, name, version, rows, columns, quality, spec_inferred, "
             "lineage, region, created_at FROM lepton_ingest.datasets "
@@ -107,14 +108,14 @@ async def dataset_versions(
             owner_tenant,
             name,
         )
-        exists = bool(rows) or await connection.fetchval(
-            "SELECT lepton_ingest.dataset_exists($1, $2)", owner_tenant, name
-        )
-    if not rows:
-        if exists and owner_tenant != reader_tenant:
-            raise AccessDenied(
-                f"{dataset_resource(owner_tenant, name)}: not shared with {reader_tenant}"
+        if not rows:
+            refused = await connection.fetchval(
+                "SELECT lepton_ingest.read_refused($1, $2, NULL, NULL)", owner_tenant, name
             )
+    if refused == "not_shared":
+        detail = f"not shared with {reader_tenant}" + (f" in {region}" if region else "")
+        raise AccessDenied(f"{dataset_resource(owner_tenant, name)}: {detail}")
+    if refused is not None:
         raise DatasetNotFound(f"{dataset_resource(owner_tenant, name)}: no such dataset")
     return [
         DatasetVersion(
@@ -140,10 +141,12 @@ async def share_dataset(
     name: str,
     with_tenant: str,
     region: str | None = None,
-    actor: str | None = None,
 ) -> None:
-    """Let ``with_tenant`` read every version of the dataset (only from ``region`` if given)."""
-    await _change_share(pool, "grant", owner_tenant, name, with_tenant, region, actor)
+    """Let ``with_tenant`` read every version of the dataset (only from ``region`` if given).
+
+    Only the owner's own login or an operator may; the audit names which.
+    """
+    await _change_share(pool, "grant", owner_tenant, name, with_tenant, region)
 
 
 async def revoke_dataset(
@@ -153,61 +156,22 @@ async def revoke_dataset(
     name: str,
     with_tenant: str,
     region: str | None = None,
-    actor: str | None = None,
 ) -> None:
     """Withdraw a share (the one for ``region``, or every region's when None)."""
-    await _change_share(pool, "revoke", owner_tenant, name, with_tenant, region, actor)
+    await _change_share(pool, "revoke", owner_tenant, name, with_tenant, region)
 
 
 async def _change_share(
-    pool: asyncpg.Pool,
-    action: str,
-    owner: str,
-    name: str,
-    grantee: str,
-    region: str | None,
-    actor: str | None,
+    pool: asyncpg.Pool, action: str, owner: str, name: str, grantee: str, region: str | None
 ) -> None:
-    detail = f"{'to' if action == 'grant' else 'from'} {grantee}" + (
-        f" in {region}" if region else ""
-    )
-    async with pool.acquire() as connection, connection.transaction():
-        await as_tenant(connection, owner)
-        owned = await connection.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM lepton_ingest.datasets "
-            "WHERE owner_tenant = $1 AND name = $2)",
-            owner,
-            name,
+    async with acting_for(pool, owner) as connection:
+        outcome = await connection.fetchval(
+            "SELECT lepton_ingest.change_share($1, $2, $3, $4)", action, name, grantee, region
         )
-        if owned:
-            if action == "grant":
-                await connection.execute(
-                    "INSERT INTO lepton_ingest.shares (owner_tenant, name, grantee, region) "
-                    "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                    owner,
-                    name,
-                    grantee,
-                    region or "*",
-                )
-            else:
-                await connection.execute(
-                    "DELETE FROM lepton_ingest.shares WHERE owner_tenant = $1 AND name = $2 "
-                    "AND grantee = $3 AND ($4::text IS NULL OR region = $4)",
-                    owner,
-                    name,
-                    grantee,
-                    region,
-                )
-        await audit(
-            connection,
-            actor=actor or owner,
-            tenant=owner,
-            action=action,
-            resource=dataset_resource(owner, name),
-            owner=owner,
-            outcome="allowed" if owned else "denied",
-            detail=detail if owned else f"{detail}: no such dataset",
-            region=region,
-        )
-    if not owned:
+    if outcome == "no_such_dataset":
         raise DatasetNotFound(f"{dataset_resource(owner, name)}: no such dataset")
+    if outcome != "allowed":
+        raise AccessDenied(
+            f"{dataset_resource(owner, name)}: only the owner's own login or an operator "
+            "may share it"
+        )

@@ -1,8 +1,13 @@
 """The dataset catalog's tables (``lepton_ingest.*``), owned here beside the queries that read them.
 
 Ingest writes them (:func:`record_version`, in the transaction that fills the version
-table) and applies :func:`migrate` at start; the SDK, the trainer and the evaluator read
-them (:mod:`lepton.data.catalog`) and find them missing until ingest has started once.
+table) and applies :func:`migrate` at start, as its own login ``lepton_ingest``, which
+therefore owns them; the SDK, the trainer and the evaluator read them
+(:mod:`lepton.data.catalog`) and find them missing until ingest has started once. Who
+applies what: the role setup (``lepton/devstack/roles.sql``, an administrator's, once)
+makes the logins, the group roles and each service's schema; every service then applies
+its own migrations as its own login; the catalog's migrations grant the readers
+(``lepton_reader``, the tenants' own logins) by role name, ``SELECT`` and nothing more.
 
 The migrations were ingest's until they moved here: a database migrated before the move has
 ``001_catalog.sql`` recorded as component ``ingest``, version 1, from the very same file.

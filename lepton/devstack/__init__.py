@@ -225,6 +225,12 @@ def down(settings: Settings) -> bool:
         return True
 
 
+def _database_url(settings: Settings, actor: Actor) -> str:
+    """The local server's URL with ``actor``'s own login (the superuser for "admin")."""
+    _kafka, postgres = _nodes(settings, _read_state(settings))
+    return postgres.url(actor)
+
+
 def endpoints(settings: Settings, actor: Actor = "admin") -> Endpoints:
     """Where Kafka and PostgreSQL are, for ``actor``: the settings, else the running local
     stack."""
@@ -239,7 +245,7 @@ def endpoints(settings: Settings, actor: Actor = "admin") -> Endpoints:
                 "run `lepton stack up`, or point the settings at existing servers"
             )
         bootstrap = bootstrap or local.kafka_bootstrap
-        database = database or local.database_url
+        database = database or _database_url(settings, actor)
     assert bootstrap is not None
     assert database is not None
     return Endpoints(kafka_bootstrap=bootstrap, database_url=database)

@@ -3,12 +3,20 @@
 The wheel's own Python layer ties a server's life to the process that started it; the
 stack must outlive ``lepton stack up``, so only its binaries are used here, through
 ``initdb`` and ``pg_ctl`` on a loopback TCP port with a generated password.
+
+At every start the superuser runs ``roles.sql`` (each actor's login and schema, the group
+roles row-level security is keyed on) and gives each login the random password kept in
+``roles.json`` beside the server (mode 0600, never printed): :meth:`PostgresNode.url`
+is then the URL an actor connects with, and only ``admin`` gets the superuser.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import pwd
+import re
 import secrets
 import signal
 import stat
@@ -16,16 +24,27 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from typing import TYPE_CHECKING, get_args
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psutil
 
+from lepton.config import Actor
 from lepton.devstack._process import StackError, free_port, is_alive
 
-__all__ = ["DATABASE", "PostgresNode"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["DATABASE", "LOGINS", "ROLES_SQL", "PostgresNode", "login_role", "provision", "url_as"]
 
 DATABASE = "lepton"
 _SUPERUSER = "postgres"
+# Each role, schema and grant Lepton needs; an operator runs the same file on a server of
+# their own (deploy/postgres/roles.sql links to it).
+ROLES_SQL = Path(__file__).with_name("roles.sql")
+# The actors with a login of their own; "admin" is the server's superuser.
+LOGINS: tuple[Actor, ...] = tuple(actor for actor in get_args(Actor) if actor != "admin")
+_PASSWORD = re.compile(r"^[A-Za-z0-9_-]{32,}$")
 # PostgreSQL refuses to run as root: as root, the server runs as this system user.
 _SERVER_USER = "lepton_postgres"
 
@@ -67,6 +86,43 @@ def _server_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(_SERVER_USER)
 
 
+def login_role(actor: Actor) -> str:
+    """The PostgreSQL login ``actor`` connects as (``roles.sql`` creates them)."""
+    return f"lepton_{actor}"
+
+
+def url_as(url: str, role: str, password: str) -> str:
+    """``url`` (same server and database) with another login."""
+    parts = urlsplit(url)
+    login = f"{quote(role, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{parts.netloc.rpartition('@')[2]}"))
+
+
+async def provision(admin_url: str, passwords: Mapping[Actor, str]) -> None:
+    """Run ``roles.sql`` as the superuser at ``admin_url``, then set each login's password.
+
+    Passwords are sent in ``ALTER ROLE`` statements, which the session keeps out of the
+    server's log (neither logged as statements nor quoted by an error): the server stores
+    only their SCRAM verifiers.
+    """
+    import asyncpg
+
+    connection = await asyncpg.connect(admin_url)
+    try:
+        await connection.execute(ROLES_SQL.read_text(encoding="utf-8"))
+        async with connection.transaction():
+            await connection.execute("SET LOCAL log_statement = 'none'")
+            await connection.execute("SET LOCAL log_min_error_statement = 'panic'")
+            for actor, password in passwords.items():
+                if not _PASSWORD.match(password):  # it is quoted below
+                    raise StackError(f"the password of {login_role(actor)} is not a generated one")
+                await connection.execute(f"ALTER ROLE {login_role(actor)} PASSWORD '{password}'")
+    except asyncpg.PostgresError as exc:
+        raise StackError(f"PostgreSQL's role setup ({ROLES_SQL.name}) failed: {exc}") from exc
+    finally:
+        await connection.close()
+
+
 def _allow_traversal(path: Path) -> None:
     """Let the server user reach ``path``: search (x) permission on every parent, nothing more."""
     for parent in path.parents:
@@ -94,13 +150,46 @@ class PostgresNode:
     def _password_file(self) -> Path:
         return self.home / "password"
 
+    @property
+    def _roles_file(self) -> Path:
+        """Each login's password, JSON ``{actor: password}``, mode 0600."""
+        return self.home / "roles.json"
+
     @classmethod
     def prepare(cls, home: Path, previous: int | None) -> PostgresNode:
         return cls(home=home, port=free_port(previous))
 
-    def url(self) -> str:
+    def url(self, actor: Actor = "admin") -> str:
+        """The URL ``actor`` connects with: its own login, or the superuser for "admin"."""
         password = quote(self._password_file.read_text().strip(), safe="")
-        return f"postgresql://{_SUPERUSER}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+        admin = f"postgresql://{_SUPERUSER}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+        if actor == "admin":
+            return admin
+        try:
+            passwords = json.loads(self._roles_file.read_text())
+            return url_as(admin, login_role(actor), passwords[actor])
+        except (OSError, ValueError, KeyError):
+            raise StackError(
+                f"the local stack has no login for {actor}: restart it "
+                "(`lepton stack down && lepton stack up`)"
+            ) from None
+
+    def _role_passwords(self) -> dict[Actor, str]:
+        """The passwords in ``roles.json``, with one made for each login that has none."""
+        try:
+            passwords: dict[Actor, str] = json.loads(self._roles_file.read_text())
+        except (OSError, ValueError):
+            passwords = {}
+        if any(actor not in passwords for actor in LOGINS):
+            passwords = {
+                actor: passwords.get(actor) or secrets.token_urlsafe(32) for actor in LOGINS
+            }
+            # Created 0600 rather than chmod-ed after: never readable by others, even briefly.
+            descriptor = os.open(self._roles_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(descriptor, 0o600)  # an existing file keeps its mode otherwise
+            with os.fdopen(descriptor, "w") as out:
+                json.dump(passwords, out)
+        return passwords
 
     def _run(
         self,
@@ -178,8 +267,13 @@ class PostgresNode:
             ],
             user,
         )
-        if fresh:
-            self._create_database(user)
+        try:
+            if fresh:
+                self._create_database(user)
+            asyncio.run(provision(self.url(), self._role_passwords()))
+        except BaseException:
+            self.stop()  # no server left running that no state file names
+            raise
 
     def _create_database(self, user: pwd.struct_passwd | None) -> None:
         password = self._password_file.read_text().strip()

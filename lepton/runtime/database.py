@@ -4,6 +4,11 @@ Migrations are ``NNN_description.sql`` files in a component's directory, applied
 order, each in its own transaction, and recorded in ``lepton_migrations``. An advisory
 lock makes it safe for several services to migrate at once; a changed file that was
 already applied is an error rather than a silent skip.
+
+Each service applies its own migrations as its own login, so ``lepton_migrations`` and
+every unqualified table land in the schema named after that login (``"$user"`` first on
+its search path, from the role setup, ``lepton/devstack/roles.sql``): a service owns what
+it migrates, and nothing else.
 """
 
 from __future__ import annotations

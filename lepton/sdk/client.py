@@ -81,7 +81,8 @@ class LeptonClient:
     environment (``LEPTON_*``); ``bootstrap``, ``database_url`` and ``monitor_url``
     override them, and without them the local stack's addresses are used. ``tenant`` is
     who reads datasets and models, predicts and rolls back; ``user`` is recorded as who
-    asked (default: the login name).
+    asked in requests (default: the login name), while the catalog's audit names the
+    database login that read or shared.
     """
 
     def __init__(
@@ -255,7 +256,6 @@ class LeptonClient:
                 name=dataset,
                 with_tenant=with_tenant,
                 region=region,
-                actor=self.user,
             )
 
     async def revoke(self, dataset: str, *, with_tenant: str, region: str | None = None) -> None:
@@ -269,7 +269,6 @@ class LeptonClient:
                 name=dataset,
                 with_tenant=with_tenant,
                 region=region,
-                actor=self.user,
             )
 
     # --- the cluster -------------------------------------------------------------------

@@ -385,10 +385,12 @@ async def relay_audit(context: Context) -> None:
 
 async def _relay_batch(context: Context, topic: Any) -> int:
     async with context.pool.acquire() as connection, connection.transaction():
+        # The audit table is append-only: what is still to publish is its outbox's rows.
         rows = await connection.fetch(
-            "SELECT id, time, actor, tenant, action, resource, owner, outcome, detail, region "
-            "FROM lepton_ingest.audit WHERE published_at IS NULL ORDER BY id "
-            "LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT a.id, a.time, a.actor, a.tenant, a.action, a.resource, a.owner, a.outcome, "
+            "a.detail, a.region FROM lepton_ingest.audit_outbox o "
+            "JOIN lepton_ingest.audit a USING (id) ORDER BY o.id "
+            "LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
             _AUDIT_BATCH,
         )
         if not rows:
@@ -414,7 +416,7 @@ async def _relay_batch(context: Context, topic: Any) -> int:
             ],
         )
         await connection.execute(
-            "UPDATE lepton_ingest.audit SET published_at = clock_timestamp() WHERE id = ANY($1)",
+            "DELETE FROM lepton_ingest.audit_outbox WHERE id = ANY($1)",
             [row["id"] for row in rows],
         )
         return len(rows)

@@ -12,7 +12,7 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from lepton.data.access import AUDIT_CHANNEL, TENANT_ROLE
+from lepton.data.access import READER_ROLE, TENANT_LOGINS, TENANT_ROLE
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -83,16 +83,22 @@ async def copy_rows(
 
 
 async def protect_version_table(connection: Connection, table: str) -> None:
-    """Force RLS: rows are visible only while the table's catalog row is visible.
+    """Force RLS: rows are visible only while the table's catalog row is visible, to
+    whoever reads the catalog (services and the operator as ``lepton_reader``, a tenant's
+    own login), who may only SELECT.
 
     Done after COPY because PostgreSQL refuses COPY FROM into a table whose policies apply
     to the writer; the table is not visible to anyone before the transaction commits.
     """
+    readers = f"{TENANT_ROLE}, {READER_ROLE}, {TENANT_LOGINS}"
     await connection.execute(f'ALTER TABLE {DATA_SCHEMA}."{table}" ENABLE ROW LEVEL SECURITY')
     await connection.execute(f'ALTER TABLE {DATA_SCHEMA}."{table}" FORCE ROW LEVEL SECURITY')
     await connection.execute(
-        f'CREATE POLICY visible ON {DATA_SCHEMA}."{table}" FOR SELECT TO {TENANT_ROLE} '
+        f'CREATE POLICY visible ON {DATA_SCHEMA}."{table}" FOR SELECT TO {readers} '
         f"USING ((SELECT lepton_ingest.table_visible('{table}')))"
+    )
+    await connection.execute(
+        f'GRANT SELECT ON {DATA_SCHEMA}."{table}" TO {READER_ROLE}, {TENANT_LOGINS}'
     )
 
 
@@ -152,7 +158,8 @@ async def audit(
     region: str | None,
     actor: str = "service:ingest",
 ) -> None:
-    """An audit row in the caller's transaction; the relay publishes it after commit."""
+    """An audit row in the caller's transaction; the relay publishes it after commit (a
+    trigger queues it in the outbox and wakes the relay)."""
     await connection.execute(
         "INSERT INTO lepton_ingest.audit (actor, tenant, action, resource, outcome, detail, "
         "region) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -164,4 +171,3 @@ async def audit(
         detail,
         region,
     )
-    await connection.execute(f"NOTIFY {AUDIT_CHANNEL}")

@@ -7,7 +7,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,14 +82,19 @@ async def start(
 
 @asynccontextmanager
 async def running(
-    commands: list[tuple[list[str], str]], env: dict[str, str]
+    commands: list[tuple[list[str], str]],
+    env: dict[str, str],
+    database_for: Callable[[str], str],
 ) -> AsyncIterator[list[Running]]:
-    """Start each ``(command, until)`` in order, and stop every one started on the way
-    out, even when a later one failed to start."""
+    """Start each ``(command, until)`` in order, each service (``lepton-<actor>``) with its
+    own PostgreSQL login, and stop every one started on the way out, even when a later one
+    failed to start."""
     started: list[Running] = []
     try:
         for command, until in commands:
-            started.append(await start(command, env, until))
+            actor = Path(command[0]).name.removeprefix("lepton-")
+            own = env | {"LEPTON_DATABASE_URL": database_for(actor)}
+            started.append(await start(command, own, until))
         yield started
     finally:
         for service in started:

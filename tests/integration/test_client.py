@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,12 @@ async def space(bootstrap, codec, publisher) -> Namespaced:
 
 @pytest.fixture
 async def client(
-    space: Namespaced, bootstrap: str, database_url: str
+    space: Namespaced, bootstrap: str, database_for: Callable[[str], str]
 ) -> AsyncIterator[LeptonClient]:
     settings = Settings(
-        kafka_bootstrap=bootstrap, database_url=database_url, topic_prefix=space.prefix
+        kafka_bootstrap=bootstrap,
+        database_url=database_for("client"),
+        topic_prefix=space.prefix,
     )
     async with LeptonClient(settings, tenant="acme", user="tester") as opened:
         yield opened
@@ -184,12 +186,12 @@ async def test_predict_splits_large_inputs_and_keeps_one_model_version(
 
 
 async def test_cli_predict_prints_and_writes_predictions(
-    space: Namespaced, bootstrap: str, database_url: str, tmp_path: Path
+    space: Namespaced, bootstrap: str, database_for: Callable[[str], str], tmp_path: Path
 ) -> None:
     (tmp_path / "houses.csv").write_text("x,区域\n150,B区\n88.5,A区\n")
     env = os.environ | {
         "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
-        "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_DATABASE_URL": database_for("client"),
         "LEPTON_TOPIC_PREFIX": space.prefix,
     }
 

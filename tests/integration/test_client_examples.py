@@ -7,7 +7,7 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,12 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 @pytest.fixture(scope="module")
 async def services(
-    bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+    bootstrap: str, database_for: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("sdk-data")
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = data_service_env(bootstrap, database_url, prefix, root)
+    env = data_service_env(bootstrap, database_for("client"), prefix, root)
     commands = [
         ([str(BIN / "lepton-ingest")], "health"),
         ([str(BIN / "lepton-scheduler")], "health"),
@@ -41,7 +41,7 @@ async def services(
         ),
         ([str(BIN / "lepton-monitor")], "dashboard"),
     ]
-    async with running(commands, env) as started:
+    async with running(commands, env, database_for) as started:
         monitor_url = started[-1].entry["url"].rstrip("/")
         yield {"root": root, "env": env | {"LEPTON_MONITOR_URL": monitor_url}}
 

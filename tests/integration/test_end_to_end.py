@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,11 @@ RECORDED = (
 
 @pytest.fixture
 async def cluster(
-    bootstrap: str, database_url: str, tmp_path: Path
+    bootstrap: str, database_for: Callable[[str], str], tmp_path: Path
 ) -> AsyncIterator[tuple[Settings, Path]]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = data_service_env(bootstrap, database_url, prefix, tmp_path)
+    env = data_service_env(bootstrap, database_for("client"), prefix, tmp_path)
     trainer = str(BIN / "lepton-trainer")
     commands = [
         ([str(BIN / "lepton-ingest")], "health"),
@@ -55,10 +55,10 @@ async def cluster(
         ([trainer, "--node-id", "large", "--cpus", "2", "--memory", "4096"], "health"),
         ([str(BIN / "lepton-monitor")], "dashboard"),
     ]
-    async with running(commands, env) as started:
+    async with running(commands, env, database_for) as started:
         settings = Settings(
             kafka_bootstrap=bootstrap,
-            database_url=database_url,
+            database_url=database_for("client"),
             topic_prefix=prefix,
             monitor_url=started[-1].entry["url"].rstrip("/"),
         )

@@ -53,7 +53,11 @@ THE_SEEDS_HOUSE = {"面积": 150.0, "房型": "普通住宅", "区域": "B区"}
 
 @pytest.fixture(scope="module")
 async def data(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path_factory: pytest.TempPathFactory
+    bootstrap: str,
+    database_url: str,
+    database_for: Callable[[str], str],
+    codec: Codec,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """The seed's house prices through the ingest service, and a version of them whose
     区域 column was renamed (a dataset that no longer matches the model)."""
@@ -63,7 +67,7 @@ async def data(
     house_prices(400).rename(columns={"区域": "地区"}).to_csv(root / "renamed.csv", index=False)
     renamed_spec = HOUSE_SPEC.replace("区域", "地区")
     versions: dict[str, dict[str, str]] = {}
-    async with running_ingest(bootstrap, database_url, codec, root) as ingest:
+    async with running_ingest(bootstrap, database_for("ingest"), codec, root) as ingest:
         for name, file, spec in [
             ("houses", "houses.csv", HOUSE_SPEC),
             ("houses-renamed", "renamed.csv", renamed_spec),
@@ -113,11 +117,11 @@ async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
 
 @pytest.fixture(scope="module")
 async def evaluator(
-    space: Namespaced, bootstrap: str, database_url: str, data: dict[str, Any]
+    space: Namespaced, bootstrap: str, database_for: Callable[[str], str], data: dict[str, Any]
 ) -> AsyncIterator[Service]:
     settings = EvaluatorSettings(
         kafka_bootstrap=bootstrap,
-        database_url=database_url,
+        database_url=database_for("evaluator"),
         topic_prefix=space.prefix,
         evaluator_predict_max_rows=50,
     )

@@ -228,10 +228,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def ingest(bootstrap: str, database_url: str, codec: Codec, root: Path):
+async def ingest(bootstrap: str, database_for: Callable[[str], str], codec: Codec, root: Path):
     async with running_ingest(
         bootstrap,
-        database_url,
+        database_for("ingest"),
         codec,
         root,
         ingest_max_file_bytes=MAX_BYTES,
@@ -301,10 +301,12 @@ async def test_a_redelivered_rejection_is_answered_again_and_audited_once(
 
 
 async def test_sensitive_columns_need_a_master_key(
-    bootstrap: str, database_url: str, codec: Codec, root: Path
+    bootstrap: str, database_for: Callable[[str], str], codec: Codec, root: Path
 ) -> None:
     spec = json.dumps({"columns": {"面积": {"type": "float", "sensitive": True}}})
-    async with running_ingest(bootstrap, database_url, codec, root, master_key=None) as keyless:
+    async with running_ingest(
+        bootstrap, database_for("ingest"), codec, root, master_key=None
+    ) as keyless:
         outcome, record = await keyless.submit(
             request(
                 unique_tenant(), "d", [{"name": "s", "kind": "csv", "uri": "house.csv"}], spec=spec

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -78,7 +79,11 @@ async def _all_records(bootstrap: str, codec: Codec, topic: str) -> list[dict]:
 
 
 async def test_sigkill_mid_ingest_then_restart(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path
+    bootstrap: str,
+    database_url: str,
+    database_for: Callable[[str], str],
+    codec: Codec,
+    tmp_path: Path,
 ) -> None:
     write_messy_csv(tmp_path / "big.csv", 400_000)
     prefix = f"t{uuid.uuid4().hex[:10]}."
@@ -86,7 +91,7 @@ async def test_sigkill_mid_ingest_then_restart(
     env = {
         **os.environ,
         "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
-        "LEPTON_DATABASE_URL": database_url,
+        "LEPTON_DATABASE_URL": database_for("ingest"),
         "LEPTON_TOPIC_PREFIX": prefix,
         "LEPTON_INGEST_ROOTS": json.dumps([str(tmp_path)]),
         "LEPTON_MASTER_KEY": MASTER_KEY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -56,11 +57,15 @@ async def _audit_events(ingest, wanted: dict[str, int]) -> dict[str, list[dict]]
 
 
 async def test_rls_sharing_encryption_and_audit(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    bootstrap: str,
+    database_for: Callable[[str], str],
+    codec: Codec,
+    tmp_path: Path,
+    pool: asyncpg.Pool,
 ) -> None:
     PATIENTS.to_csv(tmp_path / "patients.csv", index=False)
     owner, partner, stranger = unique_tenant(), unique_tenant(), unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 owner, "patients", [{"name": "p", "kind": "csv", "uri": "patients.csv"}], spec=SPEC
@@ -170,12 +175,16 @@ async def test_rls_sharing_encryption_and_audit(
 
 
 async def test_reads_never_run_as_the_superuser_session(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    bootstrap: str,
+    database_for: Callable[[str], str],
+    codec: Codec,
+    tmp_path: Path,
+    pool: asyncpg.Pool,
 ) -> None:
     """The pool logs in as a superuser, which bypasses RLS: reads must switch role first."""
     pd.DataFrame({"x": [1, 2]}).to_csv(tmp_path / "x.csv", index=False)
     owner, other = unique_tenant(), unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(owner, "xs", [{"name": "x", "kind": "csv", "uri": "x.csv"}])
         )

@@ -160,10 +160,10 @@ async def json_when(base: str, path: str, check: Callable[[Any], bool] = bool) -
 
 
 async def test_heartbeats_and_job_events_build_the_views(
-    bootstrap: str, database_url: str, publisher: Publisher
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    async with running(settings_for(bootstrap, database_url, prefix)) as monitor:
+    async with running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor:
         assert monitor.url is not None
         now = now_ms()
         node = f"node-{uuid.uuid4().hex[:6]}"
@@ -211,7 +211,7 @@ async def test_heartbeats_and_job_events_build_the_views(
 
 
 async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
-    bootstrap: str, database_url: str, publisher: Publisher
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     alerts = AIOKafkaConsumer(
@@ -220,7 +220,7 @@ async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
         group_id=None,
         auto_offset_reset="earliest",
     )
-    async with running(settings_for(bootstrap, database_url, prefix)) as monitor:
+    async with running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor:
         await alerts.start()
         try:
             node = f"node-{uuid.uuid4().hex[:6]}"
@@ -265,10 +265,10 @@ async def next_alert(consumer: AIOKafkaConsumer, subject: str) -> dict[str, Any]
 
 
 async def test_history_and_views_survive_a_restart(
-    bootstrap: str, database_url: str, publisher: Publisher
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    settings = settings_for(bootstrap, database_url, prefix)
+    settings = settings_for(bootstrap, database_for("monitor"), prefix)
     node = f"node-{uuid.uuid4().hex[:6]}"
     job = f"job-{uuid.uuid4().hex[:6]}"
     async with running(settings) as first:
@@ -311,11 +311,13 @@ async def test_history_and_views_survive_a_restart(
 
 
 async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_twice(
-    bootstrap: str, database_url: str, publisher: Publisher
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     # Snapshots only when the test says so, and none at the "crash".
-    settings = settings_for(bootstrap, database_url, prefix, monitor_snapshot_interval_s=3600)
+    settings = settings_for(
+        bootstrap, database_for("monitor"), prefix, monitor_snapshot_interval_s=3600
+    )
     requested = topic(prefix, "lepton.jobs.requested")
     async with running(settings) as first:
         assert first.url is not None
@@ -352,10 +354,10 @@ async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_tw
 
 
 async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
-    bootstrap: str, database_url: str, publisher: Publisher
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    async with running(settings_for(bootstrap, database_url, prefix)) as monitor:
+    async with running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor:
         assert monitor.url is not None
         requested = topic(prefix, "lepton.jobs.requested")
         for index in range(3):
@@ -462,6 +464,8 @@ async def test_unknown_things_are_404_and_pages_carry_a_strict_csp(
 
 
 @pytest.fixture(scope="module")
-async def shared_monitor(bootstrap: str, database_url: str) -> AsyncIterator[MonitorService]:
-    async with running(settings_for(bootstrap, database_url, fresh_prefix())) as monitor:
+async def shared_monitor(
+    bootstrap: str, database_for: Callable[[str], str]
+) -> AsyncIterator[MonitorService]:
+    async with running(settings_for(bootstrap, database_for("monitor"), fresh_prefix())) as monitor:
         yield monitor

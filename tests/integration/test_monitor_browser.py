@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,13 @@ def roc_evaluation(model_id: str, roc_auc: float) -> dict[str, Any]:
 
 
 async def test_dashboard_loads_shows_live_data_and_escapes_names(
-    bootstrap: str, database_url: str, publisher: Publisher, tmp_path: Path
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher, tmp_path: Path
 ) -> None:
     prefix = fresh_prefix()
     node = f"node-{uuid.uuid4().hex[:6]}"
     job = f"job-{uuid.uuid4().hex[:6]}"
     async with (
-        running(settings_for(bootstrap, database_url, prefix)) as monitor,
+        running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor,
         playwright.async_playwright() as driver,
     ):
         assert monitor.url is not None

@@ -31,11 +31,11 @@ def get_json(url: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("service", ["scheduler", "ingest", "evaluator", "monitor"])
 async def test_service_starts_answers_health_and_stops_on_sigterm(
-    service: str, bootstrap: str, database_url: str
+    service: str, bootstrap: str, database_for
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     running = await start(
-        [str(BIN / f"lepton-{service}")], service_env(bootstrap, database_url, prefix)
+        [str(BIN / f"lepton-{service}")], service_env(bootstrap, database_for(service), prefix)
     )
     try:
         answer = await asyncio.to_thread(get_json, running.entry["url"])
@@ -50,7 +50,7 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
     assert "stopped" in running.events(remaining)
 
 
-async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str) -> None:
+async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_for) -> None:
     node = f"node-{uuid.uuid4().hex[:8]}"
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(bootstrap, Namespace(prefix).all())
@@ -76,7 +76,7 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_url: str)
             "--interval",
             "0.2",
         ],
-        service_env(bootstrap, database_url, prefix),
+        service_env(bootstrap, database_for("trainer"), prefix),
     )
     beats: list[dict[str, Any]] = []
     try:

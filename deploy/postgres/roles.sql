@@ -1,0 +1,1 @@
+../../lepton/devstack/roles.sql
