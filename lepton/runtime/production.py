@@ -10,6 +10,7 @@ that fixes it.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from lepton.errors import LeptonError
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from lepton.config import Actor, Settings
 
 __all__ = ["InsecureConfiguration", "check", "refusals"]
+
+# Logins that are superusers on every PostgreSQL installation (and in the local stack).
+_SUPERUSERS = frozenset({"postgres"})
 
 
 class InsecureConfiguration(LeptonError):
@@ -38,6 +42,11 @@ def refusals(
         found.append("LEPTON_KAFKA_BOOTSTRAP is unset: production never uses the local stack")
     if settings.database_url is None:
         found.append("LEPTON_DATABASE_URL is unset: production never uses the local stack")
+    elif urlsplit(settings.database_url.get_secret_value()).username in _SUPERUSERS:
+        found.append(
+            "LEPTON_DATABASE_URL logs in as a superuser, whom row-level security does not "
+            f"bind: give the {actor} its own login (deploy/postgres/roles.sql)"
+        )
     if actor in ("trainer", "client"):
         if settings.signing_key is None:
             found.append(f"LEPTON_SIGNING_KEY is unset: a {actor} signs with its own key")

@@ -4,7 +4,7 @@ refused with its specific reason, dead-lettered, and audited on ``lepton.audit``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -45,19 +45,21 @@ async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
 
 @pytest.fixture(scope="module")
 async def stack(
-    space: Namespaced, bootstrap: str, database_url: str
+    space: Namespaced, bootstrap: str, database_for: Callable[[str], str]
 ) -> AsyncIterator[dict[str, Any]]:
     """The scheduler and the evaluator running, with a victim's job placed on ``holder``."""
     await space.send("lepton.node.heartbeats", "holder", heartbeat("holder", sequence=1))
     evaluator = evaluator_app(
         EvaluatorSettings(
-            kafka_bootstrap=bootstrap, database_url=database_url, topic_prefix=space.prefix
+            kafka_bootstrap=bootstrap,
+            database_url=database_for("evaluator"),
+            topic_prefix=space.prefix,
         )
     )
     evaluating = asyncio.create_task(evaluator.run())
     try:
         async with (
-            running_scheduler(space.settings(bootstrap, database_url)),
+            running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
             space.reader("lepton.jobs.events") as events,
         ):
             await asyncio.wait_for(evaluator.ready.wait(), 60)

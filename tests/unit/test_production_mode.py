@@ -54,3 +54,15 @@ async def test_a_service_in_production_stops_before_it_connects_to_anything() ->
     service = ingest_app(IngestSettings(env="production"))
     with pytest.raises(InsecureConfiguration, match="refusing to start in production"):
         await service.run()
+
+
+def test_a_superuser_database_login_is_refused() -> None:
+    settings = Settings(
+        env="production",
+        identity_key=SecretStr(MASTER.to_text()),
+        kafka_bootstrap="kafka.example:9092",
+        database_url=SecretStr("postgresql://postgres:secret@db.example/lepton"),
+    )
+    (refusal,) = refusals(settings, "evaluator")
+    assert refusal.startswith("LEPTON_DATABASE_URL logs in as a superuser")
+    assert "give the evaluator its own login" in refusal
