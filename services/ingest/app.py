@@ -74,6 +74,9 @@ class Ingest:
         self.master = decode_master_key(key.get_secret_value()) if key is not None else None
 
     async def handle(self, event: Event) -> None:
+        if event.type == "lepton.AuditEvent":
+            await self._keep_audit(event)
+            return
         request = event.record
         tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
         log = self.context.log.bind(tenant=tenant, dataset=dataset, request_id=request_id)
@@ -89,6 +92,17 @@ class Ingest:
         topic = self.context.topic(f"lepton.data.{outcome}")
         await self.context.publisher.publish(topic, f"{tenant}/{dataset}", record)
         log.info(outcome, version=record.get("version"), code=record.get("code"))
+
+    async def _keep_audit(self, event: Event) -> None:
+        """Another service's denial, from ``lepton.audit``, into the audit table (ingest's
+        own rows are there already: it published them from it)."""
+        if event.headers.get("ce_source") == self.context.publisher.source.encode():
+            return
+        position = f"{event.topic}/{event.partition}/{event.offset}"
+        try:
+            await storage.copy_audit(self.context.pool, event.record, position)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise TransientError(f"database unavailable: {exc}") from exc
 
     async def _ingest(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         spools: list[str] = []
@@ -432,7 +446,8 @@ def create_app(settings: IngestSettings | None = None) -> Service:
     return Service(
         name="ingest",
         actor="ingest",
-        consumes=["lepton.data.requested"],
+        # lepton.audit: other services' denials, kept in the audit table ingest owns.
+        consumes=["lepton.data.requested", "lepton.audit"],
         settings=configured,
         handler_factory=handler_factory,
         background=[relay_audit],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from lepton.data.access import READER_ROLE, TENANT_LOGINS, TENANT_ROLE
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     import asyncpg
     from asyncpg.pool import PoolConnectionProxy
@@ -27,6 +27,7 @@ __all__ = [
     "as_tenant",
     "audit",
     "completed",
+    "copy_audit",
     "copy_rejects",
     "copy_rows",
     "create_version_table",
@@ -145,6 +146,27 @@ async def record_request(
         outcome,
         json.dumps(result, ensure_ascii=False),
     )
+
+
+async def copy_audit(pool: asyncpg.Pool, record: Mapping[str, Any], position: str) -> bool:
+    """A ``lepton.AuditEvent`` another service published (a denial it made), kept in the
+    audit table; False when that position on ``lepton.audit`` was copied already."""
+    copied = await pool.fetchval(
+        "INSERT INTO lepton_ingest.audit (time, actor, tenant, action, resource, owner, "
+        "outcome, detail, region, bus_position) VALUES (to_timestamp($1 / 1000.0), $2, $3, "
+        "$4, $5, $6, $7, $8, $9, $10) ON CONFLICT (bus_position) DO NOTHING RETURNING true",
+        record["time"],
+        record["actor"],
+        record["tenant"],
+        record["action"],
+        record["resource"],
+        record.get("owner"),
+        record["outcome"],
+        record.get("detail"),
+        record.get("region"),
+        position,
+    )
+    return bool(copied)
 
 
 async def audit(

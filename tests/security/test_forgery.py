@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -19,6 +20,8 @@ from lepton.runtime.identity import master_key
 from lepton.testing import impersonating, leased
 from services.evaluator.app import create_app as evaluator_app
 from services.evaluator.settings import EvaluatorSettings
+from services.ingest.app import create_app as ingest_app
+from tests.integration.ingest_support import settings as ingest_settings
 from tests.integration.scheduler_support import (
     Namespaced,
     Reader,
@@ -45,9 +48,13 @@ async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
 
 @pytest.fixture(scope="module")
 async def stack(
-    space: Namespaced, bootstrap: str, database_for: Callable[[str], str]
+    space: Namespaced,
+    bootstrap: str,
+    database_for: Callable[[str], str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The scheduler and the evaluator running, with a victim's job placed on ``holder``."""
+    """The scheduler, the evaluator and ingest (which keeps the audit table) running, with
+    a victim's job placed on ``holder``."""
     await space.send("lepton.node.heartbeats", "holder", heartbeat("holder", sequence=1))
     evaluator = evaluator_app(
         EvaluatorSettings(
@@ -56,19 +63,23 @@ async def stack(
             topic_prefix=space.prefix,
         )
     )
-    evaluating = asyncio.create_task(evaluator.run())
+    root = tmp_path_factory.mktemp("inbox")
+    ingest = ingest_app(ingest_settings(bootstrap, database_for("ingest"), space.prefix, root))
+    running = [asyncio.create_task(service.run()) for service in (evaluator, ingest)]
     try:
         async with (
             running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
             space.reader("lepton.jobs.events") as events,
         ):
-            await asyncio.wait_for(evaluator.ready.wait(), 60)
+            for service in (evaluator, ingest):
+                await asyncio.wait_for(service.ready.wait(), 60)
             await space.send("lepton.jobs.requested", "j", job("j", tenant=VICTIM))
             assigned = await events.until(lambda r: r["job_id"] == "j" and r["kind"] == "assigned")
             yield {"assigned": assigned}
     finally:
-        evaluator.stop_soon()
-        await asyncio.wait_for(evaluating, 60)
+        for service in (evaluator, ingest):
+            service.stop_soon()
+        await asyncio.wait_for(asyncio.gather(*running), 60)
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +272,40 @@ async def _dead_letter(bootstrap: str, topic: str, key: bytes) -> dict[str, byte
                     return dict(message.headers)
     finally:
         await consumer.stop()
+
+
+async def test_every_denial_is_kept_in_the_audit_table(
+    stack: dict[str, Any], attacker: Attacker, database_url: str
+) -> None:
+    audit = await attacker.publish(
+        TENANT, "lepton.jobs.requested", "f10", job("f10", tenant=VICTIM)
+    )
+    connection = await asyncpg.connect(database_url)
+    try:
+        async with asyncio.timeout(60):
+            while (  # noqa: ASYNC110 - no event says ingest copied it
+                row := await connection.fetchrow(
+                    "SELECT actor, tenant, action, outcome, detail, login, bus_position "
+                    "FROM lepton_ingest.audit WHERE resource = $1",
+                    audit["resource"],
+                )
+            ) is None:
+                await asyncio.sleep(0.1)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await connection.execute("SET ROLE lepton_ingest; DELETE FROM lepton_ingest.audit")
+    finally:
+        await connection.close()
+    assert dict(row) | {"bus_position": None} == {
+        "actor": "tenant:acme",
+        "tenant": VICTIM,
+        "action": "publish",
+        "outcome": "denied",
+        "detail": "tenant:acme may not act for tenant victim",
+        "login": "lepton_ingest",
+        "bus_position": None,
+    }
+    assert row["bus_position"].startswith(f"{space_prefix(attacker)}lepton.audit/")
+
+
+def space_prefix(attacker: Attacker) -> str:
+    return attacker.space.prefix
