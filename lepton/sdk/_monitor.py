@@ -1,28 +1,60 @@
-"""The SDK's transport to the monitor's JSON API (the read model built from every topic)."""
+"""The SDK's transport to the monitor's JSON API (the read model built from every topic).
+
+Each request carries a bearer token the client mints itself from its signing key
+(``LEPTON_SIGNING_KEY``; on the local stack an operator's, derived from the master key),
+valid a few minutes only, so a token that leaks from a log or a proxy is soon worthless.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from lepton.errors import LeptonError, MonitorUnavailable
+from lepton.contract.identity import Principal
+from lepton.errors import InvalidTokenError, LeptonError, MonitorUnavailable
+from lepton.runtime.identity import signing_key
+
+if TYPE_CHECKING:
+    from lepton.config import Settings
+    from lepton.contract.identity import SigningKey
+
+# Who a client without a key of its own is: the local stack's operator.
+LOCAL_OPERATOR = Principal("operator", "local")
+_TOKEN_TTL_S = 300
+_RENEW_BEFORE_S = 60  # a token is replaced this long before it expires
 
 
 class MonitorTransport:
-    """GETs on the monitor's ``/api``; connects on first use."""
+    """GETs on the monitor's ``/api`` with a short-lived token; connects on first use."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.monitor_url
+        self._settings = settings
         self._http: httpx.AsyncClient | None = None
+        self._key: SigningKey | None = None
+        self._token = ""
+        self._renew_at = 0.0
+
+    def _authorization(self) -> str:
+        now = time.time()
+        if now >= self._renew_at:
+            if self._key is None:
+                self._key = signing_key(self._settings, LOCAL_OPERATOR)
+            expires_at = int(now) + _TOKEN_TTL_S
+            self._token = self._key.token(expires_at)
+            self._renew_at = expires_at - _RENEW_BEFORE_S
+        return f"Bearer {self._token}"
 
     async def get(self, path: str, **params: Any) -> Any:
         """The JSON answer to ``path`` with the ``params`` that are not None."""
+        headers = {"Authorization": self._authorization()}
         if self._http is None:
             self._http = httpx.AsyncClient(base_url=self.url, timeout=10.0)
         query = {name: value for name, value in params.items() if value is not None}
         try:
-            response = await self._http.get(path, params=query)
+            response = await self._http.get(path, params=query, headers=headers)
         except httpx.TransportError as exc:
             raise MonitorUnavailable(
                 f"the monitor at {self.url} does not answer ({type(exc).__name__})",
@@ -33,6 +65,12 @@ class MonitorTransport:
                 reason = response.json()["error"]
             except (ValueError, KeyError, TypeError):
                 reason = response.text[:200]
+            if response.status_code == 401:
+                raise InvalidTokenError(
+                    f"the monitor refused this client's token for {path}: {reason}",
+                    "the monitor checks tokens with its installation's master key: give this "
+                    "client a LEPTON_SIGNING_KEY issued by that installation",
+                )
             raise LeptonError(f"the monitor refused {path}: {reason}")
         return response.json()
 

@@ -110,7 +110,7 @@ class LeptonClient:
         self.names = Namespace(self.settings.topic_prefix)
         self._kafka = KafkaTransport(self.settings, source)
         self._catalog = CatalogTransport(self.settings)
-        self._monitor = MonitorTransport(self.settings.monitor_url)
+        self._monitor = MonitorTransport(self.settings)
         self._submitted_at: dict[str, int] = {}
 
     async def __aenter__(self) -> LeptonClient:

@@ -8,8 +8,10 @@ runs four loops beside the consumer:
   time series in PostgreSQL, prunes old points, and saves a snapshot of the state
   (also on a graceful stop; restored at start);
 - *pipeline*: reads consumer lag and dead-letter counts from the broker's offsets;
-- *web*: the dashboard, JSON API, SSE stream and /metrics on ``LEPTON_MONITOR_PORT``;
-- *push*: sends the newest view to connected dashboards when something changed.
+- *web*: the dashboard, JSON API, SSE stream and /metrics on ``LEPTON_MONITOR_PORT``,
+  each request with a credential (a token checked with the master identity key);
+- *push*: sends the newest view to connected dashboards when something changed;
+- *audit*: publishes the web app's refusals on ``lepton.audit``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
 import uvicorn
 
+from lepton.contract.identity import Verifier
 from lepton.contract.topics import ALL_TOPICS
+from lepton.runtime.identity import master_key
 from lepton.runtime.service import Context, EmbeddedServer, Service, run
 from services.monitor.metrics_export import registered_collector
 from services.monitor.pipeline_watch import OUTAGES, PipelineWatch
@@ -38,7 +43,7 @@ from services.monitor.settings import MonitorSettings
 from services.monitor.state import MonitorState
 from services.monitor.store import SeriesStore
 from services.monitor.views import Monitor, now_ms
-from services.monitor.web import create_web_app, encode_json
+from services.monitor.web import Authenticator, Denials, create_web_app, encode_json
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -52,6 +57,7 @@ _PUSH_INTERVAL_S = 0.25  # at most four dashboard updates a second, however busy
 _PUSH_AT_LEAST_S = 2.0  # ages and liveness change with time alone
 _PRUNE_EVERY_MS = 60_000
 _PER_NODE_EVERY_MS = 10_000
+_AUDIT_RETRY_S = 1.0
 
 
 class MonitorService:
@@ -60,6 +66,8 @@ class MonitorService:
     def __init__(self, settings: MonitorSettings) -> None:
         self.settings = settings
         self.monitor: Monitor | None = None
+        self.authenticator: Authenticator | None = None
+        self.denials = Denials(structlog.get_logger("monitor"))
         self.url: str | None = None  # the dashboard, once the web server listens
         self.web_ready = asyncio.Event()
         self._sampler = Sampler()
@@ -75,7 +83,13 @@ class MonitorService:
             handler_factory=self._handler,
             background=[
                 self._guarded(loop)
-                for loop in (self._serve, self._sample, self._watch_pipeline, self._push)
+                for loop in (
+                    self._serve,
+                    self._sample,
+                    self._watch_pipeline,
+                    self._push,
+                    self._relay_denials,
+                )
             ],
         )
 
@@ -97,6 +111,9 @@ class MonitorService:
 
     async def _handler(self, context: Context) -> BatchHandler:
         settings = self.settings
+        # At start, so that a monitor without the master key stops saying so, before
+        # it serves anything.
+        self.authenticator = Authenticator(Verifier(master_key(settings)))
         store = SeriesStore(context.pool, settings.topic_prefix, settings.monitor_retention_days)
         state = MonitorState(max_jobs=settings.monitor_max_jobs)
         engine = RuleEngine(default_rules(node_dead_after_s=settings.monitor_node_dead_after_s))
@@ -116,6 +133,21 @@ class MonitorService:
     def _require(self) -> Monitor:
         assert self.monitor is not None, "the handler factory runs before the loops"
         return self.monitor
+
+    async def _relay_denials(self, context: Context) -> None:
+        topic = context.topic("lepton.audit")
+        while True:
+            batch = await self.denials.next_batch()
+            try:
+                await context.publisher.publish_many(
+                    topic, [(event["tenant"], event) for event in batch]
+                )
+            except OUTAGES as exc:
+                # Kept until the broker has them; what arrives meanwhile waits (bounded).
+                context.log.warning("audit publish failed", error=repr(exc))
+                await asyncio.sleep(_AUDIT_RETRY_S)
+                continue
+            self.denials.sent(len(batch))
 
     # -- sample: rules, time series, retention, snapshots -----------------------------------
 
@@ -187,8 +219,9 @@ class MonitorService:
         monitor = self._require()
         collector = registered_collector()
         collector.monitors.add(monitor)
+        assert self.authenticator is not None, "the handler factory runs before the loops"
         config = uvicorn.Config(
-            create_web_app(monitor),
+            create_web_app(monitor, self.authenticator, self.denials),
             host=self.settings.monitor_host,
             port=self.settings.monitor_port,
             log_level="warning",

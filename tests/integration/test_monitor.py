@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
+from lepton.contract.identity import IdentityKey, Principal, SigningKey
 from lepton.contract.topics import Namespace
 from services.monitor.app import MonitorService, build
 from services.monitor.settings import MonitorSettings
@@ -29,6 +30,10 @@ from tests.samples import sample
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
+
+# The master key the tests' monitors verify tokens with, and an operator's key from it.
+MASTER = IdentityKey.generate()
+OPERATOR = MASTER.derive(Principal("operator", "tests"))
 
 
 def fresh_prefix() -> str:
@@ -40,6 +45,7 @@ def settings_for(bootstrap: str, database_url: str, prefix: str, **extra: Any) -
         kafka_bootstrap=bootstrap,
         database_url=database_url,
         topic_prefix=prefix,
+        identity_key=MASTER.to_text(),
         monitor_port=0,
         monitor_sample_interval_s=0.2,
         monitor_lag_interval_s=0.5,
@@ -67,21 +73,32 @@ def topic(prefix: str, name: str) -> Any:
     return Namespace(prefix).topic(name)
 
 
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+def bearer(key: SigningKey = OPERATOR, ttl_s: float = 300) -> dict[str, str]:
+    """The Authorization header of a fresh token of ``key``."""
+    return {"Authorization": f"Bearer {key.token(int(time.time() + ttl_s))}"}
+
+
+def _get(url: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=dict(headers))
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
+        with urllib.request.urlopen(request, timeout=10) as response:  # loopback only
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
 
 
-async def get(base: str, path: str) -> tuple[int, Any]:
-    status, _, body = await asyncio.to_thread(_get, base.rstrip("/") + path)
+async def get(base: str, path: str, key: SigningKey = OPERATOR) -> tuple[int, Any]:
+    """GET with a token of ``key`` (an operator's unless said otherwise), decoded."""
+    status, _, body = await asyncio.to_thread(_get, base.rstrip("/") + path, bearer(key))
     return status, json.loads(body) if body else None
 
 
-async def get_raw(base: str, path: str) -> tuple[int, dict[str, str], bytes]:
-    return await asyncio.to_thread(_get, base.rstrip("/") + path)
+async def get_raw(
+    base: str, path: str, headers: Mapping[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """GET with these headers (an operator's token when none are given)."""
+    given = bearer() if headers is None else headers
+    return await asyncio.to_thread(_get, base.rstrip("/") + path, given)
 
 
 async def eventually(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from playwright import async_api as playwright
 
 from lepton.bus import Publisher
 from tests.integration.test_monitor import (
+    OPERATOR,
     fresh_prefix,
     heartbeat,
     job_event,
@@ -46,6 +48,13 @@ FLAGS = [
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_IMG = '<img src=x onerror="alert(2)">'
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+async def sign_in(page: Any, base: str, token: str) -> None:
+    """Sign in the way a person does: the token typed into the form, never in a URL."""
+    await page.goto(base.rstrip("/") + "/login")
+    await page.fill("#token", token)
+    await page.click("button[type=submit]")
 
 
 def roc_evaluation(model_id: str, roc_auc: float) -> dict[str, Any]:
@@ -94,8 +103,17 @@ async def test_dashboard_loads_shows_live_data_and_escapes_names(
             await publisher.publish(
                 topic(prefix, "lepton.node.heartbeats"), node, heartbeat(node, sent_at=now_ms())
             )
-            await page.goto(monitor.url)
+            await sign_in(page, monitor.url, OPERATOR.token(int(time.time()) + 600))
             await playwright.expect(page.locator("#nodes")).to_contain_text(node, timeout=20_000)
+            assert page.url == monitor.url  # the dashboard, and no token in its address
+            await playwright.expect(page.locator("#principal")).to_have_text("operator:tests")
+            (cookie,) = await page.context.cookies()
+            assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+                "lepton_session",
+                True,
+                "Strict",
+            )
+            assert await page.evaluate("document.cookie") == ""  # no script can read it
             await playwright.expect(page.locator("#connection")).to_have_text("live")
             await page.evaluate("window.notReloaded = true")
 

@@ -129,8 +129,18 @@ const charts = {
 
 const RESOURCE_NAMES = { cpu_millicores: "cpu", memory_mib: "memory", gpus: "gpus", network_mbps: "network" };
 
+// The session cookie (HttpOnly, set by /login) goes with every request to this origin; when
+// the monitor no longer accepts it (its token expired), the page goes back to sign in.
+function signIn() {
+  window.location.assign("/login");
+}
+
 async function getJSON(path) {
-  const response = await fetch(path, { headers: { accept: "application/json" } });
+  const response = await fetch(path, { headers: { accept: "application/json" }, credentials: "same-origin" });
+  if (response.status === 401) {
+    signIn();
+    throw new Error("signed out");
+  }
   if (!response.ok) throw new Error(path + " answered " + response.status);
   return response.json();
 }
@@ -401,11 +411,22 @@ function connect() {
     status.className = "status live";
   });
   source.addEventListener("error", () => {
-    // EventSource reconnects by itself (the server asks for 2 s).
+    // EventSource reconnects by itself (the server asks for 2 s), but not after a refusal
+    // (the stream ends when its token expires): then ask why, and sign in again if so.
     status.textContent = "reconnecting…";
     status.className = "status down";
+    if (source.readyState === EventSource.CLOSED) {
+      getJSON("/api/whoami")
+        .then(() => setTimeout(connect, 2000))
+        .catch(showError);
+    }
   });
   source.addEventListener("update", (message) => render(JSON.parse(message.data)));
 }
 
-loadHistory().catch(showError).finally(connect);
+getJSON("/api/whoami")
+  .then((session) => {
+    byId("principal").textContent = session.principal;
+    loadHistory().catch(showError).finally(connect);
+  })
+  .catch(showError);

@@ -1,0 +1,296 @@
+"""Who is asking: bearer tokens, the browser's session cookie, and the sign-in page.
+
+Every route of the monitor's web app needs a credential: a ``lepton.contract.identity``
+token in ``Authorization: Bearer <token>``, or the session cookie a browser gets by
+posting a token to ``/login``. The cookie holds the token itself (the monitor keeps no
+sessions: a token proves itself with the master key and ends when it expires), and is
+``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends it),
+``Path=/``, lives until the token expires, and is ``Secure`` when the request came over
+HTTPS. A token is never accepted in a URL, where history, proxies and logs would keep it.
+
+A missing, malformed, forged or expired credential is answered 401 with the reason (in
+``WWW-Authenticate`` and the body), logged and audited by :class:`Denials`; a node's
+token is refused 403: nodes have no business reading the monitor.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from lepton.contract.identity import Principal
+from lepton.errors import ForgedRecordError, InvalidTokenError
+from services.monitor.web.basics import json_response
+from services.monitor.web.denials import Denial
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+    from lepton.contract.identity import Verifier
+    from services.monitor.web.denials import Denials
+
+__all__ = [
+    "OPEN_PATHS",
+    "SESSION_COOKIE",
+    "Authenticator",
+    "Gate",
+    "Session",
+    "login_page",
+    "sign_in",
+    "sign_out",
+]
+
+SESSION_COOKIE = "lepton_session"
+REALM = "lepton-monitor"
+# What the sign-in page itself needs; nothing here shows anything of the cluster.
+OPEN_PATHS = frozenset({"/login", "/logout", "/static/app.css", "/static/favicon.svg"})
+_MAX_FORM_BYTES = 4096
+_NO_CREDENTIAL = "no credential: send Authorization: Bearer <token>, or sign in at /login"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A proven principal, until its token expires."""
+
+    principal: Principal
+    expires_at: int  # Unix seconds, the token's own
+
+    def seconds_left(self, now: float) -> float:
+        return self.expires_at - now
+
+
+class CredentialError(Exception):
+    """A request's credential is refused; the message says why."""
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Authenticator:
+    """Turns a token into a :class:`Session`, with the master key's verifier."""
+
+    def __init__(self, verifier: Verifier, clock: Callable[[], float] = time.time) -> None:
+        self._verifier = verifier
+        self.clock = clock
+
+    def session(self, token: str) -> Session:
+        """The session a token opens; :class:`CredentialError` saying why it does not."""
+        try:
+            principal = self._verifier.verify_token(token, self.clock())
+        except InvalidTokenError as exc:
+            raise CredentialError(str(exc)) from None
+        if principal.kind == "node":
+            raise CredentialError(f"{principal} has no monitor view: nodes only report", 403)
+        # verify_token checked the form lpt1.<principal>.<expiry>.<mac>; principal names
+        # hold no dot, so the expiry is the second part from the end.
+        return Session(principal, int(token.rsplit(".", 2)[1]))
+
+
+def claimed_principal(token: str) -> Principal | None:
+    """The principal a token names, unproven: for the log and the audit trail only."""
+    parts = token.split(".")
+    if len(parts) != 4:
+        return None
+    try:
+        return Principal.parse(parts[1])
+    except ForgedRecordError:
+        return None
+
+
+def _credential(request: Request) -> tuple[str | None, bool]:
+    """The token a request carries, and whether it came in the session cookie."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise CredentialError("the Authorization header is not `Bearer <token>`")
+        return token.strip(), False
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return (cookie, True) if cookie else (None, False)
+
+
+def _denial(request: Request, refused: CredentialError, token: str | None) -> Denial:
+    """What the log and the audit trail keep of a refused credential: the principal the
+    token named is only a claim, so the actor is anonymous."""
+    claimed = claimed_principal(token) if token else None
+    return Denial(
+        status=refused.status,
+        reason=str(refused),
+        method=request.method,
+        path=request.url.path,
+        client=client_of(request),
+        actor="anonymous",
+        tenant=claimed.name if claimed is not None and claimed.kind == "tenant" else "",
+        claimed=str(claimed) if claimed is not None else None,
+    )
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Gate:
+    """ASGI middleware: a request reaches the app only with a valid credential, and the
+    app finds its :class:`Session` in ``request.state.session``."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, denials: Denials) -> None:
+        self._app = app
+        self._authenticator = authenticator
+        self._denials = denials
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope)
+        token: str | None = None
+        from_cookie = False
+        try:
+            token, from_cookie = _credential(request)
+            if token is None:
+                raise CredentialError(_NO_CREDENTIAL)
+            session = self._authenticator.session(token)
+        except CredentialError as refused:
+            self._denials.record(_denial(request, refused, token))
+            response = refusal(request, str(refused), refused.status, token is not None)
+            if from_cookie:
+                response.delete_cookie(SESSION_COOKIE, path="/")
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["session"] = session
+        await self._app(scope, receive, send)
+
+
+def refusal(request: Request, reason: str, status: int, had_token: bool) -> Response:
+    """The answer to a refused credential: the sign-in page for the dashboard's page, JSON
+    for the API, with the reason in ``WWW-Authenticate`` either way (RFC 6750)."""
+    challenge = f"Bearer realm={_quoted(REALM)}"
+    if status == 403:
+        challenge += ', error="insufficient_scope"'
+    elif had_token:
+        challenge += ', error="invalid_token"'
+    challenge += f", error_description={_quoted(reason)}"
+    headers = {"www-authenticate": challenge, "cache-control": "no-store"}
+    if request.url.path == "/":
+        return HTMLResponse(login_page(reason), status, headers)
+    return json_response({"error": reason}, status, headers)
+
+
+def login_page(reason: str | None = None) -> str:
+    """The sign-in form; ``reason`` says why the last attempt (or the page) was refused."""
+    message = f'<p class="error">{html.escape(reason)}</p>' if reason else ""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Lepton monitor: sign in</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/static/app.css">
+</head>
+<body>
+<header><h1>Lepton monitor</h1></header>
+<main class="sign-in">
+<form method="post" action="/login">
+<label for="token">Bearer token</label>
+<input id="token" name="token" type="password" autocomplete="off" required maxlength="512">
+<button type="submit">Sign in</button>
+</form>
+{message}
+<p class="muted">A token is minted with a signing key, a tenant's own or an operator's
+(<code>lepton auth token</code>). The browser keeps it in an HttpOnly cookie until it
+expires.</p>
+</main>
+</body>
+</html>
+"""
+
+
+class _FormError(Exception):
+    """A sign-in form that cannot be read; the message says why."""
+
+
+async def _posted_token(request: Request) -> str:
+    kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise _FormError("the sign-in form must be application/x-www-form-urlencoded")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM_BYTES:
+            raise _FormError(f"the sign-in form is larger than {_MAX_FORM_BYTES} bytes")
+    try:
+        fields = urllib.parse.parse_qs(body.decode("ascii"), max_num_fields=4, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError):
+        raise _FormError("the sign-in form is malformed") from None
+    tokens = fields.get("token", [])
+    if len(tokens) != 1:
+        raise _FormError("the sign-in form needs exactly one token")
+    return tokens[0].strip()
+
+
+def _same_origin(request: Request) -> bool:
+    """Whether a form post comes from this site's own page: another site's page must not
+    sign a visitor in (or out) here. A browser says where a request comes from in
+    ``Sec-Fetch-Site`` (which no script can set), an older one in ``Origin``."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: nothing to forge a visitor's session with
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+async def sign_in(request: Request, authenticator: Authenticator, denials: Denials) -> Response:
+    """POST /login: a token from the form becomes the session cookie; GET shows the form."""
+    if request.method == "GET":
+        return HTMLResponse(login_page(), headers={"cache-control": "no-store"})
+    token = ""
+    try:
+        if not _same_origin(request):
+            raise CredentialError("a sign-in from another site's page is refused", 403)
+        try:
+            token = await _posted_token(request)
+        except _FormError as exc:
+            raise CredentialError(str(exc)) from None
+        session = authenticator.session(token)
+    except CredentialError as refused:
+        denials.record(_denial(request, refused, token))
+        return HTMLResponse(
+            login_page(str(refused)), refused.status, headers={"cache-control": "no-store"}
+        )
+    response = RedirectResponse("/", 303, headers={"cache-control": "no-store"})
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max(0, int(session.seconds_left(authenticator.clock()))),
+        path="/",
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    """POST /logout: the cookie is dropped (the token itself stays valid until it expires:
+    tokens are stateless)."""
+    if request.method != "POST" or not _same_origin(request):
+        return json_response({"error": "sign out with a POST from the dashboard"}, 405)
+    response = RedirectResponse("/login", 303, headers={"cache-control": "no-store"})
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
