@@ -264,7 +264,10 @@ class MonitorService:
             changed = monitor.state.version != seen
             if monitor.hub.clients and (changed or loop.time() - pushed >= _PUSH_AT_LEAST_S):
                 seen, pushed = monitor.state.version, loop.time()
-                monitor.hub.publish(encode_json(monitor.live_update(now_ms())))
+                now = now_ms()
+                # One update per audience connected: each tenant's shows only its own.
+                for tenant in monitor.hub.audiences():
+                    monitor.hub.publish(encode_json(monitor.live_update(now, tenant)), tenant)
 
 
 def build(settings: MonitorSettings | None = None) -> MonitorService:

@@ -19,6 +19,7 @@ __all__ = [
     "LOWER_IS_BETTER",
     "RESOURCES",
     "TERMINAL",
+    "WINDOW_MS",
     "Dataset",
     "Job",
     "Lag",
@@ -29,6 +30,7 @@ __all__ = [
     "from_table",
     "primary_metric",
     "quantile",
+    "summarise",
     "to_table",
 ]
 
@@ -37,6 +39,7 @@ T = TypeVar("T")
 RESOURCES = ("cpu_millicores", "memory_mib", "gpus", "network_mbps")
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 _MINUTE_MS = 60_000
+WINDOW_MS = 5 * _MINUTE_MS  # what the rates and distributions of the views look back on
 
 # Held-out metrics where higher is better, in the order one is chosen as a model's primary
 # metric for the leaderboard and the regression rule; the second list is lower-is-better.
@@ -53,10 +56,20 @@ def quantile(values: Iterable[float], q: float) -> float | None:
     return ordered[rank]
 
 
+def summarise(values: list[float]) -> dict[str, float | int | None]:
+    """Count, median, 95th percentile and maximum, as the API shows a distribution."""
+    return {
+        "count": len(values),
+        "p50": quantile(values, 0.5),
+        "p95": quantile(values, 0.95),
+        "max": max(values) if values else None,
+    }
+
+
 class Window:
     """Observations of the last ``horizon_ms``, for quantiles and rates (bounded in size)."""
 
-    def __init__(self, horizon_ms: int = 5 * _MINUTE_MS, maxlen: int = 20_000) -> None:
+    def __init__(self, horizon_ms: int = WINDOW_MS, maxlen: int = 20_000) -> None:
         self.horizon_ms = horizon_ms
         self._points: collections.deque[tuple[int, float]] = collections.deque(maxlen=maxlen)
 
@@ -70,13 +83,7 @@ class Window:
         return [value for _, value in self._points]
 
     def summary(self, now_ms: int) -> dict[str, float | int | None]:
-        values = self.values(now_ms)
-        return {
-            "count": len(values),
-            "p50": quantile(values, 0.5),
-            "p95": quantile(values, 0.95),
-            "max": max(values) if values else None,
-        }
+        return summarise(self.values(now_ms))
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ from services.monitor.entities import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 __all__ = ["MonitorState"]
 
@@ -48,6 +48,8 @@ class MonitorState:
         self.version = 0  # bumped by every change, so watchers know when to refresh
         self.nodes: dict[str, Node] = {}
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        # The same jobs per tenant, in the same order: a tenant's views read only its own.
+        self._tenant_jobs: dict[str, collections.OrderedDict[str, Job]] = {}
         # (tenant, priority class) -> job id -> start of its wait; insertion order is FIFO.
         self.pending: dict[tuple[str, str], dict[str, int]] = {}
         self.queue_wait: dict[tuple[str, str], Window] = {}
@@ -140,17 +142,31 @@ class MonitorState:
             # Most recently changed last: the API lists jobs newest first without sorting,
             # and the view forgets the jobs that have been quiet longest.
             self.jobs.move_to_end(job_id)
+            self._tenant_jobs[job.tenant].move_to_end(job_id)
         else:
-            job = self.jobs[job_id] = Job(job_id=job_id, tenant=tenant, updated_at=time_ms)
-            self.jobs_by_state[job.state] += 1
+            job = Job(job_id=job_id, tenant=tenant, updated_at=time_ms)
+            self._remember(job)
             if len(self.jobs) > self.max_jobs:
                 self._forget(next(iter(self.jobs)))
         return job
 
+    def _remember(self, job: Job) -> None:
+        self.jobs[job.job_id] = job
+        self._tenant_jobs.setdefault(job.tenant, collections.OrderedDict())[job.job_id] = job
+        self.jobs_by_state[job.state] += 1
+
     def _forget(self, job_id: str) -> None:
         job = self.jobs.pop(job_id)
+        own = self._tenant_jobs[job.tenant]
+        del own[job_id]
+        if not own:
+            del self._tenant_jobs[job.tenant]
         self.jobs_by_state[job.state] -= 1
         self._unqueue(job)
+
+    def jobs_of(self, tenant: str) -> Iterator[Job]:
+        """A tenant's jobs in the view, most recently changed first."""
+        return reversed(self._tenant_jobs.get(tenant, {}).values())
 
     def _set_state(self, job: Job, state: str, time_ms: int) -> None:
         if job.state != state:
@@ -480,8 +496,7 @@ class MonitorState:
         state = cls(max_jobs=max_jobs)
         state.nodes = {node.node_id: node for node in from_table(Node, snapshot["nodes"])}
         for job in from_table(Job, snapshot["jobs"]):
-            state.jobs[job.job_id] = job
-            state.jobs_by_state[job.state] += 1
+            state._remember(job)
             if job.state in ("requested", "queued") and job.queued_since is not None:
                 state._enqueue(job, job.queued_since)
         state.datasets = {

@@ -61,6 +61,7 @@ SELECT subject, bucket_ms, sum / count AS avg, min, max
 FROM monitor_points
 WHERE namespace = $1 AND metric = $2 AND resolution_s = $3
   AND bucket_ms >= $4 AND bucket_ms <= $5 AND ($6::text IS NULL OR subject = $6)
+  AND ($8::text IS NULL OR starts_with(subject, $8))
 ORDER BY subject, bucket_ms
 LIMIT $7
 """
@@ -104,8 +105,10 @@ class SeriesStore:
         until_ms: int,
         resolution_s: int,
         max_rows: int = 50_000,
+        subject_prefix: str | None = None,
     ) -> dict[str, list[list[float]]]:
-        """Points per subject: ``[bucket_ms, avg, min, max]``, oldest first."""
+        """Points per subject: ``[bucket_ms, avg, min, max]``, oldest first; only of the
+        subjects that begin with ``subject_prefix`` when it is given."""
         rows = await self._pool.fetch(
             _READ,
             self._namespace,
@@ -115,6 +118,7 @@ class SeriesStore:
             until_ms,
             subject,
             max_rows,
+            subject_prefix,
         )
         series: dict[str, list[list[float]]] = {}
         for row in rows:
@@ -169,16 +173,20 @@ class SeriesStore:
                 rows,
             )
 
-    async def alerts(self, limit: int, state: str | None = None) -> list[dict[str, Any]]:
-        """The newest alert transitions, newest first."""
+    async def alerts(
+        self, limit: int, state: str | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest alert transitions, newest first; only ``tenant``'s when given."""
         rows = await self._pool.fetch(
             "SELECT rule, subject, severity, state, value, threshold, summary, tenant, "
             "labels::text AS labels, active_since, time FROM monitor_alerts "
             "WHERE namespace = $1 AND ($2::text IS NULL OR state = $2) "
+            "AND ($4::text IS NULL OR tenant = $4) "
             "ORDER BY time DESC, id DESC LIMIT $3",
             self._namespace,
             state,
             limit,
+            tenant,
         )
         return [{**dict(row), "labels": json.loads(row["labels"])} for row in rows]
 

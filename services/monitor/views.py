@@ -3,11 +3,18 @@
 :class:`Monitor` bundles what the web app and the service loops share (the state, the
 rule engine, the series store) and answers every view from them; :class:`Hub` fans the
 dashboard's live updates out to its subscribers.
+
+Every view is one audience's: ``tenant=None`` shows everyone's work (operators and
+services), ``tenant="acme"`` only acme's jobs, datasets, models, queues and alerts, and on
+the nodes only acme's running jobs. The nodes themselves (region, capacity, usage,
+liveness) are the cluster's and shown to every audience. The web layer decides the
+audience from the credential (:class:`services.monitor.web.auth.Session`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -15,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from services.monitor.entities import primary_metric
+from services.monitor.entities import WINDOW_MS, primary_metric, summarise
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -32,7 +39,7 @@ def now_ms() -> int:
 
 
 class Hub:
-    """Hands the newest live update to every connected dashboard.
+    """Hands the newest live update of each audience to that audience's dashboards.
 
     Each client has a one-slot mailbox: a slow client skips intermediate updates instead
     of queueing them, so it always sees the newest state and never holds memory.
@@ -41,29 +48,40 @@ class Hub:
     CLOSE = b""  # tells every stream to end, so the server can stop without waiting
 
     def __init__(self) -> None:
-        self._clients: set[asyncio.Queue[bytes]] = set()
+        self._clients: dict[asyncio.Queue[bytes], str | None] = {}
 
     @property
     def clients(self) -> int:
         return len(self._clients)
 
-    def publish(self, message: bytes) -> None:
-        for mailbox in self._clients:
-            if mailbox.full():
-                mailbox.get_nowait()
-            mailbox.put_nowait(message)
+    def audiences(self) -> set[str | None]:
+        """The tenants whose dashboards are connected (None: everyone's view)."""
+        return set(self._clients.values())
+
+    def publish(self, message: bytes, tenant: str | None) -> None:
+        """Send ``message`` to the dashboards of ``tenant``'s view (None: everyone's)."""
+        for mailbox, audience in self._clients.items():
+            if audience == tenant:
+                _replace(mailbox, message)
 
     def close(self) -> None:
-        self.publish(self.CLOSE)
+        for mailbox in self._clients:
+            _replace(mailbox, self.CLOSE)
 
     @contextlib.contextmanager
-    def subscribe(self) -> Iterator[asyncio.Queue[bytes]]:
+    def subscribe(self, tenant: str | None) -> Iterator[asyncio.Queue[bytes]]:
         mailbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
-        self._clients.add(mailbox)
+        self._clients[mailbox] = tenant
         try:
             yield mailbox
         finally:
-            self._clients.discard(mailbox)
+            del self._clients[mailbox]
+
+
+def _replace(mailbox: asyncio.Queue[bytes], message: bytes) -> None:
+    if mailbox.full():
+        mailbox.get_nowait()
+    mailbox.put_nowait(message)
 
 
 @dataclass(slots=True, weakref_slot=True, eq=False)
@@ -80,25 +98,39 @@ class Monitor:
 
     # -- views, as JSON-ready data --------------------------------------------------------
 
-    def overview(self, now: int) -> dict[str, Any]:
+    def overview(self, now: int, tenant: str | None = None) -> dict[str, Any]:
+        """The cluster at a glance; for a tenant, its own work on the (shared) nodes."""
         state = self.state
         alive = sum(state.alive(node, now, self.dead_after_ms) for node in state.nodes.values())
-        outcomes = state.job_outcomes.values(now)
-        durations = state.job_durations.summary(now)
-        return {
+        shared = {
             "time": now,
             "version": state.version,
             "nodes": {"total": len(state.nodes), "alive": alive, "dead": len(state.nodes) - alive},
             "utilisation": state.utilisation(now, self.dead_after_ms),
-            "queue": {
-                "pending": sum(len(jobs) for jobs in state.pending.values()),
-                "queues": self.queues(now),
-            },
+        }
+        queues = self.queues(now, tenant)
+        queue = {"pending": sum(q["pending"] for q in queues), "queues": queues}
+        if tenant is not None:
+            jobs, latency = self._own_jobs(tenant, now)
+            return {
+                **shared,
+                "queue": queue,
+                "scheduling_latency_ms": latency,
+                "jobs": jobs,
+                "data": self._own_data(tenant),
+                "models": self._models_summary(tenant),
+                "pipeline": None,  # consumer groups and dead letters are everyone's
+                "alerts": {"firing": len(self.active_alerts(tenant))},
+            }
+        outcomes = state.job_outcomes.values(now)
+        return {
+            **shared,
+            "queue": queue,
             "scheduling_latency_ms": state.scheduling_latency.summary(now),
             "jobs": {
                 "by_state": {name: n for name, n in state.jobs_by_state.items() if n},
                 "failure_rate": sum(outcomes) / len(outcomes) if outcomes else None,
-                "duration_ms": durations,
+                "duration_ms": state.job_durations.summary(now),
                 "finished": state.counters["jobs_finished"],
                 "preemptions": state.counters["job_preempted"],
                 "requeues": state.counters["job_requeued"],
@@ -110,11 +142,7 @@ class Monitor:
                 "rows_ingested": state.counters["rows_ingested"],
                 "rows_rejected": state.counters["rows_rejected"],
             },
-            "models": {
-                "count": len(state.models),
-                "evaluated": sum(m.evaluated_at is not None for m in state.models.values()),
-                "champions": len(state.champions),
-            },
+            "models": self._models_summary(None),
             "pipeline": {
                 "dead_letters": sum(state.dead_letters.values()),
                 "max_lag_messages": max((lag.messages for lag in state.lag.values()), default=0),
@@ -123,10 +151,78 @@ class Monitor:
             "alerts": {"firing": len(self.engine.firing())},
         }
 
-    def queues(self, now: int) -> list[dict[str, Any]]:
+    def _own_jobs(self, tenant: str, now: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A tenant's job figures and scheduling latency, from its jobs in the view (the
+        cluster's windows and counters mix every tenant's): what finished or was first
+        assigned within the last five minutes, as the cluster's windows count."""
+        since = now - WINDOW_MS
+        by_state: collections.Counter[str] = collections.Counter()
+        outcomes: list[float] = []
+        durations: list[float] = []
+        latencies: list[float] = []
+        finished = preemptions = requeues = 0
+        for job in self.state.jobs_of(tenant):
+            by_state[job.state] += 1
+            preemptions += job.preemptions
+            requeues += job.requeues
+            if job.state in ("succeeded", "failed"):
+                finished += 1
+                if job.finished_at is not None and job.finished_at >= since:
+                    outcomes.append(1.0 if job.state == "failed" else 0.0)
+                    if job.started_at is not None:
+                        durations.append(max(0, job.finished_at - job.started_at))
+            if (
+                job.requeues == 0
+                and job.submitted_at is not None
+                and job.assigned_at is not None
+                and job.assigned_at >= since
+            ):
+                latencies.append(max(0, job.assigned_at - job.submitted_at))
+        jobs = {
+            "by_state": dict(by_state),
+            "failure_rate": sum(outcomes) / len(outcomes) if outcomes else None,
+            "duration_ms": summarise(durations),
+            "finished": finished,
+            "preemptions": preemptions,
+            "requeues": requeues,
+        }
+        return jobs, summarise(latencies)
+
+    def _own_data(self, tenant: str) -> dict[str, int]:
+        """A tenant's dataset figures, from its datasets in the view."""
+        own = [d for d in self.state.datasets.values() if d.tenant == tenant]
+        return {
+            "requested": sum(d.state == "requested" for d in own),
+            "ready": sum(d.versions for d in own),
+            "rejected": sum(d.rejects for d in own),
+            "rows_ingested": sum(d.rows or 0 for d in own if d.state == "ready"),
+            "rows_rejected": sum(d.quality.get("rows_rejected", 0) for d in own),
+        }
+
+    def _models_summary(self, tenant: str | None) -> dict[str, int]:
+        models = [m for m in self.state.models.values() if tenant is None or m.tenant == tenant]
+        return {
+            "count": len(models),
+            "evaluated": sum(m.evaluated_at is not None for m in models),
+            "champions": sum(
+                tenant is None or owner == tenant for owner, _ in self.state.champions
+            ),
+        }
+
+    def scheduling_latency(self, now: int, tenant: str | None = None) -> dict[str, Any]:
+        """Request to first assignment over five minutes: the cluster's, or a tenant's."""
+        if tenant is None:
+            return self.state.scheduling_latency.summary(now)
+        return self._own_jobs(tenant, now)[1]
+
+    def queues(self, now: int, tenant: str | None = None) -> list[dict[str, Any]]:
         state = self.state
         oldest = state.oldest_waits(now)
-        keys = sorted(set(state.pending) | set(state.queue_wait))
+        keys = sorted(
+            key
+            for key in set(state.pending) | set(state.queue_wait)
+            if tenant is None or key[0] == tenant
+        )
         rows = []
         for key in keys:
             window = state.queue_wait.get(key)
@@ -142,8 +238,20 @@ class Monitor:
             )
         return rows
 
-    def node(self, node_id: str, now: int) -> dict[str, Any]:
+    def node(self, node_id: str, now: int, tenant: str | None = None) -> dict[str, Any]:
+        """A node as everyone sees it; its running jobs only as far as they are the
+        audience's (another tenant's work is not shown, nor a job the view forgot)."""
         node = self.state.nodes[node_id]
+        jobs = self.state.jobs
+        running = (
+            node.running_job_ids
+            if tenant is None
+            else [
+                job_id
+                for job_id in node.running_job_ids
+                if job_id in jobs and jobs[job_id].tenant == tenant
+            ]
+        )
         return {
             "node_id": node.node_id,
             "region": node.region,
@@ -152,7 +260,7 @@ class Monitor:
             "capacity": node.capacity,
             "usage": node.usage,
             "utilisation": node.utilisation(),
-            "running_job_ids": node.running_job_ids,
+            "running_job_ids": running,
             "alive": self.state.alive(node, now, self.dead_after_ms),
             "last_heartbeat_age_ms": now - node.sent_at,
             "sent_at": node.sent_at,
@@ -161,11 +269,17 @@ class Monitor:
         }
 
     def nodes(
-        self, now: int, *, liveness: str = "all", region: str | None = None, limit: int = 500
+        self,
+        now: int,
+        *,
+        liveness: str = "all",
+        region: str | None = None,
+        limit: int = 500,
+        tenant: str | None = None,
     ) -> list[dict[str, Any]]:
         found = []
         for node_id in sorted(self.state.nodes):
-            view = self.node(node_id, now)
+            view = self.node(node_id, now, tenant)
             if region is not None and view["region"] != region:
                 continue
             if liveness != "all" and view["alive"] != (liveness == "alive"):
@@ -203,14 +317,12 @@ class Monitor:
     def jobs(
         self, *, state: str | None = None, tenant: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        """Newest first (most recently changed)."""
-        matching = (
-            job_id
-            for job_id in reversed(self.state.jobs)
-            if (state is None or self.state.jobs[job_id].state == state)
-            and (tenant is None or self.state.jobs[job_id].tenant == tenant)
+        """Newest first (most recently changed); only ``tenant``'s when given."""
+        candidates = (
+            reversed(self.state.jobs.values()) if tenant is None else self.state.jobs_of(tenant)
         )
-        return [self.job(job_id) for job_id in itertools.islice(matching, limit)]
+        matching = (job for job in candidates if state is None or job.state == state)
+        return [self.job(job.job_id) for job in itertools.islice(matching, limit)]
 
     def datasets(
         self, *, tenant: str | None = None, state: str | None = None, limit: int = 100
@@ -309,7 +421,9 @@ class Monitor:
             ],
         }
 
-    def active_alerts(self) -> list[dict[str, Any]]:
+    def active_alerts(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Alerts firing, newest first; a tenant's are those about its own queues and
+        models (the cluster's and the pipeline's alerts are the operators')."""
         severity = {rule.name: rule.severity for rule in self.engine.rules}
         return [
             {
@@ -323,14 +437,16 @@ class Monitor:
                 "tenant": alert.tenant,
             }
             for alert in sorted(self.engine.firing(), key=lambda a: a.fired_at or 0, reverse=True)
+            if tenant is None or alert.tenant == tenant
         ]
 
-    def live_update(self, now: int) -> dict[str, Any]:
-        """What the dashboard receives on every change."""
+    def live_update(self, now: int, tenant: str | None = None) -> dict[str, Any]:
+        """What the dashboard of ``tenant``'s view (None: everyone's) receives on every
+        change."""
         return {
-            "overview": self.overview(now),
-            "nodes": self.nodes(now, limit=200),
-            "jobs": self.jobs(limit=50),
-            "datasets": self.datasets(limit=50),
-            "alerts": self.active_alerts(),
+            "overview": self.overview(now, tenant),
+            "nodes": self.nodes(now, limit=200, tenant=tenant),
+            "jobs": self.jobs(tenant=tenant, limit=50),
+            "datasets": self.datasets(tenant=tenant, limit=50),
+            "alerts": self.active_alerts(tenant),
         }

@@ -37,13 +37,26 @@ def test_lag_in_seconds_from_the_commit_rate_or_from_the_stall() -> None:
 
 def test_a_slow_dashboard_gets_the_newest_update_only() -> None:
     hub = Hub()
-    with hub.subscribe() as mailbox:
+    with hub.subscribe(None) as mailbox:
         assert hub.clients == 1
-        hub.publish(b"1")
-        hub.publish(b"2")
+        hub.publish(b"1", None)
+        hub.publish(b"2", None)
         assert mailbox.get_nowait() == b"2"
         assert mailbox.empty()
     assert hub.clients == 0
+
+
+def test_each_dashboard_gets_only_its_audiences_updates() -> None:
+    hub = Hub()
+    with hub.subscribe("acme") as acme, hub.subscribe("beta") as beta, hub.subscribe(None) as ops:
+        assert hub.audiences() == {"acme", "beta", None}
+        hub.publish(b"acme's", "acme")
+        hub.publish(b"everyone's", None)
+        assert acme.get_nowait() == b"acme's"
+        assert ops.get_nowait() == b"everyone's"
+        assert beta.empty()
+        hub.close()
+        assert [m.get_nowait() for m in (acme, beta, ops)] == [Hub.CLOSE] * 3
 
 
 def test_json_never_carries_nan_or_infinity() -> None:

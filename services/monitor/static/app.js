@@ -145,17 +145,21 @@ async function getJSON(path) {
   return response.json();
 }
 
-// History from the time series, so a fresh page shows the last 15 minutes at once.
-async function loadHistory() {
-  const wanted = [
+// History from the time series, so a fresh page shows the last 15 minutes at once. A
+// tenant's session reads only the nodes' series: the others add up every tenant's work.
+async function loadHistory(tenant) {
+  const nodes = [
     ["utilisation", "all/cpu_millicores", charts.utilisation, "cpu"],
     ["utilisation", "all/memory_mib", charts.utilisation, "memory"],
     ["utilisation", "all/gpus", charts.utilisation, "gpus"],
+  ];
+  const everyone = [
     ["queue_pending", "all", charts.queue, "pending"],
     ["events_per_s", "all", charts.throughput, "events/s"],
     ["scheduling_latency_ms", "p50", charts.latency, "p50"],
     ["scheduling_latency_ms", "p95", charts.latency, "p95"],
   ];
+  const wanted = tenant === null ? nodes.concat(everyone) : nodes;
   const since = Date.now() - WINDOW_MS;
   await Promise.all(
     wanted.map(async ([metric, subject, chart, name]) => {
@@ -175,19 +179,22 @@ function renderOverview(overview) {
   byId("card-pending").textContent = overview.queue.pending;
   byId("card-latency").textContent = duration(overview.scheduling_latency_ms.p95);
   byId("card-failures").textContent = percent(overview.jobs.failure_rate);
-  byId("card-events").textContent = overview.pipeline.events.toLocaleString();
-  byId("card-dlq").textContent = overview.pipeline.dead_letters;
+  // The pipeline's figures are every tenant's: a tenant's view has none (null).
+  const pipeline = overview.pipeline;
+  byId("card-events").textContent = pipeline ? pipeline.events.toLocaleString() : "–";
+  byId("card-dlq").textContent = pipeline ? pipeline.dead_letters : "–";
+  byId("pipeline").hidden = !pipeline;
   byId("card-alerts").textContent = overview.alerts.firing;
   const cluster = overview.utilisation.all || {};
   for (const [resource, name] of Object.entries(RESOURCE_NAMES)) {
     if (resource in cluster && resource !== "network_mbps") charts.utilisation.add(name, now, cluster[resource]);
   }
   charts.queue.add("pending", now, overview.queue.pending);
-  if (previousEvents && now > previousEvents[0]) {
-    const rate = (overview.pipeline.events - previousEvents[1]) / ((now - previousEvents[0]) / 1000);
+  if (pipeline && previousEvents && now > previousEvents[0]) {
+    const rate = (pipeline.events - previousEvents[1]) / ((now - previousEvents[0]) / 1000);
     charts.throughput.add("events/s", now, Math.max(0, rate));
   }
-  previousEvents = [now, overview.pipeline.events];
+  previousEvents = pipeline ? [now, pipeline.events] : null;
   charts.latency.add("p50", now, overview.scheduling_latency_ms.p50);
   charts.latency.add("p95", now, overview.scheduling_latency_ms.p95);
   for (const chart of Object.values(charts)) chart.draw(now);
@@ -394,7 +401,7 @@ function refreshSlowViews(overview) {
   slowKey = key;
   slowAt = overview.time;
   getJSON("/api/models").then((answer) => renderModels(answer.leaderboard)).catch(showError);
-  getJSON("/api/pipeline").then(renderPipeline).catch(showError);
+  if (overview.pipeline) getJSON("/api/pipeline").then(renderPipeline).catch(showError);
 }
 
 function showError(error) {
@@ -427,6 +434,6 @@ function connect() {
 getJSON("/api/whoami")
   .then((session) => {
     byId("principal").textContent = session.principal;
-    loadHistory().catch(showError).finally(connect);
+    loadHistory(session.tenant).catch(showError).finally(connect);
   })
   .catch(showError);

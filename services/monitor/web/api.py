@@ -25,7 +25,14 @@ from starlette.staticfiles import StaticFiles
 from services.monitor.entities import TERMINAL
 from services.monitor.sampling import METRICS
 from services.monitor.views import Hub
-from services.monitor.web.auth import Gate, sign_in, sign_out
+from services.monitor.web.auth import (
+    ForbiddenError,
+    Gate,
+    HiddenError,
+    client_of,
+    sign_in,
+    sign_out,
+)
 from services.monitor.web.basics import (
     MAX_TEXT,
     BadRequestError,
@@ -34,6 +41,7 @@ from services.monitor.web.basics import (
     encode_json,
     json_response,
 )
+from services.monitor.web.denials import Denial
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -59,6 +67,37 @@ def _session(request: Request) -> Session:
     return session
 
 
+# The time series a tenant may read: the nodes' (which every audience sees), and, of the
+# queues', those whose subject is its own (<tenant>/<priority class>). The others add up
+# every tenant's work (jobs, latency, throughput) or are the pipeline's.
+_TENANT_SERIES = {
+    "utilisation": False,
+    "node_utilisation": False,
+    "nodes": False,
+    "queue_pending": True,
+    "queue_wait_p95_s": True,
+}
+
+
+def _series_scope(session: Session, metric: str, subject: str | None) -> str | None:
+    """The subject prefix a series read is confined to (None: none); ForbiddenError for a
+    series or subject the session may not read."""
+    if session.tenant is None:
+        return None
+    if metric not in _TENANT_SERIES:
+        session.require_everyone(f"the {metric} series")
+    if not _TENANT_SERIES[metric]:
+        return None
+    prefix = f"{session.tenant}/"
+    if subject is not None and not subject.startswith(prefix):
+        owner = subject.partition("/")[0] if "/" in subject else None
+        raise ForbiddenError(
+            f"{session.principal} may read {metric} only of subjects {prefix}<priority class>",
+            owner,
+        )
+    return prefix
+
+
 def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Denials) -> ASGIApp:
     """The Starlette app behind its :class:`Gate`, wrapped in the security headers."""
 
@@ -68,7 +107,7 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
 
     async def overview(request: Request) -> Response:
         Query(request, ())
-        return json_response(monitor.overview(monitor.clock()))
+        return json_response(monitor.overview(monitor.clock(), _session(request).tenant))
 
     async def nodes(request: Request) -> Response:
         query = Query(request, ("state", "region", "limit"))
@@ -77,21 +116,26 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
         limit = query.integer("limit", 500, 1, 10_000)
         assert liveness is not None
         assert limit is not None
-        return json_response(
-            {"nodes": monitor.nodes(monitor.clock(), liveness=liveness, region=region, limit=limit)}
+        found = monitor.nodes(
+            monitor.clock(),
+            liveness=liveness,
+            region=region,
+            limit=limit,
+            tenant=_session(request).tenant,
         )
+        return json_response({"nodes": found})
 
     async def node(request: Request) -> Response:
         Query(request, ())
         node_id = request.path_params["node_id"]
         if node_id not in monitor.state.nodes:
             raise HTTPException(404, f"no node {node_id[:MAX_TEXT]!r} is known")
-        return json_response(monitor.node(node_id, monitor.clock()))
+        return json_response(monitor.node(node_id, monitor.clock(), _session(request).tenant))
 
     async def jobs(request: Request) -> Response:
         query = Query(request, ("state", "tenant", "limit"))
         state = query.choice("state", _JOB_STATES, None)
-        tenant = query.text("tenant")
+        tenant = _session(request).narrow(query.text("tenant"), "jobs")
         limit = query.integer("limit", 100, 1, 1000)
         assert limit is not None
         return json_response({"jobs": monitor.jobs(state=state, tenant=tenant, limit=limit)})
@@ -99,23 +143,27 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
     async def job(request: Request) -> Response:
         Query(request, ())
         job_id = request.path_params["job_id"]
-        if job_id not in monitor.state.jobs:
-            raise HTTPException(404, f"no job {job_id[:MAX_TEXT]!r} is known")
+        unknown = f"no job {job_id[:MAX_TEXT]!r} is known"
+        found = monitor.state.jobs.get(job_id)
+        if found is None:
+            raise HTTPException(404, unknown)
+        if not _session(request).sees(found.tenant):
+            raise HiddenError("the job is another tenant's", unknown, found.tenant)
         return json_response(monitor.job(job_id))
 
     async def queues(request: Request) -> Response:
         Query(request, ())
-        now = monitor.clock()
+        now, tenant = monitor.clock(), _session(request).tenant
         return json_response(
             {
-                "queues": monitor.queues(now),
-                "scheduling_latency_ms": monitor.state.scheduling_latency.summary(now),
+                "queues": monitor.queues(now, tenant),
+                "scheduling_latency_ms": monitor.scheduling_latency(now, tenant),
             }
         )
 
     async def datasets(request: Request) -> Response:
         query = Query(request, ("tenant", "state", "limit"))
-        tenant = query.text("tenant")
+        tenant = _session(request).narrow(query.text("tenant"), "datasets")
         state = query.choice("state", ("requested", "ready", "rejected"), None)
         limit = query.integer("limit", 100, 1, 1000)
         assert limit is not None
@@ -125,13 +173,14 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
 
     async def models(request: Request) -> Response:
         query = Query(request, ("tenant", "limit"))
-        tenant = query.text("tenant")
+        tenant = _session(request).narrow(query.text("tenant"), "models")
         limit = query.integer("limit", 50, 1, 500)
         assert limit is not None
         return json_response({"leaderboard": monitor.leaderboard(tenant=tenant, limit=limit)})
 
     async def pipeline(request: Request) -> Response:
         Query(request, ())
+        _session(request).require_everyone("the pipeline (consumer groups, dead letters, audit)")
         return json_response(monitor.pipeline())
 
     async def alerts(request: Request) -> Response:
@@ -139,8 +188,9 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
         state = query.choice("state", ("firing", "resolved"), None)
         limit = query.integer("limit", 100, 1, 1000)
         assert limit is not None
-        history = await monitor.store.alerts(limit, state)
-        return json_response({"active": monitor.active_alerts(), "history": history})
+        tenant = _session(request).tenant
+        history = await monitor.store.alerts(limit, state, tenant)
+        return json_response({"active": monitor.active_alerts(tenant), "history": history})
 
     async def series(request: Request) -> Response:
         query = Query(request, ("metric", "subject", "since", "until", "resolution"))
@@ -148,6 +198,7 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
         if metric is None:
             raise BadRequestError(f"metric is required, one of {', '.join(sorted(METRICS))}")
         subject = query.text("subject")
+        prefix = _series_scope(_session(request), metric, subject)
         now = monitor.clock()
         until = query.integer("until", now, 0, _MAX_TIME_MS)
         assert until is not None
@@ -165,7 +216,13 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
                 "narrow the range or choose a coarser resolution"
             )
         points = await monitor.store.read(
-            metric, subject, since, until, resolution, max_rows=_MAX_SERIES_ROWS + 1
+            metric,
+            subject,
+            since,
+            until,
+            resolution,
+            max_rows=_MAX_SERIES_ROWS + 1,
+            subject_prefix=prefix,
         )
         truncated = sum(len(series) for series in points.values()) > _MAX_SERIES_ROWS
         if truncated:
@@ -193,9 +250,9 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
             )
 
         async def events() -> AsyncIterator[bytes]:
-            with monitor.hub.subscribe() as mailbox:
+            with monitor.hub.subscribe(session.tenant) as mailbox:
                 # The first message is the current state, so a fresh page is complete.
-                first = encode_json(monitor.live_update(monitor.clock()))
+                first = encode_json(monitor.live_update(monitor.clock(), session.tenant))
                 yield b"retry: 2000\nevent: update\ndata: " + first + b"\n\n"
                 while True:
                     # The stream ends with its credential: the client's reconnection must
@@ -223,7 +280,11 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
         Query(request, ())
         session = _session(request)
         return json_response(
-            {"principal": str(session.principal), "expires_at": session.expires_at * 1000}
+            {
+                "principal": str(session.principal),
+                "tenant": session.tenant,  # the only tenant it sees; null: every tenant
+                "expires_at": session.expires_at * 1000,
+            }
         )
 
     async def login(request: Request) -> Response:
@@ -231,6 +292,31 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
 
     async def bad_request(request: Request, exc: Exception) -> Response:
         return json_response({"error": str(exc)}, 400)
+
+    def refused(request: Request, status: int, reason: str, owner: str | None) -> None:
+        session = _session(request)
+        denials.record(
+            Denial(
+                status=status,
+                reason=reason,
+                method=request.method,
+                path=request.url.path,
+                client=client_of(request),
+                actor=str(session.principal),
+                tenant=session.tenant or "",
+                owner=owner,
+            )
+        )
+
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ForbiddenError)
+        refused(request, 403, str(exc), exc.owner)
+        return json_response({"error": str(exc)}, 403)
+
+    async def hidden(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HiddenError)
+        refused(request, 404, str(exc), exc.owner)
+        return json_response({"error": exc.public}, 404)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -257,6 +343,11 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
             Mount("/metrics", prometheus_client.make_asgi_app()),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],
-        exception_handlers={BadRequestError: bad_request, HTTPException: http_error},
+        exception_handlers={
+            BadRequestError: bad_request,
+            HTTPException: http_error,
+            ForbiddenError: forbidden,
+            HiddenError: hidden,
+        },
     )
     return SecurityHeaders(Gate(app, authenticator, denials))

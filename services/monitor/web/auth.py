@@ -41,7 +41,9 @@ __all__ = [
     "OPEN_PATHS",
     "SESSION_COOKIE",
     "Authenticator",
+    "ForbiddenError",
     "Gate",
+    "HiddenError",
     "Session",
     "login_page",
     "sign_in",
@@ -56,15 +58,62 @@ _MAX_FORM_BYTES = 4096
 _NO_CREDENTIAL = "no credential: send Authorization: Bearer <token>, or sign in at /login"
 
 
+class ForbiddenError(Exception):
+    """A session asked for what it may not see: answered 403 with the reason, audited."""
+
+    def __init__(self, reason: str, owner: str | None = None) -> None:
+        super().__init__(reason)
+        self.owner = owner  # the tenant whose data was asked for, when one was
+
+
+class HiddenError(Exception):
+    """A session asked for another tenant's job by id: answered 404 as an unknown one
+    would be (the id's existence is not confirmed), and audited with the real reason."""
+
+    def __init__(self, reason: str, public: str, owner: str) -> None:
+        super().__init__(reason)
+        self.public = public
+        self.owner = owner
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A proven principal, until its token expires."""
+    """A proven principal, until its token expires; and what it may see.
+
+    The scoping rule, in one place: a ``tenant:<name>`` principal sees its own tenant's
+    jobs, datasets, models, queues, alerts and stream, and nothing that adds up every
+    tenant's work; ``operator:*`` and ``service:*`` see everything. (``node:*`` never gets
+    a session: :class:`Authenticator` refuses it.)
+    """
 
     principal: Principal
     expires_at: int  # Unix seconds, the token's own
 
     def seconds_left(self, now: float) -> float:
         return self.expires_at - now
+
+    @property
+    def tenant(self) -> str | None:
+        """The only tenant whose data this session sees; None: every tenant's."""
+        return self.principal.name if self.principal.kind == "tenant" else None
+
+    def sees(self, tenant: str | None) -> bool:
+        return self.tenant is None or tenant == self.tenant
+
+    def narrow(self, asked: str | None, what: str) -> str | None:
+        """The tenant a query about ``what`` is answered for: the one it asked for (None:
+        all) within what this session sees; :class:`ForbiddenError` for another's."""
+        if self.tenant is None:
+            return asked
+        if asked is not None and asked != self.tenant:
+            raise ForbiddenError(f"{self.principal} may not read tenant {asked!r}'s {what}", asked)
+        return self.tenant
+
+    def require_everyone(self, what: str) -> None:
+        """:class:`ForbiddenError` unless this session sees every tenant: ``what`` adds up
+        all tenants' work, or is the pipeline's."""
+        if self.tenant is not None:
+            raise ForbiddenError(f"{what} covers every tenant: operators and services only")
 
 
 class CredentialError(Exception):
