@@ -41,6 +41,7 @@ from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
+from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import Namespace
 from services.monitor.app import build
 from services.monitor.settings import MonitorSettings
@@ -194,6 +195,11 @@ def probe(sequence: int, agent_started_at: int) -> dict[str, Any]:
     }
 
 
+# The master key of the monitor this benchmark runs, and the operator whose token it probes with.
+MASTER = IdentityKey.generate()
+OPERATOR = MASTER.derive(Principal("operator", "bench"))
+
+
 async def start_monitor(
     bootstrap: str, database_url: str, prefix: str
 ) -> tuple[Any, asyncio.Task[None]]:
@@ -203,7 +209,9 @@ async def start_monitor(
             kafka_bootstrap=bootstrap,
             database_url=database_url,
             topic_prefix=prefix,
+            identity_key=MASTER.to_text(),
             monitor_port=0,
+            monitor_metrics_port=0,
         )
     )
     service_task = asyncio.create_task(monitor.service.run())
@@ -212,8 +220,11 @@ async def start_monitor(
 
 
 def _get_sequence(url: str) -> int | None:
+    # A fresh token per probe, as the SDK sends one: its check is part of what is measured.
+    token = OPERATOR.token(int(time.time()) + 60)
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
+        with urllib.request.urlopen(request, timeout=5) as response:  # loopback only
             return int(json.loads(response.read())["sequence"])
     except urllib.error.HTTPError:
         return None

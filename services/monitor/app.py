@@ -8,8 +8,9 @@ runs four loops beside the consumer:
   time series in PostgreSQL, prunes old points, and saves a snapshot of the state
   (also on a graceful stop; restored at start);
 - *pipeline*: reads consumer lag and dead-letter counts from the broker's offsets;
-- *web*: the dashboard, JSON API, SSE stream and /metrics on ``LEPTON_MONITOR_PORT``,
-  each request with a credential (a token checked with the master identity key);
+- *web*: the dashboard, JSON API and SSE stream on ``LEPTON_MONITOR_HOST``/``PORT``,
+  each request with a credential (a token checked with the master identity key), and
+  ``/metrics`` and ``/healthz``, open, on ``LEPTON_MONITOR_METRICS_HOST``/``PORT``;
 - *push*: sends the newest view to connected dashboards when something changed;
 - *audit*: publishes the web app's refusals on ``lepton.audit``.
 """
@@ -43,7 +44,13 @@ from services.monitor.settings import MonitorSettings
 from services.monitor.state import MonitorState
 from services.monitor.store import SeriesStore
 from services.monitor.views import Monitor, now_ms
-from services.monitor.web import Authenticator, Denials, create_web_app, encode_json
+from services.monitor.web import (
+    Authenticator,
+    Denials,
+    create_open_app,
+    create_web_app,
+    encode_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -69,6 +76,7 @@ class MonitorService:
         self.authenticator: Authenticator | None = None
         self.denials = Denials(structlog.get_logger("monitor"))
         self.url: str | None = None  # the dashboard, once the web server listens
+        self.metrics_url: str | None = None  # where /metrics and /healthz are, likewise
         self.web_ready = asyncio.Event()
         self._sampler = Sampler()
         self._unsent: list[Transition] = []
@@ -213,47 +221,79 @@ class MonitorService:
     async def _watch_pipeline(self, context: Context) -> None:
         await self._pipeline.run(context, self._require())
 
-    # -- web: dashboard, API, SSE and /metrics ------------------------------------------------
+    # -- web: dashboard, API and SSE behind a credential; /metrics and /healthz open ----------
 
     async def _serve(self, context: Context) -> None:
         monitor = self._require()
         collector = registered_collector()
         collector.monitors.add(monitor)
         assert self.authenticator is not None, "the handler factory runs before the loops"
-        config = uvicorn.Config(
-            create_web_app(monitor, self.authenticator, self.denials),
-            host=self.settings.monitor_host,
-            port=self.settings.monitor_port,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-        )
-        server = EmbeddedServer(config)
-        task = asyncio.create_task(server.serve())
+        settings = self.settings
+        apps = {
+            "dashboard": (
+                create_web_app(monitor, self.authenticator, self.denials),
+                settings.monitor_host,
+                settings.monitor_port,
+            ),
+            "metrics": (
+                create_open_app(self._health),
+                settings.monitor_metrics_host,
+                settings.monitor_metrics_port,
+            ),
+        }
+        started: list[tuple[EmbeddedServer, asyncio.Task[None]]] = []
+        urls: dict[str, str] = {}
         try:
-            while not server.started:
-                if task.done():
-                    # A monitor without its dashboard is not running: stop, saying why.
-                    context.log.error(
-                        "dashboard failed",
-                        host=self.settings.monitor_host,
-                        port=self.settings.monitor_port,
-                        error=repr(task.exception()),
-                    )
-                    self.service.stop_soon()
-                    return
-                await asyncio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            self.url = f"http://{self.settings.monitor_host}:{port}/"
-            context.log.info("dashboard", url=self.url)
+            for name, (app, host, port) in apps.items():
+                config = uvicorn.Config(
+                    app,
+                    host=host,
+                    port=port,
+                    log_level="warning",
+                    lifespan="off",
+                    timeout_graceful_shutdown=2,
+                )
+                server = EmbeddedServer(config)
+                task = asyncio.create_task(server.serve())
+                started.append((server, task))
+                while not server.started:
+                    if task.done():
+                        # A monitor without its dashboard or its metrics is not running:
+                        # stop, saying why.
+                        context.log.error(
+                            f"{name} failed", host=host, port=port, error=repr(task.exception())
+                        )
+                        self.service.stop_soon()
+                        return
+                    await asyncio.sleep(0.01)
+                bound = server.servers[0].sockets[0].getsockname()[1]
+                urls[name] = f"http://{host}:{bound}/"
+            self.url, self.metrics_url = urls["dashboard"], urls["metrics"]
+            context.log.info(
+                "dashboard",
+                url=self.url,
+                metrics=f"{self.metrics_url}metrics/",
+                healthz=f"{self.metrics_url}healthz",
+            )
             self.web_ready.set()
-            # Shielded: cancelling this loop must stop the server gracefully, not kill it.
-            await asyncio.shield(task)
+            # Shielded: cancelling this loop must stop the servers gracefully, not kill them.
+            await asyncio.shield(asyncio.gather(*(task for _, task in started)))
         finally:
             monitor.hub.close()
-            server.should_exit = True
-            await asyncio.shield(task)
+            for server, _ in started:
+                server.should_exit = True
+            await asyncio.shield(
+                asyncio.gather(*(task for _, task in started), return_exceptions=True)
+            )
             collector.monitors.discard(monitor)
+
+    def _health(self) -> dict[str, Any]:
+        """What /healthz answers: up, and how far the view has come (nothing of a tenant)."""
+        return {
+            "service": "monitor",
+            "status": "ok" if self.web_ready.is_set() else "starting",
+            "state_version": self.monitor.state.version if self.monitor is not None else None,
+        }
 
     async def _push(self, context: Context) -> None:
         monitor = self._require()

@@ -14,15 +14,30 @@ class MonitorSettings(Settings):
 
     monitor_host: str = Field(
         default="127.0.0.1",
-        description="LEPTON_MONITOR_HOST: address the dashboard and JSON API listen on; "
-        "loopback by default because the API has no authentication of its own.",
+        description="LEPTON_MONITOR_HOST: address the dashboard, JSON API and SSE stream "
+        "listen on. Every request needs a token (or the session cookie from one); the "
+        "monitor speaks plain HTTP, so loopback by default: expose it through a proxy that "
+        "terminates TLS.",
     )
     monitor_port: int = Field(
         default=8765,
         ge=0,
         le=65535,
-        description="LEPTON_MONITOR_PORT: port of the dashboard, JSON API, SSE stream and "
-        "/metrics; 0 picks a free one (written to the service log as `dashboard`).",
+        description="LEPTON_MONITOR_PORT: port of the dashboard, JSON API and SSE stream; 0 "
+        "picks a free one (written to the service log as `dashboard`).",
+    )
+    monitor_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="LEPTON_MONITOR_METRICS_HOST: address of the monitor's /metrics (for "
+        "Prometheus) and /healthz, which need no credential and name no tenant's job, "
+        "dataset or model; apart from the API's so that a scraper can reach them alone.",
+    )
+    monitor_metrics_port: int = Field(
+        default=8766,
+        ge=0,
+        le=65535,
+        description="LEPTON_MONITOR_METRICS_PORT: port of /metrics and /healthz; 0 picks a "
+        "free one (written to the service log with `dashboard`).",
     )
     monitor_sample_interval_s: float = Field(
         default=1.0,

@@ -29,6 +29,7 @@ def service_env(bootstrap: str, database_url: str, prefix: str, **extra: str) ->
         "LEPTON_TOPIC_PREFIX": prefix,
         "LEPTON_IDENTITY_KEY": IDENTITY_KEY,
         "LEPTON_MONITOR_PORT": "0",
+        "LEPTON_MONITOR_METRICS_PORT": "0",
         **extra,
     }
 

@@ -47,6 +47,7 @@ def settings_for(bootstrap: str, database_url: str, prefix: str, **extra: Any) -
         topic_prefix=prefix,
         identity_key=MASTER.to_text(),
         monitor_port=0,
+        monitor_metrics_port=0,
         monitor_sample_interval_s=0.2,
         monitor_lag_interval_s=0.5,
         **extra,
@@ -221,7 +222,8 @@ async def test_heartbeats_and_job_events_build_the_views(
         assert overview["jobs"]["duration_ms"]["p50"] == 1000
         assert overview["queue"]["pending"] == 0
 
-        status, _, metrics = await get_raw(monitor.url, "/metrics/")
+        assert monitor.metrics_url is not None
+        status, _, metrics = await get_raw(monitor.metrics_url, "/metrics/", headers={})
         assert status == 200
         assert b'lepton_nodes{state="alive"} 1.0' in metrics
         assert b"lepton_scheduling_latency_seconds" in metrics

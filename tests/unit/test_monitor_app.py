@@ -67,6 +67,7 @@ def test_json_never_carries_nan_or_infinity() -> None:
 def test_settings_defaults_and_environment() -> None:
     settings = MonitorSettings()
     assert (settings.monitor_host, settings.monitor_port) == ("127.0.0.1", 8765)
+    assert (settings.monitor_metrics_host, settings.monitor_metrics_port) == ("127.0.0.1", 8766)
     for name, field in MonitorSettings.model_fields.items():
         if name.startswith("monitor_"):
             assert field.description is not None
@@ -76,7 +77,10 @@ def test_settings_defaults_and_environment() -> None:
 def test_the_scrape_config_and_the_grafana_dashboard_use_exported_metrics() -> None:
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
-    assert jobs["lepton-monitor"]["static_configs"][0]["targets"] == ["127.0.0.1:8765"]
+    # The monitor's open metrics bind, not its API, which needs a token.
+    settings = MonitorSettings()
+    metrics = f"{settings.monitor_metrics_host}:{settings.monitor_metrics_port}"
+    assert jobs["lepton-monitor"]["static_configs"][0]["targets"] == [metrics]
     assert all(job["metrics_path"] == "/metrics/" for job in jobs.values())
     dashboard = json.loads((ROOT / "deploy/grafana/lepton-dashboard.json").read_text())
     exported = set(

@@ -15,7 +15,6 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import prometheus_client
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -340,7 +339,6 @@ def create_web_app(monitor: Monitor, authenticator: Authenticator, denials: Deni
             Route("/api/alerts", alerts),
             Route("/api/series", series),
             Route("/api/stream", stream),
-            Mount("/metrics", prometheus_client.make_asgi_app()),
             Mount("/static", StaticFiles(directory=STATIC)),
         ],
         exception_handlers={
