@@ -106,7 +106,9 @@ class Session:
         if self.tenant is None:
             return asked
         if asked is not None and asked != self.tenant:
-            raise ForbiddenError(f"{self.principal} may not read tenant {asked!r}'s {what}", asked)
+            raise ForbiddenError(
+                f"{self.principal} may not read the {what} of tenant {asked!r}", asked
+            )
         return self.tenant
 
     def require_everyone(self, what: str) -> None:
@@ -117,11 +119,13 @@ class Session:
 
 
 class CredentialError(Exception):
-    """A request's credential is refused; the message says why."""
+    """A request's credential is refused; the message says why, ``error`` is the RFC 6750
+    code (none when no credential was given at all)."""
 
-    def __init__(self, reason: str, status: int = 401) -> None:
+    def __init__(self, reason: str, status: int = 401, error: str | None = "invalid_token") -> None:
         super().__init__(reason)
         self.status = status
+        self.error = error
 
 
 class Authenticator:
@@ -138,7 +142,9 @@ class Authenticator:
         except InvalidTokenError as exc:
             raise CredentialError(str(exc)) from None
         if principal.kind == "node":
-            raise CredentialError(f"{principal} has no monitor view: nodes only report", 403)
+            raise CredentialError(
+                f"{principal} has no monitor view: nodes only report", 403, "insufficient_scope"
+            )
         # verify_token checked the form lpt1.<principal>.<expiry>.<mac>; principal names
         # hold no dot, so the expiry is the second part from the end.
         return Session(principal, int(token.rsplit(".", 2)[1]))
@@ -210,11 +216,11 @@ class Gate:
         try:
             token, from_cookie = _credential(request)
             if token is None:
-                raise CredentialError(_NO_CREDENTIAL)
+                raise CredentialError(_NO_CREDENTIAL, error=None)
             session = self._authenticator.session(token)
         except CredentialError as refused:
             self._denials.record(_denial(request, refused, token))
-            response = refusal(request, str(refused), refused.status, token is not None)
+            response = refusal(request, refused)
             if from_cookie:
                 response.delete_cookie(SESSION_COOKIE, path="/")
             await response(scope, receive, send)
@@ -223,19 +229,18 @@ class Gate:
         await self._app(scope, receive, send)
 
 
-def refusal(request: Request, reason: str, status: int, had_token: bool) -> Response:
+def refusal(request: Request, refused: CredentialError) -> Response:
     """The answer to a refused credential: the sign-in page for the dashboard's page, JSON
     for the API, with the reason in ``WWW-Authenticate`` either way (RFC 6750)."""
+    reason = str(refused)
     challenge = f"Bearer realm={_quoted(REALM)}"
-    if status == 403:
-        challenge += ', error="insufficient_scope"'
-    elif had_token:
-        challenge += ', error="invalid_token"'
+    if refused.error is not None:
+        challenge += f", error={_quoted(refused.error)}"
     challenge += f", error_description={_quoted(reason)}"
     headers = {"www-authenticate": challenge, "cache-control": "no-store"}
     if request.url.path == "/":
-        return HTMLResponse(login_page(reason), status, headers)
-    return json_response({"error": reason}, status, headers)
+        return HTMLResponse(login_page(reason), refused.status, headers)
+    return json_response({"error": reason}, refused.status, headers)
 
 
 def login_page(reason: str | None = None) -> str:
@@ -311,7 +316,7 @@ async def sign_in(request: Request, authenticator: Authenticator, denials: Denia
     token = ""
     try:
         if not _same_origin(request):
-            raise CredentialError("a sign-in from another site's page is refused", 403)
+            raise CredentialError("a sign-in from another site's page is refused", 403, None)
         try:
             token = await _posted_token(request)
         except _FormError as exc:
