@@ -18,7 +18,9 @@ import pytest
 from playwright import async_api as playwright
 
 from lepton.bus import Publisher
+from lepton.contract.identity import Principal
 from tests.integration.test_monitor import (
+    MASTER,
     OPERATOR,
     fresh_prefix,
     heartbeat,
@@ -156,5 +158,48 @@ async def test_dashboard_loads_shows_live_data_and_escapes_names(
             shutil.copyfile(shot, RESULTS / "monitor-dashboard.png")
             print(f"screenshot: {shot} (copied to {RESULTS / 'monitor-dashboard.png'})")
             assert problems == []
+        finally:
+            await browser.close()
+
+
+async def test_a_tenants_dashboard_shows_its_own_work_until_its_token_expires(
+    bootstrap: str, database_url: str, publisher: Publisher
+) -> None:
+    prefix = fresh_prefix()
+    node = f"node-{uuid.uuid4().hex[:6]}"
+    async with (
+        running(settings_for(bootstrap, database_url, prefix)) as monitor,
+        playwright.async_playwright() as driver,
+    ):
+        assert monitor.url is not None
+        await publisher.publish(
+            topic(prefix, "lepton.node.heartbeats"), node, heartbeat(node, sent_at=now_ms())
+        )
+        for tenant in ("acme", "globex"):
+            request = job_request(f"{tenant}-job", submitted_at=now_ms(), name=f"{tenant}-work")
+            request["tenant"] = tenant
+            await publisher.publish(
+                topic(prefix, "lepton.jobs.requested"), f"{tenant}-job", request
+            )
+        browser = await driver.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1800})
+            problems: list[str] = []
+            page.on(
+                "console",
+                lambda message: problems.append(message.text) if message.type == "error" else None,
+            )
+            acme = MASTER.derive(Principal("tenant", "acme"))
+            await sign_in(page, monitor.url, acme.token(int(time.time()) + 10))
+            await playwright.expect(page.locator("#jobs")).to_contain_text(
+                "acme-work", timeout=8000
+            )
+            await playwright.expect(page.locator("#principal")).to_have_text("tenant:acme")
+            await playwright.expect(page.locator("#nodes")).to_contain_text(node)
+            await playwright.expect(page.locator("#pipeline")).to_be_hidden()
+            assert "globex" not in await page.locator("main").inner_text()
+            assert problems == []  # the dashboard asked for nothing a tenant may not read
+            # The stream ends with the token; the page goes back to sign in.
+            await playwright.expect(page).to_have_url(monitor.url + "login", timeout=30_000)
         finally:
             await browser.close()
