@@ -37,7 +37,7 @@ class MonitorTransport:
         self._token = ""
         self._renew_at = 0.0
 
-    def _authorization(self) -> str:
+    def _authorization(self) -> dict[str, str]:
         now = time.time()
         if now >= self._renew_at:
             if self._key is None:
@@ -45,11 +45,18 @@ class MonitorTransport:
             expires_at = int(now) + _TOKEN_TTL_S
             self._token = self._key.token(expires_at)
             self._renew_at = expires_at - _RENEW_BEFORE_S
-        return f"Bearer {self._token}"
+        return {"Authorization": f"Bearer {self._token}"}
 
     async def get(self, path: str, **params: Any) -> Any:
         """The JSON answer to ``path`` with the ``params`` that are not None."""
-        headers = {"Authorization": self._authorization()}
+        # Without a key (no stack, no LEPTON_SIGNING_KEY) the request still goes out: a
+        # monitor that does not answer is the first thing to say, and one that does
+        # refuses it, which is when the missing key is the reason.
+        missing: LeptonError | None = None
+        try:
+            headers = self._authorization()
+        except LeptonError as exc:
+            missing, headers = exc, {}
         if self._http is None:
             self._http = httpx.AsyncClient(base_url=self.url, timeout=10.0)
         query = {name: value for name, value in params.items() if value is not None}
@@ -65,6 +72,8 @@ class MonitorTransport:
                 reason = response.json()["error"]
             except (ValueError, KeyError, TypeError):
                 reason = response.text[:200]
+            if response.status_code == 401 and missing is not None:
+                raise missing
             if response.status_code == 401:
                 raise InvalidTokenError(
                     f"the monitor refused this client's token for {path}: {reason}",

@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from lepton.bus import Publisher
 from lepton.config import Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, SigningKey
-from lepton.errors import InvalidTokenError
+from lepton.errors import InvalidTokenError, StackError
 from services.monitor.app import MonitorService
 from tests.integration.test_monitor import (
     MASTER,
@@ -515,7 +516,7 @@ async def test_another_tenants_work_is_refused_and_audited(bootstrap: str, scene
 
 
 async def test_the_sdk_mints_a_short_token_from_its_signing_key(
-    bootstrap: str, database_url: str, scene: Scene
+    bootstrap: str, database_url: str, scene: Scene, tmp_path: Path
 ) -> None:
     def client(**keys: str) -> LeptonClient:
         settings = Settings(
@@ -540,6 +541,10 @@ async def test_the_sdk_mints_a_short_token_from_its_signing_key(
     async with client(signing_key=stranger.to_text()) as forged:
         with pytest.raises(InvalidTokenError, match="token signature does not match"):
             await forged.jobs()
+    # No key at all (no stack in this state directory): the monitor answers, and refuses.
+    async with client(state_dir=str(tmp_path)) as keyless:
+        with pytest.raises(StackError, match="no identity key"):
+            await keyless.jobs()
     tried("the SDK with a tenant's / another master's key", "own jobs / 401", "own jobs / 401")
 
 

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import structlog
 import yaml
 
 from services.monitor.app import MonitorService
@@ -15,7 +16,8 @@ from services.monitor.pipeline_watch import LagTracker
 from services.monitor.settings import MonitorSettings
 from services.monitor.state import MonitorState
 from services.monitor.views import Hub
-from services.monitor.web import encode_json
+from services.monitor.web import Denials, encode_json
+from services.monitor.web.denials import Denial
 
 ROOT = Path(__file__).parents[2]
 T0 = 1_800_000_000_000
@@ -108,3 +110,30 @@ def test_liveness_verdicts_wait_while_the_monitor_itself_is_behind() -> None:
     assert not service._behind(state)
     state.set_pipeline({("lepton-monitor", "t"): Lag(9000, 6.0, 0, 9000)}, {}, T0)
     assert service._behind(state)
+
+
+async def test_refusals_wait_for_the_broker_in_a_bounded_queue_and_stay_short() -> None:
+    denials = Denials(structlog.get_logger("test"), limit=2)
+    long_path = "/api/jobs/" + "x" * 1000
+    for claimed in ("tenant:a", "tenant:b", "tenant:c"):
+        denials.record(
+            Denial(401, "token expired", "GET", long_path, "127.0.0.1", "anonymous", "", claimed)
+        )
+    assert denials.dropped == 1  # logged, but beyond the bound: not queued
+    first = await denials.next_batch()
+    assert [event["detail"] for event in first] == [
+        "401 token expired; from 127.0.0.1; the token named tenant:a",
+        "401 token expired; from 127.0.0.1; the token named tenant:b",
+    ]
+    assert first[0]["resource"] == "monitor:GET " + long_path[:200]
+    assert (first[0]["action"], first[0]["outcome"]) == ("read", "denied")
+    # Not sent yet (the broker was away): the same events again.
+    assert await denials.next_batch() == first
+    denials.sent(len(first))
+    denials.record(Denial(403, "forbidden", "GET", "/api/pipeline", "::1", "tenant:a", "a"))
+    (after,) = await denials.next_batch()
+    assert (after["actor"], after["tenant"], after["detail"]) == (
+        "tenant:a",
+        "a",
+        "403 forbidden; from ::1",
+    )
