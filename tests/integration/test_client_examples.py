@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from lepton.bus import ensure_topics
+from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, data_service_env, running
 from tests.integration.test_trainer import houses
@@ -82,7 +84,12 @@ async def test_the_submit_and_wait_example_trains_a_model_and_the_cli_shows_it(
     assert lines[-1].startswith("model ")
 
     # The monitor's read model catches up with the log on its own time: wait for the job.
-    async with httpx.AsyncClient(base_url=env["LEPTON_MONITOR_URL"]) as http, asyncio.timeout(60):
+    operator = IdentityKey.from_text(env["LEPTON_IDENTITY_KEY"]).derive(Principal("operator", "t"))
+    token = {"Authorization": f"Bearer {operator.token(int(time.time()) + 120)}"}
+    async with (
+        httpx.AsyncClient(base_url=env["LEPTON_MONITOR_URL"], headers=token) as http,
+        asyncio.timeout(60),
+    ):
         # A read model over HTTP has no event to await: polling is the way to ask it.
         while (await http.get(f"/api/jobs/{job_id}")).json().get("state") != "succeeded":  # noqa: ASYNC110
             await asyncio.sleep(0.2)

@@ -13,10 +13,12 @@ import yaml
 from services.monitor.app import MonitorService
 from services.monitor.entities import Lag
 from services.monitor.pipeline_watch import LagTracker
+from services.monitor.sampling import METRICS
 from services.monitor.settings import MonitorSettings
 from services.monitor.state import MonitorState
 from services.monitor.views import Hub
 from services.monitor.web import Denials, encode_json
+from services.monitor.web.api import _TENANT_SERIES
 from services.monitor.web.denials import Denial
 
 ROOT = Path(__file__).parents[2]
@@ -137,3 +139,9 @@ async def test_refusals_wait_for_the_broker_in_a_bounded_queue_and_stay_short() 
         "a",
         "403 forbidden; from ::1",
     )
+
+
+def test_the_series_a_tenant_may_read_are_series_the_monitor_records() -> None:
+    # A renamed metric must not silently become readable, or unreadable, by tenants.
+    assert set(_TENANT_SERIES) <= set(METRICS)
+    assert {"queue_pending", "queue_wait_p95_s"} == {m for m, own in _TENANT_SERIES.items() if own}
