@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import multiprocessing
 import os
@@ -41,8 +42,9 @@ from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
 from lepton.config import Settings
 from lepton.contract import default_codec
-from lepton.contract.identity import IdentityKey, Principal
+from lepton.contract.identity import Principal, SigningKey
 from lepton.contract.topics import Namespace
+from lepton.runtime.identity import master_key
 from services.monitor.app import build
 from services.monitor.settings import MonitorSettings
 
@@ -195,9 +197,10 @@ def probe(sequence: int, agent_started_at: int) -> dict[str, Any]:
     }
 
 
-# The master key of the monitor this benchmark runs, and the operator whose token it probes with.
-MASTER = IdentityKey.generate()
-OPERATOR = MASTER.derive(Principal("operator", "bench"))
+@functools.cache
+def _operator() -> SigningKey:
+    """Whose token the probes carry: an operator's, from the installation's master key."""
+    return master_key(Settings()).derive(Principal("operator", "bench"))
 
 
 async def start_monitor(
@@ -209,7 +212,6 @@ async def start_monitor(
             kafka_bootstrap=bootstrap,
             database_url=database_url,
             topic_prefix=prefix,
-            identity_key=MASTER.to_text(),
             monitor_port=0,
             monitor_metrics_port=0,
         )
@@ -221,7 +223,7 @@ async def start_monitor(
 
 def _get_sequence(url: str) -> int | None:
     # A fresh token per probe, as the SDK sends one: its check is part of what is measured.
-    token = OPERATOR.token(int(time.time()) + 60)
+    token = _operator().token(int(time.time()) + 60)
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=5) as response:  # loopback only

@@ -12,16 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from lepton.contract.identity import Principal
 from lepton.errors import InvalidTokenError, LeptonError, MonitorUnavailable
-from lepton.runtime.identity import signing_key
+from lepton.runtime.identity import LOCAL_OPERATOR, signing_key
 
 if TYPE_CHECKING:
     from lepton.config import Settings
     from lepton.contract.identity import SigningKey
 
-# Who a client without a key of its own is: the local stack's operator.
-LOCAL_OPERATOR = Principal("operator", "local")
 _TOKEN_TTL_S = 300
 _RENEW_BEFORE_S = 60  # a token is replaced this long before it expires
 
@@ -37,7 +34,7 @@ class MonitorTransport:
         self._token = ""
         self._renew_at = 0.0
 
-    def _authorization(self) -> dict[str, str]:
+    def _authorization(self) -> dict[bytes, bytes]:
         now = time.time()
         if now >= self._renew_at:
             if self._key is None:
@@ -45,7 +42,8 @@ class MonitorTransport:
             expires_at = int(now) + _TOKEN_TTL_S
             self._token = self._key.token(expires_at)
             self._renew_at = expires_at - _RENEW_BEFORE_S
-        return {"Authorization": f"Bearer {self._token}"}
+        # As UTF-8 bytes: a principal's name (free text) may lie outside ASCII.
+        return {b"Authorization": f"Bearer {self._token}".encode()}
 
     async def get(self, path: str, **params: Any) -> Any:
         """The JSON answer to ``path`` with the ``params`` that are not None."""

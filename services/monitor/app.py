@@ -27,7 +27,6 @@ import uvicorn
 
 from lepton.contract.identity import Verifier
 from lepton.contract.topics import ALL_TOPICS
-from lepton.runtime.identity import master_key
 from lepton.runtime.service import Context, EmbeddedServer, Service, run
 from services.monitor.metrics_export import registered_collector
 from services.monitor.pipeline_watch import OUTAGES, PipelineWatch
@@ -119,9 +118,9 @@ class MonitorService:
 
     async def _handler(self, context: Context) -> BatchHandler:
         settings = self.settings
-        # At start, so that a monitor without the master key stops saying so, before
-        # it serves anything.
-        self.authenticator = Authenticator(Verifier(master_key(settings)))
+        # The master key the service checks records with checks tokens too.
+        assert context.master is not None, "a service holds the master key"
+        self.authenticator = Authenticator(Verifier(context.master))
         store = SeriesStore(context.pool, settings.topic_prefix, settings.monitor_retention_days)
         state = MonitorState(max_jobs=settings.monitor_max_jobs)
         engine = RuleEngine(default_rules(node_dead_after_s=settings.monitor_node_dead_after_s))

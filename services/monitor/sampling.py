@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from services.monitor.entities import quantile
 
 if TYPE_CHECKING:
     from services.monitor.state import MonitorState
 
-__all__ = ["METRICS", "Sampler"]
+__all__ = ["METRICS", "Sampler", "queue_subject", "tenant_prefix"]
 
 # The time series the monitor records, by name: what the API serves and validates against.
 METRICS: dict[str, str] = {
@@ -26,6 +27,17 @@ METRICS: dict[str, str] = {
     "consumer_lag_messages": "consumer lag; subject <group>/<topic>",
     "dead_letters": "messages in the dead-letter topic of; subject a source topic",
 }
+
+
+def tenant_prefix(tenant: str) -> str:
+    """What every subject of ``tenant``'s queues begins with. Tenant names are free text
+    and may hold a "/": encoded, the tenant is exactly what comes before the first "/",
+    and no tenant's subjects can be read as another's."""
+    return quote(tenant, safe="") + "/"
+
+
+def queue_subject(tenant: str, priority_class: str) -> str:
+    return tenant_prefix(tenant) + priority_class
 
 
 class Sampler:
@@ -57,13 +69,13 @@ class Sampler:
         points["nodes", "dead"] = len(state.nodes) - alive
         total = 0
         for (tenant, priority_class), jobs in state.pending.items():
-            points["queue_pending", f"{tenant}/{priority_class}"] = len(jobs)
+            points["queue_pending", queue_subject(tenant, priority_class)] = len(jobs)
             total += len(jobs)
         points["queue_pending", "all"] = total
         for (tenant, priority_class), window in state.queue_wait.items():
             p95 = quantile(window.values(now_ms), 0.95)
             if p95 is not None:
-                points["queue_wait_p95_s", f"{tenant}/{priority_class}"] = p95 / 1000
+                points["queue_wait_p95_s", queue_subject(tenant, priority_class)] = p95 / 1000
         latency = state.scheduling_latency.summary(now_ms)
         for name in ("p50", "p95"):
             value = latency[name]

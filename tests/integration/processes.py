@@ -13,12 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lepton.contract.identity import IdentityKey
-
 BIN = Path(sys.executable).parent
-# The master identity key of the services these tests start (and of the clients that talk
-# to them), one per test session.
-IDENTITY_KEY = IdentityKey.generate().to_text()
 
 
 def service_env(bootstrap: str, database_url: str, prefix: str, **extra: str) -> dict[str, str]:
@@ -27,7 +22,6 @@ def service_env(bootstrap: str, database_url: str, prefix: str, **extra: str) ->
         "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
         "LEPTON_DATABASE_URL": database_url,
         "LEPTON_TOPIC_PREFIX": prefix,
-        "LEPTON_IDENTITY_KEY": IDENTITY_KEY,
         "LEPTON_MONITOR_PORT": "0",
         "LEPTON_MONITOR_METRICS_PORT": "0",
         **extra,

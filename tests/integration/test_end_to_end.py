@@ -61,7 +61,6 @@ async def cluster(
             database_url=database_for("client"),
             topic_prefix=prefix,
             monitor_url=started[-1].entry["url"].rstrip("/"),
-            identity_key=env["LEPTON_IDENTITY_KEY"],
         )
         yield settings, tmp_path
 

@@ -21,8 +21,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
-from lepton.contract.identity import IdentityKey, Principal, SigningKey
+from lepton.config import Settings
+from lepton.contract.identity import Principal, SigningKey
 from lepton.contract.topics import Namespace
+from lepton.runtime.identity import master_key
 from services.monitor.app import MonitorService, build
 from services.monitor.settings import MonitorSettings
 from tests.samples import sample
@@ -30,10 +32,6 @@ from tests.samples import sample
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-
-# The master key the tests' monitors verify tokens with, and an operator's key from it.
-MASTER = IdentityKey.generate()
-OPERATOR = MASTER.derive(Principal("operator", "tests"))
 
 
 def fresh_prefix() -> str:
@@ -45,7 +43,6 @@ def settings_for(bootstrap: str, database_url: str, prefix: str, **extra: Any) -
         kafka_bootstrap=bootstrap,
         database_url=database_url,
         topic_prefix=prefix,
-        identity_key=MASTER.to_text(),
         monitor_port=0,
         monitor_metrics_port=0,
         monitor_sample_interval_s=0.2,
@@ -74,8 +71,19 @@ def topic(prefix: str, name: str) -> Any:
     return Namespace(prefix).topic(name)
 
 
-def bearer(key: SigningKey = OPERATOR, ttl_s: float = 300) -> dict[str, str]:
-    """The Authorization header of a fresh token of ``key``."""
+def key_of(principal: Principal) -> SigningKey:
+    """``principal``'s key, from the master key the tests' services verify with (the
+    session's stack's, in LEPTON_IDENTITY_KEY once the stack fixture has run)."""
+    return master_key(Settings()).derive(principal)
+
+
+def operator() -> SigningKey:
+    return key_of(Principal("operator", "tests"))
+
+
+def bearer(key: SigningKey | None = None, ttl_s: float = 300) -> dict[str, str]:
+    """The Authorization header of a fresh token of ``key`` (an operator's by default)."""
+    key = key or operator()
     return {"Authorization": f"Bearer {key.token(int(time.time() + ttl_s))}"}
 
 
@@ -88,7 +96,7 @@ def _get(url: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], byt
         return error.code, dict(error.headers), error.read()
 
 
-async def get(base: str, path: str, key: SigningKey = OPERATOR) -> tuple[int, Any]:
+async def get(base: str, path: str, key: SigningKey | None = None) -> tuple[int, Any]:
     """GET with a token of ``key`` (an operator's unless said otherwise), decoded."""
     status, _, body = await asyncio.to_thread(_get, base.rstrip("/") + path, bearer(key))
     return status, json.loads(body) if body else None

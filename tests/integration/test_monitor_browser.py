@@ -20,13 +20,13 @@ from playwright import async_api as playwright
 from lepton.bus import Publisher
 from lepton.contract.identity import Principal
 from tests.integration.test_monitor import (
-    MASTER,
-    OPERATOR,
     fresh_prefix,
     heartbeat,
     job_event,
     job_request,
+    key_of,
     now_ms,
+    operator,
     running,
     settings_for,
     topic,
@@ -105,7 +105,7 @@ async def test_dashboard_loads_shows_live_data_and_escapes_names(
             await publisher.publish(
                 topic(prefix, "lepton.node.heartbeats"), node, heartbeat(node, sent_at=now_ms())
             )
-            await sign_in(page, monitor.url, OPERATOR.token(int(time.time()) + 600))
+            await sign_in(page, monitor.url, operator().token(int(time.time()) + 600))
             await playwright.expect(page.locator("#nodes")).to_contain_text(node, timeout=20_000)
             assert page.url == monitor.url  # the dashboard, and no token in its address
             await playwright.expect(page.locator("#principal")).to_have_text("operator:tests")
@@ -189,7 +189,7 @@ async def test_a_tenants_dashboard_shows_its_own_work_until_its_token_expires(
                 "console",
                 lambda message: problems.append(message.text) if message.type == "error" else None,
             )
-            acme = MASTER.derive(Principal("tenant", "acme"))
+            acme = key_of(Principal("tenant", "acme"))
             await sign_in(page, monitor.url, acme.token(int(time.time()) + 10))
             await playwright.expect(page.locator("#jobs")).to_contain_text(
                 "acme-work", timeout=8000

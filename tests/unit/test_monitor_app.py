@@ -13,7 +13,7 @@ import yaml
 from services.monitor.app import MonitorService
 from services.monitor.entities import Lag
 from services.monitor.pipeline_watch import LagTracker
-from services.monitor.sampling import METRICS
+from services.monitor.sampling import METRICS, queue_subject, tenant_prefix
 from services.monitor.settings import MonitorSettings
 from services.monitor.state import MonitorState
 from services.monitor.views import Hub
@@ -145,3 +145,11 @@ def test_the_series_a_tenant_may_read_are_series_the_monitor_records() -> None:
     # A renamed metric must not silently become readable, or unreadable, by tenants.
     assert set(_TENANT_SERIES) <= set(METRICS)
     assert {"queue_pending", "queue_wait_p95_s"} == {m for m, own in _TENANT_SERIES.items() if own}
+
+
+def test_a_tenants_queue_subjects_are_its_own_whatever_the_names() -> None:
+    # Free-text names: a "/" in a tenant's name cannot make its subjects another's.
+    assert queue_subject("acme", "high") == "acme/high"
+    assert queue_subject("a/b", "c") != queue_subject("a", "b/c")
+    assert not queue_subject("a", "b/c").startswith(tenant_prefix("a/b"))
+    assert not queue_subject("a/b", "c").startswith(tenant_prefix("a"))

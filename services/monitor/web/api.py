@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from services.monitor.entities import TERMINAL
-from services.monitor.sampling import METRICS
+from services.monitor.sampling import METRICS, tenant_prefix
 from services.monitor.views import Hub
 from services.monitor.web.auth import (
     ForbiddenError,
@@ -87,9 +88,9 @@ def _series_scope(session: Session, metric: str, subject: str | None) -> str | N
         session.require_everyone(f"the {metric} series")
     if not _TENANT_SERIES[metric]:
         return None
-    prefix = f"{session.tenant}/"
+    prefix = tenant_prefix(session.tenant)
     if subject is not None and not subject.startswith(prefix):
-        owner = subject.partition("/")[0] if "/" in subject else None
+        owner = unquote(subject.partition("/")[0]) if "/" in subject else None
         raise ForbiddenError(
             f"{session.principal} may read {metric} only of subjects {prefix}<priority class>",
             owner,

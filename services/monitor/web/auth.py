@@ -2,11 +2,12 @@
 
 Every route of the monitor's web app needs a credential: a ``lepton.contract.identity``
 token in ``Authorization: Bearer <token>``, or the session cookie a browser gets by
-posting a token to ``/login``. The cookie holds the token itself (the monitor keeps no
-sessions: a token proves itself with the master key and ends when it expires), and is
-``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends it),
-``Path=/``, lives until the token expires, and is ``Secure`` when the request came over
-HTTPS. A token is never accepted in a URL, where history, proxies and logs would keep it.
+posting a token to ``/login``. The cookie holds the token itself, in base64url (the
+monitor keeps no sessions: a token proves itself with the master key and ends when it
+expires), and is ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other
+site's page sends it), ``Path=/``, lives until the token expires, and is ``Secure`` when
+the request came over HTTPS. A token is never accepted in a URL, where history, proxies
+and logs would keep it.
 
 A missing, malformed, forged or expired credential is answered 401 with the reason (in
 ``WWW-Authenticate`` and the body), logged and audited by :class:`Denials`; a node's
@@ -15,6 +16,8 @@ token is refused 403: nodes have no business reading the monitor.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import html
 import time
 import urllib.parse
@@ -55,6 +58,7 @@ REALM = "lepton-monitor"
 # What the sign-in page itself needs; nothing here shows anything of the cluster.
 OPEN_PATHS = frozenset({"/login", "/logout", "/static/app.css", "/static/favicon.svg"})
 _MAX_FORM_BYTES = 4096
+_MAX_TOKEN = 512  # what the verifier accepts at most; longer is not even parsed
 _NO_CREDENTIAL = "no credential: send Authorization: Bearer <token>, or sign in at /login"
 
 
@@ -145,20 +149,35 @@ class Authenticator:
             raise CredentialError(
                 f"{principal} has no monitor view: nodes only report", 403, "insufficient_scope"
             )
-        # verify_token checked the form lpt1.<principal>.<expiry>.<mac>; principal names
-        # hold no dot, so the expiry is the second part from the end.
+        # verify_token checked the form lpt1.<principal>.<expiry>.<mac>: the expiry is
+        # the second part from the end (a principal's name may hold dots).
         return Session(principal, int(token.rsplit(".", 2)[1]))
 
 
 def claimed_principal(token: str) -> Principal | None:
     """The principal a token names, unproven: for the log and the audit trail only."""
-    parts = token.split(".")
-    if len(parts) != 4:
+    body = token.rpartition(".")[0]
+    tag, _, rest = body.partition(".")
+    if tag != "lpt1" or len(token) > _MAX_TOKEN:
         return None
     try:
-        return Principal.parse(parts[1])
+        return Principal.parse(rest.rpartition(".")[0])
     except ForgedRecordError:
         return None
+
+
+def session_cookie(token: str) -> str:
+    """The cookie's value: the token in base64url, since a principal's name (free text)
+    may hold what a cookie cannot (";", quotes, spaces, any script)."""
+    return base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+def _from_cookie(value: str) -> str:
+    try:
+        padded = value + "=" * (-len(value) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, ValueError):
+        raise CredentialError("malformed session cookie") from None
 
 
 def _credential(request: Request) -> tuple[str | None, bool]:
@@ -168,9 +187,18 @@ def _credential(request: Request) -> tuple[str | None, bool]:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise CredentialError("the Authorization header is not `Bearer <token>`")
-        return token.strip(), False
+        return _utf8(token.strip()), False
     cookie = request.cookies.get(SESSION_COOKIE)
-    return (cookie, True) if cookie else (None, False)
+    return (_from_cookie(cookie), True) if cookie else (None, False)
+
+
+def _utf8(text: str) -> str:
+    """A header's text as its sender wrote it: ASGI reads header bytes as Latin-1, and a
+    token naming a principal outside ASCII comes as UTF-8 (the SDK sends it so)."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text
 
 
 def _denial(request: Request, refused: CredentialError, token: str | None) -> Denial:
@@ -330,7 +358,7 @@ async def sign_in(request: Request, authenticator: Authenticator, denials: Denia
     response = RedirectResponse("/", 303, headers={"cache-control": "no-store"})
     response.set_cookie(
         SESSION_COOKIE,
-        token,
+        session_cookie(token),
         max_age=max(0, int(session.seconds_left(authenticator.clock()))),
         path="/",
         secure=request.url.scheme == "https",
