@@ -163,12 +163,12 @@ async def test_dashboard_loads_shows_live_data_and_escapes_names(
 
 
 async def test_a_tenants_dashboard_shows_its_own_work_until_its_token_expires(
-    bootstrap: str, database_url: str, publisher: Publisher
+    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     node = f"node-{uuid.uuid4().hex[:6]}"
     async with (
-        running(settings_for(bootstrap, database_url, prefix)) as monitor,
+        running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor,
         playwright.async_playwright() as driver,
     ):
         assert monitor.url is not None

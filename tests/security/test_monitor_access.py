@@ -124,12 +124,14 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-async def scene(bootstrap: str, database_url: str, identity: IdentityKey) -> AsyncIterator[Scene]:
+async def scene(
+    bootstrap: str, database_for: Callable[[str], str], identity: IdentityKey
+) -> AsyncIterator[Scene]:
     """One monitor that has read both tenants' work (checked with an operator's token)."""
     prefix = fresh_prefix()
     signer = impersonating(identity)  # each record signed by whoever would write it
     async with (
-        running(settings_for(bootstrap, database_url, prefix)) as monitor,
+        running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor,
         Publisher(bootstrap, default_codec(), source="tests", signer=signer) as publisher,
     ):
         now = now_ms()
@@ -534,12 +536,16 @@ async def test_another_tenants_work_is_refused_and_audited(
 
 
 async def test_the_sdk_mints_a_short_token_from_its_signing_key(
-    bootstrap: str, database_url: str, scene: Scene, tmp_path: Path, red_team: RedTeam
+    bootstrap: str,
+    database_for: Callable[[str], str],
+    scene: Scene,
+    tmp_path: Path,
+    red_team: RedTeam,
 ) -> None:
     def client(**given: Any) -> LeptonClient:
         settings = Settings(
             kafka_bootstrap=bootstrap,
-            database_url=database_url,
+            database_url=database_for("client"),
             topic_prefix=scene.prefix,
             monitor_url=scene.api.rstrip("/"),
             **given,
