@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
     from lepton.bus import BatchHandler
+    from lepton.config import Settings
 
 __all__ = ["MonitorService", "build", "create_app", "main"]
 
@@ -98,6 +100,7 @@ class MonitorService:
                     self._relay_denials,
                 )
             ],
+            production_checks=[_tokens_stay_on_this_machine],
         )
 
     def _guarded(
@@ -311,6 +314,23 @@ class MonitorService:
 
 def build(settings: MonitorSettings | None = None) -> MonitorService:
     return MonitorService(settings or MonitorSettings())
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only "localhost" is known to stay on this machine
+        return host == "localhost"
+
+
+def _tokens_stay_on_this_machine(settings: Settings) -> str | None:
+    # The monitor speaks plain HTTP: bearer tokens must not cross a network in clear.
+    if isinstance(settings, MonitorSettings) and not _loopback(settings.monitor_host):
+        return (
+            f"LEPTON_MONITOR_HOST is {settings.monitor_host}: the monitor speaks plain HTTP, "
+            "so bind it to loopback behind a TLS-terminating proxy"
+        )
+    return None
 
 
 def create_app(settings: MonitorSettings | None = None) -> Service:

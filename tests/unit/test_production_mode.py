@@ -69,3 +69,26 @@ def test_a_superuser_database_login_is_refused() -> None:
     (refusal,) = refusals(settings, "evaluator")
     assert refusal.startswith("LEPTON_DATABASE_URL logs in as a superuser")
     assert "give the evaluator its own login" in refusal
+
+
+@pytest.mark.parametrize(
+    ("host", "refused"),
+    [
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("monitor.example", True),
+    ],
+)
+def test_the_monitor_keeps_its_plain_http_on_loopback(host: str, refused: bool) -> None:
+    from services.monitor.app import create_app as monitor_app
+    from services.monitor.settings import MonitorSettings
+
+    settings = MonitorSettings(
+        env="production", identity_key=SecretStr(MASTER.to_text()), monitor_host=host, **CONFIGURED
+    )
+    found = refusals(settings, "monitor", monitor_app(settings).production_checks)
+    assert bool(found) is refused
+    if refused:
+        assert found[0].startswith(f"LEPTON_MONITOR_HOST is {host}")
