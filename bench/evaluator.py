@@ -165,6 +165,8 @@ async def _through_service(
                 database_url=database_url,
                 topic_prefix=space.prefix,
                 log_level="warning",
+                # <root>/<tenant>/<model>.skops: the evaluator reads only under its root.
+                artifact_root=str(Path(ready["artifact_uri"]).parents[1]),
                 evaluator_predict_max_rows=REQUEST_ROWS,
             )
         )

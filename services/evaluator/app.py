@@ -49,7 +49,7 @@ class Evaluator:
             max_importance_rows=settings.evaluator_importance_max_rows,
             importance_repeats=settings.evaluator_importance_repeats,
         )
-        self.models = ModelCache(settings.evaluator_model_cache)
+        self.models = ModelCache(settings.evaluator_model_cache, settings.artifact_store())
 
     async def handler(self, context: Context) -> Handler:
         ready = ModelReadyHandler(context, self.settings, self.policies, self.config, self.models)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lepton.data import artifacts
 from services.evaluator.failures import ArtifactInvalid
 from services.evaluator.inputs import InputSchema, input_schema
+
+if TYPE_CHECKING:
+    from lepton.data.artifacts import ArtifactStore
 
 __all__ = ["Loaded", "ModelCache"]
 
@@ -26,10 +29,12 @@ class Loaded:
 
 class ModelCache:
     """Loaded models by id, least recently used out first. An artifact is immutable under
-    its checksum, so a cached model never goes stale."""
+    its checksum, so a cached model never goes stale. Artifacts are read from ``store``
+    only (confined to their tenant's directory and bounded in size)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, store: ArtifactStore) -> None:
         self._size = size
+        self._store = store
         self._models: OrderedDict[str, Loaded] = OrderedDict()
 
     async def load(self, ready: dict[str, Any]) -> Loaded:
@@ -40,10 +45,15 @@ class ModelCache:
             return cached
         try:
             pipeline = await asyncio.to_thread(
-                artifacts.load, ready["artifact_uri"], ready["artifact_sha256"]
+                self._store.load,
+                ready["artifact_uri"],
+                tenant=ready["tenant"],
+                sha256=ready["artifact_sha256"],
+                format=ready["artifact_format"],
             )
-        except (artifacts.ArtifactError, OSError) as exc:
-            raise ArtifactInvalid(f"model {model_id}: {exc}") from exc
+        except artifacts.ArtifactError as exc:
+            # The reason only: it never quotes the file's content or hash.
+            raise ArtifactInvalid(f"model {model_id}: {exc}") from None
         loaded = Loaded(
             model_id, pipeline, input_schema(pipeline, list(ready["feature_columns"])), ready
         )

@@ -121,6 +121,15 @@ class ModelReadyHandler:
     async def _evaluate(
         self, ready: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        try:
+            location = plots.plots_location(
+                self.settings.evaluator_plots_root,
+                ready["artifact_uri"],
+                ready["tenant"],
+                ready["model_id"],
+            )
+        except ValueError as exc:
+            raise ArtifactInvalid(f"model {ready['model_id']}: {exc}") from None
         # The artifact (file store, a thread), the dataset (PostgreSQL) and the champion
         # to judge against (its row, then its artifact) load side by side.
         (
@@ -130,12 +139,6 @@ class ModelReadyHandler:
         ) = await asyncio.gather(self.models.load(ready), self._dataset(ready), self._rival(ready))
         evaluation, prepared = await asyncio.to_thread(
             self._evaluate_model, ready, challenger, frame
-        )
-        location = plots.plots_location(
-            self.settings.evaluator_plots_root,
-            ready["artifact_uri"],
-            ready["tenant"],
-            ready["model_id"],
         )
         # The plots (drawn from curves and matrix only) and the comparison with the
         # champion need nothing from each other: they run side by side.

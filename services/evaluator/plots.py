@@ -18,6 +18,8 @@ mpl.use("Agg")
 
 from matplotlib.figure import Figure
 
+from lepton.data.files import path_component
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -32,10 +34,14 @@ _DPI = 80
 
 def plots_location(root: str | None, artifact_uri: str, tenant: str, model_id: str) -> str:
     """Where a model's plots go: ``<root>/<tenant>/<model id>`` or, without a root, a
-    ``<model id>.plots`` directory next to the model's artifact."""
+    ``<model id>.plots`` directory next to the model's artifact.
+
+    Raises ValueError for a tenant or model id (from the event) that is not one path
+    component: it would put the plots outside their directory."""
+    model = path_component(model_id)
     if root:
-        return f"{root.rstrip('/')}/{tenant}/{model_id}"
-    return f"{artifact_uri.rsplit('/', 1)[0]}/{model_id}.plots"
+        return f"{root.rstrip('/')}/{path_component(tenant)}/{model}"
+    return f"{artifact_uri.rsplit('/', 1)[0]}/{model}.plots"
 
 
 def _lines(axes: Axes, curves: Iterable[Curve]) -> None:

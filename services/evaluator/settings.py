@@ -6,12 +6,12 @@ from pathlib import Path  # noqa: TC003 - pydantic resolves the annotations at r
 
 from pydantic import Field
 
-from lepton.config import Settings
+from lepton.data.artifacts import ArtifactSettings
 
 __all__ = ["EvaluatorSettings"]
 
 
-class EvaluatorSettings(Settings):
+class EvaluatorSettings(ArtifactSettings):
     evaluator_cv_folds: int = Field(
         default=5,
         ge=2,

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lepton.config import Settings
+from lepton.data.artifacts import ArtifactSettings
 
 __all__ = ["TrainerSettings"]
 
 
-class TrainerSettings(Settings):
-    artifact_root: str | None = Field(
-        default=None,
-        description="LEPTON_ARTIFACT_ROOT: where trained models are stored: a directory or "
-        "an fsspec URL (s3://bucket/models, with that store's fsspec package installed). "
-        "Unset: <LEPTON_STATE_DIR>/artifacts.",
-    )
+class TrainerSettings(ArtifactSettings):
     trainer_stop_grace_s: float = Field(
         default=2.0,
         gt=0,
@@ -29,6 +23,3 @@ class TrainerSettings(Settings):
         "given to a worker, whatever its grant: Python with NumPy and scikit-learn loaded "
         "maps several hundred MiB of address space before it holds any data.",
     )
-
-    def artifact_location(self) -> str:
-        return self.artifact_root or str(self.state_dir / "artifacts")

@@ -123,6 +123,7 @@ async def evaluator(
         kafka_bootstrap=bootstrap,
         database_url=database_for("evaluator"),
         topic_prefix=space.prefix,
+        artifact_root=str(data["root"] / "artifacts"),
         evaluator_predict_max_rows=50,
     )
     service = create_app(settings)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from lepton.contract.codec import Codec
-from lepton.data.artifacts import load
+from lepton.data.artifacts import ArtifactStore
 from lepton.data.modeling import model_input
 from lepton.runtime.service import Service
 from services.trainer.app import create_app
@@ -166,7 +166,9 @@ async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
     assert ready["cv_score"] > 0.8
     assert ready["dataset"] == datasets["houses"]
     assert ready["artifact_format"] == "skops"
-    model = load(ready["artifact_uri"], ready["artifact_sha256"])
+    model = ArtifactStore(str(tmp_path / "artifacts")).load(
+        ready["artifact_uri"], tenant=tenant, sha256=ready["artifact_sha256"]
+    )
     sample = pd.DataFrame({"area": [150.0], "district": ["B区"]})
     predicted = model.predict(model_input(sample))[0]
     assert 150 * 30_000 < predicted < 150 * 30_000 + 900_000

@@ -12,7 +12,7 @@ import skops.io as sio
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import FunctionTransformer
 
-from lepton.data.artifacts import ArtifactError, artifact_uri, dump, load
+from lepton.data.artifacts import ArtifactError, ArtifactStore, artifact_uri, dump
 from services.trainer.runs import (
     Verdict,
     cpu_count_for,
@@ -51,15 +51,20 @@ def test_an_artifact_loads_only_with_its_checksum(tmp_path: Path) -> None:
     model = KNeighborsClassifier(n_neighbors=1).fit(np.array([[0.0], [1.0]]), [0, 1])
     stored = dump(model, artifact_uri(str(tmp_path), "acme", "m1"))
     assert stored.uri == f"{tmp_path}/acme/m1.skops"
-    assert list(load(stored.uri, stored.sha256).predict(np.array([[0.9]]))) == [1]
+    store = ArtifactStore(str(tmp_path))
+    loaded = store.load(stored.uri, tenant="acme", sha256=stored.sha256)
+    assert list(loaded.predict(np.array([[0.9]]))) == [1]
     with pytest.raises(ArtifactError, match="does not match"):
-        load(stored.uri, "0" * 64)
+        store.load(stored.uri, tenant="acme", sha256="0" * 64)
     assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_an_artifact_needing_an_untrusted_type_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "evil.skops"
+    path = tmp_path / "acme" / "evil.skops"
+    path.parent.mkdir()
     data = sio.dumps(FunctionTransformer(func=print))
     path.write_bytes(data)
     with pytest.raises(ArtifactError, match="not trusted"):
-        load(str(path), hashlib.sha256(data).hexdigest())
+        ArtifactStore(str(tmp_path)).load(
+            str(path), tenant="acme", sha256=hashlib.sha256(data).hexdigest()
+        )

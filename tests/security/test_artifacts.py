@@ -1,0 +1,236 @@
+"""Artifacts are confined to their tenant's directory of the artifact root, bounded in size
+and read only when they are regular files; each refusal has a stable reason that never
+quotes the content or the hash of what was refused.
+
+The first part is pure logic on temporary files (an audit hook records every file Python
+opens, so "refused before anything is opened" is checked, not assumed); the integration
+part forges ``lepton.models.ready`` events at a running evaluator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from lepton.data.artifacts import (
+    CHECKSUM_MISMATCH,
+    MISSING,
+    NOT_REGULAR,
+    OUTSIDE_ROOT,
+    OUTSIDE_TENANT,
+    UNKNOWN_FORMAT,
+    UNREADABLE,
+    ArtifactError,
+    ArtifactStore,
+    StoredArtifact,
+    artifact_uri,
+    dump,
+    too_large,
+)
+from services.evaluator.settings import EvaluatorSettings
+
+# Paths Python opened while a test's `opened` list was active (sys.audit "open" events,
+# raised by os.open and open() alike).
+_recording: list[list[str]] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event == "open" and _recording and isinstance(args[0], (str, bytes, os.PathLike)):
+        _recording[-1].append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def opened() -> Iterator[list[str]]:
+    paths: list[str] = []
+    _recording.append(paths)
+    try:
+        yield paths
+    finally:
+        _recording.remove(paths)
+
+
+def a_model() -> KNeighborsClassifier:
+    return KNeighborsClassifier(n_neighbors=1).fit([[0.0], [1.0]], [0, 1])
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "root").mkdir()
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def stored(root: Path) -> StoredArtifact:
+    return dump(a_model(), artifact_uri(str(root), "acme", "m1"))
+
+
+def refusal(store: ArtifactStore, uri: str, sha256: str = "0" * 64, tenant: str = "acme") -> str:
+    with pytest.raises(ArtifactError) as refused:
+        store.load(uri, tenant=tenant, sha256=sha256)
+    return str(refused.value)
+
+
+def test_an_artifact_in_its_tenants_directory_loads(root: Path, stored: StoredArtifact) -> None:
+    store = ArtifactStore(str(root))
+    model = store.load(stored.uri, tenant="acme", sha256=stored.sha256)
+    assert list(model.predict([[0.9]])) == [1]
+    # The same file as a file:// URL, and through a path with a harmless "..".
+    store.load(f"file://{stored.uri}", tenant="acme", sha256=stored.sha256)
+    store.load(f"{root}/acme/../acme/m1.skops", tenant="acme", sha256=stored.sha256)
+
+
+def test_a_file_outside_the_root_is_refused_before_it_is_opened(
+    root: Path, tmp_path: Path, opened: list[str]
+) -> None:
+    # An attacker's own skops file with its own (correct) checksum.
+    evil = tmp_path / "evil" / "acme" / "m1.skops"
+    stored = dump(a_model(), str(evil))
+    store = ArtifactStore(str(root))
+    escaping = [
+        stored.uri,
+        f"file://{stored.uri}",
+        f"{root}/acme/../../evil/acme/m1.skops",
+        f"file://elsewhere{stored.uri}",
+        "s3://bucket/acme/m1.skops",
+    ]
+    for uri in escaping:
+        assert refusal(store, uri, stored.sha256) == OUTSIDE_ROOT, uri
+    assert str(evil) not in opened
+
+
+def test_a_symbolic_link_out_of_the_root_or_into_another_tenant_is_refused(
+    root: Path, tmp_path: Path, stored: StoredArtifact, opened: list[str]
+) -> None:
+    outside = dump(a_model(), str(tmp_path / "outside.skops"))
+    (root / "acme" / "link.skops").symlink_to(outside.uri)
+    (root / "acme" / "dir-link").symlink_to(tmp_path)
+    store = ArtifactStore(str(root))
+    assert refusal(store, f"{root}/acme/link.skops", outside.sha256) == OUTSIDE_ROOT
+    assert refusal(store, f"{root}/acme/dir-link/outside.skops", outside.sha256) == OUTSIDE_ROOT
+    # Another tenant's model, directly or through a link in one's own directory.
+    (root / "mallory").mkdir()
+    (root / "mallory" / "stolen.skops").symlink_to(stored.uri)
+    assert refusal(store, stored.uri, stored.sha256, tenant="mallory") == OUTSIDE_TENANT
+    assert (
+        refusal(store, f"{root}/mallory/stolen.skops", stored.sha256, tenant="mallory")
+        == OUTSIDE_TENANT
+    )
+    assert outside.uri not in opened
+    assert stored.uri not in opened
+
+
+def test_dev_zero_is_refused_unopened_even_inside_the_root(opened: list[str]) -> None:
+    assert refusal(ArtifactStore("/var/lib/lepton"), "/dev/zero") == OUTSIDE_ROOT
+    # A root that contains it (as the tenant "dev"): a device is not a regular file.
+    assert refusal(ArtifactStore("/"), "/dev/zero", tenant="dev") == NOT_REGULAR
+    assert "/dev/zero" not in opened
+
+
+def test_a_fifo_or_a_directory_is_not_a_regular_file(root: Path, opened: list[str]) -> None:
+    (root / "acme").mkdir()
+    fifo = root / "acme" / "pipe.skops"
+    os.mkfifo(fifo)
+    (root / "acme" / "dir.skops").mkdir()
+    store = ArtifactStore(str(root))
+    # Opening a FIFO for reading would block until a writer came: it must not happen.
+    assert refusal(store, str(fifo)) == NOT_REGULAR
+    assert refusal(store, f"{root}/acme/dir.skops") == NOT_REGULAR
+    assert str(fifo) not in opened
+
+
+def test_a_file_over_the_limit_is_refused_unread(
+    root: Path, stored: StoredArtifact, opened: list[str]
+) -> None:
+    store = ArtifactStore(str(root), max_bytes=stored.size - 1)
+    reason = refusal(store, stored.uri, stored.sha256)
+    assert reason == too_large(stored.size - 1) == f"artifact larger than {stored.size - 1} bytes"
+    assert stored.uri not in opened
+    # At the limit exactly, it loads.
+    ArtifactStore(str(root), max_bytes=stored.size).load(
+        stored.uri, tenant="acme", sha256=stored.sha256
+    )
+
+
+def test_a_read_stops_at_the_limit_when_the_size_lies() -> None:
+    # /proc files are regular and report size 0 yet have content: only the bounded read
+    # itself can stop at the limit (as it would for a file that grows while read).
+    status = os.stat("/proc/self/maps")
+    assert status.st_size == 0
+    assert refusal(ArtifactStore("/", max_bytes=100), "/proc/self/maps", tenant="proc") == (
+        too_large(100)
+    )
+
+
+def test_missing_garbage_and_altered_files_say_so_without_a_hash(root: Path, stored: Any) -> None:
+    store = ArtifactStore(str(root))
+    assert refusal(store, f"{root}/acme/nothing.skops") == MISSING
+    garbage = b"not a zip file"
+    (root / "acme" / "garbage.skops").write_bytes(garbage)
+    assert (
+        refusal(store, f"{root}/acme/garbage.skops", hashlib.sha256(garbage).hexdigest())
+        == UNREADABLE
+    )
+    reason = refusal(store, stored.uri, "ab" * 32)
+    assert reason == CHECKSUM_MISMATCH
+    assert stored.sha256 not in reason
+    with pytest.raises(ArtifactError) as refused:
+        store.load(stored.uri, tenant="acme", sha256=stored.sha256, format="pickle")
+    assert str(refused.value) == UNKNOWN_FORMAT
+
+
+@pytest.mark.parametrize("tenant", ["", ".", "..", "../acme", "a/b", "a\\b", "a\x00b"])
+def test_a_tenant_or_model_id_that_is_not_one_path_component_is_refused(
+    root: Path, tenant: str
+) -> None:
+    with pytest.raises(ArtifactError, match="tenant cannot name a directory"):
+        artifact_uri(str(root), tenant, "m1")
+    with pytest.raises(ArtifactError, match="model id cannot name a directory"):
+        artifact_uri(str(root), "acme", tenant)
+    with pytest.raises(ArtifactError, match="tenant cannot name a directory"):
+        ArtifactStore(str(root)).load(f"{root}/acme/m1.skops", tenant=tenant, sha256="0" * 64)
+
+
+def test_an_fsspec_store_is_confined_by_protocol_bucket_and_tenant_prefix() -> None:
+    model = dump(a_model(), "memory://lepton-artifacts/root/acme/m1.skops")
+    dump(a_model(), "memory://lepton-artifacts/elsewhere/acme/m1.skops")
+    dump(a_model(), "memory://lepton-artifacts/root/acme/sub/m2.skops")
+    store = ArtifactStore("memory://lepton-artifacts/root")
+    store.load(model.uri, tenant="acme", sha256=model.sha256)
+    for uri in [
+        "memory://lepton-artifacts/elsewhere/acme/m1.skops",
+        "memory://lepton-artifacts/root/acme/../../elsewhere/acme/m1.skops",
+        "memory://other-bucket/root/acme/m1.skops",
+        "file:///lepton-artifacts/root/acme/m1.skops",
+        "simplecache::memory://lepton-artifacts/root/acme/m1.skops",
+        "/lepton-artifacts/root/acme/m1.skops",
+    ]:
+        assert refusal(store, uri, model.sha256) == OUTSIDE_ROOT, uri
+    assert refusal(store, model.uri, model.sha256, tenant="mallory") == OUTSIDE_TENANT
+    assert refusal(store, "memory://lepton-artifacts/root/acme/none.skops") == MISSING
+    assert refusal(store, "memory://lepton-artifacts/root/acme/sub") == NOT_REGULAR
+    limited = ArtifactStore("memory://lepton-artifacts/root", max_bytes=10)
+    assert refusal(limited, model.uri, model.sha256) == too_large(10)
+    fsspec.filesystem("memory").rm("/lepton-artifacts", recursive=True)
+
+
+def test_the_limit_and_the_root_are_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LEPTON_ARTIFACT_MAX_BYTES", "1234")
+    monkeypatch.setenv("LEPTON_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("LEPTON_ARTIFACT_ROOT", raising=False)
+    store = EvaluatorSettings().artifact_store()
+    assert store == ArtifactStore(str(tmp_path / "artifacts"), 1234)
+    monkeypatch.delenv("LEPTON_ARTIFACT_MAX_BYTES")
+    assert EvaluatorSettings().artifact_max_bytes == 512 * 2**20
