@@ -28,7 +28,7 @@ import skops.io as sio
 from pydantic import Field
 
 from lepton.config import Settings
-from lepton.data.files import local_path, path_component
+from lepton.data.files import local_path, path_component, write_private
 from lepton.errors import LeptonError
 
 if TYPE_CHECKING:
@@ -144,15 +144,10 @@ def artifact_uri(root: str, tenant: str, model_id: str) -> str:
 
 
 def dump(model: Any, uri: str) -> StoredArtifact:
-    """Write the model; the write goes to a temporary name first so that a reader never
-    sees half a file under the final one."""
+    """Write the model (never half a file under its name; 0600 in 0700 directories when
+    local: see :func:`lepton.data.files.write_private`)."""
     data = sio.dumps(model)
-    fs, path = fsspec.core.url_to_fs(uri)
-    fs.makedirs(fs._parent(path), exist_ok=True)
-    partial = f"{path}.partial"
-    with fs.open(partial, "wb") as out:
-        out.write(data)
-    fs.mv(partial, path)
+    write_private(uri, data)
     return StoredArtifact(uri=uri, sha256=sha256_hex(data), size=len(data))
 
 

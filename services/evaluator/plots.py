@@ -2,7 +2,7 @@
 
 Drawn with matplotlib's Agg backend (no display) from the evaluation itself, so the
 pictures show exactly what the ``lepton.models.evaluated`` event carries; written
-through fsspec, so they can live wherever the artifacts live.
+locally or through fsspec, so they can live wherever the artifacts live.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import io
 import warnings
 from typing import TYPE_CHECKING
 
-import fsspec
 import matplotlib as mpl
 
 mpl.use("Agg")
 
 from matplotlib.figure import Figure
 
-from lepton.data.files import path_component
+from lepton.data.files import path_component, write_private
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -108,13 +107,11 @@ def draw(evaluation: Evaluation) -> dict[str, bytes]:
 
 
 def save(images: dict[str, bytes], location: str) -> dict[str, str]:
-    """Write each image as ``<location>/<kind>.png``; returns the URIs by kind."""
-    fs, base = fsspec.core.url_to_fs(location)
-    fs.makedirs(base, exist_ok=True)
+    """Write each image as ``<location>/<kind>.png`` (drawn from a tenant's data, so
+    written like its model: 0600 in a 0700 directory when local); returns the URIs by
+    kind."""
     uris = {}
     for kind, data in images.items():
-        path = f"{base}/{kind}.png"
-        with fs.open(path, "wb") as out:
-            out.write(data)
         uris[kind] = f"{location}/{kind}.png"
+        write_private(uris[kind], data)
     return uris

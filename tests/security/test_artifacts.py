@@ -234,3 +234,44 @@ def test_the_limit_and_the_root_are_settings(
     assert store == ArtifactStore(str(tmp_path / "artifacts"), 1234)
     monkeypatch.delenv("LEPTON_ARTIFACT_MAX_BYTES")
     assert EvaluatorSettings().artifact_max_bytes == 512 * 2**20
+
+
+def mode(path: Path | str) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_an_artifact_is_written_0600_in_0700_directories(tmp_path: Path) -> None:
+    root = tmp_path / "new-root"
+    stored = dump(a_model(), artifact_uri(str(root), "acme", "m1"))
+    assert (mode(stored.uri), mode(root / "acme"), mode(root)) == (0o600, 0o700, 0o700)
+    # A tenant's directory left from before with wider permissions is tightened.
+    (root / "older").mkdir(mode=0o755)
+    os.chmod(root / "older", 0o755)
+    dump(a_model(), artifact_uri(str(root), "older", "m1"))
+    assert mode(root / "older") == 0o700
+    assert not list(root.rglob("*.partial"))
+
+
+def test_a_planted_link_is_not_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    stored = dump(a_model(), artifact_uri(str(tmp_path / "root"), "acme", "m1"))
+    Path(stored.uri).unlink()
+    Path(stored.uri).symlink_to(victim)
+    dump(a_model(), stored.uri)  # replaces the link, never writes into its target
+    assert victim.read_bytes() == b"keep"
+    assert not Path(stored.uri).is_symlink()
+    assert mode(stored.uri) == 0o600
+
+
+def test_evaluation_plots_are_written_like_artifacts(tmp_path: Path) -> None:
+    from services.evaluator import plots
+
+    location = plots.plots_location(None, f"{tmp_path}/acme/m1.skops", "acme", "m1")
+    uris = plots.save({"roc": b"\x89PNG"}, location)
+    assert uris == {"roc": f"{tmp_path}/acme/m1.plots/roc.png"}
+    assert (mode(uris["roc"]), mode(f"{tmp_path}/acme/m1.plots")) == (0o600, 0o700)
+    with pytest.raises(ValueError, match="single path component"):
+        plots.plots_location(None, f"{tmp_path}/acme/m1.skops", "acme", "../../m1")
+    with pytest.raises(ValueError, match="single path component"):
+        plots.plots_location(str(tmp_path), "", "../acme", "m1")
