@@ -12,6 +12,9 @@ location outside the root, a device, a FIFO or a huge file is refused before any
 is opened. Each refusal is an :class:`ArtifactError` whose message is a stable reason
 (the constants below) that never quotes the content or the hash of a file.
 
+Local artifacts are written 0600 in 0700 directories. A model that reads sensitive
+columns is stored sealed (:data:`SEALED_FORMAT`, see :mod:`lepton.data.sealing`), and a
+model that does is loaded only from a sealed file.
 """
 
 from __future__ import annotations
@@ -28,10 +31,13 @@ import skops.io as sio
 from pydantic import Field
 
 from lepton.config import Settings
+from lepton.data import sealing
 from lepton.data.files import local_path, path_component, write_private
 from lepton.errors import LeptonError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lepton.data.files import Reader
 
 __all__ = [
@@ -40,10 +46,13 @@ __all__ = [
     "FORMAT",
     "MISSING",
     "NOT_REGULAR",
+    "NOT_SEALED",
     "OUTSIDE_ROOT",
     "OUTSIDE_TENANT",
+    "SEALED_FORMAT",
     "UNKNOWN_FORMAT",
     "UNREADABLE",
+    "WRONG_FORMAT",
     "ArtifactError",
     "ArtifactSettings",
     "ArtifactStore",
@@ -55,6 +64,7 @@ __all__ = [
 ]
 
 FORMAT = "skops"
+SEALED_FORMAT = sealing.FORMAT
 DEFAULT_MAX_BYTES = 512 * 2**20
 
 # Why an artifact is refused: stable texts, the end of the evaluator's dead-letter message.
@@ -63,7 +73,9 @@ OUTSIDE_TENANT = "artifact outside its tenant's directory of the artifact root"
 NOT_REGULAR = "artifact is not a regular file"
 MISSING = "artifact does not exist"
 CHECKSUM_MISMATCH = "artifact checksum does not match"
-UNKNOWN_FORMAT = "artifact format is not skops"
+UNKNOWN_FORMAT = f"artifact format is not {FORMAT} or {SEALED_FORMAT}"
+NOT_SEALED = "artifact of a model that reads sensitive columns is not encrypted"
+WRONG_FORMAT = "artifact is not in its declared format"
 UNREADABLE = "artifact is not a readable skops file"
 
 _CHUNK = 2**20
@@ -85,8 +97,9 @@ _QUOTED_TYPES = 5
 
 
 class ArtifactError(LeptonError, RuntimeError):
-    """An artifact that is refused (location, kind, size), missing, altered (checksum)
-    or needing an untrusted type; the message says which."""
+    """An artifact that is refused (location, kind, size), missing, altered (checksum),
+    not sealed when it must be, sealed for another tenant or needing an untrusted type;
+    the message says which."""
 
 
 def too_large(limit: int) -> str:
@@ -124,6 +137,7 @@ class StoredArtifact:
     uri: str
     sha256: str
     size: int
+    format: str = FORMAT
 
 
 def sha256_hex(data: bytes) -> str:
@@ -143,12 +157,29 @@ def artifact_uri(root: str, tenant: str, model_id: str) -> str:
     return f"{root.rstrip('/')}/{tenant_dir}/{model}.skops"
 
 
-def dump(model: Any, uri: str) -> StoredArtifact:
+def dump(
+    model: Any, uri: str, *, sealed_for: str | None = None, master_key: bytes | None = None
+) -> StoredArtifact:
     """Write the model (never half a file under its name; 0600 in 0700 directories when
-    local: see :func:`lepton.data.files.write_private`)."""
+    local: see :func:`lepton.data.files.write_private`).
+
+    With ``sealed_for`` (a tenant) the file is sealed with that tenant's key, derived from
+    ``master_key`` (default: ``LEPTON_MASTER_KEY``).
+    """
     data = sio.dumps(model)
+    kind = FORMAT
+    if sealed_for is not None:
+        data = _sealing(lambda: sealing.seal(data, sealed_for, master_key))
+        kind = SEALED_FORMAT
     write_private(uri, data)
-    return StoredArtifact(uri=uri, sha256=sha256_hex(data), size=len(data))
+    return StoredArtifact(uri=uri, sha256=sha256_hex(data), size=len(data), format=kind)
+
+
+def _sealing(operation: Callable[[], bytes]) -> bytes:
+    try:
+        return operation()
+    except sealing.SealingError as exc:
+        raise ArtifactError(str(exc)) from None
 
 
 def _trusted(name: str) -> bool:
@@ -177,10 +208,12 @@ def _loads(data: bytes) -> Any:
 @dataclass(frozen=True, slots=True)
 class ArtifactStore:
     """Reads artifacts from the tenants' directories under ``root``, ``max_bytes`` at
-    most."""
+    most; sealed ones are opened with keys derived from ``master_key`` (default:
+    ``LEPTON_MASTER_KEY``)."""
 
     root: str
     max_bytes: int = DEFAULT_MAX_BYTES
+    master_key: bytes | None = None
 
     def load(
         self,
@@ -189,11 +222,23 @@ class ArtifactStore:
         tenant: str,
         sha256: str,
         format: str = FORMAT,
+        sealed: bool = False,
     ) -> Any:
-        """The model at ``uri``, a model of ``tenant`` stored in ``format``."""
-        if format != FORMAT:
+        """The model at ``uri``, a model of ``tenant`` stored in ``format``.
+
+        ``sealed``: the model reads sensitive columns, so a file that is not sealed is
+        refused before it is read.
+        """
+        if format not in (FORMAT, SEALED_FORMAT):
             raise ArtifactError(UNKNOWN_FORMAT)
-        return _loads(self.read(uri, tenant=tenant, sha256=sha256))
+        if sealed and format != SEALED_FORMAT:
+            raise ArtifactError(NOT_SEALED)
+        data = self.read(uri, tenant=tenant, sha256=sha256)
+        if sealing.is_sealed(data) != (format == SEALED_FORMAT):
+            raise ArtifactError(WRONG_FORMAT)
+        if format == SEALED_FORMAT:
+            data = _sealing(lambda: sealing.unseal(data, tenant, self.master_key))
+        return _loads(data)
 
     def read(self, uri: str, *, tenant: str, sha256: str) -> bytes:
         """The bytes at ``uri``, if it lies in the tenant's directory, is a regular file of

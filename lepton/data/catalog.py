@@ -90,10 +90,11 @@ async def dataset_versions(
     name: str,
     owner: str | None = None,
     region: str | None = None,
+    version: str | None = None,
 ) -> list[DatasetVersion]:
-    """Every version of a dataset the reader may see, newest first: its columns, quality
-    summary and lineage, not its rows (so, like :func:`list_datasets`, a found dataset is
-    not audited).
+    """Every version of a dataset the reader may see (or only ``version``), newest first:
+    its columns, quality summary and lineage, not its rows (so, like
+    :func:`list_datasets`, a found dataset is not audited).
 
     Raises :class:`DatasetNotFound`, or :class:`AccessDenied` for another tenant's
     dataset that is not shared with the reader; either is recorded as a denied read.
@@ -104,19 +105,22 @@ async def dataset_versions(
         rows = await connection.fetch(
             "SELECT owner_tenant, name, version, rows, columns, quality, spec_inferred, "
             "lineage, region, created_at FROM lepton_ingest.datasets "
-            "WHERE owner_tenant = $1 AND name = $2 ORDER BY created_at DESC",
+            "WHERE owner_tenant = $1 AND name = $2 AND ($3::text IS NULL OR version = $3) "
+            "ORDER BY created_at DESC",
             owner_tenant,
             name,
+            version,
         )
         if not rows:
             refused = await connection.fetchval(
-                "SELECT lepton_ingest.read_refused($1, $2, NULL, NULL)", owner_tenant, name
+                "SELECT lepton_ingest.read_refused($1, $2, $3, NULL)", owner_tenant, name, version
             )
     if refused == "not_shared":
         detail = f"not shared with {reader_tenant}" + (f" in {region}" if region else "")
         raise AccessDenied(f"{dataset_resource(owner_tenant, name)}: {detail}")
     if refused is not None:
-        raise DatasetNotFound(f"{dataset_resource(owner_tenant, name)}: no such dataset")
+        detail = "no such dataset" + (f" version {version}" if version else "")
+        raise DatasetNotFound(f"{dataset_resource(owner_tenant, name, version)}: {detail}")
     return [
         DatasetVersion(
             owner_tenant=row["owner_tenant"],

@@ -44,13 +44,15 @@ async def read_dataset(
     region: str | None = None,
     actor: str | None = None,
     master_key: bytes | None = None,
+    omit_sensitive: bool = False,
 ) -> pd.DataFrame:
     """A dataset version (the latest when ``version`` is None) as the reader may see it.
 
     Raises :class:`DatasetNotFound` or :class:`AccessDenied` (both audited, as is each
     read). ``actor`` names the part of a service that reads (``trainer:<node>``); for a
     tenant's or the operator's login the database names the actor from the login.
-    Sensitive columns are decrypted with ``master_key`` (default: ``LEPTON_MASTER_KEY``).
+    Sensitive columns are decrypted with ``master_key`` (default: ``LEPTON_MASTER_KEY``),
+    or left out of the frame, never decrypted, with ``omit_sensitive``.
     """
     owner = owner_tenant or reader_tenant
     failure: DatasetError | None = None
@@ -89,6 +91,9 @@ async def read_dataset(
         raise failure
     assert row is not None
     columns: list[dict[str, Any]] = json.loads(row["columns"])
+    if omit_sensitive:
+        kept = [i for i, column in enumerate(columns) if not column.get("sensitive")]
+        records, columns = records.select(kept), [columns[i] for i in kept]
     return _frame(records, columns, owner, name, row["wrapped_key"], master_key)
 
 

@@ -21,7 +21,7 @@ from sklearn.preprocessing import OneHotEncoder
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ColumnsMismatch", "InputSchema", "input_schema"]
+__all__ = ["ColumnsMismatch", "InputSchema", "declared_columns_read", "input_schema"]
 
 
 class ColumnsMismatch(ValueError):
@@ -52,6 +52,14 @@ class InputSchema:
                 f"{where}: column(s) {', '.join(changed)} held numbers when the model was "
                 "trained and hold text now"
             )
+
+
+def declared_columns_read(pipeline: Any, features: list[str]) -> bool:
+    """Whether the fitted pipeline reads exactly ``features`` (its ModelReady's), when it
+    knows the columns it was fitted on (scikit-learn's ``feature_names_in_``). What a model
+    reads decides whether its artifact must be sealed, so the event's word is checked."""
+    fitted = getattr(pipeline, "feature_names_in_", None)
+    return fitted is None or [str(name) for name in fitted] == features
 
 
 def _encoder(transformer: Any) -> OneHotEncoder | None:

@@ -9,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from lepton.data import artifacts
 from services.evaluator.failures import ArtifactInvalid
-from services.evaluator.inputs import InputSchema, input_schema
+from services.evaluator.inputs import InputSchema, declared_columns_read, input_schema
 
 if TYPE_CHECKING:
     from lepton.data.artifacts import ArtifactStore
 
-__all__ = ["Loaded", "ModelCache"]
+__all__ = ["COLUMNS_UNDECLARED", "Loaded", "ModelCache"]
+
+COLUMNS_UNDECLARED = "the artifact's model reads other columns than its ModelReady lists"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +39,14 @@ class ModelCache:
         self._store = store
         self._models: OrderedDict[str, Loaded] = OrderedDict()
 
-    async def load(self, ready: dict[str, Any]) -> Loaded:
+    async def load(self, ready: dict[str, Any], *, sealed: bool = False) -> Loaded:
+        """The model a ModelReady announces; ``sealed``: it reads sensitive columns, so
+        only a sealed artifact is accepted (checked before the file is read)."""
         model_id = ready["model_id"]
         cached = self._models.get(model_id)
-        if cached is not None:
+        if cached is not None and (
+            not sealed or cached.ready["artifact_format"] == artifacts.SEALED_FORMAT
+        ):
             self._models.move_to_end(model_id)
             return cached
         try:
@@ -50,13 +56,15 @@ class ModelCache:
                 tenant=ready["tenant"],
                 sha256=ready["artifact_sha256"],
                 format=ready["artifact_format"],
+                sealed=sealed,
             )
         except artifacts.ArtifactError as exc:
             # The reason only: it never quotes the file's content or hash.
             raise ArtifactInvalid(f"model {model_id}: {exc}") from None
-        loaded = Loaded(
-            model_id, pipeline, input_schema(pipeline, list(ready["feature_columns"])), ready
-        )
+        features = list(ready["feature_columns"])
+        if not declared_columns_read(pipeline, features):
+            raise ArtifactInvalid(f"model {model_id}: {COLUMNS_UNDECLARED}")
+        loaded = Loaded(model_id, pipeline, input_schema(pipeline, features), ready)
         self._models[model_id] = loaded
         if len(self._models) > self._size:
             self._models.popitem(last=False)

@@ -1,9 +1,11 @@
-"""``lepton.models.ready``: load the artifact (checksum and trusted types checked) and the
-dataset version the model was trained on, evaluate it on the rows its trainer held out and
-by cross-validation (:mod:`services.evaluator.evaluation`), judge it against the current
-champion of its tenant's model name (:mod:`services.evaluator.promotion`), draw its plots,
-store evaluation and verdict in one transaction, then publish ``lepton.models.evaluated``
-and ``lepton.models.promoted``.
+"""``lepton.models.ready``: load the artifact (confined to its tenant's directory of the
+artifact root, bounded in size, checksum and trusted types checked; sealed if the model
+reads sensitive columns) and the dataset version the model was trained on, evaluate it
+on the rows its trainer held out and by cross-validation
+(:mod:`services.evaluator.evaluation`), judge it against the current champion of its
+tenant's model name (:mod:`services.evaluator.promotion`), draw its plots, store
+evaluation and verdict in one transaction, then publish ``lepton.models.evaluated`` and
+``lepton.models.promoted``.
 
 A redelivered model-ready is not evaluated again; if the events of the first attempt were
 stored but not published, they are published now. A model that cannot be evaluated is
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from lepton.bus import TransientError
 from lepton.data.access import DatasetError
+from lepton.data.catalog import dataset_versions
 from lepton.data.reading import read_dataset
 from services.evaluator import plots, store
 from services.evaluator.evaluation import Evaluation, Prepared, evaluate, prepare
@@ -130,13 +133,23 @@ class ModelReadyHandler:
             )
         except ValueError as exc:
             raise ArtifactInvalid(f"model {ready['model_id']}: {exc}") from None
-        # The artifact (file store, a thread), the dataset (PostgreSQL) and the champion
-        # to judge against (its row, then its artifact) load side by side.
-        (
-            challenger,
-            frame,
-            (policy, policy_problem, champion, rival, rival_note),
-        ) = await asyncio.gather(self.models.load(ready), self._dataset(ready), self._rival(ready))
+        # First, side by side, which of the dataset's columns are sensitive and the
+        # champion to judge against: a model that reads a sensitive column is loaded only
+        # from a sealed artifact, and the rows are decrypted only for a model reading them.
+        sensitive, (policy, policy_problem, champion) = await asyncio.gather(
+            self._sensitive(ready), self._champion(ready)
+        )
+        reads_sensitive = bool(_reads(ready, sensitive))
+        decrypt = reads_sensitive or (
+            champion is not None and bool(_reads(champion.ready, sensitive))
+        )
+        # The artifact (file store, a thread), the dataset (PostgreSQL) and the champion's
+        # artifact load side by side.
+        challenger, frame, (rival, rival_note) = await asyncio.gather(
+            self.models.load(ready, sealed=reads_sensitive),
+            self._dataset(ready, decrypt),
+            self._rival(champion),
+        )
         evaluation, prepared = await asyncio.to_thread(
             self._evaluate_model, ready, challenger, frame
         )
@@ -163,11 +176,11 @@ class ModelReadyHandler:
             )
         return evaluated, promoted
 
-    async def _rival(
+    async def _champion(
         self, ready: dict[str, Any]
-    ) -> tuple[Policy | None, str | None, store.Champion | None, Loaded | None, str]:
-        """The policy for the model (or why there is none), the current champion of its
-        name, that champion loaded (or why it could not be)."""
+    ) -> tuple[Policy | None, str | None, store.Champion | None]:
+        """The policy for the model (or why there is none) and the current champion of
+        its name."""
         policy: Policy | None = None
         policy_problem: str | None = None
         try:
@@ -181,16 +194,34 @@ class ModelReadyHandler:
             if policy is not None
             else None
         )
-        rival: Loaded | None = None
-        rival_note = ""
-        if champion is not None:
-            try:
-                rival = await self.models.load(champion.ready)
-            except ArtifactInvalid as exc:
-                rival_note = f"the champion's artifact could not be loaded: {exc}"
-        return policy, policy_problem, champion, rival, rival_note
+        return policy, policy_problem, champion
 
-    async def _dataset(self, ready: dict[str, Any]) -> pd.DataFrame:
+    async def _rival(self, champion: store.Champion | None) -> tuple[Loaded | None, str]:
+        """The champion loaded, or why it could not be."""
+        if champion is None:
+            return None, ""
+        try:
+            return await self.models.load(champion.ready), ""
+        except ArtifactInvalid as exc:
+            return None, f"the champion's artifact could not be loaded: {exc}"
+
+    async def _sensitive(self, ready: dict[str, Any]) -> frozenset[str]:
+        """The columns the model's dataset version declares sensitive."""
+        dataset = ready["dataset"]
+        try:
+            described = await dataset_versions(
+                self.context.pool,
+                reader_tenant=ready["tenant"],
+                name=dataset["name"],
+                owner=dataset["owner"],
+                version=dataset["version"],
+            )
+        except DatasetError as exc:
+            raise DatasetUnavailable(f"model {ready['model_id']}: {exc}") from exc
+        return frozenset(c["name"] for c in described[0].columns if c.get("sensitive"))
+
+    async def _dataset(self, ready: dict[str, Any], decrypt: bool) -> pd.DataFrame:
+        """The model's dataset version; its sensitive columns only when ``decrypt``."""
         dataset = ready["dataset"]
         try:
             return await read_dataset(
@@ -200,6 +231,7 @@ class ModelReadyHandler:
                 owner_tenant=dataset["owner"],
                 version=dataset["version"],
                 actor="evaluator",
+                omit_sensitive=not decrypt,
             )
         except DatasetError as exc:
             raise DatasetUnavailable(f"model {ready['model_id']}: {exc}") from exc
@@ -267,6 +299,11 @@ class ModelReadyHandler:
             )
             return _Assessment(evaluation, None, None)
         return _Assessment(evaluation, decision, policy)
+
+
+def _reads(ready: dict[str, Any], sensitive: frozenset[str]) -> frozenset[str]:
+    """The sensitive columns a model reads: features or target."""
+    return sensitive.intersection([*ready["feature_columns"], ready["target_column"]])
 
 
 def _plot(evaluation: Evaluation, location: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ __all__ = [
     "InvalidTask",
     "MissingTargetColumn",
     "NoUsableTrial",
+    "SensitiveTarget",
     "TooFewRows",
     "TrainingInputError",
 ]
@@ -40,6 +41,10 @@ class AlgorithmMismatch(TrainingInputError):
 
 class InvalidTask(TrainingInputError):
     pass
+
+
+class SensitiveTarget(TrainingInputError):
+    """The target is a sensitive column and the job did not allow sensitive columns."""
 
 
 class NoUsableTrial(RuntimeError):

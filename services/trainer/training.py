@@ -11,12 +11,17 @@ float64, other columns as objects with NaN for missing): that is the input contr
 stored model. A share of the rows (``holdout_fraction``) is kept out of the search and the
 refit altogether, split by :func:`lepton.data.modeling.holdout_split`, so that the evaluator
 can score the model on rows it never saw.
+
+Columns the dataset declares sensitive are never read by a model (neither features nor
+target) unless the job's ``task.options.allow_sensitive_columns`` is ``true``; a model
+that reads one says so (:attr:`TrainingResult.sensitive_columns`), and its artifact is
+then stored encrypted with its tenant's key.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +40,7 @@ from services.trainer.errors import (
     InvalidTask,
     MissingTargetColumn,
     NoUsableTrial,
+    SensitiveTarget,
     TooFewRows,
 )
 from services.trainer.pipelines import Problem, build_pipeline, candidate_families, infer_problem
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 __all__ = [
+    "ALLOW_SENSITIVE",
     "DEFAULT_HOLDOUT_FRACTION",
     "Progress",
     "SearchConfig",
@@ -56,6 +63,8 @@ __all__ = [
 
 # Rows kept out for the evaluator unless the job's task.options.holdout_fraction says.
 DEFAULT_HOLDOUT_FRACTION = 0.2
+# The task option that lets a model read the dataset's sensitive columns.
+ALLOW_SENSITIVE = "allow_sensitive_columns"
 Progress = Callable[[float, str], None]  # (percent 0..100, stage)
 
 
@@ -74,6 +83,7 @@ class SearchConfig:
     seed: int = 0
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
     n_jobs: int = 1  # threads an estimator may use: the job's granted cores
+    allow_sensitive_columns: bool = False
 
     @classmethod
     def from_task(cls, task: Mapping[str, Any], n_jobs: int = 1) -> SearchConfig:
@@ -92,6 +102,7 @@ class SearchConfig:
             seed=int(task.get("seed") or 0),
             holdout_fraction=_holdout_option(task.get("options") or {}),
             n_jobs=max(1, n_jobs),
+            allow_sensitive_columns=_allow_sensitive_option(task.get("options") or {}),
         )
 
     def check(self) -> None:
@@ -123,6 +134,13 @@ def _holdout_option(options: Mapping[str, str]) -> float:
         raise InvalidTask(f"task.options.holdout_fraction {raw!r} is not a number") from None
 
 
+def _allow_sensitive_option(options: Mapping[str, str]) -> bool:
+    raw = options.get(ALLOW_SENSITIVE, "false")
+    if raw.lower() not in ("true", "false"):
+        raise InvalidTask(f"task.options.{ALLOW_SENSITIVE} {raw[:100]!r} must be true or false")
+    return raw.lower() == "true"
+
+
 @dataclass(frozen=True, slots=True)
 class TrialRecord:
     number: int
@@ -145,24 +163,44 @@ class TrainingResult:
     feature_columns: list[str]
     trials: list[TrialRecord] = field(default_factory=list)
     seconds: float = 0.0
+    # The dataset's sensitive columns the model reads (features or target): its artifact
+    # must be encrypted when there is any.
+    sensitive_columns: list[str] = field(default_factory=list)
 
 
 def prepare(
-    frame: pd.DataFrame, config: SearchConfig
+    frame: pd.DataFrame, config: SearchConfig, sensitive: Collection[str] = ()
 ) -> tuple[pd.DataFrame, np.ndarray[Any, Any], Problem]:
     """Features, target and problem; raises a :class:`TrainingInputError` that says why
-    the data cannot be trained on as asked."""
+    the data cannot be trained on as asked.
+
+    ``sensitive``: the columns the dataset declares sensitive; they are left out of the
+    features unless the job allows them, and a sensitive target needs the same consent.
+    """
     config.check()
     target = config.target_column
+    if target in sensitive and not config.allow_sensitive_columns:
+        raise SensitiveTarget(
+            f"target column {target!r} is sensitive: a model reads it only when the job's "
+            f"task.options.{ALLOW_SENSITIVE} is true (its artifact is then encrypted)"
+        )
     if target not in frame.columns:
         raise MissingTargetColumn(
             f"target column {target!r} is not in the dataset (columns: "
             f"{', '.join(map(str, frame.columns))})"
         )
     frame = frame[frame[target].notna()]
-    features = [c for c in frame.columns if c != target]
+    left_out = set() if config.allow_sensitive_columns else set(sensitive)
+    features = [c for c in frame.columns if c != target and c not in left_out]
     if not features:
-        raise InvalidTask("the dataset has no column besides the target")
+        raise InvalidTask(
+            "the dataset has no column besides the target"
+            + (
+                f" that is not sensitive (task.options.{ALLOW_SENSITIVE} allows those)"
+                if left_out - {target}
+                else ""
+            )
+        )
     if frame[target].nunique() < 2:
         raise ConstantTarget(
             f"target column {target!r} has a single value over {len(frame)} rows: nothing to learn"
@@ -210,6 +248,7 @@ def train(
     *,
     progress: Progress | None = None,
     storage: optuna.storages.BaseStorage | str | None = None,
+    sensitive: Collection[str] = (),
     study_name: str | None = None,
     worker_index: int = 0,
     gang_size: int = 1,
@@ -220,10 +259,11 @@ def train(
 
     With ``storage`` the study is shared: each gang worker runs its share of the trial
     budget in it, and the one that refits waits for the others' trials before choosing.
+    ``sensitive``: the dataset's sensitive columns (see :func:`prepare`).
     """
     began = clock()
     report = progress or (lambda percent, stage: None)
-    X, y, problem = prepare(frame, config)
+    X, y, problem = prepare(frame, config, sensitive)
     families = candidate_families(problem, config.algorithm)
     space = parse_search_space(config.search_space, families, problem)
     families = tuple(space)
@@ -331,6 +371,7 @@ def train(
         feature_columns=[str(c) for c in X.columns],
         trials=[_record(t, families) for t in study.trials],
         seconds=clock() - began,
+        sensitive_columns=[c for c in [*X.columns, config.target_column] if c in sensitive],
     )
 
 

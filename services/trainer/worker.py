@@ -50,25 +50,37 @@ def _exit_when_orphaned() -> None:
     os._exit(_ORPHANED)
 
 
-async def _load(run: dict[str, Any]) -> Any:
+async def _load(run: dict[str, Any], allow_sensitive: bool) -> tuple[Any, frozenset[str]]:
+    """The dataset version and the names of its sensitive columns; those are left out of
+    the frame (never decrypted) unless the job allows a model to read them."""
     import asyncpg
 
+    from lepton.data.catalog import dataset_versions
     from lepton.data.reading import read_dataset
 
     assignment = run["assignment"]
     dataset = assignment["dataset"]
     connection_pool = await asyncpg.create_pool(run["database_url"], min_size=1, max_size=1)
     try:
-        return await read_dataset(
+        described = await dataset_versions(
+            connection_pool,
+            reader_tenant=assignment["tenant"],
+            name=dataset["name"],
+            owner=dataset["owner"],
+            version=dataset["version"],
+        )
+        frame = await read_dataset(
             connection_pool,
             reader_tenant=assignment["tenant"],
             name=dataset["name"],
             owner_tenant=dataset["owner"],
             version=dataset["version"],
             actor=f"trainer:{assignment['node_id']}",
+            omit_sensitive=not allow_sensitive,
         )
     finally:
         await connection_pool.close()
+    return frame, frozenset(c["name"] for c in described[0].columns if c.get("sensitive"))
 
 
 def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
@@ -90,7 +102,7 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
     config = SearchConfig.from_task(task, n_jobs=max(1, len(run["cpus"])))
     config.check()
     reporter.progress(2, "loading")
-    frame = asyncio.run(_load(run))
+    frame, sensitive = asyncio.run(_load(run, config.allow_sensitive_columns))
     reporter.progress(8, "preparing")
     gang_size = int(assignment["gang_size"])
     index = int(assignment["worker_index"])
@@ -108,6 +120,7 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
             worker_index=index,
             gang_size=gang_size,
             refit=index == 0,
+            sensitive=sensitive,
         )
     finally:
         if backend is not None:
@@ -115,8 +128,10 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
     stored = None
     if result.pipeline is not None:
         reporter.progress(96, "storing")
-        artifact = artifacts.dump(result.pipeline, run["artifact_uri"])
-        stored = {"uri": artifact.uri, "sha256": artifact.sha256, "format": artifacts.FORMAT}
+        # A model that reads sensitive columns holds their values: sealed for its tenant.
+        sealed_for = assignment["tenant"] if result.sensitive_columns else None
+        artifact = artifacts.dump(result.pipeline, run["artifact_uri"], sealed_for=sealed_for)
+        stored = {"uri": artifact.uri, "sha256": artifact.sha256, "format": artifact.format}
     return {
         "event": "result",
         "problem_type": result.problem_type,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,14 @@ def stored_model(
     model_id: str,
     model_name: str,
     dataset: dict[str, str],
+    sensitive: Collection[str] = (),
 ) -> tuple[Any, dict[str, Any]]:
-    """The fitted pipeline and the ``lepton.ModelReady`` record the trainer would publish."""
-    result = train(frame, config)
+    """The fitted pipeline and the ``lepton.ModelReady`` record the trainer would publish
+    (``sensitive``: the dataset's sensitive columns; a model reading one is sealed)."""
+    result = train(frame, config, sensitive=sensitive)
     uri = artifacts.artifact_uri(str(artifact_root), tenant, model_id)
-    stored = artifacts.dump(result.pipeline, uri)
+    sealed_for = tenant if result.sensitive_columns else None
+    stored = artifacts.dump(result.pipeline, uri, sealed_for=sealed_for)
     return result.pipeline, {
         "model_id": model_id,
         "job_id": f"job-{model_id}",
@@ -46,7 +50,7 @@ def stored_model(
         "trials": len(result.trials),
         "training_seconds": result.seconds,
         "artifact_uri": stored.uri,
-        "artifact_format": artifacts.FORMAT,
+        "artifact_format": stored.format,
         "artifact_sha256": stored.sha256,
         "holdout_fraction": config.holdout_fraction,
         "split_seed": config.seed,

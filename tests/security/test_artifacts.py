@@ -17,17 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
+import pandas as pd
 import pytest
+import skops.io as sio
 from sklearn.neighbors import KNeighborsClassifier
 
 from lepton.data.artifacts import (
     CHECKSUM_MISMATCH,
+    FORMAT,
     MISSING,
     NOT_REGULAR,
+    NOT_SEALED,
     OUTSIDE_ROOT,
     OUTSIDE_TENANT,
+    SEALED_FORMAT,
     UNKNOWN_FORMAT,
     UNREADABLE,
+    WRONG_FORMAT,
     ArtifactError,
     ArtifactStore,
     StoredArtifact,
@@ -35,7 +42,11 @@ from lepton.data.artifacts import (
     dump,
     too_large,
 )
+from lepton.data.sealing import NO_KEY, UNSEALABLE
+from services.evaluator.inputs import declared_columns_read
 from services.evaluator.settings import EvaluatorSettings
+from services.trainer.errors import InvalidTask, SensitiveTarget
+from services.trainer.training import SearchConfig, train
 
 # Paths Python opened while a test's `opened` list was active (sys.audit "open" events,
 # raised by os.open and open() alike).
@@ -275,3 +286,120 @@ def test_evaluation_plots_are_written_like_artifacts(tmp_path: Path) -> None:
         plots.plots_location(None, f"{tmp_path}/acme/m1.skops", "acme", "../../m1")
     with pytest.raises(ValueError, match="single path component"):
         plots.plots_location(str(tmp_path), "", "../acme", "m1")
+
+
+# Sensitive columns: left out of a model unless its job allows them, then sealed.
+
+MASTER = b"m" * 32
+MARKER = "NATID-000001"
+
+
+def people(rows: int = 60) -> pd.DataFrame:
+    """A table with a sensitive column of national ids (distinct, recognisable values)."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "x": rng.normal(size=rows),
+            "natid": pd.Series([f"NATID-{i:06d}" for i in range(rows)], dtype="string"),
+            "y": rng.normal(size=rows),
+        }
+    )
+
+
+def knn(allow: bool) -> SearchConfig:
+    # k-nearest neighbours keeps its training rows: the worst case for a leak.
+    options = {"allow_sensitive_columns": "true" if allow else "false"}
+    return SearchConfig.from_task(
+        {
+            "target_column": "y",
+            "algorithm": "knn",
+            "trial_budget": 1,
+            "cv_folds": 2,
+            "options": options,
+        }
+    )
+
+
+def test_a_sensitive_column_is_not_a_feature_unless_the_job_allows_it(root: Path) -> None:
+    result = train(people(), knn(allow=False), sensitive={"natid"})
+    assert result.feature_columns == ["x"]
+    assert result.sensitive_columns == []
+    stored = dump(result.pipeline, artifact_uri(str(root), "acme", "m1"))
+    assert stored.format == FORMAT
+    assert MARKER.encode() not in Path(stored.uri).read_bytes()
+    allowed = train(people(), knn(allow=True), sensitive={"natid"})
+    assert allowed.feature_columns == ["x", "natid"]
+    assert allowed.sensitive_columns == ["natid"]
+    # The proof that a plain artifact would hold them: the values are in its bytes.
+    assert MARKER.encode() in sio.dumps(allowed.pipeline)
+
+
+def test_a_sensitive_target_needs_the_same_consent_and_the_option_is_checked() -> None:
+    frame = people()
+    with pytest.raises(SensitiveTarget, match="allow_sensitive_columns"):
+        train(frame, knn(allow=False), sensitive={"y"})
+    assert train(frame, knn(allow=True), sensitive={"y"}).sensitive_columns == ["y"]
+    with pytest.raises(InvalidTask, match="no column besides the target that is not sensitive"):
+        train(frame[["natid", "y"]], knn(allow=False), sensitive={"natid"})
+    with pytest.raises(InvalidTask, match="must be true or false"):
+        SearchConfig.from_task(
+            {"target_column": "y", "options": {"allow_sensitive_columns": "yes"}}
+        )
+
+
+def test_a_model_reading_sensitive_columns_is_sealed_for_its_tenant(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed = train(people(), knn(allow=True), sensitive={"natid"})
+    uri = artifact_uri(str(root), "acme", "m1")
+    stored = dump(allowed.pipeline, uri, sealed_for="acme", master_key=MASTER)
+    assert stored.format == SEALED_FORMAT
+    data = Path(uri).read_bytes()
+    assert MARKER.encode() not in data
+    assert mode(uri) == 0o600
+    store = ArtifactStore(str(root), master_key=MASTER)
+    model = store.load(uri, tenant="acme", sha256=stored.sha256, format=SEALED_FORMAT, sealed=True)
+    assert list(model.feature_names_in_) == ["x", "natid"]
+    # Announced in another tenant's name (a copy in its directory): its key opens nothing.
+    (root / "mallory").mkdir()
+    (root / "mallory" / "m1.skops").write_bytes(data)
+    with pytest.raises(ArtifactError) as refused:
+        store.load(
+            f"{root}/mallory/m1.skops", tenant="mallory", sha256=stored.sha256, format=SEALED_FORMAT
+        )
+    assert str(refused.value) == UNSEALABLE
+    monkeypatch.delenv("LEPTON_MASTER_KEY", raising=False)
+    with pytest.raises(ArtifactError) as refused:
+        ArtifactStore(str(root)).load(
+            uri, tenant="acme", sha256=stored.sha256, format=SEALED_FORMAT
+        )
+    assert str(refused.value) == NO_KEY
+
+
+def test_a_plain_artifact_is_refused_unread_for_a_model_of_sensitive_columns(
+    root: Path, opened: list[str]
+) -> None:
+    allowed = train(people(), knn(allow=True), sensitive={"natid"})
+    plain = dump(allowed.pipeline, artifact_uri(str(root), "acme", "plain"))
+    store = ArtifactStore(str(root), master_key=MASTER)
+    with pytest.raises(ArtifactError) as refused:
+        store.load(plain.uri, tenant="acme", sha256=plain.sha256, format=FORMAT, sealed=True)
+    assert str(refused.value) == NOT_SEALED
+    assert plain.uri not in opened
+    # Nor may a file's declared format lie about it, either way.
+    with pytest.raises(ArtifactError) as refused:
+        store.load(plain.uri, tenant="acme", sha256=plain.sha256, format=SEALED_FORMAT, sealed=True)
+    assert str(refused.value) == WRONG_FORMAT
+    sealed = dump(
+        allowed.pipeline, artifact_uri(str(root), "acme", "s"), sealed_for="acme", master_key=MASTER
+    )
+    with pytest.raises(ArtifactError) as refused:
+        store.load(sealed.uri, tenant="acme", sha256=sealed.sha256, format=FORMAT)
+    assert str(refused.value) == WRONG_FORMAT
+
+
+def test_a_model_announced_with_fewer_columns_than_it_reads_is_caught() -> None:
+    allowed = train(people(), knn(allow=True), sensitive={"natid"})
+    assert declared_columns_read(allowed.pipeline, ["x", "natid"])
+    # A ModelReady hiding its sensitive feature, to have a plain artifact accepted.
+    assert not declared_columns_read(allowed.pipeline, ["x"])
