@@ -9,20 +9,30 @@ part forges ``lepton.models.ready`` events at a running evaluator.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import fsspec
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from sklearn.neighbors import KNeighborsClassifier
 
+from lepton.bus import Publisher
+from lepton.contract.codec import Codec
+from lepton.contract.topics import dead_letter_topic
 from lepton.data.artifacts import (
     CHECKSUM_MISMATCH,
     FORMAT,
@@ -42,11 +52,23 @@ from lepton.data.artifacts import (
     dump,
     too_large,
 )
+from lepton.data.reading import read_dataset
+from lepton.data.samples import house_prices
 from lepton.data.sealing import NO_KEY, UNSEALABLE
+from lepton.runtime.service import Service
+from services.evaluator import store
+from services.evaluator.app import create_app as create_evaluator
 from services.evaluator.inputs import declared_columns_read
+from services.evaluator.model_cache import COLUMNS_UNDECLARED
 from services.evaluator.settings import EvaluatorSettings
+from services.trainer.app import create_app as create_trainer
 from services.trainer.errors import InvalidTask, SensitiveTarget
+from services.trainer.node import NodeSpec
+from services.trainer.settings import TrainerSettings
 from services.trainer.training import SearchConfig, train
+from tests.integration.ingest_support import request, running_ingest, unique_tenant
+from tests.integration.model_support import stored_model
+from tests.integration.scheduler_support import Namespaced, assignment
 
 # Paths Python opened while a test's `opened` list was active (sys.audit "open" events,
 # raised by os.open and open() alike).
@@ -403,3 +425,302 @@ def test_a_model_announced_with_fewer_columns_than_it_reads_is_caught() -> None:
     assert declared_columns_read(allowed.pipeline, ["x", "natid"])
     # A ModelReady hiding its sensitive feature, to have a plain artifact accepted.
     assert not declared_columns_read(allowed.pipeline, ["x"])
+
+
+# Against the real broker and database: forged lepton.models.ready events at a running
+# evaluator, and a trainer agent training on a dataset with a sensitive column.
+
+PEOPLE_SPEC = json.dumps(
+    {
+        "columns": {
+            "x": {"type": "float"},
+            "natid": {"type": "string", "sensitive": True},
+            "y": {"type": "float"},
+        }
+    }
+)
+
+
+@pytest.fixture(scope="module")
+async def data(
+    bootstrap: str, database_url: str, codec: Codec, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """A tenant's house prices and a table of people with a sensitive column, through the
+    ingest service; the artifact root both the trainer and the evaluator use."""
+    root = tmp_path_factory.mktemp("artifacts-data")
+    tenant = unique_tenant()
+    house_prices(200).to_csv(root / "houses.csv", index=False)
+    people(80).to_csv(root / "people.csv", index=False)
+    versions: dict[str, dict[str, str]] = {}
+    async with running_ingest(bootstrap, database_url, codec, root) as ingest:
+        for name, spec in [("houses", None), ("people", PEOPLE_SPEC)]:
+            sources = [{"name": "s", "kind": "csv", "uri": f"{name}.csv"}]
+            outcome, ready = await ingest.submit(request(tenant, name, sources, spec=spec))
+            assert outcome == "ready", ready
+            versions[name] = {"name": name, "version": ready["version"], "owner": tenant}
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        frames = {
+            name: await read_dataset(pool, reader_tenant=tenant, name=name)
+            for name in ("houses", "people")
+        }
+    finally:
+        await pool.close()
+    return {"tenant": tenant, "root": root, "artifacts": root / "artifacts", **versions} | {
+        f"{name}_frame": frame for name, frame in frames.items()
+    }
+
+
+@pytest.fixture(scope="module")
+async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
+    async with Publisher(bootstrap, codec, source="tests") as publisher:
+        namespaced = Namespaced(bootstrap, codec, publisher)
+        await namespaced.create()
+        yield namespaced
+
+
+@pytest.fixture(scope="module")
+async def evaluator(
+    space: Namespaced, bootstrap: str, database_url: str, data: dict[str, Any]
+) -> AsyncIterator[Service]:
+    settings = EvaluatorSettings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_prefix=space.prefix,
+        artifact_root=str(data["artifacts"]),
+        evaluator_bootstrap_resamples=0,
+    )
+    async with running(create_evaluator(settings)) as service:
+        yield service
+
+
+@asynccontextmanager
+async def running(service: Service) -> AsyncIterator[Service]:
+    task = asyncio.create_task(service.run())
+    ready = asyncio.create_task(service.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=60, return_when="FIRST_COMPLETED")
+    if task in done:
+        task.result()
+    assert ready in done, "the service did not start"
+    try:
+        yield service
+    finally:
+        service.stop_soon()
+        await asyncio.wait_for(task, 60)
+
+
+def house_model(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """A valid ModelReady: a ridge model of the house prices, stored as the trainer does."""
+    config = SearchConfig(target_column="价格", algorithm="ridge", trial_budget=1, cv_folds=3)
+    _, ready = stored_model(
+        data["houses_frame"],
+        config,
+        artifact_root=data["artifacts"],
+        tenant=data["tenant"],
+        model_id=f"model-{uuid.uuid4().hex[:10]}",
+        model_name=name,
+        dataset=data["houses"],
+    )
+    return ready
+
+
+def forged(ready: dict[str, Any], uri: str, sha256: str) -> dict[str, Any]:
+    return ready | {
+        "model_id": f"forged-{uuid.uuid4().hex[:10]}",
+        "artifact_uri": uri,
+        "artifact_sha256": sha256,
+    }
+
+
+async def dead_letters_for(
+    space: Namespaced, keys: set[str], timeout_s: float = 120
+) -> dict[str, dict[str, str]]:
+    """The dead letters of ``lepton.models.ready`` for ``keys``, by key (read from the
+    topic's start, so the consumer may be opened after they were sent)."""
+    consumer = AIOKafkaConsumer(
+        dead_letter_topic(space.names.topic("lepton.models.ready").name),
+        bootstrap_servers=space.bootstrap,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    found: dict[str, dict[str, str]] = {}
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not keys <= found.keys():
+                message = await consumer.getone()
+                key = (message.key or b"").decode()
+                if key in keys:
+                    found[key] = {name: value.decode() for name, value in message.headers}
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.mark.integration
+async def test_forged_models_ready_are_refused_with_their_reasons_and_the_evaluator_goes_on(
+    space: Namespaced,
+    evaluator: Service,
+    data: dict[str, Any],
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    valid = house_model(data, "confined")
+    # An attacker's own skops file, with its own checksum, outside the artifact root.
+    evil = dump(a_model(), str(tmp_path / data["tenant"] / "evil.skops"))
+    # A link planted in the tenant's own directory, to a file it should never open.
+    link = data["artifacts"] / data["tenant"] / "passwd.skops"
+    link.symlink_to("/etc/passwd")
+    passwd = await asyncio.to_thread(Path("/etc/passwd").read_bytes)
+    passwd_sha = hashlib.sha256(passwd).hexdigest()
+    attacks = {
+        "outside the root": (forged(valid, evil.uri, evil.sha256), OUTSIDE_ROOT),
+        "/dev/zero": (forged(valid, "/dev/zero", "0" * 64), OUTSIDE_ROOT),
+        "the password file": (forged(valid, "/etc/passwd", passwd_sha), OUTSIDE_ROOT),
+        "a link out": (forged(valid, str(link), passwd_sha), OUTSIDE_ROOT),
+        "..": (
+            forged(valid, f"{data['artifacts']}/{data['tenant']}/../../x", "0" * 64),
+            OUTSIDE_ROOT,
+        ),
+    }
+    for ready, _ in attacks.values():
+        await space.send("lepton.models.ready", ready["model_id"], ready)
+    # The evaluator is still serving: a valid model sent after them is evaluated.
+    async with space.reader("lepton.models.evaluated") as evaluated:
+        await space.send("lepton.models.ready", valid["model_id"], valid)
+        record = await evaluated.until(lambda r: r["model_id"] == valid["model_id"], 120)
+    assert "r2" in record["metrics"]
+    letters = await dead_letters_for(space, {ready["model_id"] for ready, _ in attacks.values()})
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        for what, (ready, reason) in attacks.items():
+            headers = letters[ready["model_id"]]
+            expected = f"model {ready['model_id']}: {reason}"
+            assert (headers["dlq_error_type"], headers["dlq_error_message"]) == (
+                "ArtifactInvalid",
+                expected,
+            ), what
+            stored = await store.find(pool, ready["model_id"])
+            assert stored is not None
+            assert (stored.status, stored.error_message) == ("failed", expected), what
+            assert passwd_sha not in (stored.error_message or "")
+    finally:
+        await pool.close()
+    # Each forged message was committed: a restarted evaluator would not read it again.
+    refused = {
+        TopicPartition(headers["dlq_source_topic"], int(headers["dlq_source_partition"])): int(
+            headers["dlq_source_offset"]
+        )
+        for headers in letters.values()
+    }
+    await until_committed(space.bootstrap, space.names.group("lepton-evaluator"), refused)
+
+
+async def until_committed(
+    bootstrap: str, group: str, offsets: dict[TopicPartition, int], timeout_s: float = 60
+) -> None:
+    """Wait until ``group`` has committed past each offset (a commit announces nothing)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+
+        async def past() -> bool:
+            committed = await admin.list_consumer_group_offsets(group)
+            return all(
+                where in committed and committed[where].offset > offset
+                for where, offset in offsets.items()
+            )
+
+        async with asyncio.timeout(timeout_s):
+            while not await past():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def running_trainer(
+    space: Namespaced, bootstrap: str, database_url: str, artifacts: Path
+) -> AsyncIterator[str]:
+    node = f"n-{uuid.uuid4().hex[:8]}"
+    settings = TrainerSettings(
+        kafka_bootstrap=bootstrap,
+        database_url=database_url,
+        topic_prefix=space.prefix,
+        artifact_root=str(artifacts),
+    )
+    async with (
+        space.reader("lepton.node.heartbeats") as beats,
+        running(create_trainer(NodeSpec(node, cpus=2, memory_mib=4096), settings, 0.2)),
+    ):
+        # Its first heartbeat: it is subscribed to its assignments from here on.
+        await beats.until(lambda r: r["node_id"] == node, 60)
+        yield node
+
+
+async def trained(
+    space: Namespaced, node: str, data: dict[str, Any], **task: Any
+) -> dict[str, Any]:
+    """The ModelReady of a k-nearest-neighbours job on the people table (target y)."""
+    job = f"j-{uuid.uuid4().hex[:8]}"
+    async with (
+        space.reader("lepton.models.ready") as models,
+        space.reader("lepton.jobs.events") as events,
+    ):
+        await space.send(
+            "lepton.jobs.assigned",
+            node,
+            assignment(
+                job,
+                node,
+                data["tenant"],
+                data["people"],
+                target_column="y",
+                algorithm="knn",
+                **task,
+            ),
+        )
+        outcome = await events.until(
+            lambda r: r["job_id"] == job and r["kind"] in ("succeeded", "failed"), 180
+        )
+        assert outcome["kind"] == "succeeded", outcome
+        return await models.until(lambda r: r["job_id"] == job, 30)
+
+
+@pytest.mark.integration
+async def test_a_sensitive_column_is_left_out_unless_allowed_then_sealed_and_evaluated(
+    space: Namespaced, evaluator: Service, data: dict[str, Any], bootstrap: str, database_url: str
+) -> None:
+    async with running_trainer(space, bootstrap, database_url, data["artifacts"]) as node:
+        plain = await trained(space, node, data)
+        sealed = await trained(space, node, data, options={"allow_sensitive_columns": "true"})
+    assert plain["feature_columns"] == ["x"]
+    assert plain["artifact_format"] == FORMAT
+    assert sealed["feature_columns"] == ["x", "natid"]
+    assert sealed["artifact_format"] == SEALED_FORMAT
+    for ready in (plain, sealed):
+        path = Path(ready["artifact_uri"])
+        assert (mode(path), mode(path.parent)) == (0o600, 0o700)
+        assert MARKER.encode() not in await asyncio.to_thread(path.read_bytes)
+
+    # The evaluator opens the sealed model with the tenant's key and evaluates it.
+    async with space.reader("lepton.models.evaluated") as evaluated:
+        await space.send("lepton.models.ready", sealed["model_id"], sealed)
+        record = await evaluated.until(lambda r: r["model_id"] == sealed["model_id"], 120)
+    assert set(record["feature_importance"]) == {"x", "natid"}
+
+    # The same model stored plain, announced as it is or hiding its sensitive feature:
+    # both refused, the first before its file is read.
+    model = train(data["people_frame"], knn(allow=True), sensitive={"natid"}).pipeline
+    uri = artifact_uri(str(data["artifacts"]), data["tenant"], f"plain-{uuid.uuid4().hex[:8]}")
+    stored = dump(model, uri)
+    unsealed = forged(sealed, stored.uri, stored.sha256) | {"artifact_format": FORMAT}
+    hiding = forged(unsealed, stored.uri, stored.sha256) | {"feature_columns": ["x"]}
+    for ready in (unsealed, hiding):
+        await space.send("lepton.models.ready", ready["model_id"], ready)
+    letters = await dead_letters_for(space, {unsealed["model_id"], hiding["model_id"]})
+    assert letters[unsealed["model_id"]]["dlq_error_message"] == (
+        f"model {unsealed['model_id']}: {NOT_SEALED}"
+    )
+    assert letters[hiding["model_id"]]["dlq_error_message"] == (
+        f"model {hiding['model_id']}: {COLUMNS_UNDECLARED}"
+    )
