@@ -56,6 +56,7 @@ from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.data.sealing import NO_KEY, UNSEALABLE
 from lepton.runtime.service import Service
+from lepton.testing import impersonating
 from services.evaluator import store
 from services.evaluator.app import create_app as create_evaluator
 from services.evaluator.inputs import declared_columns_read
@@ -473,7 +474,9 @@ async def data(
 
 @pytest.fixture(scope="module")
 async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
-    async with Publisher(bootstrap, codec, source="tests") as publisher:
+    # Signed as each record's natural author: the forged models below pass the signature
+    # and lease checks (a node's own key, or a trainer gone bad), and meet the artifact's.
+    async with Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher:
         namespaced = Namespaced(bootstrap, codec, publisher)
         await namespaced.create()
         yield namespaced
