@@ -528,10 +528,13 @@ def house_model(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def forged(ready: dict[str, Any], uri: str, sha256: str) -> dict[str, Any]:
+    """``ready`` pointing elsewhere, announced by the tests' trainer (``Namespaced.send``
+    gives it that node's lease)."""
     return ready | {
         "model_id": f"forged-{uuid.uuid4().hex[:10]}",
         "artifact_uri": uri,
         "artifact_sha256": sha256,
+        "lease": None,
     }
 
 
@@ -553,7 +556,8 @@ async def dead_letters_for(
                 message = await consumer.getone()
                 key = (message.key or b"").decode()
                 if key in keys:
-                    found[key] = {name: value.decode() for name, value in message.headers}
+                    # (the signature header is binary)
+                    found[key] = {n: v.decode("utf-8", "replace") for n, v in message.headers}
     finally:
         await consumer.stop()
     return found
@@ -705,9 +709,9 @@ async def test_a_sensitive_column_is_left_out_unless_allowed_then_sealed_and_eva
         assert (mode(path), mode(path.parent)) == (0o600, 0o700)
         assert MARKER.encode() not in await asyncio.to_thread(path.read_bytes)
 
-    # The evaluator opens the sealed model with the tenant's key and evaluates it.
+    # The evaluator (reading the trainer's models.ready) opens the sealed model with the
+    # tenant's key and evaluates it.
     async with space.reader("lepton.models.evaluated") as evaluated:
-        await space.send("lepton.models.ready", sealed["model_id"], sealed)
         record = await evaluated.until(lambda r: r["model_id"] == sealed["model_id"], 120)
     assert set(record["feature_importance"]) == {"x", "natid"}
 
