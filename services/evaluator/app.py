@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lepton.contract.identity import PRINCIPAL_HEADER
 from lepton.runtime.service import Context, Service, run
 from services.evaluator import store
 from services.evaluator.evaluation import EvaluationConfig
@@ -56,7 +57,8 @@ class Evaluator:
 
         async def handle(event: Event) -> None:
             if event.type == "lepton.ModelReady":
-                await ready.handle(event.record)
+                author = event.headers.get(PRINCIPAL_HEADER, b"")
+                await ready.handle(event.record, author.decode("utf-8", "replace"))
             elif event.type == "lepton.ModelPromoted":
                 await _on_verdict(context, event.record)
 

@@ -10,12 +10,15 @@ evaluation and verdict in one transaction, then publish ``lepton.models.evaluate
 A redelivered model-ready is not evaluated again; if the events of the first attempt were
 stored but not published, they are published now. A model that cannot be evaluated is
 stored as failed and its model-ready dead-lettered with the specific error
-(:mod:`services.evaluator.failures`); nothing is promoted.
+(:mod:`services.evaluator.failures`); nothing is promoted. An artifact refused (outside
+its tenant's directory, not a regular file, too large, not sealed when it must be...) is
+also a denial on ``lepton.audit``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,7 @@ from services.evaluator.records import evaluated_record, promoted_record
 if TYPE_CHECKING:
     import pandas as pd
 
+    from lepton.contract.events import AuditEvent
     from lepton.runtime.service import Context
     from services.evaluator.evaluation import EvaluationConfig
     from services.evaluator.model_cache import Loaded, ModelCache
@@ -80,7 +84,8 @@ class ModelReadyHandler:
         self.config = config
         self.models = models
 
-    async def handle(self, ready: dict[str, Any]) -> None:
+    async def handle(self, ready: dict[str, Any], author: str = "") -> None:
+        """Evaluate ``ready``, written by ``author`` (its ``lepton-principal``)."""
         pool, log = self.context.pool, self.context.log.bind(model=ready["model_id"])
         stored = await store.find(pool, ready["model_id"])
         if stored is not None:
@@ -98,6 +103,8 @@ class ModelReadyHandler:
         except EvaluationFailed as exc:
             await store.record_failure(pool, ready, type(exc).__name__, str(exc))
             log.warning("evaluation failed", error_type=type(exc).__name__, reason=str(exc))
+            if isinstance(exc, ArtifactInvalid):
+                await self._audit_refusal(ready, author, str(exc))
             raise
         try:
             await store.record_evaluation(pool, ready, evaluated, promoted)
@@ -110,6 +117,20 @@ class ModelReadyHandler:
             verdict=promoted["verdict"] if promoted else None,
             metrics=evaluated["metrics"],
         )
+
+    async def _audit_refusal(self, ready: dict[str, Any], author: str, reason: str) -> None:
+        """An artifact the evaluator refused to read is a denial: on ``lepton.audit``."""
+        tenant = str(ready["tenant"])
+        event: AuditEvent = {
+            "actor": author[:200] or "unsigned",
+            "tenant": tenant,
+            "action": "read",
+            "resource": f"model:{tenant}/{ready['model_id']}"[:400],
+            "outcome": "denied",
+            "detail": reason[:1000],
+            "time": time.time_ns() // 1_000_000,
+        }
+        await self.context.publisher.publish(self.context.topic("lepton.audit"), tenant, event)
 
     async def _publish(self, evaluated: dict[str, Any], promoted: dict[str, Any] | None) -> None:
         context = self.context

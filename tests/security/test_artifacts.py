@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from services.trainer.training import SearchConfig, train
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
 from tests.integration.scheduler_support import Namespaced, assignment
+from tests.security.conftest import RedTeam
 
 # Paths Python opened while a test's `opened` list was active (sys.audit "open" events,
 # raised by os.open and open() alike).
@@ -444,7 +445,11 @@ PEOPLE_SPEC = json.dumps(
 
 @pytest.fixture(scope="module")
 async def data(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path_factory: pytest.TempPathFactory
+    bootstrap: str,
+    database_url: str,
+    database_for: Callable[[str], str],
+    codec: Codec,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Any]:
     """A tenant's house prices and a table of people with a sensitive column, through the
     ingest service; the artifact root both the trainer and the evaluator use."""
@@ -453,7 +458,7 @@ async def data(
     house_prices(200).to_csv(root / "houses.csv", index=False)
     people(80).to_csv(root / "people.csv", index=False)
     versions: dict[str, dict[str, str]] = {}
-    async with running_ingest(bootstrap, database_url, codec, root) as ingest:
+    async with running_ingest(bootstrap, database_for("ingest"), codec, root) as ingest:
         for name, spec in [("houses", None), ("people", PEOPLE_SPEC)]:
             sources = [{"name": "s", "kind": "csv", "uri": f"{name}.csv"}]
             outcome, ready = await ingest.submit(request(tenant, name, sources, spec=spec))
@@ -484,11 +489,11 @@ async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
 
 @pytest.fixture(scope="module")
 async def evaluator(
-    space: Namespaced, bootstrap: str, database_url: str, data: dict[str, Any]
+    space: Namespaced, bootstrap: str, database_for: Callable[[str], str], data: dict[str, Any]
 ) -> AsyncIterator[Service]:
     settings = EvaluatorSettings(
         kafka_bootstrap=bootstrap,
-        database_url=database_url,
+        database_url=database_for("evaluator"),
         topic_prefix=space.prefix,
         artifact_root=str(data["artifacts"]),
         evaluator_bootstrap_resamples=0,
@@ -570,6 +575,7 @@ async def test_forged_models_ready_are_refused_with_their_reasons_and_the_evalua
     data: dict[str, Any],
     database_url: str,
     tmp_path: Path,
+    red_team: RedTeam,
 ) -> None:
     valid = house_model(data, "confined")
     # An attacker's own skops file, with its own checksum, outside the artifact root.
@@ -580,11 +586,20 @@ async def test_forged_models_ready_are_refused_with_their_reasons_and_the_evalua
     passwd = await asyncio.to_thread(Path("/etc/passwd").read_bytes)
     passwd_sha = hashlib.sha256(passwd).hexdigest()
     attacks = {
-        "outside the root": (forged(valid, evil.uri, evil.sha256), OUTSIDE_ROOT),
+        "an attacker's skops file outside the root": (
+            forged(valid, evil.uri, evil.sha256),
+            OUTSIDE_ROOT,
+        ),
         "/dev/zero": (forged(valid, "/dev/zero", "0" * 64), OUTSIDE_ROOT),
-        "the password file": (forged(valid, "/etc/passwd", passwd_sha), OUTSIDE_ROOT),
-        "a link out": (forged(valid, str(link), passwd_sha), OUTSIDE_ROOT),
-        "..": (
+        "/etc/passwd, with its checksum": (
+            forged(valid, "/etc/passwd", passwd_sha),
+            OUTSIDE_ROOT,
+        ),
+        "a link in the tenant's directory to /etc/passwd": (
+            forged(valid, str(link), passwd_sha),
+            OUTSIDE_ROOT,
+        ),
+        "a path climbing out with ..": (
             forged(valid, f"{data['artifacts']}/{data['tenant']}/../../x", "0" * 64),
             OUTSIDE_ROOT,
         ),
@@ -602,16 +617,29 @@ async def test_forged_models_ready_are_refused_with_their_reasons_and_the_evalua
         for what, (ready, reason) in attacks.items():
             headers = letters[ready["model_id"]]
             expected = f"model {ready['model_id']}: {reason}"
-            assert (headers["dlq_error_type"], headers["dlq_error_message"]) == (
-                "ArtifactInvalid",
-                expected,
-            ), what
+            red_team.check(
+                f"lepton.models.ready whose artifact_uri is {what}",
+                f"ArtifactInvalid: {expected}",
+                f"{headers['dlq_error_type']}: {headers['dlq_error_message']}",
+            )
             stored = await store.find(pool, ready["model_id"])
             assert stored is not None
             assert (stored.status, stored.error_message) == ("failed", expected), what
             assert passwd_sha not in (stored.error_message or "")
     finally:
         await pool.close()
+    # Each refusal is a denial on lepton.audit, naming the model and the reason.
+    async with space.reader("lepton.audit") as audit:
+        for what, (ready, reason) in attacks.items():
+            resource = f"model:{data['tenant']}/{ready['model_id']}"
+            denial = await audit.until(lambda r, resource=resource: r["resource"] == resource, 60)
+            assert (denial["outcome"], denial["action"], denial["tenant"]) == (
+                "denied",
+                "read",
+                data["tenant"],
+            ), what
+            assert denial["detail"] == f"model {ready['model_id']}: {reason}"
+            assert denial["actor"] == "node:trainer"
     # Each forged message was committed: a restarted evaluator would not read it again.
     refused = {
         TopicPartition(headers["dlq_source_topic"], int(headers["dlq_source_partition"])): int(
@@ -695,9 +723,15 @@ async def trained(
 
 @pytest.mark.integration
 async def test_a_sensitive_column_is_left_out_unless_allowed_then_sealed_and_evaluated(
-    space: Namespaced, evaluator: Service, data: dict[str, Any], bootstrap: str, database_url: str
+    space: Namespaced,
+    evaluator: Service,
+    data: dict[str, Any],
+    bootstrap: str,
+    database_for: Callable[[str], str],
+    red_team: RedTeam,
 ) -> None:
-    async with running_trainer(space, bootstrap, database_url, data["artifacts"]) as node:
+    trainer_login = database_for("trainer")
+    async with running_trainer(space, bootstrap, trainer_login, data["artifacts"]) as node:
         plain = await trained(space, node, data)
         sealed = await trained(space, node, data, options={"allow_sensitive_columns": "true"})
     assert plain["feature_columns"] == ["x"]
@@ -725,9 +759,12 @@ async def test_a_sensitive_column_is_left_out_unless_allowed_then_sealed_and_eva
     for ready in (unsealed, hiding):
         await space.send("lepton.models.ready", ready["model_id"], ready)
     letters = await dead_letters_for(space, {unsealed["model_id"], hiding["model_id"]})
-    assert letters[unsealed["model_id"]]["dlq_error_message"] == (
-        f"model {unsealed['model_id']}: {NOT_SEALED}"
-    )
-    assert letters[hiding["model_id"]]["dlq_error_message"] == (
-        f"model {hiding['model_id']}: {COLUMNS_UNDECLARED}"
-    )
+    for what, ready, reason in [
+        ("an unencrypted artifact of a model reading a sensitive column", unsealed, NOT_SEALED),
+        ("that artifact announced without its sensitive feature", hiding, COLUMNS_UNDECLARED),
+    ]:
+        red_team.check(
+            f"lepton.models.ready with {what}",
+            f"model {ready['model_id']}: {reason}",
+            letters[ready["model_id"]]["dlq_error_message"],
+        )
