@@ -6,6 +6,7 @@ there, on a category of this module, and are also importable from ``lepton``)::
 
     LeptonError
     ├── LeptonTimeout                   also TimeoutError: no answer in the time given
+    ├── ConfigError                     also ValueError: a setting cannot be used as given
     ├── UnavailableError                a part of Lepton did not answer
     │   ├── BrokerUnavailableError      also RuntimeError    lepton.bus
     │   ├── DatabaseUnavailableError    also RuntimeError    lepton.runtime.database
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogMissing",
+    "ConfigError",
     "DatasetRejected",
     "LeptonError",
     "LeptonTimeout",
@@ -64,6 +66,10 @@ class LeptonError(Exception):
 
 class LeptonTimeout(LeptonError, TimeoutError):
     """No answer came in the time given."""
+
+
+class ConfigError(LeptonError, ValueError):
+    """A setting (or a file a setting names) cannot be used as given."""
 
 
 class UnavailableError(LeptonError):

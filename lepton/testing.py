@@ -27,6 +27,7 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lepton.bus import Publisher, PublishError, partition_for
+from lepton.config import KafkaAccess
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace, Topic
 
@@ -136,7 +137,7 @@ class InMemoryBroker:
 
     def publisher(self, source: str = "tests") -> Publisher:
         """A publisher on this broker (it needs no start)."""
-        return Publisher("in-memory", self.codec, source=source, transport=self)
+        return Publisher(KafkaAccess("in-memory"), self.codec, source=source, transport=self)
 
     # ------------------------------------------------------------- what tests look at
 

@@ -16,11 +16,13 @@ from lepton.contract.topics import Topic, dead_letter_topic
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from lepton.config import KafkaAccess
+
 log = logging.getLogger("lepton.bus")
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaAccess,
     topics: Iterable[Topic],
     *,
     with_dead_letters: bool = True,
@@ -30,8 +32,8 @@ async def ensure_topics(
 
     Safe to run any number of times, from several processes at once.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await _start_within(admin, connect_timeout_s, bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=30_000)
+    await _start_within(admin, connect_timeout_s, kafka)
     try:
         cluster = await admin.describe_cluster()
         replication = min(3, len(cluster["brokers"]))
@@ -78,15 +80,15 @@ async def _until_led(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: f
                 await asyncio.sleep(0.05)  # the controller is electing: nothing to await
 
 
-async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 60.0) -> None:
+async def delete_topics(
+    kafka: KafkaAccess, names: Iterable[str], *, timeout_s: float = 60.0
+) -> None:
     """Delete topics (with their data). For tests and benchmarks that made their own."""
     doomed = list(names)
     if not doomed:
         return
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    await _start_within(admin, timeout_s, bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=int(timeout_s * 1000))
+    await _start_within(admin, timeout_s, kafka)
     try:
         # A few at a time: one huge request can outlast the broker's request timeout.
         for start in range(0, len(doomed), 50):

@@ -26,6 +26,13 @@ def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("running", "[green]yes[/green]" if current.running else "[red]no[/red]")
     table.add_row("kafka", current.kafka_bootstrap or "-")
+    if current.kafka_user:
+        # Who, never the password: every actor's is in the credentials file (0600).
+        table.add_row(
+            "",
+            f"{current.kafka_security_protocol} as {current.kafka_user} "
+            f"(passwords: {current.kafka_credentials})",
+        )
     url = current.database_url
     table.add_row("postgres", redacted(url) if url else "-")
     table.add_row("state", str(current.state_dir))

@@ -39,7 +39,7 @@ from lepton.bus import (
     Transport,
     ensure_topics,
 )
-from lepton.config import Actor, Settings
+from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
@@ -192,9 +192,7 @@ class Service:
         settings = self.settings
         where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
-        await ensure_topics(
-            where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s
-        )
+        await ensure_topics(where.kafka, names.all(), connect_timeout_s=settings.connect_timeout_s)
         pool = await database.connect(where.database_url, timeout_s=settings.connect_timeout_s)
         try:
             await database.migrate(
@@ -207,7 +205,7 @@ class Service:
                 log.info("migrated", versions=applied)
             async with self._health_server(log):
                 if not self.singleton:
-                    await self._serve(where.kafka_bootstrap, None, names, pool, log, term=None)
+                    await self._serve(where.kafka, None, names, pool, log, term=None)
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
@@ -216,9 +214,7 @@ class Service:
                     log.info("leading", term=lead.term)
                     watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
                     try:
-                        await self._serve(
-                            where.kafka_bootstrap, None, names, pool, log, term=lead.term
-                        )
+                        await self._serve(where.kafka, None, names, pool, log, term=lead.term)
                     finally:
                         watchdog.cancel()
                     if lead.lost.is_set():
@@ -250,11 +246,11 @@ class Service:
         collector tuning, so that a test can run a service without servers."""
         log = structlog.get_logger(self.name).bind()
         names = Namespace(self.settings.topic_prefix)
-        await self._serve("in-memory", transport, names, pool, log, term=term)
+        await self._serve(KafkaAccess("in-memory"), transport, names, pool, log, term=term)
 
     async def _serve(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         transport: Transport | None,
         names: Namespace,
         pool: asyncpg.Pool,
@@ -264,7 +260,7 @@ class Service:
     ) -> None:
         settings = self.settings
         async with Publisher(
-            bootstrap,
+            kafka,
             default_codec(),
             source=f"lepton/{self.name}",
             client_id=settings.client_id,
@@ -276,7 +272,7 @@ class Service:
             context = Context(settings, publisher, pool, log, names, caught_up, term)
             handler = await self.handler_factory(context)
             self._subscriber = Subscriber(
-                bootstrap,
+                kafka,
                 default_codec(),
                 publisher,
                 topics=[names.topic(name) for name in self.consumes],

@@ -65,7 +65,7 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
 
     where = endpoints.resolve(settings, "admin")
     names = Namespace(settings.topic_prefix)
-    asyncio.run(ensure_topics(where.kafka_bootstrap, names.all()))
+    asyncio.run(ensure_topics(where.kafka, names.all()))
     directory = _service_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
+from lepton.config import KafkaAccess
 from lepton.runtime.service import Context, Service, run
 from services.scheduler.digester import Digester, running_digester
 from services.scheduler.settings import SchedulerSettings
@@ -31,7 +32,9 @@ CONSUMES = (
 
 
 # Starts the heartbeat digester beside the deciding process; a unit test passes a stand-in.
-StartDigester = Callable[[SchedulerSettings, str], AbstractAsyncContextManager[Digester]]
+StartDigester = Callable[
+    [SchedulerSettings, KafkaAccess], AbstractAsyncContextManager[Digester]
+]
 
 
 def create_app(
@@ -57,7 +60,7 @@ def create_app(
             await shell.rebuild()
             await shell.plan_forever()
 
-        async with start_digester(settings, context.publisher.bootstrap) as digester:
+        async with start_digester(settings, context.publisher.kafka) as digester:
             await asyncio.gather(
                 shell.instruct_forever(), shell.digest_forever(digester), after_replay()
             )

@@ -45,6 +45,8 @@ from services.scheduler.settings import SchedulerSettings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from lepton.config import KafkaAccess
+
 __all__ = ["Digester", "DigesterError", "main", "running_digester"]
 
 # How often liveness is judged.
@@ -76,13 +78,15 @@ class Digester:
 
 
 @contextlib.asynccontextmanager
-async def running_digester(settings: SchedulerSettings, bootstrap: str) -> AsyncIterator[Digester]:
-    """Start the digester with these settings; stop it when the block ends."""
-    # It needs no database, so the database URL, a secret, is not passed at all.
-    config = {
-        "bootstrap": bootstrap,
-        "settings": settings.model_dump(mode="json", exclude={"database_url"}),
-    }
+async def running_digester(
+    settings: SchedulerSettings, kafka: KafkaAccess
+) -> AsyncIterator[Digester]:
+    """Start the digester with these settings, reading Kafka as ``kafka`` (the scheduler's
+    own access); stop it when the block ends."""
+    # It needs no database, so the database URL, a secret, is not passed at all. The Kafka
+    # password goes through the pipe (the settings' dump would mask it).
+    dumped = settings.model_dump(mode="json", exclude={"database_url"})
+    config = {"settings": {**dumped, **kafka.settings()}}
     process = await start_helper("services.scheduler.digester", config)
     try:
         yield Digester(process)
@@ -140,7 +144,9 @@ async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> Non
         await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
-async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
+async def _digest(settings: SchedulerSettings) -> None:
+    kafka = settings.kafka_access()
+    assert kafka is not None, "the scheduler passes its Kafka access"
     names = Namespace(settings.topic_prefix)
     codec = default_codec()
     digest = HeartbeatDigest(
@@ -154,14 +160,14 @@ async def _digest(settings: SchedulerSettings, bootstrap: str) -> None:
         codec,
     )
     async with Publisher(
-        bootstrap,
+        kafka,
         codec,
         source="lepton/scheduler",
         client_id=settings.client_id,
         connect_timeout_s=settings.connect_timeout_s,
     ) as publisher:
         subscriber = Subscriber(
-            bootstrap,
+            kafka,
             codec,
             publisher,
             topics=[names.topic("lepton.node.heartbeats")],
@@ -194,7 +200,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     collect_less()  # as every service: it holds every node's newest heartbeat
     with contextlib.suppress(BrokenPipeError):  # the scheduler is gone: so are we
-        asyncio.run(_digest(settings, config["bootstrap"]))
+        asyncio.run(_digest(settings))
 
 
 if __name__ == "__main__":
