@@ -103,6 +103,12 @@ class KafkaAccess:
         """The Kafka principal the brokers see: ``User:<name>`` (ANONYMOUS without SASL)."""
         return f"User:{self.username if self.sasl else 'ANONYMOUS'}"
 
+    def _login(self) -> tuple[str, str]:
+        # __post_init__ checked that a SASL protocol comes with both.
+        assert self.username is not None
+        assert self.password is not None
+        return self.username, self.password.get_secret_value()
+
     def __str__(self) -> str:
         who = f" as {self.username}" if self.sasl else ""
         return f"{self.bootstrap} ({self.security_protocol}{who})"
@@ -114,10 +120,8 @@ class KafkaAccess:
             "security.protocol": self.security_protocol.lower(),
         }
         if self.sasl:
-            assert self.username is not None and self.password is not None
             config["sasl.mechanism"] = self.sasl_mechanism
-            config["sasl.username"] = self.username
-            config["sasl.password"] = self.password.get_secret_value()
+            config["sasl.username"], config["sasl.password"] = self._login()
         if self.tls:
             for key, path in (
                 ("ssl.ca.location", self.ssl_cafile),
@@ -135,10 +139,8 @@ class KafkaAccess:
             "security_protocol": self.security_protocol,
         }
         if self.sasl:
-            assert self.password is not None
             arguments["sasl_mechanism"] = self.sasl_mechanism
-            arguments["sasl_plain_username"] = self.username
-            arguments["sasl_plain_password"] = self.password.get_secret_value()
+            arguments["sasl_plain_username"], arguments["sasl_plain_password"] = self._login()
         if self.tls:
             arguments["ssl_context"] = self.ssl_context()
         return arguments
@@ -161,13 +163,12 @@ class KafkaAccess:
             f"security.protocol={self.security_protocol}",
         ]
         if self.sasl:
-            assert self.username is not None and self.password is not None
+            user, password = self._login()
             module = _LOGIN_MODULES[self.sasl_mechanism]
             lines += [
                 f"sasl.mechanism={self.sasl_mechanism}",
                 f"sasl.jaas.config={module} required "
-                f"username={_jaas_quoted(self.username)} "
-                f"password={_jaas_quoted(self.password.get_secret_value())};",
+                f"username={_jaas_quoted(user)} password={_jaas_quoted(password)};",
             ]
         if self.tls and self.ssl_cafile is not None:
             lines += ["ssl.truststore.type=PEM", f"ssl.truststore.location={self.ssl_cafile}"]
@@ -408,9 +409,7 @@ class Settings(BaseSettings):
         if self.kafka_client_properties is not None:
             given = read_client_properties(self.kafka_client_properties)
         given.update(
-            (name, value)
-            for name in _KAFKA_FIELDS
-            if (value := getattr(self, name)) is not None
+            (name, value) for name in _KAFKA_FIELDS if (value := getattr(self, name)) is not None
         )
         if given.get("kafka_bootstrap") is None:
             return None

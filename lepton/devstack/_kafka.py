@@ -14,14 +14,14 @@ import base64
 import hashlib
 import json
 import os
-import secrets
 import re
+import secrets
 import shutil
 import subprocess
 import uuid
-from typing import TYPE_CHECKING
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -30,7 +30,7 @@ from lepton.devstack._process import StackError, free_port, port_is_free, spawn,
 from lepton.devstack._tls import broker_tls
 
 if TYPE_CHECKING:
-    from lepton.config import Actor
+    from lepton.config import Actor, SaslMechanism
 
 __all__ = ["KafkaNode", "fetch_jars", "java_classpath", "pom_path", "principal"]
 
@@ -140,7 +140,7 @@ logger.apache.level = warn
 """
 
 
-_MECHANISM = "SCRAM-SHA-512"
+_MECHANISM: SaslMechanism = "SCRAM-SHA-512"
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 

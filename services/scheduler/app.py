@@ -32,9 +32,7 @@ CONSUMES = (
 
 
 # Starts the heartbeat digester beside the deciding process; a unit test passes a stand-in.
-StartDigester = Callable[
-    [SchedulerSettings, KafkaAccess], AbstractAsyncContextManager[Digester]
-]
+StartDigester = Callable[[SchedulerSettings, KafkaAccess], AbstractAsyncContextManager[Digester]]
 
 
 def create_app(

@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import Publisher, ensure_topics
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from services.scheduler.app import create_app
@@ -67,15 +68,15 @@ def job(job_id: str, *, cpu: int = 1000, memory: int = 1024, **extra: Any) -> di
 class Namespaced:
     """One test's topics, with a publisher and readers of the scheduler's outputs."""
 
-    def __init__(self, bootstrap: str, codec: Codec, publisher: Publisher) -> None:
+    def __init__(self, kafka: KafkaAccess, codec: Codec, publisher: Publisher) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
         self.names = Namespace(self.prefix)
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.codec = codec
         self.publisher = publisher
 
     async def create(self) -> None:
-        await ensure_topics(self.bootstrap, self.names.all())
+        await ensure_topics(self.kafka, self.names.all())
 
     async def send(self, declared: str, key: str, record: dict[str, Any]) -> None:
         await self.publisher.publish(self.names.topic(declared), key, record)
@@ -86,9 +87,9 @@ class Namespaced:
         value = self.codec.encode(topic.event, record)
         return topic.name, value, self.publisher.headers(topic.event)
 
-    def settings(self, bootstrap: str, database_url: str, **extra: Any) -> SchedulerSettings:
+    def settings(self, kafka: KafkaAccess, database_url: str, **extra: Any) -> SchedulerSettings:
         return SchedulerSettings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_url,
             topic_prefix=self.prefix,
             **extra,
@@ -122,7 +123,7 @@ class Namespaced:
     async def reader(self, declared: str) -> AsyncIterator[Reader]:
         consumer = AIOKafkaConsumer(
             self.names.topic(declared).name,
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.aiokafka(),
             group_id=None,
             auto_offset_reset="earliest",
         )

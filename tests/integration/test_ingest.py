@@ -9,6 +9,7 @@ import asyncpg
 import pandas as pd
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
@@ -38,11 +39,11 @@ HOUSE_SPEC = json.dumps(
 
 
 async def test_house_prices_csv_is_cleaned_stored_and_readable(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     house_prices().to_csv(tmp_path / "house.csv", index=False, sep=";", encoding="gbk")
     tenant = unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_url, codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 tenant,
@@ -97,7 +98,7 @@ async def _tables(pool: asyncpg.Pool) -> set[str]:
 
 
 async def test_parquet_jsonl_and_query_sources_are_unioned_with_aligned_columns(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     table = f"warehouse_{unique_tenant().replace('-', '_')}"
     await pool.execute(f"CREATE TABLE {table} (id bigint, amount double precision, city text)")
@@ -108,7 +109,7 @@ async def test_parquet_jsonl_and_query_sources_are_unioned_with_aligned_columns(
         encoding="utf-8",
     )
     tenant = unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_url, codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 tenant,
@@ -144,7 +145,7 @@ async def test_parquet_jsonl_and_query_sources_are_unioned_with_aligned_columns(
 
 
 async def test_join_on_keys_and_conflicting_types(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     house_prices().to_csv(tmp_path / "house.csv", index=False)
     table = f"districts_{unique_tenant().replace('-', '_')}"
@@ -152,7 +153,7 @@ async def test_join_on_keys_and_conflicting_types(
     await pool.execute(f"INSERT INTO {table} VALUES ('A区', 62000), ('B区', 45000)")
     pd.DataFrame({"区域": [1, 2], "x": [1.0, 2.0]}).to_parquet(tmp_path / "numeric.parquet")
     tenant = unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_url, codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 tenant,
@@ -195,14 +196,14 @@ async def test_join_on_keys_and_conflicting_types(
 
 
 async def test_same_content_is_one_version_and_redelivery_creates_nothing_twice(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     frame = pd.DataFrame({"id": [1, 2, 3, 3], "score": [0.5, 1.5, 2.5, 2.5]})
     frame.to_csv(tmp_path / "s.csv", index=False)
     frame.to_parquet(tmp_path / "s.parquet")
     tenant = unique_tenant()
     first = request(tenant, "scores", [{"name": "s", "kind": "csv", "uri": "s.csv"}])
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_url, codec, tmp_path) as ingest:
         before = await _tables(pool)
         _, ready = await ingest.submit(first)
         after_first = await _tables(pool)

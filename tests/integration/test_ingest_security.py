@@ -10,6 +10,7 @@ import asyncpg
 import pandas as pd
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.access import AccessDenied, DatasetNotFound
 from lepton.data.catalog import list_datasets, revoke_dataset, share_dataset
@@ -56,11 +57,11 @@ async def _audit_events(ingest, wanted: dict[str, int]) -> dict[str, list[dict]]
 
 
 async def test_rls_sharing_encryption_and_audit(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     PATIENTS.to_csv(tmp_path / "patients.csv", index=False)
     owner, partner, stranger = unique_tenant(), unique_tenant(), unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_url, codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 owner, "patients", [{"name": "p", "kind": "csv", "uri": "patients.csv"}], spec=SPEC
@@ -170,12 +171,12 @@ async def test_rls_sharing_encryption_and_audit(
 
 
 async def test_reads_never_run_as_the_superuser_session(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path: Path, pool: asyncpg.Pool
 ) -> None:
     """The pool logs in as a superuser, which bypasses RLS: reads must switch role first."""
     pd.DataFrame({"x": [1, 2]}).to_csv(tmp_path / "x.csv", index=False)
     owner, other = unique_tenant(), unique_tenant()
-    async with running_ingest(bootstrap, database_url, codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_url, codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(owner, "xs", [{"name": "x", "kind": "csv", "uri": "x.csv"}])
         )

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
+from lepton.config import KafkaAccess
 from lepton.contract.topics import Namespace
 from services.monitor.app import MonitorService, build
 from services.monitor.settings import MonitorSettings
@@ -35,9 +36,11 @@ def fresh_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
-def settings_for(bootstrap: str, database_url: str, prefix: str, **extra: Any) -> MonitorSettings:
+def settings_for(
+    kafka: KafkaAccess, database_url: str, prefix: str, **extra: Any
+) -> MonitorSettings:
     return MonitorSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_url,
         topic_prefix=prefix,
         monitor_port=0,
@@ -160,10 +163,10 @@ async def json_when(base: str, path: str, check: Callable[[Any], bool] = bool) -
 
 
 async def test_heartbeats_and_job_events_build_the_views(
-    bootstrap: str, database_url: str, publisher: Publisher
+    kafka: KafkaAccess, database_url: str, publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    async with running(settings_for(bootstrap, database_url, prefix)) as monitor:
+    async with running(settings_for(kafka, database_url, prefix)) as monitor:
         assert monitor.url is not None
         now = now_ms()
         node = f"node-{uuid.uuid4().hex[:6]}"
@@ -211,16 +214,16 @@ async def test_heartbeats_and_job_events_build_the_views(
 
 
 async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
-    bootstrap: str, database_url: str, publisher: Publisher
+    kafka: KafkaAccess, database_url: str, publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     alerts = AIOKafkaConsumer(
         topic(prefix, "lepton.alerts").name,
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         group_id=None,
         auto_offset_reset="earliest",
     )
-    async with running(settings_for(bootstrap, database_url, prefix)) as monitor:
+    async with running(settings_for(kafka, database_url, prefix)) as monitor:
         await alerts.start()
         try:
             node = f"node-{uuid.uuid4().hex[:6]}"
@@ -265,10 +268,10 @@ async def next_alert(consumer: AIOKafkaConsumer, subject: str) -> dict[str, Any]
 
 
 async def test_history_and_views_survive_a_restart(
-    bootstrap: str, database_url: str, publisher: Publisher
+    kafka: KafkaAccess, database_url: str, publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    settings = settings_for(bootstrap, database_url, prefix)
+    settings = settings_for(kafka, database_url, prefix)
     node = f"node-{uuid.uuid4().hex[:6]}"
     job = f"job-{uuid.uuid4().hex[:6]}"
     async with running(settings) as first:
@@ -311,11 +314,11 @@ async def test_history_and_views_survive_a_restart(
 
 
 async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_twice(
-    bootstrap: str, database_url: str, publisher: Publisher
+    kafka: KafkaAccess, database_url: str, publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     # Snapshots only when the test says so, and none at the "crash".
-    settings = settings_for(bootstrap, database_url, prefix, monitor_snapshot_interval_s=3600)
+    settings = settings_for(kafka, database_url, prefix, monitor_snapshot_interval_s=3600)
     requested = topic(prefix, "lepton.jobs.requested")
     async with running(settings) as first:
         assert first.url is not None
@@ -325,7 +328,7 @@ async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_tw
         await first._save(first.monitor, now_ms())  # the last snapshot before the crash
         await publisher.publish(requested, "j2", job_request("j2", submitted_at=now_ms()))
         await json_when(first.url, "/api/jobs/j2")
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**kafka.aiokafka())
         await admin.start()
         try:
 
@@ -352,10 +355,10 @@ async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_tw
 
 
 async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
-    bootstrap: str, database_url: str, publisher: Publisher
+    kafka: KafkaAccess, database_url: str, publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    async with running(settings_for(bootstrap, database_url, prefix)) as monitor:
+    async with running(settings_for(kafka, database_url, prefix)) as monitor:
         assert monitor.url is not None
         requested = topic(prefix, "lepton.jobs.requested")
         for index in range(3):
@@ -363,7 +366,7 @@ async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
             await publisher.publish(requested, "same-key", job_request(job, submitted_at=now_ms()))
         # Another service's group that read nothing yet: its lag is the three messages.
         group = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka.aiokafka(),
             group_id=prefix + "lepton-slow",
             enable_auto_commit=False,
         )
@@ -378,7 +381,7 @@ async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
         finally:
             await group.stop()
 
-        raw = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        raw = AIOKafkaProducer(**kafka.aiokafka())
         await raw.start()
         try:
             events = topic(prefix, "lepton.jobs.events").name
@@ -462,6 +465,6 @@ async def test_unknown_things_are_404_and_pages_carry_a_strict_csp(
 
 
 @pytest.fixture(scope="module")
-async def shared_monitor(bootstrap: str, database_url: str) -> AsyncIterator[MonitorService]:
-    async with running(settings_for(bootstrap, database_url, fresh_prefix())) as monitor:
+async def shared_monitor(kafka: KafkaAccess, database_url: str) -> AsyncIterator[MonitorService]:
+    async with running(settings_for(kafka, database_url, fresh_prefix())) as monitor:
         yield monitor

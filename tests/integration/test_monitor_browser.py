@@ -16,6 +16,7 @@ import pytest
 from playwright import async_api as playwright
 
 from lepton.bus import Publisher
+from lepton.config import KafkaAccess
 from tests.integration.test_monitor import (
     fresh_prefix,
     heartbeat,
@@ -61,13 +62,13 @@ def roc_evaluation(model_id: str, roc_auc: float) -> dict[str, Any]:
 
 
 async def test_dashboard_loads_shows_live_data_and_escapes_names(
-    bootstrap: str, database_url: str, publisher: Publisher, tmp_path: Path
+    kafka: KafkaAccess, database_url: str, publisher: Publisher, tmp_path: Path
 ) -> None:
     prefix = fresh_prefix()
     node = f"node-{uuid.uuid4().hex[:6]}"
     job = f"job-{uuid.uuid4().hex[:6]}"
     async with (
-        running(settings_for(bootstrap, database_url, prefix)) as monitor,
+        running(settings_for(kafka, database_url, prefix)) as monitor,
         playwright.async_playwright() as driver,
     ):
         assert monitor.url is not None

@@ -17,6 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.artifacts import load
 from lepton.data.modeling import model_input
@@ -43,7 +44,7 @@ def houses(rows: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 async def datasets(
-    bootstrap: str, database_url: str, codec: Codec, tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaAccess, database_url: str, codec: Codec, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """Datasets created through the ingest service: owner, other tenant and versions."""
     root = tmp_path_factory.mktemp("trainer-data")
@@ -53,7 +54,7 @@ async def datasets(
     constant.to_csv(root / "constant.csv", index=False)
     houses(3).to_csv(root / "tiny.csv", index=False)
     versions: dict[str, dict[str, str]] = {}
-    async with running_ingest(bootstrap, database_url, codec, root) as ingest:
+    async with running_ingest(kafka, database_url, codec, root) as ingest:
         for tenant, name, file in [
             (owner, "houses", "houses.csv"),
             (owner, "constant", "constant.csv"),
@@ -69,17 +70,17 @@ async def datasets(
 
 
 @pytest.fixture
-async def space(bootstrap: str, codec: Codec, publisher: Any) -> Namespaced:
-    namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka: KafkaAccess, codec: Codec, publisher: Any) -> Namespaced:
+    namespaced = Namespaced(kafka, codec, publisher)
     await namespaced.create()
     return namespaced
 
 
 def settings_for(
-    space: Namespaced, bootstrap: str, database_url: str, root: Path
+    space: Namespaced, kafka: KafkaAccess, database_url: str, root: Path
 ) -> TrainerSettings:
     return TrainerSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_url,
         topic_prefix=space.prefix,
         artifact_root=str(root / "artifacts"),
@@ -89,11 +90,11 @@ def settings_for(
 
 @asynccontextmanager
 async def running_trainer(
-    space: Namespaced, node: str, bootstrap: str, database_url: str, root: Path
+    space: Namespaced, node: str, kafka: KafkaAccess, database_url: str, root: Path
 ) -> AsyncIterator[Service]:
     service = create_app(
         NodeSpec(node, cpus=2, memory_mib=4096),
-        settings_for(space, bootstrap, database_url, root),
+        settings_for(space, kafka, database_url, root),
         interval_s=0.2,
     )
     task = asyncio.create_task(service.run())
@@ -123,7 +124,7 @@ def workers() -> list[psutil.Process]:
 
 async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -135,7 +136,7 @@ async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.models.ready") as models,
         space.reader("lepton.node.heartbeats") as beats,
-        running_trainer(space, node, bootstrap, database_url, tmp_path),
+        running_trainer(space, node, kafka, database_url, tmp_path),
     ):
         await beats.until(lambda r: r["node_id"] == node)
         await space.send(
@@ -182,7 +183,7 @@ async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
 
 async def test_redelivered_and_stale_instructions_start_nothing(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -191,7 +192,7 @@ async def test_redelivered_and_stale_instructions_start_nothing(
     tenant, houses_ds = datasets["tenant"], datasets["houses"]
     async with (
         space.reader("lepton.jobs.events") as events,
-        running_trainer(space, node, bootstrap, database_url, tmp_path),
+        running_trainer(space, node, kafka, database_url, tmp_path),
     ):
         await space.send(
             "lepton.jobs.assigned", node, assignment(job, node, tenant, houses_ds, epoch=5)
@@ -215,7 +216,7 @@ async def test_redelivered_and_stale_instructions_start_nothing(
 
 async def test_a_stop_instruction_ends_the_run_promptly_and_voids_its_outcome(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -226,7 +227,7 @@ async def test_a_stop_instruction_ends_the_run_promptly_and_voids_its_outcome(
     async with (
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.node.heartbeats") as beats,
-        running_trainer(space, node, bootstrap, database_url, tmp_path),
+        running_trainer(space, node, kafka, database_url, tmp_path),
     ):
         await space.send(
             "lepton.jobs.assigned", node, assignment(job, node, tenant, houses_ds, epoch=2, **slow)
@@ -272,7 +273,7 @@ BAD_INPUTS = [
 
 async def test_bad_input_fails_with_a_specific_reason_and_the_agent_keeps_serving(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -283,7 +284,7 @@ async def test_bad_input_fails_with_a_specific_reason_and_the_agent_keeps_servin
     async with (
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.models.ready") as models,
-        running_trainer(space, node, bootstrap, database_url, tmp_path),
+        running_trainer(space, node, kafka, database_url, tmp_path),
     ):
         for name, dataset, task, _, _ in BAD_INPUTS:
             await space.send(
@@ -312,7 +313,7 @@ async def test_bad_input_fails_with_a_specific_reason_and_the_agent_keeps_servin
 
 async def test_a_restarted_agent_reports_the_runs_it_lost(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -321,7 +322,7 @@ async def test_a_restarted_agent_reports_the_runs_it_lost(
     tenant = datasets["tenant"]
     slow = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 600}
     async with space.reader("lepton.jobs.events") as events:
-        async with running_trainer(space, node, bootstrap, database_url, tmp_path):
+        async with running_trainer(space, node, kafka, database_url, tmp_path):
             await space.send(
                 "lepton.jobs.assigned",
                 node,
@@ -329,7 +330,7 @@ async def test_a_restarted_agent_reports_the_runs_it_lost(
             )
             await events.until(of(job, "progress"), 60)
         assert workers() == []  # the agent ended its worker as it went down
-        async with running_trainer(space, node, bootstrap, database_url, tmp_path):
+        async with running_trainer(space, node, kafka, database_url, tmp_path):
             lost = await events.until(of(job, "lost"), 30)
     assert (lost["node_id"], lost["lease_epoch"], lost["worker_index"]) == (node, 9, 0)
     assert node in lost["reason"]
@@ -340,7 +341,7 @@ async def test_a_restarted_agent_reports_the_runs_it_lost(
 
 async def test_a_gang_shares_one_study_and_worker_zero_reports_the_model(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -352,8 +353,8 @@ async def test_a_gang_shares_one_study_and_worker_zero_reports_the_model(
     async with (
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.models.ready") as models,
-        running_trainer(space, first, bootstrap, database_url, tmp_path),
-        running_trainer(space, second, bootstrap, database_url, tmp_path),
+        running_trainer(space, first, kafka, database_url, tmp_path),
+        running_trainer(space, second, kafka, database_url, tmp_path),
     ):
         for index, node in enumerate((first, second)):
             await space.send(
@@ -381,7 +382,7 @@ async def test_a_gang_shares_one_study_and_worker_zero_reports_the_model(
 
 async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_them_lost(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -390,7 +391,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
     slow = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 600}
     running = await start(
         [str(BIN / "lepton-trainer"), "--node-id", node, "--interval", "0.2"],
-        service_env(bootstrap, database_url, space.prefix),
+        service_env(kafka, database_url, space.prefix),
     )
     agent = running.process
     async with space.reader("lepton.jobs.events") as events:
@@ -416,7 +417,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
             if agent.returncode is None:
                 agent.kill()
                 await agent.wait()
-        async with running_trainer(space, node, bootstrap, database_url, tmp_path):
+        async with running_trainer(space, node, kafka, database_url, tmp_path):
             lost = await events.until(of(job, "lost"), 30)
     assert (lost["node_id"], lost["lease_epoch"]) == (node, 6)
     assert [r["kind"] for r in events.seen if r["job_id"] == job].count("lost") == 1
