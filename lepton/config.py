@@ -31,6 +31,7 @@ __all__ = [
     "SaslMechanism",
     "SecurityProtocol",
     "Settings",
+    "kafka_user",
     "read_client_properties",
 ]
 
@@ -39,6 +40,12 @@ __all__ = [
 # for a tenant or an operator; "admin" creates topics, roles and credentials (the stack).
 Actor = Literal["scheduler", "ingest", "trainer", "evaluator", "monitor", "client", "admin"]
 ACTORS: tuple[Actor, ...] = get_args(Actor)
+
+
+def kafka_user(actor: Actor) -> str:
+    """The SASL user an actor is, on the local stack and in the ACLs Lepton writes out."""
+    return f"lepton-{actor}"
+
 
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
 SaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]

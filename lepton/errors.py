@@ -9,6 +9,7 @@ there, on a category of this module, and are also importable from ``lepton``)::
     ├── ConfigError                     also ValueError: a setting cannot be used as given
     ├── UnavailableError                a part of Lepton did not answer
     │   ├── BrokerUnavailableError      also RuntimeError    lepton.bus
+    │   ├── TopicsMissingError          lepton.bus: and this principal may not create them
     │   ├── DatabaseUnavailableError    also RuntimeError    lepton.runtime.database
     │   ├── CatalogMissing              the database has no dataset catalog yet
     │   ├── MonitorUnavailable          the monitor's JSON API

@@ -8,10 +8,16 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from lepton.bus._publisher import _start_within
 from lepton.contract.topics import Topic, dead_letter_topic
+from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -19,6 +25,15 @@ if TYPE_CHECKING:
     from lepton.config import KafkaAccess
 
 log = logging.getLogger("lepton.bus")
+
+# Topic and cluster authorization failures: the principal may not create topics.
+_NOT_ALLOWED = frozenset(
+    {TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno}
+)
+
+
+class TopicsMissingError(UnavailableError):
+    """A declared topic is missing and this principal may not create it."""
 
 
 async def ensure_topics(
@@ -57,6 +72,12 @@ async def ensure_topics(
         for name, code, message in _topic_errors(response):
             if code == 0:
                 created.append(name)
+            elif code in _NOT_ALLOWED:
+                raise TopicsMissingError(
+                    f"topic {name} does not exist, and {kafka.principal} may not create it",
+                    "create the topics as the admin: `lepton up`, `lepton stack up`, or "
+                    "`lepton contract acls` for what an operator runs",
+                )
             elif code != TopicAlreadyExistsError.errno:
                 raise KafkaError(f"creating topic {name} failed: error {code} {message}")
         await _until_led(admin, created, timeout_s=connect_timeout_s)

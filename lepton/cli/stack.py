@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Annotated
@@ -10,12 +11,14 @@ import typer
 from rich.table import Table
 
 from lepton import devstack
+from lepton.bus import provision
 from lepton.cli._app import (
     console,
     guarded,
     stack_app,
 )
 from lepton.config import Settings
+from lepton.contract.topics import Namespace
 from lepton.runtime.database import redacted
 
 
@@ -51,6 +54,9 @@ def stack_up(
     spinner = console.status("starting Kafka and PostgreSQL…")
     with contextlib.nullcontext() if as_json else spinner:
         current = guarded(lambda: devstack.up(settings))
+        # The admin makes the topics and every actor's ACLs; services only find them.
+        admin = guarded(lambda: devstack.local_admin(settings))
+        guarded(lambda: asyncio.run(provision(admin, Namespace(settings.topic_prefix))))
     _print_status(current, as_json)
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "down",
     "endpoints",
     "is_alive",
+    "local_admin",
     "spawn",
     "status",
     "stop_process",
@@ -236,6 +237,15 @@ def down(settings: Settings) -> bool:
 def _admin_access(settings: Settings, state: dict[str, Any]) -> KafkaAccess:
     kafka, _postgres = _nodes(settings, state)
     return kafka.access("admin")
+
+
+def local_admin(settings: Settings) -> KafkaAccess:
+    """The local stack's Kafka super user (it creates topics and ACLs), whatever the
+    settings say of other clusters."""
+    state = _read_state(settings)
+    if state is None:
+        raise StackError("no local stack is running: run `lepton stack up`")
+    return _admin_access(settings, state)
 
 
 def endpoints(settings: Settings, actor: Actor = "admin") -> Endpoints:
