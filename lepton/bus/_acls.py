@@ -10,6 +10,7 @@ never touch each other's). :func:`live_grants` reads them back, for a test that 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import confluent_kafka
@@ -153,6 +154,13 @@ def _apply(
             for b in stale
         ]
         _wait(admin.delete_acls(filters, request_timeout=_TIMEOUT_S).values(), "deleting ACLs")
+    # The controller has them; the broker's authorizer applies them a moment later, and it
+    # is what answers a describe: once it shows the table, the table is in force.
+    deadline = time.monotonic() + _TIMEOUT_S
+    while (missing or stale) and set(_live(admin, _resources(grants), principals)) != wanted:
+        if time.monotonic() > deadline:
+            raise AclError("the broker did not show the ACLs it accepted in time")
+        time.sleep(0.05)
     return len(missing), len(stale)
 
 

@@ -35,6 +35,13 @@ Headers = list[tuple[str, bytes]]
 # librdkafka's header values may also be text or absent; ours are always bytes.
 _Headers = list[tuple[str, str | bytes | None]]
 
+# What the broker answers a principal that may not even describe the topic: no use waiting.
+_DENIED = frozenset(
+    {
+        confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        confluent_kafka.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
 # How long the delivery thread waits in one poll: also how soon it notices a stop.
 _POLL_S = 0.1
 
@@ -138,6 +145,8 @@ class Writer:
         while True:
             metadata = await asyncio.to_thread(self._producer.list_topics, topic, timeout_s)
             found = metadata.topics.get(topic)
+            if found is not None and found.error is not None and found.error.code() in _DENIED:
+                raise PublishError(f"not allowed to use topic {topic}: {found.error.str()}")
             if (
                 found is not None
                 and found.error is None

@@ -237,9 +237,11 @@ class GroupAccess:
 
 
 # Each consumer group belongs to the one actor whose code names it (services' groups are
-# ``lepton-<service name>``). The scheduler replays its topics outside any group, but owns
-# the name. The SDK reads outside any group. The monitor describes every Lepton group (the
-# lag it shows).
+# ``lepton-<service name>``). A librdkafka consumer given a group asks for its coordinator
+# even when it only assigns partitions: the scheduler, which replays its topics without
+# joining, and the SDK's dry-run placement (``lepton-plan``) need their group too. The
+# SDK's other readers are aiokafka's, outside any group. The monitor describes every
+# Lepton group (the lag it shows).
 CONSUMER_GROUPS: tuple[GroupAccess, ...] = (
     GroupAccess("scheduler", "lepton-scheduler"),
     GroupAccess("ingest", "lepton-ingest"),
@@ -248,6 +250,7 @@ CONSUMER_GROUPS: tuple[GroupAccess, ...] = (
     GroupAccess("evaluator", "lepton-evaluator-predict"),
     GroupAccess("monitor", "lepton-monitor"),
     GroupAccess("monitor", "lepton-", "describe", prefixed=True),
+    GroupAccess("client", "lepton-plan"),
 )
 
 # Who answers for the messages of a topic it could not handle: a consuming service writes

@@ -92,7 +92,7 @@ async def _read_cluster(kafka: KafkaAccess, names: Namespace) -> tuple[list[Node
             default_codec(),
             bus,
             topics=topics,
-            group_id="lepton-plan",
+            group_id=names.group("lepton-plan"),  # named only: a replay joins no group
             handler=read,
             replay=True,
         )
