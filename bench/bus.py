@@ -12,6 +12,11 @@ Four measurements in one run, on the same broker, with the same producer setting
 
 Records are generated before the clock starts. Prints a table; writes
 ``bench/results/bus.json``. Target: our bus >= 0.7 x raw aiokafka.
+
+Then what security costs: a broker of the benchmark's own (a temporary directory) listens
+with PLAINTEXT, SASL_PLAINTEXT (SCRAM-SHA-512) and SASL_SSL at once; our bus's produce and
+produce -> consume run through each, in turns, best of two rounds, as ratios against
+PLAINTEXT. Target: SCRAM costs <= 10 % (ratio >= 0.9).
 """
 
 from __future__ import annotations
@@ -32,12 +37,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.records import heartbeat
 from lepton import devstack
-from lepton.bus import Event, Publisher, Subscriber, ensure_topics, partition_for
+from lepton.bus import (
+    BrokerUnavailableError,
+    Event,
+    Publisher,
+    Subscriber,
+    ensure_topics,
+    partition_for,
+)
 from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Topic
-from lepton.devstack._kafka import check_java, fetch_jars, java_classpath
-from lepton.devstack._process import write_private
+from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, java_classpath
+from lepton.devstack._process import free_port, stop_process, write_private
 
 RESULTS = Path(__file__).parent / "results"
 PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
@@ -266,10 +278,75 @@ def kafka_perf_test(kafka: KafkaAccess, events: int, size: int) -> dict[str, Any
     }
 
 
+async def _answers(kafka: KafkaAccess) -> bool:
+    try:
+        await ensure_topics(kafka, [], connect_timeout_s=2)
+    except BrokerUnavailableError:
+        return False
+    return True
+
+
+def security_costs(events: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Our bus through each listener of a broker of its own: rows and ratios to PLAINTEXT."""
+    settings = Settings()
+    java = check_java(settings.java)
+    jars = fetch_jars(settings.cache_dir, settings.maven)
+    records = heartbeats(events)
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-broker-") as home:
+        node = KafkaNode.prepare(Path(home), None, tls=False)
+        taken = {node.broker_port, node.controller_port}
+        ports: list[int] = []
+        while len(ports) < 2:
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+        node.bench_ports = (ports[0], ports[1])
+        pid = node.start(java, jars, settings.kafka_heap)
+        try:
+            accesses = node.bench_access()
+            deadline = time.monotonic() + 90
+            while not asyncio.run(_answers(accesses["PLAINTEXT"])):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the benchmark's broker did not start: {node.log_path}")
+            for access in accesses.values():  # warm every path up once
+                asyncio.run(bus_produce(access, records[: events // 10], bus_send_many))
+            best: dict[tuple[str, str], Clock] = {}
+            for _round in range(2):
+                for protocol, access in accesses.items():
+                    for kind, measure in (
+                        ("produce", lambda a: bus_produce(a, records, bus_send_many)),
+                        ("produce -> consume", lambda a: bus_round_trip(a, records)),
+                    ):
+                        clock = asyncio.run(measure(access))
+                        key = (protocol, kind)
+                        if key not in best or clock.wall < best[key].wall:
+                            best[key] = clock
+        finally:
+            stop_process(pid)
+    rows = [
+        row(f"lepton {kind} over {protocol}", events, clock)
+        for (protocol, kind), clock in best.items()
+    ]
+    ratios = {
+        f"{kind}, {protocol} / PLAINTEXT"
+        + (" [target >= 0.9]" if protocol == "SASL_PLAINTEXT" else ""): round(
+            best["PLAINTEXT", kind].wall / clock.wall, 3
+        )
+        for (protocol, kind), clock in best.items()
+        if protocol != "PLAINTEXT"
+    }
+    return rows, ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--security-only", action="store_true", help="only what SASL and TLS cost")
     args = parser.parse_args()
+    if args.security_only:
+        report_security(*security_costs(args.events), args.events)
+        return
     kafka = devstack.endpoints(Settings()).kafka
     codec = default_codec()
     records = heartbeats(args.events)
@@ -282,6 +359,7 @@ def main() -> None:
         await bus_produce(kafka, records[:20_000], bus_send_many)
 
     asyncio.run(warm_up())
+    security_rows, security_ratios = security_costs(args.events // 2)
     rows = [kafka_perf_test(kafka, args.events, size)]
     raw_each = asyncio.run(raw_produce(kafka, keys, values))
     raw_batched = asyncio.run(raw_produce(kafka, keys, values, raw_send_batches))
@@ -311,6 +389,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "rows": rows,
         "ratios": ratios,
+        "security": {"rows": security_rows, "ratios": security_ratios},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(f"\nbus benchmark: {args.events} heartbeats of {size} bytes, one broker\n")
@@ -323,9 +402,19 @@ def main() -> None:
     print()
     for name, value in ratios.items():
         print(f"{name:58} {value:>10}")
+    report_security(security_rows, security_ratios, args.events // 2)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bus.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {RESULTS / 'bus.json'}")
+
+
+def report_security(rows: list[dict[str, Any]], ratios: dict[str, float], events: int) -> None:
+    print(f"\nwhat security costs: {events} heartbeats, one broker, three listeners\n")
+    for entry in rows:
+        print(f"{entry['name']:58} {entry['events_per_s']:>10,}")
+    print()
+    for name, value in ratios.items():
+        print(f"{name:58} {value:>10}")
 
 
 if __name__ == "__main__":

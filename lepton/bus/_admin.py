@@ -20,7 +20,7 @@ from lepton.contract.topics import Topic, dead_letter_topic
 from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
 
     from lepton.config import KafkaAccess
 
@@ -40,12 +40,13 @@ async def ensure_topics(
     kafka: KafkaAccess,
     topics: Iterable[Topic],
     *,
-    with_dead_letters: bool = True,
+    with_dead_letters: bool | Collection[str] = True,
     connect_timeout_s: float = 20.0,
 ) -> list[str]:
     """Create every topic (and its ``.dlq``) that does not exist yet; returns those created.
 
-    Safe to run any number of times, from several processes at once.
+    ``with_dead_letters``: a dead-letter topic for every topic, none, or for the topics
+    named. Safe to run any number of times, from several processes at once.
     """
     admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=30_000)
     await _start_within(admin, connect_timeout_s, kafka)
@@ -58,7 +59,9 @@ async def ensure_topics(
             wanted.append(
                 NewTopic(topic.name, topic.partitions, replication, topic_configs=topic.config)
             )
-            if with_dead_letters:
+            if with_dead_letters is True or (
+                not isinstance(with_dead_letters, bool) and topic.name in with_dead_letters
+            ):
                 wanted.append(
                     NewTopic(
                         dead_letter_topic(topic.name), 1, replication, topic_configs=_DLQ_CONFIG

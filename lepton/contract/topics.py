@@ -222,6 +222,23 @@ class Namespace:
     def group(self, name: str) -> str:
         return self.prefix + name
 
+    def used_by(self, actor: Actor) -> tuple[tuple[Topic, ...], frozenset[str]]:
+        """The topics ``actor`` reads or writes, and the names of those whose dead-letter
+        topic it writes: what a service checks at start (it can see no other topic). The
+        admin uses them all."""
+        if actor == "admin":
+            every = self.all()
+            return every, frozenset(topic.name for topic in every)
+        used = tuple(
+            self.topic(topic.name)
+            for topic in ALL_TOPICS
+            if actor in topic.writers or actor in topic.readers
+        )
+        dead_lettered = frozenset(
+            topic.name for topic in used if actor in topic.readers and actor in _DEAD_LETTERING
+        )
+        return used, dead_lettered
+
 
 Operation = Literal["read", "write", "describe"]
 

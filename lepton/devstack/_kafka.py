@@ -11,6 +11,7 @@ connects as. The passwords live in ``kafka/credentials.json`` (0600, in a 0700 d
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -164,6 +165,9 @@ class KafkaNode:
     broker_port: int
     controller_port: int
     tls: bool = False
+    # A benchmark's broker only (bench.bus): PLAINTEXT and SASL_SSL listeners on these
+    # ports beside the usual one, to measure what authentication and TLS cost.
+    bench_ports: tuple[int, int] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -208,6 +212,22 @@ class KafkaNode:
             password=SecretStr(password),
             ssl_cafile=self.home / "tls" / "ca.pem" if self.tls else None,
         )
+
+    def bench_access(self) -> dict[str, KafkaAccess]:
+        """The admin's access through each listener of a benchmark's broker, by protocol."""
+        assert self.bench_ports is not None
+        admin = self.access("admin")
+        plain, secure = self.bench_ports
+        return {
+            "PLAINTEXT": KafkaAccess(f"127.0.0.1:{plain}"),
+            admin.security_protocol: admin,
+            "SASL_SSL": dataclasses.replace(
+                admin,
+                bootstrap=f"127.0.0.1:{secure}",
+                security_protocol="SASL_SSL",
+                ssl_cafile=self.home / "tls" / "ca.pem",
+            ),
+        }
 
     def _credentials(self, formatted: bool) -> dict[str, str]:
         """Every principal's password: read back, or made for a storage about to be formatted."""
@@ -267,7 +287,21 @@ class KafkaNode:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
         }
-        if self.tls:
+        if self.bench_ports is not None:
+            plain, secure = self.bench_ports
+            properties["listeners"] += f",PLAIN://127.0.0.1:{plain},SECURE://127.0.0.1:{secure}"
+            properties["advertised.listeners"] += (
+                f",PLAIN://127.0.0.1:{plain},SECURE://127.0.0.1:{secure}"
+            )
+            properties["listener.security.protocol.map"] += ",PLAIN:PLAINTEXT,SECURE:SASL_SSL"
+            properties["listener.name.secure.sasl.enabled.mechanisms"] = _MECHANISM
+            properties["listener.name.secure.scram-sha-512.sasl.jaas.config"] = _jaas(
+                _SCRAM_MODULE, admin, password
+            )
+            # The unauthenticated listener is the baseline being measured, on a throwaway
+            # loopback broker: whoever comes through it may do anything.
+            properties["super.users"] += ";User:ANONYMOUS"
+        if self.tls or self.bench_ports is not None:
             tls = broker_tls(self.home / "tls")
             properties |= {
                 "ssl.keystore.type": "PEM",

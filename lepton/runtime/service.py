@@ -192,7 +192,14 @@ class Service:
         settings = self.settings
         where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
-        await ensure_topics(where.kafka, names.all(), connect_timeout_s=settings.connect_timeout_s)
+        # Only the topics this actor uses: under ACLs, it can see no other.
+        used, dead_lettered = names.used_by(self.actor)
+        await ensure_topics(
+            where.kafka,
+            used,
+            with_dead_letters=dead_lettered,
+            connect_timeout_s=settings.connect_timeout_s,
+        )
         pool = await database.connect(where.database_url, timeout_s=settings.connect_timeout_s)
         try:
             await database.migrate(

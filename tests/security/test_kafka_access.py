@@ -30,6 +30,7 @@ from lepton.bus import (
 from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Grant, Namespace, Topic, grants
+from lepton.runtime.service import Service
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
@@ -244,3 +245,53 @@ async def test_the_tls_stack_connects_only_with_its_ca(
             await produce(untrusting, codec, names, "lepton.jobs.requested")
     finally:
         await asyncio.to_thread(devstack.down, settings)
+
+
+def service_of(actor: Actor, settings: dict[str, object]) -> Service:
+    """The service that acts as ``actor``, configured with ``settings``."""
+    if actor == "scheduler":
+        from services.scheduler.app import create_app as scheduler
+        from services.scheduler.settings import SchedulerSettings
+
+        return scheduler(SchedulerSettings(**settings))
+    if actor == "ingest":
+        from services.ingest.app import create_app as ingest
+        from services.ingest.settings import IngestSettings
+
+        return ingest(IngestSettings(**settings))
+    if actor == "evaluator":
+        from services.evaluator.app import create_app as evaluator
+        from services.evaluator.settings import EvaluatorSettings
+
+        return evaluator(EvaluatorSettings(**settings))
+    if actor == "monitor":
+        from services.monitor.app import create_app as monitor
+        from services.monitor.settings import MonitorSettings
+
+        return monitor(MonitorSettings(**settings, monitor_port=0))
+    from services.trainer.app import create_app as trainer
+    from services.trainer.node import NodeSpec
+    from services.trainer.settings import TrainerSettings
+
+    return trainer(NodeSpec("probe-node"), TrainerSettings(**settings))
+
+
+@pytest.mark.parametrize("actor", ["scheduler", "ingest", "trainer", "evaluator", "monitor"])
+async def test_each_service_starts_as_its_own_principal(
+    stack_access: StackAccess, names: Namespace, database_url: str, actor: Actor, tmp_path: Path
+) -> None:
+    settings = {
+        **stack_access(actor).settings(),
+        "database_url": database_url,
+        "topic_prefix": names.prefix,
+        "state_dir": tmp_path,
+        "log_level": "warning",
+    }
+    service = service_of(actor, settings)
+    running = asyncio.create_task(service.run())
+    try:
+        await asyncio.wait_for(asyncio.shield(service.ready.wait()), 60)
+        assert not running.done(), running.exception()
+    finally:
+        service.stop_soon()
+        await asyncio.wait_for(running, 60)
