@@ -306,6 +306,12 @@ class Settings(BaseSettings):
         env_prefix="LEPTON_", env_file=".env", extra="ignore", frozen=True
     )
 
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="LEPTON_ENV: `production` makes a service refuse to start on an insecure "
+        "configuration (the local stack, a missing key, an unauthenticated listener), "
+        "naming each setting to fix.",
+    )
     kafka_bootstrap: str | None = Field(
         default=None,
         description="LEPTON_KAFKA_BOOTSTRAP: host:port[,host:port] of an existing Kafka "
@@ -355,6 +361,19 @@ class Settings(BaseSettings):
         default=None,
         description="LEPTON_DATABASE_URL: postgresql:// URL of an existing PostgreSQL "
         "database. Unset: the local stack's server. Never logged.",
+    )
+    identity_key: SecretStr | None = Field(
+        default=None,
+        description="LEPTON_IDENTITY_KEY: the master key (32 bytes, base64url) from which "
+        "every tenant's, node's and service's signing key is derived; services hold it to "
+        "verify who wrote a record. Unset: the local stack's. Never logged.",
+    )
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="LEPTON_SIGNING_KEY: this client's or trainer node's own key, "
+        "`<kind>:<name>:<key>` as `lepton auth issue` prints it; every record it writes is "
+        "signed with it. Unset: derived from the identity key when this process holds it "
+        "(a service, or an operator of the local stack). Never logged.",
     )
     state_dir: Path = Field(
         default_factory=_default_state_dir,

@@ -25,6 +25,9 @@ there, on a category of this module, and are also importable from ``lepton``)::
     │   ├── InvalidRequest              also ValueError      lepton.sdk.builders
     │   ├── DatasetRejected             the ingest service's answer
     │   └── PredictionFailed            the evaluator's answer
+    ├── IdentityError                   who acts is not proven
+    │   ├── ForgedRecordError           a record unsigned, or signed by someone else
+    │   └── InvalidTokenError           an HTTP token malformed, forged or expired
     ├── DatasetError                    lepton.data.access
     │   ├── DatasetNotFound
     │   ├── AccessDenied
@@ -43,6 +46,9 @@ __all__ = [
     "CatalogMissing",
     "ConfigError",
     "DatasetRejected",
+    "ForgedRecordError",
+    "IdentityError",
+    "InvalidTokenError",
     "LeptonError",
     "LeptonTimeout",
     "MessageError",
@@ -102,6 +108,20 @@ class MessageError(LeptonError):
 
 class RequestError(LeptonError):
     """Lepton refused a request: it was malformed, or a service answered with an error."""
+
+
+class IdentityError(LeptonError):
+    """Who sent a record or a request is not proven (:mod:`lepton.contract.identity`)."""
+
+
+class ForgedRecordError(IdentityError):
+    """A record is unsigned, or its signature does not match the principal it names."""
+
+
+class InvalidTokenError(IdentityError):
+    """An HTTP bearer token is malformed, forged or expired."""
+
+    hint = "mint a new one: `lepton auth token`"
 
 
 class DatasetRejected(RequestError):

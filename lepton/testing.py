@@ -27,18 +27,20 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lepton.bus import Publisher, PublishError, partition_for
-from lepton.config import KafkaAccess
-from lepton.contract import default_codec
-from lepton.contract.topics import Namespace, Topic
+from lepton.config import KafkaAccess, Settings
+from lepton.contract import authorship, default_codec
+from lepton.contract.identity import SIGNATURE_HEADER, IdentityKey, Principal, SigningKey
+from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
+from lepton.runtime.identity import master_key
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
     from lepton.bus import Message, Positions
     from lepton.contract.codec import Codec, Record
     from lepton.runtime.service import Service
 
-__all__ = ["Commit", "InMemoryBroker", "StoredMessage", "running"]
+__all__ = ["Commit", "InMemoryBroker", "StoredMessage", "impersonating", "leased", "running"]
 
 Headers = list[tuple[str, bytes]]
 
@@ -112,6 +114,9 @@ class InMemoryBroker:
     # The topics there are at the start (else every declared topic, unprefixed).
     topics: InitVar[Iterable[Topic] | None] = None
     codec: Codec = field(default_factory=default_codec)
+    # The installation's master key: the services run on it verify with it, and its
+    # publisher signs every record as the principal who would write it.
+    identity: IdentityKey = field(default_factory=IdentityKey.generate)
     # Every message appended and every commit, in the order they happened.
     history: list[StoredMessage | Commit] = field(default_factory=list, init=False)
     _partitions: dict[str, list[list[StoredMessage]]] = field(default_factory=dict, init=False)
@@ -136,8 +141,15 @@ class InMemoryBroker:
         return _Reader(self, group_id)
 
     def publisher(self, source: str = "tests") -> Publisher:
-        """A publisher on this broker (it needs no start)."""
-        return Publisher(KafkaAccess("in-memory"), self.codec, source=source, transport=self)
+        """A publisher on this broker (it needs no start), signing each record as the
+        principal who would write it (:func:`impersonating`)."""
+        return Publisher(
+            KafkaAccess("in-memory"),
+            self.codec,
+            source=source,
+            transport=self,
+            signer=impersonating(self.identity),
+        )
 
     # ------------------------------------------------------------- what tests look at
 
@@ -328,7 +340,7 @@ async def running(
     replaces.
     """
     broker.declare(Namespace(service.settings.topic_prefix).all())
-    task = asyncio.create_task(service.serve(broker, pool, term=term))
+    task = asyncio.create_task(service.serve(broker, pool, term=term, master=broker.identity))
     ready = asyncio.create_task(service.ready.wait())
     try:
         await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -339,3 +351,65 @@ async def running(
         ready.cancel()
         service.stop_soon()
         await task
+
+
+_TEST_OPERATOR = Principal("operator", "tests")
+_DECLARED_LONGEST_FIRST = sorted((t.name for t in ALL_TOPICS), key=len, reverse=True)
+
+
+def impersonating(
+    master: IdentityKey | None = None,
+) -> Callable[[str, bytes, Mapping[str, Any]], SigningKey]:
+    """A publisher's signer that signs each record as its natural author
+    (:func:`lepton.contract.authorship.natural_author`): for tests and load generators,
+    which hold the master key (by default the configured one,
+    :func:`lepton.runtime.identity.master_key`) and write as many nodes and tenants.
+    Topics are matched by their declared name's ending, whatever an installation's prefix."""
+    if master is None:
+        master = master_key(Settings())
+    keys: dict[Any, SigningKey] = {}
+
+    def sign_as(topic: str, key: bytes, record: Mapping[str, Any]) -> SigningKey:
+        declared = next((name for name in _DECLARED_LONGEST_FIRST if topic.endswith(name)), None)
+        principal = (
+            _TEST_OPERATOR
+            if declared is None  # a test's own topic: no rule applies to it
+            else authorship.natural_author(declared, key, record)
+        )
+        found = keys.get(principal)
+        if found is None:
+            found = keys[principal] = master.derive(principal)
+        return found
+
+    return sign_as
+
+
+def leased(
+    ready: Mapping[str, Any],
+    master: IdentityKey,
+    names: Namespace,
+    codec: Codec,
+    node: str = "trainer",
+) -> dict[str, Any]:
+    """``ready`` (a ``lepton.ModelReady``) with the lease a scheduler would have granted
+    ``node`` for its job: what a test announcing a model as a trainer must carry (the
+    natural author of a model is ``node:trainer``, see :func:`impersonating`)."""
+    assignment = {
+        "job_id": ready["job_id"],
+        "node_id": node,
+        "action": "run",
+        "worker_index": 0,
+        "gang_size": 1,
+        "lease_epoch": 1,
+        "attempt": ready.get("attempt", 0),
+        "granted": {"cpu_millicores": 1000, "memory_mib": 1024, "gpus": 0, "network_mbps": 0},
+        "tenant": ready["tenant"],
+        "task": {"kind": "train"},
+        "dataset": ready.get("dataset"),
+        "assigned_at": ready["ready_at"],
+    }
+    topic = names.topic("lepton.jobs.assigned")
+    value = codec.encode(topic.event, assignment)
+    scheduler = master.derive(Principal("service", "scheduler"))
+    signature = dict(scheduler.sign(topic.name, node.encode(), value))[SIGNATURE_HEADER]
+    return {**ready, "lease": {"assignment": value, "signature": signature}}

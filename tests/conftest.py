@@ -1,11 +1,11 @@
 """Test fixtures: the real stack (started once per session) and unique names.
 
 With ``LEPTON_KAFKA_BOOTSTRAP`` (and the ``LEPTON_KAFKA_*`` credentials, or a client
-properties file) and ``LEPTON_DATABASE_URL`` set, the suite runs against those servers;
-otherwise it starts its own stack (SASL/SCRAM and ACLs, as `lepton stack up` does) in a
-temporary state directory and stops it at the end. Tests connect as the stack's admin
-unless they ask for an actor (``stack_access``): services in a test get the admin's
-access, the security tests each actor's own.
+properties file), ``LEPTON_DATABASE_URL`` and ``LEPTON_IDENTITY_KEY`` set, the suite runs
+against those servers; otherwise it starts its own stack (SASL/SCRAM and ACLs, as `lepton
+stack up` does) in a temporary state directory and stops it at the end. Tests connect as
+the stack's admin unless they ask for an actor (``stack_access``): services in a test get
+the admin's access, the security tests each actor's own.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ from lepton.bus import Publisher, delete_topics, ensure_topics
 from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec
+from lepton.contract.identity import IdentityKey
 from lepton.contract.topics import Topic
 from lepton.devstack._kafka import fetch_jars
+from lepton.runtime.identity import master_key
+from lepton.testing import impersonating
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +40,21 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
         return
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
     devstack.up(settings)
-    try:
-        yield settings
-    finally:
-        devstack.down(settings)
+    # Every process the tests start is configured as for an existing stack: with its
+    # master identity key in the environment, as an operator would set it.
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("LEPTON_IDENTITY_KEY", devstack.identity_key(settings))
+        try:
+            yield settings
+        finally:
+            devstack.down(settings)
+
+
+@pytest.fixture(scope="session")
+def identity(endpoints: devstack.Endpoints) -> IdentityKey:
+    """The master identity key of the stack the tests run against (its services verify
+    with it): ``LEPTON_IDENTITY_KEY``, which an existing stack's tests must be given."""
+    return master_key(Settings())
 
 
 @pytest.fixture(scope="session")
@@ -129,8 +143,11 @@ async def make_topic(kafka: KafkaAccess, unique: Callable[[str], str]) -> Callab
 
 
 @pytest.fixture
-async def publisher(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Publisher]:
-    async with Publisher(kafka, codec, source="tests") as running:
+async def publisher(
+    kafka: KafkaAccess, codec: Codec, identity: IdentityKey
+) -> AsyncIterator[Publisher]:
+    """A publisher that signs each record as the principal who would write it."""
+    async with Publisher(kafka, codec, source="tests", signer=impersonating(identity)) as running:
         yield running
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from lepton.bus._acls import AclError, apply_acls, live_grants, provision, user_principal
 from lepton.bus._admin import TopicsMissingError, delete_topics, ensure_topics
+from lepton.bus._authenticator import Authenticator
 from lepton.bus._event import (
     DLQ_HEADERS,
     Event,
@@ -43,6 +44,7 @@ from lepton.bus._writer import PublishError
 __all__ = [
     "DLQ_HEADERS",
     "AclError",
+    "Authenticator",
     "BatchHandler",
     "BrokerUnavailableError",
     "Event",

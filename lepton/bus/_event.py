@@ -114,6 +114,12 @@ class Event:
         return cast("TypedRecord", self.record)
 
     @property
+    def value(self) -> bytes:
+        """The record's bytes as they were published: to pass a signed record on as proof
+        (with its ``lepton-signature`` header)."""
+        return self._message.value() or b""
+
+    @property
     def headers(self) -> Mapping[str, bytes]:
         """The message's headers (read from it on first use)."""
         if self._headers is None:

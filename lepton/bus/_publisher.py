@@ -14,14 +14,20 @@ from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthentic
 
 from lepton.bus._event import Headers, _event_time, _ids
 from lepton.bus._transport import Kafka, Transport, Writing
+from lepton.contract.identity import SigningKey
 from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from lepton.config import KafkaAccess
     from lepton.contract.codec import Codec
     from lepton.contract.topics import Topic
+
+    # Who signs a record: one key for all a process writes, or a choice per record (topic,
+    # key, record): a test or a load generator holding the master key, writing as many
+    # nodes and tenants.
+    Signer = SigningKey | Callable[[str, bytes, Mapping[str, Any]], SigningKey]
 
 log = logging.getLogger("lepton.bus")
 
@@ -92,8 +98,10 @@ class Publisher:
         connect_timeout_s: float = 20.0,
         linger_ms: int = 5,
         transport: Transport | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self._kafka = kafka
+        self._signer = signer
         self._codec = codec
         self._source = source.encode()
         self._connect_timeout_s = connect_timeout_s
@@ -149,11 +157,22 @@ class Publisher:
             ("traceparent", traceparent),
         ]
 
+    def _signed(
+        self, topic: str, key: bytes, value: bytes, record: Mapping[str, Any], headers: Headers
+    ) -> Headers:
+        signer = self._signer
+        if signer is None:
+            return headers
+        signing = signer if isinstance(signer, SigningKey) else signer(topic, key, record)
+        return headers + signing.sign(topic, key, value)
+
     async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Queue one event; the returned future resolves when the broker has acknowledged it."""
         value = self._codec.encode(topic.event, record)
+        raw_key = key.encode()
+        headers = self._signed(topic.name, raw_key, value, record, self.headers(topic.event))
         await self._writer.partitions(topic.name)
-        return self._writer.send(topic.name, key.encode(), value, self.headers(topic.event))
+        return self._writer.send(topic.name, raw_key, value, headers)
 
     async def publish(self, topic: Topic, key: str, record: Mapping[str, Any]) -> None:
         """Send one event and wait for the broker's acknowledgement."""
@@ -178,11 +197,13 @@ class Publisher:
         continues = list(traces) if traces is not None else [None] * len(pending)
         if len(continues) != len(pending):
             raise ValueError(f"{len(continues)} traces for {len(pending)} events")
-        encode, headers, event = self._codec.encode, self.headers, topic.event
-        messages = [
-            (key.encode(), encode(event, record), headers(event, trace))
-            for (key, record), trace in zip(pending, continues, strict=True)
-        ]
+        encode, headers, event, signed = self._codec.encode, self.headers, topic.event, self._signed
+        messages = []
+        for (key, record), trace in zip(pending, continues, strict=True):
+            raw_key, value = key.encode(), encode(event, record)
+            messages.append(
+                (raw_key, value, signed(topic.name, raw_key, value, record, headers(event, trace)))
+            )
         await self._writer.partitions(topic.name)
         return [self._writer.send_all(topic.name, messages)]
 

@@ -29,12 +29,15 @@ from lepton.bus._publisher import Publisher, _unavailable, partition_for
 from lepton.bus._transport import Kafka, Reading, Transport
 from lepton.contract.codec import Codec, DecodeError, MessageOrigin
 from lepton.contract.topics import Topic, dead_letter_topic
+from lepton.errors import ForgedRecordError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from lepton.bus._authenticator import Authenticator
     from lepton.bus._reader import Message, Positions
     from lepton.config import KafkaAccess
+    from lepton.contract.codec import Record
 
 log = logging.getLogger("lepton.bus")
 
@@ -125,8 +128,10 @@ class Subscriber:
         caught_up: asyncio.Event | None = None,
         gather_ms: int = 0,
         transport: Transport | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._codec = codec
+        self._authenticator = authenticator
         self._replay = replay
         self.caught_up = caught_up or asyncio.Event()
         self._catch_up_to: Positions = {}
@@ -250,6 +255,8 @@ class Subscriber:
         topic = message.topic()
         key = message.key()
         event_type, record = self._codec.decode(message.value(), expected=self._topics[topic].event)
+        if self._authenticator is not None:
+            self._authenticator.check(message, record)
         return Event(
             topic,
             message.partition(),
@@ -273,7 +280,11 @@ class Subscriber:
         if batch is None:
             return False
         try:
-            if self._skim is not None and self._skim(message.key(), message.value()):
+            if (
+                self._skim is not None
+                and (self._authenticator is None or self._authenticated_by_key(message))
+                and self._skim(message.key(), message.value())
+            ):
                 self.counts[topic, "handled"] += 1
                 return True
             event = self._event(message)
@@ -307,6 +318,8 @@ class Subscriber:
                 continue
             except DecodeError as exc:
                 await self._dead_letter(message, exc.at(_origin(message)))
+            except ForgedRecordError as exc:
+                await self._refuse(message, exc)
             except Exception as exc:
                 origin = _origin(message)
                 log.exception("handler failed for %s; dead-lettering it", origin)
@@ -314,6 +327,29 @@ class Subscriber:
             else:
                 self.counts[event.topic, "handled"] += 1
             return
+
+    def _authenticated_by_key(self, message: Message) -> bool:
+        """Whether the message passes its check before decoding (a key-only rule)."""
+        assert self._authenticator is not None
+        try:
+            self._authenticator.check(message, None)
+        except ForgedRecordError:
+            return False  # decoded and checked again on the careful path, which refuses it
+        return True
+
+    async def _refuse(self, message: Message, error: ForgedRecordError) -> None:
+        """A forged or unauthorised record: dead-lettered with the reason, and audited."""
+        assert self._authenticator is not None
+        log.warning("refused %s: %s", _origin(message), error)
+        await self._dead_letter(message, error)
+        record: Record | None = None
+        try:
+            topic = self._topics[message.topic()]
+            record = self._codec.decode(message.value(), expected=topic.event)[1]
+        except DecodeError:
+            pass  # the audit then names no tenant
+        key, event = self._authenticator.denial(message, record, error)
+        await self._publisher.publish(self._authenticator.audit_topic, key, event)
 
     async def _flush(self, batch: BatchHandler) -> None:
         """The batch handler acts on the fetch it applied; retried while transient. Any

@@ -30,6 +30,7 @@ __all__ = [
     "JobEvent",
     "JobEventKind",
     "JobRequested",
+    "LeaseProof",
     "ModelEvaluated",
     "ModelPromoted",
     "ModelReady",
@@ -98,6 +99,7 @@ AuditAction = Literal[
     "grant",
     "revoke",
     "delete",
+    "publish",
 ]
 """
 An audited action. Readers map a symbol they do not know (added by a later version) to `unknown`;
@@ -533,6 +535,17 @@ class ModelPromoted(TypedDict):
     decided_at: int
 
 
+class LeaseProof(TypedDict):
+    """
+    The scheduler's signed instruction under which a node trained a model: the JobAssigned record's
+    bytes as the scheduler published them, and its lepton-signature. The evaluator checks it names
+    this job, tenant and the node that signed the ModelReady.
+    """
+
+    assignment: bytes
+    signature: bytes
+
+
 class ModelReady(TypedDict):
     """
     A trained model is stored in the artifact store and recorded in the catalog. Keyed by model id.
@@ -560,6 +573,7 @@ class ModelReady(TypedDict):
     holdout_fraction: NotRequired[float]
     split_seed: NotRequired[int]
     ready_at: int
+    lease: NotRequired[LeaseProof | None]
 
 
 class NodeHeartbeat(TypedDict):

@@ -457,6 +457,7 @@ EXAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "holdout_fraction": 0.0,
                 "split_seed": 0,
                 "ready_at": T0,
+                "lease": None,
             },
         ),
         (
@@ -484,6 +485,7 @@ EXAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "holdout_fraction": 0.2,
                 "split_seed": 42,
                 "ready_at": T2,
+                "lease": None,
             },
         ),
     ],

@@ -5,7 +5,8 @@
 encoding ``record`` and comparing with ``bytes_hex``, and by decoding ``bytes_hex`` back
 to ``record``. Records hold Avro-level values: a ``timestamp-millis`` is the integer
 number of milliseconds since the epoch, a union holds the plain value (JSON null or the
-branch's value), and no schema uses ``bytes``. Avro lets a writer choose the order of a
+branch's value). JSON has no bytes, so the one ``bytes`` field (a ``ModelReady``'s
+``lease``, in an optional record) is null in the vectors. Avro lets a writer choose the order of a
 map's entries, so for a record with a map of several entries, another encoder may produce
 different bytes that decode to the same record; the vectors keep the records' key order.
 

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lepton.config import Endpoints, KafkaAccess
+from lepton.contract.identity import IdentityKey
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, principal
 from lepton.devstack._postgres import PostgresNode
 from lepton.devstack._process import StackError, is_alive, spawn, stop_process
+from lepton.devstack._secrets import kept_secret
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -37,6 +39,7 @@ __all__ = [
     "StackStatus",
     "down",
     "endpoints",
+    "identity_key",
     "is_alive",
     "local_admin",
     "spawn",
@@ -199,6 +202,7 @@ def up(settings: Settings) -> StackStatus:
                 return dataclasses.replace(current, note="already running")
             _stop(settings, state)
             note = "cleaned up a stack left behind by a crashed run"
+        _new_identity_key(settings)
         java = check_java(settings.java)
         jar_dir = fetch_jars(settings.cache_dir, settings.maven)
         kafka, postgres = _nodes(settings, None)
@@ -267,3 +271,22 @@ def endpoints(settings: Settings, actor: Actor = "admin") -> Endpoints:
         database = database or local.database_url
     assert database is not None
     return Endpoints(kafka=kafka, database_url=database)
+
+
+def _identity_key_file(settings: Settings) -> Path:
+    return settings.state_dir / "identity.key"
+
+
+def _new_identity_key(settings: Settings) -> None:
+    kept_secret(_identity_key_file(settings), lambda: IdentityKey.generate().to_text())
+
+
+def identity_key(settings: Settings) -> str:
+    """The local stack's master identity key (see :mod:`lepton.contract.identity`)."""
+    try:
+        return _identity_key_file(settings).read_text().strip()
+    except OSError:
+        raise StackError(
+            "no identity key: run `lepton stack up`, or set LEPTON_IDENTITY_KEY "
+            "(a service) or LEPTON_SIGNING_KEY (a client)"
+        ) from None

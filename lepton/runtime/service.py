@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from lepton.bus import (
+    Authenticator,
     BatchHandler,
     BrokerUnavailableError,
     Event,
@@ -41,9 +42,10 @@ from lepton.bus import (
 )
 from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
+from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
-from lepton.runtime import database, endpoints
+from lepton.runtime import database, endpoints, identity, production
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -85,6 +87,14 @@ class Context:
     caught_up: asyncio.Event
     # The leader term of a singleton service (grows at every takeover); None otherwise.
     term: int | None = None
+    # The master identity key, when the service holds it (every one but a trainer).
+    master: IdentityKey | None = None
+
+    def authenticator(self) -> Authenticator | None:
+        """What a further subscriber of the service checks records with (None: a trainer)."""
+        if self.master is None:
+            return None
+        return Authenticator(Verifier(self.master), self.topics, default_codec())
 
     def topic(self, name: str) -> Topic:
         """A declared topic (``lepton.jobs.events``) as this installation names it."""
@@ -158,6 +168,9 @@ class Service:
     name: str
     consumes: Sequence[str]  # declared topic names, e.g. "lepton.jobs.events"
     actor: Actor  # whose credentials it connects with (a trainer-<node> acts as "trainer")
+    # Whom the records it writes are signed as; None: service:<actor>. A trainer signs as
+    # its node, and verifies nothing (see lepton.runtime.identity.service_keys).
+    principal: Principal | None = None
     settings: Settings = field(default_factory=Settings)
     migrations: Path | None = None
     handler_factory: HandlerFactory = _count_only
@@ -174,6 +187,9 @@ class Service:
     # linger.ms): a service that publishes one event at a time needs a few milliseconds
     # to batch them; one that publishes each fetch's events at once needs only one.
     publish_linger_ms: int = 5
+    # What else makes this service's own settings unfit for production (LEPTON_ENV): the
+    # reason, or None when the check passes.
+    production_checks: Sequence[Callable[[Settings], str | None]] = ()
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
@@ -186,10 +202,11 @@ class Service:
             self._subscriber.stop_soon()
 
     async def run(self) -> None:
+        settings = self.settings
+        production.check(settings, self.actor, self.production_checks)
         collect_less()
         # Bound now, not at every call (structlog's lazy proxy binds again each time).
         log = structlog.get_logger(self.name).bind()
-        settings = self.settings
         where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
         # Only the topics this actor uses: under ACLs, it can see no other.
@@ -245,15 +262,23 @@ class Service:
         self.stop_soon()
 
     async def serve(
-        self, transport: Transport, pool: asyncpg.Pool, *, term: int | None = None
+        self,
+        transport: Transport,
+        pool: asyncpg.Pool,
+        *,
+        term: int | None = None,
+        master: IdentityKey | None = None,
     ) -> None:
         """Consume and act as :meth:`run` does once connected, until :meth:`stop_soon`,
         but on ``transport`` (:class:`lepton.testing.InMemoryBroker`) instead of Kafka,
-        with the given pool and leader term: no migrations, leader lock, health server or
-        collector tuning, so that a test can run a service without servers."""
+        with the given pool, leader term and master key: no migrations, leader lock,
+        health server or collector tuning, so that a test can run a service without
+        servers."""
         log = structlog.get_logger(self.name).bind()
         names = Namespace(self.settings.topic_prefix)
-        await self._serve(KafkaAccess("in-memory"), transport, names, pool, log, term=term)
+        await self._serve(
+            KafkaAccess("in-memory"), transport, names, pool, log, term=term, master=master
+        )
 
     async def _serve(
         self,
@@ -264,8 +289,11 @@ class Service:
         log: Any,
         *,
         term: int | None,
+        master: IdentityKey | None = None,
     ) -> None:
         settings = self.settings
+        principal = self.principal or Principal("service", self.actor)
+        signer, verifier = identity.service_keys(settings, principal, master)
         async with Publisher(
             kafka,
             default_codec(),
@@ -274,9 +302,19 @@ class Service:
             connect_timeout_s=settings.connect_timeout_s,
             linger_ms=self.publish_linger_ms,
             transport=transport,
+            signer=signer,
         ) as publisher:
             caught_up = asyncio.Event()
-            context = Context(settings, publisher, pool, log, names, caught_up, term)
+            context = Context(
+                settings,
+                publisher,
+                pool,
+                log,
+                names,
+                caught_up,
+                term,
+                master=None if verifier is None else verifier.master,
+            )
             handler = await self.handler_factory(context)
             self._subscriber = Subscriber(
                 kafka,
@@ -295,6 +333,7 @@ class Service:
                 max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else 500,
                 gather_ms=_BATCH_GATHER_MS if isinstance(handler, BatchHandler) else 0,
                 transport=transport,
+                authenticator=context.authenticator(),
             )
             await self._subscriber.start()
             if not self.replay:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from lepton.contract.authorship import NODE_JOB_EVENTS
 from lepton.scheduling.intake import Rejection, job_spec
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Fold(StrEnum):
 
     APPLIED = "applied"
     VOID_LEASE = "void_lease"  # a report for an epoch the job no longer holds
+    FORGED = "forged"  # by someone with no say over the job (see Journal.forgery)
     IGNORED = "ignored"  # nothing to change (a duplicate, or a job never requested)
 
 
@@ -92,6 +94,26 @@ class Journal:
             self.fold(event)
         return entry
 
+    def forgery(self, event: Mapping[str, Any]) -> str | None:
+        """Why ``event`` cannot be from someone with a say over its job, if it cannot.
+
+        Its signature proved who wrote it, and that they wrote it about themselves
+        (:mod:`lepton.contract.authorship`): a tenant names itself, a node names itself.
+        Only the journal knows whose job it is, and which node holds which worker's lease.
+        """
+        job = event["job_id"]
+        entry = self.jobs.get(job)
+        if entry is None:
+            return None
+        kind, node = event["kind"], event.get("node_id")
+        if kind == "cancel_requested" and event.get("tenant") != entry.tenant:
+            return f"tenant {event.get('tenant')} may not cancel job {job} of another tenant"
+        if kind in NODE_JOB_EVENTS and node is not None and event.get("lease_epoch") == entry.epoch:
+            holder = entry.nodes.get(event.get("worker_index") or 0)
+            if holder is not None and holder != node:
+                return f"node {node} does not hold the lease of job {job} (node {holder} does)"
+        return None
+
     def fold(self, event: Mapping[str, Any]) -> Fold:
         """Apply one ``lepton.JobEvent``, wherever it came from (this scheduler too)."""
         entry = self.jobs.get(event["job_id"])
@@ -103,6 +125,8 @@ class Journal:
         epoch = event.get("lease_epoch")
         if entry.status is Status.DONE:
             return Fold.IGNORED
+        if self.forgery(event) is not None:
+            return Fold.FORGED
         if kind == "cancel_requested":
             entry.cancel_requested = True
             return Fold.APPLIED

@@ -17,7 +17,7 @@ from lepton.contract import default_codec
 from lepton.contract.codec import DecodeError
 from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
 from lepton.errors import RequestError
-from lepton.runtime import endpoints
+from lepton.runtime import endpoints, identity
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -70,6 +70,7 @@ class KafkaTransport:
                     source=self._source,
                     client_id=self._settings.client_id,
                     connect_timeout_s=self._settings.connect_timeout_s,
+                    signer=identity.signing_key(self._settings, identity.LOCAL_OPERATOR),
                 )
                 await publisher.start()
                 self._publisher = publisher

@@ -47,6 +47,7 @@ class PredictionRequests:
             handler=self._predict,
             client_id=settings.client_id,
             connect_timeout_s=settings.connect_timeout_s,
+            authenticator=context.authenticator(),
         )
         await subscriber.start()
         try:

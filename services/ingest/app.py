@@ -41,6 +41,8 @@ from services.ingest.spec import IngestRejected, parse_spec
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+    from lepton.config import Settings
+
 __all__ = ["Ingest", "create_app", "main"]
 
 _FILE_KINDS = ("csv", "parquet", "jsonl")
@@ -432,7 +434,14 @@ def create_app(settings: IngestSettings | None = None) -> Service:
         settings=configured,
         handler_factory=handler_factory,
         background=[relay_audit],
+        production_checks=[_sensitive_columns_can_be_encrypted],
     )
+
+
+def _sensitive_columns_can_be_encrypted(settings: Settings) -> str | None:
+    if isinstance(settings, IngestSettings) and settings.master_key is None:
+        return "LEPTON_MASTER_KEY is unset: sensitive columns could not be encrypted"
+    return None
 
 
 def main() -> None:

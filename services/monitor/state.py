@@ -17,6 +17,7 @@ import bisect
 import collections
 from typing import TYPE_CHECKING, Any
 
+from lepton.contract.authorship import NODE_JOB_EVENTS
 from services.monitor.entities import (
     RESOURCES,
     TERMINAL,
@@ -221,8 +222,13 @@ class MonitorState:
     def _job_event(self, record: Record) -> None:
         kind, time_ms = record["kind"], record["time"]
         job = self._job(record["job_id"], record["tenant"], time_ms)
-        job.attempt = max(job.attempt, record.get("attempt", 0))
         node_id = record.get("node_id")
+        if kind in NODE_JOB_EVENTS and node_id and job.node_ids and node_id not in job.node_ids:
+            # A node's report on a job it was not given (its signature proves only who it
+            # is): the scheduler refuses and audits it; the view does not show it.
+            self.counters["job_reports_refused"] += 1
+            return
+        job.attempt = max(job.attempt, record.get("attempt", 0))
         if node_id and node_id not in job.node_ids:
             job.node_ids.append(node_id)
         if record.get("reason"):

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from lepton.config import KafkaAccess
 from lepton.runtime.service import Context, Service, run
 from services.scheduler.digester import Digester, running_digester
 from services.scheduler.settings import SchedulerSettings
@@ -32,7 +31,7 @@ CONSUMES = (
 
 
 # Starts the heartbeat digester beside the deciding process; a unit test passes a stand-in.
-StartDigester = Callable[[SchedulerSettings, KafkaAccess], AbstractAsyncContextManager[Digester]]
+StartDigester = Callable[[Context], AbstractAsyncContextManager[Digester]]
 
 
 def create_app(
@@ -58,7 +57,7 @@ def create_app(
             await shell.rebuild()
             await shell.plan_forever()
 
-        async with start_digester(settings, context.publisher.kafka) as digester:
+        async with start_digester(context) as digester:
             await asyncio.gather(
                 shell.instruct_forever(), shell.digest_forever(digester), after_replay()
             )

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from lepton.bus import Publisher, Subscriber
+from lepton.bus import Authenticator, Publisher, Subscriber
 from lepton.contract import default_codec
+from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace
 from lepton.runtime.service import (
+    Context,
     collect_less,
     configure_logging,
     keep_collections_short,
@@ -44,8 +46,6 @@ from services.scheduler.settings import SchedulerSettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    from lepton.config import KafkaAccess
 
 __all__ = ["Digester", "DigesterError", "main", "running_digester"]
 
@@ -78,15 +78,20 @@ class Digester:
 
 
 @contextlib.asynccontextmanager
-async def running_digester(
-    settings: SchedulerSettings, kafka: KafkaAccess
-) -> AsyncIterator[Digester]:
-    """Start the digester with these settings, reading Kafka as ``kafka`` (the scheduler's
-    own access); stop it when the block ends."""
-    # It needs no database, so the database URL, a secret, is not passed at all. The Kafka
-    # password goes through the pipe (the settings' dump would mask it).
-    dumped = settings.model_dump(mode="json", exclude={"database_url"})
-    config = {"settings": {**dumped, **kafka.settings()}}
+async def running_digester(context: Context) -> AsyncIterator[Digester]:
+    """Start the digester with the service's settings, reading Kafka as the scheduler does
+    (its own access); stop it when the block ends."""
+    assert context.master is not None  # the scheduler holds it, to verify heartbeats
+    # It needs no database, so the database URL, a secret, is not passed at all; the
+    # master key and the Kafka password go through the pipe, never the command line or
+    # the environment (the settings' dump would mask the password).
+    dumped = context.settings.model_dump(
+        mode="json", exclude={"database_url", "identity_key", "signing_key"}
+    )
+    config = {
+        "settings": {**dumped, **context.publisher.kafka.settings()},
+        "identity_key": context.master.to_text(),
+    }
     process = await start_helper("services.scheduler.digester", config)
     try:
         yield Digester(process)
@@ -144,7 +149,7 @@ async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> Non
         await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
-async def _digest(settings: SchedulerSettings) -> None:
+async def _digest(settings: SchedulerSettings, master: IdentityKey) -> None:
     kafka = settings.kafka_access()
     assert kafka is not None, "the scheduler passes its Kafka access"
     names = Namespace(settings.topic_prefix)
@@ -165,6 +170,7 @@ async def _digest(settings: SchedulerSettings) -> None:
         source="lepton/scheduler",
         client_id=settings.client_id,
         connect_timeout_s=settings.connect_timeout_s,
+        signer=master.derive(Principal("service", "scheduler")),
     ) as publisher:
         subscriber = Subscriber(
             kafka,
@@ -178,6 +184,7 @@ async def _digest(settings: SchedulerSettings) -> None:
             replay=True,
             max_batch=5000,
             gather_ms=_GATHER_MS,
+            authenticator=Authenticator(Verifier(master), names, codec),
         )
         await subscriber.start()
         structlog.get_logger("scheduler.digester").info("digesting heartbeats", pid=os.getpid())
@@ -200,7 +207,8 @@ def main() -> None:
     configure_logging(settings.log_level)
     collect_less()  # as every service: it holds every node's newest heartbeat
     with contextlib.suppress(BrokenPipeError):  # the scheduler is gone: so are we
-        asyncio.run(_digest(settings))
+        master = IdentityKey.from_text(config["identity_key"])
+        asyncio.run(_digest(settings, master))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import prometheus_client
 
 from lepton.bus import MessageCounts, continue_trace, current_trace
 from lepton.contract.events import DataReady, JobEvent
+from lepton.errors import ForgedRecordError
 from lepton.scheduling.entities import Assign, Preempt, Unschedulable
 from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
@@ -135,7 +136,12 @@ class SchedulerShell(NodeNews):
         record = event.record_as(JobEvent)
         entry = self.journal.jobs.get(record["job_id"])
         outcome = self.journal.fold(record)
-        if outcome is Fold.VOID_LEASE:
+        if outcome is Fold.FORGED:
+            reason = self.journal.forgery(record)
+            if self.live:  # refused and audited when first seen, not at every replay
+                raise ForgedRecordError(reason or "forged job event")
+            self.context.log.info("forged job event ignored", job=record["job_id"], reason=reason)
+        elif outcome is Fold.VOID_LEASE:
             _VOID_LEASES.inc()
             self.context.log.info(
                 "void lease report ignored",

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from lepton.contract.events import JobAssigned
+from lepton.contract.events import JobAssigned, LeaseProof
+from lepton.contract.identity import SIGNATURE_HEADER, Principal
 from lepton.contract.job_events import job_event
 from lepton.data.artifacts import artifact_uri
 from lepton.runtime import endpoints
@@ -74,6 +75,7 @@ class _Run:
     process: asyncio.subprocess.Process
     cpus: list[int]
     model_id: str
+    lease: LeaseProof | None  # the scheduler's signed instruction, for the model's proof
     gpus: list[int] = field(default_factory=list)
     stopping: bool = False  # stopped or superseded: whatever it reports is void
     supervisor: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -146,7 +148,11 @@ class Agent:
         if assignment["node_id"] != self.spec.node_id:
             return
         if assignment["action"] == "run":
-            await self._start(assignment)
+            signature = event.headers.get(SIGNATURE_HEADER)
+            lease: LeaseProof | None = None
+            if signature is not None:
+                lease = {"assignment": event.value, "signature": signature}
+            await self._start(assignment, lease)
         elif assignment["action"] == "stop":
             await self._stop(assignment)
         else:
@@ -154,7 +160,7 @@ class Agent:
                 "unknown assignment action", action=assignment["action"], job=assignment["job_id"]
             )
 
-    async def _start(self, assignment: JobAssigned) -> None:
+    async def _start(self, assignment: JobAssigned, lease: LeaseProof | None) -> None:
         key = run_key(assignment)
         log = self.context.log.bind(job=key[0], epoch=key[1], worker=key[2])
         verdict = await catalog.claim_run(self.context.pool, self.spec.node_id, assignment)
@@ -201,7 +207,7 @@ class Agent:
         except OSError as exc:  # no process (fork limits, memory): the job fails, not the agent
             await self._fail_before_start(assignment, key, type(exc).__name__, str(exc))
             return
-        entry = _Run(assignment, process, cpus, model_id, gpus)
+        entry = _Run(assignment, process, cpus, model_id, lease, gpus)
         self.runs[key] = entry
         await self._event(assignment, "started")
         log.info("started", pid=process.pid, cpus=cpus, gpus=gpus, memory_mib=memory)
@@ -317,6 +323,7 @@ class Agent:
             "holdout_fraction": result["holdout_fraction"],
             "split_seed": result["split_seed"],
             "ready_at": _now_ms(),
+            "lease": entry.lease,
         }
         await catalog.record_model(pool, ready, key[1], result["trials"])
         await self.context.publisher.publish(
@@ -399,6 +406,7 @@ def create_app(
     return Service(
         name=f"trainer-{spec.node_id}",
         actor="trainer",
+        principal=Principal("node", spec.node_id),
         consumes=["lepton.jobs.assigned"],
         settings=agent.settings,
         migrations=_MIGRATIONS,

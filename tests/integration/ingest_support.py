@@ -20,6 +20,7 @@ from lepton.bus import Publisher
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace, dead_letter_topic
+from lepton.testing import impersonating
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 
@@ -176,7 +177,7 @@ async def running_ingest(
     names = Namespace(prefix)
     try:
         async with (
-            Publisher(kafka, codec, source="tests") as publisher,
+            Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher,
             consumers(kafka, names) as opened,
         ):
             yield Running(prefix, names, publisher, kafka, codec, root, opened)

@@ -13,9 +13,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import Publisher, ensure_topics
-from lepton.config import KafkaAccess
+from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
+from lepton.runtime.identity import master_key
+from lepton.testing import leased
 from services.scheduler.app import create_app
 from services.scheduler.settings import SchedulerSettings
 
@@ -79,13 +81,10 @@ class Namespaced:
         await ensure_topics(self.kafka, self.names.all())
 
     async def send(self, declared: str, key: str, record: dict[str, Any]) -> None:
+        """Publish as its natural author would: a model with the lease it was trained under."""
+        if declared == "lepton.models.ready" and record.get("lease") is None:
+            record = leased(record, master_key(Settings()), self.names, self.codec)
         await self.publisher.publish(self.names.topic(declared), key, record)
-
-    def encoded(self, declared: str, record: dict[str, Any]) -> tuple[str, bytes, Any]:
-        """Topic name, Avro bytes and headers of a record, to send later as they are."""
-        topic = self.names.topic(declared)
-        value = self.codec.encode(topic.event, record)
-        return topic.name, value, self.publisher.headers(topic.event)
 
     def settings(self, kafka: KafkaAccess, database_url: str, **extra: Any) -> SchedulerSettings:
         return SchedulerSettings(

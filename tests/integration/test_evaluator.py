@@ -104,8 +104,9 @@ def model_ready(
 @pytest.fixture(scope="module")
 async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
     from lepton.bus import Publisher
+    from lepton.testing import impersonating
 
-    async with Publisher(kafka, codec, source="tests") as publisher:
+    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
         namespaced = Namespaced(kafka, codec, publisher)
         await namespaced.create()
         yield namespaced
@@ -154,7 +155,7 @@ async def dead_letter_for(consumer: AIOKafkaConsumer, key: str) -> dict[str, str
         while True:
             message = await consumer.getone()
             if message.key == key.encode():
-                return {name: value.decode() for name, value in message.headers}
+                return {name: value.decode("utf-8", "replace") for name, value in message.headers}
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:

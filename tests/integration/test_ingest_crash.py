@@ -20,6 +20,7 @@ from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.data.samples import write_messy_csv
+from lepton.testing import impersonating
 from tests.integration.ingest_support import (
     MASTER_KEY,
     delete_topics,
@@ -101,7 +102,7 @@ async def test_sigkill_mid_ingest_then_restart(
         )
         first = await _start(env)
         try:
-            async with Publisher(kafka, codec, source="tests") as publisher:
+            async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
                 await publisher.publish(
                     names.topic("lepton.data.requested"), f"{tenant}/big", record
                 )

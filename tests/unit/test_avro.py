@@ -74,6 +74,8 @@ class Draw:
                 return rng.choice([0.0, -1.5, 3.25, 1e300 if kind == "double" else 2.5])
             case "string":
                 return self.text()
+            case "bytes":
+                return rng.randbytes(rng.randint(0, 40))
             case "enum":
                 return rng.choice(schema["symbols"])
             case "array":

@@ -34,7 +34,7 @@ LAYERS = (
     Layer("contract", ("lepton.contract",), ("errors", "config")),
     Layer("scheduling", ("lepton.scheduling",), ("errors", "config", "contract")),
     Layer("bus", ("lepton.bus",), ("errors", "config", "contract")),
-    Layer("devstack", ("lepton.devstack",), ("errors", "config")),
+    Layer("devstack", ("lepton.devstack",), ("errors", "config", "contract")),
     Layer("runtime", ("lepton.runtime",), ("errors", "config", "contract", "bus"), ("devstack",)),
     Layer("data", ("lepton.data",), ("errors", "config", "runtime")),  # runtime: migrations
     Layer("testing", ("lepton.testing",), ("errors", "config", "contract", "bus", "runtime")),

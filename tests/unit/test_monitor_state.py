@@ -296,3 +296,17 @@ def test_window_and_quantiles() -> None:
     window.add(T0 + 900, 2)
     assert window.values(T0 + 1500) == [2]
     assert window.summary(T0 + 5000) == {"count": 0, "p50": None, "p95": None, "max": None}
+
+
+def test_a_node_reporting_on_a_job_it_was_not_given_is_not_shown() -> None:
+    state = MonitorState()
+    feed(
+        state,
+        (REQ, request("j", T0)),
+        (EV, event("j", "assigned", T0 + 10, node_id="holder")),
+        (EV, event("j", "succeeded", T0 + 20, node_id="intruder")),
+        (EV, event("j", "started", T0 + 30, node_id="holder")),
+    )
+    job = state.jobs["j"]
+    assert (job.state, job.node_ids) == ("running", ["holder"])
+    assert state.counters["job_reports_refused"] == 1

@@ -60,7 +60,7 @@ async def scheduler(
     digester = DigesterStandIn()
     service = create_app(
         SchedulerSettings(**settings),
-        start_digester=lambda _settings, _kafka: contextlib.nullcontext(digester),
+        start_digester=lambda _context: contextlib.nullcontext(digester),
     )
     shells: list[SchedulerShell] = []
     build = service.handler_factory

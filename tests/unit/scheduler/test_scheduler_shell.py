@@ -204,3 +204,35 @@ async def test_an_instruction_lost_in_a_crash_is_sent_again_under_the_same_lease
     assert instruction["action"] == "run"
     assert instruction["lease_epoch"] == assigned["lease_epoch"], "the lease the log holds"
     assert [r for r in broker.records(EVENTS) if kind("j", "assigned")(r)] == [assigned]
+
+
+async def test_a_node_that_does_not_hold_the_lease_cannot_end_the_job() -> None:
+    broker = InMemoryBroker()
+    async with scheduler(broker, node("holder"), node("other", cpu=500)) as running:
+        await request(broker, job("j", cpu=2000))
+        assigned = await broker.until(EVENTS, kind("j", "assigned"))
+        # signed by node "other" (the broker's publisher signs as the node it names)
+        await report(broker, assigned, kind="succeeded", node_id="other")
+        audit = await broker.until("lepton.audit", lambda a: a["resource"].endswith("/j"))
+        # refused as it was handled, so the job is still the holder's
+        assert running.shell.journal.jobs["j"].status is Status.ASSIGNED
+    dead = broker.messages(EVENTS + ".dlq")
+    assert [dict(m.headers())["dlq_error_type"] for m in dead] == [b"ForgedRecordError"]
+    assert audit["actor"] == "node:other"
+    assert audit["detail"] == "node other does not hold the lease of job j (node holder does)"
+
+
+async def test_a_tenant_cannot_cancel_another_tenants_job() -> None:
+    broker = InMemoryBroker()
+    async with scheduler(broker, node("n")):
+        await request(broker, job("j", tenant="victim"))
+        assigned = await broker.until(EVENTS, kind("j", "assigned"))
+        # acme asks in its own name (its signature holds) to cancel victim's job
+        await report(
+            broker, assigned, kind="cancel_requested", tenant="acme", node_id=None, lease_epoch=None
+        )
+        audit = await broker.until("lepton.audit", lambda a: a["resource"].endswith("/j"))
+        await report(broker, assigned, kind="cancel_requested", node_id=None, lease_epoch=None)
+        await broker.until(EVENTS, kind("j", "cancelled"))
+    assert audit["detail"] == "tenant acme may not cancel job j of another tenant"
+    assert audit["actor"] == "tenant:acme"
