@@ -36,7 +36,7 @@ import psutil
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from lepton import devstack
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 
 RESULTS = Path(__file__).parent / "results"
 PARTITIONS = 15  # as many as the scheduler reads (job requests, job events, ready data)
@@ -44,11 +44,12 @@ PRODUCE_RATE = 1_000  # single-message produce requests per second
 WAITS_MS = (5, 10, 20, 100)
 
 
-def _broker() -> tuple[str, psutil.Process]:
-    local = devstack.status(Settings())
+def _broker() -> tuple[KafkaAccess, psutil.Process]:
+    settings = Settings()
+    local = devstack.status(settings)
     if local.kafka_pid is None or local.kafka_bootstrap is None:
         raise SystemExit("needs the local stack's broker: run `lepton stack up` first")
-    return local.kafka_bootstrap, psutil.Process(local.kafka_pid)
+    return devstack.endpoints(settings).kafka, psutil.Process(local.kafka_pid)
 
 
 def _cpu_s(process: psutil.Process) -> float:
@@ -67,11 +68,11 @@ class _Requests:
         self.sent = sum(b["tx"] for b in brokers if b["nodeid"] >= 0)
 
 
-def _consumer(bootstrap: str, topic: str, settings: dict[str, Any]) -> tuple[Any, _Requests]:
+def _consumer(kafka: KafkaAccess, topic: str, settings: dict[str, Any]) -> tuple[Any, _Requests]:
     requests = _Requests()
     consumer = confluent_kafka.Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka.librdkafka(),
             "group.id": f"bench-{uuid.uuid4().hex[:8]}",
             "statistics.interval.ms": 500,
             "stats_cb": requests,
@@ -118,8 +119,8 @@ def _measure(
     }
 
 
-def _produce(bootstrap: str, topic: str, stop: threading.Event) -> None:
-    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+def _produce(kafka: KafkaAccess, topic: str, stop: threading.Event) -> None:
+    producer = confluent_kafka.Producer({**kafka.librdkafka(), "linger.ms": 0})
     sent, start = 0, time.monotonic()
     while not stop.is_set():
         due = int((time.monotonic() - start) * PRODUCE_RATE)
@@ -135,15 +136,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     args = parser.parse_args()
-    bootstrap, broker = _broker()
+    kafka, broker = _broker()
     topic = f"bench-broker-requests-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.librdkafka())
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
     try:
         rows = [_measure("broker at rest [baseline]", broker, args.seconds, None, None)]
         for wait in WAITS_MS:
             consumer, requests = _consumer(
-                bootstrap, topic, {"fetch.wait.max.ms": wait, "fetch.min.bytes": 1 << 20}
+                kafka, topic, {"fetch.wait.max.ms": wait, "fetch.min.bytes": 1 << 20}
             )
             rows.append(
                 _measure(
@@ -155,7 +156,7 @@ def main() -> None:
                 )
             )
         stop = threading.Event()
-        producing = threading.Thread(target=_produce, args=(bootstrap, topic, stop))
+        producing = threading.Thread(target=_produce, args=(kafka, topic, stop))
         producing.start()
         try:
             rows.append(
@@ -169,7 +170,7 @@ def main() -> None:
             )
             rows[-1]["producer_requests_per_s"] = PRODUCE_RATE
             consumer, requests = _consumer(
-                bootstrap, topic, {"fetch.wait.max.ms": 500, "fetch.min.bytes": 1}
+                kafka, topic, {"fetch.wait.max.ms": 500, "fetch.min.bytes": 1}
             )
             rows.append(
                 _measure(

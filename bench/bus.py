@@ -12,6 +12,11 @@ Four measurements in one run, on the same broker, with the same producer setting
 
 Records are generated before the clock starts. Prints a table; writes
 ``bench/results/bus.json``. Target: our bus >= 0.7 x raw aiokafka.
+
+Then what security costs: a broker of the benchmark's own (a temporary directory) listens
+with PLAINTEXT, SASL_PLAINTEXT (SCRAM-SHA-512) and SASL_SSL at once; our bus's produce and
+produce -> consume run through each, in turns, best of two rounds, as ratios against
+PLAINTEXT. Target: SCRAM costs <= 10 % (ratio >= 0.9).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import json
 import platform
 import re
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -31,11 +37,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.records import heartbeat
 from lepton import devstack
-from lepton.bus import Event, Publisher, Subscriber, ensure_topics, partition_for
-from lepton.config import Settings
+from lepton.bus import (
+    BrokerUnavailableError,
+    Event,
+    Publisher,
+    Subscriber,
+    ensure_topics,
+    partition_for,
+)
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Topic
-from lepton.devstack._kafka import check_java, fetch_jars, java_classpath
+from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, java_classpath
+from lepton.devstack._process import free_port, stop_process, write_private
 
 RESULTS = Path(__file__).parent / "results"
 PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
@@ -80,9 +94,9 @@ def row(name: str, events: int, clock: Clock | None, rate: float | None = None) 
     }
 
 
-async def fresh_topic(bootstrap: str, partitions: int = 6) -> Topic:
+async def fresh_topic(kafka: KafkaAccess, partitions: int = 6) -> Topic:
     topic = Topic(f"bench.{uuid.uuid4().hex[:8]}", "lepton.NodeHeartbeat", "node id", partitions)
-    await ensure_topics(bootstrap, [topic], with_dead_letters=False)
+    await ensure_topics(kafka, [topic], with_dead_letters=False)
     return topic
 
 
@@ -121,9 +135,9 @@ async def raw_send_batches(producer: AIOKafkaProducer, topic: str, keys, values)
     await asyncio.gather(*await queue_batches(producer, topic, keys, values))
 
 
-async def raw_produce(bootstrap: str, keys, values, send=raw_send_each) -> Clock:
-    topic = await fresh_topic(bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+async def raw_produce(kafka: KafkaAccess, keys, values, send=raw_send_each) -> Clock:
+    topic = await fresh_topic(kafka)
+    producer = AIOKafkaProducer(**kafka.aiokafka(), **PRODUCER_SETTINGS)
     await producer.start()
     try:
         with Clock() as clock:
@@ -142,25 +156,25 @@ async def bus_send_many(publisher: Publisher, topic: Topic, records) -> None:
     await publisher.publish_many(topic, ((record["node_id"], record) for record in records))
 
 
-async def bus_produce(bootstrap: str, records, send=bus_send_each) -> Clock:
-    topic = await fresh_topic(bootstrap)
-    async with Publisher(bootstrap, default_codec(), source="bench") as publisher:
+async def bus_produce(kafka: KafkaAccess, records, send=bus_send_each) -> Clock:
+    topic = await fresh_topic(kafka)
+    async with Publisher(kafka, default_codec(), source="bench") as publisher:
         with Clock() as clock:
             await send(publisher, topic, records)
     return clock
 
 
-async def raw_round_trip(bootstrap: str, keys, values) -> Clock:
+async def raw_round_trip(kafka: KafkaAccess, keys, values) -> Clock:
     """Pre-encoded bytes sent one by one, consumed without decoding, committed per batch."""
-    topic = await fresh_topic(bootstrap)
+    topic = await fresh_topic(kafka)
     consumer = AIOKafkaConsumer(
         topic.name,
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         group_id=f"bench-{uuid.uuid4().hex[:6]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    producer = AIOKafkaProducer(**kafka.aiokafka(), **PRODUCER_SETTINGS)
     await asyncio.gather(consumer.start(), producer.start())
 
     async def consume() -> None:
@@ -181,9 +195,9 @@ async def raw_round_trip(bootstrap: str, keys, values) -> Clock:
     return clock
 
 
-async def bus_round_trip(bootstrap: str, records) -> Clock:
+async def bus_round_trip(kafka: KafkaAccess, records) -> Clock:
     """Heartbeats encoded and sent with publish_many, decoded and handled by a Subscriber."""
-    topic = await fresh_topic(bootstrap)
+    topic = await fresh_topic(kafka)
     done = asyncio.Event()
     seen = 0
 
@@ -194,9 +208,9 @@ async def bus_round_trip(bootstrap: str, records) -> Clock:
             done.set()
 
     codec = default_codec()
-    async with Publisher(bootstrap, codec, source="bench") as publisher:
+    async with Publisher(kafka, codec, source="bench") as publisher:
         subscriber = Subscriber(
-            bootstrap,
+            kafka,
             codec,
             publisher,
             topics=[topic],
@@ -216,36 +230,41 @@ async def bus_round_trip(bootstrap: str, records) -> Clock:
     return clock
 
 
-def kafka_perf_test(bootstrap: str, events: int, size: int) -> dict[str, Any]:
+def kafka_perf_test(kafka: KafkaAccess, events: int, size: int) -> dict[str, Any]:
     settings = Settings()
     jars = fetch_jars(settings.cache_dir, settings.maven)
-    topic = asyncio.run(fresh_topic(bootstrap))
-    result = subprocess.run(
-        [
-            check_java(settings.java),
-            "-Xmx512m",
-            "-cp",
-            java_classpath(jars),
-            "org.apache.kafka.tools.ProducerPerformance",
-            "--topic",
-            topic.name,
-            "--num-records",
-            str(events),
-            "--record-size",
-            str(size),
-            "--throughput",
-            "-1",
-            "--producer-props",
-            f"bootstrap.servers={bootstrap}",
-            "acks=all",
-            "enable.idempotence=true",
-            "linger.ms=5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+    topic = asyncio.run(fresh_topic(kafka))
+    # The Java client's settings, credentials included: in a file only we can read.
+    with tempfile.TemporaryDirectory() as private:
+        config = Path(private) / "producer.properties"
+        write_private(config, kafka.java_properties().encode())
+        result = subprocess.run(
+            [
+                check_java(settings.java),
+                "-Xmx512m",
+                "-cp",
+                java_classpath(jars),
+                "org.apache.kafka.tools.ProducerPerformance",
+                "--topic",
+                topic.name,
+                "--num-records",
+                str(events),
+                "--record-size",
+                str(size),
+                "--throughput",
+                "-1",
+                "--producer.config",
+                str(config),
+                "--producer-props",
+                "acks=all",
+                "enable.idempotence=true",
+                "linger.ms=5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
     summary = result.stdout.strip().splitlines()[-1]
     match = re.search(r"([\d.]+) records/sec", summary)
     rate = float(match.group(1)) if match else float("nan")
@@ -259,11 +278,76 @@ def kafka_perf_test(bootstrap: str, events: int, size: int) -> dict[str, Any]:
     }
 
 
+async def _answers(kafka: KafkaAccess) -> bool:
+    try:
+        await ensure_topics(kafka, [], connect_timeout_s=2)
+    except BrokerUnavailableError:
+        return False
+    return True
+
+
+def security_costs(events: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Our bus through each listener of a broker of its own: rows and ratios to PLAINTEXT."""
+    settings = Settings()
+    java = check_java(settings.java)
+    jars = fetch_jars(settings.cache_dir, settings.maven)
+    records = heartbeats(events)
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-broker-") as home:
+        node = KafkaNode.prepare(Path(home), None, tls=False)
+        taken = {node.broker_port, node.controller_port}
+        ports: list[int] = []
+        while len(ports) < 2:
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+        node.bench_ports = (ports[0], ports[1])
+        pid = node.start(java, jars, settings.kafka_heap)
+        try:
+            accesses = node.bench_access()
+            deadline = time.monotonic() + 90
+            while not asyncio.run(_answers(accesses["PLAINTEXT"])):
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the benchmark's broker did not start: {node.log_path}")
+            for access in accesses.values():  # warm every path up once
+                asyncio.run(bus_produce(access, records[: events // 10], bus_send_many))
+            best: dict[tuple[str, str], Clock] = {}
+            for _round in range(2):
+                for protocol, access in accesses.items():
+                    for kind, measure in (
+                        ("produce", lambda a: bus_produce(a, records, bus_send_many)),
+                        ("produce -> consume", lambda a: bus_round_trip(a, records)),
+                    ):
+                        clock = asyncio.run(measure(access))
+                        key = (protocol, kind)
+                        if key not in best or clock.wall < best[key].wall:
+                            best[key] = clock
+        finally:
+            stop_process(pid)
+    rows = [
+        row(f"lepton {kind} over {protocol}", events, clock)
+        for (protocol, kind), clock in best.items()
+    ]
+    ratios = {
+        f"{kind}, {protocol} / PLAINTEXT"
+        + (" [target >= 0.9]" if protocol == "SASL_PLAINTEXT" else ""): round(
+            best["PLAINTEXT", kind].wall / clock.wall, 3
+        )
+        for (protocol, kind), clock in best.items()
+        if protocol != "PLAINTEXT"
+    }
+    return rows, ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--security-only", action="store_true", help="only what SASL and TLS cost")
     args = parser.parse_args()
-    bootstrap = devstack.endpoints(Settings()).kafka_bootstrap
+    if args.security_only:
+        report_security(*security_costs(args.events), args.events)
+        return
+    kafka = devstack.endpoints(Settings()).kafka
     codec = default_codec()
     records = heartbeats(args.events)
     values = [codec.encode("lepton.NodeHeartbeat", record) for record in records]
@@ -271,17 +355,18 @@ def main() -> None:
     size = round(sum(map(len, values)) / len(values))
 
     async def warm_up() -> None:
-        await raw_produce(bootstrap, keys[:20_000], values[:20_000])
-        await bus_produce(bootstrap, records[:20_000], bus_send_many)
+        await raw_produce(kafka, keys[:20_000], values[:20_000])
+        await bus_produce(kafka, records[:20_000], bus_send_many)
 
     asyncio.run(warm_up())
-    rows = [kafka_perf_test(bootstrap, args.events, size)]
-    raw_each = asyncio.run(raw_produce(bootstrap, keys, values))
-    raw_batched = asyncio.run(raw_produce(bootstrap, keys, values, raw_send_batches))
-    ours_each = asyncio.run(bus_produce(bootstrap, records))
-    ours_many = asyncio.run(bus_produce(bootstrap, records, bus_send_many))
-    raw_trip = asyncio.run(raw_round_trip(bootstrap, keys, values))
-    our_trip = asyncio.run(bus_round_trip(bootstrap, records))
+    security_rows, security_ratios = security_costs(args.events // 2)
+    rows = [kafka_perf_test(kafka, args.events, size)]
+    raw_each = asyncio.run(raw_produce(kafka, keys, values))
+    raw_batched = asyncio.run(raw_produce(kafka, keys, values, raw_send_batches))
+    ours_each = asyncio.run(bus_produce(kafka, records))
+    ours_many = asyncio.run(bus_produce(kafka, records, bus_send_many))
+    raw_trip = asyncio.run(raw_round_trip(kafka, keys, values))
+    our_trip = asyncio.run(bus_round_trip(kafka, records))
     rows += [
         row("raw aiokafka send(), pre-encoded bytes [baseline]", args.events, raw_each),
         row("raw aiokafka send_batch(), pre-encoded bytes", args.events, raw_batched),
@@ -304,6 +389,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "rows": rows,
         "ratios": ratios,
+        "security": {"rows": security_rows, "ratios": security_ratios},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     print(f"\nbus benchmark: {args.events} heartbeats of {size} bytes, one broker\n")
@@ -316,9 +402,19 @@ def main() -> None:
     print()
     for name, value in ratios.items():
         print(f"{name:58} {value:>10}")
+    report_security(security_rows, security_ratios, args.events // 2)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bus.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {RESULTS / 'bus.json'}")
+
+
+def report_security(rows: list[dict[str, Any]], ratios: dict[str, float], events: int) -> None:
+    print(f"\nwhat security costs: {events} heartbeats, one broker, three listeners\n")
+    for entry in rows:
+        print(f"{entry['name']:58} {entry['events_per_s']:>10,}")
+    print()
+    for name, value in ratios.items():
+        print(f"{name:58} {value:>10}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    pass
+    from lepton.config import KafkaAccess
 
 RESULTS = Path(__file__).parent / "results" / "evaluator.json"
 DATASET_ROWS = 200_000
@@ -55,7 +55,7 @@ def houses(rows: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"面积": area, "房型": kind, "区域": district, "价格": price})
 
 
-async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) -> dict[str, str]:
+async def _ingest(kafka: KafkaAccess, database_url: str, root: Path, tenant: str) -> dict[str, str]:
     from lepton.config import Settings
     from lepton.sdk.builders import DatasetRequest, Source
     from lepton.sdk.client import LeptonClient
@@ -65,7 +65,7 @@ async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) ->
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     service = create_app(
         IngestSettings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_url,
             topic_prefix=prefix,
             ingest_roots=[root],
@@ -74,7 +74,7 @@ async def _ingest(bootstrap: str, database_url: str, root: Path, tenant: str) ->
     )
     task = asyncio.create_task(service.run())
     await service.ready.wait()
-    settings = Settings(kafka_bootstrap=bootstrap, database_url=database_url, topic_prefix=prefix)
+    settings = Settings(**kafka.settings(), database_url=database_url, topic_prefix=prefix)
     try:
         async with LeptonClient(settings, tenant=tenant, user="bench") as client:
             ready = await client.ingest(
@@ -143,7 +143,7 @@ def _in_process(
 
 
 async def _through_service(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     dataset: dict[str, str],
     ready: dict[str, Any],
@@ -156,12 +156,12 @@ async def _through_service(
     from tests.integration.scheduler_support import Namespaced
 
     codec = default_codec()
-    async with Publisher(bootstrap, codec, source="bench") as publisher:
-        space = Namespaced(bootstrap, codec, publisher)
+    async with Publisher(kafka, codec, source="bench") as publisher:
+        space = Namespaced(kafka, codec, publisher)
         await space.create()
         service = create_app(
             EvaluatorSettings(
-                kafka_bootstrap=bootstrap,
+                **kafka.settings(),
                 database_url=database_url,
                 topic_prefix=space.prefix,
                 log_level="warning",
@@ -262,12 +262,12 @@ def main() -> None:
         root = Path(directory)
         frame = houses(DATASET_ROWS)
         frame.to_csv(root / "houses.csv", index=False)
-        dataset = asyncio.run(_ingest(where.kafka_bootstrap, where.database_url, root, tenant))
+        dataset = asyncio.run(_ingest(where.kafka, where.database_url, root, tenant))
         pipeline, ready = _model(frame, root, tenant, dataset)
         rows = _request_rows(houses(PREDICT_ROWS, seed=1))
         in_process = _in_process(pipeline, ready, rows)
         service = asyncio.run(
-            _through_service(where.kafka_bootstrap, where.database_url, dataset, ready, rows)
+            _through_service(where.kafka, where.database_url, dataset, ready, rows)
         )
     latencies = service["latencies"]
     p50, worst = statistics.median(latencies), max(latencies)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -30,7 +31,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lepton.config import KafkaAccess
 
 RESULTS = Path(__file__).parent / "results"
 SPEC = {
@@ -78,7 +82,7 @@ async def _baseline(path: Path, database_url: str) -> dict[str, Any]:
     return {"rows_read": rows_read, "rows_stored": stored, "seconds": seconds}
 
 
-async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, Any]:
+async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer
 
     from lepton.bus import Publisher
@@ -92,7 +96,7 @@ async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, An
     codec = default_codec()
     service = create_app(
         IngestSettings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_url,
             topic_prefix=prefix,
             ingest_roots=[path.parent],
@@ -119,12 +123,12 @@ async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, An
     consumer = AIOKafkaConsumer(
         names.topic("lepton.data.ready").name,
         names.topic("lepton.data.rejected").name,
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
-        async with Publisher(bootstrap, codec, source="bench") as publisher:
+        async with Publisher(kafka, codec, source="bench") as publisher:
             start = time.perf_counter()
             await publisher.publish(names.topic("lepton.data.requested"), tenant, request)
             message = await consumer.getone()
@@ -133,7 +137,7 @@ async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, An
         await consumer.stop()
         service.stop_soon()
         await task
-        await _delete_topics(bootstrap, prefix)
+        await _delete_topics(kafka, prefix)
     _, record = codec.decode(message.value)
     await _forget(database_url, tenant)
     if "version" not in record:
@@ -147,11 +151,11 @@ async def _lepton(path: Path, database_url: str, bootstrap: str) -> dict[str, An
     }
 
 
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
+async def _delete_topics(kafka: KafkaAccess, prefix: str) -> None:
     """The run's topics go too: on a shared broker they would pile up partitions."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         names = [name for name in await admin.list_topics() if name.startswith(prefix)]
@@ -195,16 +199,24 @@ def _worker(args: argparse.Namespace) -> None:
 
         profile = cProfile.Profile()
         profile.enable()
-        result = asyncio.run(_lepton(args.file, args.database_url, args.bootstrap))
+        result = asyncio.run(_lepton(args.file, args.database_url, _worker_kafka()))
         profile.disable()
         pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     else:
-        result = asyncio.run(_lepton(args.file, args.database_url, args.bootstrap))
+        result = asyncio.run(_lepton(args.file, args.database_url, _worker_kafka()))
     result["peak_rss_mib"] = round(_peak_mib(), 1)
     print(json.dumps(result, ensure_ascii=False))
 
 
-def _run(kind: str, path: Path, database_url: str, bootstrap: str) -> dict[str, Any]:
+def _worker_kafka() -> KafkaAccess:
+    from lepton.config import Settings
+
+    kafka = Settings().kafka_access()  # given by _run, in the worker's environment
+    assert kafka is not None
+    return kafka
+
+
+def _run(kind: str, path: Path, database_url: str, kafka: KafkaAccess) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
@@ -215,10 +227,10 @@ def _run(kind: str, path: Path, database_url: str, bootstrap: str) -> dict[str, 
         str(path),
         "--database-url",
         database_url,
-        "--bootstrap",
-        bootstrap,
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # The Kafka password goes in the environment, not the command line anyone may read.
+    env = {**os.environ, **kafka.environment()}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -234,7 +246,6 @@ def main() -> None:
     parser.add_argument("--worker", choices=["baseline", "lepton", "profile"])
     parser.add_argument("--file", type=Path)
     parser.add_argument("--database-url")
-    parser.add_argument("--bootstrap")
     args = parser.parse_args()
     if args.worker:
         _worker(args)
@@ -249,15 +260,15 @@ def main() -> None:
         small = Path(directory) / "messy.csv"
         write_messy_csv(small, args.rows)
         runs = {
-            "baseline": _run("baseline", small, where.database_url, where.kafka_bootstrap),
-            "lepton": _run("lepton", small, where.database_url, where.kafka_bootstrap),
+            "baseline": _run("baseline", small, where.database_url, where.kafka),
+            "lepton": _run("lepton", small, where.database_url, where.kafka),
         }
         small_bytes = small.stat().st_size
         small.unlink()
         if not args.skip_large:
             large = Path(directory) / "messy-large.csv"
             write_messy_csv(large, args.rows * args.scale, seed=4)
-            runs["lepton_large"] = _run("lepton", large, where.database_url, where.kafka_bootstrap)
+            runs["lepton_large"] = _run("lepton", large, where.database_url, where.kafka)
             large.unlink()
     speed = runs["lepton"]["rows_per_s"] / runs["baseline"]["rows_per_s"]
     memory = (

@@ -40,7 +40,7 @@ from bench.bus import PRODUCER_SETTINGS, queue_batches
 from bench.records import event_headers, heartbeat
 from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import Principal, SigningKey
 from lepton.contract.topics import Namespace
@@ -106,12 +106,12 @@ def load_records(
     return beats, jobs
 
 
-def produce(bootstrap: str, prefix: str, rate: int, seconds: float, pipe: Any) -> None:
+def produce(kafka: KafkaAccess, prefix: str, rate: int, seconds: float, pipe: Any) -> None:
     """The producer process: waits for "go", sends ``rate`` events/s for ``seconds``."""
-    asyncio.run(_produce(bootstrap, prefix, rate, seconds, pipe))
+    asyncio.run(_produce(kafka, prefix, rate, seconds, pipe))
 
 
-async def _produce(bootstrap: str, prefix: str, rate: int, seconds: float, pipe: Any) -> None:
+async def _produce(kafka: KafkaAccess, prefix: str, rate: int, seconds: float, pipe: Any) -> None:
     names = Namespace(prefix)
     beats_topic = names.topic("lepton.node.heartbeats")
     jobs_topic = names.topic("lepton.jobs.events")
@@ -119,7 +119,7 @@ async def _produce(bootstrap: str, prefix: str, rate: int, seconds: float, pipe:
     beats = Encoded.of(beats_topic.event, beat_records)
     jobs = Encoded.of(jobs_topic.event, job_records)
     per_slice = max(1, int(rate * SLICE_S))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    producer = AIOKafkaProducer(**kafka.aiokafka(), **PRODUCER_SETTINGS)
     await producer.start()
     try:
         await producer.partitions_for(beats_topic.name)
@@ -204,12 +204,12 @@ def _operator() -> SigningKey:
 
 
 async def start_monitor(
-    bootstrap: str, database_url: str, prefix: str
+    kafka: KafkaAccess, database_url: str, prefix: str
 ) -> tuple[Any, asyncio.Task[None]]:
     """The monitor running in this process under ``prefix``, consuming."""
     monitor = build(
         MonitorSettings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_url,
             topic_prefix=prefix,
             monitor_port=0,
@@ -232,11 +232,13 @@ def _get_sequence(url: str) -> int | None:
         return None
 
 
-async def run_rate(bootstrap: str, database_url: str, rate: int, seconds: float) -> dict[str, Any]:
+async def run_rate(
+    kafka: KafkaAccess, database_url: str, rate: int, seconds: float
+) -> dict[str, Any]:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     names = Namespace(prefix)
-    await ensure_topics(bootstrap, names.all())
-    monitor, service_task = await start_monitor(bootstrap, database_url, prefix)
+    await ensure_topics(kafka, names.all())
+    monitor, service_task = await start_monitor(kafka, database_url, prefix)
     await monitor.web_ready.wait()
     assert monitor.url is not None
     assert monitor.monitor is not None
@@ -245,12 +247,12 @@ async def run_rate(bootstrap: str, database_url: str, rate: int, seconds: float)
 
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=produce, args=(bootstrap, prefix, rate, seconds, child))
+    process = context.Process(target=produce, args=(kafka, prefix, rate, seconds, child))
     process.start()
     await asyncio.to_thread(parent.recv)  # "ready": records generated, producer connected
 
     # Warm-up: the consumer group has joined and the API answers before the clock starts.
-    async with Publisher(bootstrap, default_codec(), source="bench-warmup") as warmup:
+    async with Publisher(kafka, default_codec(), source="bench-warmup") as warmup:
         await warmup.publish(names.topic("lepton.node.heartbeats"), PROBE_NODE, probe(0, 0))
     for _ in range(600):
         if await asyncio.to_thread(_get_sequence, probe_url) is not None:
@@ -286,7 +288,7 @@ async def run_rate(bootstrap: str, database_url: str, rate: int, seconds: float)
     def consumed() -> int:
         return sum(state.events_by_topic.values())
 
-    async with Publisher(bootstrap, default_codec(), source="bench-probe") as publisher:
+    async with Publisher(kafka, default_codec(), source="bench-probe") as publisher:
         before = consumed()
         probe_task = asyncio.create_task(probes(publisher))
         poll_task = asyncio.create_task(poll())
@@ -336,15 +338,15 @@ async def run_rate(bootstrap: str, database_url: str, rate: int, seconds: float)
     }
 
 
-async def drain(bootstrap: str, database_url: str, count: int) -> dict[str, Any]:
+async def drain(kafka: KafkaAccess, database_url: str, count: int) -> dict[str, Any]:
     """The ceiling: a backlog of ``count`` events, read by a bare Subscriber (no-op
     handler, the bus alone) and then by the monitor, on the same broker, no producer."""
     prefix = f"drain{uuid.uuid4().hex[:8]}."
     names = Namespace(prefix)
-    await ensure_topics(bootstrap, names.all())
+    await ensure_topics(kafka, names.all())
     beats, jobs = load_records(count)
     codec = default_codec()
-    async with Publisher(bootstrap, codec, source="bench-backlog") as publisher:
+    async with Publisher(kafka, codec, source="bench-backlog") as publisher:
         await publisher.publish_many(names.topic("lepton.node.heartbeats"), beats)
         await publisher.publish_many(names.topic("lepton.jobs.events"), jobs)
         finished = asyncio.Event()
@@ -357,7 +359,7 @@ async def drain(bootstrap: str, database_url: str, count: int) -> dict[str, Any]
                 finished.set()
 
         bare = Subscriber(
-            bootstrap,
+            kafka,
             codec,
             publisher,
             topics=[names.topic("lepton.node.heartbeats"), names.topic("lepton.jobs.events")],
@@ -374,7 +376,7 @@ async def drain(bootstrap: str, database_url: str, count: int) -> dict[str, Any]
         await running
         await bare.close()
 
-    monitor, service_task = await start_monitor(bootstrap, database_url, prefix)
+    monitor, service_task = await start_monitor(kafka, database_url, prefix)
     assert monitor.monitor is not None
     state = monitor.monitor.state
     started, cpu = time.perf_counter(), time.process_time()
@@ -404,9 +406,7 @@ def main() -> None:
     where = devstack.endpoints(Settings())
     rows = []
     for rate in (int(r) for r in args.rates.split(",")):
-        rows.append(
-            asyncio.run(run_rate(where.kafka_bootstrap, where.database_url, rate, args.seconds))
-        )
+        rows.append(asyncio.run(run_rate(where.kafka, where.database_url, rate, args.seconds)))
     columns = [
         ("offered/s", "offered_per_s"),
         ("produced/s", "produced_per_s"),
@@ -422,7 +422,7 @@ def main() -> None:
     print(" | ".join(f"{title:>15}" for title, _ in columns))
     for row in rows:
         print(" | ".join(f"{row[key]!s:>15}" for _, key in columns))
-    ceiling = asyncio.run(drain(where.kafka_bootstrap, where.database_url, args.backlog))
+    ceiling = asyncio.run(drain(where.kafka, where.database_url, args.backlog))
     print(
         f"\nbacklog of {ceiling['events']} events, no producer running: "
         f"bare Subscriber {ceiling['bare_subscriber_per_s']}/s "

@@ -79,7 +79,7 @@ from bench.records import StampedHeartbeats, event_headers
 from lepton import devstack
 from lepton.bus import Publisher, ensure_topics
 from lepton.bus._reader import Reader
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace, Topic, dead_letter_topic
@@ -134,10 +134,10 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-async def delete_topics(bootstrap: str, names: list[str]) -> None:
+async def delete_topics(kafka: KafkaAccess, names: list[str]) -> None:
     """Every run creates hundreds of partitions: left behind, they exhaust the broker's
     file descriptors after a few dozen runs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         await admin.delete_topics(names, timeout_ms=30_000)
@@ -148,15 +148,15 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
 # ----------------------------------------------------------------------- the ceiling
 
 
-async def ceiling(bootstrap: str, codec: Codec, count: int) -> dict[str, Any]:
+async def ceiling(kafka: KafkaAccess, codec: Codec, count: int) -> dict[str, Any]:
     """Raw aiokafka consume -> produce of pre-encoded job requests, no decoding."""
     records = requests("ceiling", count)
     values = [codec.encode("lepton.JobRequested", record) for record in records]
     keys = [record["job_id"].encode() for record in records]
-    source, sink = await fresh_topic(bootstrap), await fresh_topic(bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    source, sink = await fresh_topic(kafka), await fresh_topic(kafka)
+    producer = AIOKafkaProducer(**kafka.aiokafka(), **PRODUCER_SETTINGS)
     consumer = AIOKafkaConsumer(
-        source.name, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        source.name, **kafka.aiokafka(), group_id=None, auto_offset_reset="earliest"
     )
     await asyncio.gather(producer.start(), consumer.start())
     try:
@@ -176,7 +176,7 @@ async def ceiling(bootstrap: str, codec: Codec, count: int) -> dict[str, Any]:
             await asyncio.gather(*pending)
     finally:
         await asyncio.gather(producer.stop(), consumer.stop())
-        await delete_topics(bootstrap, [source.name, sink.name])
+        await delete_topics(kafka, [source.name, sink.name])
     return {
         "messages": moved,
         "seconds": round(clock.wall, 3),
@@ -196,10 +196,10 @@ class AssignmentReader:
     good part of a core that the scheduler shares with it here.
     """
 
-    def __init__(self, bootstrap: str, topic: str, codec: Codec) -> None:
+    def __init__(self, kafka: KafkaAccess, topic: str, codec: Codec) -> None:
         self.codec = codec
         self.topic = topic
-        self.reader = Reader(bootstrap, group_id=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench")
+        self.reader = Reader(kafka, group_id=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench")
         self.assigned: dict[str, float] = {}  # job id -> perf_counter when read
         # job id -> the assigned event's Kafka timestamp: when the scheduler produced it
         self.produced_ms: dict[str, int] = {}
@@ -319,7 +319,7 @@ async def own_database(url: str, name: str) -> AsyncIterator[str]:
 
 @dataclass(frozen=True)
 class Run:
-    bootstrap: str
+    kafka: KafkaAccess
     database_url: str
     prefix: str
     codec: Codec
@@ -367,15 +367,15 @@ async def scheduler(
 ) -> AsyncIterator[RunningScheduler]:
     """A ``lepton-scheduler`` subprocess on a fresh prefix, its topics pre-loaded with nodes."""
     names = Namespace(f"{run.prefix}{phase}.")
-    await ensure_topics(run.bootstrap, names.all())
+    await ensure_topics(run.kafka, names.all())
     log = Path(tempfile.gettempdir()) / f"{names.prefix}log"
-    reader = AssignmentReader(run.bootstrap, names.topic("lepton.jobs.events").name, run.codec)
-    async with Publisher(run.bootstrap, run.codec, source="bench") as publisher:
+    reader = AssignmentReader(run.kafka, names.topic("lepton.jobs.events").name, run.codec)
+    async with Publisher(run.kafka, run.codec, source="bench") as publisher:
         if preload:
             beats = names.topic("lepton.node.heartbeats")
             await publisher.publish_many(beats, ((node["node_id"], node) for node in preload))
         environment = os.environ | {
-            "LEPTON_KAFKA_BOOTSTRAP": run.bootstrap,
+            **run.kafka.environment(),
             "LEPTON_DATABASE_URL": run.database_url,
             "LEPTON_TOPIC_PREFIX": names.prefix,
             "LEPTON_NODE_SUSPECT_AFTER_S": "3600",
@@ -411,7 +411,7 @@ async def scheduler(
                 process.kill()
                 await asyncio.wait_for(process.wait(), STOP_BOUND_S)
             declared = [topic.name for topic in names.all()]
-            await delete_topics(run.bootstrap, declared + list(map(dead_letter_topic, declared)))
+            await delete_topics(run.kafka, declared + list(map(dead_letter_topic, declared)))
 
 
 # -------------------------------------------------------------------------- the phases
@@ -528,7 +528,7 @@ async def latency(run: Run, node_count: int, seconds: float, max_rate: float) ->
 
 
 def heartbeat_load(
-    bootstrap: str,
+    kafka: KafkaAccess,
     topic_name: str,
     node_count: int,
     interval_s: float,
@@ -538,7 +538,7 @@ def heartbeat_load(
 ) -> None:
     """Process entry point: every node's heartbeat once per interval until ``stop``."""
     # The bound also covers sends that hang on an unreachable broker.
-    beating = _beat(bootstrap, topic_name, node_count, interval_s, bound_s, stop, report)
+    beating = _beat(kafka, topic_name, node_count, interval_s, bound_s, stop, report)
     asyncio.run(asyncio.wait_for(beating, bound_s + STOP_BOUND_S))
 
 
@@ -560,7 +560,7 @@ def stamped(
 
 
 async def _beat(
-    bootstrap: str,
+    kafka: KafkaAccess,
     topic_name: str,
     node_count: int,
     interval_s: float,
@@ -577,7 +577,7 @@ async def _beat(
     round_reported = False
     producer = confluent_kafka.Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka.librdkafka(),
             "client.id": "bench-heartbeats",
             "enable.idempotence": True,
             "linger.ms": 20,
@@ -642,10 +642,10 @@ def _busy_s() -> float:
     )
 
 
-def _broker_process(bootstrap: str) -> psutil.Process | None:
+def _broker_process(kafka: KafkaAccess) -> psutil.Process | None:
     """The local stack's Kafka broker, if the benchmark runs on it."""
     local = devstack.status(Settings())
-    if local.kafka_pid is None or local.kafka_bootstrap != bootstrap:
+    if local.kafka_pid is None or local.kafka_bootstrap != kafka.bootstrap:
         return None
     return psutil.Process(local.kafka_pid)
 
@@ -659,7 +659,7 @@ async def under_heartbeats(
         generator = context.Process(
             target=heartbeat_load,
             args=(
-                run.bootstrap,
+                run.kafka,
                 running.names.topic("lepton.node.heartbeats").name,
                 node_count,
                 interval_s,
@@ -686,7 +686,7 @@ async def under_heartbeats(
                 {
                     "scheduler (deciding)": running.process,
                     "scheduler (heartbeat digester)": running.process.children()[0],
-                    "broker": _broker_process(run.bootstrap),
+                    "broker": _broker_process(run.kafka),
                     "heartbeat generator": psutil.Process(generator.pid),
                     "this benchmark (requests, events)": psutil.Process(),
                 }
@@ -705,7 +705,7 @@ async def under_heartbeats(
                 generator.terminate()
         # Past every round the generator sent, so the backlog's heartbeats are all accepted.
         capacity = await heartbeat_capacity(
-            run.bootstrap, running, node_count, first=(published // node_count + 1) * node_count
+            run.kafka, running, node_count, first=(published // node_count + 1) * node_count
         )
         return (
             result
@@ -724,7 +724,7 @@ async def under_heartbeats(
 
 
 async def heartbeat_capacity(
-    bootstrap: str, running: RunningScheduler, node_count: int, *, first: int, rounds: int = 2
+    kafka: KafkaAccess, running: RunningScheduler, node_count: int, *, first: int, rounds: int = 2
 ) -> dict[str, Any]:
     """The scheduler's own heartbeat capacity, with no generator sharing the cores: a
     backlog of ``rounds`` heartbeats per node is written while the scheduler is suspended,
@@ -742,7 +742,7 @@ async def heartbeat_capacity(
             break
         before = handled
         await asyncio.sleep(0.5)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_SETTINGS)
+    producer = AIOKafkaProducer(**kafka.aiokafka(), **PRODUCER_SETTINGS)
     await producer.start()
     suspended = running.suspend()
     try:
@@ -813,7 +813,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     found: dict[str, Any] = {}
     async with own_database(where.database_url, f"bench_e2e_{run_id}") as database_url:
         run = Run(
-            where.kafka_bootstrap,
+            where.kafka,
             database_url,
             f"bench-e2e-{run_id}-",
             default_codec(),
@@ -821,7 +821,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         )
         if "ceiling" in args.phases:
             async with asyncio.timeout(PHASE_BOUND_S):
-                found["ceiling"] = await ceiling(run.bootstrap, run.codec, args.jobs)
+                found["ceiling"] = await ceiling(run.kafka, run.codec, args.jobs)
         if "throughput" in args.phases:
             async with asyncio.timeout(PHASE_BOUND_S):
                 found["throughput"] = await throughput(run, args.nodes, args.jobs)

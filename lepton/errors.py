@@ -6,8 +6,10 @@ there, on a category of this module, and are also importable from ``lepton``)::
 
     LeptonError
     ├── LeptonTimeout                   also TimeoutError: no answer in the time given
+    ├── ConfigError                     also ValueError: a setting cannot be used as given
     ├── UnavailableError                a part of Lepton did not answer
     │   ├── BrokerUnavailableError      also RuntimeError    lepton.bus
+    │   ├── TopicsMissingError          lepton.bus: and this principal may not create them
     │   ├── DatabaseUnavailableError    also RuntimeError    lepton.runtime.database
     │   ├── CatalogMissing              the database has no dataset catalog yet
     │   ├── MonitorUnavailable          the monitor's JSON API
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogMissing",
+    "ConfigError",
     "DatasetRejected",
     "ForgedRecordError",
     "IdentityError",
@@ -70,6 +73,10 @@ class LeptonError(Exception):
 
 class LeptonTimeout(LeptonError, TimeoutError):
     """No answer came in the time given."""
+
+
+class ConfigError(LeptonError, ValueError):
+    """A setting (or a file a setting names) cannot be used as given."""
 
 
 class UnavailableError(LeptonError):

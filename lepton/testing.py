@@ -27,7 +27,7 @@ from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lepton.bus import Publisher, PublishError, partition_for
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import authorship, default_codec
 from lepton.contract.identity import SIGNATURE_HEADER, IdentityKey, Principal, SigningKey
 from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
@@ -144,7 +144,7 @@ class InMemoryBroker:
         """A publisher on this broker (it needs no start), signing each record as the
         principal who would write it (:func:`impersonating`)."""
         return Publisher(
-            "in-memory",
+            KafkaAccess("in-memory"),
             self.codec,
             source=source,
             transport=self,

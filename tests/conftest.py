@@ -1,8 +1,11 @@
 """Test fixtures: the real stack (started once per session) and unique names.
 
-With ``LEPTON_KAFKA_BOOTSTRAP``, ``LEPTON_DATABASE_URL`` and ``LEPTON_IDENTITY_KEY`` set,
-the suite runs against those servers; otherwise it starts its own stack in a temporary
-state directory and stops it at the end.
+With ``LEPTON_KAFKA_BOOTSTRAP`` (and the ``LEPTON_KAFKA_*`` credentials, or a client
+properties file), ``LEPTON_DATABASE_URL`` and ``LEPTON_IDENTITY_KEY`` set, the suite runs
+against those servers; otherwise it starts its own stack (SASL/SCRAM and ACLs, as `lepton
+stack up` does) in a temporary state directory and stops it at the end. Tests connect as
+the stack's admin unless they ask for an actor (``stack_access``): services in a test get
+the admin's access, the security tests each actor's own.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 
 from lepton import devstack
 from lepton.bus import Publisher, delete_topics, ensure_topics
-from lepton.config import Actor, Settings
+from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey
@@ -35,7 +38,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     """The settings the suite's servers are reached with: the environment's, or those of
     a local stack started for the session."""
     given = Settings()
-    if given.kafka_bootstrap and given.database_url:
+    if given.kafka_access() and given.database_url:
         yield given
         return
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
@@ -59,13 +62,20 @@ def identity(stack_settings: Settings) -> IdentityKey:
 
 @pytest.fixture(scope="session")
 def endpoints(stack_settings: Settings) -> devstack.Endpoints:
-    """The administrator's endpoints (PostgreSQL's superuser)."""
+    """The administrator's endpoints (PostgreSQL's superuser, Kafka's super user)."""
     return devstack.endpoints(stack_settings)
 
 
 @pytest.fixture(scope="session")
-def bootstrap(endpoints: devstack.Endpoints) -> str:
-    return endpoints.kafka_bootstrap
+def kafka(endpoints: devstack.Endpoints) -> KafkaAccess:
+    """The admin's access to the test broker (a super user: creates and deletes topics)."""
+    return endpoints.kafka
+
+
+@pytest.fixture(scope="session")
+def stack_access(stack_settings: Settings) -> Callable[[Actor], KafkaAccess]:
+    """An actor's own access to the local test stack (its SASL user, under its ACLs)."""
+    return lambda actor: devstack.endpoints(stack_settings, actor).kafka
 
 
 @pytest.fixture(scope="session")
@@ -105,19 +115,19 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def _topics_a_test_creates_are_deleted(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Every topic a test created is deleted after it: a single test broker holds a few
     files open per partition, and a suite that never cleaned up would exhaust them."""
-    if "bootstrap" not in request.fixturenames:
+    if "kafka" not in request.fixturenames:
         yield
         return
-    bootstrap = request.getfixturevalue("bootstrap")
-    before = await _topic_names(bootstrap)
+    kafka = request.getfixturevalue("kafka")
+    before = await _topic_names(kafka)
     yield
-    await delete_topics(bootstrap, sorted(await _topic_names(bootstrap) - before))
+    await delete_topics(kafka, sorted(await _topic_names(kafka) - before))
 
 
-async def _topic_names(bootstrap: str) -> set[str]:
+async def _topic_names(kafka: KafkaAccess) -> set[str]:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         return set(await admin.list_topics())
@@ -145,10 +155,10 @@ def unique() -> Callable[[str], str]:
 
 
 @pytest.fixture
-async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> Callable[..., object]:
+async def make_topic(kafka: KafkaAccess, unique: Callable[[str], str]) -> Callable[..., object]:
     async def create(event: str, partitions: int = 1) -> Topic:
         topic = Topic(unique(event.rsplit(".", 1)[-1]), event, "test key", partitions)
-        await ensure_topics(bootstrap, [topic])
+        await ensure_topics(kafka, [topic])
         return topic
 
     return create
@@ -156,12 +166,10 @@ async def make_topic(bootstrap: str, unique: Callable[[str], str]) -> Callable[.
 
 @pytest.fixture
 async def publisher(
-    bootstrap: str, codec: Codec, identity: IdentityKey
+    kafka: KafkaAccess, codec: Codec, identity: IdentityKey
 ) -> AsyncIterator[Publisher]:
     """A publisher that signs each record as the principal who would write it."""
-    async with Publisher(
-        bootstrap, codec, source="tests", signer=impersonating(identity)
-    ) as running:
+    async with Publisher(kafka, codec, source="tests", signer=impersonating(identity)) as running:
         yield running
 
 

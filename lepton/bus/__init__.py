@@ -10,17 +10,20 @@
   function of one event, or a :class:`BatchHandler` that folds each event of a fetch in
   memory and then acts on the whole fetch at once (one placement pass, one batch of
   events published), which is how a busy service keeps up.
-- :func:`ensure_topics`: creates the declared topics and their dead-letter topics.
+- :func:`ensure_topics`: creates the declared topics and their dead-letter topics (the
+  admin; a service only finds them there). :func:`provision` adds the ACLs of
+  :func:`lepton.contract.topics.grants` (:func:`apply_acls`, :func:`live_grants`).
 
 The modules behind these names: ``_event`` (the event a handler sees, its trace),
   ``_handlers`` (handler protocols), ``_publisher``, ``_subscriber``, ``_admin`` (topics),
   ``_transport`` (the seam :mod:`lepton.testing` plugs an in-memory broker into),
-  ``_reader`` / ``_writer`` (librdkafka).
+  ``_reader`` / ``_writer`` (librdkafka), ``_acls`` (ACLs).
 """
 
 from __future__ import annotations
 
-from lepton.bus._admin import delete_topics, ensure_topics
+from lepton.bus._acls import AclError, apply_acls, live_grants, provision, user_principal
+from lepton.bus._admin import TopicsMissingError, delete_topics, ensure_topics
 from lepton.bus._authenticator import Authenticator
 from lepton.bus._event import (
     DLQ_HEADERS,
@@ -40,6 +43,7 @@ from lepton.bus._writer import PublishError
 
 __all__ = [
     "DLQ_HEADERS",
+    "AclError",
     "Authenticator",
     "BatchHandler",
     "BrokerUnavailableError",
@@ -54,12 +58,17 @@ __all__ = [
     "Selective",
     "Skimming",
     "Subscriber",
+    "TopicsMissingError",
     "TransientError",
     "Transport",
+    "apply_acls",
     "continue_trace",
     "current_trace",
     "delete_topics",
     "ensure_topics",
+    "live_grants",
     "murmur2",
     "partition_for",
+    "provision",
+    "user_principal",
 ]

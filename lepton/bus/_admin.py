@@ -8,30 +8,48 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from lepton.bus._publisher import _start_within
 from lepton.contract.topics import Topic, dead_letter_topic
+from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
+
+    from lepton.config import KafkaAccess
 
 log = logging.getLogger("lepton.bus")
 
+# Topic and cluster authorization failures: the principal may not create topics.
+_NOT_ALLOWED = frozenset(
+    {TopicAuthorizationFailedError.errno, ClusterAuthorizationFailedError.errno}
+)
+
+
+class TopicsMissingError(UnavailableError):
+    """A declared topic is missing and this principal may not create it."""
+
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaAccess,
     topics: Iterable[Topic],
     *,
-    with_dead_letters: bool = True,
+    with_dead_letters: bool | Collection[str] = True,
     connect_timeout_s: float = 20.0,
 ) -> list[str]:
     """Create every topic (and its ``.dlq``) that does not exist yet; returns those created.
 
-    Safe to run any number of times, from several processes at once.
+    ``with_dead_letters``: a dead-letter topic for every topic, none, or for the topics
+    named. Safe to run any number of times, from several processes at once.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
-    await _start_within(admin, connect_timeout_s, bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=30_000)
+    await _start_within(admin, connect_timeout_s, kafka)
     try:
         cluster = await admin.describe_cluster()
         replication = min(3, len(cluster["brokers"]))
@@ -41,7 +59,9 @@ async def ensure_topics(
             wanted.append(
                 NewTopic(topic.name, topic.partitions, replication, topic_configs=topic.config)
             )
-            if with_dead_letters:
+            if with_dead_letters is True or (
+                not isinstance(with_dead_letters, bool) and topic.name in with_dead_letters
+            ):
                 wanted.append(
                     NewTopic(
                         dead_letter_topic(topic.name), 1, replication, topic_configs=_DLQ_CONFIG
@@ -55,6 +75,12 @@ async def ensure_topics(
         for name, code, message in _topic_errors(response):
             if code == 0:
                 created.append(name)
+            elif code in _NOT_ALLOWED:
+                raise TopicsMissingError(
+                    f"topic {name} does not exist, and {kafka.principal} may not create it",
+                    "create the topics as the admin: `lepton up`, `lepton stack up`, or "
+                    "`lepton contract acls` for what an operator runs",
+                )
             elif code != TopicAlreadyExistsError.errno:
                 raise KafkaError(f"creating topic {name} failed: error {code} {message}")
         await _until_led(admin, created, timeout_s=connect_timeout_s)
@@ -78,15 +104,15 @@ async def _until_led(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: f
                 await asyncio.sleep(0.05)  # the controller is electing: nothing to await
 
 
-async def delete_topics(bootstrap: str, names: Iterable[str], *, timeout_s: float = 60.0) -> None:
+async def delete_topics(
+    kafka: KafkaAccess, names: Iterable[str], *, timeout_s: float = 60.0
+) -> None:
     """Delete topics (with their data). For tests and benchmarks that made their own."""
     doomed = list(names)
     if not doomed:
         return
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
-    await _start_within(admin, timeout_s, bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=int(timeout_s * 1000))
+    await _start_within(admin, timeout_s, kafka)
     try:
         # A few at a time: one huge request can outlast the broker's request timeout.
         for start in range(0, len(doomed), 50):

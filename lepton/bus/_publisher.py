@@ -10,7 +10,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
-from aiokafka.errors import KafkaError
+from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
 from lepton.bus._event import Headers, _event_time, _ids
 from lepton.bus._transport import Kafka, Transport, Writing
@@ -20,6 +20,7 @@ from lepton.errors import UnavailableError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
+    from lepton.config import KafkaAccess
     from lepton.contract.codec import Codec
     from lepton.contract.topics import Topic
 
@@ -35,18 +36,51 @@ class BrokerUnavailableError(UnavailableError, RuntimeError):
     """Kafka could not be reached within the configured time."""
 
 
-async def _start_within(client: Any, timeout_s: float, bootstrap: str) -> None:
+class _RefusedLogins(logging.Handler):
+    """Catches aiokafka's log of a refused SASL login: it logs the broker's answer and
+    tries the next address, so the error that ends the start says only "no connection"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.refused: Exception | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        arguments = record.args if isinstance(record.args, tuple) else ()
+        for argument in arguments:
+            if isinstance(argument, AuthenticationFailedError | SaslAuthenticationFailed):
+                self.refused = argument
+
+
+async def _start_within(client: Any, timeout_s: float, kafka: KafkaAccess) -> None:
+    watch = _RefusedLogins()
+    aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.addHandler(watch)
     try:
         await asyncio.wait_for(client.start(), timeout_s)
     except (TimeoutError, KafkaError, OSError) as exc:
         # A client that never started may still hold sockets and tasks.
         await client.stop() if hasattr(client, "stop") else await client.close()
-        raise _unavailable(bootstrap, timeout_s, exc) from exc
+        raise _unavailable(kafka, timeout_s, watch.refused or exc) from exc
+    finally:
+        aiokafka_log.removeHandler(watch)
 
 
-def _unavailable(bootstrap: str, timeout_s: float, cause: Exception) -> BrokerUnavailableError:
+def _refused_credentials(cause: BaseException) -> bool:
+    """Whether the broker turned the client's SASL credentials down (librdkafka, aiokafka)."""
+    if isinstance(cause, confluent_kafka.KafkaException):
+        return bool(cause.args[0].code() == confluent_kafka.KafkaError._AUTHENTICATION)
+    return isinstance(cause, AuthenticationFailedError | SaslAuthenticationFailed)
+
+
+def _unavailable(kafka: KafkaAccess, timeout_s: float, cause: Exception) -> BrokerUnavailableError:
+    if _refused_credentials(cause):
+        return BrokerUnavailableError(
+            f"Kafka at {kafka} refused the credentials ({type(cause).__name__})",
+            "check LEPTON_KAFKA_SASL_USERNAME and LEPTON_KAFKA_SASL_PASSWORD (or the client "
+            "properties file); the local stack's are in its state directory",
+        )
     return BrokerUnavailableError(
-        f"Kafka at {bootstrap} did not answer within {timeout_s:.0f} s ({type(cause).__name__}); "
+        f"Kafka at {kafka} did not answer within {timeout_s:.0f} s ({type(cause).__name__}); "
         "is the broker running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?"
     )
 
@@ -56,7 +90,7 @@ class Publisher:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         codec: Codec,
         *,
         source: str,
@@ -66,12 +100,12 @@ class Publisher:
         transport: Transport | None = None,
         signer: Signer | None = None,
     ) -> None:
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._signer = signer
         self._codec = codec
         self._source = source.encode()
         self._connect_timeout_s = connect_timeout_s
-        self._writer: Writing = (transport or Kafka(bootstrap)).writer(
+        self._writer: Writing = (transport or Kafka(kafka)).writer(
             client_id=f"{client_id}-{source}",
             linger_ms=linger_ms,
             max_batch_bytes=256 * 1024,
@@ -83,15 +117,15 @@ class Publisher:
                 self._writer.start(self._connect_timeout_s), self._connect_timeout_s + 5
             )
         except (TimeoutError, confluent_kafka.KafkaException) as exc:
-            raise _unavailable(self._bootstrap, self._connect_timeout_s, exc) from exc
+            raise _unavailable(self._kafka, self._connect_timeout_s, exc) from exc
 
     async def stop(self) -> None:
         await self._writer.stop()
 
     @property
-    def bootstrap(self) -> str:
-        """The brokers this publisher sends to."""
-        return self._bootstrap
+    def kafka(self) -> KafkaAccess:
+        """The cluster this publisher sends to, and as whom."""
+        return self._kafka
 
     async def __aenter__(self) -> Publisher:
         await self.start()

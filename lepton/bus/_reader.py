@@ -23,8 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import confluent_kafka
 
+from lepton.bus._writer import CredentialWatch
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+
+    from lepton.config import KafkaAccess
 
 __all__ = ["Message", "Reader", "ReaderError"]
 
@@ -102,7 +106,7 @@ class Reader:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         *,
         group_id: str,
         client_id: str,
@@ -112,9 +116,11 @@ class Reader:
         """``gather_ms``: how long the broker may hold a fetch while it gathers up to
         1 MiB; fewer, larger fetches cost both sides less CPU at high rates, and delay
         each message by up to that long."""
+        self._credentials = CredentialWatch()
         self._consumer = confluent_kafka.Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka.librdkafka(),
+                "error_cb": self._credentials,
                 "group.id": group_id,
                 "client.id": client_id,
                 "enable.auto.commit": False,
@@ -138,7 +144,11 @@ class Reader:
 
     async def check_broker(self, timeout_s: float) -> None:
         """Raise :class:`confluent_kafka.KafkaException` unless a broker answers in time."""
-        await self._call(lambda: self._consumer.list_topics(timeout=timeout_s))
+        try:
+            await self._call(lambda: self._consumer.list_topics(timeout=timeout_s))
+        except confluent_kafka.KafkaException as exc:
+            await self._call(self._consumer.poll, 0)  # serves the queued error callbacks
+            raise self._credentials.reason(exc) from None
 
     async def subscribe(self, topics: Iterable[str]) -> None:
         """Join the consumer group for these topics (from the committed offsets)."""

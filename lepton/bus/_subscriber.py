@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from lepton.bus._authenticator import Authenticator
     from lepton.bus._reader import Message, Positions
+    from lepton.config import KafkaAccess
     from lepton.contract.codec import Record
 
 log = logging.getLogger("lepton.bus")
@@ -105,13 +106,13 @@ class Subscriber:
     With ``gather_ms``, the broker may hold each fetch that long to gather more: for a
     high-rate topic whose messages may wait a little (heartbeats), it costs less CPU.
 
-    With ``transport``, it reads from there instead of the Kafka at ``bootstrap`` (as
+    With ``transport``, it reads from there instead of the Kafka ``kafka`` reaches (as
     does a :class:`Publisher` given one): :class:`lepton.testing.InMemoryBroker`.
     """
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         codec: Codec,
         publisher: Publisher,
         *,
@@ -143,7 +144,7 @@ class Subscriber:
         self._handler = None if isinstance(handler, BatchHandler) else handler
         self._wants = handler.wants if isinstance(handler, Selective) else None
         self._skim = handler.skim if isinstance(handler, Skimming) else None
-        self._bootstrap = bootstrap
+        self._kafka = kafka
         self._connect_timeout_s = connect_timeout_s
         self._max_batch = max_batch
         self._retry_backoff_s = retry_backoff_s
@@ -151,7 +152,7 @@ class Subscriber:
         self.group_id = group_id
         self._counted = MessageCounts(group_id)
         self.counts = self._counted.counts
-        self._reader: Reading = (transport or Kafka(bootstrap)).reader(
+        self._reader: Reading = (transport or Kafka(kafka)).reader(
             group_id=group_id, client_id=f"{client_id}-{group_id}", gather_ms=gather_ms
         )
         self._uncommitted: Positions = {}
@@ -163,7 +164,7 @@ class Subscriber:
             )
         except (TimeoutError, confluent_kafka.KafkaException) as exc:
             await self._reader.close()
-            raise _unavailable(self._bootstrap, self._connect_timeout_s, exc) from exc
+            raise _unavailable(self._kafka, self._connect_timeout_s, exc) from exc
         if self._replay:
             everything = [
                 (name, partition)

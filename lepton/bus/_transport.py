@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Iterable, Sequence
 
+    from lepton.config import KafkaAccess
+
 __all__ = ["Kafka", "Reading", "Transport", "Writing"]
 
 Headers = list[tuple[str, bytes]]
@@ -58,17 +60,17 @@ class Transport(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Kafka:
-    """The Kafka cluster at ``bootstrap``, through librdkafka."""
+    """The Kafka cluster ``access`` reaches, through librdkafka."""
 
-    bootstrap: str
+    access: KafkaAccess
 
     def writer(self, *, client_id: str, linger_ms: int, max_batch_bytes: int) -> Writing:
         return Writer(
-            self.bootstrap,
+            self.access,
             client_id=client_id,
             linger_ms=linger_ms,
             max_batch_bytes=max_batch_bytes,
         )
 
     def reader(self, *, group_id: str, client_id: str, gather_ms: int) -> Reading:
-        return Reader(self.bootstrap, group_id=group_id, client_id=client_id, gather_ms=gather_ms)
+        return Reader(self.access, group_id=group_id, client_id=client_id, gather_ms=gather_ms)

@@ -25,7 +25,9 @@ from lepton.errors import MessageError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["PublishError", "Writer"]
+    from lepton.config import KafkaAccess
+
+__all__ = ["CredentialWatch", "PublishError", "Writer"]
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +35,41 @@ Headers = list[tuple[str, bytes]]
 # librdkafka's header values may also be text or absent; ours are always bytes.
 _Headers = list[tuple[str, str | bytes | None]]
 
+# What the broker answers a principal that may not even describe the topic: no use waiting.
+_DENIED = frozenset(
+    {
+        confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        confluent_kafka.KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    }
+)
 # How long the delivery thread waits in one poll: also how soon it notices a stop.
 _POLL_S = 0.1
 
 
 class PublishError(MessageError, RuntimeError):
     """The broker did not take a message (after librdkafka's own retries)."""
+
+
+class CredentialWatch:
+    """librdkafka's ``error_cb``: remembers whether the broker refused the credentials.
+
+    librdkafka reports a refused SASL login only to this callback and keeps retrying; a
+    first request then just times out. With this, a client that cannot start says why.
+    """
+
+    __slots__ = ("refused",)
+
+    def __init__(self) -> None:
+        self.refused: confluent_kafka.KafkaError | None = None
+
+    def __call__(self, error: confluent_kafka.KafkaError) -> None:
+        # Every error is also in librdkafka's own log (routed to ``logger``): none is lost.
+        if error.code() == confluent_kafka.KafkaError._AUTHENTICATION:
+            self.refused = error
+
+    def reason(self, failure: confluent_kafka.KafkaException) -> confluent_kafka.KafkaException:
+        """The refusal, if there was one, else ``failure`` itself."""
+        return confluent_kafka.KafkaException(self.refused) if self.refused else failure
 
 
 class _Pending:
@@ -56,11 +87,13 @@ class Writer:
     """One idempotent librdkafka producer and the thread that collects its reports."""
 
     def __init__(
-        self, bootstrap: str, *, client_id: str, linger_ms: int, max_batch_bytes: int
+        self, kafka: KafkaAccess, *, client_id: str, linger_ms: int, max_batch_bytes: int
     ) -> None:
+        self._credentials = CredentialWatch()
         self._producer = confluent_kafka.Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka.librdkafka(),
+                "error_cb": self._credentials,
                 "client.id": client_id,
                 "enable.idempotence": True,  # implies acks=all, ordered retries
                 "linger.ms": linger_ms,
@@ -79,7 +112,11 @@ class Writer:
 
     async def start(self, timeout_s: float) -> None:
         """Raise :class:`confluent_kafka.KafkaException` unless a broker answers in time."""
-        await asyncio.to_thread(self._producer.list_topics, timeout=timeout_s)
+        try:
+            await asyncio.to_thread(self._producer.list_topics, timeout=timeout_s)
+        except confluent_kafka.KafkaException as exc:
+            self._producer.poll(0)  # serves the error callbacks queued meanwhile
+            raise self._credentials.reason(exc) from None
         self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._deliver, name="kafka-deliveries", daemon=True)
         self._thread.start()
@@ -108,6 +145,8 @@ class Writer:
         while True:
             metadata = await asyncio.to_thread(self._producer.list_topics, topic, timeout_s)
             found = metadata.topics.get(topic)
+            if found is not None and found.error is not None and found.error.code() in _DENIED:
+                raise PublishError(f"not allowed to use topic {topic}: {found.error.str()}")
             if (
                 found is not None
                 and found.error is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # Imported for the commands they register on the root command.
 from lepton.cli import (  # noqa: F401
+    access,
     auth,
     contract,
     data,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Annotated
@@ -10,12 +11,14 @@ import typer
 from rich.table import Table
 
 from lepton import devstack
+from lepton.bus import provision
 from lepton.cli._app import (
     console,
     guarded,
     stack_app,
 )
 from lepton.config import Settings
+from lepton.contract.topics import Namespace
 from lepton.runtime.database import redacted
 
 
@@ -26,6 +29,13 @@ def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("running", "[green]yes[/green]" if current.running else "[red]no[/red]")
     table.add_row("kafka", current.kafka_bootstrap or "-")
+    if current.kafka_user:
+        # Who, never the password: every actor's is in the credentials file (0600).
+        table.add_row(
+            "",
+            f"{current.kafka_security_protocol} as {current.kafka_user} "
+            f"(passwords: {current.kafka_credentials})",
+        )
     url = current.database_url
     table.add_row("postgres", redacted(url) if url else "-")
     table.add_row("state", str(current.state_dir))
@@ -44,6 +54,9 @@ def stack_up(
     spinner = console.status("starting Kafka and PostgreSQL…")
     with contextlib.nullcontext() if as_json else spinner:
         current = guarded(lambda: devstack.up(settings))
+        # The admin makes the topics and every actor's ACLs; services only find them.
+        admin = guarded(lambda: devstack.local_admin(settings))
+        guarded(lambda: asyncio.run(provision(admin, Namespace(settings.topic_prefix))))
     _print_status(current, as_json)
 
 

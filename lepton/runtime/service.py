@@ -40,7 +40,7 @@ from lepton.bus import (
     Transport,
     ensure_topics,
 )
-from lepton.config import Actor, Settings
+from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace, Topic
@@ -209,8 +209,13 @@ class Service:
         log = structlog.get_logger(self.name).bind()
         where = endpoints.resolve(settings, self.actor)
         names = Namespace(settings.topic_prefix)
+        # Only the topics this actor uses: under ACLs, it can see no other.
+        used, dead_lettered = names.used_by(self.actor)
         await ensure_topics(
-            where.kafka_bootstrap, names.all(), connect_timeout_s=settings.connect_timeout_s
+            where.kafka,
+            used,
+            with_dead_letters=dead_lettered,
+            connect_timeout_s=settings.connect_timeout_s,
         )
         pool = await database.connect(where.database_url, timeout_s=settings.connect_timeout_s)
         try:
@@ -224,7 +229,7 @@ class Service:
                 log.info("migrated", versions=applied)
             async with self._health_server(log):
                 if not self.singleton:
-                    await self._serve(where.kafka_bootstrap, None, names, pool, log, term=None)
+                    await self._serve(where.kafka, None, names, pool, log, term=None)
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
@@ -233,9 +238,7 @@ class Service:
                     log.info("leading", term=lead.term)
                     watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
                     try:
-                        await self._serve(
-                            where.kafka_bootstrap, None, names, pool, log, term=lead.term
-                        )
+                        await self._serve(where.kafka, None, names, pool, log, term=lead.term)
                     finally:
                         watchdog.cancel()
                     if lead.lost.is_set():
@@ -273,11 +276,13 @@ class Service:
         servers."""
         log = structlog.get_logger(self.name).bind()
         names = Namespace(self.settings.topic_prefix)
-        await self._serve("in-memory", transport, names, pool, log, term=term, master=master)
+        await self._serve(
+            KafkaAccess("in-memory"), transport, names, pool, log, term=term, master=master
+        )
 
     async def _serve(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         transport: Transport | None,
         names: Namespace,
         pool: asyncpg.Pool,
@@ -290,7 +295,7 @@ class Service:
         principal = self.principal or Principal("service", self.actor)
         signer, verifier = identity.service_keys(settings, principal, master)
         async with Publisher(
-            bootstrap,
+            kafka,
             default_codec(),
             source=f"lepton/{self.name}",
             client_id=settings.client_id,
@@ -312,7 +317,7 @@ class Service:
             )
             handler = await self.handler_factory(context)
             self._subscriber = Subscriber(
-                bootstrap,
+                kafka,
                 default_codec(),
                 publisher,
                 topics=[names.topic(name) for name in self.consumes],

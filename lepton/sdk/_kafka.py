@@ -22,7 +22,7 @@ from lepton.runtime import endpoints, identity
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
-    from lepton.config import Settings
+    from lepton.config import KafkaAccess, Settings
     from lepton.contract.codec import Record
 
 _FETCH_MS = 500
@@ -48,23 +48,24 @@ class KafkaTransport:
         self._settings = settings
         self._source = source
         self.names = Namespace(settings.topic_prefix)
-        self._bootstrap: str | None = None
+        self._access: KafkaAccess | None = None
         self._publisher: Publisher | None = None
         self._opening = asyncio.Lock()
 
     @property
-    def bootstrap(self) -> str:
-        """The Kafka bootstrap servers: the settings', else the local stack's."""
-        if self._bootstrap is None:
-            given = self._settings.kafka_bootstrap
-            self._bootstrap = given or endpoints.resolve(self._settings, "client").kafka_bootstrap
-        return self._bootstrap
+    def access(self) -> KafkaAccess:
+        """The Kafka cluster and credentials: the settings', else the local stack's (as
+        the client)."""
+        if self._access is None:
+            given = self._settings.kafka_access()
+            self._access = given or endpoints.resolve(self._settings, "client").kafka
+        return self._access
 
     async def _bus(self) -> Publisher:
         async with self._opening:
             if self._publisher is None:
                 publisher = Publisher(
-                    self.bootstrap,
+                    self.access,
                     default_codec(),
                     source=self._source,
                     client_id=self._settings.client_id,
@@ -93,7 +94,7 @@ class KafkaTransport:
     async def _consumer(self, partitions: Sequence[TopicPartition]) -> Any:
         """A consumer outside any group, reading exactly ``partitions``."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **self.access.aiokafka(),
             client_id=f"{self._settings.client_id}-{self._source}",
             group_id=None,
             enable_auto_commit=False,
@@ -103,8 +104,9 @@ class KafkaTransport:
             await consumer.start()
         except KafkaError as exc:
             raise BrokerUnavailableError(
-                f"Kafka at {self.bootstrap} did not answer ({type(exc).__name__}: {exc})",
-                "is it running (`lepton stack status`) and LEPTON_KAFKA_BOOTSTRAP right?",
+                f"Kafka at {self.access} did not answer ({type(exc).__name__}: {exc})",
+                "is it running (`lepton stack status`), and are LEPTON_KAFKA_BOOTSTRAP and "
+                "the LEPTON_KAFKA_SASL_* credentials right?",
             ) from exc
         consumer.assign(list(partitions))
         return consumer

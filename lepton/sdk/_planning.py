@@ -21,6 +21,7 @@ from lepton.scheduling.placement import Scheduler, feasibility
 from lepton.sdk.builders import InvalidRequest
 
 if TYPE_CHECKING:
+    from lepton.config import KafkaAccess
     from lepton.contract.topics import Namespace
     from lepton.scheduling.entities import NodeState
     from lepton.sdk.builders import JobRequest
@@ -40,11 +41,11 @@ class Placement:
     reason: str | None = None
 
 
-async def place(job: JobRequest, bootstrap: str, names: Namespace) -> Placement:
+async def place(job: JobRequest, kafka: KafkaAccess, names: Namespace) -> Placement:
     spec = job_spec(job.to_record())
     if isinstance(spec, Rejection):
         raise InvalidRequest(f"{spec.field}: {spec.reason}")
-    nodes, journal = await _read_cluster(bootstrap, names)
+    nodes, journal = await _read_cluster(kafka, names)
     impossible = feasibility(spec, nodes)
     if impossible is not None:
         return Placement("never", reason=str(impossible))
@@ -67,7 +68,7 @@ async def place(job: JobRequest, bootstrap: str, names: Namespace) -> Placement:
     return Placement("waits", preempts=tuple(preempts))
 
 
-async def _read_cluster(bootstrap: str, names: Namespace) -> tuple[list[NodeState], Journal]:
+async def _read_cluster(kafka: KafkaAccess, names: Namespace) -> tuple[list[NodeState], Journal]:
     """The cluster as the log tells it: the latest heartbeat per node, and every job."""
     latest: dict[str, dict[str, Any]] = {}
     journal = Journal()
@@ -85,13 +86,13 @@ async def _read_cluster(bootstrap: str, names: Namespace) -> tuple[list[NodeStat
         names.topic(t)
         for t in ("lepton.node.heartbeats", "lepton.jobs.requested", "lepton.jobs.events")
     ]
-    async with Publisher(bootstrap, default_codec(), source="lepton/sdk") as bus:
+    async with Publisher(kafka, default_codec(), source="lepton/sdk") as bus:
         reader = Subscriber(
-            bootstrap,
+            kafka,
             default_codec(),
             bus,
             topics=topics,
-            group_id="lepton-plan",
+            group_id=names.group("lepton-plan"),  # named only: a replay joins no group
             handler=read,
             replay=True,
         )

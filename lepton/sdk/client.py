@@ -130,7 +130,7 @@ class LeptonClient:
     @property
     def bootstrap(self) -> str:
         """The Kafka bootstrap servers: the settings', else the local stack's."""
-        return self._kafka.bootstrap
+        return self._kafka.access.bootstrap
 
     def _acting_tenant(self) -> str:
         if not self.tenant:
@@ -276,7 +276,7 @@ class LeptonClient:
     async def plan(self, job: JobRequest) -> Placement:
         """Where ``job`` would go now, or why it cannot; publishes nothing. Replays the
         heartbeats and job topics into a scratch copy of the scheduler's core."""
-        return await place(job, self.bootstrap, self.names)
+        return await place(job, self._kafka.access, self.names)
 
     async def tail(
         self,

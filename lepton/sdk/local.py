@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lepton.bus import ensure_topics
+from lepton.bus import provision
 from lepton.contract.topics import Namespace
 from lepton.errors import LeptonError
 from lepton.runtime import endpoints
@@ -65,7 +65,7 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
 
     where = endpoints.resolve(settings, "admin")
     names = Namespace(settings.topic_prefix)
-    asyncio.run(ensure_topics(where.kafka_bootstrap, names.all()))
+    asyncio.run(provision(where.kafka, names))
     directory = _service_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from lepton.bus import Subscriber
 from lepton.contract import default_codec
-from lepton.runtime import endpoints
 from services.evaluator import store
 from services.evaluator.failures import ArtifactInvalid
 from services.evaluator.prediction import (
@@ -40,7 +39,7 @@ class PredictionRequests:
     async def serve(self) -> None:
         context, settings = self.context, self.settings
         subscriber = Subscriber(
-            endpoints.resolve(settings, "evaluator").kafka_bootstrap,
+            context.publisher.kafka,  # the evaluator's own access, as the service resolved it
             default_codec(),
             context.publisher,
             topics=[context.topic("lepton.predict.requested")],

@@ -64,11 +64,9 @@ class PipelineWatch:
         self._lag = LagTracker()
 
     async def run(self, context: Context, monitor: Monitor) -> None:
-        bootstrap = endpoints.resolve(self.settings, "monitor").kafka_bootstrap
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="lepton-monitor")
-        offsets = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
+        kafka = endpoints.resolve(self.settings, "monitor").kafka
+        admin = AIOKafkaAdminClient(**kafka.aiokafka(), client_id="lepton-monitor")
+        offsets = AIOKafkaConsumer(**kafka.aiokafka(), group_id=None, enable_auto_commit=False)
         await admin.start()
         await offsets.start()
         try:

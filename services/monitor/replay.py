@@ -51,8 +51,8 @@ async def catch_up(context: Context, settings: MonitorSettings, state: MonitorSt
     if state.positions is None:
         return 0  # a snapshot without positions: nothing to measure the gap against
     prefix = settings.topic_prefix
-    bootstrap = endpoints.resolve(settings, "monitor").kafka_bootstrap
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="lepton-monitor")
+    kafka = endpoints.resolve(settings, "monitor").kafka
+    admin = AIOKafkaAdminClient(**kafka.aiokafka(), client_id="lepton-monitor")
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(context.topics.group("lepton-monitor"))
@@ -69,7 +69,7 @@ async def catch_up(context: Context, settings: MonitorSettings, state: MonitorSt
         return 0
     codec = default_codec()
     reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

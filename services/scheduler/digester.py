@@ -79,15 +79,17 @@ class Digester:
 
 @contextlib.asynccontextmanager
 async def running_digester(context: Context) -> AsyncIterator[Digester]:
-    """Start the digester with the service's settings; stop it when the block ends."""
+    """Start the digester with the service's settings, reading Kafka as the scheduler does
+    (its own access); stop it when the block ends."""
     assert context.master is not None  # the scheduler holds it, to verify heartbeats
     # It needs no database, so the database URL, a secret, is not passed at all; the
-    # master key goes through the pipe, never the command line or the environment.
+    # master key and the Kafka password go through the pipe, never the command line or
+    # the environment (the settings' dump would mask the password).
+    dumped = context.settings.model_dump(
+        mode="json", exclude={"database_url", "identity_key", "signing_key"}
+    )
     config = {
-        "bootstrap": context.publisher.bootstrap,
-        "settings": context.settings.model_dump(
-            mode="json", exclude={"database_url", "identity_key", "signing_key"}
-        ),
+        "settings": {**dumped, **context.publisher.kafka.settings()},
         "identity_key": context.master.to_text(),
     }
     process = await start_helper("services.scheduler.digester", config)
@@ -147,7 +149,9 @@ async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> Non
         await asyncio.sleep(SWEEP_INTERVAL_S)
 
 
-async def _digest(settings: SchedulerSettings, bootstrap: str, master: IdentityKey) -> None:
+async def _digest(settings: SchedulerSettings, master: IdentityKey) -> None:
+    kafka = settings.kafka_access()
+    assert kafka is not None, "the scheduler passes its Kafka access"
     names = Namespace(settings.topic_prefix)
     codec = default_codec()
     digest = HeartbeatDigest(
@@ -161,7 +165,7 @@ async def _digest(settings: SchedulerSettings, bootstrap: str, master: IdentityK
         codec,
     )
     async with Publisher(
-        bootstrap,
+        kafka,
         codec,
         source="lepton/scheduler",
         client_id=settings.client_id,
@@ -169,7 +173,7 @@ async def _digest(settings: SchedulerSettings, bootstrap: str, master: IdentityK
         signer=master.derive(Principal("service", "scheduler")),
     ) as publisher:
         subscriber = Subscriber(
-            bootstrap,
+            kafka,
             codec,
             publisher,
             topics=[names.topic("lepton.node.heartbeats")],
@@ -204,7 +208,7 @@ def main() -> None:
     collect_less()  # as every service: it holds every node's newest heartbeat
     with contextlib.suppress(BrokenPipeError):  # the scheduler is gone: so are we
         master = IdentityKey.from_text(config["identity_key"])
-        asyncio.run(_digest(settings, config["bootstrap"], master))
+        asyncio.run(_digest(settings, master))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace, dead_letter_topic
 from lepton.testing import impersonating
@@ -55,7 +56,7 @@ class Running:
     prefix: str
     names: Namespace
     publisher: Publisher
-    bootstrap: str
+    kafka: KafkaAccess
     codec: Codec
     root: Path
     consumers: dict[str, AIOKafkaConsumer] = field(default_factory=dict)
@@ -105,7 +106,9 @@ class Running:
 
 
 @asynccontextmanager
-async def consumers(bootstrap: str, names: Namespace) -> AsyncIterator[dict[str, AIOKafkaConsumer]]:
+async def consumers(
+    kafka: KafkaAccess, names: Namespace
+) -> AsyncIterator[dict[str, AIOKafkaConsumer]]:
     opened = {}
     try:
         for topic in (
@@ -121,7 +124,7 @@ async def consumers(bootstrap: str, names: Namespace) -> AsyncIterator[dict[str,
             )
             consumer = AIOKafkaConsumer(
                 name,
-                bootstrap_servers=bootstrap,
+                **kafka.aiokafka(),
                 auto_offset_reset="earliest",
                 enable_auto_commit=False,
             )
@@ -133,10 +136,10 @@ async def consumers(bootstrap: str, names: Namespace) -> AsyncIterator[dict[str,
             await consumer.stop()
 
 
-async def delete_topics(bootstrap: str, prefix: str) -> None:
+async def delete_topics(kafka: KafkaAccess, prefix: str) -> None:
     """Remove a test's topics: unique prefixes would otherwise pile up partitions (and open
     files) on a shared broker."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
         names = [name for name in await admin.list_topics() if name.startswith(prefix)]
@@ -147,10 +150,10 @@ async def delete_topics(bootstrap: str, prefix: str) -> None:
 
 
 def settings(
-    bootstrap: str, database_url: str, prefix: str, root: Path, **extra: Any
+    kafka: KafkaAccess, database_url: str, prefix: str, root: Path, **extra: Any
 ) -> IngestSettings:
     values: dict[str, Any] = {
-        "kafka_bootstrap": bootstrap,
+        **kafka.settings(),
         "database_url": database_url,
         "topic_prefix": prefix,
         "ingest_roots": [root],
@@ -162,10 +165,10 @@ def settings(
 
 @asynccontextmanager
 async def running_ingest(
-    bootstrap: str, database_url: str, codec: Codec, root: Path, **extra: Any
+    kafka: KafkaAccess, database_url: str, codec: Codec, root: Path, **extra: Any
 ) -> AsyncIterator[Running]:
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    service = create_app(settings(bootstrap, database_url, prefix, root, **extra))
+    service = create_app(settings(kafka, database_url, prefix, root, **extra))
     task = asyncio.create_task(service.run())
     ready = asyncio.create_task(service.ready.wait())
     done, _ = await asyncio.wait({task, ready}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
@@ -174,14 +177,14 @@ async def running_ingest(
     names = Namespace(prefix)
     try:
         async with (
-            Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher,
-            consumers(bootstrap, names) as opened,
+            Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher,
+            consumers(kafka, names) as opened,
         ):
-            yield Running(prefix, names, publisher, bootstrap, codec, root, opened)
+            yield Running(prefix, names, publisher, kafka, codec, root, opened)
     finally:
         service.stop_soon()
         await task
-        await delete_topics(bootstrap, prefix)
+        await delete_topics(kafka, prefix)
 
 
 async def as_tenant_fetch(pool: asyncpg.Pool, tenant: str, query: str, *args: Any) -> list[Any]:

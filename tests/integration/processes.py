@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lepton.config import KafkaAccess
+
 BIN = Path(sys.executable).parent
 
 
-def service_env(bootstrap: str, database_url: str, prefix: str, **extra: str) -> dict[str, str]:
+def service_env(kafka: KafkaAccess, database_url: str, prefix: str, **extra: str) -> dict[str, str]:
     """The environment of a service on the test servers, under its own topic prefix."""
     return os.environ | {
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        **kafka.environment(),
         "LEPTON_DATABASE_URL": database_url,
         "LEPTON_TOPIC_PREFIX": prefix,
         "LEPTON_MONITOR_PORT": "0",
@@ -28,11 +30,13 @@ def service_env(bootstrap: str, database_url: str, prefix: str, **extra: str) ->
     }
 
 
-def data_service_env(bootstrap: str, database_url: str, prefix: str, root: Path) -> dict[str, str]:
+def data_service_env(
+    kafka: KafkaAccess, database_url: str, prefix: str, root: Path
+) -> dict[str, str]:
     """``service_env`` for services that read data files under ``root`` and write their
     artifacts to ``root / "artifacts"``."""
     return service_env(
-        bootstrap,
+        kafka,
         database_url,
         prefix,
         LEPTON_INGEST_ROOTS=json.dumps([str(root)]),

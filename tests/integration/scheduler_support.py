@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import Publisher, ensure_topics
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.runtime.identity import master_key
@@ -70,15 +70,15 @@ def job(job_id: str, *, cpu: int = 1000, memory: int = 1024, **extra: Any) -> di
 class Namespaced:
     """One test's topics, with a publisher and readers of the scheduler's outputs."""
 
-    def __init__(self, bootstrap: str, codec: Codec, publisher: Publisher) -> None:
+    def __init__(self, kafka: KafkaAccess, codec: Codec, publisher: Publisher) -> None:
         self.prefix = f"t{uuid.uuid4().hex[:10]}."
         self.names = Namespace(self.prefix)
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.codec = codec
         self.publisher = publisher
 
     async def create(self) -> None:
-        await ensure_topics(self.bootstrap, self.names.all())
+        await ensure_topics(self.kafka, self.names.all())
 
     async def send(self, declared: str, key: str, record: dict[str, Any]) -> None:
         """Publish as its natural author would: a model with the lease it was trained under."""
@@ -86,9 +86,9 @@ class Namespaced:
             record = leased(record, master_key(Settings()), self.names, self.codec)
         await self.publisher.publish(self.names.topic(declared), key, record)
 
-    def settings(self, bootstrap: str, database_url: str, **extra: Any) -> SchedulerSettings:
+    def settings(self, kafka: KafkaAccess, database_url: str, **extra: Any) -> SchedulerSettings:
         return SchedulerSettings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_url,
             topic_prefix=self.prefix,
             **extra,
@@ -122,7 +122,7 @@ class Namespaced:
     async def reader(self, declared: str) -> AsyncIterator[Reader]:
         consumer = AIOKafkaConsumer(
             self.names.topic(declared).name,
-            bootstrap_servers=self.bootstrap,
+            **self.kafka.aiokafka(),
             group_id=None,
             auto_offset_reset="earliest",
         )

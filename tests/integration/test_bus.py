@@ -21,6 +21,7 @@ from lepton.bus import (
     ensure_topics,
     partition_for,
 )
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import ALL_TOPICS, Topic, dead_letter_topic
 from tests.samples import sample
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 @contextlib.asynccontextmanager
 async def subscribed(
-    bootstrap: str,
+    kafka: KafkaAccess,
     codec: Codec,
     publisher: Publisher,
     topic: Topic,
@@ -38,7 +39,7 @@ async def subscribed(
     handler: Callable[[Event], Awaitable[None]] | BatchHandler,
 ) -> AsyncIterator[Subscriber]:
     subscriber = Subscriber(
-        bootstrap, codec, publisher, topics=[topic], group_id=group, handler=handler
+        kafka, codec, publisher, topics=[topic], group_id=group, handler=handler
     )
     await subscriber.start()
     task = asyncio.create_task(subscriber.run())
@@ -50,10 +51,10 @@ async def subscribed(
         await subscriber.close()
 
 
-async def read_raw(bootstrap: str, topic: str, count: int) -> list[Any]:
+async def read_raw(kafka: KafkaAccess, topic: str, count: int) -> list[Any]:
     """The first ``count`` messages of ``topic``, as aiokafka returns them."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topic, **kafka.aiokafka(), auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     try:
@@ -82,13 +83,13 @@ def collector(count: int) -> tuple[list[Event], asyncio.Event, Callable[[Event],
 
 @pytest.mark.parametrize("topic_spec", ALL_TOPICS, ids=lambda topic: topic.event)
 async def test_every_schema_round_trips_through_the_broker(
-    topic_spec: Topic, bootstrap, codec, publisher, make_topic, unique
+    topic_spec: Topic, kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic(topic_spec.event)
     record = sample(topic_spec.event)
     received, enough, handle = collector(1)
     await publisher.publish(topic, "key-1", record)
-    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle):
+    async with subscribed(kafka, codec, publisher, topic, unique("g"), handle):
         await asyncio.wait_for(enough.wait(), 30)
     event = received[0]
     assert event.type == topic_spec.event
@@ -103,7 +104,7 @@ async def test_every_schema_round_trips_through_the_broker(
 
 
 async def test_what_a_handler_publishes_continues_its_trace(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     first = await make_topic("lepton.JobRequested")
     second = await make_topic("lepton.JobEvent")
@@ -114,17 +115,17 @@ async def test_what_a_handler_publishes_continues_its_trace(
 
     received, enough, handle = collector(1)
     async with (
-        subscribed(bootstrap, codec, publisher, first, unique("fwd"), forward),
-        subscribed(bootstrap, codec, publisher, second, unique("end"), handle),
+        subscribed(kafka, codec, publisher, first, unique("fwd"), forward),
+        subscribed(kafka, codec, publisher, second, unique("end"), handle),
     ):
         await asyncio.wait_for(enough.wait(), 30)
-    (original,) = await read_raw(bootstrap, first.name, 1)
+    (original,) = await read_raw(kafka, first.name, 1)
     origin_trace = dict(original.headers)["traceparent"].decode().split("-")[1]
     assert received[0].trace_id == origin_trace
 
 
 async def test_corrupt_bytes_are_dead_lettered_and_the_stream_goes_on(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.NodeHeartbeat")
     good = codec.encode(topic.event, sample(topic.event))
@@ -142,12 +143,12 @@ async def test_corrupt_bytes_are_dead_lettered_and_the_stream_goes_on(
     await publisher.send_raw(topic.name, b"after", good, [])
 
     received, enough, handle = collector(2)
-    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle) as sub:
+    async with subscribed(kafka, codec, publisher, topic, unique("g"), handle) as sub:
         await asyncio.wait_for(enough.wait(), 30)
     assert [event.key for event in received] == ["before", "after"]
     assert sub.dead_lettered == len(poison)
 
-    letters = await read_raw(bootstrap, dead_letter_topic(topic.name), len(poison))
+    letters = await read_raw(kafka, dead_letter_topic(topic.name), len(poison))
     by_key = {letter.key: letter for letter in letters}
     expected_errors = {
         b"truncated": "TruncatedMessageError",
@@ -169,7 +170,7 @@ async def test_corrupt_bytes_are_dead_lettered_and_the_stream_goes_on(
 
 
 async def test_a_failing_handler_dead_letters_the_message_and_goes_on(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     for key in ("ok-1", "bad", "ok-2"):
@@ -184,10 +185,10 @@ async def test_a_failing_handler_dead_letters_the_message_and_goes_on(
         if len(handled) == 2:
             done.set()
 
-    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle):
+    async with subscribed(kafka, codec, publisher, topic, unique("g"), handle):
         await asyncio.wait_for(done.wait(), 30)
     assert handled == ["ok-1", "ok-2"]
-    (letter,) = await read_raw(bootstrap, dead_letter_topic(topic.name), 1)
+    (letter,) = await read_raw(kafka, dead_letter_topic(topic.name), 1)
     headers = dict(letter.headers)
     assert letter.key == b"bad"
     assert headers["dlq_error_type"] == b"ValueError"
@@ -200,7 +201,7 @@ async def test_a_failing_handler_dead_letters_the_message_and_goes_on(
 
 
 async def test_a_transient_failure_is_retried_not_dead_lettered(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     await publisher.publish(topic, "flaky", sample(topic.event))
@@ -214,14 +215,14 @@ async def test_a_transient_failure_is_retried_not_dead_lettered(
             raise TransientError("database restarting")
         done.set()
 
-    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), handle) as sub:
+    async with subscribed(kafka, codec, publisher, topic, unique("g"), handle) as sub:
         await asyncio.wait_for(done.wait(), 30)
     assert attempts == 3
     assert sub.dead_lettered == 0
 
 
 async def test_a_consumer_that_dies_before_committing_gets_the_message_again(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     group = unique("redelivery")
@@ -234,7 +235,7 @@ async def test_a_consumer_that_dies_before_committing_gets_the_message_again(
         await asyncio.Event().wait()  # never returns: the consumer dies in here
 
     first = Subscriber(
-        bootstrap, codec, publisher, topics=[topic], group_id=group, handler=die_mid_handling
+        kafka, codec, publisher, topics=[topic], group_id=group, handler=die_mid_handling
     )
     await first.start()
     task = asyncio.create_task(first.run())
@@ -245,43 +246,41 @@ async def test_a_consumer_that_dies_before_committing_gets_the_message_again(
     await first.close()
 
     received, enough, handle = collector(2)
-    async with subscribed(bootstrap, codec, publisher, topic, group, handle):
+    async with subscribed(kafka, codec, publisher, topic, group, handle):
         await asyncio.wait_for(enough.wait(), 30)
     assert [event.key for event in received] == ["job-1", "job-2"]
 
 
 async def test_a_stopped_consumer_commits_what_it_handled(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     group = unique("graceful")
     await publisher.publish(topic, "job-1", sample(topic.event))
     _received, enough, handle = collector(1)
-    async with subscribed(bootstrap, codec, publisher, topic, group, handle):
+    async with subscribed(kafka, codec, publisher, topic, group, handle):
         await asyncio.wait_for(enough.wait(), 30)
     await publisher.publish(topic, "job-2", sample(topic.event))
     received_again, enough_again, handle_again = collector(1)
-    async with subscribed(bootstrap, codec, publisher, topic, group, handle_again):
+    async with subscribed(kafka, codec, publisher, topic, group, handle_again):
         await asyncio.wait_for(enough_again.wait(), 30)
     assert [event.key for event in received_again] == ["job-2"]
 
 
-async def test_creating_topics_twice_is_harmless(bootstrap, unique) -> None:
+async def test_creating_topics_twice_is_harmless(kafka, unique) -> None:
     topics = [
         Topic(unique("a"), "lepton.Alert", "k", 2, {"cleanup.policy": "compact"}),
         Topic(unique("b"), "lepton.AuditEvent", "k", 3),
     ]
-    first, second = await asyncio.gather(
-        ensure_topics(bootstrap, topics), ensure_topics(bootstrap, topics)
-    )
-    third = await ensure_topics(bootstrap, topics)
+    first, second = await asyncio.gather(ensure_topics(kafka, topics), ensure_topics(kafka, topics))
+    third = await ensure_topics(kafka, topics)
     expected = {t.name for t in topics} | {dead_letter_topic(t.name) for t in topics}
     assert set(first) | set(second) == expected
     assert third == []
 
 
 async def test_send_many_keeps_per_key_order_and_the_default_partitioning(
-    bootstrap, codec, publisher, make_topic
+    kafka, codec, publisher, make_topic
 ) -> None:
     topic = await make_topic("lepton.NodeHeartbeat", partitions=4)
     template = sample(topic.event)
@@ -292,7 +291,7 @@ async def test_send_many_keeps_per_key_order_and_the_default_partitioning(
     assert await publisher.publish_many(topic, events) == 3000
     await publisher.publish(topic, "node-3", {**template, "node_id": "node-3", "sequence": -1})
 
-    messages = await read_raw(bootstrap, topic.name, 3001)
+    messages = await read_raw(kafka, topic.name, 3001)
     partition_of: dict[bytes, int] = {}
     sequences: dict[bytes, list[int]] = {}
     for message in messages:
@@ -308,7 +307,7 @@ async def test_send_many_keeps_per_key_order_and_the_default_partitioning(
 
 
 async def test_a_keyed_subscriber_reads_only_its_keys_partition(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobAssigned", partitions=12)
     record = sample(topic.event, 1)
@@ -321,7 +320,7 @@ async def test_a_keyed_subscriber_reads_only_its_keys_partition(
         (first if len(received) == 1 else second).set()
 
     subscriber = Subscriber(
-        bootstrap,
+        kafka,
         codec,
         publisher,
         topics=[topic],
@@ -346,7 +345,7 @@ async def test_a_keyed_subscriber_reads_only_its_keys_partition(
 
 
 async def test_a_replaying_subscriber_reads_everything_each_start_and_says_when_caught_up(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobEvent", partitions=3)
     history = [(f"job-{i}", sample(topic.event)) for i in range(9)]
@@ -358,7 +357,7 @@ async def test_a_replaying_subscriber_reads_everything_each_start_and_says_when_
             into.append(event)
 
         subscriber = Subscriber(
-            bootstrap,
+            kafka,
             codec,
             publisher,
             topics=[topic],
@@ -378,7 +377,7 @@ async def test_a_replaying_subscriber_reads_everything_each_start_and_says_when_
 
 
 async def test_a_replaying_subscriber_of_empty_topics_is_caught_up_at_once(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobEvent", partitions=2)
 
@@ -386,7 +385,7 @@ async def test_a_replaying_subscriber_of_empty_topics_is_caught_up_at_once(
         raise AssertionError("nothing to read")
 
     subscriber = Subscriber(
-        bootstrap,
+        kafka,
         codec,
         publisher,
         topics=[topic],
@@ -430,14 +429,14 @@ class Batches:
 
 
 async def test_a_batch_handler_applies_a_fetch_in_partition_order_then_flushes_once(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobEvent", partitions=3)
     events = [(f"job-{i % 5}", {**sample(topic.event), "attempt": i}) for i in range(300)]
     await publisher.publish_many(topic, events)
     batches = Batches(len(events))
     group = unique("batch")
-    async with subscribed(bootstrap, codec, publisher, topic, group, batches) as sub:
+    async with subscribed(kafka, codec, publisher, topic, group, batches) as sub:
         await asyncio.wait_for(batches.enough.wait(), 30)
     assert isinstance(batches, BatchHandler)
     attempts: dict[str | None, list[int]] = {}
@@ -454,13 +453,13 @@ async def test_a_batch_handler_applies_a_fetch_in_partition_order_then_flushes_o
     # Everything flushed was committed: the group has nothing left to read.
     await publisher.publish(topic, "job-last", sample(topic.event))
     after = Batches(1)
-    async with subscribed(bootstrap, codec, publisher, topic, group, after):
+    async with subscribed(kafka, codec, publisher, topic, group, after):
         await asyncio.wait_for(after.enough.wait(), 30)
     assert [event.key for event in after.applied] == ["job-last"]
 
 
 async def test_a_batch_dead_letters_what_fails_to_decode_or_apply_and_keeps_the_rest(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     good = codec.encode(topic.event, sample(topic.event))
@@ -469,11 +468,11 @@ async def test_a_batch_dead_letters_what_fails_to_decode_or_apply_and_keeps_the_
     await publisher.send_raw(topic.name, b"bad", good, [("origin", b"test")])
     await publisher.send_raw(topic.name, b"ok-2", good, [])
     batches = Batches(2, poison_key="bad")
-    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), batches) as sub:
+    async with subscribed(kafka, codec, publisher, topic, unique("g"), batches) as sub:
         await asyncio.wait_for(batches.enough.wait(), 30)
     assert [event.key for event in batches.applied] == ["ok-1", "ok-2"]
     assert sub.dead_lettered == 2
-    letters = await read_raw(bootstrap, dead_letter_topic(topic.name), 2)
+    letters = await read_raw(kafka, dead_letter_topic(topic.name), 2)
     by_key = {letter.key: dict(letter.headers) for letter in letters}
     assert by_key[b"truncated"]["dlq_error_type"] == b"TruncatedMessageError"
     assert by_key[b"bad"]["dlq_error_type"] == b"ValueError"
@@ -497,7 +496,7 @@ class Turning(Batches):
 
 
 async def test_a_selective_handler_turns_messages_down_before_they_are_decoded(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     good = codec.encode(topic.event, sample(topic.event))
@@ -510,30 +509,30 @@ async def test_a_selective_handler_turns_messages_down_before_they_are_decoded(
     await publisher.send_raw(topic.name, b"ok-2", good, [])
     batches = Turning(2, b"lepton/ours")
     group = unique("g")
-    async with subscribed(bootstrap, codec, publisher, topic, group, batches) as sub:
+    async with subscribed(kafka, codec, publisher, topic, group, batches) as sub:
         await asyncio.wait_for(batches.enough.wait(), 30)
     assert isinstance(batches, Selective)
     assert [event.key for event in batches.applied] == ["ok-1", "ok-2"]
     assert batches.asked == [topic.name] * 5, "asked once per message, with the topic"
     assert sub.counts[topic.name, "skipped"] == 2
     assert sub.dead_lettered == 1, "what it wants still goes to the dead letters"
-    (letter,) = await read_raw(bootstrap, dead_letter_topic(topic.name), 1)
+    (letter,) = await read_raw(kafka, dead_letter_topic(topic.name), 1)
     assert letter.key == b"theirs-corrupt"
     # The ones turned down were committed with the rest: the group has nothing left.
     await publisher.send_raw(topic.name, b"ok-last", good, [])
     after = Turning(1, b"lepton/ours")
-    async with subscribed(bootstrap, codec, publisher, topic, group, after):
+    async with subscribed(kafka, codec, publisher, topic, group, after):
         await asyncio.wait_for(after.enough.wait(), 30)
     assert [event.key for event in after.applied] == ["ok-last"]
 
 
 async def test_a_transient_flush_failure_is_retried_without_applying_again(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     await publisher.publish_many(topic, [(f"job-{i}", sample(topic.event)) for i in range(3)])
     batches = Batches(3, flush_failures=[TransientError("db away"), ConnectionError("reset")])
-    async with subscribed(bootstrap, codec, publisher, topic, unique("g"), batches) as sub:
+    async with subscribed(kafka, codec, publisher, topic, unique("g"), batches) as sub:
         await asyncio.wait_for(batches.enough.wait(), 30)
     assert [event.key for event in batches.applied] == ["job-0", "job-1", "job-2"]
     assert len(batches.flushed) >= 3, "the flush was tried until it went through"
@@ -541,14 +540,14 @@ async def test_a_transient_flush_failure_is_retried_without_applying_again(
 
 
 async def test_a_failing_flush_stops_the_subscriber_and_its_fetch_is_read_again(
-    bootstrap, codec, publisher, make_topic, unique
+    kafka, codec, publisher, make_topic, unique
 ) -> None:
     topic = await make_topic("lepton.JobRequested")
     group = unique("g")
     await publisher.publish_many(topic, [(f"job-{i}", sample(topic.event)) for i in range(3)])
     failing = Batches(3, flush_failures=[RuntimeError("the database refused the batch")])
     subscriber = Subscriber(
-        bootstrap, codec, publisher, topics=[topic], group_id=group, handler=failing
+        kafka, codec, publisher, topics=[topic], group_id=group, handler=failing
     )
     await subscriber.start()
     try:
@@ -558,21 +557,21 @@ async def test_a_failing_flush_stops_the_subscriber_and_its_fetch_is_read_again(
         await subscriber.close()
     assert len(failing.applied) == 3, "applied, but not committed"
     again = Batches(3)
-    async with subscribed(bootstrap, codec, publisher, topic, group, again) as sub:
+    async with subscribed(kafka, codec, publisher, topic, group, again) as sub:
         await asyncio.wait_for(again.enough.wait(), 30)
     assert [event.key for event in again.applied] == ["job-0", "job-1", "job-2"]
     assert sub.dead_lettered == 0, "no event is blamed for a failed flush"
 
 
 async def test_send_many_continues_the_trace_given_for_each_event(
-    bootstrap, publisher, make_topic
+    kafka, publisher, make_topic
 ) -> None:
     topic = await make_topic("lepton.JobEvent", partitions=2)
     traces = [f"00-{i:032x}-{i:016x}-01".encode() for i in range(1, 41)]
     events = [(f"job-{i}", sample(topic.event)) for i in range(40)]
     await publisher.publish_many(topic, events[:5], traces=traces[:5])  # few: through send()
     await publisher.publish_many(topic, events[5:], traces=traces[5:])  # many: batches
-    messages = await read_raw(bootstrap, topic.name, 40)
+    messages = await read_raw(kafka, topic.name, 40)
     sent = {key.encode(): trace for (key, _), trace in zip(events, traces, strict=True)}
     for message in messages:
         trace_id = dict(message.headers)["traceparent"].split(b"-")[1]

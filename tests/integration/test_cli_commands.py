@@ -32,19 +32,19 @@ def lepton(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-async def space(bootstrap, codec, publisher) -> Namespaced:
-    namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka, codec, publisher) -> Namespaced:
+    namespaced = Namespaced(kafka, codec, publisher)
     await namespaced.create()
     return namespaced
 
 
 async def test_plan_says_where_a_job_would_go_or_why_not(
-    space: Namespaced, bootstrap, database_for, tmp_path: Path
+    space: Namespaced, kafka, database_for, tmp_path: Path
 ) -> None:
     await space.send("lepton.node.heartbeats", "small", heartbeat("small", sequence=1, cpu=1000))
     await space.send("lepton.node.heartbeats", "big", heartbeat("big", sequence=1, cpu=8000))
     env = {
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        **kafka.environment(),
         "LEPTON_DATABASE_URL": database_for("client"),
         "LEPTON_TOPIC_PREFIX": space.prefix,
     }
@@ -98,13 +98,13 @@ def test_simulate_reports_a_run_without_violations() -> None:
     assert 0 < report["fairness_jain"] <= 1
 
 
-async def test_data_commands_answer_in_one_line(bootstrap, database_for) -> None:
+async def test_data_commands_answer_in_one_line(kafka, database_for) -> None:
     pool = await database.connect(database_for("ingest"))
     try:
         await tables.migrate(pool)
     finally:
         await pool.close()
-    env = {"LEPTON_KAFKA_BOOTSTRAP": bootstrap, "LEPTON_DATABASE_URL": database_for("client")}
+    env = {**kafka.environment(), "LEPTON_DATABASE_URL": database_for("client")}
     listed = lepton("data", "list", "--tenant", "nobody-at-all", env=env)
     assert listed.returncode == 0, listed.stderr
     assert "owner" in listed.stdout
@@ -115,7 +115,7 @@ async def test_data_commands_answer_in_one_line(bootstrap, database_for) -> None
 
 
 async def test_data_ingest_asks_the_ingest_service_and_reports_its_answer(
-    bootstrap, database_for, tmp_path: Path
+    kafka, database_for, tmp_path: Path
 ) -> None:
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
@@ -130,7 +130,7 @@ async def test_data_ingest_asks_the_ingest_service_and_reports_its_answer(
     assert made.returncode == 0, made.stderr
     assert "普通住宅" in generated.read_text(encoding="utf-8")
     settings = IngestSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_for("ingest"),
         topic_prefix=prefix,
         ingest_roots=[str(tmp_path)],
@@ -138,7 +138,7 @@ async def test_data_ingest_asks_the_ingest_service_and_reports_its_answer(
     service = create_app(settings)
     task = asyncio.create_task(service.run())
     env = {
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        **kafka.environment(),
         "LEPTON_DATABASE_URL": database_for("client"),
         "LEPTON_TOPIC_PREFIX": prefix,
     }

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from lepton import JobRequest, LeptonClient, PredictionFailed, TrainingTask
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import schemas_dir
 from tests.integration.scheduler_support import Namespaced, now_ms
 
@@ -27,18 +27,18 @@ LEPTON = str(Path(sys.executable).parent / "lepton")
 
 
 @pytest.fixture
-async def space(bootstrap, codec, publisher) -> Namespaced:
-    namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka, codec, publisher) -> Namespaced:
+    namespaced = Namespaced(kafka, codec, publisher)
     await namespaced.create()
     return namespaced
 
 
 @pytest.fixture
 async def client(
-    space: Namespaced, bootstrap: str, database_for: Callable[[str], str]
+    space: Namespaced, kafka: KafkaAccess, database_for: Callable[[str], str]
 ) -> AsyncIterator[LeptonClient]:
     settings = Settings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_for("client"),
         topic_prefix=space.prefix,
     )
@@ -126,7 +126,7 @@ async def evaluator_double(space: Namespaced) -> AsyncIterator[list[dict[str, An
     seen: list[dict[str, Any]] = []
     consumer = AIOKafkaConsumer(
         space.names.topic("lepton.predict.requested").name,
-        bootstrap_servers=space.bootstrap,
+        **space.kafka.aiokafka(),
         group_id=None,
         auto_offset_reset="earliest",
     )
@@ -186,11 +186,11 @@ async def test_predict_splits_large_inputs_and_keeps_one_model_version(
 
 
 async def test_cli_predict_prints_and_writes_predictions(
-    space: Namespaced, bootstrap: str, database_for: Callable[[str], str], tmp_path: Path
+    space: Namespaced, kafka: KafkaAccess, database_for: Callable[[str], str], tmp_path: Path
 ) -> None:
     (tmp_path / "houses.csv").write_text("x,区域\n150,B区\n88.5,A区\n")
     env = os.environ | {
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        **kafka.environment(),
         "LEPTON_DATABASE_URL": database_for("client"),
         "LEPTON_TOPIC_PREFIX": space.prefix,
     }

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from lepton.bus import ensure_topics
+from lepton.config import KafkaAccess
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, data_service_env, running
@@ -28,12 +29,12 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 
 @pytest.fixture(scope="module")
 async def services(
-    bootstrap: str, database_for: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
+    kafka: KafkaAccess, database_for: Callable[[str], str], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("sdk-data")
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = data_service_env(bootstrap, database_for("client"), prefix, root)
+    await ensure_topics(kafka, Namespace(prefix).all())
+    env = data_service_env(kafka, database_for("client"), prefix, root)
     commands = [
         ([str(BIN / "lepton-ingest")], "health"),
         ([str(BIN / "lepton-scheduler")], "health"),

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import ensure_topics
 from lepton.cli import demo
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, data_service_env, running
@@ -41,11 +41,11 @@ RECORDED = (
 
 @pytest.fixture
 async def cluster(
-    bootstrap: str, database_for: Callable[[str], str], tmp_path: Path
+    kafka: KafkaAccess, database_for: Callable[[str], str], tmp_path: Path
 ) -> AsyncIterator[tuple[Settings, Path]]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    await ensure_topics(bootstrap, Namespace(prefix).all())
-    env = data_service_env(bootstrap, database_for("client"), prefix, tmp_path)
+    await ensure_topics(kafka, Namespace(prefix).all())
+    env = data_service_env(kafka, database_for("client"), prefix, tmp_path)
     trainer = str(BIN / "lepton-trainer")
     commands = [
         ([str(BIN / "lepton-ingest")], "health"),
@@ -57,7 +57,7 @@ async def cluster(
     ]
     async with running(commands, env, database_for) as started:
         settings = Settings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_for("client"),
             topic_prefix=prefix,
             monitor_url=started[-1].entry["url"].rstrip("/"),
@@ -73,7 +73,7 @@ async def record(
     names = Namespace(settings.topic_prefix)
     declared = {names.topic(name).name: name for name in RECORDED}
     consumer = AIOKafkaConsumer(
-        *declared, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+        *declared, **settings.kafka_access().aiokafka(), auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

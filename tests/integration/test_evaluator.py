@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import dead_letter_topic
 from lepton.data import reading
@@ -53,7 +54,7 @@ THE_SEEDS_HOUSE = {"面积": 150.0, "房型": "普通住宅", "区域": "B区"}
 
 @pytest.fixture(scope="module")
 async def data(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     database_for: Callable[[str], str],
     codec: Codec,
@@ -67,7 +68,7 @@ async def data(
     house_prices(400).rename(columns={"区域": "地区"}).to_csv(root / "renamed.csv", index=False)
     renamed_spec = HOUSE_SPEC.replace("区域", "地区")
     versions: dict[str, dict[str, str]] = {}
-    async with running_ingest(bootstrap, database_for("ingest"), codec, root) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, root) as ingest:
         for name, file, spec in [
             ("houses", "houses.csv", HOUSE_SPEC),
             ("houses-renamed", "renamed.csv", renamed_spec),
@@ -105,22 +106,22 @@ def model_ready(
 
 
 @pytest.fixture(scope="module")
-async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
+async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
     from lepton.bus import Publisher
     from lepton.testing import impersonating
 
-    async with Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher:
-        namespaced = Namespaced(bootstrap, codec, publisher)
+    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
+        namespaced = Namespaced(kafka, codec, publisher)
         await namespaced.create()
         yield namespaced
 
 
 @pytest.fixture(scope="module")
 async def evaluator(
-    space: Namespaced, bootstrap: str, database_for: Callable[[str], str], data: dict[str, Any]
+    space: Namespaced, kafka: KafkaAccess, database_for: Callable[[str], str], data: dict[str, Any]
 ) -> AsyncIterator[Service]:
     settings = EvaluatorSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_for("evaluator"),
         topic_prefix=space.prefix,
         artifact_root=str(data["root"] / "artifacts"),
@@ -144,7 +145,7 @@ async def evaluator(
 async def dead_letters(space: Namespaced, declared: str) -> AsyncIterator[AIOKafkaConsumer]:
     consumer = AIOKafkaConsumer(
         dead_letter_topic(space.names.topic(declared).name),
-        bootstrap_servers=space.bootstrap,
+        **space.kafka.aiokafka(),
         auto_offset_reset="earliest",
     )
     await consumer.start()

@@ -10,6 +10,7 @@ import asyncpg
 import pandas as pd
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
@@ -39,7 +40,7 @@ HOUSE_SPEC = json.dumps(
 
 
 async def test_house_prices_csv_is_cleaned_stored_and_readable(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path: Path,
@@ -47,7 +48,7 @@ async def test_house_prices_csv_is_cleaned_stored_and_readable(
 ) -> None:
     house_prices().to_csv(tmp_path / "house.csv", index=False, sep=";", encoding="gbk")
     tenant = unique_tenant()
-    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 tenant,
@@ -102,7 +103,7 @@ async def _tables(pool: asyncpg.Pool) -> set[str]:
 
 
 async def test_parquet_jsonl_and_query_sources_are_unioned_with_aligned_columns(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path: Path,
@@ -119,7 +120,7 @@ async def test_parquet_jsonl_and_query_sources_are_unioned_with_aligned_columns(
         encoding="utf-8",
     )
     tenant = unique_tenant()
-    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 tenant,
@@ -155,7 +156,7 @@ async def test_parquet_jsonl_and_query_sources_are_unioned_with_aligned_columns(
 
 
 async def test_join_on_keys_and_conflicting_types(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path: Path,
@@ -168,7 +169,7 @@ async def test_join_on_keys_and_conflicting_types(
     await pool.execute(f"GRANT SELECT ON {table} TO lepton_ingest")
     pd.DataFrame({"区域": [1, 2], "x": [1.0, 2.0]}).to_parquet(tmp_path / "numeric.parquet")
     tenant = unique_tenant()
-    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 tenant,
@@ -211,7 +212,7 @@ async def test_join_on_keys_and_conflicting_types(
 
 
 async def test_same_content_is_one_version_and_redelivery_creates_nothing_twice(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path: Path,
@@ -222,7 +223,7 @@ async def test_same_content_is_one_version_and_redelivery_creates_nothing_twice(
     frame.to_parquet(tmp_path / "s.parquet")
     tenant = unique_tenant()
     first = request(tenant, "scores", [{"name": "s", "kind": "csv", "uri": "s.csv"}])
-    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
         before = await _tables(pool)
         _, ready = await ingest.submit(first)
         after_first = await _tables(pool)

@@ -13,6 +13,7 @@ import asyncpg
 import pandas as pd
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.samples import house_prices
 from tests.integration.ingest_support import (
@@ -228,9 +229,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-async def ingest(bootstrap: str, database_for: Callable[[str], str], codec: Codec, root: Path):
+async def ingest(kafka: KafkaAccess, database_for: Callable[[str], str], codec: Codec, root: Path):
     async with running_ingest(
-        bootstrap,
+        kafka,
         database_for("ingest"),
         codec,
         root,
@@ -301,11 +302,11 @@ async def test_a_redelivered_rejection_is_answered_again_and_audited_once(
 
 
 async def test_sensitive_columns_need_a_master_key(
-    bootstrap: str, database_for: Callable[[str], str], codec: Codec, root: Path
+    kafka: KafkaAccess, database_for: Callable[[str], str], codec: Codec, root: Path
 ) -> None:
     spec = json.dumps({"columns": {"面积": {"type": "float", "sensitive": True}}})
     async with running_ingest(
-        bootstrap, database_for("ingest"), codec, root, master_key=None
+        kafka, database_for("ingest"), codec, root, master_key=None
     ) as keyless:
         outcome, record = await keyless.submit(
             request(

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import Publisher
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.data.samples import write_messy_csv
@@ -57,11 +58,11 @@ async def _copy_in_progress(pool: asyncpg.Pool) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _all_records(bootstrap: str, codec: Codec, topic: str) -> list[dict]:
+async def _all_records(kafka: KafkaAccess, codec: Codec, topic: str) -> list[dict]:
     """Every record on the topic now, from the beginning of each partition to its end."""
     # Without a group, a consumer of a topic is assigned all of its partitions.
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic, **kafka.aiokafka(), enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:
@@ -79,7 +80,7 @@ async def _all_records(bootstrap: str, codec: Codec, topic: str) -> list[dict]:
 
 
 async def test_sigkill_mid_ingest_then_restart(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     database_for: Callable[[str], str],
     codec: Codec,
@@ -90,7 +91,7 @@ async def test_sigkill_mid_ingest_then_restart(
     names = Namespace(prefix)
     env = {
         **os.environ,
-        "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+        **kafka.environment(),
         "LEPTON_DATABASE_URL": database_for("ingest"),
         "LEPTON_TOPIC_PREFIX": prefix,
         "LEPTON_INGEST_ROOTS": json.dumps([str(tmp_path)]),
@@ -106,9 +107,7 @@ async def test_sigkill_mid_ingest_then_restart(
         )
         first = await _start(env)
         try:
-            async with Publisher(
-                bootstrap, codec, source="tests", signer=impersonating()
-            ) as publisher:
+            async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
                 await publisher.publish(
                     names.topic("lepton.data.requested"), f"{tenant}/big", record
                 )
@@ -134,7 +133,7 @@ async def test_sigkill_mid_ingest_then_restart(
         try:
             consumer = AIOKafkaConsumer(
                 names.topic("lepton.data.ready").name,
-                bootstrap_servers=bootstrap,
+                **kafka.aiokafka(),
                 auto_offset_reset="earliest",
             )
             await consumer.start()
@@ -163,8 +162,8 @@ async def test_sigkill_mid_ingest_then_restart(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'lepton_data'"
         )
         assert tables_after == tables_before + 1
-        published = await _all_records(bootstrap, codec, names.topic("lepton.data.ready").name)
+        published = await _all_records(kafka, codec, names.topic("lepton.data.ready").name)
         assert [r["request_id"] for r in published] == [record["request_id"]]
     finally:
         await pool.close()
-        await delete_topics(bootstrap, prefix)
+        await delete_topics(kafka, prefix)

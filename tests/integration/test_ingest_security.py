@@ -11,6 +11,7 @@ import asyncpg
 import pandas as pd
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.access import AccessDenied, DatasetNotFound
 from lepton.data.catalog import list_datasets, revoke_dataset, share_dataset
@@ -57,7 +58,7 @@ async def _audit_events(ingest, wanted: dict[str, int]) -> dict[str, list[dict]]
 
 
 async def test_rls_sharing_encryption_and_audit(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path: Path,
@@ -65,7 +66,7 @@ async def test_rls_sharing_encryption_and_audit(
 ) -> None:
     PATIENTS.to_csv(tmp_path / "patients.csv", index=False)
     owner, partner, stranger = unique_tenant(), unique_tenant(), unique_tenant()
-    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(
                 owner, "patients", [{"name": "p", "kind": "csv", "uri": "patients.csv"}], spec=SPEC
@@ -175,7 +176,7 @@ async def test_rls_sharing_encryption_and_audit(
 
 
 async def test_reads_never_run_as_the_superuser_session(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path: Path,
@@ -184,7 +185,7 @@ async def test_reads_never_run_as_the_superuser_session(
     """The pool logs in as a superuser, which bypasses RLS: reads must switch role first."""
     pd.DataFrame({"x": [1, 2]}).to_csv(tmp_path / "x.csv", index=False)
     owner, other = unique_tenant(), unique_tenant()
-    async with running_ingest(bootstrap, database_for("ingest"), codec, tmp_path) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
         outcome, ready = await ingest.submit(
             request(owner, "xs", [{"name": "x", "kind": "csv", "uri": "x.csv"}])
         )

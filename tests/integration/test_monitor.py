@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Publisher
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract.identity import Principal, SigningKey
 from lepton.contract.topics import Namespace
 from lepton.runtime.identity import master_key
@@ -38,9 +38,11 @@ def fresh_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
-def settings_for(bootstrap: str, database_url: str, prefix: str, **extra: Any) -> MonitorSettings:
+def settings_for(
+    kafka: KafkaAccess, database_url: str, prefix: str, **extra: Any
+) -> MonitorSettings:
     return MonitorSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_url,
         topic_prefix=prefix,
         monitor_port=0,
@@ -186,10 +188,10 @@ async def json_when(base: str, path: str, check: Callable[[Any], bool] = bool) -
 
 
 async def test_heartbeats_and_job_events_build_the_views(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    async with running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor:
+    async with running(settings_for(kafka, database_for("monitor"), prefix)) as monitor:
         assert monitor.url is not None
         now = now_ms()
         node = f"node-{uuid.uuid4().hex[:6]}"
@@ -238,16 +240,16 @@ async def test_heartbeats_and_job_events_build_the_views(
 
 
 async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     alerts = AIOKafkaConsumer(
         topic(prefix, "lepton.alerts").name,
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         group_id=None,
         auto_offset_reset="earliest",
     )
-    async with running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor:
+    async with running(settings_for(kafka, database_for("monitor"), prefix)) as monitor:
         await alerts.start()
         try:
             node = f"node-{uuid.uuid4().hex[:6]}"
@@ -292,10 +294,10 @@ async def next_alert(consumer: AIOKafkaConsumer, subject: str) -> dict[str, Any]
 
 
 async def test_history_and_views_survive_a_restart(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    settings = settings_for(bootstrap, database_for("monitor"), prefix)
+    settings = settings_for(kafka, database_for("monitor"), prefix)
     node = f"node-{uuid.uuid4().hex[:6]}"
     job = f"job-{uuid.uuid4().hex[:6]}"
     async with running(settings) as first:
@@ -338,12 +340,12 @@ async def test_history_and_views_survive_a_restart(
 
 
 async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_twice(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     # Snapshots only when the test says so, and none at the "crash".
     settings = settings_for(
-        bootstrap, database_for("monitor"), prefix, monitor_snapshot_interval_s=3600
+        kafka, database_for("monitor"), prefix, monitor_snapshot_interval_s=3600
     )
     requested = topic(prefix, "lepton.jobs.requested")
     async with running(settings) as first:
@@ -354,7 +356,7 @@ async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_tw
         await first._save(first.monitor, now_ms())  # the last snapshot before the crash
         await publisher.publish(requested, "j2", job_request("j2", submitted_at=now_ms()))
         await json_when(first.url, "/api/jobs/j2")
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**kafka.aiokafka())
         await admin.start()
         try:
 
@@ -381,10 +383,10 @@ async def test_a_crash_after_the_last_snapshot_loses_no_event_and_counts_none_tw
 
 
 async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
-    async with running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor:
+    async with running(settings_for(kafka, database_for("monitor"), prefix)) as monitor:
         assert monitor.url is not None
         requested = topic(prefix, "lepton.jobs.requested")
         for index in range(3):
@@ -392,7 +394,7 @@ async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
             await publisher.publish(requested, "same-key", job_request(job, submitted_at=now_ms()))
         # Another service's group that read nothing yet: its lag is the three messages.
         group = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka.aiokafka(),
             group_id=prefix + "lepton-slow",
             enable_auto_commit=False,
         )
@@ -407,7 +409,7 @@ async def test_consumer_lag_per_group_and_topic_and_dead_letter_counts(
         finally:
             await group.stop()
 
-        raw = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        raw = AIOKafkaProducer(**kafka.aiokafka())
         await raw.start()
         try:
             events = topic(prefix, "lepton.jobs.events").name
@@ -492,7 +494,7 @@ async def test_unknown_things_are_404_and_pages_carry_a_strict_csp(
 
 @pytest.fixture(scope="module")
 async def shared_monitor(
-    bootstrap: str, database_for: Callable[[str], str]
+    kafka: KafkaAccess, database_for: Callable[[str], str]
 ) -> AsyncIterator[MonitorService]:
-    async with running(settings_for(bootstrap, database_for("monitor"), fresh_prefix())) as monitor:
+    async with running(settings_for(kafka, database_for("monitor"), fresh_prefix())) as monitor:
         yield monitor

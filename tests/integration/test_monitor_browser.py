@@ -18,6 +18,7 @@ import pytest
 from playwright import async_api as playwright
 
 from lepton.bus import Publisher
+from lepton.config import KafkaAccess
 from lepton.contract.identity import Principal
 from tests.integration.test_monitor import (
     fresh_prefix,
@@ -73,13 +74,13 @@ def roc_evaluation(model_id: str, roc_auc: float) -> dict[str, Any]:
 
 
 async def test_dashboard_loads_shows_live_data_and_escapes_names(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher, tmp_path: Path
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher, tmp_path: Path
 ) -> None:
     prefix = fresh_prefix()
     node = f"node-{uuid.uuid4().hex[:6]}"
     job = f"job-{uuid.uuid4().hex[:6]}"
     async with (
-        running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor,
+        running(settings_for(kafka, database_for("monitor"), prefix)) as monitor,
         playwright.async_playwright() as driver,
     ):
         assert monitor.url is not None
@@ -163,12 +164,12 @@ async def test_dashboard_loads_shows_live_data_and_escapes_names(
 
 
 async def test_a_tenants_dashboard_shows_its_own_work_until_its_token_expires(
-    bootstrap: str, database_for: Callable[[str], str], publisher: Publisher
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
 ) -> None:
     prefix = fresh_prefix()
     node = f"node-{uuid.uuid4().hex[:6]}"
     async with (
-        running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor,
+        running(settings_for(kafka, database_for("monitor"), prefix)) as monitor,
         playwright.async_playwright() as driver,
     ):
         assert monitor.url is not None

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def space(bootstrap, codec, publisher) -> Namespaced:
-    namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka, codec, publisher) -> Namespaced:
+    namespaced = Namespaced(kafka, codec, publisher)
     await namespaced.create()
     return namespaced
 
@@ -30,12 +30,12 @@ def kind(job_id: str, wanted: str):
 
 
 async def test_a_job_is_queued_then_assigned_to_a_node_that_fits(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     await space.send("lepton.node.heartbeats", "small", heartbeat("small", sequence=1, cpu=500))
     await space.send("lepton.node.heartbeats", "big", heartbeat("big", sequence=1, cpu=4000))
     async with (
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.jobs.assigned") as assignments,
     ):
@@ -51,11 +51,11 @@ async def test_a_job_is_queued_then_assigned_to_a_node_that_fits(
 
 
 async def test_invalid_and_impossible_requests_are_rejected_with_the_reason(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     await space.send("lepton.node.heartbeats", "n", heartbeat("n", sequence=1, cpu=4000))
     async with (
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
     ):
         await space.send("lepton.jobs.requested", "bad", job("bad", gang_size=0))
@@ -69,11 +69,11 @@ async def test_invalid_and_impossible_requests_are_rejected_with_the_reason(
 
 
 async def test_a_job_waits_for_its_dataset_and_gets_the_ready_version(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     await space.send("lepton.node.heartbeats", "n", heartbeat("n", sequence=1))
     async with (
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.jobs.assigned") as assignments,
     ):
@@ -95,10 +95,10 @@ async def test_a_job_waits_for_its_dataset_and_gets_the_ready_version(
 
 
 async def test_jobs_of_a_dead_node_are_requeued_and_its_late_reports_are_void(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     settings = space.settings(
-        bootstrap, database_for("scheduler"), node_suspect_after_s=0.5, node_dead_after_s=1.5
+        kafka, database_for("scheduler"), node_suspect_after_s=0.5, node_dead_after_s=1.5
     )
     await space.send("lepton.node.heartbeats", "a", heartbeat("a", sequence=1, cpu=4000))
     async with (
@@ -132,11 +132,11 @@ async def test_jobs_of_a_dead_node_are_requeued_and_its_late_reports_are_void(
 
 
 async def test_an_urgent_job_preempts_lower_priority_work_which_is_stopped_and_requeued(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     async with (
         space.heartbeats("n", cpu=4000),
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.jobs.assigned") as assignments,
     ):
@@ -156,12 +156,12 @@ async def test_an_urgent_job_preempts_lower_priority_work_which_is_stopped_and_r
 
 
 async def test_a_gang_is_placed_whole_on_distinct_nodes_under_one_lease(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     async with (
         space.heartbeats("a", cpu=4000),
         space.heartbeats("b", cpu=4000),
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
     ):
         await space.send("lepton.jobs.requested", "too-big", job("too-big", cpu=3000, gang_size=3))
@@ -178,11 +178,11 @@ async def test_a_gang_is_placed_whole_on_distinct_nodes_under_one_lease(
 
 
 async def test_a_node_running_hot_gets_no_new_work_until_it_cools_down(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     async with (
         space.heartbeats("small", cpu=500),
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"), node_headroom=0.9)),
+        running_scheduler(space.settings(kafka, database_for("scheduler"), node_headroom=0.9)),
         space.reader("lepton.jobs.events") as events,
     ):
         async with space.heartbeats("hot", cpu=4000, busy_cpu=3900):
@@ -200,7 +200,7 @@ async def test_a_node_running_hot_gets_no_new_work_until_it_cools_down(
 
 
 async def test_a_node_dead_long_before_a_start_is_not_rebuilt_as_a_place_for_work(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     # Its last heartbeat, in the log, was sent a minute before the one of a node that
     # still beats: dead (15 s), though nobody said so while the scheduler was away.
@@ -211,7 +211,7 @@ async def test_a_node_dead_long_before_a_start_is_not_rebuilt_as_a_place_for_wor
     )
     async with (
         space.heartbeats("alive", cpu=2000),
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
     ):
         await space.send("lepton.jobs.requested", "big", job("big", cpu=4000))
@@ -223,18 +223,18 @@ async def test_a_node_dead_long_before_a_start_is_not_rebuilt_as_a_place_for_wor
 
 
 async def test_a_corrupt_heartbeat_is_dead_lettered_and_the_nodes_after_it_still_count(
-    space: Namespaced, bootstrap, database_for, publisher
+    space: Namespaced, kafka, database_for, publisher
 ) -> None:
     beats = space.names.topic("lepton.node.heartbeats").name
     await publisher.send_raw(beats, b"broken", b"{'json': 'perhaps'}", [])
     await space.send("lepton.node.heartbeats", "n", heartbeat("n", sequence=1, cpu=4000))
     async with (
-        running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
     ):
         await space.send("lepton.jobs.requested", "j", job("j", cpu=2000))
         assigned = await events.until(kind("j", "assigned"))
     assert assigned["node_id"] == "n"
-    [letter] = await read_raw(bootstrap, dead_letter_topic(beats), 1)
+    [letter] = await read_raw(kafka, dead_letter_topic(beats), 1)
     assert letter.key == b"broken"
     assert dict(letter.headers)["dlq_error_type"] == b"CorruptMessageError"

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
+from lepton.config import KafkaAccess
 from tests.integration.scheduler_support import Namespaced, job
 
 pytestmark = pytest.mark.integration
@@ -24,8 +25,8 @@ SCHEDULER = str(Path(sys.executable).parent / "lepton-scheduler")
 
 
 @pytest.fixture
-async def space(bootstrap, codec, publisher) -> Namespaced:
-    namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka, codec, publisher) -> Namespaced:
+    namespaced = Namespaced(kafka, codec, publisher)
     await namespaced.create()
     return namespaced
 
@@ -33,9 +34,9 @@ async def space(bootstrap, codec, publisher) -> Namespaced:
 class SchedulerProcess:
     """``lepton-scheduler`` in a subprocess, with its log lines as they come."""
 
-    def __init__(self, space: Namespaced, bootstrap: str, database_url: str) -> None:
+    def __init__(self, space: Namespaced, kafka: KafkaAccess, database_url: str) -> None:
         self.env = os.environ | {
-            "LEPTON_KAFKA_BOOTSTRAP": bootstrap,
+            **kafka.environment(),
             "LEPTON_DATABASE_URL": database_url,
             "LEPTON_TOPIC_PREFIX": space.prefix,
             "LEPTON_LOG_LEVEL": "info",
@@ -92,7 +93,7 @@ def placements(records: list[dict[str, Any]]) -> dict[str, set[int]]:
 
 
 async def test_killing_the_scheduler_mid_stream_loses_no_job_and_never_double_assigns(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     nodes = {f"n{i}": 8000 for i in range(4)}
     jobs = [f"job-{i:03d}" for i in range(60)]
@@ -101,7 +102,7 @@ async def test_killing_the_scheduler_mid_stream_loses_no_job_and_never_double_as
         for node, cpu in nodes.items():
             await stack.enter_async_context(space.heartbeats(node, cpu=cpu))
         events = await stack.enter_async_context(space.reader("lepton.jobs.events"))
-        scheduler = SchedulerProcess(space, bootstrap, database_for("scheduler"))
+        scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
         await scheduler.start()
         kills = killed_while_leading = 0
         for batch_start in range(0, len(jobs), 10):
@@ -141,13 +142,13 @@ async def test_killing_the_scheduler_mid_stream_loses_no_job_and_never_double_as
 
 
 async def test_a_standby_takes_over_when_the_leader_dies(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(space.heartbeats("n", cpu=8000))
         events = await stack.enter_async_context(space.reader("lepton.jobs.events"))
-        first = SchedulerProcess(space, bootstrap, database_for("scheduler"))
-        second = SchedulerProcess(space, bootstrap, database_for("scheduler"))
+        first = SchedulerProcess(space, kafka, database_for("scheduler"))
+        second = SchedulerProcess(space, kafka, database_for("scheduler"))
         await first.start()
         await asyncio.wait_for(first.leading.wait(), 60)
         await second.start()
@@ -169,9 +170,9 @@ async def test_a_standby_takes_over_when_the_leader_dies(
 
 
 async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_killed(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
-    scheduler = SchedulerProcess(space, bootstrap, database_for("scheduler"))
+    scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
     await scheduler.start()
     await asyncio.wait_for(scheduler.digesting.wait(), 60)
     digester = psutil.Process(scheduler.digester_pid)
@@ -183,9 +184,9 @@ async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_k
 
 
 async def test_the_scheduler_stops_when_its_digester_dies(
-    space: Namespaced, bootstrap, database_for
+    space: Namespaced, kafka, database_for
 ) -> None:
-    scheduler = SchedulerProcess(space, bootstrap, database_for("scheduler"))
+    scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
     await scheduler.start()
     try:
         await asyncio.wait_for(scheduler.digesting.wait(), 60)

@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import ensure_topics
+from lepton.config import KafkaAccess
 from lepton.contract import default_codec
 from lepton.contract.topics import Namespace
 from tests.integration.processes import BIN, service_env, start
@@ -31,11 +32,11 @@ def get_json(url: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("service", ["scheduler", "ingest", "evaluator", "monitor"])
 async def test_service_starts_answers_health_and_stops_on_sigterm(
-    service: str, bootstrap: str, database_for
+    service: str, kafka: KafkaAccess, database_for
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     running = await start(
-        [str(BIN / f"lepton-{service}")], service_env(bootstrap, database_for(service), prefix)
+        [str(BIN / f"lepton-{service}")], service_env(kafka, database_for(service), prefix)
     )
     try:
         answer = await asyncio.to_thread(get_json, running.entry["url"])
@@ -50,13 +51,13 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
     assert "stopped" in running.events(remaining)
 
 
-async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_for) -> None:
+async def test_trainer_agent_sends_heartbeats(kafka: KafkaAccess, database_for) -> None:
     node = f"node-{uuid.uuid4().hex[:8]}"
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    await ensure_topics(bootstrap, Namespace(prefix).all())
+    await ensure_topics(kafka, Namespace(prefix).all())
     consumer = AIOKafkaConsumer(
         f"{prefix}lepton.node.heartbeats",
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         auto_offset_reset="latest",
         group_id=None,
     )
@@ -76,7 +77,7 @@ async def test_trainer_agent_sends_heartbeats(bootstrap: str, database_for) -> N
             "--interval",
             "0.2",
         ],
-        service_env(bootstrap, database_for("trainer"), prefix),
+        service_env(kafka, database_for("trainer"), prefix),
     )
     beats: list[dict[str, Any]] = []
     try:

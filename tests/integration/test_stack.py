@@ -15,7 +15,7 @@ import pytest
 
 from lepton import devstack
 from lepton.bus import BrokerUnavailableError, ensure_topics
-from lepton.config import Settings
+from lepton.config import ACTORS, KafkaAccess, Settings
 from lepton.contract.topics import Topic
 from lepton.devstack._process import free_port
 
@@ -45,7 +45,20 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     first = json.loads(started.stdout)
     assert first["running"]
     assert first["kafka_bootstrap"].startswith("127.0.0.1:")
+    assert first["kafka_security_protocol"] == "SASL_PLAINTEXT"
+    assert first["kafka_user"] == "lepton-admin"
     assert first["database_url"].startswith("postgresql://")
+
+    # Every actor's password is kept for the owner alone, and never shown.
+    credentials = Path(first["kafka_credentials"])
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert credentials.parent.stat().st_mode & 0o777 == 0o700
+    passwords = json.loads(credentials.read_text())
+    assert set(passwords) == {f"lepton-{actor}" for actor in ACTORS}
+    shown = lepton_cli("stack", "status", env=env_without_servers).stdout
+    assert "lepton-admin" in shown
+    for password in passwords.values():
+        assert password not in started.stdout + shown
 
     again = json.loads(lepton_cli("stack", "up", "--json", env=env_without_servers).stdout)
     assert again["note"] == "already running"
@@ -56,7 +69,9 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     assert status["database_url"] == first["database_url"]
 
     async def both_answer(where: dict[str, str]) -> None:
-        await ensure_topics(where["kafka_bootstrap"], [Topic("probe", "lepton.Alert", "k")])
+        admin = devstack.endpoints(Settings(state_dir=tmp_path / "state")).kafka
+        assert admin.bootstrap == where["kafka_bootstrap"]
+        await ensure_topics(admin, [Topic("probe", "lepton.Alert", "k")])
         connection = await asyncpg.connect(where["database_url"])
         await connection.close()
 
@@ -112,15 +127,17 @@ def test_commands_without_a_stack_say_how_to_get_one(tmp_path: Path) -> None:
 
 
 async def test_an_unreachable_broker_is_a_clear_error_within_the_timeout() -> None:
-    bootstrap = f"127.0.0.1:{free_port()}"
-    with pytest.raises(BrokerUnavailableError, match=f"Kafka at {bootstrap} did not answer"):
-        await ensure_topics(bootstrap, [Topic("x", "lepton.Alert", "k")], connect_timeout_s=2)
+    kafka = KafkaAccess(f"127.0.0.1:{free_port()}")
+    with pytest.raises(
+        BrokerUnavailableError, match=f"Kafka at {kafka.bootstrap} .* did not answer"
+    ):
+        await ensure_topics(kafka, [Topic("x", "lepton.Alert", "k")], connect_timeout_s=2)
 
 
 def test_settings_name_existing_servers() -> None:
     settings = Settings(kafka_bootstrap="kafka.example:9092", database_url="postgresql://x/y")
     where = devstack.endpoints(settings)
-    assert where.kafka_bootstrap == "kafka.example:9092"
+    assert where.kafka == KafkaAccess("kafka.example:9092")
     assert where.database_url == "postgresql://x/y"
 
 

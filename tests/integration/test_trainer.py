@@ -17,6 +17,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.data.artifacts import ArtifactStore
 from lepton.data.modeling import model_input
@@ -43,7 +44,7 @@ def houses(rows: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 async def datasets(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     codec: Codec,
     tmp_path_factory: pytest.TempPathFactory,
@@ -56,7 +57,7 @@ async def datasets(
     constant.to_csv(root / "constant.csv", index=False)
     houses(3).to_csv(root / "tiny.csv", index=False)
     versions: dict[str, dict[str, str]] = {}
-    async with running_ingest(bootstrap, database_for("ingest"), codec, root) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, root) as ingest:
         for tenant, name, file in [
             (owner, "houses", "houses.csv"),
             (owner, "constant", "constant.csv"),
@@ -72,17 +73,17 @@ async def datasets(
 
 
 @pytest.fixture
-async def space(bootstrap: str, codec: Codec, publisher: Any) -> Namespaced:
-    namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka: KafkaAccess, codec: Codec, publisher: Any) -> Namespaced:
+    namespaced = Namespaced(kafka, codec, publisher)
     await namespaced.create()
     return namespaced
 
 
 def settings_for(
-    space: Namespaced, bootstrap: str, database_url: str, root: Path
+    space: Namespaced, kafka: KafkaAccess, database_url: str, root: Path
 ) -> TrainerSettings:
     return TrainerSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_url,
         topic_prefix=space.prefix,
         artifact_root=str(root / "artifacts"),
@@ -92,11 +93,11 @@ def settings_for(
 
 @asynccontextmanager
 async def running_trainer(
-    space: Namespaced, node: str, bootstrap: str, database_url: str, root: Path
+    space: Namespaced, node: str, kafka: KafkaAccess, database_url: str, root: Path
 ) -> AsyncIterator[Service]:
     service = create_app(
         NodeSpec(node, cpus=2, memory_mib=4096),
-        settings_for(space, bootstrap, database_url, root),
+        settings_for(space, kafka, database_url, root),
         interval_s=0.2,
     )
     task = asyncio.create_task(service.run())
@@ -126,7 +127,7 @@ def workers() -> list[psutil.Process]:
 
 async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -138,7 +139,7 @@ async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.models.ready") as models,
         space.reader("lepton.node.heartbeats") as beats,
-        running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path),
+        running_trainer(space, node, kafka, database_for("trainer"), tmp_path),
     ):
         await beats.until(lambda r: r["node_id"] == node)
         await space.send(
@@ -187,7 +188,7 @@ async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
 
 async def test_redelivered_and_stale_instructions_start_nothing(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -196,7 +197,7 @@ async def test_redelivered_and_stale_instructions_start_nothing(
     tenant, houses_ds = datasets["tenant"], datasets["houses"]
     async with (
         space.reader("lepton.jobs.events") as events,
-        running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path),
+        running_trainer(space, node, kafka, database_for("trainer"), tmp_path),
     ):
         await space.send(
             "lepton.jobs.assigned", node, assignment(job, node, tenant, houses_ds, epoch=5)
@@ -220,7 +221,7 @@ async def test_redelivered_and_stale_instructions_start_nothing(
 
 async def test_a_stop_instruction_ends_the_run_promptly_and_voids_its_outcome(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -231,7 +232,7 @@ async def test_a_stop_instruction_ends_the_run_promptly_and_voids_its_outcome(
     async with (
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.node.heartbeats") as beats,
-        running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path),
+        running_trainer(space, node, kafka, database_for("trainer"), tmp_path),
     ):
         await space.send(
             "lepton.jobs.assigned", node, assignment(job, node, tenant, houses_ds, epoch=2, **slow)
@@ -277,7 +278,7 @@ BAD_INPUTS = [
 
 async def test_bad_input_fails_with_a_specific_reason_and_the_agent_keeps_serving(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -288,7 +289,7 @@ async def test_bad_input_fails_with_a_specific_reason_and_the_agent_keeps_servin
     async with (
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.models.ready") as models,
-        running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path),
+        running_trainer(space, node, kafka, database_for("trainer"), tmp_path),
     ):
         for name, dataset, task, _, _ in BAD_INPUTS:
             await space.send(
@@ -317,7 +318,7 @@ async def test_bad_input_fails_with_a_specific_reason_and_the_agent_keeps_servin
 
 async def test_a_restarted_agent_reports_the_runs_it_lost(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -326,7 +327,7 @@ async def test_a_restarted_agent_reports_the_runs_it_lost(
     tenant = datasets["tenant"]
     slow = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 600}
     async with space.reader("lepton.jobs.events") as events:
-        async with running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path):
+        async with running_trainer(space, node, kafka, database_for("trainer"), tmp_path):
             await space.send(
                 "lepton.jobs.assigned",
                 node,
@@ -334,7 +335,7 @@ async def test_a_restarted_agent_reports_the_runs_it_lost(
             )
             await events.until(of(job, "progress"), 60)
         assert workers() == []  # the agent ended its worker as it went down
-        async with running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path):
+        async with running_trainer(space, node, kafka, database_for("trainer"), tmp_path):
             lost = await events.until(of(job, "lost"), 30)
     assert (lost["node_id"], lost["lease_epoch"], lost["worker_index"]) == (node, 9, 0)
     assert node in lost["reason"]
@@ -345,7 +346,7 @@ async def test_a_restarted_agent_reports_the_runs_it_lost(
 
 async def test_a_gang_shares_one_study_and_worker_zero_reports_the_model(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -357,8 +358,8 @@ async def test_a_gang_shares_one_study_and_worker_zero_reports_the_model(
     async with (
         space.reader("lepton.jobs.events") as events,
         space.reader("lepton.models.ready") as models,
-        running_trainer(space, first, bootstrap, database_for("trainer"), tmp_path),
-        running_trainer(space, second, bootstrap, database_for("trainer"), tmp_path),
+        running_trainer(space, first, kafka, database_for("trainer"), tmp_path),
+        running_trainer(space, second, kafka, database_for("trainer"), tmp_path),
     ):
         for index, node in enumerate((first, second)):
             await space.send(
@@ -386,7 +387,7 @@ async def test_a_gang_shares_one_study_and_worker_zero_reports_the_model(
 
 async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_them_lost(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     datasets: dict[str, Any],
     tmp_path: Path,
@@ -395,7 +396,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
     slow = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 600}
     running = await start(
         [str(BIN / "lepton-trainer"), "--node-id", node, "--interval", "0.2"],
-        service_env(bootstrap, database_for("trainer"), space.prefix),
+        service_env(kafka, database_for("trainer"), space.prefix),
     )
     agent = running.process
     async with space.reader("lepton.jobs.events") as events:
@@ -421,7 +422,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
             if agent.returncode is None:
                 agent.kill()
                 await agent.wait()
-        async with running_trainer(space, node, bootstrap, database_for("trainer"), tmp_path):
+        async with running_trainer(space, node, kafka, database_for("trainer"), tmp_path):
             lost = await events.until(of(job, "lost"), 30)
     assert (lost["node_id"], lost["lease_epoch"]) == (node, 6)
     assert [r["kind"] for r in events.seen if r["job_id"] == job].count("lost") == 1

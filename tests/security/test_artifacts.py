@@ -31,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sklearn.neighbors import KNeighborsClassifier
 
 from lepton.bus import Publisher
+from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import dead_letter_topic
 from lepton.data.artifacts import (
@@ -445,7 +446,7 @@ PEOPLE_SPEC = json.dumps(
 
 @pytest.fixture(scope="module")
 async def data(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_url: str,
     database_for: Callable[[str], str],
     codec: Codec,
@@ -458,7 +459,7 @@ async def data(
     house_prices(200).to_csv(root / "houses.csv", index=False)
     people(80).to_csv(root / "people.csv", index=False)
     versions: dict[str, dict[str, str]] = {}
-    async with running_ingest(bootstrap, database_for("ingest"), codec, root) as ingest:
+    async with running_ingest(kafka, database_for("ingest"), codec, root) as ingest:
         for name, spec in [("houses", None), ("people", PEOPLE_SPEC)]:
             sources = [{"name": "s", "kind": "csv", "uri": f"{name}.csv"}]
             outcome, ready = await ingest.submit(request(tenant, name, sources, spec=spec))
@@ -478,21 +479,21 @@ async def data(
 
 
 @pytest.fixture(scope="module")
-async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
+async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
     # Signed as each record's natural author: the forged models below pass the signature
     # and lease checks (a node's own key, or a trainer gone bad), and meet the artifact's.
-    async with Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher:
-        namespaced = Namespaced(bootstrap, codec, publisher)
+    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
+        namespaced = Namespaced(kafka, codec, publisher)
         await namespaced.create()
         yield namespaced
 
 
 @pytest.fixture(scope="module")
 async def evaluator(
-    space: Namespaced, bootstrap: str, database_for: Callable[[str], str], data: dict[str, Any]
+    space: Namespaced, kafka: KafkaAccess, database_for: Callable[[str], str], data: dict[str, Any]
 ) -> AsyncIterator[Service]:
     settings = EvaluatorSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_for("evaluator"),
         topic_prefix=space.prefix,
         artifact_root=str(data["artifacts"]),
@@ -550,7 +551,7 @@ async def dead_letters_for(
     topic's start, so the consumer may be opened after they were sent)."""
     consumer = AIOKafkaConsumer(
         dead_letter_topic(space.names.topic("lepton.models.ready").name),
-        bootstrap_servers=space.bootstrap,
+        **space.kafka.aiokafka(),
         auto_offset_reset="earliest",
     )
     await consumer.start()
@@ -647,14 +648,14 @@ async def test_forged_models_ready_are_refused_with_their_reasons_and_the_evalua
         )
         for headers in letters.values()
     }
-    await until_committed(space.bootstrap, space.names.group("lepton-evaluator"), refused)
+    await until_committed(space.kafka, space.names.group("lepton-evaluator"), refused)
 
 
 async def until_committed(
-    bootstrap: str, group: str, offsets: dict[TopicPartition, int], timeout_s: float = 60
+    kafka: KafkaAccess, group: str, offsets: dict[TopicPartition, int], timeout_s: float = 60
 ) -> None:
     """Wait until ``group`` has committed past each offset (a commit announces nothing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.aiokafka())
     await admin.start()
     try:
 
@@ -674,11 +675,11 @@ async def until_committed(
 
 @asynccontextmanager
 async def running_trainer(
-    space: Namespaced, bootstrap: str, database_url: str, artifacts: Path
+    space: Namespaced, kafka: KafkaAccess, database_url: str, artifacts: Path
 ) -> AsyncIterator[str]:
     node = f"n-{uuid.uuid4().hex[:8]}"
     settings = TrainerSettings(
-        kafka_bootstrap=bootstrap,
+        **kafka.settings(),
         database_url=database_url,
         topic_prefix=space.prefix,
         artifact_root=str(artifacts),
@@ -726,12 +727,12 @@ async def test_a_sensitive_column_is_left_out_unless_allowed_then_sealed_and_eva
     space: Namespaced,
     evaluator: Service,
     data: dict[str, Any],
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     red_team: RedTeam,
 ) -> None:
     trainer_login = database_for("trainer")
-    async with running_trainer(space, bootstrap, trainer_login, data["artifacts"]) as node:
+    async with running_trainer(space, kafka, trainer_login, data["artifacts"]) as node:
         plain = await trained(space, node, data)
         sealed = await trained(space, node, data, options={"allow_sensitive_columns": "true"})
     assert plain["feature_columns"] == ["x"]

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from lepton.bus import Publisher
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import dead_letter_topic
@@ -39,9 +39,9 @@ VICTIM, ATTACKER = "victim", "acme"
 
 
 @pytest.fixture(scope="module")
-async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
-    async with Publisher(bootstrap, codec, source="tests", signer=impersonating()) as publisher:
-        namespaced = Namespaced(bootstrap, codec, publisher)
+async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
+    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
+        namespaced = Namespaced(kafka, codec, publisher)
         await namespaced.create()
         yield namespaced
 
@@ -49,7 +49,7 @@ async def space(bootstrap: str, codec: Codec) -> AsyncIterator[Namespaced]:
 @pytest.fixture(scope="module")
 async def stack(
     space: Namespaced,
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[dict[str, Any]]:
@@ -58,17 +58,17 @@ async def stack(
     await space.send("lepton.node.heartbeats", "holder", heartbeat("holder", sequence=1))
     evaluator = evaluator_app(
         EvaluatorSettings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_for("evaluator"),
             topic_prefix=space.prefix,
         )
     )
     root = tmp_path_factory.mktemp("inbox")
-    ingest = ingest_app(ingest_settings(bootstrap, database_for("ingest"), space.prefix, root))
+    ingest = ingest_app(ingest_settings(kafka, database_for("ingest"), space.prefix, root))
     running = [asyncio.create_task(service.run()) for service in (evaluator, ingest)]
     try:
         async with (
-            running_scheduler(space.settings(bootstrap, database_for("scheduler"))),
+            running_scheduler(space.settings(kafka, database_for("scheduler"))),
             space.reader("lepton.jobs.events") as events,
         ):
             for service in (evaluator, ingest):
@@ -100,7 +100,7 @@ class Attacker:
     ) -> dict[str, Any]:
         signer = None if who is None else self.master.derive(who)
         async with Publisher(
-            self.space.bootstrap, self.space.codec, source="attacker", signer=signer
+            self.space.kafka, self.space.codec, source="attacker", signer=signer
         ) as publisher:
             await publisher.publish(self.space.names.topic(declared), key, record)
         # Attacks go one at a time: the next audit record is this one's.
@@ -253,15 +253,15 @@ async def test_a_refused_record_is_dead_lettered_with_its_reason(
 ) -> None:
     await attacker.publish(TENANT, "lepton.jobs.requested", "f9", job("f9", tenant=VICTIM))
     topic = dead_letter_topic(space.names.topic("lepton.jobs.requested").name)
-    headers = await _dead_letter(space.bootstrap, topic, b"f9")
+    headers = await _dead_letter(space.kafka, topic, b"f9")
     assert headers["dlq_error_type"] == b"ForgedRecordError"
     assert headers["dlq_error_message"] == b"tenant:acme may not act for tenant victim"
     assert headers["lepton-principal"] == b"tenant:acme"
 
 
-async def _dead_letter(bootstrap: str, topic: str, key: bytes) -> dict[str, bytes]:
+async def _dead_letter(kafka: KafkaAccess, topic: str, key: bytes) -> dict[str, bytes]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topic, **kafka.aiokafka(), auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     try:

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer
 
 from lepton import LeptonClient
 from lepton.bus import Publisher
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, SigningKey
 from lepton.errors import InvalidTokenError, StackError
@@ -125,14 +125,14 @@ class Scene:
 
 @pytest.fixture(scope="module")
 async def scene(
-    bootstrap: str, database_for: Callable[[str], str], identity: IdentityKey
+    kafka: KafkaAccess, database_for: Callable[[str], str], identity: IdentityKey
 ) -> AsyncIterator[Scene]:
     """One monitor that has read both tenants' work (checked with an operator's token)."""
     prefix = fresh_prefix()
     signer = impersonating(identity)  # each record signed by whoever would write it
     async with (
-        running(settings_for(bootstrap, database_for("monitor"), prefix)) as monitor,
-        Publisher(bootstrap, default_codec(), source="tests", signer=signer) as publisher,
+        running(settings_for(kafka, database_for("monitor"), prefix)) as monitor,
+        Publisher(kafka, default_codec(), source="tests", signer=signer) as publisher,
     ):
         now = now_ms()
         beat = heartbeat(NODE, sent_at=now)
@@ -176,12 +176,12 @@ def first_update(url: str, headers: Mapping[str, str]) -> dict[str, Any]:
     raise AssertionError("the stream ended without an update")
 
 
-async def audit_events(bootstrap: str, prefix: str) -> list[dict[str, Any]]:
+async def audit_events(kafka: KafkaAccess, prefix: str) -> list[dict[str, Any]]:
     """Every event on this monitor's lepton.audit so far (read until a second passes
     without more)."""
     consumer = AIOKafkaConsumer(
         topic(prefix, "lepton.audit").name,
-        bootstrap_servers=bootstrap,
+        **kafka.aiokafka(),
         group_id=None,
         auto_offset_reset="earliest",
     )
@@ -319,7 +319,7 @@ async def test_a_nodes_token_has_no_monitor_view(scene: Scene, red_team: RedTeam
 
 
 async def test_refusals_are_logged_without_the_token_and_audited(
-    bootstrap: str, scene: Scene, red_team: RedTeam
+    kafka: KafkaAccess, scene: Scene, red_team: RedTeam
 ) -> None:
     forged = token(stranger(Principal("tenant", A)))
     with structlog.testing.capture_logs() as logs:
@@ -336,7 +336,7 @@ async def test_refusals_are_logged_without_the_token_and_audited(
     assert not any(mac in str(value) for value in entry.values())
 
     async def audited() -> dict[str, Any] | None:
-        for event in await audit_events(bootstrap, scene.prefix):
+        for event in await audit_events(kafka, scene.prefix):
             if event["resource"] == "monitor:GET /api/models" and "does not match" in (
                 event["detail"] or ""
             ):
@@ -502,7 +502,7 @@ FORBIDDEN = [
 
 
 async def test_another_tenants_work_is_refused_and_audited(
-    bootstrap: str, scene: Scene, red_team: RedTeam
+    kafka: KafkaAccess, scene: Scene, red_team: RedTeam
 ) -> None:
     for path, status, reason, _ in FORBIDDEN:
         answer, said, _ = await refused(scene.api, path, bearer(tenant(A)))
@@ -516,7 +516,7 @@ async def test_another_tenants_work_is_refused_and_audited(
     async def all_audited() -> list[dict[str, Any]] | None:
         events = [
             event
-            for event in await audit_events(bootstrap, scene.prefix)
+            for event in await audit_events(kafka, scene.prefix)
             if event["actor"] == f"tenant:{A}"
         ]
         return events if len(events) >= len(FORBIDDEN) else None
@@ -536,7 +536,7 @@ async def test_another_tenants_work_is_refused_and_audited(
 
 
 async def test_the_sdk_mints_a_short_token_from_its_signing_key(
-    bootstrap: str,
+    kafka: KafkaAccess,
     database_for: Callable[[str], str],
     scene: Scene,
     tmp_path: Path,
@@ -544,7 +544,7 @@ async def test_the_sdk_mints_a_short_token_from_its_signing_key(
 ) -> None:
     def client(**given: Any) -> LeptonClient:
         settings = Settings(
-            kafka_bootstrap=bootstrap,
+            **kafka.settings(),
             database_url=database_for("client"),
             topic_prefix=scene.prefix,
             monitor_url=scene.api.rstrip("/"),

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from pydantic import SecretStr
 
-from lepton.config import Settings
+from lepton.config import KafkaAccess, Settings
 from lepton.errors import StackError
 from lepton.runtime import endpoints
 
@@ -23,7 +23,7 @@ def test_configured_endpoints_are_returned_as_given() -> None:
         database_url=SecretStr("postgresql://db.example/lepton"),
     )
     where = endpoints.resolve(settings, "scheduler")
-    assert where.kafka_bootstrap == "kafka.example:9092"
+    assert where.kafka == KafkaAccess("kafka.example:9092")
     assert where.database_url == "postgresql://db.example/lepton"
 
 
