@@ -180,6 +180,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
         readers=("monitor", "client"),
     ),
     # Every service may audit (a denial included); the trainer, on a node, decides no access.
+    # Ingest reads it to keep the other services' denials in the audit table it owns.
     Topic(
         "lepton.audit",
         "lepton.AuditEvent",
@@ -187,7 +188,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
         3,
         _retained(365),
         writers=_EVERY_SERVICE,
-        readers=("monitor",),
+        readers=("monitor", "ingest"),
     ),
 )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from lepton.errors import LeptonError
+from lepton.errors import ConfigError, LeptonError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -23,6 +23,9 @@ __all__ = ["InsecureConfiguration", "check", "refusals"]
 
 # Logins that are superusers on every PostgreSQL installation (and in the local stack).
 _SUPERUSERS = frozenset({"postgres"})
+# Passwords an installer leaves behind; and a length below which a password is guessable.
+_DEFAULTS = frozenset({"admin", "changeme", "kafka", "lepton", "password", "postgres", "secret"})
+_MIN_PASSWORD = 12
 
 
 class InsecureConfiguration(LeptonError):
@@ -38,15 +41,8 @@ def refusals(
     if settings.env != "production":
         return []
     found = []
-    if settings.kafka_bootstrap is None:
-        found.append("LEPTON_KAFKA_BOOTSTRAP is unset: production never uses the local stack")
-    if settings.database_url is None:
-        found.append("LEPTON_DATABASE_URL is unset: production never uses the local stack")
-    elif urlsplit(settings.database_url.get_secret_value()).username in _SUPERUSERS:
-        found.append(
-            "LEPTON_DATABASE_URL logs in as a superuser, whom row-level security does not "
-            f"bind: give the {actor} its own login (deploy/postgres/roles.sql)"
-        )
+    found.extend(_kafka(settings))
+    found.extend(_database(settings, actor))
     if actor in ("trainer", "client"):
         if settings.signing_key is None:
             found.append(f"LEPTON_SIGNING_KEY is unset: a {actor} signs with its own key")
@@ -63,3 +59,46 @@ def check(
     found = refusals(settings, actor, extra)
     if found:
         raise InsecureConfiguration("refusing to start in production: " + "; ".join(found))
+
+
+def _weak(password: str | None) -> bool:
+    return not password or len(password) < _MIN_PASSWORD or password.lower() in _DEFAULTS
+
+
+def _kafka(settings: Settings) -> list[str]:
+    try:
+        access = settings.kafka_access()
+    except ConfigError as incomplete:
+        return [str(incomplete)]
+    if access is None:
+        return ["LEPTON_KAFKA_BOOTSTRAP is unset: production never uses the local stack"]
+    protocol = access.security_protocol
+    if protocol == "PLAINTEXT":
+        return [
+            "LEPTON_KAFKA_SECURITY_PROTOCOL is PLAINTEXT: anyone who reaches the broker "
+            "could act as anyone; use SASL_SSL (or SASL_PLAINTEXT on a private network)"
+        ]
+    if protocol == "SSL" and access.ssl_certfile is None:
+        return [
+            "LEPTON_KAFKA_SECURITY_PROTOCOL is SSL without LEPTON_KAFKA_SSL_CERTFILE: "
+            "the broker cannot tell who this client is"
+        ]
+    if protocol.startswith("SASL") and _weak(
+        access.password.get_secret_value() if access.password else None
+    ):
+        return ["LEPTON_KAFKA_SASL_PASSWORD is short or a well-known default"]
+    return []
+
+
+def _database(settings: Settings, actor: Actor) -> list[str]:
+    if settings.database_url is None:
+        return ["LEPTON_DATABASE_URL is unset: production never uses the local stack"]
+    url = urlsplit(settings.database_url.get_secret_value())
+    if url.username in _SUPERUSERS:
+        return [
+            "LEPTON_DATABASE_URL logs in as a superuser, whom row-level security does not "
+            f"bind: give the {actor} its own login (deploy/postgres/roles.sql)"
+        ]
+    if url.password is not None and _weak(url.password):
+        return ["LEPTON_DATABASE_URL's password is short or a well-known default"]
+    return []

@@ -14,7 +14,10 @@ from services.ingest.settings import IngestSettings
 MASTER = IdentityKey.generate()
 CONFIGURED = {
     "kafka_bootstrap": "kafka.example:9092",
-    "database_url": SecretStr("postgresql://lepton_scheduler:x@db.example/lepton"),
+    "kafka_security_protocol": "SASL_SSL",
+    "kafka_sasl_username": "lepton-scheduler",
+    "kafka_sasl_password": SecretStr("a-long-random-password"),
+    "database_url": SecretStr("postgresql://lepton_scheduler:a-long-random-pw@db.example/lepton"),
 }
 
 
@@ -63,8 +66,7 @@ def test_a_superuser_database_login_is_refused() -> None:
     settings = Settings(
         env="production",
         identity_key=SecretStr(MASTER.to_text()),
-        kafka_bootstrap="kafka.example:9092",
-        database_url=SecretStr("postgresql://postgres:secret@db.example/lepton"),
+        **(CONFIGURED | {"database_url": SecretStr("postgresql://postgres:x@db.example/lepton")}),
     )
     (refusal,) = refusals(settings, "evaluator")
     assert refusal.startswith("LEPTON_DATABASE_URL logs in as a superuser")
@@ -92,3 +94,34 @@ def test_the_monitor_keeps_its_plain_http_on_loopback(host: str, refused: bool) 
     assert bool(found) is refused
     if refused:
         assert found[0].startswith(f"LEPTON_MONITOR_HOST is {host}")
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        ({"kafka_security_protocol": "PLAINTEXT"}, "LEPTON_KAFKA_SECURITY_PROTOCOL is PLAINTEXT"),
+        ({"kafka_security_protocol": "SSL"}, "without LEPTON_KAFKA_SSL_CERTFILE"),
+        ({"kafka_sasl_password": SecretStr("lepton")}, "a well-known default"),
+        ({"kafka_sasl_password": None}, "needs a user name and a password"),
+    ],
+)
+def test_an_unauthenticated_or_weak_kafka_login_is_refused(
+    given: dict[str, object], reason: str
+) -> None:
+    settings = Settings(
+        env="production", identity_key=SecretStr(MASTER.to_text()), **(CONFIGURED | given)
+    )
+    (refusal,) = refusals(settings, "scheduler")
+    assert reason in refusal
+
+
+def test_a_weak_database_password_is_refused() -> None:
+    weak = SecretStr("postgresql://lepton_scheduler:changeme@db.example/lepton")
+    settings = Settings(
+        env="production",
+        identity_key=SecretStr(MASTER.to_text()),
+        **(CONFIGURED | {"database_url": weak}),
+    )
+    assert refusals(settings, "scheduler") == [
+        "LEPTON_DATABASE_URL's password is short or a well-known default"
+    ]
