@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -249,6 +250,8 @@ def main() -> None:
     args = parser.parse_args(ours)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    # A run stopped with SIGTERM still removes its worktree (the ``finally`` in checked_out).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     benches = args.bench or make_benches()
     if missing := [name for name in benches if not (CURRENT / "bench" / f"{name}.py").exists()]:
         parser.error(f"no such benchmark in bench/: {', '.join(missing)}")
