@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bench.records import heartbeat
 from lepton import devstack
 from lepton.bus import (
+    Authenticator,
     BrokerUnavailableError,
     Event,
     Publisher,
@@ -47,9 +48,11 @@ from lepton.bus import (
 )
 from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
-from lepton.contract.topics import Topic
+from lepton.contract.identity import IdentityKey, Verifier
+from lepton.contract.topics import Namespace, Topic
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, java_classpath
 from lepton.devstack._process import free_port, stop_process, write_private
+from lepton.testing import impersonating
 
 RESULTS = Path(__file__).parent / "results"
 PRODUCER_SETTINGS = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
@@ -94,8 +97,15 @@ def row(name: str, events: int, clock: Clock | None, rate: float | None = None) 
     }
 
 
+def _names_of(topic: Topic) -> Namespace:
+    return Namespace(topic.name.removesuffix("lepton.node.heartbeats"))
+
+
 async def fresh_topic(kafka: KafkaAccess, partitions: int = 6) -> Topic:
-    topic = Topic(f"bench.{uuid.uuid4().hex[:8]}", "lepton.NodeHeartbeat", "node id", partitions)
+    # Named as a heartbeats topic under a prefix of its own: what the signed trip's
+    # authenticator checks heartbeats against.
+    name = f"bench.{uuid.uuid4().hex[:8]}.lepton.node.heartbeats"
+    topic = Topic(name, "lepton.NodeHeartbeat", "node id", partitions)
     await ensure_topics(kafka, [topic], with_dead_letters=False)
     return topic
 
@@ -195,9 +205,12 @@ async def raw_round_trip(kafka: KafkaAccess, keys, values) -> Clock:
     return clock
 
 
-async def bus_round_trip(kafka: KafkaAccess, records) -> Clock:
-    """Heartbeats encoded and sent with publish_many, decoded and handled by a Subscriber."""
+async def bus_round_trip(kafka: KafkaAccess, records, *, signed: bool = False) -> Clock:
+    """Heartbeats encoded and sent with publish_many, decoded and handled by a Subscriber;
+    ``signed``: each signed by its node and verified by the subscriber, as the services
+    do (what record signatures cost, against the same trip unsigned)."""
     topic = await fresh_topic(kafka)
+    master = IdentityKey.generate()
     done = asyncio.Event()
     seen = 0
 
@@ -208,7 +221,8 @@ async def bus_round_trip(kafka: KafkaAccess, records) -> Clock:
             done.set()
 
     codec = default_codec()
-    async with Publisher(kafka, codec, source="bench") as publisher:
+    signer = impersonating(master) if signed else None
+    async with Publisher(kafka, codec, source="bench", signer=signer) as publisher:
         subscriber = Subscriber(
             kafka,
             codec,
@@ -216,6 +230,10 @@ async def bus_round_trip(kafka: KafkaAccess, records) -> Clock:
             topics=[topic],
             group_id=f"bench-{uuid.uuid4().hex[:6]}",
             handler=handle,
+            # The bench's topic is a heartbeats topic under a prefix of its own.
+            authenticator=Authenticator(Verifier(master), _names_of(topic), codec)
+            if signed
+            else None,
         )
         await subscriber.start()
         try:
@@ -367,6 +385,7 @@ def main() -> None:
     ours_many = asyncio.run(bus_produce(kafka, records, bus_send_many))
     raw_trip = asyncio.run(raw_round_trip(kafka, keys, values))
     our_trip = asyncio.run(bus_round_trip(kafka, records))
+    signed_trip = asyncio.run(bus_round_trip(kafka, records, signed=True))
     rows += [
         row("raw aiokafka send(), pre-encoded bytes [baseline]", args.events, raw_each),
         row("raw aiokafka send_batch(), pre-encoded bytes", args.events, raw_batched),
@@ -374,6 +393,7 @@ def main() -> None:
         row("lepton Publisher.publish_many(), Avro-encoding each", args.events, ours_many),
         row("raw aiokafka send() -> consume, no decoding", args.events, raw_trip),
         row("lepton publish_many() -> Subscriber (decode, handler)", args.events, our_trip),
+        row("  the same, each signed and verified (HMAC-SHA256)", args.events, signed_trip),
     ]
     ratios = {
         "produce, publish_many / raw send() [target >= 0.7]": round(
@@ -382,6 +402,7 @@ def main() -> None:
         "produce, Publisher.send() / raw send()": round(raw_each.wall / ours_each.wall, 3),
         "produce, publish_many / raw send_batch()": round(raw_batched.wall / ours_many.wall, 3),
         "produce -> consume, lepton / raw [target >= 0.7]": round(raw_trip.wall / our_trip.wall, 3),
+        "produce -> consume, signed / unsigned": round(our_trip.wall / signed_trip.wall, 3),
     }
     report = {
         "benchmark": "bus",

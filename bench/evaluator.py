@@ -151,12 +151,13 @@ async def _through_service(
 ) -> dict[str, Any]:
     from lepton.bus import Publisher
     from lepton.contract import default_codec
+    from lepton.testing import impersonating
     from services.evaluator.app import create_app
     from services.evaluator.settings import EvaluatorSettings
     from tests.integration.scheduler_support import Namespaced
 
     codec = default_codec()
-    async with Publisher(kafka, codec, source="bench") as publisher:
+    async with Publisher(kafka, codec, source="bench", signer=impersonating()) as publisher:
         space = Namespaced(kafka, codec, publisher)
         await space.create()
         service = create_app(
@@ -224,7 +225,10 @@ async def _through_service(
                 # The client's Avro encoding is done before the clock starts: the bench
                 # and the service share one process (and its GIL), and encoding 10,000-row
                 # requests is the client's work, not the service's.
-                encoded = [space.encoded("lepton.predict.requested", item) for item in requests]
+                encoded = [
+                    space.encoded("lepton.predict.requested", item["request_id"], item)
+                    for item in requests
+                ]
                 start = time.perf_counter()
                 for item, (topic, value, headers) in zip(requests, encoded, strict=True):
                     await publisher.send_raw(topic, item["request_id"].encode(), value, headers)

@@ -88,6 +88,7 @@ async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str
     from lepton.bus import Publisher
     from lepton.contract import default_codec
     from lepton.contract.topics import Namespace
+    from lepton.testing import impersonating
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
 
@@ -128,7 +129,7 @@ async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str
     )
     await consumer.start()
     try:
-        async with Publisher(kafka, codec, source="bench") as publisher:
+        async with Publisher(kafka, codec, source="bench", signer=impersonating()) as publisher:
             start = time.perf_counter()
             await publisher.publish(names.topic("lepton.data.requested"), tenant, request)
             message = await consumer.getone()

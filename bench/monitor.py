@@ -37,14 +37,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from bench.bus import PRODUCER_SETTINGS, queue_batches
-from bench.records import event_headers, heartbeat
+from bench.records import Signer, event_headers, heartbeat
 from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
 from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import Principal, SigningKey
-from lepton.contract.topics import Namespace
+from lepton.contract.topics import Namespace, Topic
 from lepton.runtime.identity import master_key
+from lepton.testing import impersonating
 from services.monitor.app import build
 from services.monitor.settings import MonitorSettings
 
@@ -116,8 +117,8 @@ async def _produce(kafka: KafkaAccess, prefix: str, rate: int, seconds: float, p
     beats_topic = names.topic("lepton.node.heartbeats")
     jobs_topic = names.topic("lepton.jobs.events")
     beat_records, job_records = load_records(int(rate * seconds))
-    beats = Encoded.of(beats_topic.event, beat_records)
-    jobs = Encoded.of(jobs_topic.event, job_records)
+    beats = Encoded.of(beats_topic, beat_records)
+    jobs = Encoded.of(jobs_topic, job_records)
     per_slice = max(1, int(rate * SLICE_S))
     producer = AIOKafkaProducer(**kafka.aiokafka(), **PRODUCER_SETTINGS)
     await producer.start()
@@ -160,13 +161,18 @@ class Encoded:
     headers: list[list[tuple[str, bytes]]]
 
     @classmethod
-    def of(cls, event_type: str, records: list[tuple[str, dict[str, Any]]]) -> Encoded:
-        codec = default_codec()
-        return cls(
-            [key.encode() for key, _ in records],
-            [codec.encode(event_type, record) for _, record in records],
-            event_headers(event_type, len(records)),
-        )
+    def of(cls, topic: Topic, records: list[tuple[str, dict[str, Any]]]) -> Encoded:
+        """Encoded and signed (as each record's natural author), before the clock starts."""
+        codec, signer = default_codec(), Signer()
+        keys = [key.encode() for key, _ in records]
+        values = [codec.encode(topic.event, record) for _, record in records]
+        headers = [
+            common + signer.headers(topic.name, key, value, record)
+            for common, key, value, (_, record) in zip(
+                event_headers(topic.event, len(records)), keys, values, records, strict=True
+            )
+        ]
+        return cls(keys, values, headers)
 
     async def send(
         self, producer: AIOKafkaProducer, topic: str, first: int, count: int
@@ -252,7 +258,9 @@ async def run_rate(
     await asyncio.to_thread(parent.recv)  # "ready": records generated, producer connected
 
     # Warm-up: the consumer group has joined and the API answers before the clock starts.
-    async with Publisher(kafka, default_codec(), source="bench-warmup") as warmup:
+    async with Publisher(
+        kafka, default_codec(), source="bench-warmup", signer=impersonating()
+    ) as warmup:
         await warmup.publish(names.topic("lepton.node.heartbeats"), PROBE_NODE, probe(0, 0))
     for _ in range(600):
         if await asyncio.to_thread(_get_sequence, probe_url) is not None:
@@ -288,7 +296,9 @@ async def run_rate(
     def consumed() -> int:
         return sum(state.events_by_topic.values())
 
-    async with Publisher(kafka, default_codec(), source="bench-probe") as publisher:
+    async with Publisher(
+        kafka, default_codec(), source="bench-probe", signer=impersonating()
+    ) as publisher:
         before = consumed()
         probe_task = asyncio.create_task(probes(publisher))
         poll_task = asyncio.create_task(poll())
@@ -346,7 +356,7 @@ async def drain(kafka: KafkaAccess, database_url: str, count: int) -> dict[str, 
     await ensure_topics(kafka, names.all())
     beats, jobs = load_records(count)
     codec = default_codec()
-    async with Publisher(kafka, codec, source="bench-backlog") as publisher:
+    async with Publisher(kafka, codec, source="bench-backlog", signer=impersonating()) as publisher:
         await publisher.publish_many(names.topic("lepton.node.heartbeats"), beats)
         await publisher.publish_many(names.topic("lepton.jobs.events"), jobs)
         finished = asyncio.Event()

@@ -7,7 +7,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lepton.config import Settings
 from lepton.contract.codec import Codec
+from lepton.contract.identity import SigningKey
+from lepton.runtime.identity import master_key
+from lepton.testing import impersonating
 
 
 def heartbeat(
@@ -120,3 +124,19 @@ class StampedHeartbeats:
 
 
 _HEARTBEAT = "lepton.NodeHeartbeat"
+
+
+class Signer:
+    """Signs pre-encoded records as their natural authors would (the node a heartbeat is
+    about, the tenant of a request), with the local stack's master key: what a load
+    generator must do now that every service refuses unsigned records."""
+
+    def __init__(self) -> None:
+        self._author = impersonating(master_key(Settings()))
+
+    def headers(
+        self, topic: str, key: bytes, value: bytes, record: dict[str, Any] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """The two signature headers; a heartbeat needs no ``record`` (its key names it)."""
+        signing: SigningKey = self._author(topic, key, record or {})
+        return signing.sign(topic, key, value)

@@ -17,7 +17,7 @@ from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.runtime.identity import master_key
-from lepton.testing import leased
+from lepton.testing import impersonating, leased
 from services.scheduler.app import create_app
 from services.scheduler.settings import SchedulerSettings
 
@@ -85,6 +85,17 @@ class Namespaced:
         if declared == "lepton.models.ready" and record.get("lease") is None:
             record = leased(record, master_key(Settings()), self.names, self.codec)
         await self.publisher.publish(self.names.topic(declared), key, record)
+
+    def encoded(
+        self, declared: str, key: str, record: dict[str, Any]
+    ) -> tuple[str, bytes, list[tuple[str, bytes]]]:
+        """Topic name, Avro bytes and headers (signed by the record's natural author) of a
+        record, to send later as they are (``Publisher.send_raw``)."""
+        topic = self.names.topic(declared)
+        value = self.codec.encode(topic.event, record)
+        author = impersonating()(topic.name, key.encode(), record)
+        signature = author.sign(topic.name, key.encode(), value)
+        return topic.name, value, self.publisher.headers(topic.event) + signature
 
     def settings(self, kafka: KafkaAccess, database_url: str, **extra: Any) -> SchedulerSettings:
         return SchedulerSettings(
