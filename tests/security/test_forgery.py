@@ -93,21 +93,19 @@ class Attacker:
 
     def __init__(self, space: Namespaced, audits: Reader, master: IdentityKey) -> None:
         self.space, self.audits, self.master = space, audits, master
-        self.seen = 0
 
     async def publish(
         self, who: Principal | None, declared: str, key: str, record: dict[str, Any]
     ) -> dict[str, Any]:
+        """Publish ``record`` signed by ``who`` (unsigned for None); the audit record of its
+        refusal (each attempt uses a key of its own, which the audit names)."""
         signer = None if who is None else self.master.derive(who)
         async with Publisher(
             self.space.kafka, self.space.codec, source="attacker", signer=signer
         ) as publisher:
             await publisher.publish(self.space.names.topic(declared), key, record)
-        # Attacks go one at a time: the next audit record is this one's.
-        await self.audits.until(lambda _: len(self.audits.seen) > self.seen, 60)
-        audit = self.audits.seen[self.seen]
-        self.seen += 1
-        return audit
+        resource = f"topic:{declared}/{key}"
+        return await self.audits.until(lambda audit: audit["resource"] == resource, 60)
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +192,9 @@ async def test_forged_requests_and_reports_are_refused_and_audited(
             "tenant:acme may not act for tenant victim",
         ),
     ]
-    for attack, who, declared, key, record, expected in attacks:
-        audit = await attacker.publish(who, declared, key, record)
+    for number, (attack, who, declared, key, record, expected) in enumerate(attacks):
+        # A job's events are keyed by its id; a key of each attack's own names its audit.
+        audit = await attacker.publish(who, declared, f"{key}#{number}", record)
         red_team.check(attack, expected, _result(audit))
         assert audit["outcome"] == "denied"
 
@@ -243,8 +242,8 @@ async def test_a_champion_takeover_is_refused_at_every_step(
             "tenant:acme may not act for tenant victim",
         ),
     ]
-    for attack, who, declared, record, expected in attacks:
-        audit = await attacker.publish(who, declared, "evil", record)
+    for number, (attack, who, declared, record, expected) in enumerate(attacks):
+        audit = await attacker.publish(who, declared, f"evil#{number}", record)
         red_team.check(attack, expected, _result(audit))
 
 

@@ -278,11 +278,15 @@ def service_of(actor: Actor, settings: dict[str, object]) -> Service:
 
 @pytest.mark.parametrize("actor", ["scheduler", "ingest", "trainer", "evaluator", "monitor"])
 async def test_each_service_starts_as_its_own_principal(
-    stack_access: StackAccess, names: Namespace, database_url: str, actor: Actor, tmp_path: Path
+    stack_access: StackAccess,
+    names: Namespace,
+    database_for: Callable[[str], str],
+    actor: Actor,
+    tmp_path: Path,
 ) -> None:
     settings = {
         **stack_access(actor).settings(),
-        "database_url": database_url,
+        "database_url": database_for(actor),
         "topic_prefix": names.prefix,
         "state_dir": tmp_path,
         "log_level": "warning",
