@@ -368,9 +368,18 @@ def impersonating(
     if master is None:
         master = master_key(Settings())
     keys: dict[Any, SigningKey] = {}
+    declared_names: dict[str, str | None] = {}
+    nodes: dict[bytes, SigningKey] = {}  # a heartbeat's author is its key's node
 
     def sign_as(topic: str, key: bytes, record: Mapping[str, Any]) -> SigningKey:
-        declared = next((name for name in _DECLARED_LONGEST_FIRST if topic.endswith(name)), None)
+        if topic not in declared_names:
+            declared_names[topic] = next(
+                (name for name in _DECLARED_LONGEST_FIRST if topic.endswith(name)), None
+            )
+        declared = declared_names[topic]
+        heartbeat = declared == "lepton.node.heartbeats"
+        if heartbeat and key in nodes:
+            return nodes[key]
         principal = (
             _TEST_OPERATOR
             if declared is None  # a test's own topic: no rule applies to it
@@ -379,6 +388,8 @@ def impersonating(
         found = keys.get(principal)
         if found is None:
             found = keys[principal] = master.derive(principal)
+        if heartbeat:
+            nodes[key] = found
         return found
 
     return sign_as

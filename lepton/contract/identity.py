@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import os
 import struct
@@ -107,7 +106,14 @@ def _signed_bytes(topic: str, key: bytes | None, value: bytes | None) -> bytes:
     # Length-prefixed, so that no choice of key and value can be read as another's.
     key, value = key or b"", value or b""
     name = topic.encode()
-    return b"".join((struct.pack(">I", len(name)), name, struct.pack(">I", len(key)), key, value))
+    return b"%b%b%b%b%b" % (_LENGTH.pack(len(name)), name, _LENGTH.pack(len(key)), key, value)
+
+
+_LENGTH = struct.Struct(">I")
+# By name: hmac.digest then takes OpenSSL's one-shot path, a fifth faster than with the
+# hashlib constructor (3.3 against 4.2 µs a record here). Keyed BLAKE2b would take 1.2 µs,
+# but HMAC-SHA256 is what every language's standard library has, for foreign producers.
+_SHA256 = "sha256"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +122,22 @@ class SigningKey:
 
     principal: Principal
     secret: bytes = field(repr=False)
+    # The principal header's value, made once: a publisher signs every record it sends.
+    _named: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_named", str(self.principal).encode())
 
     def sign(self, topic: str, key: bytes | None, value: bytes | None) -> list[tuple[str, bytes]]:
-        """The two headers proving that ``principal`` wrote this record to ``topic`` (the
-        topic's declared name, without an installation's prefix)."""
-        mac = hmac.digest(self.secret, _signed_bytes(topic, key, value), hashlib.sha256)
-        return [(PRINCIPAL_HEADER, str(self.principal).encode()), (SIGNATURE_HEADER, mac)]
+        """The two headers proving that ``principal`` wrote this record to ``topic`` (its
+        name as written, an installation's prefix included)."""
+        mac = hmac.digest(self.secret, _signed_bytes(topic, key, value), _SHA256)
+        return [(PRINCIPAL_HEADER, self._named), (SIGNATURE_HEADER, mac)]
 
     def token(self, expires_at: int) -> str:
         """A bearer token for HTTP, valid until ``expires_at`` (Unix seconds)."""
         body = f"{_FORMAT_TAG}.{self.principal}.{expires_at}"
-        return f"{body}.{_b64(hmac.digest(self.secret, body.encode(), hashlib.sha256))}"
+        return f"{body}.{_b64(hmac.digest(self.secret, body.encode(), _SHA256))}"
 
     def to_text(self) -> str:
         """``<principal>:<secret>``, the form a credential file or ``LEPTON_SIGNING_KEY``
@@ -171,7 +182,7 @@ class IdentityKey:
 
     def derive(self, principal: Principal) -> SigningKey:
         label = b"lepton principal\0" + str(principal).encode()
-        return SigningKey(principal, hmac.digest(self.secret, label, hashlib.sha256))
+        return SigningKey(principal, hmac.digest(self.secret, label, _SHA256))
 
 
 class Verifier:
@@ -179,16 +190,20 @@ class Verifier:
 
     def __init__(self, master: IdentityKey) -> None:
         self.master = master
-        self._secrets: dict[str, bytes] = {}
+        # By the principal header's bytes: a known writer costs one lookup, no parsing.
+        self._known: dict[bytes, tuple[Principal, bytes]] = {}
 
-    def _secret(self, principal_text: str) -> tuple[Principal, bytes]:
-        principal = Principal.parse(principal_text)
-        secret = self._secrets.get(principal_text)
-        if secret is None:
-            if len(self._secrets) >= _MAX_CACHED_KEYS:
-                self._secrets.clear()
-            secret = self._secrets[principal_text] = self.master.derive(principal).secret
-        return principal, secret
+    def _secret(self, principal_text: bytes) -> tuple[Principal, bytes]:
+        known = self._known.get(principal_text)
+        if known is None:
+            try:
+                principal = Principal.parse(principal_text.decode())
+            except UnicodeDecodeError:
+                raise ForgedRecordError("malformed principal header") from None
+            if len(self._known) >= _MAX_CACHED_KEYS:
+                self._known.clear()
+            known = self._known[principal_text] = (principal, self.master.derive(principal).secret)
+        return known
 
     def verify(
         self,
@@ -207,11 +222,8 @@ class Verifier:
                 signature = raw
         if claimed is None or signature is None:
             raise ForgedRecordError("unsigned record: no lepton-principal/lepton-signature")
-        try:
-            principal, secret = self._secret(claimed.decode())
-        except UnicodeDecodeError:
-            raise ForgedRecordError("malformed principal header") from None
-        expected = hmac.digest(secret, _signed_bytes(topic, key, value), hashlib.sha256)
+        principal, secret = self._secret(claimed)
+        expected = hmac.digest(secret, _signed_bytes(topic, key, value), _SHA256)
         if not hmac.compare_digest(expected, signature):
             raise ForgedRecordError(f"signature does not match for {principal}")
         return principal
@@ -225,11 +237,11 @@ class Verifier:
         if prefix != _FORMAT_TAG or not expiry.isdigit() or len(token) > 512:
             raise InvalidTokenError("malformed token")
         try:
-            principal, secret = self._secret(principal_text)
+            principal, secret = self._secret(principal_text.encode())
             given = _unb64(mac)
         except (ForgedRecordError, binascii.Error, ValueError):
             raise InvalidTokenError("malformed token") from None
-        if not hmac.compare_digest(hmac.digest(secret, body.encode(), hashlib.sha256), given):
+        if not hmac.compare_digest(hmac.digest(secret, body.encode(), _SHA256), given):
             raise InvalidTokenError("token signature does not match")
         if int(expiry) <= now:
             raise InvalidTokenError("token expired")
