@@ -144,6 +144,16 @@ class Namespaced:
             await consumer.stop()
 
 
+@asynccontextmanager
+async def signed_space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
+    """A test's own topics, with a publisher that signs each record as its natural author
+    (:func:`lepton.testing.impersonating`): a module's ``space`` fixture."""
+    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
+        namespaced = Namespaced(kafka, codec, publisher)
+        await namespaced.create()
+        yield namespaced
+
+
 class Reader:
     def __init__(self, consumer: AIOKafkaConsumer, codec: Codec) -> None:
         self.consumer = consumer

@@ -34,7 +34,7 @@ from services.evaluator.settings import EvaluatorSettings
 from services.trainer.training import SearchConfig
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
-from tests.integration.scheduler_support import Namespaced, Reader, now_ms
+from tests.integration.scheduler_support import Namespaced, Reader, now_ms, signed_space
 
 pytestmark = pytest.mark.integration
 
@@ -107,12 +107,7 @@ def model_ready(
 
 @pytest.fixture(scope="module")
 async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
-    from lepton.bus import Publisher
-    from lepton.testing import impersonating
-
-    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
-        namespaced = Namespaced(kafka, codec, publisher)
-        await namespaced.create()
+    async with signed_space(kafka, codec) as namespaced:
         yield namespaced
 
 

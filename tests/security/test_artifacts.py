@@ -30,7 +30,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sklearn.neighbors import KNeighborsClassifier
 
-from lepton.bus import Publisher
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import dead_letter_topic
@@ -57,7 +56,6 @@ from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.data.sealing import NO_KEY, UNSEALABLE
 from lepton.runtime.service import Service
-from lepton.testing import impersonating
 from services.evaluator import store
 from services.evaluator.app import create_app as create_evaluator
 from services.evaluator.inputs import declared_columns_read
@@ -70,7 +68,7 @@ from services.trainer.settings import TrainerSettings
 from services.trainer.training import SearchConfig, train
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
-from tests.integration.scheduler_support import Namespaced, assignment
+from tests.integration.scheduler_support import Namespaced, assignment, signed_space
 from tests.security.conftest import RedTeam
 
 # Paths Python opened while a test's `opened` list was active (sys.audit "open" events,
@@ -482,9 +480,7 @@ async def data(
 async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
     # Signed as each record's natural author: the forged models below pass the signature
     # and lease checks (a node's own key, or a trainer gone bad), and meet the artifact's.
-    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
-        namespaced = Namespaced(kafka, codec, publisher)
-        await namespaced.create()
+    async with signed_space(kafka, codec) as namespaced:
         yield namespaced
 
 

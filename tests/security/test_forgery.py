@@ -17,7 +17,7 @@ from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import dead_letter_topic
 from lepton.runtime.identity import master_key
-from lepton.testing import impersonating, leased
+from lepton.testing import leased
 from services.evaluator.app import create_app as evaluator_app
 from services.evaluator.settings import EvaluatorSettings
 from services.ingest.app import create_app as ingest_app
@@ -29,6 +29,7 @@ from tests.integration.scheduler_support import (
     job,
     now_ms,
     running_scheduler,
+    signed_space,
 )
 from tests.samples import sample
 from tests.security.conftest import RedTeam
@@ -40,9 +41,7 @@ VICTIM, ATTACKER = "victim", "acme"
 
 @pytest.fixture(scope="module")
 async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
-    async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
-        namespaced = Namespaced(kafka, codec, publisher)
-        await namespaced.create()
+    async with signed_space(kafka, codec) as namespaced:
         yield namespaced
 
 
