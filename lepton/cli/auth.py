@@ -9,7 +9,7 @@ import typer
 
 from lepton.cli._app import app, console, guarded
 from lepton.config import Settings
-from lepton.contract.identity import Principal
+from lepton.contract.identity import MAX_TOKEN_LIFETIME_S, Principal
 from lepton.runtime import identity
 
 auth_app = typer.Typer(help="Identity: signing keys for tenants and nodes, tokens for HTTP.")
@@ -34,7 +34,10 @@ def auth_issue(
 
 @auth_app.command("token")
 def auth_token(
-    ttl_s: Annotated[int, typer.Option("--ttl", min=1, help="Seconds it stays valid.")] = 3600,
+    ttl_s: Annotated[
+        int,
+        typer.Option("--ttl", min=1, max=MAX_TOKEN_LIFETIME_S, help="Seconds it stays valid."),
+    ] = 3600,
 ) -> None:
     """Print a bearer token for the monitor's API and dashboard, minted from this
     process's signing key."""

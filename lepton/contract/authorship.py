@@ -58,14 +58,10 @@ def _services(*actors: str) -> _Rule:
     return rule
 
 
-def _acting_for_tenant(principal: Principal, record: Record | None) -> None:
+def _acting_for_tenant(principal: Principal, key: bytes | None, record: Record | None) -> None:
     tenant = _field(record, "tenant")
     if principal.kind not in ("tenant", "operator") or not principal.may_act_for(tenant):
         raise ForgedRecordError(f"{principal} may not act for tenant {tenant}")
-
-
-def _tenant_request(principal: Principal, key: bytes | None, record: Record | None) -> None:
-    _acting_for_tenant(principal, record)
 
 
 def _heartbeat(principal: Principal, key: bytes | None, record: Record | None) -> None:
@@ -79,7 +75,7 @@ def _job_event(principal: Principal, key: bytes | None, record: Record | None) -
     if principal == Principal("service", "scheduler") and kind != "cancel_requested":
         return
     if kind == "cancel_requested":
-        _acting_for_tenant(principal, record)
+        _acting_for_tenant(principal, key, record)
         return
     if kind in NODE_JOB_EVENTS and principal.kind == "node":
         node = _field(record, "node_id")
@@ -103,21 +99,21 @@ def _verdict(principal: Principal, key: bytes | None, record: Record | None) -> 
     verdict = _field(record, "verdict")
     if verdict not in _CLIENT_VERDICTS:
         raise ForgedRecordError(f"{principal} may not publish a {verdict!r} verdict")
-    _acting_for_tenant(principal, record)
+    _acting_for_tenant(principal, key, record)
 
 
 _RULES: dict[str, _Rule] = {
     "lepton.node.heartbeats": _heartbeat,
-    "lepton.jobs.requested": _tenant_request,
+    "lepton.jobs.requested": _acting_for_tenant,
     "lepton.jobs.assigned": _services("scheduler"),
     "lepton.jobs.events": _job_event,
-    "lepton.data.requested": _tenant_request,
+    "lepton.data.requested": _acting_for_tenant,
     "lepton.data.ready": _services("ingest"),
     "lepton.data.rejected": _services("ingest"),
     "lepton.models.ready": _model_ready,
     "lepton.models.evaluated": _EVALUATOR_ONLY,
     "lepton.models.promoted": _verdict,
-    "lepton.predict.requested": _tenant_request,
+    "lepton.predict.requested": _acting_for_tenant,
     "lepton.predict.results": _EVALUATOR_ONLY,
     "lepton.alerts": _services("monitor"),
     "lepton.audit": _services("scheduler", "ingest", "evaluator", "monitor"),

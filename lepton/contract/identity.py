@@ -39,6 +39,7 @@ from typing import Literal, get_args
 from lepton.errors import ForgedRecordError, InvalidTokenError
 
 __all__ = [
+    "MAX_TOKEN_LIFETIME_S",
     "PRINCIPAL_HEADER",
     "SIGNATURE_HEADER",
     "IdentityKey",
@@ -61,6 +62,8 @@ _FORMAT_TAG = "lpt1"  # the first part of every token: its format and version
 # A service verifies records of a bounded number of principals before the cache of
 # derived keys starts again: a flood of invented names must not grow it without end.
 _MAX_CACHED_KEYS = 100_000
+# The longest a bearer token may be valid for, from the moment it is checked.
+MAX_TOKEN_LIFETIME_S = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,4 +248,8 @@ class Verifier:
             raise InvalidTokenError("token signature does not match")
         if int(expiry) <= now:
             raise InvalidTokenError("token expired")
+        # A principal mints its own tokens: without a bound, one leaked token would stay
+        # good for as long as its holder chose when minting it.
+        if int(expiry) - now > MAX_TOKEN_LIFETIME_S:
+            raise InvalidTokenError(f"token valid for more than {MAX_TOKEN_LIFETIME_S} s")
         return principal

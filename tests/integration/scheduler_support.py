@@ -76,6 +76,7 @@ class Namespaced:
         self.kafka = kafka
         self.codec = codec
         self.publisher = publisher
+        self._author = impersonating()  # the configured master key, read once
 
     async def create(self) -> None:
         await ensure_topics(self.kafka, self.names.all())
@@ -93,7 +94,7 @@ class Namespaced:
         record, to send later as they are (``Publisher.send_raw``)."""
         topic = self.names.topic(declared)
         value = self.codec.encode(topic.event, record)
-        author = impersonating()(topic.name, key.encode(), record)
+        author = self._author(topic.name, key.encode(), record)
         signature = author.sign(topic.name, key.encode(), value)
         return topic.name, value, self.publisher.headers(topic.event) + signature
 

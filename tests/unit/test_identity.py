@@ -83,6 +83,12 @@ def test_a_token_proves_its_principal_until_it_expires() -> None:
         verifier.verify_token(token, now=2_000)
 
 
+def test_a_token_valid_for_longer_than_a_day_is_refused() -> None:
+    token = MASTER.derive(ACME).token(expires_at=100 * 365 * 24 * 3600)
+    with pytest.raises(InvalidTokenError, match="valid for more than 86400 s"):
+        Verifier(MASTER).verify_token(token, now=0)
+
+
 @pytest.mark.parametrize(
     "tamper",
     [
