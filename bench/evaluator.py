@@ -150,13 +150,12 @@ async def _through_service(
     rows: list[dict[str, Any]],
 ) -> dict[str, Any]:
     from lepton.bus import Publisher
-    from lepton.contract import default_codec
-    from lepton.testing import impersonating
+    from lepton.testing import impersonating, service_codec
     from services.evaluator.app import create_app
     from services.evaluator.settings import EvaluatorSettings
     from tests.integration.scheduler_support import Namespaced
 
-    codec = default_codec()
+    codec = service_codec()
     async with Publisher(kafka, codec, source="bench", signer=impersonating()) as publisher:
         space = Namespaced(kafka, codec, publisher)
         await space.create()

@@ -86,15 +86,14 @@ async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str
     from aiokafka import AIOKafkaConsumer
 
     from lepton.bus import Publisher
-    from lepton.contract import default_codec
     from lepton.contract.topics import Namespace
-    from lepton.testing import impersonating
+    from lepton.testing import impersonating, service_codec
     from services.ingest.app import create_app
     from services.ingest.settings import IngestSettings
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     names = Namespace(prefix)
-    codec = default_codec()
+    codec = service_codec()
     service = create_app(
         IngestSettings(
             **kafka.settings(),

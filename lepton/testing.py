@@ -30,6 +30,7 @@ from lepton.bus import Publisher, PublishError, partition_for
 from lepton.config import KafkaAccess, Settings
 from lepton.contract import authorship, default_codec
 from lepton.contract.identity import SIGNATURE_HEADER, IdentityKey, Principal, SigningKey
+from lepton.contract.sealed import Keyring
 from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
 from lepton.runtime.identity import master_key
 
@@ -40,7 +41,15 @@ if TYPE_CHECKING:
     from lepton.contract.codec import Codec, Record
     from lepton.runtime.service import Service
 
-__all__ = ["Commit", "InMemoryBroker", "StoredMessage", "impersonating", "leased", "running"]
+__all__ = [
+    "Commit",
+    "InMemoryBroker",
+    "StoredMessage",
+    "impersonating",
+    "leased",
+    "running",
+    "service_codec",
+]
 
 Headers = list[tuple[str, bytes]]
 
@@ -126,6 +135,8 @@ class InMemoryBroker:
 
     def __post_init__(self, topics: Iterable[Topic] | None) -> None:
         self.declare(Namespace().all() if topics is None else topics)
+        # Its records are read and written as the services would: sealed answers opened.
+        self.codec = self.codec.keyed(Keyring(master=self.identity))
 
     def declare(self, topics: Iterable[Topic]) -> None:
         """Create these topics (with their partition counts), as ``ensure_topics`` would."""
@@ -355,6 +366,13 @@ async def running(
 
 _TEST_OPERATOR = Principal("operator", "tests")
 _DECLARED_LONGEST_FIRST = sorted((t.name for t in ALL_TOPICS), key=len, reverse=True)
+
+
+def service_codec(master: IdentityKey | None = None) -> Codec:
+    """The contract's codec holding the master key (by default the configured one), as a
+    service's does: it seals and opens every tenant's answers. For tests and benchmarks
+    that read what the services answer."""
+    return default_codec().keyed(Keyring(master=master or master_key(Settings())))
 
 
 def impersonating(

@@ -23,14 +23,13 @@ import pytest
 from lepton import devstack
 from lepton.bus import Publisher, delete_topics, ensure_topics
 from lepton.config import Actor, KafkaAccess, Settings
-from lepton.contract import default_codec
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey
 from lepton.contract.topics import Topic
 from lepton.devstack._kafka import fetch_jars
 from lepton.devstack._postgres import LOGINS, login_role, provision, url_as
 from lepton.runtime.identity import master_key
-from lepton.testing import impersonating
+from lepton.testing import impersonating, service_codec
 
 
 @pytest.fixture(scope="session")
@@ -143,8 +142,10 @@ def java_classpath() -> list[Path]:
 
 
 @pytest.fixture(scope="session")
-def codec() -> Codec:
-    return default_codec()
+def codec(identity: IdentityKey) -> Codec:
+    """The contract's codec with the stack's master key: it opens every tenant's sealed
+    answers, as a service does."""
+    return service_codec(identity)
 
 
 @pytest.fixture

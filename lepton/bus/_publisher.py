@@ -166,9 +166,16 @@ class Publisher:
         signing = signer if isinstance(signer, SigningKey) else signer(topic, key, record)
         return headers + signing.sign(topic, key, value)
 
-    async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
-        """Queue one event; the returned future resolves when the broker has acknowledged it."""
+    def _encoded(self, topic: Topic, record: Mapping[str, Any]) -> bytes:
         value = self._codec.encode(topic.event, record)
+        return self._codec.seal(record["tenant"], value) if topic.sealed else value
+
+    async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
+        """Queue one event; the returned future resolves when the broker has acknowledged it.
+
+        On a sealed topic the value is sealed for the record's tenant (the codec must be
+        :meth:`~lepton.contract.codec.Codec.keyed`)."""
+        value = self._encoded(topic, record)
         raw_key = key.encode()
         headers = self._signed(topic.name, raw_key, value, record, self.headers(topic.event))
         await self._writer.partitions(topic.name)
@@ -198,9 +205,12 @@ class Publisher:
         if len(continues) != len(pending):
             raise ValueError(f"{len(continues)} traces for {len(pending)} events")
         encode, headers, event, signed = self._codec.encode, self.headers, topic.event, self._signed
+        seal = self._codec.seal if topic.sealed else None
         messages = []
         for (key, record), trace in zip(pending, continues, strict=True):
             raw_key, value = key.encode(), encode(event, record)
+            if seal is not None:
+                value = seal(record["tenant"], value)
             messages.append(
                 (raw_key, value, signed(topic.name, raw_key, value, record, headers(event, trace)))
             )

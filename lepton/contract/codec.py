@@ -12,10 +12,15 @@ In Python, a ``timestamp-millis`` is an ``int`` of epoch milliseconds: decoding 
 one (turning every timestamp into a ``datetime`` cost a quarter of the decoding time, and
 the services compare milliseconds anyway); encoding takes an ``int`` or an aware
 ``datetime``. Other languages see the logical type the schemas declare.
+
+On topics declared ``sealed``, the value is that encoding sealed for the record's tenant
+(:mod:`lepton.contract.sealed`); a codec given a :class:`~lepton.contract.sealed.Keyring`
+(:meth:`Codec.keyed`) seals and opens such values.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import struct
@@ -32,6 +37,7 @@ from lepton.contract._avro import (
     compile_schema,
     compile_split_decoder,
 )
+from lepton.contract.sealed import SEALED_MAGIC, Keyring, NotSealedForUsError, SealError
 from lepton.errors import MessageError
 
 if TYPE_CHECKING:
@@ -44,6 +50,8 @@ __all__ = [
     "CorruptMessageError",
     "DecodeError",
     "EventSchema",
+    "NotForThisReaderError",
+    "SealedMessageError",
     "SplitDecoder",
     "TruncatedMessageError",
     "UnknownFingerprintError",
@@ -99,6 +107,15 @@ class UnknownFingerprintError(DecodeError):
 
 class WrongSchemaError(DecodeError):
     """A valid event of another type than the one the topic carries."""
+
+
+class SealedMessageError(DecodeError):
+    """A sealed value that does not open (altered, or sealed with another key)."""
+
+
+class NotForThisReaderError(SealedMessageError):
+    """A value sealed for a tenant whose key this reader does not hold: another tenant's
+    answer, which a client skips."""
 
 
 class UnknownSchemaError(KeyError):
@@ -215,6 +232,21 @@ class Codec:
             if current is None:
                 raise ValueError(f"history schema {old.name} has no current version")
             self._by_fingerprint.setdefault(old.fingerprint, (old, current))
+        self._keyring: Keyring | None = None
+
+    def keyed(self, keyring: Keyring) -> Codec:
+        """This codec, sealing and opening sealed values with ``keyring`` (the schemas and
+        compiled coders are shared, not copied)."""
+        keyed = copy.copy(self)
+        keyed._keyring = keyring
+        return keyed
+
+    def seal(self, tenant: str, value: bytes) -> bytes:
+        """An encoded value sealed for ``tenant`` (:class:`~lepton.contract.sealed.SealError`
+        when this codec holds no key that can)."""
+        if self._keyring is None:
+            raise SealError(f"cannot seal a record for tenant {tenant!r}: this codec holds no keys")
+        return self._keyring.seal(tenant, value)
 
     @property
     def names(self) -> list[str]:
@@ -262,6 +294,8 @@ class Codec:
         where = origin or MessageOrigin()
         if data is None:
             raise CorruptMessageError("empty message value (a tombstone?)", where)
+        if data[:2] == SEALED_MAGIC:
+            data = self._open(data, where)
         if len(data) < _HEADER_SIZE:
             raise TruncatedMessageError(
                 f"{len(data)} bytes is shorter than the {_HEADER_SIZE}-byte header", where
@@ -294,6 +328,16 @@ class Codec:
                 f"{len(data) - end} bytes left over after the {writer.name} record", where
             )
         return reader.name, decoded
+
+    def _open(self, data: bytes, where: MessageOrigin) -> bytes:
+        try:
+            if self._keyring is None:
+                raise NotSealedForUsError("a sealed value, and this reader holds no keys")
+            return self._keyring.open(data)
+        except NotSealedForUsError as exc:
+            raise NotForThisReaderError(str(exc), where) from None
+        except SealError as exc:
+            raise SealedMessageError(str(exc), where) from None
 
     def _decode_body(
         self, data: bytes, writer: EventSchema, reader: EventSchema

@@ -47,6 +47,9 @@ class Topic:
     # Who may produce to it and consume it (Kafka ACLs); the admin may do anything.
     writers: tuple[Actor, ...] = ()
     readers: tuple[Actor, ...] = ()
+    # Values sealed for the record's tenant (lepton.contract.sealed): what the record
+    # reveals of a tenant's data, on a topic every tenant's client reads.
+    sealed: bool = False
 
 
 def _retained(days: int) -> dict[str, str]:
@@ -116,6 +119,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
         _retained(30),
         writers=("ingest",),
         readers=("scheduler", "monitor", "client"),
+        sealed=True,
     ),
     Topic(
         "lepton.data.rejected",
@@ -125,6 +129,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
         _retained(30),
         writers=("ingest",),
         readers=("monitor", "client"),
+        sealed=True,
     ),
     Topic(
         "lepton.models.ready",
@@ -143,6 +148,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
         _retained(30),
         writers=("evaluator",),
         readers=("monitor", "client"),
+        sealed=True,
     ),
     Topic(
         "lepton.models.promoted",
@@ -169,6 +175,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
         config=_retained(3),
         writers=("evaluator",),
         readers=("monitor", "client"),
+        sealed=True,
     ),
     Topic(
         "lepton.alerts",

@@ -12,11 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from lepton.contract.identity import IdentityKey, Principal, SigningKey, Verifier
+from lepton.contract.sealed import Keyring
 
 if TYPE_CHECKING:
     from lepton.config import Settings
 
-__all__ = ["LOCAL_OPERATOR", "master_key", "service_keys", "signing_key"]
+__all__ = ["LOCAL_OPERATOR", "keyring", "master_key", "service_keys", "signing_key"]
 
 # Whom a client (the SDK, the CLI) acts as when it has no key of its own
 # (LEPTON_SIGNING_KEY) but can read the local stack's master key: whoever can is that
@@ -39,6 +40,15 @@ def signing_key(settings: Settings, default: Principal) -> SigningKey:
     if settings.signing_key is not None:
         return SigningKey.from_text(settings.signing_key.get_secret_value())
     return master_key(settings).derive(default)
+
+
+def keyring(settings: Settings, default: Principal = LOCAL_OPERATOR) -> Keyring:
+    """What a client opens sealed answers with: its own key (``LEPTON_SIGNING_KEY``: a
+    tenant reads its own), else the master key (``LEPTON_IDENTITY_KEY`` or the local
+    stack's: an operator reads every tenant's)."""
+    own = signing_key(settings, default)
+    holds_master = settings.identity_key is not None or settings.signing_key is None
+    return Keyring(master=master_key(settings) if holds_master else None, own=own)
 
 
 def service_keys(

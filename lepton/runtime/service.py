@@ -43,6 +43,7 @@ from lepton.bus import (
 from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, Verifier
+from lepton.contract.sealed import Keyring
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
 from lepton.runtime import database, endpoints, identity, production
@@ -52,6 +53,8 @@ if TYPE_CHECKING:
 
     import asyncpg
     from starlette.requests import Request
+
+    from lepton.contract.codec import Codec
 
 __all__ = [
     "Context",
@@ -89,12 +92,14 @@ class Context:
     term: int | None = None
     # The master identity key, when the service holds it (every one but a trainer).
     master: IdentityKey | None = None
+    # The contract's codec with the service's keys: it seals and opens tenants' answers.
+    codec: Codec = field(default_factory=default_codec)
 
     def authenticator(self) -> Authenticator | None:
         """What a further subscriber of the service checks records with (None: a trainer)."""
         if self.master is None:
             return None
-        return Authenticator(Verifier(self.master), self.topics, default_codec())
+        return Authenticator(Verifier(self.master), self.topics, self.codec)
 
     def topic(self, name: str) -> Topic:
         """A declared topic (``lepton.jobs.events``) as this installation names it."""
@@ -294,9 +299,11 @@ class Service:
         settings = self.settings
         principal = self.principal or Principal("service", self.actor)
         signer, verifier = identity.service_keys(settings, principal, master)
+        master = None if verifier is None else verifier.master
+        codec = default_codec().keyed(Keyring(master=master, own=signer))
         async with Publisher(
             kafka,
-            default_codec(),
+            codec,
             source=f"lepton/{self.name}",
             client_id=settings.client_id,
             connect_timeout_s=settings.connect_timeout_s,
@@ -313,12 +320,13 @@ class Service:
                 names,
                 caught_up,
                 term,
-                master=None if verifier is None else verifier.master,
+                master=master,
+                codec=codec,
             )
             handler = await self.handler_factory(context)
             self._subscriber = Subscriber(
                 kafka,
-                default_codec(),
+                codec,
                 publisher,
                 topics=[names.topic(name) for name in self.consumes],
                 group_id=names.group(f"lepton-{self.name}"),

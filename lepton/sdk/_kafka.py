@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 
 from lepton.bus import BrokerUnavailableError, Publisher, partition_for
 from lepton.contract import default_codec
-from lepton.contract.codec import DecodeError
+from lepton.contract.codec import Codec, DecodeError, NotForThisReaderError
 from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
 from lepton.errors import RequestError
 from lepton.runtime import endpoints, identity
@@ -50,6 +50,7 @@ class KafkaTransport:
         self.names = Namespace(settings.topic_prefix)
         self._access: KafkaAccess | None = None
         self._publisher: Publisher | None = None
+        self._codec: Codec | None = None
         self._opening = asyncio.Lock()
 
     @property
@@ -61,12 +62,20 @@ class KafkaTransport:
             self._access = given or endpoints.resolve(self._settings, "client").kafka
         return self._access
 
+    @property
+    def codec(self) -> Codec:
+        """The contract's codec, opening the answers sealed for this client (its tenant's;
+        every tenant's for the local stack's operator)."""
+        if self._codec is None:
+            self._codec = default_codec().keyed(identity.keyring(self._settings))
+        return self._codec
+
     async def _bus(self) -> Publisher:
         async with self._opening:
             if self._publisher is None:
                 publisher = Publisher(
                     self.access,
-                    default_codec(),
+                    self.codec,
                     source=self._source,
                     client_id=self._settings.client_id,
                     connect_timeout_s=self._settings.connect_timeout_s,
@@ -137,12 +146,14 @@ class KafkaTransport:
                 found = (await consumer.offsets_for_times({partition: since_ms}))[partition]
                 consumer.seek(partition, end if found is None else found.offset)
             wanted = key.encode()
-            codec = default_codec()
             while True:
                 batch = await consumer.getmany(partition, timeout_ms=_FETCH_MS)
                 for message in batch.get(partition, ()):
                     if message.key == wanted:
-                        yield codec.decode(message.value, expected=topic.event)[1]
+                        try:
+                            yield self.codec.decode(message.value, expected=topic.event)[1]
+                        except NotForThisReaderError:
+                            continue  # another tenant's record under the same key
         finally:
             await consumer.stop()
 
@@ -166,13 +177,13 @@ class KafkaTransport:
     async def answers(self, *declared: str) -> AsyncIterator[Answers]:
         """Positions at the end of the answer topics, taken before a request is sent."""
         async with self._from_now(*declared) as consumer:
-            yield Answers(consumer)
+            yield Answers(consumer, self.codec)
 
     @contextlib.asynccontextmanager
     async def records_from_now(self, declared: str) -> AsyncIterator[AsyncIterator[Record]]:
         """The topic's records published after entering the block, as they come."""
         async with self._from_now(declared) as consumer:
-            yield _records(consumer)
+            yield _records(consumer, self.codec)
 
     async def tail(
         self, declared: str, *, from_beginning: bool, key: str | None, idle_timeout_s: float | None
@@ -191,7 +202,7 @@ class KafkaTransport:
                 await consumer.seek_to_beginning(*partitions)
             else:
                 await consumer.seek_to_end(*partitions)
-            codec = default_codec()
+            codec = self.codec
             last = time.monotonic()
             while idle_timeout_s is None or time.monotonic() - last <= idle_timeout_s:
                 batch = await consumer.getmany(timeout_ms=_FETCH_MS)
@@ -213,35 +224,41 @@ class KafkaTransport:
 class Answers:
     """Answers read from positions taken before the questions were asked."""
 
-    def __init__(self, consumer: Any) -> None:
+    def __init__(self, consumer: Any, codec: Codec) -> None:
         self._consumer = consumer
+        self._codec = codec
 
     async def collect(
         self, request_ids: set[str], timeout_s: float
     ) -> dict[str, tuple[str, Record]]:
         """``(event type, record)`` for each request id; TimeoutError after ``timeout_s``.
 
-        Other clients' answers are skipped. A question is always asked before its answer
-        is collected, and the reading only moves forward, so nothing is kept between calls.
+        Other clients' answers are skipped (other tenants' are sealed: they do not even
+        open). A question is always asked before its answer is collected, and the reading
+        only moves forward, so nothing is kept between calls.
         """
-        codec = default_codec()
         found: dict[str, tuple[str, Record]] = {}
         async with asyncio.timeout(timeout_s):
             while len(found) < len(request_ids):
                 for messages in (await self._consumer.getmany(timeout_ms=_FETCH_MS)).values():
                     for message in messages:
-                        kind, record = codec.decode(message.value)
+                        try:
+                            kind, record = self._codec.decode(message.value)
+                        except NotForThisReaderError:
+                            continue
                         if record["request_id"] in request_ids:
                             found[record["request_id"]] = (kind, record)
         return found
 
 
-async def _records(consumer: Any) -> AsyncIterator[Record]:
-    codec = default_codec()
+async def _records(consumer: Any, codec: Codec) -> AsyncIterator[Record]:
     while True:
         for messages in (await consumer.getmany(timeout_ms=_FETCH_MS)).values():
             for message in messages:
-                yield codec.decode(message.value)[1]
+                try:
+                    yield codec.decode(message.value)[1]
+                except NotForThisReaderError:
+                    continue
 
 
 def _text(key: bytes | None) -> str | None:

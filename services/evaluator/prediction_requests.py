@@ -8,7 +8,6 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from lepton.bus import Subscriber
-from lepton.contract import default_codec
 from services.evaluator import store
 from services.evaluator.failures import ArtifactInvalid
 from services.evaluator.prediction import (
@@ -40,7 +39,7 @@ class PredictionRequests:
         context, settings = self.context, self.settings
         subscriber = Subscriber(
             context.publisher.kafka,  # the evaluator's own access, as the service resolved it
-            default_codec(),
+            context.codec,
             context.publisher,
             topics=[context.topic("lepton.predict.requested")],
             group_id=context.topics.group("lepton-evaluator-predict"),

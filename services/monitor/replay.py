@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from lepton.contract import default_codec
 from lepton.contract.topics import ALL_TOPICS
 from lepton.runtime import endpoints
 
@@ -67,7 +66,7 @@ async def catch_up(context: Context, settings: MonitorSettings, state: MonitorSt
                 gaps[partition] = start, position.offset
     if not gaps:
         return 0
-    codec = default_codec()
+    codec = context.codec
     reader = AIOKafkaConsumer(
         **kafka.aiokafka(),
         group_id=None,

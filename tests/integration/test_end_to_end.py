@@ -21,8 +21,8 @@ from aiokafka import AIOKafkaConsumer
 from lepton.bus import ensure_topics
 from lepton.cli import demo
 from lepton.config import KafkaAccess, Settings
-from lepton.contract import default_codec
 from lepton.contract.topics import Namespace
+from lepton.testing import service_codec
 from tests.integration.processes import BIN, data_service_env, running
 
 pytestmark = pytest.mark.integration
@@ -77,7 +77,7 @@ async def record(
     )
     await consumer.start()
     try:
-        codec = default_codec()
+        codec = service_codec()  # opens every tenant's answers
         async for message in consumer:
             async with arrived:
                 into.append((declared[message.topic], codec.decode(message.value)[1]))

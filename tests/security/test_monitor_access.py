@@ -31,7 +31,7 @@ from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, SigningKey
 from lepton.errors import InvalidTokenError, StackError
-from lepton.testing import impersonating
+from lepton.testing import impersonating, service_codec
 from services.monitor.app import MonitorService
 from tests.integration.test_monitor import (
     bearer,
@@ -132,7 +132,7 @@ async def scene(
     signer = impersonating(identity)  # each record signed by whoever would write it
     async with (
         running(settings_for(kafka, database_for("monitor"), prefix)) as monitor,
-        Publisher(kafka, default_codec(), source="tests", signer=signer) as publisher,
+        Publisher(kafka, service_codec(identity), source="tests", signer=signer) as publisher,
     ):
         now = now_ms()
         beat = heartbeat(NODE, sent_at=now)
