@@ -36,7 +36,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from lepton.errors import ForgedRecordError, InvalidTokenError
+from lepton.errors import ConfigError, ForgedRecordError, InvalidTokenError
 
 __all__ = [
     "MAX_TOKEN_LIFETIME_S",
@@ -156,7 +156,7 @@ class SigningKey:
         except (binascii.Error, ValueError):
             raw = b""
         if len(raw) != _KEY_BYTES:
-            raise ForgedRecordError("a signing key reads <kind>:<name>:<32 bytes, base64url>")
+            raise ConfigError("a signing key reads <kind>:<name>:<32 bytes, base64url>")
         return cls(Principal.parse(f"{kind}:{name}"), raw)
 
 
@@ -177,7 +177,7 @@ class IdentityKey:
         except (binascii.Error, ValueError):
             raw = b""
         if len(raw) != _KEY_BYTES:
-            raise ForgedRecordError("the identity key must be 32 bytes, base64url")
+            raise ConfigError("the identity key must be 32 bytes, base64url")
         return cls(raw)
 
     def to_text(self) -> str:

@@ -14,7 +14,7 @@ from lepton.contract.identity import (
     SigningKey,
     Verifier,
 )
-from lepton.errors import ForgedRecordError, InvalidTokenError
+from lepton.errors import ConfigError, ForgedRecordError, InvalidTokenError
 
 MASTER = IdentityKey.generate()
 ACME = Principal("tenant", "acme")
@@ -71,8 +71,10 @@ def test_keys_round_trip_through_their_text_form() -> None:
     assert SigningKey.from_text(key.to_text()) == key
     assert IdentityKey.from_text(MASTER.to_text()) == MASTER
     assert key.to_text().split(":")[2] not in repr(key)
-    with pytest.raises(ForgedRecordError, match="32 bytes"):
+    with pytest.raises(ConfigError, match="32 bytes"):
         SigningKey.from_text("tenant:acme:c2hvcnQ")
+    with pytest.raises(ConfigError, match="32 bytes"):
+        IdentityKey.from_text("c2hvcnQ")
 
 
 def test_a_token_proves_its_principal_until_it_expires() -> None:
