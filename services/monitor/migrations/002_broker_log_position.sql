@@ -1,0 +1,10 @@
+-- How far the monitor has relayed the broker's denials log to lepton.audit
+-- (broker_denials.py): every line before (inode, position) is on the broker. Per
+-- installation (namespace) and file.
+CREATE TABLE monitor_broker_log (
+    namespace text   NOT NULL,
+    path      text   NOT NULL,
+    inode     bigint NOT NULL,
+    position  bigint NOT NULL,
+    PRIMARY KEY (namespace, path)
+);
