@@ -256,21 +256,23 @@ class _Positions:
 
     async def load(self) -> Position | None:
         row = await self._pool.fetchrow(
-            "SELECT inode, position FROM monitor_broker_log WHERE namespace = $1 AND path = $2",
+            "SELECT inode, position, head FROM monitor_broker_log "
+            "WHERE namespace = $1 AND path = $2",
             self._namespace,
             self._path,
         )
-        return None if row is None else Position(row["inode"], row["position"])
+        return None if row is None else Position(row["inode"], row["position"], row["head"])
 
     async def save(self, position: Position) -> None:
         await self._pool.execute(
-            "INSERT INTO monitor_broker_log (namespace, path, inode, position) "
-            "VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, path) "
-            "DO UPDATE SET inode = EXCLUDED.inode, position = EXCLUDED.position",
+            "INSERT INTO monitor_broker_log (namespace, path, inode, position, head) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (namespace, path) DO UPDATE "
+            "SET inode = EXCLUDED.inode, position = EXCLUDED.position, head = EXCLUDED.head",
             self._namespace,
             self._path,
             position.inode,
             position.offset,
+            position.head,
         )
 
 

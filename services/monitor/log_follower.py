@@ -4,13 +4,16 @@ a truncation, each line bounded in length.
 
 A :class:`Position` names the file by its inode, not its name, so a follower that stopped
 in a file since renamed (``denials.log`` → ``denials.log.1``) finds it among its siblings
-and finishes it before it starts the new one. Reading never blocks: :meth:`LogFollower.read`
-returns what is there now, and a line the writer has not finished stays unread.
+and finishes it before it starts the new one; and by a digest of its first bytes, since a
+file deleted and created again often gets the same inode. Reading never blocks:
+:meth:`LogFollower.read` returns what is there now; a line the writer has not finished
+stays unread.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["MAX_LINE", "LogFollower", "Position"]
+__all__ = ["MAX_LINE", "LogFollower", "Position", "fingerprint"]
 
 _CHUNK = 64 * 1024
 _BUDGET = 4 * 1024 * 1024  # bytes read per call, so one call never holds a whole log
@@ -28,14 +31,28 @@ _BUDGET = 4 * 1024 * 1024  # bytes read per call, so one call never holds a whol
 _HEAD, _TAIL = 6 * 1024, 2 * 1024
 _CUT = b" [...] "
 MAX_LINE = _HEAD + len(_CUT) + _TAIL
+_HEAD_PRINT = 256  # bytes of a file's start that tell it from another file on the inode
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a follower is: the file (by inode) and the offset after its last whole line."""
+    """Where a follower is: the file (by inode and a digest of its first bytes, see
+    :func:`fingerprint`) and the offset after its last whole line."""
 
     inode: int
     offset: int
+    head: str
+
+
+def fingerprint(file: BinaryIO, length: int) -> str:
+    """``<n>:<digest>`` of the file's first ``n`` bytes, ``n`` at most ``length``."""
+    start = os.pread(file.fileno(), min(length, _HEAD_PRINT), 0)
+    return f"{len(start)}:{hashlib.sha256(start).hexdigest()[:32]}"
+
+
+def _same_start(file: BinaryIO, head: str) -> bool:
+    length = int(head.split(":", 1)[0])
+    return fingerprint(file, length) == head
 
 
 class LogFollower:
@@ -56,7 +73,10 @@ class LogFollower:
     @property
     def position(self) -> Position | None:
         """Everything before it was handed out; None before the file exists."""
-        return None if self._file is None else Position(self._inode, self._offset)
+        if self._file is None:
+            return None
+        # Only bytes already handed out: they are what the file will always start with.
+        return Position(self._inode, self._offset, fingerprint(self._file, self._offset))
 
     def close(self) -> None:
         if self._file is not None:
@@ -72,44 +92,53 @@ class LogFollower:
         renamed = self._renamed()
         lines, at_end = self._drain()
         if renamed and at_end:
-            if self._partial or self._cut:  # the old file's last line had no line break
-                lines.append(self._take())
-            self.close()
-            self._attach(self.path, 0)
-            more, at_end = self._drain()
-            lines += more
+            try:
+                successor = self.path.open("rb")
+            except FileNotFoundError:  # renamed again meanwhile: asked at the next read
+                successor = None
+            if successor is not None:
+                if self._partial:  # the old file's last line had no line break
+                    lines.append(self._take())
+                self.close()
+                self._attach(successor, 0)
+                more, at_end = self._drain()
+                lines += more
         self.behind = not at_end
         return lines
 
     def _open(self) -> bool:
-        start = self._start
         try:
-            current = os.stat(self.path).st_ino
+            file = self.path.open("rb")
         except FileNotFoundError:
             return False  # not written yet: asked again at the next read
-        self._start = None
-        if start is not None and start.inode != current:
-            old = self._renamed_file(start.inode)
-            if old is not None:
-                self._attach(old, start.offset)
-                return True
-            self.lost = True
-            start = None
-        self._attach(self.path, start.offset if start is not None else 0)
-        return True
-
-    def _renamed_file(self, inode: int) -> Path | None:
-        """A rolled-over sibling (``name.1``, ``name.2``, …) that is the file ``inode``."""
+        start, self._start = self._start, None
+        if start is None:
+            self._attach(file, 0)
+            return True
+        if self._is(file, start):
+            self._attach(file, start.offset)
+            return True
+        file.close()
+        # Rolled over while the follower was stopped: finish that file first.
         for sibling in self.path.parent.glob(glob.escape(self.path.name) + ".*"):
             try:
-                if sibling.stat().st_ino == inode:
-                    return sibling
+                old = sibling.open("rb")
             except OSError:
                 continue
-        return None
+            if self._is(old, start):
+                self._attach(old, start.offset)
+                return True
+            old.close()
+        self.lost = True
+        self._attach(self.path.open("rb"), 0)
+        return True
 
-    def _attach(self, path: Path, offset: int) -> None:
-        file = path.open("rb")
+    @staticmethod
+    def _is(file: BinaryIO, position: Position) -> bool:
+        """Whether ``file`` is the one ``position`` is in."""
+        return os.fstat(file.fileno()).st_ino == position.inode and _same_start(file, position.head)
+
+    def _attach(self, file: BinaryIO, offset: int) -> None:
         size = os.fstat(file.fileno()).st_size
         offset = offset if offset <= size else 0  # truncated since
         file.seek(offset)
