@@ -31,7 +31,7 @@ Measurements, in one run:
 
 5. what security costs: phase 2 again through each listener of a broker of the
    benchmark's own (``bench.listeners``: PLAINTEXT, SASL_PLAINTEXT with SCRAM-SHA-512,
-   SASL_SSL), the scheduler and this process connecting alike, in turns, best of two
+   SASL_SSL), the scheduler and this process connecting alike, in turns, best of three
    rounds; assignments/s and assignments per scheduler CPU-second ("per CPU-s", steadier
    on shared cores) as ratios against PLAINTEXT.
 
@@ -788,18 +788,22 @@ async def heartbeat_capacity(
 
 # ------------------------------------------------------------- what security costs
 
+_SECURITY_ROUNDS = 3
 _SECURITY_FIGURES = ("assigned", "requests", "complete", "seconds", "assignments_per_s")
 
 
 async def _through_each_listener(
     accesses: dict[str, KafkaAccess], admin_url: str, node_count: int, job_count: int
 ) -> dict[str, dict[str, Any]]:
-    """The throughput phase through each listener, in turns, best of two rounds."""
+    """The throughput phase through each listener, in turns, best of the rounds."""
     run_id = uuid.uuid4().hex[:8]
     best: dict[str, dict[str, Any]] = {}
     async with own_database(admin_url, f"bench_e2e_{run_id}") as database_url:
-        for turn in range(2):
-            for protocol, access in accesses.items():
+        for turn in range(_SECURITY_ROUNDS):
+            # Every other round in reverse, so that no listener always runs first or last
+            # while what else shares the cores drifts.
+            order = list(accesses.items())
+            for protocol, access in order if turn % 2 == 0 else reversed(order):
                 prefix = f"bench-e2e-{run_id}-{protocol.lower()}{turn}-"
                 run = Run(access, database_url, prefix, default_codec(), None)
                 async with asyncio.timeout(PHASE_BOUND_S):
