@@ -66,8 +66,9 @@ _NETWORK = (
 _AUTHENTICATION = re.compile(
     _NETWORK.format(what="Failed (?:re-)?authentication with", rest=r" \((?P<reason>.*)\)")
 )
-# A connection closed before it could authenticate: a client speaking PLAINTEXT to the
-# SASL listener, or not speaking Kafka at all; the exception's message says which.
+# A connection the broker closed on an error it did not expect: a client speaking PLAINTEXT
+# to the SASL listener ("... during SASL handshake"), or not speaking Kafka at all; the
+# exception's message says which.
 _CLOSED = re.compile(
     _NETWORK.format(what="Unexpected error from", rest=r"; closing connection \[(?P<reason>.*)\]")
 )
@@ -149,7 +150,7 @@ def parse(line: str) -> BrokerDenial | None:
         )
     for pattern, operation, why in (
         (_AUTHENTICATION, _AUTHENTICATE, "authentication failed"),
-        (_CLOSED, "kafka:CONNECT", "connection closed before authentication"),
+        (_CLOSED, "kafka:CONNECT", "connection closed"),
     ):
         if found := pattern.fullmatch(line):
             peer = found["peer"].rsplit("/", 1)[-1]  # "/10.0.0.7" or "name/10.0.0.7"

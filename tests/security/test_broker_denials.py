@@ -169,7 +169,7 @@ def attacks(client: KafkaAccess, prefix: str) -> list[Attack]:
             "host:127.0.0.1",
             listener,
             "kafka:CONNECT",
-            "connection closed before authentication: Unexpected Kafka request of type ",
+            "connection closed: Unexpected Kafka request of type ",
         ),
     ]
 

@@ -70,8 +70,7 @@ def test_a_refused_password_and_a_plaintext_client_are_denials_of_their_address(
     assert (plaintext.actor, plaintext.operation, plaintext.reason) == (
         "host:127.0.0.1",
         "kafka:CONNECT",
-        "connection closed before authentication: Unexpected Kafka request of type METADATA "
-        "during SASL handshake.",
+        "connection closed: Unexpected Kafka request of type METADATA during SASL handshake.",
     )
 
 
