@@ -309,7 +309,7 @@ class RunningScheduler:
 
 
 def _fetch(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=2) as response:
+    with urllib.request.urlopen(url, timeout=10) as response:  # a loaded machine is slow
         return str(response.read().decode())
 
 
