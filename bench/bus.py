@@ -35,11 +35,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.listeners import ratios_to_plaintext, three_listeners
 from bench.records import heartbeat
 from lepton import devstack
 from lepton.bus import (
     Authenticator,
-    BrokerUnavailableError,
     Event,
     Publisher,
     Subscriber,
@@ -50,8 +50,8 @@ from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Verifier
 from lepton.contract.topics import Namespace, Topic
-from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, java_classpath
-from lepton.devstack._process import free_port, stop_process, write_private
+from lepton.devstack._kafka import check_java, fetch_jars, java_classpath
+from lepton.devstack._process import write_private
 from lepton.testing import impersonating
 
 RESULTS = Path(__file__).parent / "results"
@@ -296,65 +296,28 @@ def kafka_perf_test(kafka: KafkaAccess, events: int, size: int) -> dict[str, Any
     }
 
 
-async def _answers(kafka: KafkaAccess) -> bool:
-    try:
-        await ensure_topics(kafka, [], connect_timeout_s=2)
-    except BrokerUnavailableError:
-        return False
-    return True
-
-
 def security_costs(events: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Our bus through each listener of a broker of its own: rows and ratios to PLAINTEXT."""
-    settings = Settings()
-    java = check_java(settings.java)
-    jars = fetch_jars(settings.cache_dir, settings.maven)
     records = heartbeats(events)
-    with tempfile.TemporaryDirectory(prefix="lepton-bench-broker-") as home:
-        node = KafkaNode.prepare(Path(home), None, tls=False)
-        taken = {node.broker_port, node.controller_port}
-        ports: list[int] = []
-        while len(ports) < 2:
-            port = free_port()
-            if port not in taken:
-                taken.add(port)
-                ports.append(port)
-        node.bench_ports = (ports[0], ports[1])
-        pid = node.start(java, jars, settings.kafka_heap)
-        try:
-            accesses = node.bench_access()
-            deadline = time.monotonic() + 90
-            while not asyncio.run(_answers(accesses["PLAINTEXT"])):
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"the benchmark's broker did not start: {node.log_path}")
-            for access in accesses.values():  # warm every path up once
-                asyncio.run(bus_produce(access, records[: events // 10], bus_send_many))
-            best: dict[tuple[str, str], Clock] = {}
-            for _round in range(2):
-                for protocol, access in accesses.items():
-                    for kind, measure in (
-                        ("produce", lambda a: bus_produce(a, records, bus_send_many)),
-                        ("produce -> consume", lambda a: bus_round_trip(a, records)),
-                    ):
-                        clock = asyncio.run(measure(access))
-                        key = (protocol, kind)
-                        if key not in best or clock.wall < best[key].wall:
-                            best[key] = clock
-        finally:
-            stop_process(pid)
+    best: dict[tuple[str, str], Clock] = {}
+    with three_listeners() as accesses:
+        for access in accesses.values():  # warm every path up once
+            asyncio.run(bus_produce(access, records[: events // 10], bus_send_many))
+        for _round in range(2):
+            for protocol, access in accesses.items():
+                for kind, measure in (
+                    ("produce", lambda a: bus_produce(a, records, bus_send_many)),
+                    ("produce -> consume", lambda a: bus_round_trip(a, records)),
+                ):
+                    clock = asyncio.run(measure(access))
+                    key = (protocol, kind)
+                    if key not in best or clock.wall < best[key].wall:
+                        best[key] = clock
     rows = [
         row(f"lepton {kind} over {protocol}", events, clock)
         for (protocol, kind), clock in best.items()
     ]
-    ratios = {
-        f"{kind}, {protocol} / PLAINTEXT"
-        + (" [target >= 0.9]" if protocol == "SASL_PLAINTEXT" else ""): round(
-            best["PLAINTEXT", kind].wall / clock.wall, 3
-        )
-        for (protocol, kind), clock in best.items()
-        if protocol != "PLAINTEXT"
-    }
-    return rows, ratios
+    return rows, ratios_to_plaintext({key: events / clock.wall for key, clock in best.items()})
 
 
 def main() -> None:

@@ -64,6 +64,7 @@ class StackStatus:
     state_dir: Path
     kafka_log: Path
     postgres_log: Path
+    kafka_denials_log: Path  # the broker's refusals, which the monitor puts on lepton.audit
     note: str = ""
 
     def as_json(self) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class StackStatus:
             "state_dir": str(self.state_dir),
             "kafka_log": str(self.kafka_log),
             "postgres_log": str(self.postgres_log),
+            "kafka_denials_log": str(self.kafka_denials_log),
             "note": self.note,
         }
 
@@ -180,6 +182,7 @@ def status(settings: Settings) -> StackStatus:
         state_dir=settings.state_dir,
         kafka_log=kafka.log_path,
         postgres_log=postgres.log_path,
+        kafka_denials_log=kafka.denials_log_path,
         note=note,
     )
 

@@ -140,6 +140,45 @@ logger.apache.name = org.apache.kafka
 logger.apache.level = warn
 """
 
+# The broker's refusals, for the monitor to publish on lepton.audit
+# (services/monitor/broker_denials.py reads this layout): the authorizer's denials (logged
+# at INFO, allowed requests below it), and from the network Selector the failed SASL
+# authentications (INFO: "Failed authentication with /<address> (<reason>)") and the
+# connections it closed before any authentication (WARN: "Unexpected error from …", a
+# client speaking PLAINTEXT to the SASL listener), which also still reach the console. One
+# line each: UTC with milliseconds, line breaks in a message escaped, an exception as its
+# one-line message; rolled over by size so a client retrying in a loop cannot fill the disk.
+_DENIALS_LOG4J2 = """\
+appender.denials.type = RollingFile
+appender.denials.name = denials
+appender.denials.fileName = {path}
+appender.denials.filePattern = {path}.%i
+appender.denials.layout.type = PatternLayout
+appender.denials.layout.alwaysWriteExceptions = false
+appender.denials.layout.pattern = %d{{yyyy-MM-dd'T'HH:mm:ss.SSS'Z'}}{{UTC}} %c %enc{{%m}}{{CRLF}}\
+%notEmpty{{ [%enc{{%ex{{short.message}}}}{{CRLF}}]}}%n
+appender.denials.policies.type = Policies
+appender.denials.policies.size.type = SizeBasedTriggeringPolicy
+appender.denials.policies.size.size = 10MB
+appender.denials.strategy.type = DefaultRolloverStrategy
+appender.denials.strategy.max = 2
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = info
+logger.authorizer.additivity = false
+logger.authorizer.appenderRef.denials.ref = denials
+logger.network.name = org.apache.kafka.common.network.Selector
+logger.network.level = info
+logger.network.additivity = false
+logger.network.appenderRef.console.ref = console
+logger.network.appenderRef.console.level = warn
+logger.network.appenderRef.denials.ref = denials
+logger.network.appenderRef.denials.filter.refused.type = RegexFilter
+logger.network.appenderRef.denials.filter.refused.regex = \
+.*(Failed (re-)?authentication with|Unexpected error from) .*
+logger.network.appenderRef.denials.filter.refused.onMatch = ACCEPT
+logger.network.appenderRef.denials.filter.refused.onMismatch = DENY
+"""
+
 
 _MECHANISM: SaslMechanism = "SCRAM-SHA-512"
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
@@ -176,6 +215,11 @@ class KafkaNode:
     @property
     def log_path(self) -> Path:
         return self.home / "kafka.log"
+
+    @property
+    def denials_log_path(self) -> Path:
+        """The broker's refusals (ACL denials, failed authentications), one per line."""
+        return self.home / "denials.log"
 
     @property
     def credentials_path(self) -> Path:
@@ -315,7 +359,9 @@ class KafkaNode:
         write_private(
             config, "".join(f"{key}={value}\n" for key, value in properties.items()).encode()
         )
-        (self.home / "log4j2.properties").write_text(_LOG4J2)
+        (self.home / "log4j2.properties").write_text(
+            _LOG4J2 + _DENIALS_LOG4J2.format(path=self.denials_log_path)
+        )
         return config
 
     def _jvm(self, java: str, jar_dir: Path, heap: str) -> list[str]:

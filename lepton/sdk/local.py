@@ -61,7 +61,7 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
     happened to each. Needs the stack (local or configured) to answer."""
     # The services run on this machine, so the local stack's process helpers (psutil) are
     # imported here only: the rest of the SDK works without the development stack.
-    from lepton.devstack import is_alive, spawn
+    from lepton.devstack import is_alive, spawn, status
 
     where = endpoints.resolve(settings, "admin")
     names = Namespace(settings.topic_prefix)
@@ -76,6 +76,9 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
         roots = [str(inbox(settings)), str(Path.cwd())]
         env["LEPTON_INGEST_ROOTS"] = json.dumps(roots)
         say(f"ingest reads local files under: {', '.join(roots)}")
+    if settings.kafka_access() is None and "LEPTON_MONITOR_BROKER_LOG" not in os.environ:
+        # The local broker logs its refusals there; the monitor puts them on lepton.audit.
+        env["LEPTON_MONITOR_BROKER_LOG"] = str(status(settings).kafka_denials_log)
     for name, command in LOCAL_SERVICES.items():
         if is_alive(_service_pid(settings, name)):
             say(f"{name}: already running")

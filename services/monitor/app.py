@@ -12,7 +12,9 @@ runs four loops beside the consumer:
   each request with a credential (a token checked with the master identity key), and
   ``/metrics`` and ``/healthz``, open, on ``LEPTON_MONITOR_METRICS_HOST``/``PORT``;
 - *push*: sends the newest view to connected dashboards when something changed;
-- *audit*: publishes the web app's refusals on ``lepton.audit``.
+- *audit*: publishes the web app's refusals on ``lepton.audit``;
+- *broker denials*: with ``LEPTON_MONITOR_BROKER_LOG``, the broker's refusals too
+  (:mod:`services.monitor.broker_denials`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import uvicorn
 from lepton.contract.identity import Verifier
 from lepton.contract.topics import ALL_TOPICS
 from lepton.runtime.service import Context, EmbeddedServer, Service, run
+from services.monitor.broker_denials import broker_relays
 from services.monitor.metrics_export import registered_collector
 from services.monitor.pipeline_watch import OUTAGES, PipelineWatch
 from services.monitor.replay import EventFold, catch_up
@@ -98,6 +101,7 @@ class MonitorService:
                     self._watch_pipeline,
                     self._push,
                     self._relay_denials,
+                    *broker_relays(settings),
                 )
             ],
             production_checks=[_tokens_stay_on_this_machine],

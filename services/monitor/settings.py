@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path  # noqa: TC003 - pydantic resolves the annotations at runtime
+
 from pydantic import Field
 
 from lepton.config import Settings
@@ -79,4 +81,22 @@ class MonitorSettings(Settings):
         ge=100,
         description="LEPTON_MONITOR_MAX_JOBS: jobs kept in the live view; the oldest are "
         "forgotten beyond it (their history stays in the time series).",
+    )
+    monitor_broker_log: Path | None = Field(
+        default=None,
+        description="LEPTON_MONITOR_BROKER_LOG: a file where the Kafka broker logs its "
+        "refusals (ACL denials from `kafka.authorizer.logger`, failed authentications from "
+        "`org.apache.kafka.common.network.Selector`, in the log4j2 layout the local stack "
+        "writes): the monitor follows it, across rotations, and publishes each kind of "
+        "denial on lepton.audit. `lepton up` sets it to the local broker's file; unset, "
+        "the broker's refusals stay in its own log.",
+    )
+    monitor_broker_denial_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="LEPTON_MONITOR_BROKER_DENIAL_WINDOW_S: a broker denial of one kind "
+        "(principal or address, operation, resource) is audited at once, and its repeats "
+        "within this window in one event at the window's end, so a client retrying in a "
+        "loop cannot flood the audit trail.",
     )
