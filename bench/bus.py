@@ -51,7 +51,7 @@ from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Verifier
 from lepton.contract.topics import Namespace, Topic
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, java_classpath
-from lepton.devstack._process import free_port, stop_process, write_private
+from lepton.devstack._process import free_ports, stop_process, write_private
 from lepton.testing import impersonating
 
 RESULTS = Path(__file__).parent / "results"
@@ -311,15 +311,8 @@ def security_costs(events: int) -> tuple[list[dict[str, Any]], dict[str, float]]
     jars = fetch_jars(settings.cache_dir, settings.maven)
     records = heartbeats(events)
     with tempfile.TemporaryDirectory(prefix="lepton-bench-broker-") as home:
-        node = KafkaNode.prepare(Path(home), None, tls=False)
-        taken = {node.broker_port, node.controller_port}
-        ports: list[int] = []
-        while len(ports) < 2:
-            port = free_port()
-            if port not in taken:
-                taken.add(port)
-                ports.append(port)
-        node.bench_ports = (ports[0], ports[1])
+        broker, controller, plain, secure = free_ports(4)
+        node = KafkaNode(Path(home), broker, controller, bench_ports=(plain, secure))
         pid = node.start(java, jars, settings.kafka_heap)
         try:
             accesses = node.bench_access()

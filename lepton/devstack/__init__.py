@@ -23,7 +23,15 @@ from lepton.config import Endpoints, KafkaAccess
 from lepton.contract.identity import IdentityKey
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, principal
 from lepton.devstack._postgres import PostgresNode
-from lepton.devstack._process import StackError, is_alive, spawn, stop_process
+from lepton.devstack._process import (
+    StackError,
+    free_ports,
+    is_alive,
+    port_holder,
+    port_is_free,
+    spawn,
+    stop_process,
+)
 from lepton.devstack._secrets import kept_secret
 
 if TYPE_CHECKING:
@@ -108,17 +116,60 @@ def _locked(settings: Settings) -> Iterator[None]:
 
 
 def _nodes(settings: Settings, state: dict[str, Any] | None) -> tuple[KafkaNode, PostgresNode]:
-    kafka_ports = (state["broker_port"], state["controller_port"]) if state else None
+    """The stack's two servers: as recorded in ``state`` (a running stack), else on the
+    ports the stack keeps (:func:`_kept_ports`)."""
+    if state:
+        broker, controller, database = (
+            state["broker_port"],
+            state["controller_port"],
+            state["postgres_port"],
+        )
+    else:
+        ports = _kept_ports(settings)
+        broker, controller, database = ports["broker"], ports["controller"], ports["postgres"]
     # A running stack keeps the security it started with, whatever this process's setting.
     tls = bool(state.get("kafka_tls")) if state else settings.stack_kafka_tls
-    kafka = KafkaNode.prepare(settings.state_dir / "kafka", kafka_ports, tls=tls)
-    postgres = PostgresNode.prepare(
-        settings.state_dir / "postgres", state["postgres_port"] if state else None
-    )
-    if state:  # describe the recorded stack, whatever is free now
-        kafka.broker_port, kafka.controller_port = kafka_ports or (0, 0)
-        postgres.port = state["postgres_port"]
-    return kafka, postgres
+    kafka = KafkaNode(settings.state_dir / "kafka", broker, controller, tls=tls)
+    return kafka, PostgresNode(settings.state_dir / "postgres", database)
+
+
+_PORTS = ("broker", "controller", "postgres")
+
+
+def _ports_file(settings: Settings) -> Path:
+    return settings.state_dir / "ports.json"
+
+
+def _kept_ports(settings: Settings) -> dict[str, int]:
+    """The ports the stack listens on, chosen the first time and kept in ``ports.json``:
+    every address stays the same across restarts, so services and clients started
+    before a crash find the stack again where they left it."""
+    path = _ports_file(settings)
+    try:
+        kept = json.loads(path.read_text())
+        ports = {name: int(kept[name]) for name in _PORTS}
+    except FileNotFoundError:
+        ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports) + "\n")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StackError(
+            f"{path} is unreadable ({type(exc).__name__}): remove it to choose new ports "
+            "(services and clients started before must then be restarted)"
+        ) from None
+    return ports
+
+
+def _check_ports_free(settings: Settings) -> None:
+    """Every kept port is free, or a clear error naming who holds it: never a silent move
+    to other ports, which would strand whatever was started against the old ones."""
+    for name, port in _kept_ports(settings).items():
+        if not port_is_free(port):
+            raise StackError(
+                f"the local stack's {name} port {port} is taken by {port_holder(port)}: "
+                f"stop that program, or remove {_ports_file(settings)} to choose new ports "
+                "(services and clients started before must then be restarted)"
+            )
 
 
 async def _broker_answers(kafka: KafkaAccess, timeout_s: float) -> bool:
@@ -205,6 +256,7 @@ def up(settings: Settings) -> StackStatus:
         _new_identity_key(settings)
         java = check_java(settings.java)
         jar_dir = fetch_jars(settings.cache_dir, settings.maven)
+        _check_ports_free(settings)
         kafka, postgres = _nodes(settings, None)
         postgres.start()
         try:

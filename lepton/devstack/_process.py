@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 __all__ = [
     "StackError",
     "free_port",
+    "free_ports",
     "is_alive",
+    "port_holder",
     "port_is_free",
     "spawn",
     "stop_process",
@@ -38,14 +40,44 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """``preferred`` when it is free (stable addresses across restarts), else any free port."""
-    if preferred and port_is_free(preferred, host):
-        return preferred
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the system's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: the system may hand the same one out twice once a
+    probe has closed it."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def port_holder(port: int) -> str:
+    """Who listens on a loopback ``port``: a program's name and pid when the system says
+    (it may not, for another user's process), else "another program"."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        connections = []
+    for connection in connections:
+        if connection.laddr and connection.laddr.port == port and connection.pid is not None:
+            if connection.status != psutil.CONN_LISTEN:
+                continue
+            try:
+                process = psutil.Process(connection.pid)
+                return (
+                    f"{process.name()} (pid {connection.pid}: {' '.join(process.cmdline())[:120]})"
+                )
+            except psutil.Error:
+                return f"pid {connection.pid}"
+    return "another program"
 
 
 def _more_open_files() -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,12 +91,43 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     assert recovered["postgres_pid"] != first["postgres_pid"], "the leftover server was stopped"
     asyncio.run(both_answer(recovered))
 
+    # Both servers killed hard: the stack comes back where it was, so that whatever was
+    # started against it (services, clients) finds it again.
+    os.killpg(recovered["kafka_pid"], signal.SIGKILL)
+    os.kill(recovered["postgres_pid"], signal.SIGKILL)
+    again_up = lepton_cli("stack", "up", "--json", env=env_without_servers)
+    assert again_up.returncode == 0, again_up.stderr
+    back = json.loads(again_up.stdout)
+    assert back["kafka_bootstrap"] == first["kafka_bootstrap"]
+    assert back["database_url"] == first["database_url"]
+    asyncio.run(both_answer(back))
+    recovered = back
+
     stopped = lepton_cli("stack", "down", env=env_without_servers)
     assert stopped.returncode == 0
     assert "stack stopped" in stopped.stdout
     final = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
     assert not final["running"]
     assert not Path(f"/proc/{recovered['kafka_pid']}").exists()
+
+
+def test_a_kept_port_taken_by_another_program_is_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    state.mkdir()
+    (state / "ports.json").write_text(
+        json.dumps({"broker": port, "controller": free_port(), "postgres": free_port()})
+    )
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = lepton_cli("stack", "up", env={"LEPTON_STATE_DIR": str(state)})
+    assert result.returncode == 1
+    assert f"the local stack's broker port {port} is taken by " in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr
+    assert "ports.json" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "stack.json").exists(), "nothing was started on other ports"
 
 
 def test_missing_java_is_a_one_line_error(tmp_path: Path) -> None:
