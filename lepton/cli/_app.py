@@ -83,6 +83,11 @@ def _print_error(message: str, hint: str | None = None) -> None:
         errors.print(f"[dim]hint:[/dim] {hint}", highlight=False)
 
 
+def say(line: str) -> None:
+    """Print a line as it is: no markup, no highlighting (paths, names from outside)."""
+    console.print(line, markup=False, highlight=False)
+
+
 def fail(message: str, hint: str | None = None) -> NoReturn:
     _print_error(message, hint)
     raise typer.Exit(1)

@@ -29,8 +29,8 @@ from lepton.devstack._process import (
     is_alive,
     port_holder,
     port_is_free,
-    spawn,
     stop_process,
+    wait_gone,
 )
 from lepton.devstack._secrets import kept_secret
 
@@ -50,10 +50,10 @@ __all__ = [
     "identity_key",
     "is_alive",
     "local_admin",
-    "spawn",
     "status",
     "stop_process",
     "up",
+    "wait_gone",
 ]
 
 _READY_TIMEOUT_S = 90.0

@@ -8,6 +8,7 @@ import resource
 import signal
 import socket
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import psutil
@@ -26,6 +27,7 @@ __all__ = [
     "port_is_free",
     "spawn",
     "stop_process",
+    "wait_gone",
     "write_private",
 ]
 
@@ -118,17 +120,30 @@ def is_alive(pid: int | None) -> bool:
         return False
 
 
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for a process that may not be this one's child to end;
+    whether it did. A dead process counts as gone while still a zombie: where nothing reaps
+    orphans (a container whose first process is not an init), it stays one for good."""
+    deadline = time.monotonic() + timeout_s
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+_POLL_S = 0.05
+
+
 def stop_process(pid: int | None, grace_s: float = 20.0) -> None:
     """SIGTERM the process group, wait up to ``grace_s``, then SIGKILL it."""
     if pid is None or not is_alive(pid):
         return
     try:
-        process = psutil.Process(pid)
         os.killpg(pid, signal.SIGTERM)
-        process.wait(grace_s)
-    except (ProcessLookupError, psutil.NoSuchProcess):
+    except ProcessLookupError:
         return
-    except psutil.TimeoutExpired:
+    if not wait_gone(pid, grace_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
 
