@@ -19,19 +19,9 @@ from lepton.bus import BrokerUnavailableError, ensure_topics
 from lepton.config import ACTORS, KafkaAccess, Settings
 from lepton.contract.topics import Topic
 from lepton.devstack._process import free_port
+from tests.integration.processes import lepton_cli
 
 pytestmark = pytest.mark.integration
-
-
-def lepton_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lepton", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-        check=False,
-    )
 
 
 def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
