@@ -36,6 +36,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.records import heartbeat
+from bench.waiting import bounded, say
 from lepton import devstack
 from lepton.bus import (
     Authenticator,
@@ -240,7 +241,12 @@ async def bus_round_trip(kafka: KafkaAccess, records, *, signed: bool = False) -
             with Clock() as clock:
                 reader = asyncio.create_task(subscriber.run())
                 await bus_send_many(publisher, topic, records)
-                await done.wait()
+                await bounded(
+                    done.wait(),
+                    f"the subscriber to handle {len(records):,} events",
+                    300,
+                    service=reader,
+                )
             subscriber.stop_soon()
             await reader
         finally:
@@ -316,6 +322,7 @@ def security_costs(events: int) -> tuple[list[dict[str, Any]], dict[str, float]]
         pid = node.start(java, jars, settings.kafka_heap)
         try:
             accesses = node.bench_access()
+            say(f"waiting up to 90 s for the benchmark's own broker ({node.log_path})")
             deadline = time.monotonic() + 90
             while not asyncio.run(_answers(accesses["PLAINTEXT"])):
                 if time.monotonic() > deadline:

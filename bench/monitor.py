@@ -380,8 +380,9 @@ async def drain(kafka: KafkaAccess, database_url: str, count: int) -> dict[str, 
         await bare.start()
         started, cpu = time.perf_counter(), time.process_time()
         running = asyncio.create_task(bare.run())
-        async with asyncio.timeout(120):
-            await finished.wait()
+        await bounded(
+            finished.wait(), f"a bare subscriber to read {count:,} events", 120, service=running
+        )
         bare_s, bare_cpu = time.perf_counter() - started, time.process_time() - cpu
         bare.stop_soon()
         await running
