@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 _READY_TIMEOUT_S = 90.0
+# The longest an up or down may hold the state directory's lock: a first start's Maven
+# download (15 min at most), then the broker's start.
+_LOCK_TIMEOUT_S = 20 * 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,20 @@ def _read_state(settings: Settings) -> dict[str, Any] | None:
 def _locked(settings: Settings) -> Iterator[None]:
     """One ``up`` or ``down`` at a time per state directory, across processes."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.state_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    path = settings.state_dir / ".lock"
+    with path.open("w") as lock:
+        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"another `lepton stack up` or `down` has held {path} for more than "
+                        f"{_LOCK_TIMEOUT_S / 60:.0f} min: is one stuck? (`fuser {path}` names it)"
+                    ) from None
+                time.sleep(0.2)  # the holder releases it when done; nothing to await
         try:
             yield
         finally:

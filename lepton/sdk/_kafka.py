@@ -128,10 +128,12 @@ class KafkaTransport:
             isolation_level="read_committed",
         )
         try:
-            await consumer.start()
-        except KafkaError as exc:
+            await asyncio.wait_for(consumer.start(), self._settings.connect_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
             raise BrokerUnavailableError(
-                f"Kafka at {access} did not answer ({type(exc).__name__}: {exc})",
+                f"Kafka at {access} did not answer within "
+                f"{self._settings.connect_timeout_s:.0f} s ({type(exc).__name__}: {exc})",
                 "is it running (`lepton stack status`), and are LEPTON_KAFKA_BOOTSTRAP and "
                 "the LEPTON_KAFKA_SASL_* credentials right?",
             ) from exc
@@ -221,7 +223,7 @@ class KafkaTransport:
         # Dead letters hold every tenant's rejected records: the operators' to read (the
         # admin on the local stack), never a client's (no ACL gives it them).
         access = self._operator_access() if dead_letters else self.access
-        found = await _readable_partitions(access, name)
+        found = await _readable_partitions(access, name, self._settings.connect_timeout_s)
         if not found:
             raise RequestError(
                 f"{name} does not exist, or {access.username or 'this reader'} may not read it",
@@ -285,18 +287,20 @@ class Answers:
         return found
 
 
-async def _readable_partitions(access: KafkaAccess, topic: str) -> list[int]:
+async def _readable_partitions(access: KafkaAccess, topic: str, timeout_s: float) -> list[int]:
     """The topic's partitions as ``access`` sees them: none if it does not exist or that
     principal may not describe it (reading implies describing)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**access.aiokafka())
     try:
-        await admin.start()
-        described = await admin.describe_topics([topic])
-    except KafkaError as exc:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            described = await admin.describe_topics([topic])
+    except (KafkaError, TimeoutError) as exc:
         raise BrokerUnavailableError(
-            f"Kafka at {access} did not answer ({type(exc).__name__}: {exc})",
+            f"Kafka at {access} did not answer within {timeout_s:.0f} s "
+            f"({type(exc).__name__}: {exc})",
             "is it running (`lepton stack status`)?",
         ) from exc
     finally:

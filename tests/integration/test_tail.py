@@ -53,9 +53,7 @@ async def test_tail_reads_a_dead_letter_topic_with_its_reasons(
     local_stack = stack_settings.kafka_access() is None
     # The operator: on the local stack the CLI reads dead letters as its administrator.
     operator = (
-        {"LEPTON_STATE_DIR": str(stack_settings.state_dir)}
-        if local_stack
-        else kafka.environment()
+        {"LEPTON_STATE_DIR": str(stack_settings.state_dir)} if local_stack else kafka.environment()
     )
     args = ("tail", "lepton.data.requested.dlq", "--from-beginning", "--max", "1")
     tailed = lepton_cli(*args, "--timeout", "60", env=operator | {"LEPTON_TOPIC_PREFIX": prefix})

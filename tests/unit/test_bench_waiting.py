@@ -19,7 +19,7 @@ async def test_a_wait_on_a_service_that_stopped_ends_at_once_with_its_reason(
     service = asyncio.create_task(failing_service())
     never = asyncio.Event()
     async with asyncio.timeout(10):  # far below the wait's own bound
-        with pytest.raises(SystemExit, match="the service stopped.*migrations failed"):
+        with pytest.raises(SystemExit, match=r"the service stopped.*migrations failed"):
             await bounded(never.wait(), "the ingest service to start", 600, service=service)
     assert "waiting up to 600 s for the ingest service to start" in capsys.readouterr().err
 
