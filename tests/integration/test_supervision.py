@@ -1,12 +1,13 @@
-"""`lepton up` on the real stack: a service killed hard is restarted by the supervisor and
-the restart shows in `lepton status`; `lepton stack down` refuses while the services run;
-`lepton down` drains them all."""
+"""`lepton up` on the real stack: services started against another stack are replaced; a
+service killed hard is restarted by the supervisor and the restart shows in `lepton
+status`; `lepton stack down` refuses while the services run; `lepton down` drains them all."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,13 +16,19 @@ import pytest
 
 from lepton import devstack
 from lepton.config import Settings
-from lepton.sdk.local import LOCAL_SERVICES
-from lepton.sdk.supervisor import SupervisorState, read_state
+from lepton.sdk.local import LOCAL_SERVICES, start_supervisor
+from lepton.sdk.supervisor import PLAN_FILE, Policy, SupervisorState, read_state
 from tests.integration.processes import lepton_cli
+from tests.unit.test_supervisor import POLITE
 
 pytestmark = pytest.mark.integration
 
-RESTART_BOUND_S = 90.0  # backoff 1 s, then a service's start (connect, migrations)
+RESTART_BOUND_S = 90.0
+# Where a stale supervisor's services were told the stack is (nothing listens there).
+ELSEWHERE = {
+    "LEPTON_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+    "LEPTON_DATABASE_URL": "postgresql://nobody:secret@127.0.0.1:9/lepton",
+}
 
 
 def restarted(directory: Path, name: str, killed_pid: int) -> SupervisorState:
@@ -53,9 +60,18 @@ def test_a_killed_service_is_restarted_and_stack_down_refuses_under_services(
         "LEPTON_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
     }
     directory = state_dir / "services"
+    directory.mkdir(parents=True, exist_ok=True)
+    # Services a supervisor started against another stack (other addresses, credentials):
+    # `lepton up` must not call them "already running".
+    (directory / PLAN_FILE).write_text(json.dumps({"ingest": [sys.executable, "-c", POLITE]}))
+    stale = start_supervisor(directory, ELSEWHERE, Policy(stop_grace_s=5))
     up = lepton_cli("up", env=env)
     try:
         assert up.returncode == 0, up.stderr
+        assert "ingest: started against another stack" in up.stdout
+        assert "restarting the services" in up.stdout
+        assert not devstack.is_alive(stale.pid)
+        assert not devstack.is_alive(stale.services["ingest"].pid)
         for name in LOCAL_SERVICES:
             assert f"{name}: started (pid " in up.stdout
         first = read_state(directory)
