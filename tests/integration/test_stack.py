@@ -19,7 +19,10 @@ from lepton.bus import BrokerUnavailableError, ensure_topics
 from lepton.config import ACTORS, KafkaAccess, Settings
 from lepton.contract.topics import Topic
 from lepton.devstack._process import free_port
+from lepton.sdk.local import start_supervisor
+from lepton.sdk.supervisor import PLAN_FILE, Policy
 from tests.integration.processes import lepton_cli
+from tests.unit.test_supervisor import POLITE
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +96,24 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     asyncio.run(both_answer(back))
     recovered = back
 
-    stopped = lepton_cli("stack", "down", env=env_without_servers)
+    # Services run on it (stand-ins under the supervisor of `lepton up`): refused, unless
+    # --force, which stops them first and says so.
+    services = tmp_path / "state" / "services"
+    services.mkdir()
+    (services / PLAN_FILE).write_text(json.dumps({"ingest": [sys.executable, "-c", POLITE]}))
+    supervisor = start_supervisor(services, {}, Policy(stop_grace_s=5))
+    refused = lepton_cli("stack", "down", env=env_without_servers)
+    assert refused.returncode == 1
+    assert "services run on this stack: ingest" in refused.stderr
+    assert json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)[
+        "running"
+    ]
+    stopped = lepton_cli("stack", "down", "--force", env=env_without_servers)
     assert stopped.returncode == 0
+    assert "--force: stopping the services first: ingest" in stopped.stdout
+    assert "ingest: stopped, last exit status 0" in stopped.stdout
     assert "stack stopped" in stopped.stdout
+    assert not devstack.is_alive(supervisor.pid)
     final = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
     assert not final["running"]
     assert not Path(f"/proc/{recovered['kafka_pid']}").exists()
