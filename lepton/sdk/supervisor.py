@@ -210,15 +210,20 @@ class Supervisor:
 
     def start(self, name: str) -> None:
         service = self.services[name]
-        with (self.directory / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(
-                self.plan[name],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_in_child,  # the supervisor is single-threaded
-            )
+        try:
+            with (self.directory / f"{name}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    self.plan[name],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=_in_child,  # the supervisor is single-threaded
+                )
+        except OSError as exc:  # a program gone, no processes or files left: a failed run
+            service.last_exit, service.last_exit_at = f"not started: {exc}", time.time()
+            self._failed(name, 0.0)
+            return
         self.processes[name] = process
         self._run_began[name] = time.monotonic()
         service.state, service.pid, service.started_at = "running", process.pid, time.time()
@@ -247,22 +252,25 @@ class Supervisor:
                     service.note = "stopped cleanly"
                 self.say("stopped", service=name, exit=service.last_exit)
                 continue
-            service.failures = service.failures + 1 if ran_s < self.policy.stable_after_s else 1
-            if service.failures >= self.policy.crash_limit:
-                service.state = "crash loop"
-                service.note = (
-                    f"gave up after {service.failures} failures in a row, each within "
-                    f"{self.policy.stable_after_s:.0f} s of its start: see {name}.log; "
-                    "`lepton up` starts it again"
-                )
-                self.say("crash loop", service=name, exit=service.last_exit)
-                continue
-            pause = self.policy.backoff(service.failures)
-            service.state, service.next_start_at = "backing off", time.time() + pause
+            self._failed(name, ran_s)
+
+    def _failed(self, name: str, ran_s: float) -> None:
+        """A run that failed after ``ran_s``: back off, or give up on a crash loop."""
+        service = self.services[name]
+        service.failures = service.failures + 1 if ran_s < self.policy.stable_after_s else 1
+        if service.failures >= self.policy.crash_limit:
+            service.state = "crash loop"
             service.note = (
-                f"failed ({service.last_exit}) after {ran_s:.1f} s; restart in {pause:.0f} s"
+                f"gave up after {service.failures} failures in a row, each within "
+                f"{self.policy.stable_after_s:.0f} s of its start: see {name}.log; "
+                "`lepton up` starts it again"
             )
-            self.say("failed", service=name, exit=service.last_exit, ran_s=ran_s, backoff_s=pause)
+            self.say("crash loop", service=name, exit=service.last_exit)
+            return
+        pause = self.policy.backoff(service.failures)
+        service.state, service.next_start_at = "backing off", time.time() + pause
+        service.note = f"failed ({service.last_exit}) after {ran_s:.1f} s; restart in {pause:.0f} s"
+        self.say("failed", service=name, exit=service.last_exit, ran_s=ran_s, backoff_s=pause)
 
     def start_due(self) -> None:
         now = time.time()

@@ -152,3 +152,19 @@ def test_services_stop_when_their_supervisor_dies(
     assert polite is not None
     os.kill(started.pid, signal.SIGKILL)
     assert wait_gone(polite, 10), "no service outlives its supervisor unsupervised"
+
+
+def test_a_program_that_cannot_start_is_a_failure_not_a_dead_supervisor(tmp_path: Path) -> None:
+    plan = {"gone": [str(tmp_path / "no-such-program")], "polite": [sys.executable, "-c", POLITE]}
+    (tmp_path / PLAN_FILE).write_text(json.dumps(plan))
+    started = start_supervisor(tmp_path, {}, POLICY)
+    try:
+        state = awaited(
+            tmp_path, lambda s: s.services["gone"].state == "crash loop", "the program given up"
+        )
+        assert (state.services["gone"].last_exit or "").startswith("not started: ")
+        assert state.services["polite"].state == "running"
+        assert is_alive(started.pid)
+    finally:
+        os.kill(started.pid, signal.SIGTERM)
+        wait_gone(started.pid, 10)
