@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import time
@@ -25,6 +24,7 @@ from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, principal
 from lepton.devstack._postgres import PostgresNode
 from lepton.devstack._process import (
     StackError,
+    exclusive,
     free_ports,
     is_alive,
     port_holder,
@@ -47,6 +47,7 @@ __all__ = [
     "StackStatus",
     "down",
     "endpoints",
+    "exclusive",
     "identity_key",
     "is_alive",
     "local_admin",
@@ -109,25 +110,10 @@ def _read_state(settings: Settings) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _locked(settings: Settings) -> Iterator[None]:
     """One ``up`` or ``down`` at a time per state directory, across processes."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    path = settings.state_dir / ".lock"
-    with path.open("w") as lock:
-        deadline = time.monotonic() + _LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"another `lepton stack up` or `down` has held {path} for more than "
-                        f"{_LOCK_TIMEOUT_S / 60:.0f} min: is one stuck? (`fuser {path}` names it)"
-                    ) from None
-                time.sleep(0.2)  # the holder releases it when done; nothing to await
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(
+        settings.state_dir / ".lock", _LOCK_TIMEOUT_S, "another `lepton stack up` or `down`"
+    ):
+        yield
 
 
 def _nodes(settings: Settings, state: dict[str, Any] | None) -> tuple[KafkaNode, PostgresNode]:

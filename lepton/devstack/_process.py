@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import resource
 import signal
@@ -16,10 +17,12 @@ import psutil
 from lepton.errors import StackError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 __all__ = [
     "StackError",
+    "exclusive",
     "free_port",
     "free_ports",
     "is_alive",
@@ -146,6 +149,36 @@ def stop_process(pid: int | None, grace_s: float = 20.0) -> None:
     if not wait_gone(pid, grace_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def exclusive(
+    path: Path, timeout_s: float, holder: str, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the lock file ``path`` (across processes) while the block runs, waiting up to
+    ``timeout_s`` for ``holder`` (who else takes it) to release it; ``on_wait`` is told
+    once, when the wait begins. A StackError after the bound."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"{holder} has held {path} for more than {timeout_s:.0f} s: "
+                        f"is one stuck? (`fuser {path}` names it)"
+                    ) from None
+                if on_wait is not None:
+                    on_wait(f"waiting up to {timeout_s:.0f} s for {holder} to finish")
+                    on_wait = None
+                time.sleep(_POLL_S)  # the holder releases it when done; nothing to await
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -32,7 +32,7 @@ from lepton.sdk.supervisor import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from lepton.config import Settings
 
@@ -124,8 +124,12 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
     where = endpoints.resolve(settings, "admin")
     names = Namespace(settings.topic_prefix)
     asyncio.run(provision(where.kafka, names))
+    with _one_at_a_time(settings, say):
+        _supervise(settings, say)
+
+
+def _supervise(settings: Settings, say: Callable[[str], None]) -> None:
     directory = _service_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True)
     current, alive = status(settings)
     if current is not None and alive:
         fingerprint = stack_fingerprint(settings)
@@ -155,6 +159,18 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
     started = start_supervisor(directory, env)
     for name, service in started.services.items():
         say(f"{name}: started (pid {service.pid}, log {directory / f'{name}.log'})")
+
+
+@contextlib.contextmanager
+def _one_at_a_time(settings: Settings, say: Callable[[str], None]) -> Iterator[None]:
+    """One ``lepton up`` or ``down`` at a time per state directory (two at once would start
+    two supervisors), waiting for another at most as long as it may take."""
+    from lepton.devstack import exclusive
+
+    bound = _READY_TIMEOUT_S + Policy().stop_grace_s + _STOP_MARGIN_S
+    lock = _service_dir(settings) / ".lock"
+    with exclusive(lock, bound, "another `lepton up` or `down`", say):
+        yield
 
 
 def _plan() -> dict[str, list[str]]:
@@ -246,6 +262,11 @@ def _stop_leftovers(current: SupervisorState) -> None:
 def stop_services(settings: Settings, say: Callable[[str], None]) -> list[str]:
     """Stop the supervisor and with it every service (SIGTERM: they finish, commit and
     close; SIGKILL after the grace); returns the names of those that were running."""
+    with _one_at_a_time(settings, say):
+        return _unsupervise(settings, say)
+
+
+def _unsupervise(settings: Settings, say: Callable[[str], None]) -> list[str]:
     current, alive = status(settings)
     running = running_services(settings)
     if current is None:

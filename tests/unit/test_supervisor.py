@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton.devstack import is_alive, wait_gone
+from lepton.devstack import StackError, exclusive, is_alive, wait_gone
 from lepton.sdk.local import start_supervisor
 from lepton.sdk.supervisor import PLAN_FILE, Policy, ServiceState, SupervisorState, read_state
 
@@ -168,3 +168,18 @@ def test_a_program_that_cannot_start_is_a_failure_not_a_dead_supervisor(tmp_path
     finally:
         os.kill(started.pid, signal.SIGTERM)
         wait_gone(started.pid, 10)
+
+
+def test_a_second_lepton_up_waits_for_the_first_within_a_bound(tmp_path: Path) -> None:
+    lock = tmp_path / ".lock"
+    said: list[str] = []
+    with (
+        exclusive(lock, 5, "the first"),
+        pytest.raises(StackError, match=r"the first has held .*\.lock for more than 0 s"),
+        exclusive(lock, 0.2, "the first", said.append),
+    ):
+        pass
+    assert said == ["waiting up to 0 s for the first to finish"]
+    with exclusive(lock, 0.2, "the first", said.append):  # released: taken at once
+        pass
+    assert len(said) == 1
