@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.listeners import ratios_to_plaintext, three_listeners
 from bench.records import heartbeat
+from bench.waiting import bounded
 from lepton import devstack
 from lepton.bus import (
     Authenticator,
@@ -240,7 +241,12 @@ async def bus_round_trip(kafka: KafkaAccess, records, *, signed: bool = False) -
             with Clock() as clock:
                 reader = asyncio.create_task(subscriber.run())
                 await bus_send_many(publisher, topic, records)
-                await done.wait()
+                await bounded(
+                    done.wait(),
+                    f"the subscriber to handle {len(records):,} events",
+                    300,
+                    service=reader,
+                )
             subscriber.stop_soon()
             await reader
         finally:

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bench.waiting import started
+
 if TYPE_CHECKING:
     from lepton.config import KafkaAccess
 
@@ -73,7 +75,7 @@ async def _ingest(kafka: KafkaAccess, database_url: str, root: Path, tenant: str
         )
     )
     task = asyncio.create_task(service.run())
-    await service.ready.wait()
+    await started(service, task)
     settings = Settings(**kafka.settings(), database_url=database_url, topic_prefix=prefix)
     try:
         async with LeptonClient(settings, tenant=tenant, user="bench") as client:
@@ -171,7 +173,7 @@ async def _through_service(
             )
         )
         task = asyncio.create_task(service.run())
-        await service.ready.wait()
+        await started(service, task)
         # Just-created topics take a moment to accept writes (the first publish otherwise
         # retries NotLeaderForPartition for about a second inside the timed window) and
         # the service's consumer to be given its partitions: measure the evaluator, not
@@ -258,20 +260,24 @@ def main() -> None:
     from lepton import devstack
     from lepton.config import Settings
 
-    where = devstack.endpoints(Settings())
+    settings = Settings()
+    where = devstack.endpoints(settings)
+    # Each service connects as its own login, as `lepton up` runs it: as the superuser its
+    # migrations would be recorded where the real service does not look, and each would
+    # then fail the other's start.
+    ingest_url = devstack.endpoints(settings, "ingest").database_url
+    evaluator_url = devstack.endpoints(settings, "evaluator").database_url
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as directory:
         root = Path(directory)
         frame = houses(DATASET_ROWS)
         frame.to_csv(root / "houses.csv", index=False)
-        dataset = asyncio.run(_ingest(where.kafka, where.database_url, root, tenant))
+        dataset = asyncio.run(_ingest(where.kafka, ingest_url, root, tenant))
         pipeline, ready = _model(frame, root, tenant, dataset)
         rows = _request_rows(houses(PREDICT_ROWS, seed=1))
         in_process = _in_process(pipeline, ready, rows)
-        service = asyncio.run(
-            _through_service(where.kafka, where.database_url, dataset, ready, rows)
-        )
+        service = asyncio.run(_through_service(where.kafka, evaluator_url, dataset, ready, rows))
     latencies = service["latencies"]
     p50, worst = statistics.median(latencies), max(latencies)
     print(f"load average before: {load_before}; after: {_load()} (2 cores, shared)")

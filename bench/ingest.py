@@ -1,6 +1,6 @@
 """Ingest throughput and memory: Lepton's ingest service against a plain pandas script.
 
-    .venv/bin/python -m bench.ingest [--rows 1000000] [--scale 10] [--skip-large]
+    .venv/bin/python -m bench.ingest [--rows 1000000] [--scale 10] [--skip-large] [--timeout S]
 
 On the same messy CSV (``lepton.data.samples.write_messy_csv``), in the same run and against the
 same PostgreSQL:
@@ -12,7 +12,8 @@ same PostgreSQL:
    to the ready event;
 3. lepton again on a file ``--scale`` times larger, for memory.
 
-Each runs in a subprocess of its own, which reports its peak RSS (``ru_maxrss``). Prints a
+Each runs in a subprocess of its own, which reports its peak RSS (``ru_maxrss``), within
+``--timeout`` seconds; every step says on standard error what it does or waits for. Prints a
 table; writes ``bench/results/ingest.json``. Targets: lepton >= 1.5x the baseline's rows/s;
 peak memory on the larger file within 1.2x that of the first.
 """
@@ -32,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bench.waiting import bounded, say, started
 
 if TYPE_CHECKING:
     from lepton.config import KafkaAccess
@@ -82,7 +85,9 @@ async def _baseline(path: Path, database_url: str) -> dict[str, Any]:
     return {"rows_read": rows_read, "rows_stored": stored, "seconds": seconds}
 
 
-async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str, Any]:
+async def _lepton(
+    path: Path, database_url: str, kafka: KafkaAccess, answer_timeout_s: float
+) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer
 
     from lepton.bus import Publisher
@@ -104,7 +109,7 @@ async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str
         )
     )
     task = asyncio.create_task(service.run())
-    await service.ready.wait()
+    await started(service, task)
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
     request = {
         "request_id": uuid.uuid4().hex,
@@ -131,18 +136,23 @@ async def _lepton(path: Path, database_url: str, kafka: KafkaAccess) -> dict[str
         async with Publisher(kafka, codec, source="bench", signer=impersonating()) as publisher:
             start = time.perf_counter()
             await publisher.publish(names.topic("lepton.data.requested"), tenant, request)
-            message = await consumer.getone()
+            message = await bounded(
+                consumer.getone(),
+                f"ingest's answer (lepton.data.ready or .rejected) for {path.name}",
+                answer_timeout_s,
+                service=task,
+            )
             seconds = time.perf_counter() - start
     finally:
         await consumer.stop()
         service.stop_soon()
-        await task
+        await bounded(task, "the ingest service to stop", 60, service=None)
         await _delete_topics(kafka, prefix)
     _, record = codec.decode(message.value)
-    await _forget(database_url, tenant)
     if "version" not in record:
         raise SystemExit(f"the ingest was rejected: {record}")
     return {
+        "tenant": tenant,
         "rows_read": record["quality"]["rows_read"],
         "rows_stored": record["rows"],
         "seconds": seconds,
@@ -166,7 +176,8 @@ async def _delete_topics(kafka: KafkaAccess, prefix: str) -> None:
 
 
 async def _forget(database_url: str, tenant: str) -> None:
-    """Remove what the run stored, so benchmarks do not fill the database."""
+    """Remove what the run stored, so benchmarks do not fill the database; its audit
+    records stay (the audit table is append-only: a few rows a run)."""
     import asyncpg
 
     connection = await asyncpg.connect(database_url)
@@ -178,11 +189,7 @@ async def _forget(database_url: str, tenant: str) -> None:
             )
             for row in tables:
                 await connection.execute(f'DROP TABLE lepton_data."{row["table_name"]}"')
-            for table, column in (
-                ("rejects", "owner_tenant"),
-                ("requests", "tenant"),
-                ("audit", "tenant"),
-            ):
+            for table, column in (("rejects", "owner_tenant"), ("requests", "tenant")):
                 await connection.execute(
                     f"DELETE FROM lepton_ingest.{table} WHERE {column} = $1", tenant
                 )
@@ -191,51 +198,64 @@ async def _forget(database_url: str, tenant: str) -> None:
 
 
 def _worker(args: argparse.Namespace) -> None:
+    from lepton.config import Settings
+
+    given = Settings()  # the worker's environment, from _run
+    kafka = given.kafka_access()
+    assert kafka is not None
+    assert given.database_url is not None
+    database_url = given.database_url.get_secret_value()
     if args.worker == "baseline":
-        result = asyncio.run(_baseline(args.file, args.database_url))
+        result = asyncio.run(_baseline(args.file, database_url))
     elif args.worker == "profile":
         import cProfile
         import pstats
 
         profile = cProfile.Profile()
         profile.enable()
-        result = asyncio.run(_lepton(args.file, args.database_url, _worker_kafka()))
+        result = asyncio.run(_lepton(args.file, database_url, kafka, args.timeout))
         profile.disable()
         pstats.Stats(profile, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     else:
-        result = asyncio.run(_lepton(args.file, args.database_url, _worker_kafka()))
+        result = asyncio.run(_lepton(args.file, database_url, kafka, args.timeout))
     result["peak_rss_mib"] = round(_peak_mib(), 1)
     print(json.dumps(result, ensure_ascii=False))
 
 
-def _worker_kafka() -> KafkaAccess:
-    from lepton.config import Settings
-
-    kafka = Settings().kafka_access()  # given by _run, in the worker's environment
-    assert kafka is not None
-    return kafka
-
-
-def _run(kind: str, path: Path, database_url: str, kafka: KafkaAccess) -> dict[str, Any]:
+def _run(
+    kind: str, path: Path, database_url: str, kafka: KafkaAccess, timeout_s: float
+) -> dict[str, Any]:
+    rows = f"{path.name} ({path.stat().st_size / 2**20:,.0f} MiB)"
+    say(f"{kind}: ingesting {rows}, for at most {timeout_s:.0f} s")
     command = [
-        sys.executable,
-        "-m",
-        "bench.ingest",
-        "--worker",
-        kind,
-        "--file",
-        str(path),
-        "--database-url",
-        database_url,
+        *(sys.executable, "-m", "bench.ingest"),
+        *("--worker", kind, "--file", str(path), "--timeout", str(timeout_s)),
     ]
-    # The Kafka password goes in the environment, not the command line anyone may read.
-    env = {**os.environ, **kafka.environment()}
-    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    # Passwords go in the environment, not the command line anyone may read.
+    env = {**os.environ, **kafka.environment(), "LEPTON_DATABASE_URL": database_url}
+    began = time.monotonic()
+    try:
+        # Its progress lines (standard error) pass through; its result is its last line.
+        done = subprocess.run(
+            command,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+            env=env,
+            timeout=timeout_s + _WORKER_MARGIN_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{kind} did not finish within {timeout_s:.0f} s") from None
     if done.returncode != 0:
-        raise SystemExit(f"{kind} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{kind} failed (status {done.returncode}; its output is above)")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     result["rows_per_s"] = round(result["rows_read"] / result["seconds"])
+    say(f"{kind}: {result['rows_read']:,} rows in {time.monotonic() - began:.1f} s")
     return result
+
+
+# Beyond the answer's own bound: the worker's start (imports, connections) and cleanup.
+_WORKER_MARGIN_S = 120.0
 
 
 def main() -> None:
@@ -243,9 +263,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--scale", type=int, default=10)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="seconds each run may take (an answer from ingest, the baseline's script)",
+    )
     parser.add_argument("--worker", choices=["baseline", "lepton", "profile"])
     parser.add_argument("--file", type=Path)
-    parser.add_argument("--database-url")
     args = parser.parse_args()
     if args.worker:
         _worker(args)
@@ -255,20 +280,31 @@ def main() -> None:
     from lepton.config import Settings
     from lepton.data.samples import write_messy_csv
 
-    where = devstack.endpoints(Settings())
+    settings = Settings()
+    where = devstack.endpoints(settings)
+    # The ingest service connects as its own login, as `lepton up` runs it: as the
+    # superuser its migrations would be recorded where the real service does not look,
+    # and each would then fail the other's start (DuplicateFunctionError).
+    ingest_url = devstack.endpoints(settings, "ingest").database_url
+    runs: dict[str, dict[str, Any]] = {}
+
+    def lepton_run(name: str, path: Path) -> None:
+        runs[name] = _run("lepton", path, ingest_url, where.kafka, args.timeout)
+        asyncio.run(_forget(where.database_url, runs[name].pop("tenant")))
+
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as directory:
         small = Path(directory) / "messy.csv"
+        say(f"writing a messy CSV of {args.rows:,} rows")
         write_messy_csv(small, args.rows)
-        runs = {
-            "baseline": _run("baseline", small, where.database_url, where.kafka),
-            "lepton": _run("lepton", small, where.database_url, where.kafka),
-        }
+        runs["baseline"] = _run("baseline", small, where.database_url, where.kafka, args.timeout)
+        lepton_run("lepton", small)
         small_bytes = small.stat().st_size
         small.unlink()
         if not args.skip_large:
             large = Path(directory) / "messy-large.csv"
+            say(f"writing a messy CSV of {args.rows * args.scale:,} rows (--skip-large: none)")
             write_messy_csv(large, args.rows * args.scale, seed=4)
-            runs["lepton_large"] = _run("lepton", large, where.database_url, where.kafka)
+            lepton_run("lepton_large", large)
             large.unlink()
     speed = runs["lepton"]["rows_per_s"] / runs["baseline"]["rows_per_s"]
     memory = (

@@ -13,10 +13,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.waiting import say
 from lepton.bus import BrokerUnavailableError, ensure_topics
 from lepton.config import KafkaAccess, Settings
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
-from lepton.devstack._process import free_port, stop_process
+from lepton.devstack._process import free_ports, stop_process
 
 __all__ = ["SCRAM", "TARGET_RATIO", "ratios_to_plaintext", "three_listeners"]
 
@@ -41,18 +42,13 @@ def three_listeners() -> Iterator[dict[str, KafkaAccess]]:
     java = check_java(settings.java)
     jars = fetch_jars(settings.cache_dir, settings.maven)
     with tempfile.TemporaryDirectory(prefix="lepton-bench-broker-") as home:
-        node = KafkaNode.prepare(Path(home), None, tls=False)
-        taken = {node.broker_port, node.controller_port}
-        ports: list[int] = []
-        while len(ports) < 2:
-            port = free_port()
-            if port not in taken:
-                taken.add(port)
-                ports.append(port)
-        node.bench_ports = (ports[0], ports[1])
+        broker, controller, plain, secure = free_ports(4)
+        node = KafkaNode(Path(home), broker, controller, bench_ports=(plain, secure))
         pid = node.start(java, jars, settings.kafka_heap)
         try:
             accesses = node.bench_access()
+            bound = f"up to {_START_BOUND_S:.0f} s"
+            say(f"waiting {bound} for the benchmark's own broker ({node.log_path})")
             deadline = time.monotonic() + _START_BOUND_S
             while not asyncio.run(_answers(accesses["PLAINTEXT"])):
                 if time.monotonic() > deadline:

@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.bus import PRODUCER_SETTINGS, queue_batches
 from bench.records import Signer, event_headers, heartbeat
+from bench.waiting import bounded, started
 from lepton import devstack
 from lepton.bus import Event, Publisher, Subscriber, ensure_topics
 from lepton.config import KafkaAccess, Settings
@@ -223,7 +224,7 @@ async def start_monitor(
         )
     )
     service_task = asyncio.create_task(monitor.service.run())
-    await monitor.service.ready.wait()
+    await started(monitor.service, service_task)
     return monitor, service_task
 
 
@@ -245,7 +246,7 @@ async def run_rate(
     names = Namespace(prefix)
     await ensure_topics(kafka, names.all())
     monitor, service_task = await start_monitor(kafka, database_url, prefix)
-    await monitor.web_ready.wait()
+    await bounded(monitor.web_ready.wait(), "the monitor's web API", 60, service=service_task)
     assert monitor.url is not None
     assert monitor.monitor is not None
     state = monitor.monitor.state
@@ -379,8 +380,9 @@ async def drain(kafka: KafkaAccess, database_url: str, count: int) -> dict[str, 
         await bare.start()
         started, cpu = time.perf_counter(), time.process_time()
         running = asyncio.create_task(bare.run())
-        async with asyncio.timeout(120):
-            await finished.wait()
+        await bounded(
+            finished.wait(), f"a bare subscriber to read {count:,} events", 120, service=running
+        )
         bare_s, bare_cpu = time.perf_counter() - started, time.process_time() - cpu
         bare.stop_soon()
         await running
@@ -413,10 +415,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="load duration per rate")
     parser.add_argument("--backlog", type=int, default=100_000, help="events for the drain test")
     args = parser.parse_args()
-    where = devstack.endpoints(Settings())
+    settings = Settings()
+    where = devstack.endpoints(settings)
+    # The monitor connects as its own login, as `lepton up` runs it: as the superuser its
+    # migrations would be recorded where the real monitor does not look, and each would
+    # then fail the other's start.
+    monitor_url = devstack.endpoints(settings, "monitor").database_url
     rows = []
     for rate in (int(r) for r in args.rates.split(",")):
-        rows.append(asyncio.run(run_rate(where.kafka, where.database_url, rate, args.seconds)))
+        rows.append(asyncio.run(run_rate(where.kafka, monitor_url, rate, args.seconds)))
     columns = [
         ("offered/s", "offered_per_s"),
         ("produced/s", "produced_per_s"),
@@ -432,7 +439,7 @@ def main() -> None:
     print(" | ".join(f"{title:>15}" for title, _ in columns))
     for row in rows:
         print(" | ".join(f"{row[key]!s:>15}" for _, key in columns))
-    ceiling = asyncio.run(drain(where.kafka, where.database_url, args.backlog))
+    ceiling = asyncio.run(drain(where.kafka, monitor_url, args.backlog))
     print(
         f"\nbacklog of {ceiling['events']} events, no producer running: "
         f"bare Subscriber {ceiling['bare_subscriber_per_s']}/s "

@@ -83,6 +83,17 @@ def _print_error(message: str, hint: str | None = None) -> None:
         errors.print(f"[dim]hint:[/dim] {hint}", highlight=False)
 
 
+def say(line: str) -> None:
+    """Print a line as it is: no markup, no highlighting (paths, names from outside)."""
+    console.print(line, markup=False, highlight=False)
+
+
+def waiting(what: str, timeout_s: float) -> None:
+    """Say on standard error (standard output may be JSON) what a command now waits for,
+    and for how long at most."""
+    errors.print(f"waiting up to {timeout_s:.0f} s for {what}", style="dim", highlight=False)
+
+
 def fail(message: str, hint: str | None = None) -> NoReturn:
     _print_error(message, hint)
     raise typer.Exit(1)

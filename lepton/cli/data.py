@@ -13,6 +13,7 @@ from lepton.cli._app import (
     console,
     data_app,
     fail,
+    waiting,
     with_client,
 )
 from lepton.sdk.builders import DatasetRequest, InvalidRequest, Source, describe
@@ -76,7 +77,13 @@ def data_ingest(
         fail(str(exc), "say --kind csv, parquet or jsonl")
     except ValidationError as exc:
         fail(f"invalid dataset request: {describe(exc)}")
-    answer = with_client(lambda client: client.ingest(request, timeout_s=timeout))
+    answer = with_client(
+        lambda client: client.ingest(
+            request,
+            timeout_s=timeout,
+            on_sent=lambda sent: waiting(f"the ingest service's answer to {sent}", timeout),
+        )
+    )
     console.print(
         f"{name}: version {answer['version'][:12]}, {answer['rows']:,} rows"
         + (" (same content as before: reused)" if answer["reused"] else "")

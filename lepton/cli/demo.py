@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton.data import samples
-from lepton.errors import LeptonError, MonitorUnavailable
+from lepton.errors import LeptonError, LeptonTimeout, MonitorUnavailable
 from lepton.sdk.builders import (
     DatasetRef,
     DatasetRequest,
@@ -165,6 +165,20 @@ async def wait_for_nodes(client: LeptonClient, count: int, timeout_s: float, say
         await asyncio.sleep(0.5)  # polling a read model: there is no event to await here
 
 
+async def _follow(client: LeptonClient, report: ExampleReport, say: Say) -> None:
+    """Say the job's events as they come, one line per stage, until its outcome."""
+    stage: str | None = None
+    async for event in client.events(report.job_id):
+        report.events.append(event.kind)
+        if event.kind == "progress" and event.stage == stage:
+            continue  # one line per stage is enough to follow
+        stage = event.stage
+        where = f" on {event.node_id}" if event.node_id else ""
+        detail = event.stage or event.reason or ""
+        percent = f" {event.progress_percent:.0f}%" if event.progress_percent is not None else ""
+        say(f"  {event.kind}{where}{percent} {detail}".rstrip())
+
+
 async def run_example(
     client: LeptonClient, example: Example, inbox: Path, say: Say, *, timeout_s: float = 150
 ) -> ExampleReport:
@@ -207,19 +221,15 @@ async def run_example(
     )
     report.job_id = await client.submit(job)
     say(f"submitted {report.job_id}: algorithm auto, {example.trial_budget} trials")
-    stage: str | None = None
-    async with asyncio.timeout(timeout_s):
-        async for event in client.events(report.job_id):
-            report.events.append(event.kind)
-            if event.kind == "progress" and event.stage == stage:
-                continue  # one line per stage is enough to follow
-            stage = event.stage
-            where = f" on {event.node_id}" if event.node_id else ""
-            detail = event.stage or event.reason or ""
-            percent = (
-                f" {event.progress_percent:.0f}%" if event.progress_percent is not None else ""
-            )
-            say(f"  {event.kind}{where}{percent} {detail}".rstrip())
+    try:
+        async with asyncio.timeout(timeout_s):
+            await _follow(client, report, say)
+    except TimeoutError:
+        raise LeptonTimeout(
+            f"job {report.job_id} did not finish within {timeout_s:.0f} s",
+            "`lepton jobs` shows where it is, `lepton status` whether every service runs; "
+            "a busy machine may need longer",
+        ) from None
     outcome = await client.wait(report.job_id, timeout_s=timeout_s)
     if outcome.model is None:
         raise LeptonError(

@@ -3,26 +3,71 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Annotated
 
+import typer
 from rich.table import Table
 
-from lepton.cli._app import app, console, guarded
+from lepton.cli._app import app, console, guarded, say
 from lepton.config import Settings
 from lepton.sdk import local
 
 
 @app.command("up")
 def services_up() -> None:
-    """Start every service on this machine, in the background (logs in the state directory)."""
-    guarded(lambda: local.start_services(Settings(), console.print))
+    """Run every service on this machine under a supervisor that restarts a failed one
+    (logs in the state directory); starts again those that stopped."""
+    guarded(lambda: local.start_services(Settings(), say))
 
 
 @app.command("down")
 def services_down() -> None:
     """Stop the services `lepton up` started (SIGTERM: they finish, commit and close)."""
-    for name in local.stop_services(Settings()):
-        console.print(f"{name}: stopped")
+    if not local.stop_services(Settings(), say):
+        console.print("no services were running")
+
+
+@app.command("status")
+def services_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Each service of `lepton up`: running, backing off, stopped or crash-looping; its
+    pid, uptime, restarts and last exit."""
+    settings = Settings()
+    current, alive = local.status(settings)
+    if as_json:
+        found = current.as_json() if current else {"services": {}}
+        print(json.dumps({**found, "supervisor_running": alive}))
+        return
+    if current is None:
+        console.print("no services: `lepton up` starts them")
+        return
+    now = time.time()
+    table = Table("service", "state", "pid", "uptime", "restarts", "last exit", box=None)
+    for column in table.columns:
+        column.no_wrap = True
+    for name, service in current.services.items():
+        running = service.state == "running" and service.started_at is not None
+        table.add_row(
+            name,
+            service.state,
+            str(service.pid or "-"),
+            local.duration(now - service.started_at) if running and service.started_at else "-",
+            str(service.restarts),
+            service.last_exit or "-",
+        )
+    console.print(table)
+    for name, service in current.services.items():
+        if service.note:
+            say(f"{name}: {service.note}")
+    if alive:
+        console.print(
+            f"supervisor: pid {current.pid}, up {local.duration(now - current.started_at)}"
+        )
+    else:
+        console.print("supervisor: not running (`lepton up` starts it and the services)")
 
 
 @app.command("demo")

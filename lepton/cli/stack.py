@@ -14,12 +14,15 @@ from lepton import devstack
 from lepton.bus import provision
 from lepton.cli._app import (
     console,
+    fail,
     guarded,
+    say,
     stack_app,
 )
 from lepton.config import Settings
 from lepton.contract.topics import Namespace
 from lepton.runtime.database import redacted
+from lepton.sdk import local
 
 
 def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
@@ -61,9 +64,29 @@ def stack_up(
 
 
 @stack_app.command("down")
-def stack_down() -> None:
-    """Stop the local stack; its data stays in the state directory."""
-    stopped = guarded(lambda: devstack.down(Settings()))
+def stack_down(
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Stop the services `lepton up` runs first (they finish and commit)."
+        ),
+    ] = False,
+) -> None:
+    """Stop the local stack; its data stays in the state directory. Refused while the
+    services of `lepton up` run on it, unless --force."""
+    settings = Settings()
+    running = local.running_services(settings)
+    if running and not force:
+        fail(
+            f"services run on this stack: {', '.join(running)}; stopping the stack under "
+            "them would leave them retrying a broker and a database that are gone",
+            "`lepton down` stops them first (they finish and commit); "
+            "`lepton stack down --force` does both",
+        )
+    if running:
+        say(f"--force: stopping the services first: {', '.join(running)}")
+        local.stop_services(settings, say)
+    stopped = guarded(lambda: devstack.down(settings))
     console.print("stack stopped" if stopped else "no stack was running")
 
 

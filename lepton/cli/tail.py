@@ -25,7 +25,13 @@ def _json_default(value: Any) -> Any:
 
 @app.command("tail")
 def tail(
-    topic: Annotated[str, typer.Argument(help="A Lepton topic, e.g. lepton.jobs.events.")],
+    topic: Annotated[
+        str,
+        typer.Argument(
+            help="A Lepton topic, e.g. lepton.jobs.events, or its dead letters "
+            "(lepton.jobs.events.dlq: why each was set aside, and its value)."
+        ),
+    ],
     from_beginning: Annotated[
         bool, typer.Option("--from-beginning", help="Start at the oldest message.")
     ] = False,
@@ -37,24 +43,21 @@ def tail(
     ] = None,
     key: Annotated[str | None, typer.Option(help="Only events with this key.")] = None,
 ) -> None:
-    """Print a topic's events as JSON lines, decoded."""
+    """Print a topic's events as JSON lines, decoded; a dead-letter topic's entries with
+    the reason they were set aside."""
 
     async def follow(client: LeptonClient) -> None:
         events = client.tail(topic, from_beginning=from_beginning, key=key, idle_timeout_s=timeout)
         async with contextlib.aclosing(events):
             seen = 0
             async for event in events:
-                line: dict[str, Any] = (
-                    {"topic": event.topic, "offset": event.offset, "error": event.error}
-                    if event.error is not None
-                    else {
-                        "topic": event.topic,
-                        "key": event.key,
-                        "type": event.type,
-                        "offset": event.offset,
-                        "record": event.record,
-                    }
-                )
+                line: dict[str, Any] = {"topic": event.topic, "key": event.key}
+                if event.dead_letter is not None:
+                    line |= {"dead_letter": event.dead_letter, "value": event.value}
+                if event.error is not None:
+                    line |= {"offset": event.offset, "error": event.error}
+                else:
+                    line |= {"type": event.type, "offset": event.offset, "record": event.record}
                 print(json.dumps(line, default=_json_default, ensure_ascii=False), flush=True)
                 seen += 1
                 if count is not None and seen >= count:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import time
@@ -23,7 +22,16 @@ from lepton.config import Endpoints, KafkaAccess
 from lepton.contract.identity import IdentityKey
 from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars, principal
 from lepton.devstack._postgres import PostgresNode
-from lepton.devstack._process import StackError, is_alive, spawn, stop_process
+from lepton.devstack._process import (
+    StackError,
+    exclusive,
+    free_ports,
+    is_alive,
+    port_holder,
+    port_is_free,
+    stop_process,
+    wait_gone,
+)
 from lepton.devstack._secrets import kept_secret
 
 if TYPE_CHECKING:
@@ -39,16 +47,20 @@ __all__ = [
     "StackStatus",
     "down",
     "endpoints",
+    "exclusive",
     "identity_key",
     "is_alive",
     "local_admin",
-    "spawn",
     "status",
     "stop_process",
     "up",
+    "wait_gone",
 ]
 
 _READY_TIMEOUT_S = 90.0
+# The longest an up or down may hold the state directory's lock: a first start's Maven
+# download (15 min at most), then the broker's start.
+_LOCK_TIMEOUT_S = 20 * 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,27 +112,67 @@ def _read_state(settings: Settings) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _locked(settings: Settings) -> Iterator[None]:
     """One ``up`` or ``down`` at a time per state directory, across processes."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.state_dir / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive(
+        settings.state_dir / ".lock", _LOCK_TIMEOUT_S, "another `lepton stack up` or `down`"
+    ):
+        yield
 
 
 def _nodes(settings: Settings, state: dict[str, Any] | None) -> tuple[KafkaNode, PostgresNode]:
-    kafka_ports = (state["broker_port"], state["controller_port"]) if state else None
+    """The stack's two servers: as recorded in ``state`` (a running stack), else on the
+    ports the stack keeps (:func:`_kept_ports`)."""
+    if state:
+        broker, controller, database = (
+            state["broker_port"],
+            state["controller_port"],
+            state["postgres_port"],
+        )
+    else:
+        ports = _kept_ports(settings)
+        broker, controller, database = ports["broker"], ports["controller"], ports["postgres"]
     # A running stack keeps the security it started with, whatever this process's setting.
     tls = bool(state.get("kafka_tls")) if state else settings.stack_kafka_tls
-    kafka = KafkaNode.prepare(settings.state_dir / "kafka", kafka_ports, tls=tls)
-    postgres = PostgresNode.prepare(
-        settings.state_dir / "postgres", state["postgres_port"] if state else None
-    )
-    if state:  # describe the recorded stack, whatever is free now
-        kafka.broker_port, kafka.controller_port = kafka_ports or (0, 0)
-        postgres.port = state["postgres_port"]
-    return kafka, postgres
+    kafka = KafkaNode(settings.state_dir / "kafka", broker, controller, tls=tls)
+    return kafka, PostgresNode(settings.state_dir / "postgres", database)
+
+
+_PORTS = ("broker", "controller", "postgres")
+
+
+def _ports_file(settings: Settings) -> Path:
+    return settings.state_dir / "ports.json"
+
+
+def _kept_ports(settings: Settings) -> dict[str, int]:
+    """The ports the stack listens on, chosen the first time and kept in ``ports.json``:
+    every address stays the same across restarts, so services and clients started
+    before a crash find the stack again where they left it."""
+    path = _ports_file(settings)
+    try:
+        kept = json.loads(path.read_text())
+        ports = {name: int(kept[name]) for name in _PORTS}
+    except FileNotFoundError:
+        ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(ports) + "\n")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StackError(
+            f"{path} is unreadable ({type(exc).__name__}): remove it to choose new ports "
+            "(services and clients started before must then be restarted)"
+        ) from None
+    return ports
+
+
+def _check_ports_free(settings: Settings) -> None:
+    """Every kept port is free, or a clear error naming who holds it: never a silent move
+    to other ports, which would strand whatever was started against the old ones."""
+    for name, port in _kept_ports(settings).items():
+        if not port_is_free(port):
+            raise StackError(
+                f"the local stack's {name} port {port} is taken by {port_holder(port)}: "
+                f"stop that program, or remove {_ports_file(settings)} to choose new ports "
+                "(services and clients started before must then be restarted)"
+            )
 
 
 async def _broker_answers(kafka: KafkaAccess, timeout_s: float) -> bool:
@@ -208,6 +260,7 @@ def up(settings: Settings) -> StackStatus:
         _new_identity_key(settings)
         java = check_java(settings.java)
         jar_dir = fetch_jars(settings.cache_dir, settings.maven)
+        _check_ports_free(settings)
         kafka, postgres = _nodes(settings, None)
         postgres.start()
         try:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from lepton.config import ACTORS, KafkaAccess
-from lepton.devstack._process import StackError, free_port, port_is_free, spawn, write_private
+from lepton.devstack._process import StackError, spawn, write_private
 from lepton.devstack._tls import broker_tls
 
 if TYPE_CHECKING:
@@ -228,15 +228,6 @@ class KafkaNode:
     @property
     def protocol(self) -> str:
         return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
-
-    @classmethod
-    def prepare(cls, home: Path, previous: tuple[int, int] | None, *, tls: bool) -> KafkaNode:
-        """Pick ports, reusing the previous ones when free so the address stays stable."""
-        broker = free_port(previous[0] if previous else None)
-        controller = free_port(previous[1] if previous else None)
-        while controller == broker or not port_is_free(controller):
-            controller = free_port()
-        return cls(home=home, broker_port=broker, controller_port=controller, tls=tls)
 
     def access(self, actor: Actor) -> KafkaAccess:
         """How ``actor`` connects to this node: its own user and password."""

@@ -21,6 +21,7 @@ import secrets
 import signal
 import stat
 import subprocess
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import psutil
 
 from lepton.config import Actor
-from lepton.devstack._process import StackError, free_port, is_alive
+from lepton.devstack._process import StackError, is_alive
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -47,6 +48,8 @@ LOGINS: tuple[Actor, ...] = tuple(actor for actor in get_args(Actor) if actor !=
 _PASSWORD = re.compile(r"^[A-Za-z0-9_-]{32,}$")
 # PostgreSQL refuses to run as root: as root, the server runs as this system user.
 _SERVER_USER = "lepton_postgres"
+# How long the processes of a postmaster killed hard get to notice and exit.
+_LEFTOVER_EXIT_S = 30.0
 
 
 def _bin(name: str) -> Path:
@@ -155,10 +158,6 @@ class PostgresNode:
         """Each login's password, JSON ``{actor: password}``, mode 0600."""
         return self.home / "roles.json"
 
-    @classmethod
-    def prepare(cls, home: Path, previous: int | None) -> PostgresNode:
-        return cls(home=home, port=free_port(previous))
-
     def url(self, actor: Actor = "admin") -> str:
         """The URL ``actor`` connects with: its own login, or the superuser for "admin"."""
         password = quote(self._password_file.read_text().strip(), safe="")
@@ -227,6 +226,8 @@ class PostgresNode:
             _allow_traversal(_bin("postgres"))
             os.chown(self.home, user.pw_uid, user.pw_gid)
         fresh = not (self.data_dir / "PG_VERSION").exists()
+        if not fresh:
+            self._clear_after_crash()
         if fresh:
             self._password_file.write_text(secrets.token_urlsafe(24))
             self._password_file.chmod(0o600)
@@ -274,6 +275,38 @@ class PostgresNode:
         except BaseException:
             self.stop()  # no server left running that no state file names
             raise
+
+    def _clear_after_crash(self) -> None:
+        """After a postmaster killed hard: wait (bounded) for its processes to exit, then
+        remove the lock files it left. PostgreSQL would refuse to start while the dead
+        postmaster's pid still exists, and where nothing reaps dead processes (a container
+        whose first process is not an init) it stays a zombie for good."""
+        pid = self.pid()
+        if pid is None or is_alive(pid):
+            return  # no lock file, or a live server: pg_ctl says which
+        deadline = time.monotonic() + _LEFTOVER_EXIT_S
+        while leftovers := self._leftover_processes():
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"processes of a PostgreSQL killed earlier still use {self.data_dir} "
+                    f"after {_LEFTOVER_EXIT_S:.0f} s (pids "
+                    f"{', '.join(str(p.pid) for p in leftovers)}): stop them, then run "
+                    "`lepton stack up` again"
+                )
+            # Each one exits at its next check for the postmaster's death.
+            psutil.wait_procs(leftovers, timeout=1.0)
+        # Its Unix socket's lock (in the data directory, beside the socket) names it too.
+        for lock in [self.data_dir / "postmaster.pid", *self.data_dir.glob(".s.PGSQL.*")]:
+            lock.unlink(missing_ok=True)
+
+    def _leftover_processes(self) -> list[psutil.Process]:
+        """Live processes working in the data directory (a server's backends chdir there)."""
+        return [
+            process
+            for process in psutil.process_iter(["cwd", "status"])
+            if process.info["cwd"] == str(self.data_dir)
+            and process.info["status"] != psutil.STATUS_ZOMBIE
+        ]
 
     def _create_database(self, user: pwd.struct_passwd | None) -> None:
         password = self._password_file.read_text().strip()

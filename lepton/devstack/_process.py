@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import resource
 import signal
 import socket
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import psutil
@@ -15,15 +17,20 @@ import psutil
 from lepton.errors import StackError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 __all__ = [
     "StackError",
+    "exclusive",
     "free_port",
+    "free_ports",
     "is_alive",
+    "port_holder",
     "port_is_free",
     "spawn",
     "stop_process",
+    "wait_gone",
     "write_private",
 ]
 
@@ -38,14 +45,44 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """``preferred`` when it is free (stable addresses across restarts), else any free port."""
-    if preferred and port_is_free(preferred, host):
-        return preferred
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the system's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: the system may hand the same one out twice once a
+    probe has closed it."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def port_holder(port: int) -> str:
+    """Who listens on a loopback ``port``: a program's name and pid when the system says
+    (it may not, for another user's process), else "another program"."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        connections = []
+    for connection in connections:
+        if connection.laddr and connection.laddr.port == port and connection.pid is not None:
+            if connection.status != psutil.CONN_LISTEN:
+                continue
+            try:
+                process = psutil.Process(connection.pid)
+                return (
+                    f"{process.name()} (pid {connection.pid}: {' '.join(process.cmdline())[:120]})"
+                )
+            except psutil.Error:
+                return f"pid {connection.pid}"
+    return "another program"
 
 
 def _more_open_files() -> None:
@@ -86,19 +123,62 @@ def is_alive(pid: int | None) -> bool:
         return False
 
 
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for a process that may not be this one's child to end;
+    whether it did. A dead process counts as gone while still a zombie: where nothing reaps
+    orphans (a container whose first process is not an init), it stays one for good."""
+    deadline = time.monotonic() + timeout_s
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+_POLL_S = 0.05
+
+
 def stop_process(pid: int | None, grace_s: float = 20.0) -> None:
     """SIGTERM the process group, wait up to ``grace_s``, then SIGKILL it."""
     if pid is None or not is_alive(pid):
         return
     try:
-        process = psutil.Process(pid)
         os.killpg(pid, signal.SIGTERM)
-        process.wait(grace_s)
-    except (ProcessLookupError, psutil.NoSuchProcess):
+    except ProcessLookupError:
         return
-    except psutil.TimeoutExpired:
+    if not wait_gone(pid, grace_s):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def exclusive(
+    path: Path, timeout_s: float, holder: str, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold the lock file ``path`` (across processes) while the block runs, waiting up to
+    ``timeout_s`` for ``holder`` (who else takes it) to release it; ``on_wait`` is told
+    once, when the wait begins. A StackError after the bound."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StackError(
+                        f"{holder} has held {path} for more than {timeout_s:.0f} s: "
+                        f"is one stuck? (`fuser {path}` names it)"
+                    ) from None
+                if on_wait is not None:
+                    on_wait(f"waiting up to {timeout_s:.0f} s for {holder} to finish")
+                    on_wait = None
+                time.sleep(_POLL_S)  # the holder releases it when done; nothing to await
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def write_private(path: Path, data: bytes) -> None:

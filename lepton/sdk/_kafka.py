@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -12,10 +13,16 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from lepton.bus import BrokerUnavailableError, Publisher, partition_for
+from lepton.bus import DLQ_HEADERS, BrokerUnavailableError, Publisher, partition_for
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec, DecodeError, NotForThisReaderError
-from lepton.contract.topics import ALL_TOPICS, Namespace, Topic
+from lepton.contract.topics import (
+    ALL_TOPICS,
+    DLQ_SUFFIX,
+    Namespace,
+    Topic,
+    dead_letter_topic,
+)
 from lepton.errors import RequestError
 from lepton.runtime import endpoints, identity
 
@@ -30,7 +37,12 @@ _FETCH_MS = 500
 
 @dataclass(frozen=True, slots=True)
 class TailedEvent:
-    """One message of a topic, as :meth:`lepton.LeptonClient.tail` reads it."""
+    """One message of a topic, as :meth:`lepton.LeptonClient.tail` reads it.
+
+    On a dead-letter topic, ``dead_letter`` holds why it was set aside (the ``dlq_*``
+    headers, without the prefix: ``error_type``, ``error_message``, ``source_topic``, …)
+    and ``value`` a summary of the bytes set aside (their size and first bytes); the
+    record is decoded when it can be, else ``error`` says why not."""
 
     topic: str
     offset: int
@@ -38,6 +50,8 @@ class TailedEvent:
     type: str | None = None
     record: Record | None = None
     error: str | None = None
+    dead_letter: dict[str, str] | None = None
+    value: dict[str, Any] | None = None
 
 
 class KafkaTransport:
@@ -100,20 +114,26 @@ class KafkaTransport:
             await self._publisher.stop()
             self._publisher = None
 
-    async def _consumer(self, partitions: Sequence[TopicPartition]) -> Any:
-        """A consumer outside any group, reading exactly ``partitions``."""
+    async def _consumer(
+        self, partitions: Sequence[TopicPartition], access: KafkaAccess | None = None
+    ) -> Any:
+        """A consumer outside any group, reading exactly ``partitions`` (as the client, or
+        with ``access``)."""
+        access = access or self.access
         consumer = AIOKafkaConsumer(
-            **self.access.aiokafka(),
+            **access.aiokafka(),
             client_id=f"{self._settings.client_id}-{self._source}",
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
         try:
-            await consumer.start()
-        except KafkaError as exc:
+            await asyncio.wait_for(consumer.start(), self._settings.connect_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            await consumer.stop()
             raise BrokerUnavailableError(
-                f"Kafka at {self.access} did not answer ({type(exc).__name__}: {exc})",
+                f"Kafka at {access} did not answer within "
+                f"{self._settings.connect_timeout_s:.0f} s ({type(exc).__name__}: {exc})",
                 "is it running (`lepton stack status`), and are LEPTON_KAFKA_BOOTSTRAP and "
                 "the LEPTON_KAFKA_SASL_* credentials right?",
             ) from exc
@@ -189,20 +209,34 @@ class KafkaTransport:
         self, declared: str, *, from_beginning: bool, key: str | None, idle_timeout_s: float | None
     ) -> AsyncGenerator[TailedEvent, None]:
         """See :meth:`lepton.LeptonClient.tail`."""
+        source, dead_letters = declared.removesuffix(DLQ_SUFFIX), declared.endswith(DLQ_SUFFIX)
         try:
-            topic = self.names.topic(declared)
+            topic = self.names.topic(source)
         except KeyError:
             raise RequestError(
-                f"unknown topic {declared!r}", "one of: " + ", ".join(t.name for t in ALL_TOPICS)
+                f"unknown topic {declared!r}",
+                "one of: "
+                + ", ".join(t.name for t in ALL_TOPICS)
+                + f", or any of them with {DLQ_SUFFIX} (its dead letters)",
             ) from None
-        partitions = await self._partitions(topic)
-        consumer = await self._consumer(partitions)
+        name = dead_letter_topic(topic.name) if dead_letters else topic.name
+        # Dead letters hold every tenant's rejected records: the operators' to read (the
+        # admin on the local stack), never a client's (no ACL gives it them).
+        access = self._operator_access() if dead_letters else self.access
+        found = await _readable_partitions(access, name, self._settings.connect_timeout_s)
+        if not found:
+            raise RequestError(
+                f"{name} does not exist, or {access.username or 'this reader'} may not read it",
+                "`lepton stack up` (or `lepton up`) creates every topic; "
+                "on a cluster of your own, ask its operators for read access",
+            )
+        partitions = [TopicPartition(name, p) for p in found]
+        consumer = await self._consumer(partitions, access)
         try:
             if from_beginning:
                 await consumer.seek_to_beginning(*partitions)
             else:
                 await consumer.seek_to_end(*partitions)
-            codec = self.codec
             last = time.monotonic()
             while idle_timeout_s is None or time.monotonic() - last <= idle_timeout_s:
                 batch = await consumer.getmany(timeout_ms=_FETCH_MS)
@@ -211,14 +245,16 @@ class KafkaTransport:
                     message_key = _text(message.key)
                     if key is not None and message_key != key:
                         continue
-                    try:
-                        kind, record = codec.decode(message.value)
-                    except DecodeError as exc:
-                        yield TailedEvent(topic.name, message.offset, message_key, error=str(exc))
-                    else:
-                        yield TailedEvent(topic.name, message.offset, message_key, kind, record)
+                    event = _tailed(self.codec, name, message, message_key)
+                    yield _dead_letter(event, message) if dead_letters else event
         finally:
             await consumer.stop()
+
+    def _operator_access(self) -> KafkaAccess:
+        """The configured access (an operator's own credentials), else the local stack's
+        administrator: who may read dead-letter topics."""
+        given = self._settings.kafka_access()
+        return given or endpoints.resolve(self._settings, "admin").kafka
 
 
 class Answers:
@@ -249,6 +285,57 @@ class Answers:
                         if record["request_id"] in request_ids:
                             found[record["request_id"]] = (kind, record)
         return found
+
+
+async def _readable_partitions(access: KafkaAccess, topic: str, timeout_s: float) -> list[int]:
+    """The topic's partitions as ``access`` sees them: none if it does not exist or that
+    principal may not describe it (reading implies describing)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**access.aiokafka())
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            described = await admin.describe_topics([topic])
+    except (KafkaError, TimeoutError) as exc:
+        raise BrokerUnavailableError(
+            f"Kafka at {access} did not answer within {timeout_s:.0f} s "
+            f"({type(exc).__name__}: {exc})",
+            "is it running (`lepton stack status`)?",
+        ) from exc
+    finally:
+        await admin.close()
+    return sorted(
+        partition["partition"]
+        for entry in described
+        if entry["error_code"] == 0
+        for partition in entry["partitions"]
+    )
+
+
+def _tailed(codec: Codec, topic: str, message: Any, key: str | None) -> TailedEvent:
+    try:
+        kind, record = codec.decode(message.value)
+    except DecodeError as exc:
+        return TailedEvent(topic, message.offset, key, error=str(exc))
+    return TailedEvent(topic, message.offset, key, kind, record)
+
+
+# The first bytes of a dead letter's value shown: enough to recognise a framing or a
+# text, never megabytes of it.
+_VALUE_HEAD_BYTES = 64
+
+
+def _dead_letter(event: TailedEvent, message: Any) -> TailedEvent:
+    """``event`` with why it was set aside and a summary of its raw value."""
+    reasons = {
+        name.removeprefix("dlq_"): value.decode("utf-8", "replace")
+        for name, value in message.headers or ()
+        if name in DLQ_HEADERS and value is not None
+    }
+    raw: bytes = message.value or b""
+    summary = {"bytes": len(raw), "head": raw[:_VALUE_HEAD_BYTES].hex()}
+    return dataclasses.replace(event, dead_letter=reasons, value=summary)
 
 
 async def _records(consumer: Any, codec: Codec) -> AsyncIterator[Record]:

@@ -52,7 +52,7 @@ from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, Pr
 from lepton.sdk.results import JobEvent, JobOutcome, ModelVerdict, PredictionResult
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 
     from lepton.contract.codec import Record
     from lepton.data.catalog import DatasetInfo, DatasetVersion
@@ -67,6 +67,11 @@ __all__ = [
     "PredictionFailed",
     "TailedEvent",
 ]
+
+# How long wait() and evaluation() wait unless told: a training job may take long, but no
+# wait of the SDK is unbounded.
+JOB_TIMEOUT_S = 3600.0
+EVALUATION_TIMEOUT_S = 600.0
 
 # Events of a job this client submitted are read from this long before its submit time,
 # not from the start of the topic: other machines' clocks (which stamp the events) may be
@@ -176,9 +181,10 @@ class LeptonClient:
         submitted = self._submitted_at.get(job_id)
         return submitted - _CLOCK_SKEW_MS if submitted is not None else None
 
-    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> JobOutcome:
+    async def wait(self, job_id: str, *, timeout_s: float = JOB_TIMEOUT_S) -> JobOutcome:
         """The job's outcome: how it ended and, for a training job that succeeded, its
-        ``lepton.ModelReady``. Raises :class:`LeptonTimeout` after ``timeout_s`` seconds."""
+        ``lepton.ModelReady``. Raises :class:`LeptonTimeout` after ``timeout_s`` seconds
+        (an hour unless given: no wait of the SDK is unbounded)."""
         try:
             async with asyncio.timeout(timeout_s):
                 last: JobEvent | None = None
@@ -209,21 +215,32 @@ class LeptonClient:
 
     # --- data -------------------------------------------------------------------------
 
-    async def ingest(self, request: DatasetRequest, *, timeout_s: float = 300.0) -> Record:
+    async def ingest(
+        self,
+        request: DatasetRequest,
+        *,
+        timeout_s: float = 300.0,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> Record:
         """Ask the ingest service to store a dataset version; returns its
-        ``lepton.DataReady`` record, or raises :class:`DatasetRejected`."""
+        ``lepton.DataReady`` record, or raises :class:`DatasetRejected`; raises
+        :class:`LeptonTimeout` after ``timeout_s`` without an answer. ``on_sent`` is told
+        the request's id once the broker has it (a caller may say what it waits for)."""
         if request.requested_by is None:
             request = request.model_copy(update={"requested_by": self.user})
         async with self._kafka.answers("lepton.data.ready", "lepton.data.rejected") as answers:
             await self._kafka.publish("lepton.data.requested", request.key, request.to_record())
+            if on_sent is not None:
+                on_sent(request.request_id)
             try:
                 kind, answer = (await answers.collect({request.request_id}, timeout_s))[
                     request.request_id
                 ]
             except TimeoutError:
                 raise LeptonTimeout(
-                    f"no answer within {timeout_s:.0f} s",
-                    "is the ingest service running (`lepton up`)?",
+                    f"the ingest service did not answer request {request.request_id} "
+                    f"(dataset {request.dataset!r}) within {timeout_s:.0f} s",
+                    "is it running (`lepton status`)? A large source may need a longer timeout",
                 ) from None
         if kind == "lepton.DataRejected":
             raise DatasetRejected(answer["code"], answer["reason"])
@@ -354,7 +371,8 @@ class LeptonClient:
             found = await answers.collect({r.request_id for r in requests}, remaining)
         except TimeoutError:
             raise LeptonTimeout(
-                "no prediction came back in time",
+                f"the evaluator did not answer {len(requests)} prediction request(s) "
+                f"for {model!r} in time",
                 "is the evaluator running (`lepton up`)? A large input may need more time",
             ) from None
         results = [found[r.request_id][1] for r in requests]
@@ -364,7 +382,7 @@ class LeptonClient:
         return results
 
     async def evaluation(
-        self, model: Mapping[str, Any], *, timeout_s: float | None = None
+        self, model: Mapping[str, Any], *, timeout_s: float = EVALUATION_TIMEOUT_S
     ) -> ModelVerdict:
         """The evaluator's answer for a model (its ``lepton.ModelReady`` record, as
         :meth:`wait` returns it): the evaluation and the champion-and-challenger verdict.

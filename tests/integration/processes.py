@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,6 +17,18 @@ from typing import Any
 from lepton.config import KafkaAccess
 
 BIN = Path(sys.executable).parent
+
+
+def lepton_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``lepton <args>`` in a process of its own, with ``env`` over this one's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "lepton", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+        check=False,
+    )
 
 
 def service_env(kafka: KafkaAccess, database_url: str, prefix: str, **extra: str) -> dict[str, str]:

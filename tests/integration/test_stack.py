@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,19 +19,12 @@ from lepton.bus import BrokerUnavailableError, ensure_topics
 from lepton.config import ACTORS, KafkaAccess, Settings
 from lepton.contract.topics import Topic
 from lepton.devstack._process import free_port
+from lepton.sdk.local import start_supervisor
+from lepton.sdk.supervisor import PLAN_FILE, Policy
+from tests.integration.processes import lepton_cli
+from tests.unit.test_supervisor import POLITE
 
 pytestmark = pytest.mark.integration
-
-
-def lepton_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lepton", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **env},
-        check=False,
-    )
 
 
 def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
@@ -90,12 +84,58 @@ def test_up_status_crash_recovery_and_down(tmp_path: Path) -> None:
     assert recovered["postgres_pid"] != first["postgres_pid"], "the leftover server was stopped"
     asyncio.run(both_answer(recovered))
 
-    stopped = lepton_cli("stack", "down", env=env_without_servers)
+    # Both servers killed hard: the stack comes back where it was, so that whatever was
+    # started against it (services, clients) finds it again.
+    os.killpg(recovered["kafka_pid"], signal.SIGKILL)
+    os.kill(recovered["postgres_pid"], signal.SIGKILL)
+    again_up = lepton_cli("stack", "up", "--json", env=env_without_servers)
+    assert again_up.returncode == 0, again_up.stderr
+    back = json.loads(again_up.stdout)
+    assert back["kafka_bootstrap"] == first["kafka_bootstrap"]
+    assert back["database_url"] == first["database_url"]
+    asyncio.run(both_answer(back))
+    recovered = back
+
+    # Services run on it (stand-ins under the supervisor of `lepton up`): refused, unless
+    # --force, which stops them first and says so.
+    services = tmp_path / "state" / "services"
+    services.mkdir()
+    (services / PLAN_FILE).write_text(json.dumps({"ingest": [sys.executable, "-c", POLITE]}))
+    supervisor = start_supervisor(services, {}, Policy(stop_grace_s=5))
+    refused = lepton_cli("stack", "down", env=env_without_servers)
+    assert refused.returncode == 1
+    assert "services run on this stack: ingest" in refused.stderr
+    assert json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)[
+        "running"
+    ]
+    stopped = lepton_cli("stack", "down", "--force", env=env_without_servers)
     assert stopped.returncode == 0
+    assert "--force: stopping the services first: ingest" in stopped.stdout
+    assert "ingest: stopped, last exit status 0" in stopped.stdout
     assert "stack stopped" in stopped.stdout
+    assert not devstack.is_alive(supervisor.pid)
     final = json.loads(lepton_cli("stack", "status", "--json", env=env_without_servers).stdout)
     assert not final["running"]
     assert not Path(f"/proc/{recovered['kafka_pid']}").exists()
+
+
+def test_a_kept_port_taken_by_another_program_is_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    state.mkdir()
+    (state / "ports.json").write_text(
+        json.dumps({"broker": port, "controller": free_port(), "postgres": free_port()})
+    )
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = lepton_cli("stack", "up", env={"LEPTON_STATE_DIR": str(state)})
+    assert result.returncode == 1
+    assert f"the local stack's broker port {port} is taken by " in result.stderr
+    assert f"pid {os.getpid()}" in result.stderr
+    assert "ports.json" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (state / "stack.json").exists(), "nothing was started on other ports"
 
 
 def test_missing_java_is_a_one_line_error(tmp_path: Path) -> None:
