@@ -80,3 +80,17 @@ class MonitorSettings(Settings):
         description="LEPTON_MONITOR_MAX_JOBS: jobs kept in the live view; the oldest are "
         "forgotten beyond it (their history stays in the time series).",
     )
+    monitor_max_nodes: int = Field(
+        default=200_000,
+        ge=1,
+        description="LEPTON_MONITOR_MAX_NODES: the most nodes the monitor tracks; heartbeats "
+        "from further unknown nodes are counted, not stored (as LEPTON_MAX_NODES for the "
+        "scheduler).",
+    )
+    monitor_forget_nodes_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="LEPTON_MONITOR_FORGET_NODES_AFTER_S: a node silent this long leaves the "
+        "monitor's view (and its node_dead alert resolves); its history stays in the time "
+        "series.",
+    )

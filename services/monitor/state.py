@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import time
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.authorship import NODE_JOB_EVENTS
+from lepton.contract.names import check_name, check_text
+from lepton.scheduling.intake import CLOCK_SKEW_MS, check_beat, check_node
 from services.monitor.entities import (
     RESOURCES,
     TERMINAL,
@@ -38,13 +41,45 @@ if TYPE_CHECKING:
 
 __all__ = ["MonitorState"]
 
+# How often, at most, the node table is swept for nodes to forget: a sweep reads every node.
+_FORGET_EVERY_MS = 10_000
+# The free-text fields of a job event, bounded (see lepton.contract.names).
+_JOB_EVENT_TEXT = ("reason", "field", "stage", "error_type", "model_id")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
 
 class MonitorState:
-    """Everything the monitor knows, updated one decoded event at a time."""
+    """Everything the monitor knows, updated one decoded event at a time.
 
-    def __init__(self, *, max_jobs: int = 50_000, history: int = 200) -> None:
+    A record no producer of the contract could have written (a name that is no name, a
+    heartbeat with an impossible capacity or from the future, megabytes of free text) makes
+    :meth:`apply` raise :class:`~lepton.contract.names.InvalidField` having changed nothing:
+    the service dead-letters it with that reason.
+
+    The node table holds at most ``max_nodes`` nodes: heartbeats from further unknown nodes
+    are counted (``counters["heartbeats_overflow"]``), not stored. A node silent for
+    ``forget_after_ms`` is forgotten. ``clock`` is the reader's clock, which heartbeat
+    times are checked against (never used to judge liveness).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_jobs: int = 50_000,
+        history: int = 200,
+        max_nodes: int = 200_000,
+        forget_after_ms: int = 600_000,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
         self.max_jobs = max_jobs
         self.history = history
+        self.max_nodes = max_nodes
+        self.forget_after_ms = forget_after_ms
+        self._clock = clock
+        self._forget_due = 0  # the reader's time from which the next sweep may run
         self.version = 0  # bumped by every change, so watchers know when to refresh
         self.nodes: dict[str, Node] = {}
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
@@ -90,10 +125,10 @@ class MonitorState:
 
     def apply(self, event_type: str, topic: str, record: Record) -> None:
         """Take one decoded event into account. Types without a view are only counted."""
-        self.events_by_topic[topic] += 1
         update = self._apply.get(event_type)
         if update is not None:
-            update(record)
+            update(record)  # raising, it changed nothing: neither is the event counted
+        self.events_by_topic[topic] += 1
         self.version += 1
 
     def _heartbeat(self, record: Record) -> None:
@@ -101,7 +136,24 @@ class MonitorState:
         node_id = record["node_id"]
         started, sequence = record["agent_started_at"], record["sequence"]
         node = self.nodes.get(node_id)
+        now = self._clock()
+        check_beat(record, now)
+        if (
+            node is None
+            or record["capacity"] != node.capacity
+            or record["labels"] != node.labels
+            or record["region"] != node.region
+            or record.get("gpu_type") != node.gpu_type
+        ):
+            check_node(record)  # what a known node last said was checked already
+        if now >= self._forget_due:
+            self.forget_silent(now)
+        # A clock a little ahead is capped, so that the node cannot outlive its last beat.
+        sent_at = min(record["sent_at"], now + CLOCK_SKEW_MS)
         if node is None:
+            if len(self.nodes) >= self.max_nodes:
+                self.counters["heartbeats_overflow"] += 1
+                return
             self.nodes[node_id] = Node(
                 node_id=node_id,
                 region=record["region"],
@@ -110,7 +162,7 @@ class MonitorState:
                 capacity=dict(record["capacity"]),
                 usage=dict(record["usage"]),
                 running_job_ids=list(record["running_job_ids"]),
-                sent_at=record["sent_at"],
+                sent_at=sent_at,
                 sequence=sequence,
                 agent_started_at=started,
                 interval_ms=record["interval_ms"],
@@ -131,10 +183,24 @@ class MonitorState:
         node.capacity = dict(record["capacity"])
         node.usage = dict(record["usage"])
         node.running_job_ids = list(record["running_job_ids"])
-        node.sent_at = record["sent_at"]
+        node.sent_at = sent_at
         node.sequence = sequence
         node.agent_started_at = started
         node.interval_ms = record["interval_ms"]
+
+    def forget_silent(self, now_ms: int) -> int:
+        """Forget the nodes silent for ``forget_after_ms`` (and sweep again at the earliest
+        ``_FORGET_EVERY_MS`` later); returns how many were forgotten."""
+        self._forget_due = now_ms + _FORGET_EVERY_MS
+        horizon = now_ms - self.forget_after_ms
+        kept = {node_id: node for node_id, node in self.nodes.items() if node.sent_at >= horizon}
+        forgotten = len(self.nodes) - len(kept)
+        if forgotten:
+            # A new table rather than deletions: a dict never shrinks by deleting from it.
+            self.nodes = kept
+            self.counters["nodes_forgotten"] += forgotten
+            self.version += 1
+        return forgotten
 
     def _job(self, job_id: str, tenant: str, time_ms: int) -> Job:
         job = self.jobs.get(job_id)
@@ -207,6 +273,12 @@ class MonitorState:
             self._set_state(job, "assigned", assigned_at)
 
     def _job_requested(self, record: Record) -> None:
+        check_name(record["job_id"], "job_id")
+        check_name(record["tenant"], "tenant")
+        check_name(record["priority_class"], "priority_class")
+        check_text(record.get("name"), "name")
+        if record.get("dataset"):
+            check_name(record["dataset"]["name"], "dataset.name")
         job = self._job(record["job_id"], record["tenant"], record["submitted_at"])
         # A job seen queued before its request waits in an unknown priority class until now.
         was_pending = self._unqueue(job)
@@ -236,6 +308,12 @@ class MonitorState:
             self._assigned(job, record["assigned_at"])
 
     def _job_event(self, record: Record) -> None:
+        check_name(record["job_id"], "job_id")
+        check_name(record["tenant"], "tenant")
+        if record.get("node_id") is not None:
+            check_name(record["node_id"], "node_id")
+        for name in _JOB_EVENT_TEXT:
+            check_text(record.get(name), name)
         kind, time_ms = record["kind"], record["time"]
         job = self._job(record["job_id"], record["tenant"], time_ms)
         node_id = record.get("node_id")
@@ -305,6 +383,8 @@ class MonitorState:
         return dataset
 
     def _dataset_requested(self, record: Record) -> None:
+        check_name(record["tenant"], "tenant")
+        check_name(record["dataset"], "dataset")
         self.counters["datasets_requested"] += 1
         self._dataset(record, "requested", record["requested_at"])
 
@@ -492,9 +572,13 @@ class MonitorState:
         }
 
     @classmethod
-    def from_snapshot(cls, snapshot: Mapping[str, Any], *, max_jobs: int = 50_000) -> MonitorState:
-        state = cls(max_jobs=max_jobs)
-        state.nodes = {node.node_id: node for node in from_table(Node, snapshot["nodes"])}
+    def from_snapshot(cls, snapshot: Mapping[str, Any], **options: Any) -> MonitorState:
+        """The state a snapshot saved, with the options of :class:`MonitorState`; nodes
+        silent too long are forgotten at once, and at most ``max_nodes`` kept."""
+        state = cls(**options)
+        nodes = from_table(Node, snapshot["nodes"])
+        state.nodes = {node.node_id: node for node, _ in zip(nodes, range(state.max_nodes))}
+        state.forget_silent(state._clock())
         for job in from_table(Job, snapshot["jobs"]):
             state._remember(job)
             if job.state in ("requested", "queued") and job.queued_since is not None:
