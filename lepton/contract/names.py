@@ -74,7 +74,11 @@ def name_problem(value: object) -> str | None:
         return f"must be 1 to {MAX_NAME_CHARS} characters, got {len(value)}"
     for index, char in enumerate(value):
         kind = unicodedata.category(char)
-        allowed = kind[0] == "L" or kind == "Nd" or (index > 0 and (kind[0] == "M" or char in _PUNCTUATION))
+        allowed = (
+            kind[0] == "L"
+            or kind == "Nd"
+            or (index > 0 and (kind[0] == "M" or char in _PUNCTUATION))
+        )
         if not allowed:
             return (
                 f"character {index + 1} (U+{ord(char):04X}) is not allowed in "

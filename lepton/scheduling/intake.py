@@ -28,6 +28,7 @@ __all__ = [
     "Rejection",
     "check_beat",
     "check_heartbeat",
+    "check_job_event",
     "check_node",
     "job_spec",
     "node_state",
@@ -92,7 +93,9 @@ def _in_range(value: Any, field: str, low: int, high: int) -> int:
 
 def _check_task(task: dict[str, Any]) -> None:
     if task.get("kind") not in TASK_KINDS:
-        raise InvalidField("task.kind", f"unknown task kind {task.get('kind')!r}; one of {TASK_KINDS}")
+        raise InvalidField(
+            "task.kind", f"unknown task kind {task.get('kind')!r}; one of {TASK_KINDS}"
+        )
     if task.get("algorithm") not in ALGORITHMS:
         raise InvalidField(
             "task.algorithm",
@@ -140,7 +143,9 @@ def job_spec(record: dict[str, Any]) -> JobSpec | Rejection:
             if constraints.get(name) is not None:
                 check_name(constraints[name], f"constraints.{name}")
         if gpu_type is not None and demand.gpus == 0:
-            raise InvalidField("constraints.gpu_type", f"asks for {gpu_type} GPUs but demand.gpus is 0")
+            raise InvalidField(
+                "constraints.gpu_type", f"asks for {gpu_type} GPUs but demand.gpus is 0"
+            )
         gang = _in_range(record.get("gang_size"), "gang_size", 1, _MAX_GANG)
         retries = _in_range(record.get("max_retries"), "max_retries", 0, _MAX_RETRIES)
         policy_name = record.get("placement_policy")
@@ -228,7 +233,6 @@ def check_beat(record: Mapping[str, Any], now_ms: int) -> None:
     usage = record.get("usage") or {}
     for name, most in zip(_DEMAND_LEAST, NODE_CAPACITY_MAX.as_tuple(), strict=True):
         _amount(usage.get(name), f"usage.{name}", 0, most)
-    _amount(record.get("sequence"), "sequence", 0, 2**63 - 1)
     _amount(record.get("interval_ms"), "interval_ms", 1, _MAX_INTERVAL_MS)
     if len(record.get("running_job_ids") or ()) > _MAX_RUNNING:
         raise InvalidField("running_job_ids", f"more than {_MAX_RUNNING} jobs on one node")
@@ -238,3 +242,18 @@ def check_heartbeat(record: Mapping[str, Any], now_ms: int) -> None:
     """:func:`check_node` and :func:`check_beat` of a whole heartbeat."""
     check_node(record)
     check_beat(record, now_ms)
+
+
+# The free-text fields of a job event (the names are checked as names).
+_JOB_EVENT_TEXT = ("reason", "field", "stage", "error_type", "model_id")
+
+
+def check_job_event(record: Mapping[str, Any]) -> None:
+    """Refuse (:class:`InvalidField`) a ``lepton.JobEvent`` whose job, tenant or node is no
+    name, or whose free text is longer than any producer writes (they clip it)."""
+    check_name(record.get("job_id"), "job_id")
+    check_name(record.get("tenant"), "tenant")
+    if record.get("node_id") is not None:
+        check_name(record["node_id"], "node_id")
+    for name in _JOB_EVENT_TEXT:
+        check_text(record.get(name), name)

@@ -174,7 +174,9 @@ class RuleEngine:
             # A subject that is no longer measured (a queue emptied, a node forgotten)
             # no longer meets the condition.
             gone = [
-                k for k in self.alerts if k[0] == rule.name and k[1] not in readings and k[1] != GROUP
+                k
+                for k in self.alerts
+                if k[0] == rule.name and k[1] not in readings and k[1] != GROUP
             ]
             for key in gone:
                 alert = self.alerts.pop(key)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.authorship import NODE_JOB_EVENTS
 from lepton.contract.names import check_name, check_text
-from lepton.scheduling.intake import CLOCK_SKEW_MS, check_beat, check_node
+from lepton.scheduling.intake import CLOCK_SKEW_MS, check_beat, check_job_event, check_node
 from services.monitor.entities import (
     RESOURCES,
     TERMINAL,
@@ -43,8 +44,6 @@ __all__ = ["MonitorState"]
 
 # How often, at most, the node table is swept for nodes to forget: a sweep reads every node.
 _FORGET_EVERY_MS = 10_000
-# The free-text fields of a job event, bounded (see lepton.contract.names).
-_JOB_EVENT_TEXT = ("reason", "field", "stage", "error_type", "model_id")
 
 
 def _now_ms() -> int:
@@ -308,12 +307,7 @@ class MonitorState:
             self._assigned(job, record["assigned_at"])
 
     def _job_event(self, record: Record) -> None:
-        check_name(record["job_id"], "job_id")
-        check_name(record["tenant"], "tenant")
-        if record.get("node_id") is not None:
-            check_name(record["node_id"], "node_id")
-        for name in _JOB_EVENT_TEXT:
-            check_text(record.get(name), name)
+        check_job_event(record)
         kind, time_ms = record["kind"], record["time"]
         job = self._job(record["job_id"], record["tenant"], time_ms)
         node_id = record.get("node_id")
@@ -576,8 +570,8 @@ class MonitorState:
         """The state a snapshot saved, with the options of :class:`MonitorState`; nodes
         silent too long are forgotten at once, and at most ``max_nodes`` kept."""
         state = cls(**options)
-        nodes = from_table(Node, snapshot["nodes"])
-        state.nodes = {node.node_id: node for node, _ in zip(nodes, range(state.max_nodes))}
+        nodes = itertools.islice(from_table(Node, snapshot["nodes"]), state.max_nodes)
+        state.nodes = {node.node_id: node for node in nodes}
         state.forget_silent(state._clock())
         for job in from_table(Job, snapshot["jobs"]):
             state._remember(job)
