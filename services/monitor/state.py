@@ -59,9 +59,10 @@ class MonitorState:
     the service dead-letters it with that reason.
 
     The node table holds at most ``max_nodes`` nodes: heartbeats from further unknown nodes
-    are counted (``counters["heartbeats_overflow"]``), not stored. A node silent for
-    ``forget_after_ms`` is forgotten. ``clock`` is the reader's clock, which heartbeat
-    times are checked against (never used to judge liveness).
+    are counted (``counters["heartbeats_overflow"]``), not stored. A node whose last
+    heartbeat lies ``forget_after_ms`` behind the newest one of any node is forgotten.
+    ``clock`` is the reader's clock, which heartbeat times are checked against (never used
+    to judge liveness or forgetting: lag must not make the monitor forget a node).
     """
 
     def __init__(
@@ -78,7 +79,8 @@ class MonitorState:
         self.max_nodes = max_nodes
         self.forget_after_ms = forget_after_ms
         self._clock = clock
-        self._forget_due = 0  # the reader's time from which the next sweep may run
+        self._newest = 0  # the newest heartbeat time of any node (capped at the clock)
+        self._forget_due = 0  # the newest heartbeat time from which the next sweep runs
         self.version = 0  # bumped by every change, so watchers know when to refresh
         self.nodes: dict[str, Node] = {}
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
@@ -145,10 +147,12 @@ class MonitorState:
             or record.get("gpu_type") != node.gpu_type
         ):
             check_node(record)  # what a known node last said was checked already
-        if now >= self._forget_due:
-            self.forget_silent(now)
         # A clock a little ahead is capped, so that the node cannot outlive its last beat.
         sent_at = min(record["sent_at"], now + CLOCK_SKEW_MS)
+        if sent_at > self._newest:
+            self._newest = sent_at
+            if sent_at >= self._forget_due:
+                self.forget_silent(sent_at)
         if node is None:
             if len(self.nodes) >= self.max_nodes:
                 self.counters["heartbeats_overflow"] += 1
@@ -187,11 +191,12 @@ class MonitorState:
         node.agent_started_at = started
         node.interval_ms = record["interval_ms"]
 
-    def forget_silent(self, now_ms: int) -> int:
-        """Forget the nodes silent for ``forget_after_ms`` (and sweep again at the earliest
-        ``_FORGET_EVERY_MS`` later); returns how many were forgotten."""
-        self._forget_due = now_ms + _FORGET_EVERY_MS
-        horizon = now_ms - self.forget_after_ms
+    def forget_silent(self, newest_ms: int) -> int:
+        """Forget the nodes whose last heartbeat lies ``forget_after_ms`` behind
+        ``newest_ms`` (and sweep again once heartbeats are ``_FORGET_EVERY_MS`` newer);
+        returns how many were forgotten."""
+        self._forget_due = newest_ms + _FORGET_EVERY_MS
+        horizon = newest_ms - self.forget_after_ms
         kept = {node_id: node for node_id, node in self.nodes.items() if node.sent_at >= horizon}
         forgotten = len(self.nodes) - len(kept)
         if forgotten:
@@ -570,9 +575,11 @@ class MonitorState:
         """The state a snapshot saved, with the options of :class:`MonitorState`; nodes
         silent too long are forgotten at once, and at most ``max_nodes`` kept."""
         state = cls(**options)
-        nodes = itertools.islice(from_table(Node, snapshot["nodes"]), state.max_nodes)
-        state.nodes = {node.node_id: node for node in nodes}
-        state.forget_silent(state._clock())
+        state.nodes = {node.node_id: node for node in from_table(Node, snapshot["nodes"])}
+        state._newest = max((node.sent_at for node in state.nodes.values()), default=0)
+        state.forget_silent(state._newest)
+        if len(state.nodes) > state.max_nodes:  # the bound was lowered since
+            state.nodes = dict(itertools.islice(state.nodes.items(), state.max_nodes))
         for job in from_table(Job, snapshot["jobs"]):
             state._remember(job)
             if job.state in ("requested", "queued") and job.queued_since is not None:

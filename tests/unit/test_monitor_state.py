@@ -262,9 +262,7 @@ def test_snapshot_round_trips_through_json() -> None:
     state = MonitorState()
     feed(state, (HB, beat("n1", T0)), (REQ, request("j1", T0)), (EV, event("j2", "started", T0)))
     state.apply("lepton.ModelEvaluated", "x", evaluation("m", T0, accuracy=0.5))
-    restored = MonitorState.from_snapshot(
-        json.loads(json.dumps(state.to_snapshot())), clock=lambda: T0
-    )
+    restored = MonitorState.from_snapshot(json.loads(json.dumps(state.to_snapshot())))
     assert restored.nodes == state.nodes
     assert restored.jobs == state.jobs
     assert restored.pending == state.pending
