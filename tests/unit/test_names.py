@@ -133,3 +133,28 @@ def test_a_clock_a_little_ahead_passes_one_far_ahead_does_not() -> None:
     check_heartbeat(heartbeat("n", sequence=1, sent=now + MAX_AHEAD_MS), now)
     with pytest.raises(InvalidField, match=r"sent_at"):
         check_heartbeat(heartbeat("n", sequence=1, sent=now + MAX_AHEAD_MS + 1), now)
+
+
+# -- the services' own checks of requests ---------------------------------------------------
+
+
+def test_ingest_refuses_a_tenant_or_dataset_that_is_no_name_as_its_answer() -> None:
+    from services.ingest.spec import IngestRejected, check_names
+
+    check_names({"tenant": "医院", "dataset": "house_prices"})
+    for tenant, dataset, field in (("t" * 10_000, "d", "tenant"), ("acme", "d\t\u202e", "dataset")):
+        with pytest.raises(IngestRejected) as refused:
+            check_names({"tenant": tenant, "dataset": dataset})
+        assert refused.value.code == "spec_invalid"
+        assert refused.value.reason.startswith(f"{field}: ")
+
+
+def test_the_evaluator_refuses_a_model_reference_that_is_no_name() -> None:
+    from services.evaluator.prediction import PredictionFailure, parse_model_ref
+
+    assert parse_model_ref("房价-B区@model-房价-001-2").name == "房价-B区"
+    for text, says in (("m\u202e", "model: "), ("m@x\ty", "model version: ")):
+        with pytest.raises(PredictionFailure) as refused:
+            parse_model_ref(text)
+        assert refused.value.code == "invalid_model_ref"
+        assert refused.value.message.startswith(says)
