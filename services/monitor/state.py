@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import bisect
 import collections
-import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.authorship import NODE_JOB_EVENTS
 from lepton.contract.names import check_name, check_text
-from lepton.scheduling.intake import CLOCK_SKEW_MS, check_beat, check_job_event, check_node
+from lepton.scheduling.intake import check_job_event
 from services.monitor.entities import (
     RESOURCES,
     TERMINAL,
@@ -36,14 +35,12 @@ from services.monitor.entities import (
     primary_metric,
     to_table,
 )
+from services.monitor.nodes import NodeTable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
 
 __all__ = ["MonitorState"]
-
-# How often, at most, the node table is swept for nodes to forget: a sweep reads every node.
-_FORGET_EVERY_MS = 10_000
 
 
 def _now_ms() -> int:
@@ -58,11 +55,9 @@ class MonitorState:
     :meth:`apply` raise :class:`~lepton.contract.names.InvalidField` having changed nothing:
     the service dead-letters it with that reason.
 
-    The node table holds at most ``max_nodes`` nodes: heartbeats from further unknown nodes
-    are counted (``counters["heartbeats_overflow"]``), not stored. A node whose last
-    heartbeat lies ``forget_after_ms`` behind the newest one of any node is forgotten.
-    ``clock`` is the reader's clock, which heartbeat times are checked against (never used
-    to judge liveness or forgetting: lag must not make the monitor forget a node).
+    The nodes are a bounded :class:`~services.monitor.nodes.NodeTable` (``max_nodes``,
+    ``forget_after_ms``); ``clock`` is the reader's clock, which heartbeat times are
+    checked against (never used to judge liveness or forgetting).
     """
 
     def __init__(
@@ -76,13 +71,14 @@ class MonitorState:
     ) -> None:
         self.max_jobs = max_jobs
         self.history = history
-        self.max_nodes = max_nodes
-        self.forget_after_ms = forget_after_ms
-        self._clock = clock
-        self._newest = 0  # the newest heartbeat time of any node (capped at the clock)
-        self._forget_due = 0  # the newest heartbeat time from which the next sweep runs
         self.version = 0  # bumped by every change, so watchers know when to refresh
-        self.nodes: dict[str, Node] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.nodes = NodeTable(
+            max_nodes=max_nodes,
+            forget_after_ms=forget_after_ms,
+            clock=clock,
+            counters=self.counters,
+        )
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         # The same jobs per tenant, in the same order: a tenant's views read only its own.
         self._tenant_jobs: dict[str, collections.OrderedDict[str, Job]] = {}
@@ -92,7 +88,6 @@ class MonitorState:
         self.scheduling_latency = Window()
         self.job_durations = Window()
         self.job_outcomes = Window()  # 1.0 failed, 0.0 succeeded
-        self.counters: collections.Counter[str] = collections.Counter()
         self.events_by_topic: collections.Counter[str] = collections.Counter()
         self.jobs_by_state: collections.Counter[str] = collections.Counter()
         self.datasets: dict[tuple[str, str], Dataset] = {}
@@ -109,7 +104,7 @@ class MonitorState:
         # the last snapshot missed (None: an older snapshot that did not record them).
         self.positions: dict[tuple[str, int], int] | None = {}
         self._apply: dict[str, Callable[[Record], None]] = {
-            "lepton.NodeHeartbeat": self._heartbeat,
+            "lepton.NodeHeartbeat": self.nodes.beat,
             "lepton.JobRequested": self._job_requested,
             "lepton.JobAssigned": self._job_assigned,
             "lepton.JobEvent": self._job_event,
@@ -131,80 +126,6 @@ class MonitorState:
             update(record)  # raising, it changed nothing: neither is the event counted
         self.events_by_topic[topic] += 1
         self.version += 1
-
-    def _heartbeat(self, record: Record) -> None:
-        # The hottest path of the monitor (every node, every second): updates in place.
-        node_id = record["node_id"]
-        started, sequence = record["agent_started_at"], record["sequence"]
-        node = self.nodes.get(node_id)
-        now = self._clock()
-        check_beat(record, now)
-        if (
-            node is None
-            or record["capacity"] != node.capacity
-            or record["labels"] != node.labels
-            or record["region"] != node.region
-            or record.get("gpu_type") != node.gpu_type
-        ):
-            check_node(record)  # what a known node last said was checked already
-        # A clock a little ahead is capped, so that the node cannot outlive its last beat.
-        sent_at = min(record["sent_at"], now + CLOCK_SKEW_MS)
-        if sent_at > self._newest:
-            self._newest = sent_at
-            if sent_at >= self._forget_due:
-                self.forget_silent(sent_at)
-        if node is None:
-            if len(self.nodes) >= self.max_nodes:
-                self.counters["heartbeats_overflow"] += 1
-                return
-            self.nodes[node_id] = Node(
-                node_id=node_id,
-                region=record["region"],
-                gpu_type=record.get("gpu_type"),
-                labels=dict(record["labels"]),
-                capacity=dict(record["capacity"]),
-                usage=dict(record["usage"]),
-                running_job_ids=list(record["running_job_ids"]),
-                sent_at=sent_at,
-                sequence=sequence,
-                agent_started_at=started,
-                interval_ms=record["interval_ms"],
-            )
-            return
-        # Liveness follows the agent's own clock and sequence: a redelivered or reordered
-        # older heartbeat must not roll the node back.
-        if started < node.agent_started_at or (
-            started == node.agent_started_at and sequence <= node.sequence
-        ):
-            self.counters["stale_heartbeats"] += 1
-            return
-        if started > node.agent_started_at:
-            node.restarts += 1
-        node.region = record["region"]
-        node.gpu_type = record.get("gpu_type")
-        node.labels = dict(record["labels"])
-        node.capacity = dict(record["capacity"])
-        node.usage = dict(record["usage"])
-        node.running_job_ids = list(record["running_job_ids"])
-        node.sent_at = sent_at
-        node.sequence = sequence
-        node.agent_started_at = started
-        node.interval_ms = record["interval_ms"]
-
-    def forget_silent(self, newest_ms: int) -> int:
-        """Forget the nodes whose last heartbeat lies ``forget_after_ms`` behind
-        ``newest_ms`` (and sweep again once heartbeats are ``_FORGET_EVERY_MS`` newer);
-        returns how many were forgotten."""
-        self._forget_due = newest_ms + _FORGET_EVERY_MS
-        horizon = newest_ms - self.forget_after_ms
-        kept = {node_id: node for node_id, node in self.nodes.items() if node.sent_at >= horizon}
-        forgotten = len(self.nodes) - len(kept)
-        if forgotten:
-            # A new table rather than deletions: a dict never shrinks by deleting from it.
-            self.nodes = kept
-            self.counters["nodes_forgotten"] += forgotten
-            self.version += 1
-        return forgotten
 
     def _job(self, job_id: str, tenant: str, time_ms: int) -> Job:
         job = self.jobs.get(job_id)
@@ -575,11 +496,7 @@ class MonitorState:
         """The state a snapshot saved, with the options of :class:`MonitorState`; nodes
         silent too long are forgotten at once, and at most ``max_nodes`` kept."""
         state = cls(**options)
-        state.nodes = {node.node_id: node for node in from_table(Node, snapshot["nodes"])}
-        state._newest = max((node.sent_at for node in state.nodes.values()), default=0)
-        state.forget_silent(state._newest)
-        if len(state.nodes) > state.max_nodes:  # the bound was lowered since
-            state.nodes = dict(itertools.islice(state.nodes.items(), state.max_nodes))
+        state.nodes.restore(from_table(Node, snapshot["nodes"]))
         for job in from_table(Job, snapshot["jobs"]):
             state._remember(job)
             if job.state in ("requested", "queued") and job.queued_since is not None:

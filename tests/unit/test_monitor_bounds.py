@@ -94,6 +94,13 @@ def test_nodes_silent_long_enough_are_forgotten_as_the_others_beat_on() -> None:
     assert state.counters["nodes_forgotten"] == 1000
 
 
+def test_a_node_silent_past_the_horizon_that_beats_again_is_kept() -> None:
+    state = MonitorState(clock=clock, forget_after_ms=600_000)
+    state.apply(HB, "hb", beat("back", NOW - 3_600_000))
+    state.apply(HB, "hb", beat("back", NOW, sequence=2))  # the newest beat: it sweeps
+    assert state.nodes["back"].sequence == 2
+
+
 def test_a_restart_does_not_bring_back_what_it_should_forget_nor_more_than_the_bound() -> None:
     state = MonitorState(clock=clock, forget_after_ms=10**12)
     state.apply(HB, "hb", beat("old", NOW - 3_600_000))
