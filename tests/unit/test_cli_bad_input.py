@@ -70,6 +70,8 @@ BAD = [
     (["data", "generate", "weather", "--out", "w.csv"], "unknown example"),
     (["tail", "lepton.nothing"], "unknown topic"),
     (["simulate", "--policy", "random"], "unknown policy"),
+    (["simulate", "--hours", "nan"], "--hours"),
+    (["simulate", "--arrival-rate", "inf"], "--arrival-rate"),
     # nothing running
     (["submit", "--tenant", "a", "--target", "p"], "no local stack is running"),
     (["jobs"], "does not answer"),
