@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +159,21 @@ async def test_the_scheduler_refuses_bad_names_zero_demands_bulky_job_events_and
     assert all(message.startswith("reason: must be text of at most 1024") for _, message in letters)
     assert beat_letter[0] == b"InvalidField"
     assert beat_letter[1].startswith("sent_at: ")
+
+
+async def test_ingest_answers_a_dataset_name_that_is_no_name_with_a_rejection(
+    kafka: KafkaAccess, database_for: Callable[[str], str], codec: Codec, tmp_path: Path
+) -> None:
+    from tests.integration.ingest_support import request, running_ingest, unique_tenant
+
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
+        outcome, record = await ingest.submit(
+            request(
+                unique_tenant(),
+                "house\tprices\u202e",
+                [{"name": "s", "kind": "csv", "uri": "x.csv"}],
+            )
+        )
+    assert outcome == "rejected"
+    assert record["code"] == "spec_invalid"
+    assert record["reason"].startswith("dataset: character 6 (U+0009)")
