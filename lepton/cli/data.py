@@ -76,7 +76,7 @@ def data_ingest(
     except InvalidRequest as exc:
         fail(str(exc), "say --kind csv, parquet or jsonl")
     except ValidationError as exc:
-        fail(f"invalid dataset request: {describe(exc)}")
+        fail(f"invalid dataset request: {describe(exc)}", "see `lepton data ingest --help`")
     answer = with_client(
         lambda client: client.ingest(
             request,

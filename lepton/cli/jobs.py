@@ -18,7 +18,7 @@ from lepton.cli._app import (
     fail,
     with_client,
 )
-from lepton.sdk.builders import InvalidRequest, JobRequest, describe
+from lepton.sdk.builders import InvalidRequest, JobRequest, describe, millicores
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -102,8 +102,12 @@ def submit(
     )
     if cpus is not None or memory is not None or gpus is not None:
         given["demand"] = dict(given.get("demand") or {"cpu_millicores": 1000, "memory_mib": 1024})
+        try:
+            cpu = millicores(cpus) if cpus is not None else None
+        except InvalidRequest as exc:
+            fail(f"invalid job: {exc}", "give the cores per worker as a number, e.g. 0.5")
         given["demand"] |= _given(
-            cpu_millicores=round(cpus * 1000) if cpus is not None else None,
+            cpu_millicores=cpu,
             memory_mib=memory,
             gpus=gpus,
         )

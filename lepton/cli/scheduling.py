@@ -4,6 +4,7 @@ the real one (without changing it)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path  # noqa: TC003  # Typer reads the annotations at run time
 from typing import Annotated
 
@@ -14,11 +15,22 @@ from lepton.cli._app import app, console, fail, with_client
 from lepton.cli.jobs import build_job, read_yaml
 
 
+def _finite(value: float) -> float:
+    # Typer's bounds let nan through (every comparison with it is false), and inf past a min.
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
 @app.command("simulate")
 def simulate(
     nodes: Annotated[int, typer.Option(min=1, help="Nodes in the synthetic cluster.")] = 200,
-    hours: Annotated[float, typer.Option(min=0.01, help="Simulated time.")] = 1.0,
-    arrival_rate: Annotated[float, typer.Option(min=0.001, help="Jobs per second.")] = 1.0,
+    hours: Annotated[
+        float, typer.Option(min=0.01, max=24 * 365, callback=_finite, help="Simulated time.")
+    ] = 1.0,
+    arrival_rate: Annotated[
+        float, typer.Option(min=0.001, max=1e6, callback=_finite, help="Jobs per second.")
+    ] = 1.0,
     policy: Annotated[str, typer.Option(help="binpack, spread or drf.")] = "binpack",
     seed: Annotated[int, typer.Option(help="Seed of the synthetic trace.")] = 0,
     failures: Annotated[bool, typer.Option(help="Let nodes fail and recover.")] = True,

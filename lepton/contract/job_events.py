@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
+from lepton.contract.names import clip
+
 if TYPE_CHECKING:
     from lepton.contract.events import JobEvent, JobEventKind
 
@@ -52,4 +54,7 @@ def job_event(
         "time": time.time_ns() // 1_000_000 if time_ms is None else time_ms,
         **details,
     }
+    # Readers refuse longer free text (an exception's message may run to megabytes).
+    for name in ("reason", "field", "stage", "error_type"):
+        event[name] = clip(event[name])
     return event

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.authorship import NODE_JOB_EVENTS
-from lepton.scheduling.intake import Rejection, job_spec
+from lepton.scheduling.intake import Rejection, check_job_event, job_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -72,16 +72,24 @@ def next_epoch(current: int, term: int) -> int:
 
 
 _FINISHING = frozenset({"succeeded", "failed", "cancelled"})
+# What folding reads of an event: all an early one (below) keeps of it.
+_FOLDED = ("job_id", "kind", "tenant", "node_id", "lease_epoch", "worker_index", "attempt")
 
 
 @dataclass(slots=True)
 class Journal:
     """Every job's record. Requests and events live in different topics, so a replay may
-    read a job's events before its request: those wait in ``early`` until it arrives."""
+    read a job's events before its request: those wait in ``early`` until it arrives.
+
+    Anyone may send events about job ids nobody requested: ``early`` keeps at most
+    ``max_early_events`` of them, each only as much as folding reads (no free text), and
+    no ``progress`` (which changes nothing in the journal)."""
 
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     early: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
-    max_early_jobs: int = 100_000
+    max_early_events: int = 100_000
+    early_events: int = 0
+    early_dropped: int = 0
 
     def request(self, record: dict[str, Any]) -> JobRecord | None:
         """A job request; None if the job is already known (redelivery, replay)."""
@@ -90,7 +98,9 @@ class Journal:
             return None
         entry = JobRecord(request=record, spec=job_spec(record))
         self.jobs[job_id] = entry
-        for event in self.early.pop(job_id, ()):
+        waiting = self.early.pop(job_id, ())
+        self.early_events -= len(waiting)
+        for event in waiting:
             self.fold(event)
         return entry
 
@@ -115,11 +125,21 @@ class Journal:
         return None
 
     def fold(self, event: Mapping[str, Any]) -> Fold:
-        """Apply one ``lepton.JobEvent``, wherever it came from (this scheduler too)."""
+        """Apply one ``lepton.JobEvent``, wherever it came from (this scheduler too).
+        Raises :class:`~lepton.contract.names.InvalidField`, changing nothing, for an event
+        no producer of the contract writes (see :func:`check_job_event`)."""
+        check_job_event(event)
         entry = self.jobs.get(event["job_id"])
         if entry is None:
-            if event["job_id"] in self.early or len(self.early) < self.max_early_jobs:
-                self.early.setdefault(event["job_id"], []).append(event)
+            if event["kind"] == "progress":
+                return Fold.IGNORED
+            if self.early_events >= self.max_early_events:
+                self.early_dropped += 1
+                return Fold.IGNORED
+            self.early.setdefault(event["job_id"], []).append(
+                {name: event.get(name) for name in _FOLDED}
+            )
+            self.early_events += 1
             return Fold.IGNORED
         kind = event["kind"]
         epoch = event.get("lease_epoch")

@@ -24,11 +24,20 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lepton.contract.algorithms import ALGORITHMS
+from lepton.contract.names import InvalidField, check_finite, check_text, name_problem
 from lepton.errors import RequestError
 from lepton.scheduling.intake import Rejection, job_spec
 
@@ -45,6 +54,7 @@ __all__ = [
     "Source",
     "TrainingTask",
     "describe",
+    "millicores",
 ]
 
 # Rows in one lepton.PredictRequested: bounds the message (and the evaluator's batch);
@@ -82,6 +92,45 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _a_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _a_model_ref(value: str) -> str:
+    # <name>, <name>@champion or <name>@<model id>: each part a name.
+    for part in value.split("@", 1):
+        _a_name(part)
+    return value
+
+
+def _short_text(value: str | None) -> str | None:
+    try:
+        check_text(value, "text")
+    except InvalidField as exc:
+        raise ValueError(exc.reason) from None
+    return value
+
+
+# A tenant, dataset, model, node, job or region: see lepton.contract.names for the rule.
+Name = Annotated[str, AfterValidator(_a_name)]
+
+
+def millicores(cpus: float) -> int:
+    """``cpus`` cores in millicores; :class:`InvalidRequest` unless a finite number that is
+    at least one millicore."""
+    try:
+        check_finite(cpus, "demand.cpus")
+        amount = round(cpus * 1000)
+        if amount < 1:
+            raise InvalidField("demand.cpus", f"{cpus!r} cores is less than one millicore")
+    except InvalidField as exc:
+        raise InvalidRequest(str(exc)) from None
+    return amount
+
+
 def _json_text(value: Any) -> Any:
     """A JSON document given as a mapping becomes the JSON text the contract carries."""
     return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else value
@@ -110,7 +159,7 @@ class Resources(_Builder):
     ) -> Resources:
         """Resources in cores rather than millicores."""
         return cls(
-            cpu_millicores=round(cpus * 1000),
+            cpu_millicores=millicores(cpus),
             memory_mib=memory_mib,
             gpus=gpus,
             network_mbps=network_mbps,
@@ -120,17 +169,17 @@ class Resources(_Builder):
 class Constraints(_Builder):
     """Where a job may run (``lepton.Constraints``)."""
 
-    region: str | None = None
+    region: Name | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    gpu_type: str | None = None
+    gpu_type: Name | None = None
 
 
 class DatasetRef(_Builder):
     """A dataset in the catalog: the latest ready version unless ``version`` is given."""
 
-    name: str = Field(min_length=1)
+    name: Name
     version: str | None = None
-    owner: str | None = None
+    owner: Name | None = None
 
 
 class TrainingTask(_Builder):
@@ -148,7 +197,7 @@ class TrainingTask(_Builder):
     cv_folds: int = 5
     scoring: str | None = None
     seed: int | None = None
-    model_name: str | None = None
+    model_name: Name | None = None
     model_ref: str | None = None
     options: dict[str, str] = Field(default_factory=dict)
 
@@ -168,10 +217,10 @@ class TrainingTask(_Builder):
 class JobRequest(_Builder):
     """A job request (``lepton.JobRequested``)."""
 
-    job_id: str = Field(default_factory=lambda: f"job-{uuid.uuid4().hex[:12]}")
-    tenant: str
-    name: str | None = None
-    priority_class: str = "normal"
+    job_id: Name = Field(default_factory=lambda: f"job-{uuid.uuid4().hex[:12]}")
+    tenant: Name
+    name: Annotated[str | None, AfterValidator(_short_text)] = None
+    priority_class: Name = "normal"
     priority: int = 100
     preemptible: bool = True
     task: TrainingTask
@@ -243,8 +292,8 @@ class DatasetRequest(_Builder):
     """A request to ingest a dataset (``lepton.DatasetRequested``)."""
 
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    tenant: str = Field(min_length=1)
-    dataset: str = Field(min_length=1)
+    tenant: Name
+    dataset: Name
     sources: list[Source] = Field(min_length=1)
     spec: str | None = Field(
         default=None, description="Spec text (JSON or YAML), or a mapping written as JSON."
@@ -277,8 +326,10 @@ class PredictRequest(_Builder):
     """Records to score with a model (``lepton.PredictRequested``)."""
 
     request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
-    tenant: str = Field(min_length=1)
-    model: str = Field(min_length=1, description="<name>, <name>@champion or <name>@<model id>.")
+    tenant: Name
+    model: Annotated[str, AfterValidator(_a_model_ref)] = Field(
+        description="<name>, <name>@champion or <name>@<model id>."
+    )
     rows: list[dict[str, Value]] = Field(min_length=1, max_length=MAX_PREDICT_ROWS)
     requested_by: str | None = None
     requested_at: int = Field(default_factory=_now_ms, description="Epoch milliseconds.")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from lepton.contract.names import name_problem
 from lepton.data.modeling import model_input
 from services.evaluator.metrics import label_text
 
@@ -61,8 +62,12 @@ def parse_model_ref(text: str) -> ModelRef:
     if not name or "@" in version or (text.endswith("@") and not version):
         raise PredictionFailure(
             "invalid_model_ref",
-            f"model {text!r} is not <name>, <name>@champion or <name>@<model id>",
+            f"model {text[:80]!r} is not <name>, <name>@champion or <name>@<model id>",
         )
+    for part, value in (("model", name), ("model version", version)):
+        problem = name_problem(value) if value else None
+        if problem is not None:
+            raise PredictionFailure("invalid_model_ref", f"{part}: {problem}")
     return ModelRef(name, version or CHAMPION)
 
 

@@ -8,6 +8,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from lepton.bus import Subscriber
+from lepton.contract.names import name_problem
 from services.evaluator import store
 from services.evaluator.failures import ArtifactInvalid
 from services.evaluator.prediction import (
@@ -96,6 +97,9 @@ class PredictionRequests:
     async def _resolve(self, tenant: str, text: str) -> Loaded:
         """The model a request names, as the tenant may see it."""
         ref = parse_model_ref(text)
+        problem = name_problem(tenant)
+        if problem is not None:
+            raise PredictionFailure("invalid_tenant", f"tenant: {problem}")
         pool = self.context.pool
         if ref.version == CHAMPION:
             champion = await store.current_champion(pool, tenant, ref.name)

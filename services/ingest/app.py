@@ -36,7 +36,7 @@ from services.ingest.security import ColumnSealer
 from services.ingest.settings import IngestSettings
 from services.ingest.source_limits import Limits, resolve_location
 from services.ingest.sources import SourceReader, SourceRequest
-from services.ingest.spec import IngestRejected, parse_spec
+from services.ingest.spec import IngestRejected, check_names, parse_spec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -120,6 +120,7 @@ class Ingest:
     async def _plan(
         self, request: dict[str, Any], spools: list[str]
     ) -> tuple[Pipeline, ColumnSealer | None]:
+        check_names(request)
         spec = parse_spec(request["spec"]) if request.get("spec") else None
         if not request["sources"]:
             raise IngestRejected("spec_invalid", "the request has no sources")

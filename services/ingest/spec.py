@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from lepton.contract.names import InvalidField, check_name
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "NUMERIC",
@@ -23,6 +28,7 @@ __all__ = [
     "IngestRejected",
     "LogicalType",
     "Outliers",
+    "check_names",
     "infer_type",
     "parse_spec",
 ]
@@ -133,6 +139,16 @@ class DatasetSpec(BaseModel):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", exclude_defaults=True), ensure_ascii=False)
+
+
+def check_names(request: Mapping[str, Any]) -> None:
+    """The request's tenant and dataset are names (:mod:`lepton.contract.names`), or
+    ``spec_invalid`` naming the field."""
+    try:
+        check_name(request["tenant"], "tenant")
+        check_name(request["dataset"], "dataset")
+    except InvalidField as exc:
+        raise IngestRejected("spec_invalid", str(exc)) from None
 
 
 def parse_spec(text: str) -> DatasetSpec:

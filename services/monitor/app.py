@@ -129,11 +129,16 @@ class MonitorService:
         assert context.master is not None, "a service holds the master key"
         self.authenticator = Authenticator(Verifier(context.master))
         store = SeriesStore(context.pool, settings.topic_prefix, settings.monitor_retention_days)
-        state = MonitorState(max_jobs=settings.monitor_max_jobs)
+        bounds: dict[str, Any] = {
+            "max_jobs": settings.monitor_max_jobs,
+            "max_nodes": settings.monitor_max_nodes,
+            "forget_after_ms": int(settings.monitor_forget_nodes_after_s * 1000),
+        }
+        state = MonitorState(**bounds)
         engine = RuleEngine(default_rules(node_dead_after_s=settings.monitor_node_dead_after_s))
         saved = await store.load_snapshot()
         if saved is not None:
-            state = MonitorState.from_snapshot(saved[0], max_jobs=settings.monitor_max_jobs)
+            state = MonitorState.from_snapshot(saved[0], **bounds)
             engine.restore(saved[1])
             replayed = await catch_up(context, settings, state)
             context.log.info(

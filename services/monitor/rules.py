@@ -10,6 +10,7 @@ subject is gone). The service turns transitions into ``lepton.alerts`` events.
 
 from __future__ import annotations
 
+import heapq
 import operator
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from services.monitor.state import MonitorState
 
 __all__ = [
     "FRESHNESS_SIGNALS",
+    "GROUP",
     "SIGNALS",
     "Alert",
     "Reading",
@@ -39,8 +41,19 @@ class Reading:
     tenant: str | None = None
 
 
+# The subject of a rule's one alert for many subjects at once (see Rule.group_above).
+GROUP = "*"
+_EXAMPLES = 5  # subjects a group alert names
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
+    """``group_above``: when more subjects than this start breaching while no alert of the
+    rule is firing for them, they are raised as one alert on the subject :data:`GROUP`
+    (its value: how many), described by ``group_summary``, not one alert each. The group
+    takes in every further subject that starts breaching until none of them breaches any
+    more; alerts already open for single subjects carry on as they were."""
+
     name: str
     signal: str  # a key of SIGNALS
     threshold: float
@@ -48,6 +61,8 @@ class Rule:
     severity: Literal["info", "warning", "error", "critical"]
     summary: str  # for people; the subject, value and threshold are appended
     op: Literal[">", "<"] = ">"
+    group_above: int | None = None
+    group_summary: str = ""
 
     def breached(self, value: float) -> bool:
         return _OPS[self.op](value, self.threshold)
@@ -90,6 +105,16 @@ class Transition:
     def record(self) -> dict[str, Any]:
         """The ``lepton.Alert`` record."""
         verb = "firing" if self.state == "firing" else "resolved"
+        if self.subject == GROUP:
+            summary = (
+                f"{self.rule.group_summary} ({verb}): {self.value:.0f} at once, e.g. "
+                f"{self.labels.get('examples', '')}"
+            )
+        else:
+            summary = (
+                f"{self.rule.summary} ({verb}): {self.subject} at {self.value:.4g}, "
+                f"threshold {self.rule.op} {self.rule.threshold:.4g}"
+            )
         return {
             "rule": self.rule.name,
             "subject": self.subject,
@@ -97,8 +122,7 @@ class Transition:
             "state": self.state,
             "value": float(self.value),
             "threshold": float(self.rule.threshold),
-            "summary": f"{self.rule.summary} ({verb}): {self.subject} at {self.value:.4g}, "
-            f"threshold {self.rule.op} {self.rule.threshold:.4g}",
+            "summary": summary,
             "tenant": self.tenant,
             "labels": dict(self.labels),
             "active_since": self.active_since,
@@ -126,6 +150,8 @@ class RuleEngine:
             if rule.signal in held:
                 continue
             readings = signals.get(rule.signal, {})
+            if rule.group_above is not None:
+                readings = self._group(rule, readings, now_ms, transitions)
             for subject, reading in readings.items():
                 key = rule.name, subject
                 alert = self.alerts.get(key)
@@ -147,13 +173,47 @@ class RuleEngine:
                     transitions.append(self._transition(rule, alert, "firing", alert.value, now_ms))
             # A subject that is no longer measured (a queue emptied, a node forgotten)
             # no longer meets the condition.
-            for key in [k for k in self.alerts if k[0] == rule.name and k[1] not in readings]:
+            gone = [
+                k
+                for k in self.alerts
+                if k[0] == rule.name and k[1] not in readings and k[1] != GROUP
+            ]
+            for key in gone:
                 alert = self.alerts.pop(key)
                 if alert.firing:
                     transitions.append(
                         self._transition(rule, alert, "resolved", alert.value, now_ms)
                     )
         return transitions
+
+    def _group(
+        self,
+        rule: Rule,
+        readings: Mapping[str, Reading],
+        now_ms: int,
+        transitions: list[Transition],
+    ) -> Mapping[str, Reading]:
+        """Judge the group alert of ``rule``; returns the readings left to judge one by one
+        (all of them, or while the group stands only those of subjects with an alert)."""
+        assert rule.group_above is not None
+        alerted = {subject for name, subject in self.alerts if name == rule.name}
+        fresh = [s for s, r in readings.items() if s not in alerted and rule.breached(r.value)]
+        key = rule.name, GROUP
+        group = self.alerts.get(key)
+        if not (len(fresh) > rule.group_above or (group is not None and fresh)):
+            if group is not None:
+                del self.alerts[key]
+                if group.firing:
+                    transitions.append(self._transition(rule, group, "resolved", 0, now_ms))
+            return readings
+        if group is None:
+            group = self.alerts[key] = Alert(rule.name, GROUP, since=now_ms, value=0.0)
+        group.value = len(fresh)
+        group.labels = {"examples": ", ".join(heapq.nsmallest(_EXAMPLES, fresh))}
+        if not group.firing and now_ms - group.since >= rule.for_s * 1000:
+            group.firing, group.fired_at = True, now_ms
+            transitions.append(self._transition(rule, group, "firing", group.value, now_ms))
+        return {subject: readings[subject] for subject in alerted if subject in readings}
 
     @staticmethod
     def _transition(
@@ -273,7 +333,9 @@ def read_signals(
     return {name: SIGNALS[name](state, now_ms) for name in {rule.signal for rule in rules}}
 
 
-def default_rules(*, node_dead_after_s: float = 15.0) -> tuple[Rule, ...]:
+def default_rules(
+    *, node_dead_after_s: float = 15.0, node_dead_group_above: int = 20
+) -> tuple[Rule, ...]:
     return (
         Rule(
             "node_dead",
@@ -282,6 +344,11 @@ def default_rules(*, node_dead_after_s: float = 15.0) -> tuple[Rule, ...]:
             0,
             "critical",
             "No heartbeat from the node",
+            # Heartbeats of many nodes stopping at once is more likely our fault (the
+            # heartbeat pipeline, the network) than the nodes': one alert, not thousands.
+            group_above=node_dead_group_above,
+            group_summary="No heartbeat from many nodes at once: the heartbeat pipeline "
+            "or the network is more likely at fault than the nodes",
         ),
         Rule(
             "node_utilisation_high",

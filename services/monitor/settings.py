@@ -100,3 +100,17 @@ class MonitorSettings(Settings):
         "within this window in one event at the window's end, so a client retrying in a "
         "loop cannot flood the audit trail.",
     )
+    monitor_max_nodes: int = Field(
+        default=200_000,
+        ge=1,
+        description="LEPTON_MONITOR_MAX_NODES: the most nodes the monitor tracks; heartbeats "
+        "from further unknown nodes are counted, not stored (as LEPTON_MAX_NODES for the "
+        "scheduler).",
+    )
+    monitor_forget_nodes_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="LEPTON_MONITOR_FORGET_NODES_AFTER_S: a node silent this long leaves the "
+        "monitor's view (and its node_dead alert resolves); its history stays in the time "
+        "series.",
+    )

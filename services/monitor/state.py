@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import time
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.authorship import NODE_JOB_EVENTS
+from lepton.contract.names import check_name, check_text
+from lepton.scheduling.intake import check_job_event
 from services.monitor.entities import (
     RESOURCES,
     TERMINAL,
@@ -32,6 +35,7 @@ from services.monitor.entities import (
     primary_metric,
     to_table,
 )
+from services.monitor.nodes import NodeTable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -39,14 +43,42 @@ if TYPE_CHECKING:
 __all__ = ["MonitorState"]
 
 
-class MonitorState:
-    """Everything the monitor knows, updated one decoded event at a time."""
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, *, max_jobs: int = 50_000, history: int = 200) -> None:
+
+class MonitorState:
+    """Everything the monitor knows, updated one decoded event at a time.
+
+    A record no producer of the contract could have written (a name that is no name, a
+    heartbeat with an impossible capacity or from the future, megabytes of free text) makes
+    :meth:`apply` raise :class:`~lepton.contract.names.InvalidField` having changed nothing:
+    the service dead-letters it with that reason.
+
+    The nodes are a bounded :class:`~services.monitor.nodes.NodeTable` (``max_nodes``,
+    ``forget_after_ms``); ``clock`` is the reader's clock, which heartbeat times are
+    checked against (never used to judge liveness or forgetting).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_jobs: int = 50_000,
+        history: int = 200,
+        max_nodes: int = 200_000,
+        forget_after_ms: int = 600_000,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
         self.max_jobs = max_jobs
         self.history = history
         self.version = 0  # bumped by every change, so watchers know when to refresh
-        self.nodes: dict[str, Node] = {}
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.nodes = NodeTable(
+            max_nodes=max_nodes,
+            forget_after_ms=forget_after_ms,
+            clock=clock,
+            counters=self.counters,
+        )
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         # The same jobs per tenant, in the same order: a tenant's views read only its own.
         self._tenant_jobs: dict[str, collections.OrderedDict[str, Job]] = {}
@@ -56,7 +88,6 @@ class MonitorState:
         self.scheduling_latency = Window()
         self.job_durations = Window()
         self.job_outcomes = Window()  # 1.0 failed, 0.0 succeeded
-        self.counters: collections.Counter[str] = collections.Counter()
         self.events_by_topic: collections.Counter[str] = collections.Counter()
         self.jobs_by_state: collections.Counter[str] = collections.Counter()
         self.datasets: dict[tuple[str, str], Dataset] = {}
@@ -73,7 +104,7 @@ class MonitorState:
         # the last snapshot missed (None: an older snapshot that did not record them).
         self.positions: dict[tuple[str, int], int] | None = {}
         self._apply: dict[str, Callable[[Record], None]] = {
-            "lepton.NodeHeartbeat": self._heartbeat,
+            "lepton.NodeHeartbeat": self.nodes.beat,
             "lepton.JobRequested": self._job_requested,
             "lepton.JobAssigned": self._job_assigned,
             "lepton.JobEvent": self._job_event,
@@ -90,51 +121,11 @@ class MonitorState:
 
     def apply(self, event_type: str, topic: str, record: Record) -> None:
         """Take one decoded event into account. Types without a view are only counted."""
-        self.events_by_topic[topic] += 1
         update = self._apply.get(event_type)
         if update is not None:
-            update(record)
+            update(record)  # raising, it changed nothing: neither is the event counted
+        self.events_by_topic[topic] += 1
         self.version += 1
-
-    def _heartbeat(self, record: Record) -> None:
-        # The hottest path of the monitor (every node, every second): updates in place.
-        node_id = record["node_id"]
-        started, sequence = record["agent_started_at"], record["sequence"]
-        node = self.nodes.get(node_id)
-        if node is None:
-            self.nodes[node_id] = Node(
-                node_id=node_id,
-                region=record["region"],
-                gpu_type=record.get("gpu_type"),
-                labels=dict(record["labels"]),
-                capacity=dict(record["capacity"]),
-                usage=dict(record["usage"]),
-                running_job_ids=list(record["running_job_ids"]),
-                sent_at=record["sent_at"],
-                sequence=sequence,
-                agent_started_at=started,
-                interval_ms=record["interval_ms"],
-            )
-            return
-        # Liveness follows the agent's own clock and sequence: a redelivered or reordered
-        # older heartbeat must not roll the node back.
-        if started < node.agent_started_at or (
-            started == node.agent_started_at and sequence <= node.sequence
-        ):
-            self.counters["stale_heartbeats"] += 1
-            return
-        if started > node.agent_started_at:
-            node.restarts += 1
-        node.region = record["region"]
-        node.gpu_type = record.get("gpu_type")
-        node.labels = dict(record["labels"])
-        node.capacity = dict(record["capacity"])
-        node.usage = dict(record["usage"])
-        node.running_job_ids = list(record["running_job_ids"])
-        node.sent_at = record["sent_at"]
-        node.sequence = sequence
-        node.agent_started_at = started
-        node.interval_ms = record["interval_ms"]
 
     def _job(self, job_id: str, tenant: str, time_ms: int) -> Job:
         job = self.jobs.get(job_id)
@@ -207,6 +198,12 @@ class MonitorState:
             self._set_state(job, "assigned", assigned_at)
 
     def _job_requested(self, record: Record) -> None:
+        check_name(record["job_id"], "job_id")
+        check_name(record["tenant"], "tenant")
+        check_name(record["priority_class"], "priority_class")
+        check_text(record.get("name"), "name")
+        if record.get("dataset"):
+            check_name(record["dataset"]["name"], "dataset.name")
         job = self._job(record["job_id"], record["tenant"], record["submitted_at"])
         # A job seen queued before its request waits in an unknown priority class until now.
         was_pending = self._unqueue(job)
@@ -236,6 +233,7 @@ class MonitorState:
             self._assigned(job, record["assigned_at"])
 
     def _job_event(self, record: Record) -> None:
+        check_job_event(record)
         kind, time_ms = record["kind"], record["time"]
         job = self._job(record["job_id"], record["tenant"], time_ms)
         node_id = record.get("node_id")
@@ -305,6 +303,8 @@ class MonitorState:
         return dataset
 
     def _dataset_requested(self, record: Record) -> None:
+        check_name(record["tenant"], "tenant")
+        check_name(record["dataset"], "dataset")
         self.counters["datasets_requested"] += 1
         self._dataset(record, "requested", record["requested_at"])
 
@@ -492,9 +492,11 @@ class MonitorState:
         }
 
     @classmethod
-    def from_snapshot(cls, snapshot: Mapping[str, Any], *, max_jobs: int = 50_000) -> MonitorState:
-        state = cls(max_jobs=max_jobs)
-        state.nodes = {node.node_id: node for node in from_table(Node, snapshot["nodes"])}
+    def from_snapshot(cls, snapshot: Mapping[str, Any], **options: Any) -> MonitorState:
+        """The state a snapshot saved, with the options of :class:`MonitorState`; nodes
+        silent too long are forgotten at once, and at most ``max_nodes`` kept."""
+        state = cls(**options)
+        state.nodes.restore(from_table(Node, snapshot["nodes"]))
         for job in from_table(Job, snapshot["jobs"]):
             state._remember(job)
             if job.state in ("requested", "queued") and job.queued_since is not None:

@@ -133,6 +133,8 @@ class _StopAtEof(asyncio.Protocol):
 
 async def _sweep_forever(digest: HeartbeatDigest, subscriber: Subscriber) -> None:
     await subscriber.caught_up.wait()
+    # From here on a refused heartbeat is new: dead-lettered, not only counted.
+    digest.live = True
     # Nodes already silent in the log are judged before the scheduler builds on them.
     digest.sweep(_now_ms())
     _write({"kind": "caught_up"})

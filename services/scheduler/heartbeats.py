@@ -24,7 +24,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
+from lepton.contract.names import InvalidField
 from lepton.contract.topics import by_name
+from lepton.scheduling.intake import check_beat, check_heartbeat, check_node
 from services.scheduler.liveness import Liveness, Observation
 
 if TYPE_CHECKING:
@@ -104,6 +106,11 @@ class HeartbeatDigest:
     decoded: about half the digest's work per heartbeat, decoding having been most of it.
     The subscriber must hand it only ``lepton.node.heartbeats``: :meth:`skim` vouches
     for the event type by the schema's fingerprint, not by the topic.
+
+    A heartbeat no node could have sent (:func:`~lepton.scheduling.intake.check_heartbeat`)
+    is refused: once :attr:`live` (the log read up to where it stood at the start),
+    :meth:`apply` raises, and the subscriber dead-letters it with the reason; before,
+    while replaying what was dead-lettered already, it is only counted in :attr:`refused`.
     """
 
     def __init__(
@@ -123,9 +130,18 @@ class HeartbeatDigest:
         # last accepted heartbeat whose leading fields were read (not of those applied
         # decoded, another schema version's), and those fields.
         self._heads: dict[bytes, tuple[bytes, Fields]] = {}
+        self.live = False
+        self.refused = 0
 
     def apply(self, event: Event) -> None:
         record = event.record
+        try:
+            check_heartbeat(record, _now_ms())
+        except InvalidField:
+            if self.live:
+                raise
+            self.refused += 1
+            return
         self._observe(record["node_id"], record, record)
 
     def skim(self, key: bytes | None, value: bytes | None) -> bool:
@@ -145,9 +161,11 @@ class HeartbeatDigest:
                 head, end = split.head(value, len(split.header))
                 if head["node_id"].encode() != key:
                     return False
+                check_node(head)
                 prefix = value[:end]
             tail, end = split.tail(value, len(prefix))
-        except Exception:  # malformed: decoding it in full says what is wrong
+            check_beat(tail, _now_ms())
+        except Exception:  # malformed or refused: decoding it in full says what is wrong
             return False
         if end != len(value):
             return False

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lepton.scheduling.intake import CLOCK_SKEW_MS
+
 __all__ = ["Liveness", "Observation", "Verdicts"]
 
 
@@ -56,8 +58,9 @@ class Liveness:
     suspect_after_ms: int = 5_000
     dead_after_ms: int = 15_000
     max_nodes: int = 200_000
-    # A node clock this far ahead of ours is capped rather than trusted.
-    max_clock_skew_ms: int = 2_000
+    # A node clock this far ahead of ours is capped rather than trusted (one further
+    # ahead than intake.MAX_AHEAD_MS is refused before it gets here).
+    max_clock_skew_ms: int = CLOCK_SKEW_MS
     overflow: int = 0
     _nodes: dict[str, _Last] = field(default_factory=dict)
     _watermark_ms: int = 0

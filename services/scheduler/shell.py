@@ -35,6 +35,7 @@ import prometheus_client
 
 from lepton.bus import MessageCounts, continue_trace, current_trace
 from lepton.contract.events import DataReady, JobEvent
+from lepton.contract.names import InvalidField
 from lepton.errors import ForgedRecordError
 from lepton.scheduling.entities import Assign, Preempt, Unschedulable
 from lepton.scheduling.intake import Rejection, node_state
@@ -135,7 +136,12 @@ class SchedulerShell(NodeNews):
     def _fold(self, event: Event) -> None:
         record = event.record_as(JobEvent)
         entry = self.journal.jobs.get(record["job_id"])
-        outcome = self.journal.fold(record)
+        try:
+            outcome = self.journal.fold(record)
+        except InvalidField:
+            if self.live:  # dead-lettered with its reason when first read, not at every replay
+                raise
+            return
         if outcome is Fold.FORGED:
             reason = self.journal.forgery(record)
             if self.live:  # refused and audited when first seen, not at every replay

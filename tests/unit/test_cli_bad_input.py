@@ -43,6 +43,14 @@ BAD = [
     (["submit", "--tenant", "a"], "task.target_column"),
     (["submit", "--tenant", "a", "--target", "p", "--algorithm", "magic"], "task.algorithm"),
     (["submit", "--tenant", "a", "--target", "p", "--cpus", "-1"], "--cpus"),
+    (
+        ["submit", "--tenant", "a", "--target", "p", "--cpus", "inf"],
+        "demand.cpus: must be a finite",
+    ),
+    (["submit", "--tenant", "a", "--target", "p", "--cpus", "nan"], "--cpus"),
+    (["submit", "--tenant", "a" * 10_000, "--target", "p"], "tenant: must be 1 to 64 characters"),
+    (["submit", "--tenant", "a", "--target", "p", "--dataset", "d\u202e"], "dataset.name: char"),
+    (["data", "ingest", "x.csv", "--name", "d\tx", "--tenant", "a"], "dataset: character 2"),
     (["submit", "--file", "missing.yaml"], "cannot read missing.yaml"),
     (["submit", "--file", "list.yaml"], "is not a mapping"),
     (["submit", "--file", "typo.yaml"], "priorty: Extra inputs are not permitted"),
@@ -62,6 +70,8 @@ BAD = [
     (["data", "generate", "weather", "--out", "w.csv"], "unknown example"),
     (["tail", "lepton.nothing"], "unknown topic"),
     (["simulate", "--policy", "random"], "unknown policy"),
+    (["simulate", "--hours", "nan"], "--hours"),
+    (["simulate", "--arrival-rate", "inf"], "--arrival-rate"),
     # nothing running
     (["submit", "--tenant", "a", "--target", "p"], "no local stack is running"),
     (["jobs"], "does not answer"),

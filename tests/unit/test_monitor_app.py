@@ -22,7 +22,7 @@ from services.monitor.web.api import _TENANT_SERIES
 from services.monitor.web.denials import Denial
 
 ROOT = Path(__file__).parents[2]
-T0 = 1_800_000_000_000
+T0 = 1_700_000_000_000
 
 
 def test_lag_in_seconds_from_the_commit_rate_or_from_the_stall() -> None:

@@ -16,7 +16,7 @@ from services.monitor.rules import (
 from services.monitor.state import MonitorState
 from tests.samples import sample
 
-T0 = 1_800_000_000_000
+T0 = 1_700_000_000_000
 HOT = Rule("hot", "temperature", 80, 60, "warning", "Too hot")
 
 

@@ -11,7 +11,7 @@ from services.monitor.state import MonitorState
 from services.monitor.views import Monitor
 from tests.samples import sample
 
-T0 = 1_800_000_000_000
+T0 = 1_700_000_000_000
 NOW = T0 + 700_000  # both tenants' waiting jobs have waited long enough to alert
 
 

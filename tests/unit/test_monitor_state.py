@@ -12,7 +12,7 @@ from services.monitor.sampling import Sampler
 from services.monitor.state import MonitorState
 from tests.samples import sample
 
-T0 = 1_800_000_000_000
+T0 = 1_700_000_000_000
 DEAD_AFTER = 15_000
 
 

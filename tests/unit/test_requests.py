@@ -93,7 +93,8 @@ def test_a_malformed_job_is_refused_when_built(given: dict[str, object], says: s
     [
         ({}, None, "task.target_column: a training job needs its target column"),
         ({"target_column": "p", "cv_folds": 1}, None, "task.cv_folds"),
-        ({"target_column": "p"}, {"cpu_millicores": 0, "memory_mib": 0}, "demand:"),
+        ({"target_column": "p"}, {"cpu_millicores": 0, "memory_mib": 0}, "demand.cpu_millicores:"),
+        ({"target_column": "p"}, {"cpu_millicores": 500, "memory_mib": 0}, "demand.memory_mib:"),
     ],
 )
 def test_check_applies_the_schedulers_own_rules(

@@ -40,7 +40,15 @@ def test_a_valid_request_becomes_a_job_spec() -> None:
 @pytest.mark.parametrize(
     ("changes", "field", "reason"),
     [
-        ({"tenant": ""}, "tenant", "may not be empty"),
+        ({"tenant": ""}, "tenant", "1 to 64 characters, got 0"),
+        ({"tenant": "a" * 10_000}, "tenant", "1 to 64 characters, got 10000"),
+        ({"tenant": "ac\u202eme"}, "tenant", "U+202E"),
+        ({"job_id": "j 1"}, "job_id", "U+0020"),
+        ({"dataset": {"name": "house\tprices"}}, "dataset.name", "U+0009"),
+        ({"dataset": {"name": "d", "owner": "a/b"}}, "dataset.owner", "U+002F"),
+        ({"task__model_name": "m@x"}, "task.model_name", "U+0040"),
+        ({"constraints__region": "e\u0301u"}, "constraints.region", "NFC"),
+        ({"name": "x" * 2000}, "name", "at most 1024 characters"),
         ({"priority": 10**9}, "priority", "between"),
         ({"task__kind": "unknown"}, "task.kind", "unknown task kind"),
         ({"task__algorithm": "deep_magic"}, "task.algorithm", "unknown algorithm 'deep_magic'"),
@@ -48,12 +56,10 @@ def test_a_valid_request_becomes_a_job_spec() -> None:
         ({"task__search_space": "[1, 2]"}, "task.search_space", "JSON object"),
         ({"task__target_column": None}, "task.target_column", "target column"),
         ({"task__cv_folds": 1}, "task.cv_folds", "between 2 and 100"),
-        ({"demand__cpu_millicores": -1}, "demand.cpu_millicores", ">= 0"),
-        (
-            {"demand__cpu_millicores": 0, "demand__memory_mib": 0},
-            "demand",
-            "some CPU or memory",
-        ),
+        ({"demand__cpu_millicores": -1}, "demand.cpu_millicores", "from 1 to"),
+        ({"demand__cpu_millicores": 0}, "demand.cpu_millicores", "from 1 to"),
+        ({"demand__memory_mib": 0}, "demand.memory_mib", "from 1 to"),
+        ({"demand__gpus": True}, "demand.gpus", "whole number"),
         (
             {"demand__gpus": 0, "constraints__gpu_type": "a100"},
             "constraints.gpu_type",
