@@ -37,12 +37,19 @@ from lepton.bus._event import (
 from lepton.bus._handlers import BatchHandler, Selective, Skimming
 from lepton.bus._publisher import BrokerUnavailableError, Publisher, murmur2, partition_for
 from lepton.bus._reader import Message, Positions
+from lepton.bus._sizes import (
+    KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+    MessageTooLargeError,
+    UnsendableRecordError,
+    message_bytes,
+)
 from lepton.bus._subscriber import MessageCounts, Subscriber
 from lepton.bus._transport import Transport
 from lepton.bus._writer import PublishError
 
 __all__ = [
     "DLQ_HEADERS",
+    "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
     "AclError",
     "Authenticator",
     "BatchHandler",
@@ -52,6 +59,7 @@ __all__ = [
     "Headers",
     "Message",
     "MessageCounts",
+    "MessageTooLargeError",
     "Positions",
     "PublishError",
     "Publisher",
@@ -61,12 +69,14 @@ __all__ = [
     "TopicsMissingError",
     "TransientError",
     "Transport",
+    "UnsendableRecordError",
     "apply_acls",
     "continue_trace",
     "current_trace",
     "delete_topics",
     "ensure_topics",
     "live_grants",
+    "message_bytes",
     "murmur2",
     "partition_for",
     "provision",
