@@ -22,12 +22,21 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+import prometheus_client
 from aiokafka.errors import KafkaError
 
-from lepton.bus import Event, Handler, TransientError
+from lepton.bus import (
+    Event,
+    Handler,
+    MessageTooLargeError,
+    PublishError,
+    TransientError,
+    UnsendableRecordError,
+)
 from lepton.data import tables
 from lepton.data.access import AUDIT_CHANNEL
 from lepton.data.keys import decode_master_key
+from lepton.errors import UnavailableError
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
 from services.ingest.pipeline import Integration, Outcome, Pipeline
@@ -42,12 +51,28 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from lepton.config import Settings
+    from lepton.contract.topics import Topic
 
 __all__ = ["Ingest", "create_app", "main"]
 
 _FILE_KINDS = ("csv", "parquet", "jsonl")
 _AUDIT_BATCH = 500
 _AUDIT_POLL_S = 5.0  # catches notifications missed while the listener reconnected
+# The relay's wait after a failure: doubling from the first, up to the second (seconds).
+_AUDIT_RETRY_S = (0.25, 30.0)
+# What the relay waits out: PostgreSQL or Kafka away, or refusing for a while.
+_RELAY_RETRIED = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    KafkaError,
+    PublishError,
+    UnavailableError,
+)
+_RELAY_FAILURES = prometheus_client.Counter(
+    "lepton_ingest_audit_relay_failures_total",
+    "Times the audit relay failed to reach PostgreSQL or Kafka and waited to retry.",
+)
 _SPOOL_MEMORY = 8 * 1024 * 1024
 T = TypeVar("T")
 
@@ -88,10 +113,30 @@ class Ingest:
                 done = await self._ingest(request)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
-        outcome, record = done
-        topic = self.context.topic(f"lepton.data.{outcome}")
-        await self.context.publisher.publish(topic, f"{tenant}/{dataset}", record)
+        outcome, record = await self._answer(*done)
         log.info(outcome, version=record.get("version"), code=record.get("code"))
+
+    async def _answer(self, outcome: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Publish the request's answer. A ``data.ready`` too large for its topic (a spec,
+        columns or lineage of megabytes) becomes a ``data.rejected`` saying so, so the
+        requester hears back; a rejection too large is dead-lettered (cut to fit)."""
+        publisher, key = self.context.publisher, f"{record['tenant']}/{record['dataset']}"
+        try:
+            await publisher.publish(self.context.topic(f"lepton.data.{outcome}"), key, record)
+        except MessageTooLargeError as exc:
+            if outcome != "ready":
+                raise
+            record = _rejection(
+                record,
+                IngestRejected(
+                    "answer_too_large",
+                    f"the answer, {exc.size:,} bytes, is over the {exc.limit:,}-byte limit of "
+                    f"{exc.topic}; version {record['version']} is stored (lepton data show)",
+                ),
+            )
+            await publisher.publish(self.context.topic("lepton.data.rejected"), key, record)
+            return "rejected", record
+        return outcome, record
 
     async def _keep_audit(self, event: Event) -> None:
         """Another service's denial, from ``lepton.audit``, into the audit table (ingest's
@@ -288,17 +333,7 @@ class Ingest:
         self, request: dict[str, Any], rejected: IngestRejected
     ) -> tuple[str, dict[str, Any]]:
         tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
-        record = {
-            "request_id": request_id,
-            "tenant": tenant,
-            "dataset": dataset,
-            "code": rejected.code,
-            "reason": rejected.reason,
-            "source": rejected.source,
-            "column": rejected.column,
-            "row": rejected.row,
-            "rejected_at": _now_ms(),
-        }
+        record = _rejection(request, rejected)
         async with self.context.pool.acquire() as connection, connection.transaction():
             await storage.as_tenant(connection, tenant)
             await storage.lock_dataset(connection, tenant, dataset)
@@ -338,6 +373,21 @@ async def _prefetched(items: Iterator[T]) -> AsyncIterator[T]:
                 await pending
 
 
+def _rejection(request: dict[str, Any], rejected: IngestRejected) -> dict[str, Any]:
+    """The ``lepton.data.rejected`` answering ``request`` (or another answer to it)."""
+    return {
+        "request_id": request["request_id"],
+        "tenant": request["tenant"],
+        "dataset": request["dataset"],
+        "code": rejected.code,
+        "reason": rejected.reason,
+        "source": rejected.source,
+        "column": rejected.column,
+        "row": rejected.row,
+        "rejected_at": _now_ms(),
+    }
+
+
 def _columns(outcome: Outcome) -> list[dict[str, Any]]:
     return [
         {
@@ -372,68 +422,74 @@ def _ready(
 
 
 async def relay_audit(context: Context) -> None:
-    """Publish audit rows to ``lepton.audit`` as they are committed (an outbox)."""
+    """Publish audit rows to ``lepton.audit`` as they are committed (an outbox).
+
+    A row that can never be published (too large, invalid) is set aside with its reason
+    and dead-lettered, and the others go on; a failure of PostgreSQL or Kafka is retried
+    with backoff, however long it lasts: none stops the service.
+    """
     topic = context.topic("lepton.audit")
     wake = asyncio.Event()
+    failures = 0
 
     def notified(*_: object) -> None:
         wake.set()
 
-    async with context.pool.acquire() as listener:
-        await listener.add_listener(AUDIT_CHANNEL, notified)
+    while True:
         try:
-            while True:
-                wake.clear()
+            async with context.pool.acquire() as listener:
+                await listener.add_listener(AUDIT_CHANNEL, notified)
                 try:
-                    while await _relay_batch(context, topic) == _AUDIT_BATCH:
-                        pass
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
-                    # Rows stay unpublished and are sent on the next wake-up or poll.
-                    context.log.warning("audit relay failed; retrying", error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), _AUDIT_POLL_S)
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(AUDIT_CHANNEL, notified)
+                    while True:
+                        wake.clear()
+                        while await _relay_batch(context, topic) == _AUDIT_BATCH:
+                            pass
+                        failures = 0
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(wake.wait(), _AUDIT_POLL_S)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await listener.remove_listener(AUDIT_CHANNEL, notified)
+        except _RELAY_RETRIED as exc:
+            # Rows stay in the outbox and are sent once PostgreSQL and Kafka answer again.
+            failures += 1
+            delay = min(_AUDIT_RETRY_S[0] * 2**failures, _AUDIT_RETRY_S[1])
+            _RELAY_FAILURES.inc()
+            context.log.warning("audit relay failed; retrying", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
 
 
-async def _relay_batch(context: Context, topic: Any) -> int:
+async def _relay_batch(context: Context, topic: Topic) -> int:
+    """Publish one batch of the outbox; returns how many rows it took (sent or set aside)."""
     async with context.pool.acquire() as connection, connection.transaction():
-        # The audit table is append-only: what is still to publish is its outbox's rows.
-        rows = await connection.fetch(
-            "SELECT a.id, a.time, a.actor, a.tenant, a.action, a.resource, a.owner, a.outcome, "
-            "a.detail, a.region FROM lepton_ingest.audit_outbox o "
-            "JOIN lepton_ingest.audit a USING (id) ORDER BY o.id "
-            "LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
-            _AUDIT_BATCH,
-        )
-        if not rows:
-            return 0
-        await context.publisher.publish_many(
-            topic,
-            [
-                (
-                    row["tenant"],
-                    {
-                        "actor": row["actor"],
-                        "tenant": row["tenant"],
-                        "action": row["action"],
-                        "resource": row["resource"],
-                        "owner": row["owner"],
-                        "outcome": row["outcome"],
-                        "detail": row["detail"],
-                        "region": row["region"],
-                        "time": int(row["time"].timestamp() * 1000),
-                    },
-                )
-                for row in rows
-            ],
-        )
-        await connection.execute(
-            "DELETE FROM lepton_ingest.audit_outbox WHERE id = ANY($1)",
-            [row["id"] for row in rows],
-        )
+        rows = await storage.pending_audit(connection, _AUDIT_BATCH)
+        events = [(row["tenant"], _audit_event(row)) for row in rows]
+        sending = list(rows)
+        while sending:
+            try:
+                await context.publisher.publish_many(topic, events)
+            except UnsendableRecordError as exc:
+                row, (key, event) = sending.pop(exc.index), events.pop(exc.index)
+                await context.publisher.set_aside(topic, key, event, exc)
+                await storage.set_audit_aside(connection, row["id"], str(exc))
+                continue
+            break
+        await storage.published_audit(connection, [row["id"] for row in sending])
         return len(rows)
+
+
+def _audit_event(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "actor": row["actor"],
+        "tenant": row["tenant"],
+        "action": row["action"],
+        "resource": row["resource"],
+        "owner": row["owner"],
+        "outcome": row["outcome"],
+        "detail": row["detail"],
+        "region": row["region"],
+        "time": int(row["time"].timestamp() * 1000),
+    }
 
 
 def create_app(settings: IngestSettings | None = None) -> Service:
