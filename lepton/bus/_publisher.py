@@ -264,6 +264,35 @@ class Publisher:
             messages.append((raw_key, value, added))
         return [self._writer.send_all(name, messages)]
 
+    async def send_sendable(
+        self,
+        topic: Topic,
+        events: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        traces: Sequence[bytes | None] | None = None,
+        dead_letters: bool = True,
+    ) -> tuple[list[asyncio.Future[Any]], list[tuple[int, UnsendableRecordError]]]:
+        """:meth:`send_many`, but an event that can never be sent is set aside
+        (:meth:`set_aside`; only counted and logged without ``dead_letters``, for a topic
+        whose dead letters this service may not write) and the others are sent: one bad
+        record never holds up the rest, nor stops a service. Returns the acknowledgements
+        and, for each event set aside, its index in ``events`` and why."""
+        pending = list(events)
+        continues = list(traces) if traces is not None else [None] * len(pending)
+        places = list(range(len(pending)))
+        aside: list[tuple[int, UnsendableRecordError]] = []
+        while True:
+            try:
+                return await self.send_many(topic, pending, traces=continues), aside
+            except UnsendableRecordError as exc:
+                key, record = pending.pop(exc.index)
+                del continues[exc.index]
+                aside.append((places.pop(exc.index), exc))
+                if dead_letters:
+                    await self.set_aside(topic, key, record, exc)
+                else:
+                    _counted_aside(topic, exc)
+
     async def publish_many(
         self,
         topic: Topic,
@@ -314,8 +343,12 @@ class Publisher:
             await self.max_message_bytes(letters),
         )
         await self.send_raw(letters, raw_key, value, headers)
-        _SET_ASIDE.labels(topic.name, type(error).__name__).inc()
-        log.error("set aside a record for %s that can never be sent: %s", topic.name, error)
+        _counted_aside(topic, error)
+
+
+def _counted_aside(topic: Topic, error: Exception) -> None:
+    _SET_ASIDE.labels(topic.name, type(error).__name__).inc()
+    log.error("set aside a record for %s that can never be sent: %s", topic.name, error)
 
 
 def _weigh(

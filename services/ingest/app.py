@@ -31,7 +31,6 @@ from lepton.bus import (
     MessageTooLargeError,
     PublishError,
     TransientError,
-    UnsendableRecordError,
 )
 from lepton.data import tables
 from lepton.data.access import AUDIT_CHANNEL
@@ -463,18 +462,16 @@ async def _relay_batch(context: Context, topic: Topic) -> int:
     """Publish one batch of the outbox; returns how many rows it took (sent or set aside)."""
     async with context.pool.acquire() as connection, connection.transaction():
         rows = await storage.pending_audit(connection, _AUDIT_BATCH)
-        events = [(row["tenant"], _audit_event(row)) for row in rows]
-        sending = list(rows)
-        while sending:
-            try:
-                await context.publisher.publish_many(topic, events)
-            except UnsendableRecordError as exc:
-                row, (key, event) = sending.pop(exc.index), events.pop(exc.index)
-                await context.publisher.set_aside(topic, key, event, exc)
-                await storage.set_audit_aside(connection, row["id"], str(exc))
-                continue
-            break
-        await storage.published_audit(connection, [row["id"] for row in sending])
+        acks, aside = await context.publisher.send_sendable(
+            topic, [(row["tenant"], _audit_event(row)) for row in rows]
+        )
+        await asyncio.gather(*acks)
+        for index, error in aside:
+            await storage.set_audit_aside(connection, rows[index]["id"], str(error))
+        skipped = {index for index, _ in aside}
+        await storage.published_audit(
+            connection, [row["id"] for index, row in enumerate(rows) if index not in skipped]
+        )
         return len(rows)
 
 
