@@ -5,7 +5,9 @@ dead-lettered (cut to fit) instead of stopping the subscriber."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -13,12 +15,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from lepton.bus import (
     KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
     MessageTooLargeError,
+    Publisher,
     UnsendableRecordError,
     ensure_topics,
     message_bytes,
+    provision,
 )
 from lepton.config import KafkaAccess
-from lepton.contract.topics import Topic, dead_letter_topic
+from lepton.contract.topics import Namespace, Topic, dead_letter_topic
 from tests.integration.test_bus import collector, read_raw, subscribed
 from tests.samples import sample
 
@@ -104,3 +108,18 @@ async def test_a_record_over_its_topic_limit_is_refused_before_anything_is_sent(
     assert invalid.value.index == 0
     await publisher.publish(topic, "t/d", small)
     assert await end_offset(kafka, topic.name) == 1
+
+
+async def test_a_service_weighs_against_its_topic_own_limit_read_under_its_acls(
+    kafka, stack_access, codec
+) -> None:
+    """A service reads the configuration of the topics it writes (its ACLs allow it), so a
+    topic's own limit binds it, not Kafka's default."""
+    names = Namespace(f"s{uuid.uuid4().hex[:10]}.")
+    ready = names.topic("lepton.data.ready")
+    await ensure_topics(kafka, [dataclasses.replace(ready, config={"max.message.bytes": "20000"})])
+    await provision(kafka, names)
+    async with Publisher(stack_access("ingest"), codec, source="tests") as ingest:
+        assert await ingest.max_message_bytes(ready.name) == 20_000
+        with pytest.raises(MessageTooLargeError, match="20,000-byte limit"):
+            await ingest.publish(ready, "t/d", {**sample(ready.event), "location": "x" * 30_000})
