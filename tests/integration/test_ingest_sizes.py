@@ -4,9 +4,11 @@ aside with its reason instead of stopping the service at every start."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -16,6 +18,10 @@ from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.data.samples import house_prices
+from lepton.testing import InMemoryBroker, running
+from services.ingest import storage
+from services.ingest.app import create_app
+from services.ingest.settings import IngestSettings
 from tests.integration.ingest_support import (
     request,
     running_ingest,
@@ -95,3 +101,55 @@ async def test_an_audit_row_that_can_never_be_sent_is_set_aside_not_sent_at_ever
     async with running_ingest(kafka, url, codec, tmp_path, prefix=prefix) as ingest:
         outcome, _ = await ingest.submit(request(tenant, "houses-2", HOUSES))
         assert outcome == "ready"
+
+
+@dataclasses.dataclass
+class RefusingBroker(InMemoryBroker):
+    """An in-memory broker that says when it refused a send (see :meth:`refuse`)."""
+
+    refused_a_send: asyncio.Event = dataclasses.field(default_factory=asyncio.Event, init=False)
+
+    def writer(self, *, client_id: str, linger_ms: int, max_batch_bytes: int) -> Any:
+        writer = super().writer(client_id=client_id, linger_ms=linger_ms, max_batch_bytes=0)
+        send_all = writer.send_all
+
+        def watched(topic: str, messages: Any) -> asyncio.Future[None]:
+            if topic in self._refused:
+                self.refused_a_send.set()
+            return send_all(topic, messages)
+
+        writer.send_all = watched  # type: ignore[method-assign]
+        return writer
+
+
+async def test_the_audit_relay_waits_out_a_broker_that_refuses_and_then_sends(
+    database_for: Callable[[str], str], tmp_path: Path
+) -> None:
+    """A failing send was not among the failures the relay waited out: it stopped ingest."""
+    url = database_for("ingest")
+    service = create_app(
+        IngestSettings(database_url=url, topic_prefix="t.", ingest_roots=[tmp_path])
+    )
+    broker = RefusingBroker()
+    audit = Namespace("t.").topic("lepton.audit").name
+    tenant = unique_tenant()
+    broker.refuse(audit)
+    async with (
+        asyncpg.create_pool(url, min_size=1, max_size=4) as pool,
+        running(service, broker, pool) as serving,
+    ):
+        async with pool.acquire() as connection, connection.transaction():
+            await storage.audit(
+                connection,
+                tenant=tenant,
+                action="write",
+                resource="dataset:x",
+                outcome="allowed",
+                detail=None,
+                region=None,
+            )
+        await asyncio.wait_for(broker.refused_a_send.wait(), 30)
+        assert not serving.done(), "the relay's failure did not stop the service"
+        broker.accept(audit)
+        published = await broker.until(audit, lambda r: r["tenant"] == tenant, timeout_s=60)
+    assert published["resource"] == "dataset:x"
