@@ -10,13 +10,22 @@
   function of one event, or a :class:`BatchHandler` that folds each event of a fetch in
   memory and then acts on the whole fetch at once (one placement pass, one batch of
   events published), which is how a busy service keeps up.
+- Sizes: every message is weighed, before it is sent, against its topic's
+  ``max.message.bytes`` (read once from the broker; Kafka's default when the principal
+  may not read it). A record over it is a :class:`MessageTooLargeError`, one that does
+  not encode an :class:`UnsendableRecordError`, raised before anything of the call is
+  sent; :meth:`Publisher.set_aside` and :meth:`Publisher.send_sendable` send such a
+  service's own record to ``<topic>.dlq`` instead, and a dead letter that would be too
+  large with its reason headers is cut to fit (``dlq_truncated``, with the original
+  value's size and SHA-256), so dead-lettering never fails on size.
 - :func:`ensure_topics`: creates the declared topics and their dead-letter topics (the
   admin; a service only finds them there). :func:`provision` adds the ACLs of
   :func:`lepton.contract.topics.grants` (:func:`apply_acls`, :func:`live_grants`).
 
 The modules behind these names: ``_event`` (the event a handler sees, its trace),
   ``_handlers`` (handler protocols), ``_publisher``, ``_subscriber``, ``_admin`` (topics),
-  ``_transport`` (the seam :mod:`lepton.testing` plugs an in-memory broker into),
+  ``_sizes`` (limits, weights, dead letters cut to fit), ``_transport`` (the seam
+  :mod:`lepton.testing` plugs an in-memory broker into),
   ``_reader`` / ``_writer`` (librdkafka), ``_acls`` (ACLs).
 """
 

@@ -200,15 +200,11 @@ class Publisher:
             limit = self._limits[topic] = await self._writer.max_message_bytes(topic)
         return limit
 
-    def _encoded(self, topic: Topic, record: Mapping[str, Any], index: int) -> bytes:
+    def _encoded(self, topic: Topic, record: Mapping[str, Any]) -> bytes:
         try:
             return self._codec.encode(topic.event, record)
         except _INVALID as exc:
-            raise UnsendableRecordError(
-                f"not a valid {topic.event} for {topic.name}: {exc!r}"[:4096],
-                topic=topic.name,
-                index=index,
-            ) from exc
+            raise _invalid(topic, 0, exc) from exc
 
     async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Queue one event; the returned future resolves when the broker has acknowledged it.
@@ -218,7 +214,7 @@ class Publisher:
         """
         name = topic.name
         limit = self._limits.get(name) or await self.max_message_bytes(name)
-        value = self._encoded(topic, record, 0)
+        value = self._encoded(topic, record)
         raw_key = key.encode()
         headers = self._signed(name, raw_key, value, record, self.headers(topic.event))
         if len(value) + len(raw_key) > limit - _HEADROOM:
@@ -254,14 +250,19 @@ class Publisher:
         name = topic.name
         limit = self._limits.get(name) or await self.max_message_bytes(name)
         roomy = limit - _HEADROOM
-        encode, headers, event, signed = self._encoded, self.headers, topic.event, self._signed
-        messages = []
-        for index, ((key, record), trace) in enumerate(zip(pending, continues, strict=True)):
-            raw_key, value = key.encode(), encode(topic, record, index)
-            added = signed(name, raw_key, value, record, headers(event, trace))
-            if len(value) + len(raw_key) > roomy:
-                _weigh(name, raw_key, value, added, limit, index)
-            messages.append((raw_key, value, added))
+        encode, headers, event, signed = self._codec.encode, self.headers, topic.event, self._signed
+        messages: list[tuple[bytes, bytes, Headers]] = []
+        try:
+            for (key, record), trace in zip(pending, continues, strict=True):
+                raw_key, value = key.encode(), encode(event, record)
+                added = signed(name, raw_key, value, record, headers(event, trace))
+                if len(value) + len(raw_key) > roomy:
+                    _weigh(name, raw_key, value, added, limit, len(messages))
+                messages.append((raw_key, value, added))
+        except UnsendableRecordError:
+            raise
+        except _INVALID as exc:  # encoding the record at ``len(messages)`` failed
+            raise _invalid(topic, len(messages), exc) from exc
         return [self._writer.send_all(name, messages)]
 
     async def send_sendable(
@@ -349,6 +350,14 @@ class Publisher:
 def _counted_aside(topic: Topic, error: Exception) -> None:
     _SET_ASIDE.labels(topic.name, type(error).__name__).inc()
     log.error("set aside a record for %s that can never be sent: %s", topic.name, error)
+
+
+def _invalid(topic: Topic, index: int, error: Exception) -> UnsendableRecordError:
+    return UnsendableRecordError(
+        f"not a valid {topic.event} for {topic.name}: {error!r}"[:4096],
+        topic=topic.name,
+        index=index,
+    )
 
 
 def _weigh(
