@@ -7,7 +7,7 @@ the rejects, the request's outcome and the audit row. Then it publishes
 ``lepton.data.ready`` or, for input it must refuse, ``lepton.data.rejected`` with a
 specific reason. A redelivered request finds its recorded outcome and publishes it again
 without redoing anything. Audit rows (the service's and the data API's) are relayed from
-the database to ``lepton.audit`` by a background task.
+the database to ``lepton.audit`` by a background task (:mod:`services.ingest.audit_relay`).
 """
 
 from __future__ import annotations
@@ -22,22 +22,13 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
-import prometheus_client
-from aiokafka.errors import KafkaError
 
-from lepton.bus import (
-    Event,
-    Handler,
-    MessageTooLargeError,
-    PublishError,
-    TransientError,
-)
+from lepton.bus import Event, Handler, MessageTooLargeError, TransientError
 from lepton.data import tables
-from lepton.data.access import AUDIT_CHANNEL
 from lepton.data.keys import decode_master_key
-from lepton.errors import UnavailableError
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
+from services.ingest.audit_relay import relay_audit
 from services.ingest.pipeline import Integration, Outcome, Pipeline
 from services.ingest.query_spool import spool_query
 from services.ingest.security import ColumnSealer
@@ -50,28 +41,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
     from lepton.config import Settings
-    from lepton.contract.topics import Topic
 
 __all__ = ["Ingest", "create_app", "main"]
 
 _FILE_KINDS = ("csv", "parquet", "jsonl")
-_AUDIT_BATCH = 500
-_AUDIT_POLL_S = 5.0  # catches notifications missed while the listener reconnected
-# The relay's wait after a failure: doubling from the first, up to the second (seconds).
-_AUDIT_RETRY_S = (0.25, 30.0)
-# What the relay waits out: PostgreSQL or Kafka away, or refusing for a while.
-_RELAY_RETRIED = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    KafkaError,
-    PublishError,
-    UnavailableError,
-)
-_RELAY_FAILURES = prometheus_client.Counter(
-    "lepton_ingest_audit_relay_failures_total",
-    "Times the audit relay failed to reach PostgreSQL or Kafka and waited to retry.",
-)
 _SPOOL_MEMORY = 8 * 1024 * 1024
 T = TypeVar("T")
 
@@ -417,75 +390,6 @@ def _ready(
         "location": location,
         "region": region,
         "ready_at": _now_ms(),
-    }
-
-
-async def relay_audit(context: Context) -> None:
-    """Publish audit rows to ``lepton.audit`` as they are committed (an outbox).
-
-    A row that can never be published (too large, invalid) is set aside with its reason
-    and dead-lettered, and the others go on; a failure of PostgreSQL or Kafka is retried
-    with backoff, however long it lasts: none stops the service.
-    """
-    topic = context.topic("lepton.audit")
-    wake = asyncio.Event()
-    failures = 0
-
-    def notified(*_: object) -> None:
-        wake.set()
-
-    while True:
-        try:
-            async with context.pool.acquire() as listener:
-                await listener.add_listener(AUDIT_CHANNEL, notified)
-                try:
-                    while True:
-                        wake.clear()
-                        while await _relay_batch(context, topic) == _AUDIT_BATCH:
-                            pass
-                        failures = 0
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(wake.wait(), _AUDIT_POLL_S)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await listener.remove_listener(AUDIT_CHANNEL, notified)
-        except _RELAY_RETRIED as exc:
-            # Rows stay in the outbox and are sent once PostgreSQL and Kafka answer again.
-            failures += 1
-            delay = min(_AUDIT_RETRY_S[0] * 2**failures, _AUDIT_RETRY_S[1])
-            _RELAY_FAILURES.inc()
-            context.log.warning("audit relay failed; retrying", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-
-
-async def _relay_batch(context: Context, topic: Topic) -> int:
-    """Publish one batch of the outbox; returns how many rows it took (sent or set aside)."""
-    async with context.pool.acquire() as connection, connection.transaction():
-        rows = await storage.pending_audit(connection, _AUDIT_BATCH)
-        acks, aside = await context.publisher.send_sendable(
-            topic, [(row["tenant"], _audit_event(row)) for row in rows]
-        )
-        await asyncio.gather(*acks)
-        for index, error in aside:
-            await storage.set_audit_aside(connection, rows[index]["id"], str(error))
-        skipped = {index for index, _ in aside}
-        await storage.published_audit(
-            connection, [row["id"] for index, row in enumerate(rows) if index not in skipped]
-        )
-        return len(rows)
-
-
-def _audit_event(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "actor": row["actor"],
-        "tenant": row["tenant"],
-        "action": row["action"],
-        "resource": row["resource"],
-        "owner": row["owner"],
-        "outcome": row["outcome"],
-        "detail": row["detail"],
-        "region": row["region"],
-        "time": int(row["time"].timestamp() * 1000),
     }
 
 
