@@ -26,7 +26,7 @@ import time
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lepton.bus import Publisher, PublishError, partition_for
+from lepton.bus import KAFKA_DEFAULT_MAX_MESSAGE_BYTES, Publisher, PublishError, partition_for
 from lepton.config import KafkaAccess, Settings
 from lepton.contract import authorship, default_codec
 from lepton.contract.identity import SIGNATURE_HEADER, IdentityKey, Principal, SigningKey
@@ -252,6 +252,9 @@ class _Writer:
 
     async def partitions(self, topic: str) -> list[int]:
         return list(range(len(self._broker._topic(topic))))
+
+    async def max_message_bytes(self, topic: str) -> int:
+        return KAFKA_DEFAULT_MAX_MESSAGE_BYTES  # every topic as Kafka configures it by default
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers

@@ -46,6 +46,7 @@ _OPERATIONS: dict[Operation, AclOperation] = {
     "read": AclOperation.READ,
     "write": AclOperation.WRITE,
     "describe": AclOperation.DESCRIBE,
+    "describe_configs": AclOperation.DESCRIBE_CONFIGS,
 }
 _TIMEOUT_S = 30.0
 _T = TypeVar("_T")

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Authenticator"]
 
+# What a denial's audit event keeps of a name the sender chose, and of the reason.
+_NAME_CHARS = 200
+_DETAIL_CHARS = 4096
+
 
 class Authenticator:
     """Refuses, with :class:`~lepton.errors.ForgedRecordError`, a record that is unsigned,
@@ -73,17 +77,19 @@ class Authenticator:
         self, message: Message, record: Record | None, error: ForgedRecordError
     ) -> tuple[str, AuditEvent]:
         """The audit event (and its key) recording that ``message`` was refused."""
+        # Everything here may come from the sender, up to a megabyte: cut, so that the
+        # audit event always fits lepton.audit.
         claimed = dict(message.headers() or ()).get(PRINCIPAL_HEADER, b"")
-        actor = claimed.decode("utf-8", "replace")[:200] or "unsigned"
-        tenant = str(record.get("tenant", "")) if record is not None else ""
-        key = (message.key() or b"").decode("utf-8", "replace")[:200]
+        actor = claimed.decode("utf-8", "replace")[:_NAME_CHARS] or "unsigned"
+        tenant = str(record.get("tenant", ""))[:_NAME_CHARS] if record is not None else ""
+        key = (message.key() or b"").decode("utf-8", "replace")[:_NAME_CHARS]
         event: AuditEvent = {
             "actor": actor,
             "tenant": tenant,
             "action": "publish",
             "resource": f"topic:{self._declared(message.topic())}/{key}",
             "outcome": "denied",
-            "detail": str(error),
+            "detail": str(error)[:_DETAIL_CHARS],
             "time": time.time_ns() // 1_000_000,
         }
         return tenant or actor, event

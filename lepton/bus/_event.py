@@ -59,6 +59,10 @@ DLQ_HEADERS = (
     "dlq_source_partition",
     "dlq_source_offset",
     "dlq_time",
+    # Only when the message had to be cut to fit (lepton.bus._sizes.dead_letter).
+    "dlq_truncated",
+    "dlq_original_value_bytes",
+    "dlq_original_value_sha256",
 )
 
 

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
+import prometheus_client
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
 from lepton.bus._event import Headers, _event_time, _ids
+from lepton.bus._sizes import (
+    MessageTooLargeError,
+    UnsendableRecordError,
+    dead_letter,
+    message_bytes,
+    reason_headers,
+)
 from lepton.bus._transport import Kafka, Transport, Writing
 from lepton.contract.identity import SigningKey
+from lepton.contract.topics import dead_letter_topic
 from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
@@ -30,6 +40,20 @@ if TYPE_CHECKING:
     Signer = SigningKey | Callable[[str, bytes, Mapping[str, Any]], SigningKey]
 
 log = logging.getLogger("lepton.bus")
+
+# The headers a publisher adds (CloudEvents, traceparent, signature) take well under this:
+# a message whose key and value leave this much room under its topic's limit needs no
+# weighing of its headers, which keeps the check off the path of nearly every message.
+_HEADROOM = 64 * 1024
+# What encoding a record that does not fit its schema raises (fastavro's, the codec's).
+_INVALID = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+_SET_ASIDE = prometheus_client.Counter(
+    "lepton_records_set_aside_total",
+    "Records a service produced that could never be sent (too large for their topic, or "
+    "invalid), set aside instead, by topic and error.",
+    ["topic", "error"],
+)
 
 
 class BrokerUnavailableError(UnavailableError, RuntimeError):
@@ -105,6 +129,7 @@ class Publisher:
         self._codec = codec
         self._source = source.encode()
         self._connect_timeout_s = connect_timeout_s
+        self._limits: dict[str, int] = {}  # each topic's max.message.bytes, once read
         self._writer: Writing = (transport or Kafka(kafka)).writer(
             client_id=f"{client_id}-{source}",
             linger_ms=linger_ms,
@@ -166,20 +191,38 @@ class Publisher:
         signing = signer if isinstance(signer, SigningKey) else signer(topic, key, record)
         return headers + signing.sign(topic, key, value)
 
+    async def max_message_bytes(self, topic: str) -> int:
+        """The largest message ``topic`` takes (its ``max.message.bytes``, read once), once
+        the topic is ready to be sent to."""
+        limit = self._limits.get(topic)
+        if limit is None:
+            await self._writer.partitions(topic)
+            limit = self._limits[topic] = await self._writer.max_message_bytes(topic)
+        return limit
+
     def _encoded(self, topic: Topic, record: Mapping[str, Any]) -> bytes:
-        value = self._codec.encode(topic.event, record)
+        try:
+            value = self._codec.encode(topic.event, record)
+        except _INVALID as exc:
+            raise _invalid(topic, 0, exc) from exc
         return self._codec.seal(record["tenant"], value) if topic.sealed else value
 
     async def send(self, topic: Topic, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Queue one event; the returned future resolves when the broker has acknowledged it.
 
-        On a sealed topic the value is sealed for the record's tenant (the codec must be
-        :meth:`~lepton.contract.codec.Codec.keyed`)."""
+        Raises :class:`UnsendableRecordError` (:class:`MessageTooLargeError` when it is
+        over the topic's ``max.message.bytes``) before sending anything. On a sealed topic
+        the value is sealed for the record's tenant (the codec must be
+        :meth:`~lepton.contract.codec.Codec.keyed`).
+        """
+        name = topic.name
+        limit = self._limits.get(name) or await self.max_message_bytes(name)
         value = self._encoded(topic, record)
         raw_key = key.encode()
-        headers = self._signed(topic.name, raw_key, value, record, self.headers(topic.event))
-        await self._writer.partitions(topic.name)
-        return self._writer.send(topic.name, raw_key, value, headers)
+        headers = self._signed(name, raw_key, value, record, self.headers(topic.event))
+        if len(value) + len(raw_key) > limit - _HEADROOM:
+            _weigh(name, raw_key, value, headers, limit, 0)
+        return self._writer.send(name, raw_key, value, headers)
 
     async def publish(self, topic: Topic, key: str, record: Mapping[str, Any]) -> None:
         """Send one event and wait for the broker's acknowledgement."""
@@ -199,23 +242,63 @@ class Publisher:
 
         ``traces``, one per event, are the ``traceparent`` each event continues (a batch
         handler's events each answer a different message); None continues the current one.
+
+        If any event cannot be sent (:class:`UnsendableRecordError`, its ``index`` the
+        event's place), none is: the caller may set it aside and send the others.
         """
         pending = list(events)
         continues = list(traces) if traces is not None else [None] * len(pending)
         if len(continues) != len(pending):
             raise ValueError(f"{len(continues)} traces for {len(pending)} events")
+        name = topic.name
+        limit = self._limits.get(name) or await self.max_message_bytes(name)
+        roomy = limit - _HEADROOM
         encode, headers, event, signed = self._codec.encode, self.headers, topic.event, self._signed
         seal = self._codec.seal if topic.sealed else None
-        messages = []
-        for (key, record), trace in zip(pending, continues, strict=True):
-            raw_key, value = key.encode(), encode(event, record)
-            if seal is not None:
-                value = seal(record["tenant"], value)
-            messages.append(
-                (raw_key, value, signed(topic.name, raw_key, value, record, headers(event, trace)))
-            )
-        await self._writer.partitions(topic.name)
-        return [self._writer.send_all(topic.name, messages)]
+        messages: list[tuple[bytes, bytes, Headers]] = []
+        try:
+            for (key, record), trace in zip(pending, continues, strict=True):
+                raw_key, value = key.encode(), encode(event, record)
+                if seal is not None:
+                    value = seal(record["tenant"], value)
+                added = signed(name, raw_key, value, record, headers(event, trace))
+                if len(value) + len(raw_key) > roomy:
+                    _weigh(name, raw_key, value, added, limit, len(messages))
+                messages.append((raw_key, value, added))
+        except UnsendableRecordError:
+            raise
+        except _INVALID as exc:  # encoding the record at ``len(messages)`` failed
+            raise _invalid(topic, len(messages), exc) from exc
+        return [self._writer.send_all(name, messages)]
+
+    async def send_sendable(
+        self,
+        topic: Topic,
+        events: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        traces: Sequence[bytes | None] | None = None,
+        dead_letters: bool = True,
+    ) -> tuple[list[asyncio.Future[Any]], list[tuple[int, UnsendableRecordError]]]:
+        """:meth:`send_many`, but an event that can never be sent is set aside
+        (:meth:`set_aside`; only counted and logged without ``dead_letters``, for a topic
+        whose dead letters this service may not write) and the others are sent: one bad
+        record never holds up the rest, nor stops a service. Returns the acknowledgements
+        and, for each event set aside, its index in ``events`` and why."""
+        pending = list(events)
+        continues = list(traces) if traces is not None else [None] * len(pending)
+        places = list(range(len(pending)))
+        aside: list[tuple[int, UnsendableRecordError]] = []
+        while True:
+            try:
+                return await self.send_many(topic, pending, traces=continues), aside
+            except UnsendableRecordError as exc:
+                key, record = pending.pop(exc.index)
+                del continues[exc.index]
+                aside.append((places.pop(exc.index), exc))
+                if dead_letters:
+                    await self.set_aside(topic, key, record, exc)
+                else:
+                    _counted_aside(topic, exc)
 
     async def publish_many(
         self,
@@ -232,9 +315,64 @@ class Publisher:
     async def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
     ) -> None:
-        """Send bytes as they are (dead letters, replays) and wait for the acknowledgement."""
-        await self._writer.partitions(topic)
+        """Send bytes as they are (dead letters, replays) and wait for the acknowledgement;
+        :class:`MessageTooLargeError`, before sending, when they are over the topic's limit."""
+        limit = self._limits.get(topic) or await self.max_message_bytes(topic)
+        _weigh(topic, key, value, headers, limit, 0)
         await self._writer.send(topic, key, value, headers)
+
+    async def set_aside(
+        self, topic: Topic, key: str, record: Mapping[str, Any], error: Exception
+    ) -> None:
+        """A record of this service's own that can never be sent to ``topic`` (``error``,
+        an :class:`UnsendableRecordError`): to ``<topic>.dlq`` instead, with the reason,
+        cut to fit (:func:`~lepton.bus._sizes.dead_letter`), and counted in
+        ``lepton_records_set_aside_total``. The record is Avro as usual, or JSON (its
+        ``content-type`` says which) when it does not even encode. Needs the right to
+        write ``<topic>.dlq``, which a service has for the topics it reads."""
+        headers = self.headers(topic.event)
+        value: bytes | None
+        try:
+            value = self._codec.encode(topic.event, record)
+        except _INVALID:
+            value = json.dumps(record, default=repr, ensure_ascii=False).encode()
+            headers = [
+                (name, b"application/json" if name == "content-type" else raw)
+                for name, raw in headers
+            ]
+        letters = dead_letter_topic(topic.name)
+        raw_key, value, headers = dead_letter(
+            topic.name,
+            key.encode(),
+            value,
+            headers,
+            reason_headers(error, topic.name),
+            await self.max_message_bytes(letters),
+        )
+        await self.send_raw(letters, raw_key, value, headers)
+        _counted_aside(topic, error)
+
+
+def _counted_aside(topic: Topic, error: Exception) -> None:
+    _SET_ASIDE.labels(topic.name, type(error).__name__).inc()
+    log.error("set aside a record for %s that can never be sent: %s", topic.name, error)
+
+
+def _invalid(topic: Topic, index: int, error: Exception) -> UnsendableRecordError:
+    return UnsendableRecordError(
+        f"not a valid {topic.event} for {topic.name}: {error!r}"[:4096],
+        topic=topic.name,
+        index=index,
+    )
+
+
+def _weigh(
+    topic: str, key: bytes | None, value: bytes | None, headers: Headers, limit: int, index: int
+) -> None:
+    """Raises :class:`MessageTooLargeError` for a message over ``limit``."""
+    size = message_bytes(key, value, headers)
+    if size > limit:
+        raise MessageTooLargeError(topic=topic, size=size, limit=limit, index=index)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -21,11 +21,11 @@ from lepton.bus._event import (
     Handler,
     TransientError,
     _current_trace,
-    _event_time,
     _LazyHeaders,
 )
 from lepton.bus._handlers import BatchHandler, Selective, Skimming
 from lepton.bus._publisher import Publisher, _unavailable, partition_for
+from lepton.bus._sizes import dead_letter, reason_headers
 from lepton.bus._transport import Kafka, Reading, Transport
 from lepton.contract.codec import Codec, DecodeError, MessageOrigin
 from lepton.contract.topics import Topic, dead_letter_topic
@@ -370,19 +370,21 @@ class Subscriber:
         await asyncio.sleep(delay)
 
     async def _dead_letter(self, message: Message, error: Exception) -> None:
+        """The message to ``<topic>.dlq`` with the reason; cut to fit that topic when the
+        reason makes it too large (:func:`~lepton.bus._sizes.dead_letter`), so that
+        dead-lettering never fails on size."""
         topic = message.topic()
-        reason = [
-            ("dlq_error_type", type(error).__name__.encode()),
-            ("dlq_error_message", str(error).encode("utf-8", "replace")[:4096]),
-            ("dlq_source_topic", topic.encode()),
-            ("dlq_source_partition", str(message.partition()).encode()),
-            ("dlq_source_offset", str(message.offset()).encode()),
-            ("dlq_time", _event_time()),
-        ]
+        letters = dead_letter_topic(topic)
         original = [
             (name, value) for name, value in message.headers() or () if name not in DLQ_HEADERS
         ]
-        await self._publisher.send_raw(
-            dead_letter_topic(topic), message.key(), message.value(), original + reason
+        key, value, headers = dead_letter(
+            topic,
+            message.key(),
+            message.value(),
+            original,
+            reason_headers(error, topic, message.partition(), message.offset()),
+            await self._publisher.max_message_bytes(letters),
         )
+        await self._publisher.send_raw(letters, key, value, headers)
         self.counts[topic, "dead_lettered"] += 1

@@ -19,6 +19,9 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 import confluent_kafka
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 
 from lepton.errors import MessageError
 
@@ -27,7 +30,13 @@ if TYPE_CHECKING:
 
     from lepton.config import KafkaAccess
 
-__all__ = ["CredentialWatch", "PublishError", "Writer"]
+__all__ = [
+    "CLIENT_MAX_MESSAGE_BYTES",
+    "KAFKA_DEFAULT_MAX_MESSAGE_BYTES",
+    "CredentialWatch",
+    "PublishError",
+    "Writer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +53,13 @@ _DENIED = frozenset(
 )
 # How long the delivery thread waits in one poll: also how soon it notices a stop.
 _POLL_S = 0.1
+# The broker's ``message.max.bytes`` by default: the limit of a topic that sets none, and
+# what is assumed when this principal may not read the topic's configuration.
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+# librdkafka's own ``message.max.bytes`` (its default is 1,000,000, below Kafka's): set
+# above the limit of any topic Lepton uses, so that the topic's limit is the one that
+# binds; a topic configured higher still is held to this.
+CLIENT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class PublishError(MessageError, RuntimeError):
@@ -90,19 +106,22 @@ class Writer:
         self, kafka: KafkaAccess, *, client_id: str, linger_ms: int, max_batch_bytes: int
     ) -> None:
         self._credentials = CredentialWatch()
+        self._access = {**kafka.librdkafka(), "client.id": client_id}
         self._producer = confluent_kafka.Producer(
             {
-                **kafka.librdkafka(),
+                **self._access,
+                "logger": log,
                 "error_cb": self._credentials,
-                "client.id": client_id,
+                "message.max.bytes": CLIENT_MAX_MESSAGE_BYTES,
                 "enable.idempotence": True,  # implies acks=all, ordered retries
                 "linger.ms": linger_ms,
                 "batch.size": max_batch_bytes,
                 # Java's default partitioner, so every language puts a key in one place.
                 "partitioner": "murmur2_random",
-                "logger": log,
             }
         )
+        self._admin: AdminClient | None = None  # made on first use: most writers need one
+        self._limits: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reports: list[tuple[_Pending, Any]] = []
         self._reports_lock = threading.Lock()
@@ -129,6 +148,7 @@ class Writer:
         self._stopping.set()
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        self._admin = None
         self._hand_over()
 
     async def partitions(self, topic: str, timeout_s: float = 30.0) -> list[int]:
@@ -159,6 +179,33 @@ class Writer:
                 why = found.error if found is not None and found.error else "no leader yet"
                 raise PublishError(f"topic {topic} is not ready in the cluster: {why}")
             await asyncio.sleep(0.1)  # a new topic's leaders are being elected
+
+    async def max_message_bytes(self, topic: str, timeout_s: float = 30.0) -> int:
+        """The largest message ``topic`` takes: its ``max.message.bytes``, read from the
+        cluster once per topic and process (Kafka's default when this principal may not
+        read the topic's configuration), never above this producer's own limit."""
+        known = self._limits.get(topic)
+        if known is None:
+            described = await asyncio.to_thread(self._configured_limit, topic, timeout_s)
+            known = self._limits[topic] = min(described, CLIENT_MAX_MESSAGE_BYTES)
+        return known
+
+    def _configured_limit(self, topic: str, timeout_s: float) -> int:
+        if self._admin is None:
+            self._admin = AdminClient({**self._access}, logger=log)
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        try:
+            described = self._admin.describe_configs([resource], request_timeout=timeout_s)
+            entries = described[resource].result(timeout=timeout_s)
+            return int(entries["max.message.bytes"].value)
+        except (confluent_kafka.KafkaException, KeyError, ValueError, TimeoutError) as exc:
+            log.info(
+                "assuming Kafka's default limit of %d bytes a message for %s: %s",
+                KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+                topic,
+                exc,
+            )
+            return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers

@@ -37,7 +37,8 @@ def kafka_acls_lines(found: list[Grant], principal: str) -> list[str]:
             principal.format(actor=actor),
         ]
         for grant in same:
-            words += ["--operation", grant.operation.capitalize()]
+            # kafka-acls.sh spells them Read, Write, Describe, DescribeConfigs.
+            words += ["--operation", grant.operation.title().replace("_", "")]
         if prefixed:
             words += ["--resource-pattern-type", "prefixed"]
         words += [f"--{kind}", name]

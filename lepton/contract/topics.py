@@ -248,7 +248,9 @@ class Namespace:
         return used, dead_lettered
 
 
-Operation = Literal["read", "write", "describe"]
+# describe_configs: read a topic's configuration (its max.message.bytes, which a writer
+# weighs each message against before sending).
+Operation = Literal["read", "write", "describe", "describe_configs"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +314,12 @@ def grants(names: Namespace | None = None) -> list[Grant]:
             for actor in declared.readers
             if actor in _DEAD_LETTERING
         )
+    # Whoever writes a topic may read its configuration: the size limit it writes under.
+    found.update(
+        Grant(grant.actor, "topic", grant.name, "describe_configs")
+        for grant in list(found)
+        if grant.operation == "write"
+    )
     found.update(
         Grant(group.actor, "group", names.group(group.name), group.operation, group.prefixed)
         for group in CONSUMER_GROUPS

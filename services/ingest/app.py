@@ -7,7 +7,7 @@ the rejects, the request's outcome and the audit row. Then it publishes
 ``lepton.data.ready`` or, for input it must refuse, ``lepton.data.rejected`` with a
 specific reason. A redelivered request finds its recorded outcome and publishes it again
 without redoing anything. Audit rows (the service's and the data API's) are relayed from
-the database to ``lepton.audit`` by a background task.
+the database to ``lepton.audit`` by a background task (:mod:`services.ingest.audit_relay`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
-from aiokafka.errors import KafkaError
 
-from lepton.bus import Event, Handler, TransientError
+from lepton.bus import Event, Handler, MessageTooLargeError, TransientError
 from lepton.data import tables
-from lepton.data.access import AUDIT_CHANNEL
 from lepton.data.keys import decode_master_key
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
+from services.ingest.audit_relay import relay_audit
 from services.ingest.pipeline import Integration, Outcome, Pipeline
 from services.ingest.query_spool import spool_query
 from services.ingest.security import ColumnSealer
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["Ingest", "create_app", "main"]
 
 _FILE_KINDS = ("csv", "parquet", "jsonl")
-_AUDIT_BATCH = 500
-_AUDIT_POLL_S = 5.0  # catches notifications missed while the listener reconnected
 _SPOOL_MEMORY = 8 * 1024 * 1024
 T = TypeVar("T")
 
@@ -88,10 +85,30 @@ class Ingest:
                 done = await self._ingest(request)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
-        outcome, record = done
-        topic = self.context.topic(f"lepton.data.{outcome}")
-        await self.context.publisher.publish(topic, f"{tenant}/{dataset}", record)
+        outcome, record = await self._answer(*done)
         log.info(outcome, version=record.get("version"), code=record.get("code"))
+
+    async def _answer(self, outcome: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Publish the request's answer. A ``data.ready`` too large for its topic (a spec,
+        columns or lineage of megabytes) becomes a ``data.rejected`` saying so, so the
+        requester hears back; a rejection too large is dead-lettered (cut to fit)."""
+        publisher, key = self.context.publisher, f"{record['tenant']}/{record['dataset']}"
+        try:
+            await publisher.publish(self.context.topic(f"lepton.data.{outcome}"), key, record)
+        except MessageTooLargeError as exc:
+            if outcome != "ready":
+                raise
+            record = _rejection(
+                record,
+                IngestRejected(
+                    "answer_too_large",
+                    f"the answer, {exc.size:,} bytes, is over the {exc.limit:,}-byte limit of "
+                    f"{exc.topic}; version {record['version']} is stored (lepton data show)",
+                ),
+            )
+            await publisher.publish(self.context.topic("lepton.data.rejected"), key, record)
+            return "rejected", record
+        return outcome, record
 
     async def _keep_audit(self, event: Event) -> None:
         """Another service's denial, from ``lepton.audit``, into the audit table (ingest's
@@ -289,17 +306,7 @@ class Ingest:
         self, request: dict[str, Any], rejected: IngestRejected
     ) -> tuple[str, dict[str, Any]]:
         tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
-        record = {
-            "request_id": request_id,
-            "tenant": tenant,
-            "dataset": dataset,
-            "code": rejected.code,
-            "reason": rejected.reason,
-            "source": rejected.source,
-            "column": rejected.column,
-            "row": rejected.row,
-            "rejected_at": _now_ms(),
-        }
+        record = _rejection(request, rejected)
         async with self.context.pool.acquire() as connection, connection.transaction():
             await storage.as_tenant(connection, tenant)
             await storage.lock_dataset(connection, tenant, dataset)
@@ -339,6 +346,21 @@ async def _prefetched(items: Iterator[T]) -> AsyncIterator[T]:
                 await pending
 
 
+def _rejection(request: dict[str, Any], rejected: IngestRejected) -> dict[str, Any]:
+    """The ``lepton.data.rejected`` answering ``request`` (or another answer to it)."""
+    return {
+        "request_id": request["request_id"],
+        "tenant": request["tenant"],
+        "dataset": request["dataset"],
+        "code": rejected.code,
+        "reason": rejected.reason,
+        "source": rejected.source,
+        "column": rejected.column,
+        "row": rejected.row,
+        "rejected_at": _now_ms(),
+    }
+
+
 def _columns(outcome: Outcome) -> list[dict[str, Any]]:
     return [
         {
@@ -370,71 +392,6 @@ def _ready(
         "region": region,
         "ready_at": _now_ms(),
     }
-
-
-async def relay_audit(context: Context) -> None:
-    """Publish audit rows to ``lepton.audit`` as they are committed (an outbox)."""
-    topic = context.topic("lepton.audit")
-    wake = asyncio.Event()
-
-    def notified(*_: object) -> None:
-        wake.set()
-
-    async with context.pool.acquire() as listener:
-        await listener.add_listener(AUDIT_CHANNEL, notified)
-        try:
-            while True:
-                wake.clear()
-                try:
-                    while await _relay_batch(context, topic) == _AUDIT_BATCH:
-                        pass
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
-                    # Rows stay unpublished and are sent on the next wake-up or poll.
-                    context.log.warning("audit relay failed; retrying", error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), _AUDIT_POLL_S)
-        finally:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(AUDIT_CHANNEL, notified)
-
-
-async def _relay_batch(context: Context, topic: Any) -> int:
-    async with context.pool.acquire() as connection, connection.transaction():
-        # The audit table is append-only: what is still to publish is its outbox's rows.
-        rows = await connection.fetch(
-            "SELECT a.id, a.time, a.actor, a.tenant, a.action, a.resource, a.owner, a.outcome, "
-            "a.detail, a.region FROM lepton_ingest.audit_outbox o "
-            "JOIN lepton_ingest.audit a USING (id) ORDER BY o.id "
-            "LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
-            _AUDIT_BATCH,
-        )
-        if not rows:
-            return 0
-        await context.publisher.publish_many(
-            topic,
-            [
-                (
-                    row["tenant"],
-                    {
-                        "actor": row["actor"],
-                        "tenant": row["tenant"],
-                        "action": row["action"],
-                        "resource": row["resource"],
-                        "owner": row["owner"],
-                        "outcome": row["outcome"],
-                        "detail": row["detail"],
-                        "region": row["region"],
-                        "time": int(row["time"].timestamp() * 1000),
-                    },
-                )
-                for row in rows
-            ],
-        )
-        await connection.execute(
-            "DELETE FROM lepton_ingest.audit_outbox WHERE id = ANY($1)",
-            [row["id"] for row in rows],
-        )
-        return len(rows)
 
 
 def create_app(settings: IngestSettings | None = None) -> Service:

@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     Connection = asyncpg.Connection | PoolConnectionProxy
 
 __all__ = [
+    "AUDIT_TEXT_CHARS",
     "DATA_SCHEMA",
     "as_tenant",
     "audit",
+    "bounded",
     "completed",
     "copy_audit",
     "copy_rejects",
@@ -33,11 +35,17 @@ __all__ = [
     "create_version_table",
     "discard_version_table",
     "lock_dataset",
+    "pending_audit",
     "protect_version_table",
+    "published_audit",
     "record_request",
+    "set_audit_aside",
 ]
 
 DATA_SCHEMA = "lepton_data"
+# An audit row's free text at most (characters), so that its event stays far below the
+# limit of lepton.audit: a reason may quote a source's bytes, a name may be a megabyte.
+AUDIT_TEXT_CHARS = 4096
 
 
 async def as_tenant(connection: Connection, tenant: str) -> None:
@@ -181,15 +189,53 @@ async def audit(
     actor: str = "service:ingest",
 ) -> None:
     """An audit row in the caller's transaction; the relay publishes it after commit (a
-    trigger queues it in the outbox and wakes the relay)."""
+    trigger queues it in the outbox and wakes the relay). Its resource and detail are cut
+    to :data:`AUDIT_TEXT_CHARS`."""
     await connection.execute(
         "INSERT INTO lepton_ingest.audit (actor, tenant, action, resource, outcome, detail, "
         "region) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         actor,
         tenant,
         action,
-        resource,
+        bounded(resource),
         outcome,
-        detail,
+        None if detail is None else bounded(detail),
         region,
+    )
+
+
+def bounded(text: str, limit: int = AUDIT_TEXT_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and how many there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
+async def pending_audit(connection: Connection, limit: int) -> list[asyncpg.Record]:
+    """Audit rows still to publish (not set aside), oldest first, locked for this
+    transaction; rows another relay holds are skipped."""
+    # The audit table is append-only: what is still to publish is its outbox's rows.
+    return list(
+        await connection.fetch(
+            "SELECT a.id, a.time, a.actor, a.tenant, a.action, a.resource, a.owner, "
+            "a.outcome, a.detail, a.region FROM lepton_ingest.audit_outbox o "
+            "JOIN lepton_ingest.audit a USING (id) WHERE o.set_aside_at IS NULL "
+            "ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED",
+            limit,
+        )
+    )
+
+
+async def published_audit(connection: Connection, ids: Sequence[int]) -> None:
+    await connection.execute("DELETE FROM lepton_ingest.audit_outbox WHERE id = ANY($1)", ids)
+
+
+async def set_audit_aside(connection: Connection, audit_id: int, reason: str) -> None:
+    """An audit row that can never be published stays in the outbox, marked, and is not
+    tried again."""
+    await connection.execute(
+        "UPDATE lepton_ingest.audit_outbox SET set_aside_at = clock_timestamp(), "
+        "set_aside_reason = $2 WHERE id = $1",
+        audit_id,
+        bounded(reason),
     )

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from lepton.contract.events import JobEvent, JobEventKind
     from lepton.contract.job_events import JobEventDetails
+    from lepton.contract.topics import Topic
     from lepton.runtime.service import Context
     from lepton.scheduling.journal import JobRecord
 
@@ -142,13 +143,15 @@ class Outbox:
         durability matters."""
         if self._decided:
             outbox, self._decided = self._decided, []
-            self._unacked.extend(
-                await self.context.publisher.send_many(
-                    self.context.topic("lepton.jobs.events"),
-                    [(event["job_id"], event) for event, _ in outbox],
-                    traces=[trace for _, trace in outbox],
-                )
+            # An event that can never be sent (a job id or reason of a megabyte) goes to
+            # lepton.jobs.events.dlq with its reason rather than stop the scheduler, which
+            # would decide it again after every restart.
+            acks, _ = await self.context.publisher.send_sendable(
+                self.context.topic("lepton.jobs.events"),
+                [(event["job_id"], event) for event, _ in outbox],
+                traces=[trace for _, trace in outbox],
             )
+            self._unacked.extend(acks)
             for kind, count in Counter(event["kind"] for event, _ in outbox).items():
                 _DECISIONS.labels(kind).inc(count)
         if len(self._unacked) > 1000:
@@ -195,7 +198,7 @@ class Outbox:
                 instructions.extend(first)
                 take_queued()
                 await _acknowledged(acks)
-                await self.context.publisher.publish_many(topic, instructions)
+                await self._send_instructions(topic, instructions)
                 acks.clear()
                 instructions.clear()
         finally:
@@ -204,4 +207,13 @@ class Outbox:
             take_queued()
             if instructions:
                 await _acknowledged(acks)
-                await self.context.publisher.publish_many(topic, instructions)
+                await self._send_instructions(topic, instructions)
+
+    async def _send_instructions(self, topic: Topic, instructions: list[Instruction]) -> None:
+        """Send instructions and wait for the broker. One that can never be sent (too
+        large) is counted and logged, not sent: the scheduler may not write
+        ``lepton.jobs.assigned``'s dead letters, and stopping would only send it again."""
+        acks, _ = await self.context.publisher.send_sendable(
+            topic, instructions, dead_letters=False
+        )
+        await _acknowledged(acks)

@@ -115,6 +115,7 @@ async def consumers(
             "lepton.data.ready",
             "lepton.data.rejected",
             "lepton.audit",
+            "lepton.audit.dlq",
             "lepton.data.requested.dlq",
         ):
             name = (
@@ -165,9 +166,16 @@ def settings(
 
 @asynccontextmanager
 async def running_ingest(
-    kafka: KafkaAccess, database_url: str, codec: Codec, root: Path, **extra: Any
+    kafka: KafkaAccess,
+    database_url: str,
+    codec: Codec,
+    root: Path,
+    *,
+    prefix: str | None = None,
+    **extra: Any,
 ) -> AsyncIterator[Running]:
-    prefix = f"t{uuid.uuid4().hex[:10]}."
+    """The ingest service on its own topics (under ``prefix``, a new one by default)."""
+    prefix = prefix or unique_prefix()
     service = create_app(settings(kafka, database_url, prefix, root, **extra))
     task = asyncio.create_task(service.run())
     ready = asyncio.create_task(service.ready.wait())
@@ -192,6 +200,10 @@ async def as_tenant_fetch(pool: asyncpg.Pool, tenant: str, query: str, *args: An
         await connection.execute("SET LOCAL ROLE lepton_tenant")
         await connection.execute("SELECT set_config('app.tenant_id', $1, true)", tenant)
         return list(await connection.fetch(query, *args))
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}."
 
 
 def unique_tenant() -> str:

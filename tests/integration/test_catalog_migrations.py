@@ -44,9 +44,9 @@ async def _recorded(pool: asyncpg.Pool) -> list[tuple[str, int]]:
 
 
 async def test_a_new_database_gets_the_catalog_once(fresh_pool: asyncpg.Pool) -> None:
-    assert await tables.migrate(fresh_pool) == [1, 2, 3]
+    assert await tables.migrate(fresh_pool) == [1, 2, 3, 4]
     assert await tables.migrate(fresh_pool) == []
-    assert await _recorded(fresh_pool) == [("catalog", 1), ("catalog", 2), ("catalog", 3)]
+    assert await _recorded(fresh_pool) == [("catalog", n) for n in (1, 2, 3, 4)]
     assert await fresh_pool.fetchval("SELECT count(*) FROM lepton_ingest.datasets") == 0
 
 
@@ -58,12 +58,13 @@ async def test_a_database_ingest_migrated_keeps_its_catalog(fresh_pool: asyncpg.
         "INSERT INTO lepton_ingest.shares (owner_tenant, name, grantee) VALUES ('a', 'd', 'b')"
     )
 
-    assert await tables.migrate(fresh_pool) == [2, 3]
+    assert await tables.migrate(fresh_pool) == [2, 3, 4]
 
     assert await _recorded(fresh_pool) == [
         ("catalog", 1),
         ("catalog", 2),
         ("catalog", 3),
+        ("catalog", 4),
         ("ingest", 1),
     ]
     assert await fresh_pool.fetchval("SELECT count(*) FROM lepton_ingest.shares") == 1

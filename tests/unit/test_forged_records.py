@@ -175,3 +175,20 @@ async def test_a_model_is_accepted_only_with_the_lease_of_the_node_that_announce
         "node:n1's lease is for job k of tenant victim on node n1, not this model's"
     )
     assert "of tenant attacker" in reasons["other-tenant"]
+
+
+async def test_the_audit_of_a_refusal_is_bounded_whatever_the_sender_wrote() -> None:
+    """A forged request naming a tenant of 900,000 characters: its audit event (which
+    names the tenant twice) must still fit lepton.audit, or the subscriber would stop."""
+    broker = InMemoryBroker(NAMES.all())
+    acme = signed_as(broker, Principal("tenant", "acme"))
+    request = sample("lepton.JobRequested")
+    await acme.publish(REQUESTS, "huge", request | {"tenant": "v" * 900_000})
+    await acme.publish(REQUESTS, "after", request | {"tenant": "acme"})
+    received = Received(expected=1)
+    async with consuming(broker, received):
+        await asyncio.wait_for(received.enough.wait(), 5)
+        audit = await broker.until(AUDIT.name, _about("huge"))
+    assert [event.key for event in received.events] == ["after"]
+    assert len(audit["tenant"]) == 200
+    assert len(audit["detail"]) == 4096

@@ -3,6 +3,7 @@ follow the rules the table states."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -45,6 +46,16 @@ def test_every_service_reader_writes_the_dead_letters_and_the_client_none() -> N
             assert (letter in found) == (actor != "client"), (actor, topic.name)
 
 
+def test_whoever_writes_a_topic_may_read_its_size_limit() -> None:
+    found = set(grants())
+    for grant in found:
+        if grant.operation == "write":
+            assert dataclasses.replace(grant, operation="describe_configs") in found, grant
+    assert {grant.name for grant in found if grant.operation == "describe_configs"} == {
+        grant.name for grant in found if grant.operation == "write"
+    }
+
+
 def test_grants_follow_the_prefix_and_name_nothing_outside_it() -> None:
     prefix = "t1234."
     for grant in grants(Namespace(prefix)):
@@ -60,7 +71,7 @@ def test_kafka_acls_lines_name_each_principal_and_resource() -> None:
     ) in lines
     assert (
         "kafka-acls.sh --bootstrap-server $BOOTSTRAP --command-config admin.properties --add "
-        "--allow-principal User:lepton-client --operation Read --operation Write "
-        "--topic lepton.jobs.events"
+        "--allow-principal User:lepton-client --operation DescribeConfigs --operation Read "
+        "--operation Write --topic lepton.jobs.events"
     ) in lines
     assert not any("lepton-admin" in line for line in lines), "the admin is a super user"
