@@ -61,6 +61,8 @@ def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     marker = f"… ({len(text) - limit} more characters)"
+    if len(marker) * 2 > limit:  # a short limit keeps text rather than the count
+        marker = "…"
     return text[: max(limit - len(marker), 0)] + marker
 
 

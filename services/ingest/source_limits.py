@@ -40,6 +40,10 @@ def resolve_location(uri: str | None, limits: Limits, source: str) -> str:
     """A path under an allowed root, or an allowed remote URL; ``path_not_allowed`` else."""
     if not uri:
         raise IngestRejected("path_not_allowed", f"source {source!r} has no uri", source=source)
+    if "\x00" in uri:
+        raise IngestRejected(
+            "path_not_allowed", f"source {source!r}: the uri holds a NUL byte", source=source
+        )
     protocol, _, rest = uri.partition("://")
     if rest and protocol != "file":
         if protocol not in limits.remote_protocols:

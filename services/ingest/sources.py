@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
@@ -82,12 +83,13 @@ class SourceReader:
                 opened = fsspec.open(self.location, "rb").open()
                 size = int(opened.size) if hasattr(opened, "size") else None
             else:
-                size = os.stat(self.location).st_size
-                opened = open(self.location, "rb")  # noqa: SIM115 - the caller closes it
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+                opened, size = _open_regular(self.location, self.name)
+        except OSError as exc:
+            # The file's fault (missing, a loop of links, a name too long, ...): an answer,
+            # never a retry as if the database were away.
             raise IngestRejected(
                 "source_unreadable",
-                f"source {self.name!r}: {type(exc).__name__}: {exc.strerror}",
+                f"source {self.name!r}: {type(exc).__name__}: {exc.strerror or exc}",
                 source=self.name,
             ) from None
         if size is not None and size > self.limits.max_bytes:
@@ -318,6 +320,24 @@ class SourceReader:
                 ) from None
         if self.content_hash is None:
             self.content_hash = "sha256:" + digest.hexdigest()
+
+
+def _open_regular(path: str, source: str) -> tuple[IO[bytes], int]:
+    """A regular file opened for reading, and its size.
+
+    Opened without blocking and without following a final link, then checked: a FIFO
+    would block the reader for ever, a device never ends, and the path was resolved (links
+    followed, checked against the roots) before, so a link now is a swap since.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise IngestRejected(
+            "source_unreadable", f"source {source!r} is not a regular file", source=source
+        )
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb"), info.st_size
 
 
 def _header_cells(line: str, delimiter: str, source: str, bounds: Bounds) -> list[str]:
