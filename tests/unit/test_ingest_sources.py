@@ -14,7 +14,6 @@ from services.ingest.source_limits import Limits, resolve_location
 from services.ingest.sources import SourceReader, SourceRequest
 from services.ingest.spec import IngestRejected
 
-
 BOUNDS = Bounds(
     line_bytes=1 << 20,
     columns=1000,
