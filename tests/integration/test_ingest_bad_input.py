@@ -18,6 +18,7 @@ import pytest
 
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
+from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from tests.integration.ingest_support import (
     as_tenant_fetch,
@@ -475,3 +476,39 @@ async def test_sensitive_columns_need_a_master_key(
     assert outcome == "rejected"
     assert record["code"] == "spec_invalid"
     assert "LEPTON_MASTER_KEY" in record["reason"]
+
+
+async def test_names_with_shell_and_sql_metacharacters_are_only_data(
+    ingest, pool: asyncpg.Pool
+) -> None:
+    """A file, a source and columns named like shell commands and SQL injections are
+    stored as given: nothing runs them (no shell; parameterised SQL; generated table and
+    column identifiers)."""
+    file_name = "x; touch pwned $(touch pwned2) `touch pwned3` '\"--.csv"
+    columns = ['a"; DROP TABLE lepton_ingest.datasets; --', "b' OR '1'='1", "$(rm -rf ~)"]
+    frame = pd.DataFrame({columns[0]: [1, 2], columns[1]: ["'; --", "x"], columns[2]: [3, 4]})
+    frame.to_csv(ingest.root / file_name, index=False)
+    source = "s'; DROP TABLE lepton_ingest.audit; --"
+    tenant = unique_tenant()
+    outcome, record = await ingest.submit(
+        request(tenant, "meta", [{"name": source, "kind": "csv", "uri": file_name}])
+    )
+    assert outcome == "ready", record
+    assert [c["name"] for c in record["columns"]] == columns
+    assert record["lineage"][0]["name"] == source
+    stored = await read_dataset(pool, reader_tenant=tenant, name="meta")
+    assert list(stored.columns) == columns
+    assert stored[columns[1]].tolist() == ["'; --", "x"]
+    assert _left_behind(ingest.root) == []
+    assert await pool.fetchval("SELECT to_regclass('lepton_ingest.datasets') IS NOT NULL")
+    assert await pool.fetchval("SELECT to_regclass('lepton_ingest.audit') IS NOT NULL")
+
+
+def _left_behind(root: Path) -> list[Path]:
+    """Files a shell would have made of the metacharacter names, where it would have."""
+    return [
+        place / name
+        for place in (root, Path.cwd())
+        for name in ("pwned", "pwned2", "pwned3")
+        if (place / name).exists()
+    ]

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.ingest.pipeline import Integration, Pipeline
-from services.ingest.source_limits import resolve_location
+from services.ingest.source_limits import GuardedStream, resolve_location
 from services.ingest.sources import SourceReader, SourceRequest
 from services.ingest.spec import IngestRejected, parse_spec
 from tests.unit.test_ingest_sources import BOUNDS, _limits, _reader
@@ -215,3 +215,22 @@ def test_a_rejected_value_is_quoted_clipped(tmp_path: Path) -> None:
     rejects = pd.concat([piece.rejects for piece in pipeline.pieces()])
     assert len(rejects) == 1
     assert len(rejects["reason"].iloc[0]) < 300
+
+
+def test_a_gzip_bomb_is_stopped_after_a_few_megabytes_not_after_inflating(tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "bomb.csv.gz", "wb", compresslevel=9) as out:
+        out.write(b"a\n")
+        for _ in range(256):
+            out.write(b"0\n" * (1 << 19))  # 256 MiB inflated, about 250 KiB on disk
+    limits = _limits(tmp_path, max_ratio=100.0)
+    with (tmp_path / "bomb.csv.gz").open("rb") as raw:
+        stream = GuardedStream(raw, limits, "s")
+        with pytest.raises(IngestRejected) as caught:
+            _drain_stream(stream)
+    assert caught.value.code == "compression_ratio"
+    assert stream.inflated < 8 << 20
+
+
+def _drain_stream(stream: GuardedStream) -> None:
+    while stream.read(1 << 20):
+        pass
