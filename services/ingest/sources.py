@@ -17,6 +17,7 @@ import io
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
@@ -246,7 +247,7 @@ class SourceReader:
             return names
         names = [cell.strip() for cell in cells]
         check_columns(names, bounds, self.name)
-        repeated = sorted({name for name in names if names.count(name) > 1 or not name})
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1 or not name)
         if repeated:
             raise IngestRejected(
                 "spec_invalid",
