@@ -29,6 +29,7 @@ from lepton.data.keys import decode_master_key
 from lepton.runtime.service import Context, Service, run
 from services.ingest import storage
 from services.ingest.audit_relay import relay_audit
+from services.ingest.input_bounds import Bounds, clip, clip_bytes
 from services.ingest.pipeline import Integration, Outcome, Pipeline
 from services.ingest.query_spool import spool_query
 from services.ingest.security import ColumnSealer
@@ -66,6 +67,15 @@ class Ingest:
             max_ratio=settings.ingest_max_compression_ratio,
             chunk_bytes=settings.ingest_chunk_bytes,
             chunk_rows=settings.ingest_chunk_rows,
+            bounds=Bounds(
+                line_bytes=settings.ingest_max_line_bytes,
+                columns=settings.ingest_max_columns,
+                cells=settings.ingest_max_cells,
+                name_bytes=settings.ingest_max_column_name_bytes,
+                categories=settings.ingest_max_categories,
+                reason_bytes=settings.ingest_max_reason_bytes,
+                sample_chars=settings.ingest_max_sample_chars,
+            ),
         )
         key = settings.master_key
         self.master = decode_master_key(key.get_secret_value()) if key is not None else None
@@ -105,6 +115,7 @@ class Ingest:
                     f"the answer, {exc.size:,} bytes, is over the {exc.limit:,}-byte limit of "
                     f"{exc.topic}; version {record['version']} is stored (lepton data show)",
                 ),
+                self.limits.bounds,
             )
             await publisher.publish(self.context.topic("lepton.data.rejected"), key, record)
             return "rejected", record
@@ -126,7 +137,14 @@ class Ingest:
         try:
             try:
                 pipeline, sealer = await self._plan(request, spools)
-                return await self._store(request, pipeline, sealer)
+                try:
+                    return await self._store(request, pipeline, sealer)
+                except (asyncpg.DataError, asyncpg.ProgramLimitExceededError) as exc:
+                    # Data the bounds let through but PostgreSQL cannot store (a row too
+                    # wide for a page, say) is the input's fault: an answer, not a crash.
+                    raise IngestRejected(
+                        "storage_refused", f"PostgreSQL cannot store these rows: {exc}"
+                    ) from None
             except IngestRejected as rejected:
                 return await self._reject(request, rejected)
         finally:
@@ -166,6 +184,7 @@ class Ingest:
             stats_sample_rows=self.settings.ingest_stats_sample_rows,
             max_join_rows=self.settings.ingest_max_join_rows,
             max_reject_fraction=self.settings.ingest_max_reject_fraction,
+            bounds=self.limits.bounds,
             encrypt=sealer.seal if sealer is not None else None,
         )
         await asyncio.to_thread(pipeline.prepare)
@@ -306,7 +325,7 @@ class Ingest:
         self, request: dict[str, Any], rejected: IngestRejected
     ) -> tuple[str, dict[str, Any]]:
         tenant, dataset, request_id = request["tenant"], request["dataset"], request["request_id"]
-        record = _rejection(request, rejected)
+        record = _rejection(request, rejected, self.limits.bounds)
         async with self.context.pool.acquire() as connection, connection.transaction():
             await storage.as_tenant(connection, tenant)
             await storage.lock_dataset(connection, tenant, dataset)
@@ -322,7 +341,7 @@ class Ingest:
                 action="write",
                 resource=f"dataset:{tenant}/{dataset}",
                 outcome="denied",
-                detail=f"{rejected.code}: {rejected.reason}",
+                detail=f"{rejected.code}: {record['reason']}",
                 region=request.get("region") or self.settings.ingest_region,
             )
         return "rejected", record
@@ -346,16 +365,17 @@ async def _prefetched(items: Iterator[T]) -> AsyncIterator[T]:
                 await pending
 
 
-def _rejection(request: dict[str, Any], rejected: IngestRejected) -> dict[str, Any]:
-    """The ``lepton.data.rejected`` answering ``request`` (or another answer to it)."""
+def _rejection(request: dict[str, Any], rejected: IngestRejected, bounds: Bounds) -> dict[str, Any]:
+    """The ``lepton.data.rejected`` answering ``request`` (or another answer to it). It
+    never echoes megabytes of the input back: the answer and its audit row stay small."""
     return {
         "request_id": request["request_id"],
         "tenant": request["tenant"],
         "dataset": request["dataset"],
         "code": rejected.code,
-        "reason": rejected.reason,
-        "source": rejected.source,
-        "column": rejected.column,
+        "reason": clip_bytes(rejected.reason, bounds.reason_bytes),
+        "source": None if rejected.source is None else clip(rejected.source, bounds.sample_chars),
+        "column": None if rejected.column is None else clip(rejected.column, bounds.sample_chars),
         "row": rejected.row,
         "rejected_at": _now_ms(),
     }

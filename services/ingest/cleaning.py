@@ -17,6 +17,7 @@ import pandas as pd
 
 from services.ingest.coercion import ROW, SOURCE, convert
 from services.ingest.dedupe import DedupeIndex
+from services.ingest.input_bounds import clip
 from services.ingest.spec import ColumnSpec, DatasetSpec
 
 if TYPE_CHECKING:
@@ -106,8 +107,13 @@ class Cleaner:
         quality: Quality,
         dedupe: DedupeIndex,
         keys: DedupeIndex | None = None,
+        *,
+        sample_chars: int | None = None,
     ) -> None:
+        """``sample_chars``: a value (or list) quoted in a reason is cut to this many
+        characters (None: quoted whole)."""
         self.spec = spec
+        self._sample_chars = sample_chars
         self.quality = quality
         self._dedupe = dedupe
         self._keys = keys if keys is not None else DedupeIndex()
@@ -211,7 +217,7 @@ class Cleaner:
             return rows, pd.DataFrame(columns=list(REJECT_COLUMNS))
         column = key[0] if len(key) == 1 else None
         hit = rows[repeated]
-        shown = hit[key].astype("string").fillna("null").agg(", ".join, axis=1)
+        shown = hit[key].astype("string").fillna("null").agg(", ".join, axis=1).map(self._clip)
         if any(self.spec.columns[name].sensitive for name in key):
             shown = pd.Series("(sensitive)", index=hit.index)
         reasons = shown.map(
@@ -231,7 +237,10 @@ class Cleaner:
         """Values as a reason may quote them: never a sensitive column's."""
         if self.spec.columns[name].sensitive:
             return pd.Series("(sensitive)", index=values.index)
-        return values.map(repr)
+        return values.map(repr).map(self._clip)
+
+    def _clip(self, text: str) -> str:
+        return text if self._sample_chars is None else clip(text, self._sample_chars)
 
     def _reject_frame(self, rejects: _Rejects, raw: pd.DataFrame) -> pd.DataFrame:
         if not rejects.parts:
@@ -254,7 +263,7 @@ class Cleaner:
             high = present & (values > column.max).fillna(False)
             reject(high, "range", name, lambda v: f"{name} {v} is above {column.max:g}", values)
         if column.categories is not None:
-            allowed = ", ".join(column.categories)
+            allowed = self._clip(", ".join(column.categories))
             outside = present & ~values.isin(column.categories).fillna(False)
             reject(
                 outside, "category", name, lambda v: f"{name} {v} is not one of {allowed}", values
@@ -265,7 +274,7 @@ class Cleaner:
                 unmatched,
                 "pattern",
                 name,
-                lambda v: f"{name} {v} does not match {column.pattern}",
+                lambda v: f"{name} {v} does not match {self._clip(column.pattern or '')}",
                 values,
             )
 

@@ -28,6 +28,7 @@ from services.ingest.cleaning import Cleaner, Quality
 from services.ingest.coercion import ROW, SOURCE, coerce, effective_spec, merge_types, source_types
 from services.ingest.column_stats import ColumnStats, needs_stats
 from services.ingest.dedupe import DedupeIndex
+from services.ingest.input_bounds import Bounds, check_categories, check_cells, check_columns
 from services.ingest.spec import NUMERIC, ColumnSpec, DatasetSpec, IngestRejected
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ class Pipeline:
         stats_sample_rows: int,
         max_join_rows: int,
         max_reject_fraction: float,
+        bounds: Bounds,
         encrypt: Encrypt | None = None,
     ) -> None:
         self.readers = list(readers)
@@ -127,8 +129,10 @@ class Pipeline:
         self.stats_sample_rows = stats_sample_rows
         self.max_join_rows = max_join_rows
         self.max_reject_fraction = max_reject_fraction
+        self.bounds = bounds
         self.encrypt = encrypt
         self.outcome: Outcome | None = None
+        self._cells = 0  # read in the current pass over the sources
 
     def prepare(self) -> Outcome:
         """Types per source (from each first chunk), merged; the effective spec."""
@@ -149,8 +153,15 @@ class Pipeline:
                 "spec_invalid", f"integration mode {self.integration.mode!r} is not supported"
             )
         spec = effective_spec(self.given, types)
+        for name, column in spec.columns.items():
+            if column.categories is not None:
+                check_categories(
+                    len(column.categories), name, self.bounds, why="in the spec's categories"
+                )
         cleaner = Cleaner(spec, {}, Quality(), DedupeIndex())
-        self.outcome = Outcome(spec, self.given is None, cleaner.output_columns(), Quality())
+        columns = cleaner.output_columns()
+        check_columns([name for name, _ in columns], self.bounds, None)
+        self.outcome = Outcome(spec, self.given is None, columns, Quality())
         return self.outcome
 
     def _check_join(self, per_source: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -199,9 +210,12 @@ class Pipeline:
                 quality,
                 DedupeIndex(spill_dir=spill),
                 DedupeIndex(spill_dir=keys_dir) if spec.unique else None,
+                sample_chars=self.bounds.sample_chars,
             )
+            categories = CategoryCount(spec, self.bounds, inferred=outcome.inferred)
             for raw, typed, failures in self._integrated(spec, quality):
                 cleaned = cleaner.clean(raw, typed, failures)
+                categories.add(cleaned.rows)
                 rows, plain = self._deduplicated(cleaner, cleaned.rows, outcome)
                 rows, repeated = cleaner.enforce_unique(rows)
                 rejects = cleaned.rejects
@@ -306,20 +320,32 @@ class Pipeline:
             for mask in failures.values():
                 failed |= mask
             for name in wanted:
-                stats[name].add(
-                    typed.loc[~failed, name], numeric=spec.columns[name].type in NUMERIC
-                )
+                numeric = spec.columns[name].type in NUMERIC
+                stats[name].add(typed.loc[~failed, name], numeric=numeric)
+                if not numeric:
+                    # A mode counts every distinct value: as bounded as a category's.
+                    check_categories(
+                        len(stats[name].counts), name, self.bounds, why="(counted for its mode)"
+                    )
         return stats
+
+    def _read(self, reader: SourceReader, quality: Quality) -> Iterator[pd.DataFrame]:
+        """A source's chunks, counted as rows read and as cells against the bound."""
+        for chunk in reader.chunks():
+            quality.rows_read += len(chunk)
+            self._cells += len(chunk) * (chunk.shape[1] - 2)  # less SOURCE and ROW
+            check_cells(self._cells, self.bounds)
+            yield chunk
 
     def _integrated(
         self, spec: DatasetSpec, quality: Quality
     ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.Series]]]:
+        self._cells = 0
         if self.integration.mode == "join":
             yield from self._joined(spec, quality)
             return
         for reader in self.readers:
-            for chunk in reader.chunks():
-                quality.rows_read += len(chunk)
+            for chunk in self._read(reader, quality):
                 typed, failures = coerce(chunk, spec)
                 yield chunk, typed, failures
 
@@ -332,8 +358,7 @@ class Pipeline:
         right_frames = []
         for reader in rights:
             parts, rows = [], 0
-            for chunk in reader.chunks():
-                quality.rows_read += len(chunk)
+            for chunk in self._read(reader, quality):
                 rows += len(chunk)
                 if rows > self.max_join_rows:
                     raise IngestRejected(
@@ -350,8 +375,7 @@ class Pipeline:
                 parts.append(typed)
             right_frames.append(pd.concat(parts, ignore_index=True))
         matched = [set[Any]() for _ in right_frames]
-        for chunk in left.chunks():
-            quality.rows_read += len(chunk)
+        for chunk in self._read(left, quality):
             joined, rejected = self._coerce_split(chunk, spec)
             if rejected is not None:
                 yield rejected
@@ -407,3 +431,25 @@ class Pipeline:
                     frame[[SOURCE, ROW, name]], spec.model_copy(update={"columns": {name: column}})
                 )[0][name]
         return frame[[SOURCE, ROW, *spec.columns]]
+
+
+class CategoryCount:
+    """The distinct values each category column has had so far (as 64-bit hashes, so a
+    long value costs no more than a short one), held to the bound."""
+
+    def __init__(self, spec: DatasetSpec, bounds: Bounds, *, inferred: bool) -> None:
+        self._seen = {
+            name: set[int]() for name, column in spec.columns.items() if column.type == "category"
+        }
+        self._bounds = bounds
+        self._why = (
+            "(inferred as a category from its first rows; declare it string)"
+            if inferred
+            else "(a category)"
+        )
+
+    def add(self, rows: pd.DataFrame) -> None:
+        for name, seen in self._seen.items():
+            values = rows[name].dropna().unique()
+            seen.update(pd.util.hash_array(np.asarray(values, dtype=object)).tolist())
+            check_categories(len(seen), name, self._bounds, why=self._why)

@@ -58,6 +58,50 @@ class IngestSettings(Settings):
         description="LEPTON_INGEST_CHUNK_ROWS: rows read at a time from Parquet and "
         "PostgreSQL sources.",
     )
+    ingest_max_line_bytes: int = Field(
+        default=1024**2,
+        ge=1024,
+        description="LEPTON_INGEST_MAX_LINE_BYTES: longest line (a CSV row or a JSON Lines "
+        "record) of a source, in bytes once decompressed; checked while the bytes stream, so "
+        "a file with no newline is refused after this many bytes.",
+    )
+    ingest_max_columns: int = Field(
+        default=1000,
+        ge=1,
+        le=1600,
+        description="LEPTON_INGEST_MAX_COLUMNS: columns a source, and the cleaned dataset "
+        "(outlier flags included), may have; at most 1600, PostgreSQL's limit of a table.",
+    )
+    ingest_max_cells: int = Field(
+        default=1_000_000_000,
+        ge=1,
+        description="LEPTON_INGEST_MAX_CELLS: cells (rows times columns) the sources of one "
+        "request may hold in all; bounds what a version costs to store and to load whole.",
+    )
+    ingest_max_column_name_bytes: int = Field(
+        default=256,
+        ge=1,
+        description="LEPTON_INGEST_MAX_COLUMN_NAME_BYTES: longest column name, in bytes of "
+        "UTF-8 (names travel in every data.ready answer).",
+    )
+    ingest_max_categories: int = Field(
+        default=10_000,
+        ge=1,
+        description="LEPTON_INGEST_MAX_CATEGORIES: distinct values a category column may "
+        "have (and a spec's categories list, and a column whose mode fills gaps).",
+    )
+    ingest_max_reason_bytes: int = Field(
+        default=1024,
+        ge=128,
+        description="LEPTON_INGEST_MAX_REASON_BYTES: a rejection's reason is cut to this many "
+        "bytes, so no input is echoed back whole.",
+    )
+    ingest_max_sample_chars: int = Field(
+        default=200,
+        ge=16,
+        description="LEPTON_INGEST_MAX_SAMPLE_CHARS: a value or column name quoted in a "
+        "reason is cut to this many characters.",
+    )
     ingest_max_reject_fraction: float = Field(
         default=0.5,
         ge=0,

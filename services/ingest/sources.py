@@ -4,7 +4,8 @@ same way).
 
 Every failure a user's file can cause becomes :class:`IngestRejected` with a specific code:
 a path outside the allowed roots, a file too large or inflating too much, a wrong encoding,
-ragged rows, no rows.
+ragged rows, no rows, and every bound of :mod:`services.ingest.input_bounds` (line length,
+columns, column names, NUL bytes).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import hashlib
 import io
 import os
 import re
+import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
@@ -27,6 +30,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from services.ingest.coercion import ROW, SOURCE
+from services.ingest.input_bounds import Bounds, check_columns, check_text, clip
 from services.ingest.source_limits import GuardedStream, Limits
 from services.ingest.spec import IngestRejected
 
@@ -40,6 +44,9 @@ _READ_BLOCK = 1 << 20
 _PREFERRED_ENCODINGS = ("utf_8", "gb18030", "big5", "cp1252")
 _DETECT_BYTES = 256 * 1024
 _ROW_IN_ERROR = re.compile(r"Row #(\d+)")
+# A cell costs at least this many bytes in a chunk: Parquet batches are sized by it, so a
+# wide file gets fewer rows per batch and every chunk stays near ``chunk_bytes``.
+_CELL_BYTES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +84,13 @@ class SourceReader:
                 opened = fsspec.open(self.location, "rb").open()
                 size = int(opened.size) if hasattr(opened, "size") else None
             else:
-                size = os.stat(self.location).st_size
-                opened = open(self.location, "rb")  # noqa: SIM115 - the caller closes it
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+                opened, size = _open_regular(self.location, self.name)
+        except OSError as exc:
+            # The file's fault (missing, a loop of links, a name too long, ...): an answer,
+            # never a retry as if the database were away.
             raise IngestRejected(
                 "source_unreadable",
-                f"source {self.name!r}: {type(exc).__name__}: {exc.strerror}",
+                f"source {self.name!r}: {type(exc).__name__}: {exc.strerror or exc}",
                 source=self.name,
             ) from None
         if size is not None and size > self.limits.max_bytes:
@@ -181,7 +189,7 @@ class SourceReader:
                         use_threads=threads,
                         # Small blocks: the reader reads ahead a number of blocks, so its
                         # memory follows the block size; chunks are gathered from them.
-                        block_size=min(self._block, _READ_BLOCK),
+                        block_size=self._block_size(),
                         # pyarrow transcodes any other name through Python, much slower.
                         encoding="utf8" if encoding == "utf-8" else encoding,
                         column_names=names,
@@ -193,7 +201,7 @@ class SourceReader:
                         strings_can_be_null=True,
                     ),
                 )
-                yield from _gathered(reader, self._block)
+                yield from _gathered(reader, self._block, self.name, self.limits.bounds)
             except pa.ArrowInvalid as exc:
                 if threads and "Row #" not in str(exc):
                     for _ in self._csv(threads=False):
@@ -208,11 +216,20 @@ class SourceReader:
                 ) from None
             self.content_hash = "sha256:" + guarded.digest.hexdigest()
 
+    def _block_size(self) -> int:
+        # pyarrow refuses a row longer than its block ("straddling object"): every line the
+        # line limit lets through must fit in one.
+        return max(min(self._block, _READ_BLOCK), self.limits.bounds.line_bytes + 2)
+
     def _csv_header(self, encoding: str, delimiter: str, header: bool) -> list[str]:
         # Read on its own so the header, too, is checked for its encoding, and so every chunk
         # gets the same names whatever the data's types.
+        bounds = self.limits.bounds
         with self._open() as raw:
-            first = io.BufferedReader(GuardedStream(raw, self.limits, self.name)).readline(1 << 20)
+            # The stream refuses a line over the limit before readline returns.
+            first = io.BufferedReader(GuardedStream(raw, self.limits, self.name)).readline(
+                bounds.line_bytes + 2
+            )
         if not first.strip():
             raise IngestRejected("empty", f"source {self.name!r} has no header", source=self.name)
         try:
@@ -223,14 +240,19 @@ class SourceReader:
                 f"source {self.name!r} is not valid {encoding}: {exc.reason} in the first line",
                 source=self.name,
             ) from None
-        cells = next(csv.reader([line], delimiter=delimiter))
+        cells = _header_cells(line, delimiter, self.name, bounds)
         if not header:
-            return [f"column_{i + 1}" for i in range(len(cells))]
+            names = [f"column_{i + 1}" for i in range(len(cells))]
+            check_columns(names, bounds, self.name)
+            return names
         names = [cell.strip() for cell in cells]
-        if len(set(names)) != len(names) or any(not name for name in names):
+        check_columns(names, bounds, self.name)
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1 or not name)
+        if repeated:
             raise IngestRejected(
                 "spec_invalid",
-                f"source {self.name!r}: the header has empty or repeated names: {names}",
+                f"source {self.name!r}: the header has empty or repeated names: "
+                f"{[clip(name, bounds.sample_chars) for name in repeated[:20]]}",
                 source=self.name,
             )
         return names
@@ -261,10 +283,10 @@ class SourceReader:
                 reader = pajson.open_json(
                     io.BufferedReader(guarded, buffer_size=1 << 20),
                     read_options=pajson.ReadOptions(
-                        use_threads=False, block_size=min(self._block, _READ_BLOCK)
+                        use_threads=False, block_size=self._block_size()
                     ),
                 )
-                yield from _gathered(reader, self._block)
+                yield from _gathered(reader, self._block, self.name, self.limits.bounds)
             except pa.ArrowInvalid as exc:
                 message = str(exc)
                 code = "encoding" if "UTF8" in message else "source_unreadable"
@@ -281,9 +303,17 @@ class SourceReader:
             raw.seek(0)
             try:
                 parquet = pq.ParquetFile(raw)
-                for batch in parquet.iter_batches(batch_size=self.limits.chunk_rows):
+                names = parquet.schema_arrow.names
+                check_columns(names, self.limits.bounds, self.name)
+                rows = max(
+                    1, min(self.limits.chunk_rows, self._block // (_CELL_BYTES * len(names) or 1))
+                )
+                first = 1
+                for batch in parquet.iter_batches(batch_size=rows):
+                    check_text(batch, self.name, first, check_utf8=True)
+                    first += batch.num_rows
                     yield batch.to_pandas(types_mapper=pd.ArrowDtype)
-            except (pa.ArrowInvalid, OSError) as exc:
+            except (pa.ArrowException, OSError) as exc:
                 raise IngestRejected(
                     "source_unreadable",
                     f"source {self.name!r} is not a readable Parquet file: {exc}",
@@ -293,11 +323,50 @@ class SourceReader:
             self.content_hash = "sha256:" + digest.hexdigest()
 
 
-def _gathered(batches: Iterator[pa.RecordBatch], chunk_bytes: int) -> Iterator[pd.DataFrame]:
-    """Record batches gathered into data frames of about ``chunk_bytes``."""
+def _open_regular(path: str, source: str) -> tuple[IO[bytes], int]:
+    """A regular file opened for reading, and its size.
+
+    Opened without blocking and without following a final link, then checked: a FIFO
+    would block the reader for ever, a device never ends, and the path was resolved (links
+    followed, checked against the roots) before, so a link now is a swap since.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(descriptor)
+        raise IngestRejected(
+            "source_unreadable", f"source {source!r} is not a regular file", source=source
+        )
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "rb"), info.st_size
+
+
+def _header_cells(line: str, delimiter: str, source: str, bounds: Bounds) -> list[str]:
+    try:
+        return next(csv.reader([line], delimiter=delimiter))
+    except csv.Error as exc:
+        # The csv module refuses a field over 128 KiB: far over any column name limit.
+        code = "column_name_too_long" if "field limit" in str(exc) else "source_unreadable"
+        raise IngestRejected(
+            code,
+            f"source {source!r}: the header cannot be read ({exc}); a column name may have "
+            f"at most {bounds.name_bytes} bytes (LEPTON_INGEST_MAX_COLUMN_NAME_BYTES)",
+            source=source,
+        ) from None
+
+
+def _gathered(
+    batches: Iterator[pa.RecordBatch], chunk_bytes: int, source: str, bounds: Bounds
+) -> Iterator[pd.DataFrame]:
+    """Record batches gathered into data frames of about ``chunk_bytes``, each batch held to
+    the bounds (its columns, no NUL in its text) before pandas sees it."""
     pending: list[pa.RecordBatch] = []
     size = 0
+    first = 1
     for batch in batches:
+        check_columns(batch.schema.names, bounds, source)
+        check_text(batch, source, first)
+        first += batch.num_rows
         pending.append(batch)
         size += batch.nbytes
         if size >= chunk_bytes:

@@ -6,15 +6,19 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
+from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from tests.integration.ingest_support import (
     as_tenant_fetch,
@@ -37,7 +41,8 @@ def _ragged_late(root: Path) -> None:
     # Several chunks parse (and stream into COPY) before the broken row is reached.
     with (root / "late.csv").open("w", encoding="utf-8") as out:
         out.write("a,b,c\n")
-        for i in range(60_000):
+        # More rows than one pyarrow block (1 MiB: a line of the line limit must fit in one).
+        for i in range(200_000):
             out.write(f"{i},{i * 2},x{i}\n")
         out.write("1,2,3,4\n")
 
@@ -59,6 +64,58 @@ def _outside(root: Path) -> None:
     outside.mkdir(exist_ok=True)
     (outside / "secret.csv").write_text("a\n1\n")
     os.symlink(outside / "secret.csv", root / "link.csv")
+
+
+def _no_newline(root: Path) -> None:
+    # The finding was 50 MB; under this module's 20 MB file limit the line limit still
+    # stops it after 1 MiB.
+    (root / "noline.csv").write_bytes(b"a," + b"x" * (MAX_BYTES - 1_000_000))
+
+
+def _gzip_one_row(root: Path) -> None:
+    # Incompressible, so no ratio guard stops it: only the line limit does, while inflating.
+    with gzip.open(root / "row.csv.gz", "wb", compresslevel=1) as out:
+        out.write(b"a,b\n1,")
+        for _ in range(8):
+            out.write(os.urandom(1 << 20).hex().encode())
+        out.write(b"\n2,3\n")
+
+
+def _wide(root: Path) -> None:
+    with (root / "wide.csv").open("w") as out:
+        out.write(",".join(f"c{i}" for i in range(100_000)) + "\n")
+        out.write(",".join("1" * 100_000) + "\n")
+
+
+def _zip_bomb(root: Path) -> None:
+    with zipfile.ZipFile(root / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("bomb.csv", b"a,b\n" + b"0,0\n" * 25_000_000)
+
+
+def _truncated(root: Path) -> None:
+    pq.write_table(pa.table({"a": list(range(100_000))}), root / "whole.parquet")
+    whole = (root / "whole.parquet").read_bytes()
+    (root / "cut.parquet").write_bytes(whole[: len(whole) // 2])
+    packed = gzip.compress(b"a,b\n" + b"1,2\n" * 100_000)
+    (root / "cut.csv.gz").write_bytes(packed[: len(packed) // 2])
+
+
+def _many_categories(root: Path) -> None:
+    pd.DataFrame({"k": [f"v{i}" for i in range(20_000)]}).to_csv(root / "kinds.csv", index=False)
+
+
+def _too_wide_for_a_page(root: Path) -> None:
+    # Within every bound, but 900 out-of-line text values are more than a PostgreSQL page
+    # holds (TOAST pointers of 18 bytes each): PostgreSQL refuses the row.
+    names = ",".join(f"c{i}" for i in range(900))
+    cells = ",".join(os.urandom(500).hex() for _ in range(900))
+    (root / "page.csv").write_text(f"{names}\n{cells}\n")
+
+
+def _links(root: Path) -> None:
+    os.mkfifo(root / "pipe.csv")
+    os.symlink(root / "loop-b", root / "loop-a")
+    os.symlink(root / "loop-a", root / "loop-b")
 
 
 CASES: dict[str, tuple[Callable[[Path], None], dict, str, str]] = {
@@ -211,6 +268,104 @@ CASES: dict[str, tuple[Callable[[Path], None], dict, str, str]] = {
         "source_unreadable",
         "FileNotFoundError",
     ),
+    "a file with no newline": (
+        _no_newline,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "noline.csv"}]},
+        "line_too_long",
+        "LEPTON_INGEST_MAX_LINE_BYTES",
+    ),
+    "a gzip of one enormous row": (
+        _gzip_one_row,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "row.csv.gz"}]},
+        "line_too_long",
+        "LEPTON_INGEST_MAX_LINE_BYTES",
+    ),
+    "a hundred thousand columns": (
+        _wide,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "wide.csv"}]},
+        "too_many_columns",
+        "LEPTON_INGEST_MAX_COLUMNS",
+    ),
+    "a zip bomb": (
+        _zip_bomb,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "bomb.zip"}]},
+        "unsupported_format",
+        "zip archive",
+    ),
+    "a NUL byte in a value": (
+        lambda root: (root / "nul.csv").write_bytes(b"a,b\n1,x\n2,x\x00y\n"),
+        {"sources": [{"name": "s", "kind": "csv", "uri": "nul.csv"}]},
+        "nul_byte",
+        "row 2, column 'b'",
+    ),
+    "invalid UTF-8 after the detection sample": (
+        lambda root: (root / "late-utf8.csv").write_bytes(
+            b"a,b\n" + b"1,x\n" * 200_000 + b"2,\xff\xfe\n"
+        ),
+        {"sources": [{"name": "s", "kind": "csv", "uri": "late-utf8.csv"}]},
+        "encoding",
+        "invalid UTF8",
+    ),
+    "a truncated Parquet file": (
+        _truncated,
+        {"sources": [{"name": "s", "kind": "parquet", "uri": "cut.parquet"}]},
+        "source_unreadable",
+        "not a readable Parquet file",
+    ),
+    "a truncated gzip": (
+        _truncated,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "cut.csv.gz"}]},
+        "source_unreadable",
+        "truncated gzip",
+    ),
+    "a column name over the limit": (
+        lambda root: (root / "longname.csv").write_text("a," + "n" * 500_000 + "\n1,2\n"),
+        {"sources": [{"name": "s", "kind": "csv", "uri": "longname.csv"}]},
+        "column_name_too_long",
+        "LEPTON_INGEST_MAX_COLUMN_NAME_BYTES",
+    ),
+    "a category with too many values": (
+        _many_categories,
+        {
+            "sources": [{"name": "s", "kind": "csv", "uri": "kinds.csv"}],
+            "spec": json.dumps({"columns": {"k": {"type": "category"}}}),
+        },
+        "too_many_categories",
+        "LEPTON_INGEST_MAX_CATEGORIES",
+    ),
+    "a spec column name of 300,000 characters is echoed clipped": (
+        lambda root: _write_house(root),
+        {
+            "sources": [{"name": "s", "kind": "csv", "uri": "house.csv"}],
+            "spec": json.dumps({"columns": {"x" * 300_000: {"type": "integer"}}}),
+        },
+        "spec_violation",
+        "bytes in all",
+    ),
+    "a row PostgreSQL cannot store": (
+        _too_wide_for_a_page,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "page.csv"}]},
+        "storage_refused",
+        "PostgreSQL cannot store",
+    ),
+    "a FIFO": (
+        _links,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "pipe.csv"}]},
+        "source_unreadable",
+        "not a regular file",
+    ),
+    "a loop of symbolic links": (
+        lambda root: None,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "loop-a"}]},
+        "source_unreadable",
+        "symbolic links",
+    ),
+    "a NUL byte in the path": (
+        lambda root: None,
+        {"sources": [{"name": "s", "kind": "csv", "uri": "x\x00.csv"}]},
+        "path_not_allowed",
+        "NUL",
+    ),
     "not a parquet file": (
         lambda root: (root / "fake.parquet").write_text("a,b\n1,2\n"),
         {"sources": [{"name": "s", "kind": "parquet", "uri": "fake.parquet"}]},
@@ -254,7 +409,12 @@ async def test_bad_input_is_rejected_specifically_and_leaves_nothing(
     assert outcome == "rejected", record
     assert record["code"] == code, record
     assert reason in record["reason"], record
-    if code not in ("spec_invalid", "spec_violation") or fields["sources"][0]["kind"] != "csv":
+    # Never an echo of the input: the answer stays small whatever the file held.
+    assert len(record["reason"].encode()) <= 1024
+    assert record["column"] is None or len(record["column"]) <= 200
+    # Dataset-level refusals name no source (a spec's verdict, a bound over all sources).
+    dataset_level = ("spec_invalid", "spec_violation", "too_many_categories", "storage_refused")
+    if code not in dataset_level or fields["sources"][0]["kind"] != "csv":
         assert record["source"] == "s"
     tables_after = await pool.fetchval(
         "SELECT count(*) FROM pg_tables WHERE schemaname = 'lepton_data'"
@@ -316,3 +476,39 @@ async def test_sensitive_columns_need_a_master_key(
     assert outcome == "rejected"
     assert record["code"] == "spec_invalid"
     assert "LEPTON_MASTER_KEY" in record["reason"]
+
+
+async def test_names_with_shell_and_sql_metacharacters_are_only_data(
+    ingest, pool: asyncpg.Pool
+) -> None:
+    """A file, a source and columns named like shell commands and SQL injections are
+    stored as given: nothing runs them (no shell; parameterised SQL; generated table and
+    column identifiers)."""
+    file_name = "x; touch pwned $(touch pwned2) `touch pwned3` '\"--.csv"
+    columns = ['a"; DROP TABLE lepton_ingest.datasets; --', "b' OR '1'='1", "$(rm -rf ~)"]
+    frame = pd.DataFrame({columns[0]: [1, 2], columns[1]: ["'; --", "x"], columns[2]: [3, 4]})
+    frame.to_csv(ingest.root / file_name, index=False)
+    source = "s'; DROP TABLE lepton_ingest.audit; --"
+    tenant = unique_tenant()
+    outcome, record = await ingest.submit(
+        request(tenant, "meta", [{"name": source, "kind": "csv", "uri": file_name}])
+    )
+    assert outcome == "ready", record
+    assert [c["name"] for c in record["columns"]] == columns
+    assert record["lineage"][0]["name"] == source
+    stored = await read_dataset(pool, reader_tenant=tenant, name="meta")
+    assert list(stored.columns) == columns
+    assert stored[columns[1]].tolist() == ["'; --", "x"]
+    assert _left_behind(ingest.root) == []
+    assert await pool.fetchval("SELECT to_regclass('lepton_ingest.datasets') IS NOT NULL")
+    assert await pool.fetchval("SELECT to_regclass('lepton_ingest.audit') IS NOT NULL")
+
+
+def _left_behind(root: Path) -> list[Path]:
+    """Files a shell would have made of the metacharacter names, where it would have."""
+    return [
+        place / name
+        for place in (root, Path.cwd())
+        for name in ("pwned", "pwned2", "pwned3")
+        if (place / name).exists()
+    ]

@@ -8,10 +8,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from services.ingest.input_bounds import Bounds
 from services.ingest.pipeline import Integration, Pipeline
 from services.ingest.source_limits import Limits, resolve_location
 from services.ingest.sources import SourceReader, SourceRequest
 from services.ingest.spec import IngestRejected
+
+BOUNDS = Bounds(
+    line_bytes=1 << 20,
+    columns=1000,
+    cells=10**9,
+    name_bytes=256,
+    categories=10_000,
+    reason_bytes=1024,
+    sample_chars=200,
+)
 
 
 def _limits(root: Path, **changes: object) -> Limits:
@@ -22,6 +33,7 @@ def _limits(root: Path, **changes: object) -> Limits:
         "max_ratio": 50.0,
         "chunk_bytes": 64 * 1024,
         "chunk_rows": 1000,
+        "bounds": BOUNDS,
     }
     values.update(changes)
     return Limits(**values)  # type: ignore[arg-type]
@@ -138,6 +150,7 @@ def test_same_rows_same_version_whatever_the_format_or_chunking(tmp_path: Path) 
             stats_sample_rows=1000,
             max_join_rows=10,
             max_reject_fraction=0.5,
+            bounds=BOUNDS,
         )
         pipeline.prepare()
         pieces = list(pipeline.pieces())
