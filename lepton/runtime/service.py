@@ -46,6 +46,15 @@ from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
 from lepton.runtime import database, endpoints, identity, production
+from lepton.runtime.resilience import (
+    Backoff,
+    Health,
+    ServiceFault,
+    outage,
+    patient,
+    supervised,
+    watch_dependencies,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -58,6 +67,7 @@ __all__ = [
     "EmbeddedServer",
     "LeadershipLostError",
     "Service",
+    "ServiceFault",
     "collect_less",
     "configure_logging",
     "keep_collections_short",
@@ -67,11 +77,13 @@ __all__ = [
 
 
 class BackgroundTaskError(RuntimeError):
-    """A service's background task failed, so the service stopped (a supervisor restarts it)."""
+    """A service's background task failed for good (a :class:`ServiceFault`), or any task
+    of a service whose state is the log: that state may be ahead of what the broker took,
+    so the service's session ends (it steps down, reads the log again and carries on)."""
 
 
 class LeadershipLostError(RuntimeError):
-    """A singleton lost its leader lock while active; it stops rather than act twice."""
+    """A singleton lost its leader lock while active; it steps down rather than act twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +126,8 @@ _BATCH_GATHER_MS = 10
 
 # A service's handler: per message, or a BatchHandler that acts on a whole fetch at once.
 HandlerFactory = Callable[[Context], Awaitable[Handler | BatchHandler]]
+# What runs beside a service's consumer for as long as it serves.
+BackgroundJob = Callable[[Context], Coroutine[Any, Any, None]]
 
 
 async def _count_only(context: Context) -> Handler:
@@ -176,7 +190,7 @@ class Service:
     handler_factory: HandlerFactory = _count_only
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     health_port: int | None = None
-    background: Sequence[Callable[[Context], Coroutine[Any, Any, None]]] = ()
+    background: Sequence[BackgroundJob] = ()
     # One active instance at a time; others stand by and take over when it dies.
     singleton: bool = False
     # Rebuild state by reading the consumed topics from the beginning at every start.
@@ -192,8 +206,14 @@ class Service:
     production_checks: Sequence[Callable[[Settings], str | None]] = ()
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the current session must end (a fault, a lost lock) though no stop was asked.
+    _session_over: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
     _failure: BaseException | None = None
+    health: Health = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.health = Health(self.name)
 
     def stop_soon(self) -> None:
         """Finish the message in hand, commit and return from :meth:`run`."""
@@ -228,6 +248,31 @@ class Service:
                 )
                 log.info("migrated", versions=applied)
             async with self._health_server(log):
+                watch = asyncio.create_task(
+                    watch_dependencies(
+                        self.health, where.kafka, pool, settings.health_check_interval_s
+                    )
+                )
+                try:
+                    await self._sessions(where, names, pool, log)
+                finally:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+        finally:
+            await pool.close()
+
+    async def _sessions(
+        self, where: endpoints.Endpoints, names: Namespace, pool: asyncpg.Pool, log: Any
+    ) -> None:
+        """Serve until asked to stop. A singleton serves while it holds the leader lock:
+        when it loses the lock (PostgreSQL went away) or its session fails, it steps down
+        to standby and campaigns again, after a backoff; a new term fences the old one.
+
+        Before it has ever served, an outage ends the service (a wrong address should say
+        so at start); once it has, an outage that ends a session is waited out."""
+        backoff = Backoff()
+        while not self._stop_requested.is_set():
+            try:
                 if not self.singleton:
                     await self._serve(where.kafka, None, names, pool, log, term=None)
                     return
@@ -236,30 +281,70 @@ class Service:
                 async with database.leadership(where.database_url, names.group(self.name)) as lead:
                     self._role = "leader"
                     log.info("leading", term=lead.term)
-                    watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
-                    try:
-                        await self._serve(where.kafka, None, names, pool, log, term=lead.term)
-                    finally:
-                        watchdog.cancel()
-                    if lead.lost.is_set():
-                        raise LeadershipLostError(f"{self.name} lost its leader lock")
+                    await self._lead(lead, where, names, pool, log)
+                if self._stop_requested.is_set():
+                    return
+                reason: BaseException = LeadershipLostError(f"{self.name} lost its leader lock")
+            except BackgroundTaskError as exc:
+                if not self.replay or isinstance(exc.__cause__, ServiceFault):
+                    raise
+                reason = exc
+            except Exception as exc:
+                if not (self.ready.is_set() and outage(exc)):
+                    raise
+                reason = exc
+            self._role = "standby"
+            delay = backoff.next()
+            log.warning("stepped down; campaigning again", in_s=delay, reason=repr(reason))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), delay)
+
+    async def _lead(
+        self,
+        lead: database.Leadership,
+        where: endpoints.Endpoints,
+        names: Namespace,
+        pool: asyncpg.Pool,
+        log: Any,
+    ) -> None:
+        """Serve as the leader of ``lead``'s term until asked to stop or the lock is lost."""
+
+        async def step_down_when_lost() -> None:
+            await lead.lost.wait()
+            log.error("leader lock lost: stepping down to avoid two active instances")
+            if self._subscriber is not None:
+                self._subscriber.stop_soon()
+            self._session_over.set()
+
+        watchdog = asyncio.create_task(step_down_when_lost())
+        try:
+            await self._serve(where.kafka, None, names, pool, log, term=lead.term)
         finally:
-            await pool.close()
+            watchdog.cancel()
 
     def _background_ended(self, task: asyncio.Task[None], log: Any) -> None:
-        """A background task must run as long as the service: if one fails, stop it all."""
+        """A background task must run as long as the session: it ends only by a fault
+        (see :meth:`_supervise`), which ends the session."""
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:
-            log.error("background task failed; stopping", exc_info=error)
+            log.error("background task failed; ending the session", exc_info=error)
             self._failure = error
-            self.stop_soon()
+            if self._subscriber is not None:
+                self._subscriber.stop_soon()
+            self._session_over.set()
 
-    async def _step_down_when_lost(self, lead: database.Leadership, log: Any) -> None:
-        await lead.lost.wait()
-        log.error("leader lock lost: stopping to avoid two active instances")
-        self.stop_soon()
+    async def _supervise(self, job: BackgroundJob, context: Context, log: Any) -> None:
+        """Run a background task: retried with backoff when it fails, unless the service's
+        state is the log (a failed task may have left it ahead of the broker) or the
+        failure is a :class:`ServiceFault`; then the failure ends the session."""
+        if self.replay:
+            await job(context)
+            return
+        await supervised(
+            getattr(job, "__name__", type(job).__name__), lambda: job(context), self.health, log
+        )
 
     async def serve(
         self,
@@ -292,6 +377,8 @@ class Service:
         master: IdentityKey | None = None,
     ) -> None:
         settings = self.settings
+        self._failure = None
+        self._session_over.clear()
         principal = self.principal or Principal("service", self.actor)
         signer, verifier = identity.service_keys(settings, principal, master)
         async with Publisher(
@@ -316,6 +403,8 @@ class Service:
                 master=None if verifier is None else verifier.master,
             )
             handler = await self.handler_factory(context)
+            if not isinstance(handler, BatchHandler):
+                handler = patient(handler)
             self._subscriber = Subscriber(
                 kafka,
                 default_codec(),
@@ -338,9 +427,11 @@ class Service:
             await self._subscriber.start()
             if not self.replay:
                 caught_up.set()
-            if self._stop_requested.is_set():
+            if self._stop_requested.is_set() or self._session_over.is_set():
                 self._subscriber.stop_soon()
-            tasks = [asyncio.create_task(job(context)) for job in self.background]
+            tasks = [
+                asyncio.create_task(self._supervise(job, context, log)) for job in self.background
+            ]
             if transport is None:  # a real service's process, not a test's
                 tasks.append(asyncio.create_task(keep_collections_short(caught_up)))
             for task in tasks:
@@ -365,14 +456,18 @@ class Service:
     async def _health_server(self, log: structlog.stdlib.BoundLogger) -> AsyncIterator[None]:
         async def healthz(request: Request) -> Response:
             subscriber = self._subscriber
+            problems = dict(self.health.problems)
             return JSONResponse(
                 {
                     "service": self.name,
-                    "status": "ok",
+                    "status": "degraded" if problems else "ok",
+                    "problems": problems,
                     "role": self._role,
                     "handled": subscriber.handled if subscriber else 0,
                     "dead_lettered": subscriber.dead_lettered if subscriber else 0,
-                }
+                },
+                # A load balancer or supervisor reads the code: unhealthy while degraded.
+                status_code=503 if problems else 200,
             )
 
         app = Starlette(
@@ -474,5 +569,6 @@ def run(service_factory: Callable[[], Service]) -> None:
         BrokerUnavailableError,
         LeadershipLostError,
         BackgroundTaskError,
+        ServiceFault,
     ) as exc:
         raise SystemExit(f"lepton: {exc}") from None
