@@ -190,6 +190,7 @@ async def supervised(
     health: Health,
     log: Any,
     backoff: Backoff | None = None,
+    stable_after_s: float = _STABLE_AFTER_S,
 ) -> None:
     """Run ``job`` for the life of the service: when it fails, count it, mark the service
     degraded, back off and run it again; healthy again once it has run a while. A
@@ -199,7 +200,7 @@ async def supervised(
     while True:
         task = asyncio.create_task(job())
         try:
-            done, _ = await asyncio.wait({task}, timeout=_STABLE_AFTER_S)
+            done, _ = await asyncio.wait({task}, timeout=stable_after_s)
             if not done:
                 backoff.reset()
                 health.recovered(component)

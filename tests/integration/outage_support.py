@@ -62,7 +62,9 @@ class OwnStack:
         return KafkaNode.prepare(self.settings.state_dir / "kafka", ports, tls=False)
 
     def _postgres(self) -> PostgresNode:
-        return PostgresNode.prepare(self.settings.state_dir / "postgres", self._state()["postgres_port"])
+        return PostgresNode.prepare(
+            self.settings.state_dir / "postgres", self._state()["postgres_port"]
+        )
 
     def kill_kafka(self) -> None:
         """SIGKILL the broker, as a crash would."""

@@ -86,7 +86,9 @@ async def dataset(
 
 
 @pytest.fixture
-async def space(kafka: KafkaAccess, codec: Codec, dataset: dict[str, Any]) -> AsyncIterator[Namespaced]:
+async def space(
+    kafka: KafkaAccess, codec: Codec, dataset: dict[str, Any]
+) -> AsyncIterator[Namespaced]:
     async with signed_space(kafka, codec) as namespaced:
         await namespaced.send("lepton.data.ready", dataset["dataset"], dataset)
         yield namespaced
@@ -105,10 +107,12 @@ class Cluster:
     async def start(self, *, monitor: bool) -> None:
         env = self.stack.env
         prefix = self.space.prefix
-        self.scheduler = await self._start([str(BIN / "lepton-scheduler")], env("scheduler", prefix))
+        self.scheduler = await self._start(
+            [str(BIN / "lepton-scheduler")], env("scheduler", prefix)
+        )
+        trainer = [str(BIN / "lepton-trainer"), "--node-id", self.node, "--cpus", "2"]
         self.trainer = await self._start(
-            [str(BIN / "lepton-trainer"), "--node-id", self.node, "--cpus", "2"]
-            + ["--memory", "4096", "--interval", "0.5"],
+            [*trainer, "--memory", "4096", "--interval", "0.5"],
             env("trainer", prefix, LEPTON_ARTIFACT_ROOT=str(self.artifacts)),
         )
         if monitor:
@@ -127,9 +131,7 @@ class Cluster:
 
 
 @pytest.fixture
-async def cluster(
-    own_stack: OwnStack, space: Namespaced, tmp_path: Path
-) -> AsyncIterator[Cluster]:
+async def cluster(own_stack: OwnStack, space: Namespaced, tmp_path: Path) -> AsyncIterator[Cluster]:
     running = Cluster(own_stack, space, tmp_path / "artifacts")
     try:
         yield running
@@ -168,9 +170,7 @@ def of(job_id: str, kind: str) -> Callable[[dict[str, Any]], bool]:
 
 def loaded(job_id: str) -> Callable[[dict[str, Any]], bool]:
     """A progress report past loading: the run needs the database no more until it ends."""
-    return lambda record: (
-        of(job_id, "progress")(record) and (record["progress_percent"] or 0) >= 8
-    )
+    return lambda record: of(job_id, "progress")(record) and (record["progress_percent"] or 0) >= 8
 
 
 async def test_postgresql_away_is_waited_out_and_the_running_job_still_succeeds(
@@ -216,7 +216,8 @@ async def test_postgresql_away_is_waited_out_and_the_running_job_still_succeeds(
     assert kinds.count("succeeded") == 1, kinds
     assert succeeded["model_id"] == ready["model_id"]
     assert leading_again["term"] == first_term + 1
-    assert cluster.scheduler.alive and cluster.trainer.alive
+    assert cluster.scheduler.alive
+    assert cluster.trainer.alive
     # The acknowledged write (the model's catalog row) is there.
     connection = await asyncpg.connect(devstack.endpoints(own_stack.settings).database_url)
     try:
