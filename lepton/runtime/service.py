@@ -290,7 +290,10 @@ class Service:
                     raise
                 reason = exc
             except Exception as exc:
-                if not (self.ready.is_set() and outage(exc)):
+                away = outage(exc) or isinstance(
+                    exc, BrokerUnavailableError | database.DatabaseUnavailableError
+                )
+                if not (self.ready.is_set() and away):
                     raise
                 reason = exc
             self._role = "standby"

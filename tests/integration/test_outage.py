@@ -9,6 +9,7 @@ here lasts about 12 s. Longer ones (30, 90 s) belong to the chaos suite.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -22,11 +23,13 @@ from lepton import devstack
 from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey
+from lepton.devstack._process import free_port
 from lepton.runtime.identity import master_key
+from lepton.runtime.service import start_helper
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.outage_support import OwnStack, ServiceProcess
 from tests.integration.processes import BIN
-from tests.integration.scheduler_support import Namespaced, job, signed_space
+from tests.integration.scheduler_support import Namespaced, assignment, job, signed_space
 from tests.integration.test_trainer import houses
 
 pytestmark = pytest.mark.integration
@@ -262,3 +265,31 @@ async def test_kafka_away_is_waited_out_and_the_running_job_still_succeeds(
     assert succeeded["model_id"] == ready["model_id"]
     assert all(service.alive for service in services)
     assert await cluster.stop() == [0, 0, 0]
+
+
+async def test_a_run_that_cannot_reach_the_database_reports_a_retryable_failure(
+    tmp_path: Path,
+) -> None:
+    """The training process itself, with PostgreSQL away (nothing listens on its port)."""
+    dataset = {"name": "houses", "version": "v1", "owner": "acme"}
+    run = {
+        "assignment": assignment("j", "n", "acme", dataset) | {"assigned_at": 0},
+        "database_url": f"postgresql://trainer:secret@127.0.0.1:{free_port()}/lepton",
+        "artifact_uri": (tmp_path / "model.skops").as_uri(),
+        "study_name": "j@1",
+        "cpus": [],
+        "memory_mib": 4096,
+    }
+    worker = await start_helper("services.trainer.worker", run)
+    assert worker.stdout is not None
+    try:
+        async with asyncio.timeout(120):
+            reports = [json.loads(line) async for line in worker.stdout]
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+        await worker.wait()
+    outcome = reports[-1]
+    assert outcome["event"] == "failed", reports
+    assert outcome["error_type"] == "ConnectionRefusedError"
+    assert outcome["retryable"] is True
