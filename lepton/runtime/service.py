@@ -6,18 +6,21 @@ PostgreSQL (:func:`lepton.runtime.endpoints.resolve`), creates the declared topi
 migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
 it finishes the message in hand, commits and closes. A test runs the same service on an
 in-memory broker, without servers, with :meth:`Service.serve` (see :mod:`lepton.testing`).
+
+Once started, a service waits out Kafka or PostgreSQL being away
+(:mod:`lepton.runtime.resilience`): ``/healthz`` answers 503 with the reason meanwhile, a
+handler's outage error is retried (never dead-lettered, never committed past), a failing
+background task is retried with backoff, and a singleton that loses its leader lock
+steps down and campaigns again. Only a :class:`ServiceFault` stops a service (exit ≠ 0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +49,8 @@ from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
 from lepton.runtime import database, endpoints, identity, production
+from lepton.runtime.collector import collect_less, keep_collections_short
+from lepton.runtime.helpers import start_helper
 from lepton.runtime.resilience import (
     Backoff,
     Health,
@@ -137,42 +142,6 @@ async def _count_only(context: Context) -> Handler:
         context.log.debug("received", topic=event.topic, type=event.type, key=event.key)
 
     return handle
-
-
-# How a service keeps the cyclic garbage collector out of its latency. A collection walks
-# every object of the generations it collects, and a service's state (a scheduler's jobs
-# and nodes, each several objects) is large and long-lived: with CPython's defaults the
-# collector took about a fifth of the scheduler's profile, and with fewer, larger
-# collections single pauses reached 0.4-0.5 s (bench.scheduler_e2e: a gen-1 and a full
-# collection in 30 s, each holding up every request in flight). So, once a second, what
-# has survived is moved out of the collector's sight (gc.freeze() is O(1)): collections
-# only ever walk what is younger than that, and stay in the milliseconds. Reference
-# counting frees nearly all that the services drop; the collector is there for the odd
-# cycle, and every ten minutes everything is brought back for one full collection, so
-# cyclic garbage is freed within that time (a pause of that collection's length, once).
-_GC_THRESHOLDS = (10_000, 10, 100)
-_FREEZE_EVERY_S = 1.0
-_FULL_COLLECTION_EVERY_S = 600.0
-
-
-def collect_less() -> None:
-    """The collector's thresholds for a Lepton process (see :func:`keep_collections_short`)."""
-    gc.set_threshold(*_GC_THRESHOLDS)
-
-
-async def keep_collections_short(caught_up: asyncio.Event) -> None:
-    """From the moment the state read at start is built (imports, a replayed log), freeze
-    what survived once a second, and collect everything once every ten minutes."""
-    await caught_up.wait()
-    gc.freeze()
-    last_full = time.monotonic()
-    while True:
-        await asyncio.sleep(_FREEZE_EVERY_S)
-        if time.monotonic() - last_full > _FULL_COLLECTION_EVERY_S:
-            gc.unfreeze()
-            gc.collect()
-            last_full = time.monotonic()
-        gc.freeze()
 
 
 @dataclass(slots=True)
@@ -503,37 +472,6 @@ class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-# A helper's output lines may be long (a trainer worker's every trial, a digester's verdict
-# on a whole cluster): far above asyncio's 64 KiB.
-_HELPER_LINE_LIMIT = 64 * 2**20
-
-
-async def start_helper(
-    module: str, config: Any, *, env: dict[str, str] | None = None
-) -> asyncio.subprocess.Process:
-    """``python -m <module>`` with pipes on its standard input and output, ``config``
-    written to its standard input as the first line (JSON). What a helper needs, secrets
-    included, never goes into its command line, which anyone on the machine may read."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        limit=_HELPER_LINE_LIMIT,
-    )
-    assert process.stdin is not None
-    try:
-        process.stdin.write(json.dumps(config, default=str).encode() + b"\n")
-        await process.stdin.drain()
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    return process
 
 
 def configure_logging(level: str) -> None:
