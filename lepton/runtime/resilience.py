@@ -67,8 +67,6 @@ _KAFKA_AWAY = frozenset(
 # its next failure backs off from the start.
 _STABLE_AFTER_S = 10.0
 
-log = logging.getLogger("lepton.runtime")
-
 
 class ServiceFault(RuntimeError):
     """A part of a service can no longer do its job at all: the service stops (exit ≠ 0)."""
@@ -152,7 +150,7 @@ def _kafka_probe(kafka: KafkaAccess) -> AdminClient:
 
 
 async def watch_dependencies(
-    health: Health, kafka: KafkaAccess, pool: asyncpg.Pool, interval_s: float
+    health: Health, kafka: KafkaAccess, pool: asyncpg.Pool, interval_s: float, log: Any
 ) -> None:
     """Ask Kafka and PostgreSQL for a trivial answer every ``interval_s``; mark the
     service degraded with the reason while either does not give it."""
@@ -175,11 +173,11 @@ async def watch_dependencies(
                 await probe()
             except Exception as exc:
                 if component not in health.problems:
-                    log.warning("%s unreachable: %r", component, exc)
+                    log.warning("unreachable", component=component, error=repr(exc))
                 health.degraded(component, f"unreachable: {type(exc).__name__}: {exc}"[:500])
             else:
                 if component in health.problems:
-                    log.warning("%s reachable again", component)
+                    log.warning("reachable again", component=component)
                 health.recovered(component)
         await asyncio.sleep(interval_s)
 

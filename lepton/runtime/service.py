@@ -219,7 +219,7 @@ class Service:
             async with self._health_server(log):
                 watch = asyncio.create_task(
                     watch_dependencies(
-                        self.health, where.kafka, pool, settings.health_check_interval_s
+                        self.health, where.kafka, pool, settings.health_check_interval_s, log
                     )
                 )
                 try:
