@@ -29,7 +29,13 @@ from lepton.runtime.service import start_helper
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.outage_support import OwnStack, ServiceProcess
 from tests.integration.processes import BIN
-from tests.integration.scheduler_support import Namespaced, assignment, job, signed_space
+from tests.integration.scheduler_support import (
+    Namespaced,
+    Reader,
+    assignment,
+    job,
+    signed_space,
+)
 from tests.integration.test_trainer import houses
 
 pytestmark = pytest.mark.integration
@@ -167,6 +173,19 @@ def training(job_id: str, dataset: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+async def record_of(
+    reader: Reader, predicate: Callable[[dict[str, Any]], bool], what: str, cluster: Cluster
+) -> dict[str, Any]:
+    """The first record that satisfies ``predicate``; if none comes within two minutes,
+    an error with what did come and what the services last logged."""
+    try:
+        return await reader.until(predicate, 120)
+    except TimeoutError:
+        logs = {s.name: [e.get("event") for e in s.entries[-8:]] for s in cluster.started}
+        kinds = [(r.get("job_id"), r.get("kind")) for r in reader.seen[-10:]]
+        raise AssertionError(f"no {what} within 120 s; seen {kinds}; logs {logs}") from None
+
+
 def of(job_id: str, kind: str) -> Callable[[dict[str, Any]], bool]:
     return lambda record: record["job_id"] == job_id and record["kind"] == kind
 
@@ -186,7 +205,7 @@ async def test_postgresql_away_is_waited_out_and_the_running_job_still_succeeds(
         events = await readers.enter_async_context(space.reader("lepton.jobs.events"))
         models = await readers.enter_async_context(space.reader("lepton.models.ready"))
         await space.send("lepton.jobs.requested", job_id, training(job_id, dataset))
-        await events.until(loaded(job_id), 120)
+        await record_of(events, loaded(job_id), "run past loading", cluster)
 
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(own_stack.stop_postgres)
@@ -205,8 +224,8 @@ async def test_postgresql_away_is_waited_out_and_the_running_job_still_succeeds(
         await asyncio.sleep(max(0.0, _OUTAGE_S - (loop.time() - down_at)))  # the outage
         await asyncio.to_thread(own_stack.start_postgres)
 
-        succeeded = await events.until(of(job_id, "succeeded"), 120)
-        ready = await models.until(lambda record: record["job_id"] == job_id, 30)
+        succeeded = await record_of(events, of(job_id, "succeeded"), "success", cluster)
+        ready = await record_of(models, lambda r: r["job_id"] == job_id, "model", cluster)
         for service in (cluster.scheduler, cluster.trainer):
             assert (await service.health_becomes(200, 60))["problems"] == {}
         leading_again = await cluster.scheduler.until(
@@ -242,7 +261,7 @@ async def test_kafka_away_is_waited_out_and_the_running_job_still_succeeds(
         events = await readers.enter_async_context(space.reader("lepton.jobs.events"))
         models = await readers.enter_async_context(space.reader("lepton.models.ready"))
         await space.send("lepton.jobs.requested", job_id, training(job_id, dataset))
-        await events.until(loaded(job_id), 120)
+        await record_of(events, loaded(job_id), "run past loading", cluster)
 
         loop = asyncio.get_running_loop()
         own_stack.kill_kafka()
@@ -254,8 +273,8 @@ async def test_kafka_away_is_waited_out_and_the_running_job_still_succeeds(
         await asyncio.sleep(max(0.0, _OUTAGE_S - (loop.time() - down_at)))  # the outage
         await asyncio.to_thread(own_stack.start_kafka)
 
-        succeeded = await events.until(of(job_id, "succeeded"), 120)
-        ready = await models.until(lambda record: record["job_id"] == job_id, 30)
+        succeeded = await record_of(events, of(job_id, "succeeded"), "success", cluster)
+        ready = await record_of(models, lambda r: r["job_id"] == job_id, "model", cluster)
         for service in services:
             assert (await service.health_becomes(200, 60))["problems"] == {}
     kinds = [record["kind"] for record in events.seen if record["job_id"] == job_id]
