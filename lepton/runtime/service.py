@@ -23,7 +23,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import prometheus_client
 import structlog
@@ -131,6 +131,7 @@ _BATCH_GATHER_MS = 10
 
 # A service's handler: per message, or a BatchHandler that acts on a whole fetch at once.
 HandlerFactory = Callable[[Context], Awaitable[Handler | BatchHandler]]
+_T = TypeVar("_T")
 # What runs beside a service's consumer for as long as it serves.
 BackgroundJob = Callable[[Context], Coroutine[Any, Any, None]]
 
@@ -247,10 +248,16 @@ class Service:
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
-                async with database.leadership(where.database_url, names.group(self.name)) as lead:
+                lock = database.leadership(where.database_url, names.group(self.name))
+                lead = await self._unless_stopped(lock.__aenter__())
+                if lead is None:
+                    return  # stopped while standing by
+                try:
                     self._role = "leader"
                     log.info("leading", term=lead.term)
                     await self._lead(lead, where, names, pool, log)
+                finally:
+                    await lock.__aexit__(None, None, None)
                 if self._stop_requested.is_set():
                     return
                 reason: BaseException = LeadershipLostError(f"{self.name} lost its leader lock")
@@ -270,6 +277,20 @@ class Service:
             log.warning("stepped down; campaigning again", in_s=delay, reason=repr(reason))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), delay)
+
+    async def _unless_stopped(self, waiting: Awaitable[_T]) -> _T | None:
+        """What ``waiting`` gives, or None if the service is asked to stop first (a standby
+        waits for the lock, or for PostgreSQL, for as long as it takes)."""
+        task = asyncio.ensure_future(waiting)
+        stop = asyncio.create_task(self._stop_requested.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return task.result() if not task.cancelled() else None
 
     async def _lead(
         self,

@@ -312,3 +312,20 @@ async def test_a_run_that_cannot_reach_the_database_reports_a_retryable_failure(
     assert outcome["event"] == "failed", reports
     assert outcome["error_type"] == "ConnectionRefusedError"
     assert outcome["retryable"] is True
+
+
+async def test_a_standby_stops_when_asked_while_it_waits_for_the_lock(
+    own_stack: OwnStack, space: Namespaced
+) -> None:
+    """A scheduler standing by (the lock held by another, or PostgreSQL away) still ends on
+    SIGTERM, with status 0."""
+    env = own_stack.env("scheduler", space.prefix)
+    leader = await ServiceProcess.start([str(BIN / "lepton-scheduler")], env)
+    try:
+        await leader.event("leading")
+        standby = await ServiceProcess.start([str(BIN / "lepton-scheduler")], env)
+        await standby.event("standing by for leadership")
+        assert await standby.stop(timeout_s=30) == 0
+        assert not standby.logged("leading")
+    finally:
+        assert await leader.stop() == 0
