@@ -419,6 +419,14 @@ class Settings(BaseSettings):
         description="LEPTON_HEALTH_PORT: loopback port of a service's /healthz and "
         "/metrics endpoint; 0 picks a free one (written to the service log).",
     )
+    health_check_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="LEPTON_HEALTH_CHECK_INTERVAL_S: how often a service asks Kafka and "
+        "PostgreSQL for a trivial answer; /healthz answers 503 with the reason while either "
+        "does not give one.",
+    )
     log_level: str = Field(default="info", description="LEPTON_LOG_LEVEL: debug, info, warning.")
     monitor_url: str = Field(
         default="http://127.0.0.1:8765",

@@ -19,14 +19,17 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+import structlog
 
 from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+_T = TypeVar("_T")
 
 # The shared library's own tables (leader terms), migrated by every service at start.
 LIBRARY_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -38,7 +41,9 @@ __all__ = [
     "connect",
     "load_migrations",
     "migrate",
+    "patiently",
     "redacted",
+    "unavailable",
 ]
 
 # Any constant works; it only has to be the same for every Lepton process.
@@ -81,6 +86,55 @@ async def connect(
         f"({type(last).__name__}: {last}); is it running (`lepton stack status`) and "
         "LEPTON_DATABASE_URL right?"
     )
+
+
+# What PostgreSQL being away looks like to a client: a refused or dropped connection
+# (class 08), the server shutting down, crashed or still starting (57P01-57P03), or full.
+_AWAY = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+# How long a call waits between tries while PostgreSQL is away: doubling up to a few
+# seconds, so that what waited is done within seconds of the server's return.
+_RETRY_FIRST_S = 0.2
+_RETRY_LAST_S = 5.0
+
+
+def unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says PostgreSQL is away for now (try again later), not that what
+    was asked of it is wrong."""
+    cause: BaseException | None = error
+    while cause is not None:  # a library may wrap what went wrong (optuna's storage)
+        # asyncpg's answer for a connection the server already closed (a leader lock's).
+        if isinstance(cause, _AWAY) or (
+            isinstance(cause, asyncpg.InterfaceError) and "closed" in str(cause)
+        ):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+async def patiently(operation: Callable[[], Awaitable[_T]], *, what: str, log: Any = None) -> _T:
+    """``operation()``, tried again with backoff for as long as PostgreSQL is away.
+
+    For an effect that must happen once the server is back (a run's outcome, a lease),
+    whose caller has nothing better to do meanwhile; any other error is raised at once.
+    """
+    log = log or structlog.get_logger("lepton.database")
+    delay = _RETRY_FIRST_S
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            log.warning("database unavailable; retrying", what=what, in_s=delay, error=repr(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _RETRY_LAST_S)
 
 
 def redacted(url: str) -> str:
@@ -179,25 +233,39 @@ async def leadership(url: str, name: str, *, timeout_s: float = 20.0) -> AsyncIt
 
     The lock is a session-level advisory lock on a connection of its own: PostgreSQL
     releases it the moment that session ends, so a standby takes over within seconds of
-    the leader dying, however it died.
+    the leader dying, however it died. While PostgreSQL is away the campaign waits for
+    it (each connection attempt bounded by ``timeout_s``), as it waits for the lock.
     """
     key = int.from_bytes(
         hashlib.sha256(f"lepton-leader:{name}".encode()).digest()[:8], "big", signed=True
     )
-    connection = await asyncio.wait_for(asyncpg.connect(url), timeout_s)
     lost = asyncio.Event()
-    connection.add_termination_listener(lambda _: lost.set())
+
+    async def campaign() -> tuple[asyncpg.Connection, int]:
+        try:
+            connection = await asyncio.wait_for(asyncpg.connect(url), timeout_s)
+        except TimeoutError as exc:  # a server that does not answer is away, too
+            raise ConnectionError(f"PostgreSQL did not answer within {timeout_s:.0f} s") from exc
+        try:
+            await connection.execute("SELECT pg_advisory_lock($1)", key)
+            # Watched only once held: a standby whose session drops just campaigns again.
+            connection.add_termination_listener(lambda _: lost.set())
+            term = await connection.fetchval(
+                """
+                INSERT INTO lepton_leader_terms (service, term) VALUES ($1, 1)
+                ON CONFLICT (service) DO UPDATE SET term = lepton_leader_terms.term + 1
+                RETURNING term
+                """,
+                name,
+            )
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection, int(term)
+
+    connection, term = await patiently(campaign, what=f"the leader lock of {name}")
     try:
-        await connection.execute("SELECT pg_advisory_lock($1)", key)
-        term = await connection.fetchval(
-            """
-            INSERT INTO lepton_leader_terms (service, term) VALUES ($1, 1)
-            ON CONFLICT (service) DO UPDATE SET term = lepton_leader_terms.term + 1
-            RETURNING term
-            """,
-            name,
-        )
-        yield Leadership(term=int(term), lost=lost)
+        yield Leadership(term=term, lost=lost)
     finally:
         if not connection.is_closed():
             await connection.close()  # ends the session: the lock goes with it

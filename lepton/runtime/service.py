@@ -6,21 +6,24 @@ PostgreSQL (:func:`lepton.runtime.endpoints.resolve`), creates the declared topi
 migrations, starts its publisher, then consumes its topics until SIGTERM or SIGINT, when
 it finishes the message in hand, commits and closes. A test runs the same service on an
 in-memory broker, without servers, with :meth:`Service.serve` (see :mod:`lepton.testing`).
+
+Once started, a service waits out Kafka or PostgreSQL being away
+(:mod:`lepton.runtime.resilience`): ``/healthz`` answers 503 with the reason meanwhile, a
+handler's outage error is retried (never dead-lettered, never committed past), a failing
+background task is retried with backoff, and a singleton that loses its leader lock
+steps down and campaigns again. Only a :class:`ServiceFault` stops a service (exit ≠ 0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
 import logging
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import prometheus_client
 import structlog
@@ -47,6 +50,17 @@ from lepton.contract.sealed import Keyring
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
 from lepton.runtime import database, endpoints, identity, production
+from lepton.runtime.collector import collect_less, keep_collections_short
+from lepton.runtime.helpers import start_helper
+from lepton.runtime.resilience import (
+    Backoff,
+    Health,
+    ServiceFault,
+    outage,
+    patient,
+    supervised,
+    watch_dependencies,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -61,6 +75,7 @@ __all__ = [
     "EmbeddedServer",
     "LeadershipLostError",
     "Service",
+    "ServiceFault",
     "collect_less",
     "configure_logging",
     "keep_collections_short",
@@ -70,11 +85,13 @@ __all__ = [
 
 
 class BackgroundTaskError(RuntimeError):
-    """A service's background task failed, so the service stopped (a supervisor restarts it)."""
+    """A service's background task failed for good (a :class:`ServiceFault`), or any task
+    of a service whose state is the log: that state may be ahead of what the broker took,
+    so the service's session ends (it steps down, reads the log again and carries on)."""
 
 
 class LeadershipLostError(RuntimeError):
-    """A singleton lost its leader lock while active; it stops rather than act twice."""
+    """A singleton lost its leader lock while active; it steps down rather than act twice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +136,9 @@ _BATCH_GATHER_MS = 10
 
 # A service's handler: per message, or a BatchHandler that acts on a whole fetch at once.
 HandlerFactory = Callable[[Context], Awaitable[Handler | BatchHandler]]
+_T = TypeVar("_T")
+# What runs beside a service's consumer for as long as it serves.
+BackgroundJob = Callable[[Context], Coroutine[Any, Any, None]]
 
 
 async def _count_only(context: Context) -> Handler:
@@ -128,42 +148,6 @@ async def _count_only(context: Context) -> Handler:
         context.log.debug("received", topic=event.topic, type=event.type, key=event.key)
 
     return handle
-
-
-# How a service keeps the cyclic garbage collector out of its latency. A collection walks
-# every object of the generations it collects, and a service's state (a scheduler's jobs
-# and nodes, each several objects) is large and long-lived: with CPython's defaults the
-# collector took about a fifth of the scheduler's profile, and with fewer, larger
-# collections single pauses reached 0.4-0.5 s (bench.scheduler_e2e: a gen-1 and a full
-# collection in 30 s, each holding up every request in flight). So, once a second, what
-# has survived is moved out of the collector's sight (gc.freeze() is O(1)): collections
-# only ever walk what is younger than that, and stay in the milliseconds. Reference
-# counting frees nearly all that the services drop; the collector is there for the odd
-# cycle, and every ten minutes everything is brought back for one full collection, so
-# cyclic garbage is freed within that time (a pause of that collection's length, once).
-_GC_THRESHOLDS = (10_000, 10, 100)
-_FREEZE_EVERY_S = 1.0
-_FULL_COLLECTION_EVERY_S = 600.0
-
-
-def collect_less() -> None:
-    """The collector's thresholds for a Lepton process (see :func:`keep_collections_short`)."""
-    gc.set_threshold(*_GC_THRESHOLDS)
-
-
-async def keep_collections_short(caught_up: asyncio.Event) -> None:
-    """From the moment the state read at start is built (imports, a replayed log), freeze
-    what survived once a second, and collect everything once every ten minutes."""
-    await caught_up.wait()
-    gc.freeze()
-    last_full = time.monotonic()
-    while True:
-        await asyncio.sleep(_FREEZE_EVERY_S)
-        if time.monotonic() - last_full > _FULL_COLLECTION_EVERY_S:
-            gc.unfreeze()
-            gc.collect()
-            last_full = time.monotonic()
-        gc.freeze()
 
 
 @dataclass(slots=True)
@@ -181,7 +165,7 @@ class Service:
     handler_factory: HandlerFactory = _count_only
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     health_port: int | None = None
-    background: Sequence[Callable[[Context], Coroutine[Any, Any, None]]] = ()
+    background: Sequence[BackgroundJob] = ()
     # One active instance at a time; others stand by and take over when it dies.
     singleton: bool = False
     # Rebuild state by reading the consumed topics from the beginning at every start.
@@ -197,8 +181,14 @@ class Service:
     production_checks: Sequence[Callable[[Settings], str | None]] = ()
     _subscriber: Subscriber | None = None
     _stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the current session must end (a fault, a lost lock) though no stop was asked.
+    _session_over: asyncio.Event = field(default_factory=asyncio.Event)
     _role: str = "starting"
     _failure: BaseException | None = None
+    health: Health = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.health = Health(self.name)
 
     def stop_soon(self) -> None:
         """Finish the message in hand, commit and return from :meth:`run`."""
@@ -233,38 +223,126 @@ class Service:
                 )
                 log.info("migrated", versions=applied)
             async with self._health_server(log):
+                watch = asyncio.create_task(
+                    watch_dependencies(
+                        self.health, where.kafka, pool, settings.health_check_interval_s, log
+                    )
+                )
+                try:
+                    await self._sessions(where, names, pool, log)
+                finally:
+                    watch.cancel()
+                    await asyncio.gather(watch, return_exceptions=True)
+        finally:
+            await pool.close()
+
+    async def _sessions(
+        self, where: endpoints.Endpoints, names: Namespace, pool: asyncpg.Pool, log: Any
+    ) -> None:
+        """Serve until asked to stop. A singleton serves while it holds the leader lock:
+        when it loses the lock (PostgreSQL went away) or its session fails, it steps down
+        to standby and campaigns again, after a backoff; a new term fences the old one.
+
+        Before it has ever served, an outage ends the service (a wrong address should say
+        so at start); once it has, an outage that ends a session is waited out."""
+        backoff = Backoff()
+        while not self._stop_requested.is_set():
+            try:
                 if not self.singleton:
                     await self._serve(where.kafka, None, names, pool, log, term=None)
                     return
                 self._role = "standby"
                 log.info("standing by for leadership")
-                async with database.leadership(where.database_url, names.group(self.name)) as lead:
+                lock = database.leadership(where.database_url, names.group(self.name))
+                lead = await self._unless_stopped(lock.__aenter__())
+                if lead is None:
+                    return  # stopped while standing by
+                try:
                     self._role = "leader"
                     log.info("leading", term=lead.term)
-                    watchdog = asyncio.create_task(self._step_down_when_lost(lead, log))
-                    try:
-                        await self._serve(where.kafka, None, names, pool, log, term=lead.term)
-                    finally:
-                        watchdog.cancel()
-                    if lead.lost.is_set():
-                        raise LeadershipLostError(f"{self.name} lost its leader lock")
+                    await self._lead(lead, where, names, pool, log)
+                finally:
+                    await lock.__aexit__(None, None, None)
+                if self._stop_requested.is_set():
+                    return
+                reason: BaseException = LeadershipLostError(f"{self.name} lost its leader lock")
+            except BackgroundTaskError as exc:
+                if not self.replay or isinstance(exc.__cause__, ServiceFault):
+                    raise
+                reason = exc
+            except Exception as exc:
+                away = outage(exc) or isinstance(
+                    exc, BrokerUnavailableError | database.DatabaseUnavailableError
+                )
+                if not (self.ready.is_set() and away):
+                    raise
+                reason = exc
+            self._role = "standby"
+            delay = backoff.next()
+            log.warning("stepped down; campaigning again", in_s=delay, reason=repr(reason))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), delay)
+
+    async def _unless_stopped(self, waiting: Awaitable[_T]) -> _T | None:
+        """What ``waiting`` gives, or None if the service is asked to stop first (a standby
+        waits for the lock, or for PostgreSQL, for as long as it takes)."""
+        task = asyncio.ensure_future(waiting)
+        stop = asyncio.create_task(self._stop_requested.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await pool.close()
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return task.result() if not task.cancelled() else None
+
+    async def _lead(
+        self,
+        lead: database.Leadership,
+        where: endpoints.Endpoints,
+        names: Namespace,
+        pool: asyncpg.Pool,
+        log: Any,
+    ) -> None:
+        """Serve as the leader of ``lead``'s term until asked to stop or the lock is lost."""
+
+        async def step_down_when_lost() -> None:
+            await lead.lost.wait()
+            log.error("leader lock lost: stepping down to avoid two active instances")
+            if self._subscriber is not None:
+                self._subscriber.stop_soon()
+            self._session_over.set()
+
+        watchdog = asyncio.create_task(step_down_when_lost())
+        try:
+            await self._serve(where.kafka, None, names, pool, log, term=lead.term)
+        finally:
+            watchdog.cancel()
 
     def _background_ended(self, task: asyncio.Task[None], log: Any) -> None:
-        """A background task must run as long as the service: if one fails, stop it all."""
+        """A background task must run as long as the session: it ends only by a fault
+        (see :meth:`_supervise`), which ends the session."""
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:
-            log.error("background task failed; stopping", exc_info=error)
+            log.error("background task failed; ending the session", exc_info=error)
             self._failure = error
-            self.stop_soon()
+            if self._subscriber is not None:
+                self._subscriber.stop_soon()
+            self._session_over.set()
 
-    async def _step_down_when_lost(self, lead: database.Leadership, log: Any) -> None:
-        await lead.lost.wait()
-        log.error("leader lock lost: stopping to avoid two active instances")
-        self.stop_soon()
+    async def _supervise(self, job: BackgroundJob, context: Context, log: Any) -> None:
+        """Run a background task: retried with backoff when it fails, unless the service's
+        state is the log (a failed task may have left it ahead of the broker) or the
+        failure is a :class:`ServiceFault`; then the failure ends the session."""
+        if self.replay:
+            await job(context)
+            return
+        await supervised(
+            getattr(job, "__name__", type(job).__name__), lambda: job(context), self.health, log
+        )
 
     async def serve(
         self,
@@ -297,6 +375,8 @@ class Service:
         master: IdentityKey | None = None,
     ) -> None:
         settings = self.settings
+        self._failure = None
+        self._session_over.clear()
         principal = self.principal or Principal("service", self.actor)
         signer, verifier = identity.service_keys(settings, principal, master)
         master = None if verifier is None else verifier.master
@@ -324,6 +404,8 @@ class Service:
                 codec=codec,
             )
             handler = await self.handler_factory(context)
+            if not isinstance(handler, BatchHandler):
+                handler = patient(handler)
             self._subscriber = Subscriber(
                 kafka,
                 codec,
@@ -346,9 +428,11 @@ class Service:
             await self._subscriber.start()
             if not self.replay:
                 caught_up.set()
-            if self._stop_requested.is_set():
+            if self._stop_requested.is_set() or self._session_over.is_set():
                 self._subscriber.stop_soon()
-            tasks = [asyncio.create_task(job(context)) for job in self.background]
+            tasks = [
+                asyncio.create_task(self._supervise(job, context, log)) for job in self.background
+            ]
             if transport is None:  # a real service's process, not a test's
                 tasks.append(asyncio.create_task(keep_collections_short(caught_up)))
             for task in tasks:
@@ -373,14 +457,18 @@ class Service:
     async def _health_server(self, log: structlog.stdlib.BoundLogger) -> AsyncIterator[None]:
         async def healthz(request: Request) -> Response:
             subscriber = self._subscriber
+            problems = dict(self.health.problems)
             return JSONResponse(
                 {
                     "service": self.name,
-                    "status": "ok",
+                    "status": "degraded" if problems else "ok",
+                    "problems": problems,
                     "role": self._role,
                     "handled": subscriber.handled if subscriber else 0,
                     "dead_lettered": subscriber.dead_lettered if subscriber else 0,
-                }
+                },
+                # A load balancer or supervisor reads the code: unhealthy while degraded.
+                status_code=503 if problems else 200,
             )
 
         app = Starlette(
@@ -413,37 +501,6 @@ class EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-# A helper's output lines may be long (a trainer worker's every trial, a digester's verdict
-# on a whole cluster): far above asyncio's 64 KiB.
-_HELPER_LINE_LIMIT = 64 * 2**20
-
-
-async def start_helper(
-    module: str, config: Any, *, env: dict[str, str] | None = None
-) -> asyncio.subprocess.Process:
-    """``python -m <module>`` with pipes on its standard input and output, ``config``
-    written to its standard input as the first line (JSON). What a helper needs, secrets
-    included, never goes into its command line, which anyone on the machine may read."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-        limit=_HELPER_LINE_LIMIT,
-    )
-    assert process.stdin is not None
-    try:
-        process.stdin.write(json.dumps(config, default=str).encode() + b"\n")
-        await process.stdin.drain()
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    return process
 
 
 def configure_logging(level: str) -> None:
@@ -482,5 +539,6 @@ def run(service_factory: Callable[[], Service]) -> None:
         BrokerUnavailableError,
         LeadershipLostError,
         BackgroundTaskError,
+        ServiceFault,
     ) as exc:
         raise SystemExit(f"lepton: {exc}") from None

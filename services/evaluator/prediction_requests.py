@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from lepton.bus import Subscriber
 from lepton.contract.names import name_problem
+from lepton.runtime.resilience import patient
 from services.evaluator import store
 from services.evaluator.failures import ArtifactInvalid
 from services.evaluator.prediction import (
@@ -44,7 +45,7 @@ class PredictionRequests:
             context.publisher,
             topics=[context.topic("lepton.predict.requested")],
             group_id=context.topics.group("lepton-evaluator-predict"),
-            handler=self._predict,
+            handler=patient(self._predict),  # a database outage retries, never dead-letters
             client_id=settings.client_id,
             connect_timeout_s=settings.connect_timeout_s,
             authenticator=context.authenticator(),

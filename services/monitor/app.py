@@ -30,7 +30,7 @@ import uvicorn
 
 from lepton.contract.identity import Verifier
 from lepton.contract.topics import ALL_TOPICS
-from lepton.runtime.service import Context, EmbeddedServer, Service, run
+from lepton.runtime.service import Context, EmbeddedServer, Service, ServiceFault, run
 from services.monitor.broker_denials import broker_relays
 from services.monitor.metrics_export import registered_collector
 from services.monitor.pipeline_watch import OUTAGES, PipelineWatch
@@ -56,8 +56,6 @@ from services.monitor.web import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
-
     from lepton.bus import BatchHandler
     from lepton.config import Settings
 
@@ -93,35 +91,17 @@ class MonitorService:
             settings=settings,
             migrations=MIGRATIONS,
             handler_factory=self._handler,
+            # Each retried with backoff by the Service if it fails (its /healthz says so).
             background=[
-                self._guarded(loop)
-                for loop in (
-                    self._serve,
-                    self._sample,
-                    self._watch_pipeline,
-                    self._push,
-                    self._relay_denials,
-                    *broker_relays(settings),
-                )
+                self._serve,
+                self._sample,
+                self._watch_pipeline,
+                self._push,
+                self._relay_denials,
+                *broker_relays(settings),
             ],
             production_checks=[_tokens_stay_on_this_machine],
         )
-
-    def _guarded(
-        self, loop: Callable[[Context], Awaitable[None]]
-    ) -> Callable[[Context], Coroutine[Any, Any, None]]:
-        """A loop that, if it dies of a bug, stops the monitor rather than leave it half
-        working (the Service collects its background tasks only at the end)."""
-
-        async def guarded(context: Context) -> None:
-            try:
-                await loop(context)
-            except Exception:
-                context.log.exception("monitor loop failed; stopping", loop=loop.__name__)
-                self.service.stop_soon()
-                raise
-
-        return guarded
 
     async def _handler(self, context: Context) -> BatchHandler:
         settings = self.settings
@@ -270,12 +250,11 @@ class MonitorService:
                 while not server.started:
                     if task.done():
                         # A monitor without its dashboard or its metrics is not running:
-                        # stop, saying why.
-                        context.log.error(
-                            f"{name} failed", host=host, port=port, error=repr(task.exception())
+                        # stop (exit status 1), saying why.
+                        raise ServiceFault(
+                            f"the monitor's {name} cannot listen on {host}:{port}: "
+                            f"{task.exception()!r}"
                         )
-                        self.service.stop_soon()
-                        return
                     await asyncio.sleep(0.01)
                 bound = server.servers[0].sockets[0].getsockname()[1]
                 urls[name] = f"http://{host}:{bound}/"
@@ -299,10 +278,14 @@ class MonitorService:
             collector.monitors.discard(monitor)
 
     def _health(self) -> dict[str, Any]:
-        """What /healthz answers: up, and how far the view has come (nothing of a tenant)."""
+        """What /healthz answers: up, what keeps it from working if anything, and how far
+        the view has come (nothing of a tenant)."""
+        problems = dict(self.service.health.problems)
+        status = "degraded" if problems else "ok" if self.web_ready.is_set() else "starting"
         return {
             "service": "monitor",
-            "status": "ok" if self.web_ready.is_set() else "starting",
+            "status": status,
+            "problems": problems,
             "state_version": self.monitor.state.version if self.monitor is not None else None,
         }
 

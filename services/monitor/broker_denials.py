@@ -32,14 +32,13 @@ from services.monitor.log_follower import LogFollower, Position
 from services.monitor.pipeline_watch import OUTAGES
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     import asyncpg
 
     from lepton.contract.events import AuditAction, AuditEvent
     from lepton.contract.topics import Topic
-    from lepton.runtime.service import Context
+    from lepton.runtime.service import BackgroundJob, Context
     from services.monitor.settings import MonitorSettings
 
 __all__ = ["Aggregator", "BrokerDenial", "BrokerDenialRelay", "broker_relays", "parse"]
@@ -343,7 +342,7 @@ class BrokerDenialRelay:
             self.published += len(batch)
 
 
-def broker_relays(settings: MonitorSettings) -> list[Callable[[Context], Awaitable[None]]]:
+def broker_relays(settings: MonitorSettings) -> list[BackgroundJob]:
     """The monitor's loop relaying the broker's denials, when it is given their log."""
     path = settings.monitor_broker_log
     if path is None:

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
+import confluent_kafka
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from lepton.bus import PublishError
 from lepton.contract.topics import ALL_TOPICS, dead_letter_topic
 from lepton.runtime import endpoints
 from services.monitor.entities import Lag
@@ -22,8 +24,17 @@ if TYPE_CHECKING:
 
 __all__ = ["OUTAGES", "LagTracker", "PipelineWatch"]
 
-# What a loop survives and retries at its next turn: the broker or database being away.
-OUTAGES = (OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# What a loop survives and retries at its next turn: the broker or database being away
+# (aiokafka's and librdkafka's words for it, a publish librdkafka gave up on).
+OUTAGES = (
+    OSError,
+    KafkaError,
+    confluent_kafka.KafkaException,
+    PublishError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
 
 
 @dataclass(slots=True)

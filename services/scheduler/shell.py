@@ -72,6 +72,7 @@ class _FollowUp(NamedTuple):
     entry: JobRecord | None
     trace: bytes | None  # what is published for it continues the trace of its event
     node_id: str | None = None  # the node that reported (SETTLE)
+    reason: str | None = None  # why, as the node said (SETTLE)
 
 
 @dataclass(slots=True)
@@ -157,7 +158,13 @@ class SchedulerShell(NodeNews):
             )
         elif outcome is Fold.APPLIED and entry is not None:
             self._follow_ups.append(
-                _FollowUp(_Step.SETTLE, entry, current_trace(), record.get("node_id"))
+                _FollowUp(
+                    _Step.SETTLE,
+                    entry,
+                    current_trace(),
+                    record.get("node_id"),
+                    record.get("reason"),
+                )
             )
 
     async def flush(self) -> None:
@@ -197,7 +204,8 @@ class SchedulerShell(NodeNews):
             self.dirty.set()
         elif entry.status is Status.LOST:
             self.core.remove_job(entry.request["job_id"])
-            self._requeue(entry, f"node {follow_up.node_id} lost it")
+            why = f": {follow_up.reason}" if follow_up.reason else ""
+            self._requeue(entry, f"node {follow_up.node_id} lost it{why}")
         elif entry.cancel_requested:
             await self._cancel(entry)
 

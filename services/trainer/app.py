@@ -9,6 +9,12 @@ address-space limit; the agent relays its progress to ``lepton.jobs.events``, ca
 model, publishes ``lepton.models.ready`` and reports ``succeeded`` or ``failed``. A stop
 instruction ends the run's process at once. A run still marked running when an agent
 starts was lost by the agent before it; the new agent reports it ``lost``.
+
+A run that failed because PostgreSQL was away is reported ``lost`` too, with the reason:
+not the job's fault, so the scheduler requeues it under its ``max_retries``. What the
+agent records of a run once it has started waits for the database to come back
+(:func:`~lepton.runtime.database.patiently`); an instruction that cannot be claimed yet is
+retried by the consumer, never dead-lettered.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from lepton.contract.identity import SIGNATURE_HEADER, Principal
 from lepton.contract.job_events import job_event
 from lepton.data.artifacts import artifact_uri
 from lepton.runtime import endpoints
+from lepton.runtime.database import patiently
 from lepton.runtime.service import Context, Service, run, start_helper
 from services.trainer import catalog
 from services.trainer.node import (
@@ -217,7 +224,25 @@ class Agent:
         self, assignment: JobAssigned, key: RunKey, error_type: str, reason: str
     ) -> None:
         await self._event(assignment, "failed", error_type=error_type, reason=reason)
-        await catalog.finish_run(self.context.pool, self.spec.node_id, key, "failed", reason=reason)
+        await self._finish(key, "failed", reason=reason)
+
+    async def _finish(
+        self, key: RunKey, outcome: str, *, reason: str | None = None, model_id: str | None = None
+    ) -> None:
+        """Record how a run ended, once PostgreSQL has it (the run is claimed: a retried
+        instruction would not start it again, so this must not fail for an outage)."""
+        await patiently(
+            lambda: catalog.finish_run(
+                self.context.pool,
+                self.spec.node_id,
+                key,
+                outcome,
+                reason=reason,
+                model_id=model_id,
+            ),
+            what=f"the outcome of run {key}",
+            log=self.context.log,
+        )
 
     async def _stop(self, assignment: JobAssigned) -> None:
         key = run_key(assignment)
@@ -230,9 +255,7 @@ class Agent:
 
     async def _halt(self, key: RunKey, entry: _Run, reason: str) -> None:
         entry.stopping = True
-        await catalog.finish_run(
-            self.context.pool, self.spec.node_id, key, "stopped", reason=reason
-        )
+        await self._finish(key, "stopped", reason=reason)
         await self._end_process(entry)
 
     async def _end_process(self, entry: _Run) -> None:
@@ -281,6 +304,8 @@ class Agent:
                 }
             if outcome["event"] == "result":
                 await self._succeed(key, entry, outcome)
+            elif outcome.get("retryable"):
+                await self._lose(key, entry, outcome["error_type"], outcome["reason"])
             else:
                 await self._fail(key, entry, outcome["error_type"], outcome["reason"])
         except Exception as exc:  # a run's failure must never stop the agent
@@ -295,7 +320,7 @@ class Agent:
         if result["artifact"] is None:
             # A gang worker other than 0 ran its share of the search; worker 0 reports.
             await self._event(assignment, "progress", progress_percent=100.0, stage="searched")
-            await catalog.finish_run(pool, self.spec.node_id, key, "succeeded")
+            await self._finish(key, "succeeded")
             return
         dataset = assignment["dataset"]
         assert dataset is not None, "the scheduler assigns training jobs with their dataset"
@@ -325,20 +350,32 @@ class Agent:
             "ready_at": _now_ms(),
             "lease": entry.lease,
         }
-        await catalog.record_model(pool, ready, key[1], result["trials"])
+        await patiently(
+            lambda: catalog.record_model(pool, ready, key[1], result["trials"]),
+            what=f"the model of run {key}",
+            log=self.context.log,
+        )
         await self.context.publisher.publish(
             self.context.topic("lepton.models.ready"), entry.model_id, ready
         )
         await self._event(assignment, "succeeded", model_id=entry.model_id)
         # Marked after the report: a crash in between makes the next agent report the run
         # lost, which the scheduler ignores for a finished job; never a second success.
-        await catalog.finish_run(pool, self.spec.node_id, key, "succeeded", model_id=entry.model_id)
+        await self._finish(key, "succeeded", model_id=entry.model_id)
         self.context.log.info("succeeded", job=key[0], model=entry.model_id)
 
     async def _fail(self, key: RunKey, entry: _Run, error_type: str, reason: str) -> None:
         await self._event(entry.assignment, "failed", error_type=error_type, reason=reason)
-        await catalog.finish_run(self.context.pool, self.spec.node_id, key, "failed", reason=reason)
+        await self._finish(key, "failed", reason=reason)
         self.context.log.warning("failed", job=key[0], error_type=error_type, reason=reason)
+
+    async def _lose(self, key: RunKey, entry: _Run, error_type: str, reason: str) -> None:
+        """A run that failed for an outage, not for its job: reported lost, requeued."""
+        # Bounded: the scheduler repeats it in the job's requeued event.
+        why = f"the run failed while the database was away ({error_type}: {reason[:500]})"
+        await self._event(entry.assignment, "lost", error_type=error_type, reason=why)
+        await self._finish(key, "lost", reason=why)
+        self.context.log.warning("lost", job=key[0], error_type=error_type, reason=reason)
 
     async def _report_lost(self) -> None:
         for lost in await catalog.unfinished(self.context.pool, self.spec.node_id):

@@ -177,7 +177,17 @@ def main() -> None:
             }
         )
     except Exception as exc:  # every failure becomes a report; the agent decides what's next
-        reporter.send({"event": "failed", "error_type": type(exc).__name__, "reason": str(exc)})
+        from lepton.runtime.database import unavailable
+
+        reporter.send(
+            {
+                "event": "failed",
+                "error_type": type(exc).__name__,
+                "reason": str(exc),
+                # PostgreSQL was away: not the job's fault, worth another attempt.
+                "retryable": unavailable(exc),
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -183,16 +183,22 @@ async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_k
     assert not digester.is_running()
 
 
-async def test_the_scheduler_stops_when_its_digester_dies(
+async def test_a_scheduler_whose_digester_dies_steps_down_and_leads_again_with_a_new_one(
     space: Namespaced, kafka, database_for
 ) -> None:
     scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
     await scheduler.start()
     try:
         await asyncio.wait_for(scheduler.digesting.wait(), 60)
-        os.kill(scheduler.digester_pid, signal.SIGKILL)
-        code = await asyncio.wait_for(scheduler.process.wait(), 60)
+        first = scheduler.digester_pid
+        scheduler.digesting.clear()
+        os.kill(first, signal.SIGKILL)
+        # A scheduler without its digester must not go on deciding: it steps down, and
+        # leads again (reading the log again) with a digester of its own.
+        await asyncio.wait_for(scheduler.digesting.wait(), 60)
+        assert scheduler.digester_pid != first
+        assert scheduler.process.returncode is None
     finally:
         await scheduler.stop()
-    assert code != 0, "a scheduler without its digester must not go on deciding"
     assert any(b"heartbeat digester exited" in line for line in scheduler.lines)
+    assert any(b"stepped down; campaigning again" in line for line in scheduler.lines)

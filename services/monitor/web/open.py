@@ -32,7 +32,10 @@ def create_open_app(health: Callable[[], Mapping[str, Any]]) -> ASGIApp:
     """``/healthz`` answers ``health()``; ``/metrics/`` this process's Prometheus registry."""
 
     async def healthz(request: Request) -> Response:
-        return json_response(dict(health()), headers={"cache-control": "no-store"})
+        answer = dict(health())
+        # A supervisor or load balancer reads the code: 503 while the monitor is degraded.
+        status = 503 if answer.get("status") == "degraded" else 200
+        return json_response(answer, status, headers={"cache-control": "no-store"})
 
     app = Starlette(
         routes=[

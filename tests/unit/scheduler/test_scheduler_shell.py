@@ -81,11 +81,12 @@ async def test_an_instruction_is_never_sent_for_an_event_the_broker_did_not_take
 ) -> None:
     broker = InMemoryBroker()
     broker.refuse(EVENTS)
-    # The instruction task fails on the refused acknowledgement: the service stops.
+    # The instruction task fails on the refused acknowledgement: the session ends (a real
+    # scheduler steps down and reads the log again).
     failure = await failure_after(broker, job("j1"))
     assert "PublishError" in str(failure)
     assert broker.messages(ASSIGNED) == []
-    assert "background task failed; stopping" in [entry["event"] for entry in logs]
+    assert "background task failed; ending the session" in [entry["event"] for entry in logs]
 
 
 async def test_invalid_and_impossible_requests_are_rejected_with_the_reason() -> None:
