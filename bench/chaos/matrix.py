@@ -1,0 +1,139 @@
+"""The fault matrix, in the issue's order, and one run of an entry measured."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bench.chaos import faults
+from bench.chaos.faults import BlockedError, Chaos, Outcome
+from bench.chaos.stack import until_healthy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from bench.chaos.faults import FaultFn
+
+STREAMED = ("ingest", "job")
+KILLED = ("scheduler", "ingest", "evaluator", "monitor", "trainer")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    fault: FaultFn
+    stream: bool = True  # work streams during the run
+    at: tuple[float, float] = (0.3, 0.6)  # the fault's point, as fractions of the window
+    mixed: bool = False  # the window is the mixed load's length
+    judge: Callable[[Chaos, str, Outcome], None] | None = None
+
+
+def matrix(*, full: bool) -> list[Entry]:
+    """Every fault; the short form leaves out the longest outages and the mixed load."""
+    entries = [Entry(f"SIGKILL {s}", faults.signalled(s, signal.SIGKILL)) for s in KILLED]
+    entries += [Entry(f"SIGTERM {s}", faults.signalled(s, signal.SIGTERM)) for s in KILLED]
+    entries += [
+        Entry("trainer paused past dead", faults.pause_trainer),
+        Entry("every heartbeat stops", faults.heartbeats_stop),
+        Entry("10% garbage on inputs", faults.garbage, at=(0.0, 0.0), judge=faults.judge_garbage),
+        Entry(
+            "hostile files",
+            faults.hostile_files,
+            stream=False,
+            at=(0.0, 0.0),
+            judge=faults.judge_hostile,
+        ),
+    ]
+    entries += [
+        Entry(f"broker down {s} s", faults.outage("kafka", s))
+        for s in ((10, 30, 90) if full else (10, 30))
+    ]
+    entries += [
+        Entry(f"postgres down {s} s", faults.outage("postgres", s))
+        for s in ((30, 120) if full else (30,))
+    ]
+    if full:
+        entries.append(Entry("mixed load 10 min", faults.mixed, at=(0.0, 0.0), mixed=True))
+    return entries
+
+
+async def recover(chaos: Chaos, run: str) -> float | None:
+    """Seconds from now (the fault's end) until every service answers /healthz and a probe
+    ingest is answered; None if not within the options' bound."""
+    began = time.monotonic()
+    bound = chaos.options.recover_timeout_s
+    try:
+        await until_healthy(chaos.stack, bound, "recovery")
+    except TimeoutError:
+        return None
+    left = bound - (time.monotonic() - began)
+    if left <= 0 or not await chaos.workload.probe(run, left):
+        return None
+    return time.monotonic() - began
+
+
+async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
+    run = f"{entry.name}#{index}"
+    outcome = Outcome(entry.name, run)
+    services = chaos.stack.services
+    for service in services:
+        service.peak_rss_mib = 0.0
+        service.sample_rss()
+    exits_before = {s.spec.name: len(s.unexpected_exits) for s in services}
+    options = chaos.options
+    window = options.mixed_s if entry.mixed else options.window_s
+    stream = (
+        asyncio.create_task(
+            chaos.workload.stream(run, window, options.ingest_every_s, options.job_every_s)
+        )
+        if entry.stream
+        else None
+    )
+    try:
+        await asyncio.sleep(chaos.rng.uniform(*entry.at) * window)  # the fault's random point
+        try:
+            await entry.fault(chaos, run, outcome)
+        except BlockedError as blocked:
+            outcome.status = str(blocked)
+        except Exception as error:  # the matrix goes on; the table says it
+            outcome.status = f"error: {type(error).__name__}: {error}"
+        if stream is not None:
+            await stream
+    finally:
+        if stream is not None and not stream.done():
+            stream.cancel()
+    outcome.recover_s = await recover(chaos, run)
+    kinds = (*STREAMED, "hostile")
+    await chaos.ledger.until_settled(run, options.settle_s, kinds)
+    if entry.judge is not None:
+        entry.judge(chaos, run, outcome)
+    items = chaos.ledger.of_run(run, kinds)
+    outcome.submitted = len(items)
+    outcome.completed = sum(1 for item in items if chaos.ledger.completed(item.id))
+    outcome.lost = outcome.submitted - outcome.completed
+    outcome.refused = chaos.ledger.refused.get(run, 0)
+    outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
+    outcome.unexpected_exits = {
+        s.spec.name: s.unexpected_exits[exits_before[s.spec.name] :]
+        for s in services
+        if len(s.unexpected_exits) > exits_before[s.spec.name]
+    }
+    return outcome
+
+
+def judge(chaos: Chaos, outcome: Outcome) -> None:
+    """The issue's targets for one run; duplicates counted as late as possible."""
+    items = chaos.ledger.of_run(outcome.run, (*STREAMED, "hostile"))
+    outcome.duplicated = sum(chaos.ledger.duplicated(item.id) for item in items)
+    outcome.checks |= {
+        "0 lost": outcome.lost == 0,
+        "0 duplicated": outcome.duplicated == 0,
+        "recovered within 30 s": outcome.recover_s is not None
+        and outcome.recover_s <= faults.RECOVERY_TARGET_S,
+        "no service crashed": not outcome.unexpected_exits,
+    }
+    if outcome.unexpected_exits:
+        outcome.notes.append(f"exited on their own: {outcome.unexpected_exits}")
