@@ -60,7 +60,7 @@ async def run_matrix(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     ]
     rng = random.Random(args.seed)
     outcomes: list[faults.Outcome] = []
-    with stack.private_servers(root) as (settings, identity_text):
+    async with stack.private_servers(root) as (settings, identity_text):
         running = await stack.start_services(settings, identity_text, root)
         identity = IdentityKey.from_text(identity_text)
         ledger = workload.Ledger()

@@ -32,7 +32,7 @@ from lepton.devstack._postgres import PostgresNode
 from lepton.devstack._process import free_port
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncIterator
 
 BIN = Path(sys.executable).parent
 # The settings a service may inherit from the harness's environment: where the jars and
@@ -261,15 +261,16 @@ def service_env(settings: Settings, identity_key: str, root: Path) -> dict[str, 
     }
 
 
-@contextlib.contextmanager
-def private_servers(root: Path) -> Iterator[tuple[Settings, str]]:
-    """Kafka and PostgreSQL in ``root/stack``, stopped on the way out whatever happened."""
+@contextlib.asynccontextmanager
+async def private_servers(root: Path) -> AsyncIterator[tuple[Settings, str]]:
+    """Kafka and PostgreSQL in ``root/stack``, stopped on the way out whatever happened.
+    (In a thread: the devstack runs event loops of its own.)"""
     settings = Settings(state_dir=root / "stack")
-    devstack.up(settings)
+    await asyncio.to_thread(devstack.up, settings)
     try:
         yield settings, devstack.identity_key(settings)
     finally:
-        devstack.down(settings)
+        await asyncio.to_thread(devstack.down, settings)
 
 
 async def start_services(settings: Settings, identity_key: str, root: Path) -> Stack:

@@ -29,7 +29,14 @@ from aiokafka import AIOKafkaConsumer
 from lepton.bus import Publisher
 from lepton.contract.identity import IdentityKey
 from lepton.contract.topics import ALL_TOPICS, DLQ_SUFFIX, Namespace, dead_letter_topic
-from lepton.sdk.builders import DatasetRequest, JobRequest, Resources, Source, TrainingTask
+from lepton.sdk.builders import (
+    DatasetRef,
+    DatasetRequest,
+    JobRequest,
+    Resources,
+    Source,
+    TrainingTask,
+)
 from lepton.testing import impersonating, service_codec
 
 if TYPE_CHECKING:
@@ -260,7 +267,7 @@ class Workload:
                 cv_folds=2,
                 time_budget_s=60,
             ),
-            dataset=BASE_DATASET,
+            dataset=DatasetRef(name=BASE_DATASET),
             demand=Resources.of(cpus=0.5, memory_mib=512),
         )
         submitted = time.monotonic()
