@@ -35,7 +35,7 @@ def _options(short: bool, hostile_mib: int | None) -> faults.Options:
         ingest_every_s=2.0 if short else 1.0,
         job_every_s=5.0 if short else 3.0,
         settle_s=60 if short else 120,
-        recover_timeout_s=90 if short else 180,
+        recover_timeout_s=60 if short else 120,
         hostile_mib=hostile_mib or (256 if short else 1024),
         garbage_per_topic=2 if short else 10,
         mixed_s=600,

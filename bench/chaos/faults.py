@@ -113,13 +113,14 @@ def signalled(service: str, sig: signal.Signals) -> FaultFn:
     async def fault(chaos: Chaos, run: str, outcome: Outcome) -> None:
         target = _target(chaos, service, run)
         outcome.notes.append(f"{sig.name} {target.spec.name} (pid {target.pid})")
+        process = target.popen
         target.signal(sig)
-        if sig is signal.SIGTERM and target.popen is not None:
-            # The fault ends when the service has drained and exited (bounded).
+        if process is not None:
+            # The fault ends when the process is gone (drained, for SIGTERM): bounded.
             try:
-                await asyncio.wait_for(target.popen.wait(), 60)
+                await asyncio.wait_for(process.wait(), 60)
             except TimeoutError:
-                outcome.notes.append(f"{target.spec.name} still running 60 s after SIGTERM")
+                outcome.notes.append(f"{target.spec.name} still running 60 s after {sig.name}")
 
     return fault
 
@@ -148,7 +149,9 @@ async def heartbeats_stop(chaos: Chaos, run: str, outcome: Outcome) -> None:
         for trainer in chaos.stack.trainers():
             trainer.signal(signal.SIGCONT)
     await asyncio.sleep(5)  # what the resumed nodes and the rules say right after
-    alerts = [a for a, seen in chaos.ledger.alerts if seen >= began]
+    alerts = [
+        a for a, seen in chaos.ledger.alerts if seen >= began and a.get("state") != "resolved"
+    ]
     requeues = sum(
         1
         for events in chaos.ledger.job_events.values()
@@ -156,7 +159,7 @@ async def heartbeats_stop(chaos: Chaos, run: str, outcome: Outcome) -> None:
         if seen >= began and kind in ("requeued", "lost")
     )
     rules = Counter(str(a.get("rule")) for a in alerts)
-    outcome.notes.append(f"alerts {dict(rules)}; requeued/lost job events {requeues}")
+    outcome.notes.append(f"alerts raised {dict(rules)}; requeued/lost job events {requeues}")
     outcome.checks["one alert"] = len(alerts) == 1
     outcome.checks["no mass requeue"] = requeues == 0
 
@@ -228,12 +231,14 @@ def judge_garbage(chaos: Chaos, run: str, outcome: Outcome) -> None:
 async def hostile_files(chaos: Chaos, run: str, outcome: Outcome) -> None:
     """Each file of the battery through ingest, one after another."""
     inbox = chaos.stack.inbox
-    for label in hostile.BATTERY:
+    for number, label in enumerate(hostile.BATTERY):
         source, dataset = await asyncio.to_thread(
             hostile.make, label, inbox, chaos.options.hostile_mib
         )
+        # Each its own dataset, hence its own key: one file that hangs ingest does not
+        # hold back the others of its partition only because they share a name.
         await chaos.workload.ingest(
-            run, source, dataset=dataset or "hostile", kind="hostile", label=label
+            run, source, dataset=dataset or f"hostile-{number}", kind="hostile", label=label
         )
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from bench.chaos.faults import FaultFn
 
-STREAMED = ("ingest", "job")
+STREAMED = ("ingest", "job", "evaluation")
 KILLED = ("scheduler", "ingest", "evaluator", "monitor", "trainer")
 
 
@@ -39,13 +39,6 @@ def matrix(*, full: bool) -> list[Entry]:
         Entry("trainer paused past dead", faults.pause_trainer),
         Entry("every heartbeat stops", faults.heartbeats_stop),
         Entry("10% garbage on inputs", faults.garbage, at=(0.0, 0.0), judge=faults.judge_garbage),
-        Entry(
-            "hostile files",
-            faults.hostile_files,
-            stream=False,
-            at=(0.0, 0.0),
-            judge=faults.judge_hostile,
-        ),
     ]
     entries += [
         Entry(f"broker down {s} s", faults.outage("kafka", s))
@@ -55,6 +48,17 @@ def matrix(*, full: bool) -> list[Entry]:
         Entry(f"postgres down {s} s", faults.outage("postgres", s))
         for s in ((30, 120) if full else (30,))
     ]
+    # After the outages: a file that poisons ingest (its request redelivered at every
+    # restart) would otherwise leave every later run without ingest.
+    entries.append(
+        Entry(
+            "hostile files",
+            faults.hostile_files,
+            stream=False,
+            at=(0.0, 0.0),
+            judge=faults.judge_hostile,
+        )
+    )
     if full:
         entries.append(Entry("mixed load 10 min", faults.mixed, at=(0.0, 0.0), mixed=True))
     return entries
@@ -75,9 +79,28 @@ async def recover(chaos: Chaos, run: str) -> float | None:
     return time.monotonic() - began
 
 
+async def restore(chaos: Chaos, run: str, outcome: Outcome) -> None:
+    """Before a run: the stack healthy and a probe answered, so that one fault's damage is
+    not counted against the next; else every service restarted, and the run says so."""
+    if await recover(chaos, f"{run}/before") is not None:
+        return
+    sick = [s.spec.name for s in chaos.stack.services if not await s.healthy()]
+    why = f"unhealthy: {', '.join(sick)}" if sick else "all healthy, the probe unanswered"
+    outcome.notes.append(f"not recovered from the run before ({why}): every service restarted")
+    for service in chaos.stack.services:
+        service.signal(signal.SIGCONT)
+        process = service.popen
+        service.signal(signal.SIGKILL)
+        if process is not None:
+            await process.wait()
+    if await recover(chaos, f"{run}/before") is None:
+        outcome.notes.append("and it did not recover from that either")
+
+
 async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     run = f"{entry.name}#{index}"
     outcome = Outcome(entry.name, run)
+    await restore(chaos, run, outcome)
     services = chaos.stack.services
     for service in services:
         service.peak_rss_mib = 0.0
@@ -136,4 +159,10 @@ def judge(chaos: Chaos, outcome: Outcome) -> None:
         "no service crashed": not outcome.unexpected_exits,
     }
     if outcome.unexpected_exits:
-        outcome.notes.append(f"exited on their own: {outcome.unexpected_exits}")
+        outcome.notes.append(f"exited on their own (exit codes): {outcome.unexpected_exits}")
+    for item in items:
+        if chaos.ledger.duplicated(item.id):
+            effects = ", ".join(
+                "/".join(str(part) for part in effect) for effect in chaos.ledger.effects[item.id]
+            )
+            outcome.notes.append(f"{item.kind} {item.id}: {effects}")

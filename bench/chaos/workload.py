@@ -7,7 +7,9 @@ recorder reads every answer topic, sealed answers opened with the master key
 (:func:`lepton.testing.service_codec`), and the dead-letter topics.
 
 An item is *completed* once it has a terminal outcome: ``data.ready`` or ``data.rejected``
-for an ingest, ``succeeded``/``failed``/``cancelled``/``rejected`` for a job. Its *effects*
+for an ingest, ``succeeded``/``failed``/``cancelled``/``rejected`` for a job, and each
+model one of our jobs produced is an item of its own, completed by ``models.evaluated``
+(the evaluator's share of the work). Its *effects*
 are the distinct outcomes it had (a dataset version, a rejection code, a terminal event
 under a lease epoch, a model id): a redelivery of the same outcome is one effect, two
 models for one job are two. More than one effect is a duplicated effect.
@@ -52,6 +54,7 @@ ANSWERS = (
     "lepton.data.rejected",
     "lepton.jobs.events",
     "lepton.models.ready",
+    "lepton.models.evaluated",
     "lepton.alerts",
 )
 PUBLISH_TIMEOUT_S = 10.0
@@ -137,6 +140,13 @@ class Ledger:
                 self.effects[record["job_id"]].setdefault(effect, now)
         elif declared == "lepton.models.ready":
             self.effects[record["job_id"]].setdefault(("model", record["model_id"]), now)
+            job = self.items.get(record["job_id"])
+            if job is not None and record["model_id"] not in self.items:
+                # The evaluator's part of the work: each model of ours gets evaluated.
+                self.add(Item("evaluation", record["model_id"], job.run, now))
+        elif declared == "lepton.models.evaluated":
+            effect = ("evaluated", record["evaluated_at"])
+            self.effects[record["model_id"]].setdefault(effect, now)
         elif declared == "lepton.alerts":
             self.alerts.append((record, now))
         self.arrived.set()
