@@ -76,6 +76,9 @@ class Outcome:
     duplicated: int = 0
     recover_s: float | None = None
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    # each service's RSS before the run and once its work settled: is memory flat?
+    rss_before_mib: dict[str, float] = field(default_factory=dict)
+    rss_after_mib: dict[str, float] = field(default_factory=dict)
     refused: int = 0  # publishes the broker never acknowledged (not submitted work)
     unexpected_exits: dict[str, list[int]] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)  # target -> met

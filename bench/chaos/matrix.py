@@ -104,7 +104,7 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     services = chaos.stack.services
     for service in services:
         service.peak_rss_mib = 0.0
-        service.sample_rss()
+        outcome.rss_before_mib[service.spec.name] = round(service.sample_rss(), 1)
     exits_before = {s.spec.name: len(s.unexpected_exits) for s in services}
     options = chaos.options
     window = options.mixed_s if entry.mixed else options.window_s
@@ -139,6 +139,9 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     outcome.lost = outcome.submitted - outcome.completed
     outcome.refused = chaos.ledger.refused.get(run, 0)
     outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
+    outcome.rss_after_mib = {s.spec.name: round(s.sample_rss(), 1) for s in services}
+    if outcome.refused:
+        outcome.notes.append(f"{outcome.refused} publishes not acknowledged (not submitted)")
     outcome.unexpected_exits = {
         s.spec.name: s.unexpected_exits[exits_before[s.spec.name] :]
         for s in services

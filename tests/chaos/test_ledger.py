@@ -50,3 +50,17 @@ async def test_until_settled_is_bounded_and_sees_an_answer_arrive() -> None:
     assert time.monotonic() - began < 2
     ledger.record("lepton.data.rejected", {"request_id": "late", "code": "too_large"})
     assert await ledger.until_settled("r", 0.2, ("ingest",))
+
+
+def test_each_model_of_a_job_is_work_for_the_evaluator() -> None:
+    ledger = _ledger("job-1")
+    ledger.record("lepton.models.ready", {"job_id": "job-1", "model_id": "m1"})
+    ledger.record("lepton.models.ready", {"job_id": "job-1", "model_id": "m1"})
+    assert [item.id for item in ledger.pending("r", ("evaluation",))] == ["m1"]
+    evaluated = {"model_id": "m1", "evaluated_at": 5}
+    ledger.record("lepton.models.evaluated", evaluated)
+    ledger.record("lepton.models.evaluated", evaluated)  # redelivered: one evaluation
+    assert ledger.completed("m1")
+    assert ledger.duplicated("m1") == 0
+    ledger.record("lepton.models.evaluated", evaluated | {"evaluated_at": 9})  # evaluated again
+    assert ledger.duplicated("m1") == 1
