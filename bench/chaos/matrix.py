@@ -137,6 +137,11 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     outcome.submitted = len(items)
     outcome.completed = sum(1 for item in items if chaos.ledger.completed(item.id))
     outcome.lost = outcome.submitted - outcome.completed
+    for item in items:
+        if not chaos.ledger.completed(item.id):
+            events = [kind for kind, _node, _seen in chaos.ledger.job_events.get(item.id, [])]
+            seen = f" (its events: {', '.join(events)})" if events else ""
+            outcome.notes.append(f"no outcome for {item.kind} {item.id}{seen}")
     outcome.refused = chaos.ledger.refused.get(run, 0)
     outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
     outcome.rss_after_mib = {s.spec.name: round(s.sample_rss(), 1) for s in services}
