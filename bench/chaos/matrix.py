@@ -145,6 +145,9 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     outcome.refused = chaos.ledger.refused.get(run, 0)
     outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
     outcome.rss_after_mib = {s.spec.name: round(s.sample_rss(), 1) for s in services}
+    for name in outcome.unexpected_exits:
+        if logged := chaos.stack.service(name).last_error():
+            outcome.notes.append(f"{name} last logged: {logged}")
     if outcome.refused:
         outcome.notes.append(f"{outcome.refused} publishes not acknowledged (not submitted)")
     outcome.unexpected_exits = {

@@ -129,11 +129,16 @@ class Process:
         self.peak_rss_mib = max(self.peak_rss_mib, rss)
         return rss
 
-    def log_tail(self, lines: int = 5) -> list[str]:
+    def last_error(self) -> str | None:
+        """The newest error its log holds (why it exited, when it exited on its own)."""
         try:
-            return self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
-            return []
+            return None
+        for line in reversed(lines):
+            if '"level": "error"' in line or '"level": "critical"' in line:
+                return line[:300]
+        return None
 
 
 def _answers_200(url: str) -> bool:
@@ -203,9 +208,6 @@ class Stack:
     async def all_healthy(self) -> bool:
         answers = await asyncio.gather(*(s.healthy() for s in self.services))
         return all(answers)
-
-    def unhealthy(self) -> list[str]:
-        return [s.spec.name for s in self.services if not s.alive]
 
     # ------------------------------------------------ the servers, stopped and restarted
 
