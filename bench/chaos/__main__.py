@@ -39,6 +39,7 @@ def _options(short: bool, hostile_mib: int | None) -> faults.Options:
         hostile_mib=hostile_mib or (256 if short else 1024),
         garbage_per_topic=2 if short else 10,
         mixed_s=600,
+        mixed_job_every_s=12.0,
     )
 
 

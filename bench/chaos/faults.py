@@ -51,6 +51,9 @@ class Options:
     hostile_mib: int  # size of the bombs and the single line
     garbage_per_topic: int
     mixed_s: float  # the mixed load's length
+    # a pace two trainers on two cores keep up with for ten minutes (a backlog would
+    # count as lost work, which is not what the mixed load measures)
+    mixed_job_every_s: float
 
 
 @dataclass(slots=True)
@@ -278,6 +281,7 @@ def outage(server: str, seconds: float) -> FaultFn:
             if server == "kafka"
             else (stack.stop_database, stack.start_database)
         )
+        outcome.notes.append(f"{server} stopped for {seconds} s")
         await asyncio.to_thread(stop)
         await asyncio.sleep(seconds)  # the outage's length
         blocked = await asyncio.to_thread(start)

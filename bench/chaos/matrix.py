@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,10 +109,9 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     exits_before = {s.spec.name: len(s.unexpected_exits) for s in services}
     options = chaos.options
     window = options.mixed_s if entry.mixed else options.window_s
+    job_every_s = options.mixed_job_every_s if entry.mixed else options.job_every_s
     stream = (
-        asyncio.create_task(
-            chaos.workload.stream(run, window, options.ingest_every_s, options.job_every_s)
-        )
+        asyncio.create_task(chaos.workload.stream(run, window, options.ingest_every_s, job_every_s))
         if entry.stream
         else None
     )
@@ -137,11 +137,17 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     outcome.submitted = len(items)
     outcome.completed = sum(1 for item in items if chaos.ledger.completed(item.id))
     outcome.lost = outcome.submitted - outcome.completed
-    for item in items:
-        if not chaos.ledger.completed(item.id):
-            events = [kind for kind, _node, _seen in chaos.ledger.job_events.get(item.id, [])]
-            seen = f" (its events: {', '.join(events)})" if events else ""
-            outcome.notes.append(f"no outcome for {item.kind} {item.id}{seen}")
+    lost = [item for item in items if not chaos.ledger.completed(item.id)]
+    for item in lost[:5]:
+        events = [kind for kind, _node, _seen in chaos.ledger.job_events.get(item.id, [])]
+        seen = f" (its events: {', '.join(events)})" if events else ""
+        outcome.notes.append(f"no outcome for {item.kind} {item.id}{seen}")
+    if len(lost) > 5:
+        last = Counter(
+            (chaos.ledger.job_events.get(item.id) or [(item.kind + " unanswered", None, 0)])[-1][0]
+            for item in lost[5:]
+        )
+        outcome.notes.append(f"and {len(lost) - 5} more, by last event: {dict(last)}")
     outcome.refused = chaos.ledger.refused.get(run, 0)
     outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
     outcome.rss_after_mib = {s.spec.name: round(s.sample_rss(), 1) for s in services}
