@@ -5,7 +5,7 @@ PYTHON ?= python3
 # The least line coverage `make test` accepts: a few points under what the suite measures.
 COVERAGE_FLOOR ?= 85
 
-.PHONY: install fmt generate format-check lint types test test-unit check bench demo demo-down clean
+.PHONY: install fmt generate format-check lint types test test-unit check bench chaos demo demo-down clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,13 @@ BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor train
 bench: install
 	$(BIN)/lepton stack up
 	for name in $(BENCHES); do $(BIN)/python -m bench.$$name || exit 1; done
+
+# The fault matrix (bench/chaos) against a private stack of its own: prints a table and
+# writes bench/results/chaos.json. CHAOS_ARGS=--short is the CI form (one run of each fault).
+CHAOS_ARGS ?=
+
+chaos: install
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 # Stack up, services up, then `lepton demo`: each bundled example ingested, trained,
 # evaluated and asked for a prediction, through the SDK as any client would.
