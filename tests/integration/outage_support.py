@@ -179,6 +179,26 @@ class ServiceProcess:
                 f"{self.name}: /healthz did not answer {code} within {timeout_s} s: {last}"
             ) from None
 
+    async def metric_reaches(self, name: str, least: float, timeout_s: float = 60) -> None:
+        """Poll ``/metrics`` (beside ``/healthz``) until the gauge ``name`` is ``least`` or
+        more."""
+        url = self.logged("health")[0]["url"].removesuffix("healthz") + "metrics"
+        seen = None
+        try:
+            async with (
+                asyncio.timeout(timeout_s),
+                httpx.AsyncClient(timeout=5, follow_redirects=True) as client,
+            ):
+                while True:
+                    for line in (await client.get(url)).text.splitlines():
+                        if line.startswith(f"{name} "):
+                            seen = float(line.split()[1])
+                    if seen is not None and seen >= least:
+                        return
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise AssertionError(f"{self.name}: {name} is {seen}, not {least}+") from None
+
     async def stop(self, timeout_s: float = 60) -> int:
         """SIGTERM and the exit status (SIGKILL if it does not end in time)."""
         if self.alive:

@@ -26,6 +26,7 @@ from lepton.contract.identity import IdentityKey
 from lepton.devstack._process import free_port
 from lepton.runtime.identity import master_key
 from lepton.runtime.service import start_helper
+from lepton.testing import service_codec
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.outage_support import OwnStack, ServiceProcess
 from tests.integration.processes import BIN
@@ -70,6 +71,11 @@ def kafka(own_stack: OwnStack) -> KafkaAccess:
 @pytest.fixture(scope="module")
 def identity(own_stack: OwnStack) -> IdentityKey:
     return master_key(Settings())
+
+
+@pytest.fixture(scope="module")
+def codec(identity: IdentityKey) -> Codec:
+    return service_codec(identity)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +135,8 @@ class Cluster:
             await self.monitor.event("consuming")
         await self.scheduler.event("leading")
         await self.trainer.event("consuming")
+        # A job that comes before the scheduler has heard of any node is rejected.
+        await self.scheduler.metric_reaches("lepton_scheduler_nodes", 1)
 
     async def _start(self, command: list[str], env: dict[str, str]) -> ServiceProcess:
         started = await ServiceProcess.start(command, env)
@@ -182,7 +190,7 @@ async def record_of(
         return await reader.until(predicate, 120)
     except TimeoutError:
         logs = {s.name: [e.get("event") for e in s.entries[-8:]] for s in cluster.started}
-        kinds = [(r.get("job_id"), r.get("kind")) for r in reader.seen[-10:]]
+        kinds = [(r.get("job_id"), r.get("kind"), r.get("reason")) for r in reader.seen[-10:]]
         raise AssertionError(f"no {what} within 120 s; seen {kinds}; logs {logs}") from None
 
 
