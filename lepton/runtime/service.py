@@ -255,8 +255,9 @@ class Service:
                 log.info("standing by for leadership")
                 lock = database.leadership(where.database_url, names.group(self.name))
                 lead = await self._unless_stopped(lock.__aenter__())
-                if lead is None:
-                    return  # stopped while standing by
+                if lead is None:  # stopped while standing by
+                    log.info("stopped", handled=0, role="standby")
+                    return
                 try:
                     self._role = "leader"
                     log.info("leading", term=lead.term)
