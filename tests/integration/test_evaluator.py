@@ -226,10 +226,16 @@ async def test_a_first_model_is_evaluated_stored_and_promoted(
     champion = await store.current_champion(pool, data["tenant"], "房价-first")
     assert champion is not None
     assert champion.model_id == ready["model_id"]
+
+    # Marked published once the broker took both records, so just after they are read.
+    async def marked_published() -> bool:
+        found = await store.find(pool, ready["model_id"])
+        return found is not None and found.published
+
+    await until(marked_published)
     stored = await store.find(pool, ready["model_id"])
     assert stored is not None
     assert stored.status == "evaluated"
-    assert stored.published
     assert stored.evaluated == evaluated
 
 
