@@ -38,19 +38,7 @@ def _bounds(settings: IngestSettings) -> dict[str, Any]:
     """The bounds keyword when this checkout has them (empty on older ones)."""
     if "bounds" not in {field.name for field in dataclasses.fields(Limits)}:
         return {}
-    from services.ingest.input_bounds import Bounds
-
-    return {
-        "bounds": Bounds(
-            line_bytes=settings.ingest_max_line_bytes,
-            columns=settings.ingest_max_columns,
-            cells=settings.ingest_max_cells,
-            name_bytes=settings.ingest_max_column_name_bytes,
-            categories=settings.ingest_max_categories,
-            reason_bytes=settings.ingest_max_reason_bytes,
-            sample_chars=settings.ingest_max_sample_chars,
-        )
-    }
+    return {"bounds": settings.input_bounds()}
 
 
 def main() -> None:

@@ -67,15 +67,7 @@ class Ingest:
             max_ratio=settings.ingest_max_compression_ratio,
             chunk_bytes=settings.ingest_chunk_bytes,
             chunk_rows=settings.ingest_chunk_rows,
-            bounds=Bounds(
-                line_bytes=settings.ingest_max_line_bytes,
-                columns=settings.ingest_max_columns,
-                cells=settings.ingest_max_cells,
-                name_bytes=settings.ingest_max_column_name_bytes,
-                categories=settings.ingest_max_categories,
-                reason_bytes=settings.ingest_max_reason_bytes,
-                sample_chars=settings.ingest_max_sample_chars,
-            ),
+            bounds=settings.input_bounds(),
         )
         key = settings.master_key
         self.master = decode_master_key(key.get_secret_value()) if key is not None else None

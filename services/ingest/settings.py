@@ -10,6 +10,7 @@ from pathlib import Path  # noqa: TC003 - pydantic resolves the annotations at r
 from pydantic import Field, SecretStr
 
 from lepton.config import Settings
+from services.ingest.input_bounds import Bounds
 
 __all__ = ["IngestSettings"]
 
@@ -139,3 +140,15 @@ class IngestSettings(Settings):
         "each version's data key are derived from it. Needed for sensitive columns (ingest "
         "rejects them without it) and by readers that decrypt them. Never logged.",
     )
+
+    def input_bounds(self) -> Bounds:
+        """The limits on what a source may hold, from these settings."""
+        return Bounds(
+            line_bytes=self.ingest_max_line_bytes,
+            columns=self.ingest_max_columns,
+            cells=self.ingest_max_cells,
+            name_bytes=self.ingest_max_column_name_bytes,
+            categories=self.ingest_max_categories,
+            reason_bytes=self.ingest_max_reason_bytes,
+            sample_chars=self.ingest_max_sample_chars,
+        )
