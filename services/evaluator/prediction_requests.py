@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from lepton.bus import Subscriber
+from lepton.bus import MessageTooLargeError, Subscriber
 from lepton.contract.names import name_problem
 from lepton.runtime.resilience import patient
 from services.evaluator import store
@@ -91,9 +91,23 @@ class PredictionRequests:
         except ArtifactInvalid as exc:
             result["error"] = {"code": "artifact_invalid", "message": str(exc)}
         result["scored_at"] = now_ms()
-        await self.context.publisher.publish(
-            self.context.topic("lepton.predict.results"), request["request_id"], result
-        )
+        topic = self.context.topic("lepton.predict.results")
+        try:
+            await self.context.publisher.publish(topic, request["request_id"], result)
+        except MessageTooLargeError as exc:
+            # Too many rows' answers for one record: the requester hears why, and can ask
+            # again in smaller batches, rather than waiting out its timeout.
+            result |= {
+                "predictions": [],
+                "probabilities": [],
+                "warnings": [],
+                "error": {
+                    "code": "answer_too_large",
+                    "message": f"the answer, {exc.size:,} bytes, is over the {exc.limit:,}-byte "
+                    f"limit of {exc.topic}; send fewer rows per request",
+                },
+            }
+            await self.context.publisher.publish(topic, request["request_id"], result)
 
     async def _resolve(self, tenant: str, text: str) -> Loaded:
         """The model a request names, as the tenant may see it."""

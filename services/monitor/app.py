@@ -138,9 +138,11 @@ class MonitorService:
         while True:
             batch = await self.denials.next_batch()
             try:
-                await context.publisher.publish_many(
+                # One refusal that can never be sent is set aside, not retried for ever.
+                acks, _ = await context.publisher.send_sendable(
                     topic, [(event["tenant"], event) for event in batch]
                 )
+                await asyncio.gather(*acks)
             except OUTAGES as exc:
                 # Kept until the broker has them; what arrives meanwhile waits (bounded).
                 context.log.warning("audit publish failed", error=repr(exc))
@@ -181,7 +183,12 @@ class MonitorService:
             # Kept until the broker and the database have them, so none is lost in an outage.
             topic = context.topic("lepton.alerts")
             for transition in list(self._unsent):
-                await context.publisher.publish(topic, transition.key, transition.record())
+                # An alert that can never be sent is set aside (and still stored), so one
+                # bad record never stops the sampler for good.
+                acks, _ = await context.publisher.send_sendable(
+                    topic, [(transition.key, transition.record())]
+                )
+                await asyncio.gather(*acks)
                 await monitor.store.record_alerts([transition])
                 self._unsent.remove(transition)
                 context.log.info("alert", **transition.record())

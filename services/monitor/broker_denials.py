@@ -331,9 +331,11 @@ class BrokerDenialRelay:
         while self._unsent:
             batch = self._unsent[:_BATCH]
             try:
-                await context.publisher.publish_many(
+                # A denial that can never be sent is set aside: the file behind it is read on.
+                acks, _ = await context.publisher.send_sendable(
                     topic, [(event["tenant"], event) for event in batch]
                 )
+                await asyncio.gather(*acks)
             except (*OUTAGES, PublishError) as exc:
                 context.log.warning("audit publish failed; retrying", error=repr(exc))
                 await asyncio.sleep(_RETRY_S)

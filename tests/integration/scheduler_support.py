@@ -146,12 +146,16 @@ class Namespaced:
 
 
 @asynccontextmanager
-async def signed_space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
+async def signed_space(
+    kafka: KafkaAccess, codec: Codec, *, create: bool = True
+) -> AsyncIterator[Namespaced]:
     """A test's own topics, with a publisher that signs each record as its natural author
-    (:func:`lepton.testing.impersonating`): a module's ``space`` fixture."""
+    (:func:`lepton.testing.impersonating`): a module's ``space`` fixture. ``create=False``
+    leaves creating them to the caller (a topic with settings of its own first)."""
     async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
         namespaced = Namespaced(kafka, codec, publisher)
-        await namespaced.create()
+        if create:
+            await namespaced.create()
         yield namespaced
 
 

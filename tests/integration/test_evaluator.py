@@ -4,6 +4,7 @@ trained in-process the trainer's way, and ModelReady events published as the tra
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -20,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from lepton.bus import ensure_topics
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import dead_letter_topic
@@ -111,16 +113,20 @@ async def space(kafka: KafkaAccess, codec: Codec) -> AsyncIterator[Namespaced]:
         yield namespaced
 
 
-@pytest.fixture(scope="module")
-async def evaluator(
-    space: Namespaced, kafka: KafkaAccess, database_for: Callable[[str], str], data: dict[str, Any]
+@asynccontextmanager
+async def running_evaluator(
+    space: Namespaced,
+    kafka: KafkaAccess,
+    database_for: Callable[[str], str],
+    data: dict[str, Any],
+    max_rows: int = 50,
 ) -> AsyncIterator[Service]:
     settings = EvaluatorSettings(
         **kafka.settings(),
         database_url=database_for("evaluator"),
         topic_prefix=space.prefix,
         artifact_root=str(data["root"] / "artifacts"),
-        evaluator_predict_max_rows=50,
+        evaluator_predict_max_rows=max_rows,
     )
     service = create_app(settings)
     task = asyncio.create_task(service.run())
@@ -134,6 +140,14 @@ async def evaluator(
     finally:
         service.stop_soon()
         await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture(scope="module")
+async def evaluator(
+    space: Namespaced, kafka: KafkaAccess, database_for: Callable[[str], str], data: dict[str, Any]
+) -> AsyncIterator[Service]:
+    async with running_evaluator(space, kafka, database_for, data) as service:
+        yield service
 
 
 @asynccontextmanager
@@ -438,6 +452,39 @@ async def test_predictions_for_the_seeds_house_and_their_errors(
     assert answers["too_many"]["error"]["code"] == "too_many_rows"
     for failed in ("missing", "invalid", "unknown", "stranger", "too_many"):
         assert answers[failed]["predictions"] == []
+
+
+async def test_an_answer_too_large_for_its_topic_is_an_error_answer_saying_so(
+    space: Namespaced,
+    evaluator: Service,
+    kafka: KafkaAccess,
+    codec: Codec,
+    database_for: Callable[[str], str],
+    data: dict[str, Any],
+) -> None:
+    """A prediction answer over its topic's limit was dead-lettered: the requester heard
+    nothing. Now it hears ``answer_too_large`` and what to do about it."""
+    ready = model_ready(data, "房价")
+    await evaluated_and_verdict(space, ready)  # stored, where any evaluator can load it
+    async with signed_space(kafka, codec, create=False) as small:
+        results = small.names.topic("lepton.predict.results")
+        # 2,000 predictions take about 20 kB; the error answer well under 4 kB.
+        limited = dataclasses.replace(results, config={"max.message.bytes": "4000"})
+        await ensure_topics(kafka, [limited])
+        await small.create()
+        async with (
+            running_evaluator(small, kafka, database_for, data, max_rows=2_000),
+            small.reader("lepton.predict.results") as answers,
+        ):
+            asked = predict_request(
+                data["tenant"], f"房价@{ready['model_id']}", [THE_SEEDS_HOUSE] * 2_000
+            )
+            await small.send("lepton.predict.requested", asked["request_id"], asked)
+            answer = await answers.until(lambda r: r["request_id"] == asked["request_id"], 120)
+    assert answer["error"]["code"] == "answer_too_large", answer["error"]
+    assert "4,000-byte limit" in answer["error"]["message"]
+    assert results.name in answer["error"]["message"]
+    assert answer["predictions"] == []
 
 
 async def test_a_version_table_reads_back_value_for_value(pool: asyncpg.Pool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import urllib.error
@@ -20,10 +21,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from lepton.bus import Publisher
+from lepton.bus import Publisher, ensure_topics
 from lepton.config import KafkaAccess, Settings
 from lepton.contract.identity import Principal, SigningKey
-from lepton.contract.topics import Namespace
+from lepton.contract.topics import Namespace, dead_letter_topic
 from lepton.runtime.identity import master_key
 from services.monitor.app import MonitorService, build
 from services.monitor.settings import MonitorSettings
@@ -278,6 +279,50 @@ async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
             assert history["active"] == []
         finally:
             await alerts.stop()
+
+
+async def test_an_alert_too_large_for_its_topic_is_set_aside_and_the_monitor_goes_on(
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
+) -> None:
+    """An alert the broker would refuse was retried by the sampler for ever (no more
+    alerts, no more samples). Now it is set aside to ``lepton.alerts.dlq`` with the reason,
+    still kept in the monitor's history, and the next alert is handled too."""
+    prefix = fresh_prefix()
+    alerts = topic(prefix, "lepton.alerts")
+    # Smaller than any alert: every one is refused.
+    await ensure_topics(kafka, [dataclasses.replace(alerts, config={"max.message.bytes": "64"})])
+    letters = AIOKafkaConsumer(
+        dead_letter_topic(alerts.name),
+        **kafka.aiokafka(),
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
+    async with running(settings_for(kafka, database_for("monitor"), prefix)) as monitor:
+        await letters.start()
+        try:
+            node = f"node-{uuid.uuid4().hex[:6]}"
+            beats = topic(prefix, "lepton.node.heartbeats")
+            await publisher.publish(beats, node, heartbeat(node, sent_at=now_ms() - 60_000))
+            fired = await next_letter(letters, node)
+            assert fired["dlq_error_type"] == "MessageTooLargeError"
+            await publisher.publish(beats, node, heartbeat(node, sent_at=now_ms(), sequence=2))
+            await next_letter(letters, node)  # the resolution: the sampler went on
+            assert monitor.url is not None
+            history = await json_when(
+                monitor.url, "/api/alerts", lambda body: len(body["history"]) >= 2
+            )
+            assert [a["state"] for a in history["history"][:2]] == ["resolved", "firing"]
+        finally:
+            await letters.stop()
+
+
+async def next_letter(consumer: AIOKafkaConsumer, subject: str) -> dict[str, str]:
+    """The reason headers of the next dead letter about ``subject``."""
+    async with asyncio.timeout(30):
+        while True:
+            message = await consumer.getone()
+            if message.key.decode().endswith(f"/{subject}"):
+                return {name: value.decode() for name, value in message.headers}
 
 
 async def next_alert(consumer: AIOKafkaConsumer, subject: str) -> dict[str, Any]:
