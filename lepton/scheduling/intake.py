@@ -39,6 +39,9 @@ _MAX_PRIORITY = 1_000_000
 _MAX_GANG = 10_000
 _MAX_RETRIES = 100
 _MAX_RESOURCE = 2**31 - 1
+# A search space is a few hundred bytes of JSON; the bound keeps every instruction that
+# carries it far below the broker's message limit, so a job once accepted can be sent.
+_MAX_SEARCH_SPACE_CHARS = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +109,10 @@ def _check_task(task: dict[str, Any]) -> None:
     _in_range(task.get("trial_budget"), "task.trial_budget", 1, 100_000)
     _in_range(task.get("time_budget_s"), "task.time_budget_s", 1, 7 * 24 * 3600)
     _in_range(task.get("cv_folds"), "task.cv_folds", 2, 100)
+    for field in ("target_column", "scoring"):
+        check_text(task.get(field), f"task.{field}")
     space = task.get("search_space")
+    check_text(space, "task.search_space", _MAX_SEARCH_SPACE_CHARS)
     if space is not None:
         try:
             parsed = json.loads(space)

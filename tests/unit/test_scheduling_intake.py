@@ -54,6 +54,14 @@ def test_a_valid_request_becomes_a_job_spec() -> None:
         ({"task__algorithm": "deep_magic"}, "task.algorithm", "unknown algorithm 'deep_magic'"),
         ({"task__search_space": "{not json"}, "task.search_space", "not valid JSON"),
         ({"task__search_space": "[1, 2]"}, "task.search_space", "JSON object"),
+        # Bounded so that every instruction carrying the task fits the broker's limit.
+        (
+            {"task__search_space": json.dumps({"ridge": {"alpha": ["x" * 70_000]}})},
+            "task.search_space",
+            "at most 65536 characters",
+        ),
+        ({"task__target_column": "p" * 2000}, "task.target_column", "at most 1024"),
+        ({"task__scoring": "r" * 2000}, "task.scoring", "at most 1024"),
         ({"task__target_column": None}, "task.target_column", "target column"),
         ({"task__cv_folds": 1}, "task.cv_folds", "between 2 and 100"),
         ({"demand__cpu_millicores": -1}, "demand.cpu_millicores", "from 1 to"),
