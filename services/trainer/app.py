@@ -41,6 +41,7 @@ from lepton.runtime import endpoints
 from lepton.runtime.database import patiently
 from lepton.runtime.service import Context, Service, run, start_helper
 from services.trainer import catalog
+from services.trainer.lease import LeaseClock
 from services.trainer.node import (
     GpuDiscoveryError,
     NodeSpec,
@@ -84,6 +85,7 @@ class _Run:
     model_id: str
     lease: LeaseProof | None  # the scheduler's signed instruction, for the model's proof
     gpus: list[int] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
     stopping: bool = False  # stopped or superseded: whatever it reports is void
     supervisor: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -96,6 +98,7 @@ class Agent:
         self.settings = settings
         self.interval_s = interval_s
         self.runs: dict[RunKey, _Run] = {}
+        self.lease = LeaseClock(settings.trainer_lease_s, time.monotonic())
         self._context: Context | None = None
         self._available = sorted(os.sched_getaffinity(0))
 
@@ -132,6 +135,7 @@ class Agent:
                 interval_ms=int(self.interval_s * 1000),
             )
             await context.publisher.publish(heartbeats, self.spec.node_id, record)
+            self.lease.renewed(time.monotonic())
             await asyncio.sleep(self.interval_s)
 
     async def guard_workers(self, context: Context) -> None:
@@ -295,6 +299,18 @@ class Agent:
             if entry.stopping:
                 log.info("stopped run ended; its outcome is void", code=code)
                 return
+            silent = self.lease.lapsed(entry.started, time.monotonic())
+            if silent is not None:
+                # The job may run elsewhere by now: no model, no verdict of ours.
+                await self._lose(
+                    key,
+                    entry,
+                    "LeaseLapsed",
+                    f"the agent on {self.spec.node_id} could not reach the broker for "
+                    f"{silent:.0f} s (over LEPTON_TRAINER_LEASE_S="
+                    f"{self.settings.trainer_lease_s:g}); the run's result is void",
+                )
+                return
             if outcome is None:
                 outcome = {
                     "event": "failed",
@@ -305,7 +321,11 @@ class Agent:
             if outcome["event"] == "result":
                 await self._succeed(key, entry, outcome)
             elif outcome.get("retryable"):
-                await self._lose(key, entry, outcome["error_type"], outcome["reason"])
+                # Bounded: the scheduler repeats it in the job's requeued event.
+                kind, why = outcome["error_type"], outcome["reason"][:500]
+                await self._lose(
+                    key, entry, kind, f"the run failed while the database was away ({kind}: {why})"
+                )
             else:
                 await self._fail(key, entry, outcome["error_type"], outcome["reason"])
         except Exception as exc:  # a run's failure must never stop the agent
@@ -370,11 +390,10 @@ class Agent:
         self.context.log.warning("failed", job=key[0], error_type=error_type, reason=reason)
 
     async def _lose(self, key: RunKey, entry: _Run, error_type: str, reason: str) -> None:
-        """A run that failed for an outage, not for its job: reported lost, requeued."""
-        # Bounded: the scheduler repeats it in the job's requeued event.
-        why = f"the run failed while the database was away ({error_type}: {reason[:500]})"
-        await self._event(entry.assignment, "lost", error_type=error_type, reason=why)
-        await self._finish(key, "lost", reason=why)
+        """A run that failed for no fault of its job (an outage, a lapsed lease): reported
+        lost, which the scheduler requeues if the lease is still the job's."""
+        await self._event(entry.assignment, "lost", error_type=error_type, reason=reason)
+        await self._finish(key, "lost", reason=reason)
         self.context.log.warning("lost", job=key[0], error_type=error_type, reason=reason)
 
     async def _report_lost(self) -> None:

@@ -16,6 +16,14 @@ class TrainerSettings(ArtifactSettings):
         description="LEPTON_TRAINER_STOP_GRACE_S: how long a stopped job's worker gets to "
         "exit after SIGTERM before it is killed.",
     )
+    trainer_lease_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="LEPTON_TRAINER_LEASE_S: an agent that could not get a heartbeat to the "
+        "broker for this long (paused, cut off) treats its runs' leases as lapsed: their "
+        "results are void and reported lost, never published. Keep it below the "
+        "scheduler's LEPTON_NODE_DEAD_AFTER_S, after which it gives the jobs to other nodes.",
+    )
     trainer_memory_floor_mib: int = Field(
         default=768,
         ge=64,

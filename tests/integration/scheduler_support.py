@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from lepton.bus import Publisher, ensure_topics
 from lepton.config import KafkaAccess, Settings
@@ -177,6 +177,25 @@ class Reader:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for messages in batch.values():
                     self.seen.extend(self.codec.decode(m.value)[1] for m in messages)
+
+    async def everything(self, timeout_s: float = 60) -> list[dict[str, Any]]:
+        """Every record of the topic up to its end now (its end offsets when called)."""
+        consumer = self.consumer
+        partitions = [
+            TopicPartition(topic, number)
+            for topic in consumer.subscription()
+            for number in consumer.partitions_for_topic(topic) or ()
+        ]
+        ends = await consumer.end_offsets(partitions)
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end for tp, end in ends.items()])
+
+        async with asyncio.timeout(timeout_s):
+            while await behind():
+                for messages in (await consumer.getmany(timeout_ms=200)).values():
+                    self.seen.extend(self.codec.decode(m.value)[1] for m in messages)
+        return self.seen
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pandas as pd
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lepton.bus import ensure_topics
@@ -36,7 +36,7 @@ from services.evaluator.settings import EvaluatorSettings
 from services.trainer.training import SearchConfig
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
-from tests.integration.scheduler_support import Namespaced, Reader, now_ms, signed_space
+from tests.integration.scheduler_support import Namespaced, now_ms, signed_space
 
 pytestmark = pytest.mark.integration
 
@@ -197,22 +197,6 @@ async def evaluated_and_verdict(
         )
 
 
-async def all_records(reader: Reader, topic: str) -> list[dict[str, Any]]:
-    """Every record in the topic now (read up to its end offsets)."""
-    consumer = reader.consumer
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    ends = await consumer.end_offsets(partitions)
-
-    async def behind() -> bool:
-        return any([await consumer.position(tp) < end for tp, end in ends.items()])
-
-    async with asyncio.timeout(60):
-        while await behind():
-            for messages in (await consumer.getmany(timeout_ms=200)).values():
-                reader.seen.extend(reader.codec.decode(m.value)[1] for m in messages)
-    return reader.seen
-
-
 async def test_a_first_model_is_evaluated_stored_and_promoted(
     space: Namespaced, evaluator: Service, data: dict[str, Any], pool: asyncpg.Pool
 ) -> None:
@@ -322,7 +306,7 @@ async def test_a_redelivered_model_ready_is_not_evaluated_twice(
 
     await until(handled_again)
     async with space.reader("lepton.models.evaluated") as evaluated:
-        records = await all_records(evaluated, space.names.topic("lepton.models.evaluated").name)
+        records = await evaluated.everything()
     assert sum(record["model_id"] == ready["model_id"] for record in records) == 1
 
 

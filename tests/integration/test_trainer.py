@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -426,3 +427,57 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
             lost = await events.until(of(job, "lost"), 30)
     assert (lost["node_id"], lost["lease_epoch"]) == (node, 6)
     assert [r["kind"] for r in events.seen if r["job_id"] == job].count("lost") == 1
+
+
+async def test_an_agent_paused_past_its_lease_voids_its_result_instead_of_reporting_it(
+    space: Namespaced,
+    kafka: KafkaAccess,
+    database_for: Callable[[str], str],
+    datasets: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The chaos suite's finding: an agent stopped (SIGSTOP) past the scheduler's dead
+    threshold, then resumed, published its run's model and ``succeeded`` although the job
+    had been given to another node by then: two models for one job. Now an agent silent
+    for longer than its lease reports the run lost and publishes nothing of it."""
+    node, job = f"p-{uuid.uuid4().hex[:8]}", f"j-{uuid.uuid4().hex[:8]}"
+    # Long enough to be paused mid-search; the budget ends it soon after.
+    bounded = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 8}
+    running = await start(
+        [str(BIN / "lepton-trainer"), "--node-id", node, "--interval", "0.2"],
+        service_env(
+            kafka,
+            database_for("trainer"),
+            space.prefix,
+            LEPTON_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
+            LEPTON_TRAINER_LEASE_S="2",
+        ),
+    )
+    agent = running.process
+    try:
+        async with (
+            space.reader("lepton.jobs.events") as events,
+            space.reader("lepton.models.ready") as models,
+        ):
+            await space.send(
+                "lepton.jobs.assigned",
+                node,
+                assignment(job, node, datasets["tenant"], datasets["houses"], epoch=4, **bounded),
+            )
+            await events.until(lambda r: of(job, "progress")(r) and r["stage"] == "searching", 60)
+            agent.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(4)  # the fault itself: silent twice as long as the lease
+            agent.send_signal(signal.SIGCONT)
+            lost = await events.until(of(job, "lost"), 60)
+            published = await models.everything()
+        assert lost["error_type"] == "LeaseLapsed"
+        assert "LEPTON_TRAINER_LEASE_S=2" in lost["reason"]
+        assert (lost["node_id"], lost["lease_epoch"]) == (node, 4)
+        kinds = [r["kind"] for r in events.seen if r["job_id"] == job]
+        assert "succeeded" not in kinds
+        assert "failed" not in kinds
+        assert [r for r in published if r["job_id"] == job] == []
+    finally:
+        agent.terminate()
+        await agent.wait()
+        await running.rest_of_log
