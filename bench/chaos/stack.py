@@ -27,9 +27,9 @@ import psutil
 
 from lepton import devstack
 from lepton.config import KafkaAccess, Settings
-from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
+from lepton.devstack._kafka import check_java, fetch_jars
 from lepton.devstack._postgres import PostgresNode
-from lepton.devstack._process import free_port
+from lepton.devstack._process import free_port, port_holder, port_is_free
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -221,10 +221,11 @@ class Stack:
     def start_broker(self) -> str | None:
         """Kafka again on its ports; None, or why that is impossible ("blocked: ...")."""
         state = self._state()
-        ports = (int(str(state["broker_port"])), int(str(state["controller_port"])))
-        node = KafkaNode.prepare(self.settings.state_dir / "kafka", ports, tls=False)
-        if (node.broker_port, node.controller_port) != ports:
-            return f"blocked: broker port {ports[0]} taken by another process"
+        node = devstack._nodes(self.settings, state)[0]
+        if not port_is_free(node.broker_port):
+            return (
+                f"blocked: broker port {node.broker_port} taken by {port_holder(node.broker_port)}"
+            )
         java = check_java(self.settings.java)
         jars = fetch_jars(self.settings.cache_dir, self.settings.maven)
         pid = node.start(java, jars, self.settings.kafka_heap)
@@ -234,16 +235,15 @@ class Stack:
         return None
 
     def _postgres(self) -> PostgresNode:
-        port = int(str(self._state()["postgres_port"]))
-        return PostgresNode(home=self.settings.state_dir / "postgres", port=port)
+        return devstack._nodes(self.settings, self._state())[1]
 
     def stop_database(self) -> None:
         self._postgres().stop()
 
     def start_database(self) -> str | None:
         node = self._postgres()
-        if free_port(node.port) != node.port:
-            return f"blocked: PostgreSQL port {node.port} taken by another process"
+        if not port_is_free(node.port):
+            return f"blocked: PostgreSQL port {node.port} taken by {port_holder(node.port)}"
         node.start()
         return None
 

@@ -49,6 +49,11 @@ class NodeTable(dict[str, Node]):
         self._newest = 0  # the newest heartbeat time of any node (capped at the clock)
         self._forget_due = 0  # the newest heartbeat time from which the next sweep runs
 
+    @property
+    def newest(self) -> int:
+        """The newest heartbeat time of any node (capped at the clock when read)."""
+        return self._newest
+
     def beat(self, record: Record) -> None:
         """Take a heartbeat into account: the hottest path of the monitor (every node,
         every few seconds), so a known node is updated in place."""

@@ -253,11 +253,30 @@ class RuleEngine:
 Signal = Callable[[MonitorState, int], dict[str, Reading]]
 
 
-def _heartbeat_age(state: MonitorState, now_ms: int) -> dict[str, Reading]:
+def _newest_heartbeat(state: MonitorState, now_ms: int) -> int:
+    """The watermark: the newest send time of any node's heartbeat, capped at our clock."""
+    return min(state.nodes.newest, now_ms)
+
+
+def _heartbeat_behind(state: MonitorState, now_ms: int) -> dict[str, Reading]:
+    """How far each node's newest heartbeat lies behind the newest of any node, as the
+    scheduler judges liveness: a node that stops while the others beat falls behind;
+    every node stopping at once leaves none behind (that is :func:`_heartbeat_silence`),
+    and consumer lag delays them all alike."""
+    if not state.nodes:
+        return {}
+    newest = _newest_heartbeat(state, now_ms)
     return {
-        node.node_id: Reading((now_ms - node.sent_at) / 1000, {"region": node.region})
+        node.node_id: Reading(max(newest - node.sent_at, 0) / 1000, {"region": node.region})
         for node in state.nodes.values()
     }
+
+
+def _heartbeat_silence(state: MonitorState, now_ms: int) -> dict[str, Reading]:
+    """How long no node at all has sent a heartbeat: one subject, ``nodes``."""
+    if not state.nodes:
+        return {}
+    return {"nodes": Reading((now_ms - _newest_heartbeat(state, now_ms)) / 1000, {})}
 
 
 def _node_utilisation(state: MonitorState, now_ms: int) -> dict[str, Reading]:
@@ -311,7 +330,8 @@ def _model_regression(state: MonitorState, now_ms: int) -> dict[str, Reading]:
 
 
 SIGNALS: dict[str, Signal] = {
-    "node_heartbeat_age_s": _heartbeat_age,
+    "node_heartbeat_behind_s": _heartbeat_behind,
+    "heartbeat_silence_s": _heartbeat_silence,
     "node_utilisation": _node_utilisation,
     "queue_oldest_wait_s": _queue_wait,
     "consumer_lag_messages": _lag_messages,
@@ -323,7 +343,9 @@ SIGNALS: dict[str, Signal] = {
 
 # Signals judged against the current time from what the monitor has read: while the
 # monitor itself is behind, an old heartbeat is not evidence that a node is dead.
-FRESHNESS_SIGNALS = frozenset({"node_heartbeat_age_s", "node_utilisation", "queue_oldest_wait_s"})
+FRESHNESS_SIGNALS = frozenset(
+    {"node_heartbeat_behind_s", "heartbeat_silence_s", "node_utilisation", "queue_oldest_wait_s"}
+)
 
 
 def read_signals(
@@ -339,16 +361,26 @@ def default_rules(
     return (
         Rule(
             "node_dead",
-            "node_heartbeat_age_s",
+            "node_heartbeat_behind_s",
             node_dead_after_s,
             0,
             "critical",
-            "No heartbeat from the node",
+            "No heartbeat from the node while other nodes beat",
             # Heartbeats of many nodes stopping at once is more likely our fault (the
             # heartbeat pipeline, the network) than the nodes': one alert, not thousands.
             group_above=node_dead_group_above,
             group_summary="No heartbeat from many nodes at once: the heartbeat pipeline "
             "or the network is more likely at fault than the nodes",
+        ),
+        Rule(
+            "heartbeats_stopped",
+            "heartbeat_silence_s",
+            node_dead_after_s,
+            0,
+            "critical",
+            # As the scheduler judges it: no node is declared dead, no job requeued.
+            "No heartbeat from any node: the heartbeat pipeline (the trainers' access to "
+            "Kafka, the topic, the network) is more likely at fault than every node at once",
         ),
         Rule(
             "node_utilisation_high",

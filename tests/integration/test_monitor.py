@@ -256,6 +256,9 @@ async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
             node = f"node-{uuid.uuid4().hex[:6]}"
             silent_since = now_ms() - 60_000
             beats = topic(prefix, "lepton.node.heartbeats")
+            # Dead: a minute behind another node's heartbeat (were it the only node, no
+            # heartbeat at all would be the pipeline's fault: heartbeats_stopped).
+            await publisher.publish(beats, "other", heartbeat("other", sent_at=now_ms()))
             await publisher.publish(beats, node, heartbeat(node, sent_at=silent_since))
             fired = await next_alert(alerts, node)
             assert (fired["rule"], fired["state"], fired["severity"]) == (
@@ -302,6 +305,7 @@ async def test_an_alert_too_large_for_its_topic_is_set_aside_and_the_monitor_goe
         try:
             node = f"node-{uuid.uuid4().hex[:6]}"
             beats = topic(prefix, "lepton.node.heartbeats")
+            await publisher.publish(beats, "other", heartbeat("other", sent_at=now_ms()))
             await publisher.publish(beats, node, heartbeat(node, sent_at=now_ms() - 60_000))
             fired = await next_letter(letters, node)
             assert fired["dlq_error_type"] == "MessageTooLargeError"

@@ -147,7 +147,9 @@ def test_many_nodes_dead_at_once_raise_one_alert_not_one_each() -> None:
     engine = RuleEngine(default_rules(node_dead_after_s=15, node_dead_group_above=20))
     for index in range(300):
         state.apply(HB, "hb", beat(f"n{index:03d}"))
+    state.apply(HB, "hb", beat("alive"))
     assert transitions(state, engine, NOW) == []
+    state.apply(HB, "hb", beat("alive", NOW + 16_000, sequence=2))  # one node beats on
     assert transitions(state, engine, NOW + 16_000) == [("node_dead", GROUP, "firing")]
     group = engine.alerts["node_dead", GROUP]
     assert group.value == 300
@@ -156,16 +158,19 @@ def test_many_nodes_dead_at_once_raise_one_alert_not_one_each() -> None:
     # Beating again, every node: the one alert resolves.
     for index in range(300):
         state.apply(HB, "hb", beat(f"n{index:03d}", NOW + 18_000, sequence=2))
+    state.apply(HB, "hb", beat("alive", NOW + 18_000, sequence=3))
     assert transitions(state, engine, NOW + 18_000) == [("node_dead", GROUP, "resolved")]
 
 
 def test_a_few_nodes_dead_are_each_their_own_alert_and_carry_on_through_a_storm() -> None:
-    state = MonitorState(clock=clock)
+    state = MonitorState(clock=lambda: NOW + 60_000)
     engine = RuleEngine(default_rules(node_dead_after_s=15, node_dead_group_above=20))
     state.apply(HB, "hb", beat("lone", NOW - 20_000))
     for index in range(100):
         state.apply(HB, "hb", beat(f"n{index:03d}"))
+    state.apply(HB, "hb", beat("alive"))
     assert transitions(state, engine, NOW) == [("node_dead", "lone", "firing")]
+    state.apply(HB, "hb", beat("alive", NOW + 16_000, sequence=2))
     assert transitions(state, engine, NOW + 16_000) == [("node_dead", GROUP, "firing")]
     assert engine.alerts["node_dead", GROUP].value == 100
     assert ("node_dead", "lone") in engine.alerts  # neither resolved nor folded in

@@ -116,14 +116,18 @@ def test_default_rules_over_the_state() -> None:
     state = MonitorState()
     engine = RuleEngine(default_rules(node_dead_after_s=15))
     state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n1", T0, cpu=990))
+    state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n2", T0, cpu=100))
     assert run(state, engine, T0) == []
-    # Node dead: judged from the heartbeat's own time, at once past the threshold.
+    # Node dead: judged from the heartbeats' own times, once it is past the threshold
+    # behind the newest heartbeat of any node (n2 beats on).
+    state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n2", T0 + 15_001, cpu=100))
     assert run(state, engine, T0 + 15_001) == [("node_dead", "n1", "firing")]
     state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n1", T0 + 16_000, cpu=990))
     assert run(state, engine, T0 + 16_000) == [("node_dead", "n1", "resolved")]
     # Utilisation above 95 % (held since T0) fires once it held for five minutes.
     for second in range(17, 300, 10):
-        state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n1", T0 + second * 1000, cpu=990))
+        for node, cpu in (("n1", 990), ("n2", 100)):
+            state.apply("lepton.NodeHeartbeat", "hb", heartbeat(node, T0 + second * 1000, cpu=cpu))
         assert run(state, engine, T0 + second * 1000) == []
     state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n1", T0 + 300_000, cpu=990))
     assert run(state, engine, T0 + 300_000) == [
@@ -133,6 +137,21 @@ def test_default_rules_over_the_state() -> None:
     assert run(state, engine, T0 + 301_000) == [
         ("node_utilisation_high", "n1/cpu_millicores", "resolved")
     ]
+
+
+def test_every_node_silent_at_once_is_one_pipeline_alert_and_no_node_dead() -> None:
+    """As the scheduler judges it: all heartbeats stopping together is more likely our
+    fault (the heartbeat pipeline) than every node's, so no node is declared dead."""
+    state = MonitorState()
+    engine = RuleEngine(default_rules(node_dead_after_s=15))
+    for node in ("n1", "n2", "n3"):
+        state.apply("lepton.NodeHeartbeat", "hb", heartbeat(node, T0 + int(node[1]) * 300))
+    assert run(state, engine, T0 + 1_000) == []
+    assert run(state, engine, T0 + 15_901) == [("heartbeats_stopped", "nodes", "firing")]
+    assert run(state, engine, T0 + 60_000) == []
+    for node in ("n1", "n2", "n3"):
+        state.apply("lepton.NodeHeartbeat", "hb", heartbeat(node, T0 + 61_000))
+    assert run(state, engine, T0 + 61_000) == [("heartbeats_stopped", "nodes", "resolved")]
 
 
 def test_queue_wait_lag_dead_letters_and_model_regression_rules() -> None:
