@@ -110,6 +110,16 @@ def instructions_for(
     ]
 
 
+def stops_for_the_rest(entry: JobRecord, lost_node: str | None, reason: str) -> list[Instruction]:
+    """Stop instructions, under the job's current lease, for its workers on nodes other
+    than ``lost_node``: a gang that lost one worker is requeued (or failed) whole, and the
+    rest must not go on training for a lease that is void. Call before the job's nodes
+    are cleared."""
+    others = {index: node for index, node in entry.nodes.items() if node != lost_node}
+    # A stop names no dataset version: the trainer only looks up the run it ends.
+    return instructions_for(entry, "stop", lambda _entry: None, reason, others) if others else []
+
+
 async def _acknowledged(acks: list[asyncio.Future[Any]]) -> None:
     """Wait for the broker's acknowledgements; raises the first refusal. Unlike gather,
     being cancelled leaves them pending, so a stopping shell can still wait for them."""
@@ -125,6 +135,9 @@ class Outbox:
     _unacked: list[asyncio.Future[Any]] = field(default_factory=list)
     # Job events decided but not sent yet, with the trace each continues.
     _decided: list[tuple[JobEvent, bytes | None]] = field(default_factory=list)
+    # Stop instructions decided where nothing may wait (:meth:`stop`): sent with the
+    # next batch of events.
+    _stopping: list[Instruction] = field(default_factory=list)
     # Instructions, each with the acknowledgements of the events decided before them.
     _instructing: asyncio.Queue[tuple[list[asyncio.Future[Any]], list[Instruction]]] = field(
         default_factory=lambda: asyncio.Queue(maxsize=_INSTRUCTION_BACKLOG)
@@ -137,10 +150,15 @@ class Outbox:
         for event in events:
             self._decided.append((event, trace))
 
+    def stop(self, instructions: list[Instruction]) -> None:
+        """Stop instructions to send after the events decided so far, with the next
+        :meth:`send` (for callers that may not wait, as :meth:`instruct` may)."""
+        self._stopping.extend(instructions)
+
     async def send(self) -> None:
         """Queue the decided job events for the broker without waiting for it: one job's
         events share a partition, so they stay in order; :meth:`instruct` waits where
-        durability matters."""
+        durability matters. Stops from :meth:`stop` are handed on after them."""
         if self._decided:
             outbox, self._decided = self._decided, []
             # An event that can never be sent (a job id or reason of a megabyte) goes to
@@ -165,6 +183,10 @@ class Outbox:
             if len(unacked) > _UNACKED_BOUND:  # the broker is far behind: wait for it
                 await asyncio.gather(*self._unacked)
                 self._unacked.clear()
+        if self._stopping:
+            stops, self._stopping = self._stopping, []
+            acks, self._unacked = self._unacked, []
+            await self._instructing.put((acks, stops))
 
     async def instruct(self, instructions: list[Instruction]) -> None:
         """Hand instructions to :meth:`instruct_forever`, with the acknowledgements of

@@ -42,7 +42,7 @@ from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
 from lepton.scheduling.placement import Scheduler
 from services.scheduler.node_news import NodeNews
-from services.scheduler.outbox import Outbox, decided, instructions_for, now_ms
+from services.scheduler.outbox import Outbox, decided, instructions_for, now_ms, stops_for_the_rest
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -205,7 +205,9 @@ class SchedulerShell(NodeNews):
         elif entry.status is Status.LOST:
             self.core.remove_job(entry.request["job_id"])
             why = f": {follow_up.reason}" if follow_up.reason else ""
-            self._requeue(entry, f"node {follow_up.node_id} lost it{why}")
+            reason = f"node {follow_up.node_id} lost it{why}"
+            self.outbox.stop(stops_for_the_rest(entry, follow_up.node_id, reason))
+            self._requeue(entry, reason)
         elif entry.cancel_requested:
             await self._cancel(entry)
 
