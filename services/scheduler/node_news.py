@@ -18,7 +18,7 @@ import prometheus_client
 from lepton.scheduling.entities import Failed, NodeLossOutcome, NodeState, Requeued
 from lepton.scheduling.intake import node_state
 from lepton.scheduling.journal import Status
-from services.scheduler.outbox import decided, stops_for_the_rest
+from services.scheduler.outbox import decided, stops_for_every_worker
 
 if TYPE_CHECKING:
     import asyncio
@@ -155,7 +155,7 @@ class NodeNews:
         for outcome in outcomes:
             entry = self.journal.jobs[outcome.job_id]
             self.outbox.stop(
-                stops_for_the_rest(entry, node_id, f"node {node_id} {how}: the job starts over")
+                stops_for_every_worker(entry, f"node {node_id} {how}: the job starts over")
             )
             if isinstance(outcome, Requeued):
                 entry.attempt = outcome.attempt

@@ -110,14 +110,16 @@ def instructions_for(
     ]
 
 
-def stops_for_the_rest(entry: JobRecord, lost_node: str | None, reason: str) -> list[Instruction]:
-    """Stop instructions, under the job's current lease, for its workers on nodes other
-    than ``lost_node``: a gang that lost one worker is requeued (or failed) whole, and the
-    rest must not go on training for a lease that is void. Call before the job's nodes
-    are cleared."""
-    others = {index: node for index, node in entry.nodes.items() if node != lost_node}
+def stops_for_every_worker(entry: JobRecord, reason: str) -> list[Instruction]:
+    """Stop instructions, under the job's current lease, for each of its workers: a job
+    that lost a node or a worker is requeued (or failed) whole, and no worker may go on
+    for a lease that is void: not the rest of a gang, nor a restarted agent that finds
+    the old run instruction still waiting in its partition (the stop follows it there).
+    Call before the job's nodes are cleared."""
+    if not entry.nodes:
+        return []
     # A stop names no dataset version: the trainer only looks up the run it ends.
-    return instructions_for(entry, "stop", lambda _entry: None, reason, others) if others else []
+    return instructions_for(entry, "stop", lambda _entry: None, reason)
 
 
 async def _acknowledged(acks: list[asyncio.Future[Any]]) -> None:

@@ -42,7 +42,13 @@ from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
 from lepton.scheduling.placement import Scheduler
 from services.scheduler.node_news import NodeNews
-from services.scheduler.outbox import Outbox, decided, instructions_for, now_ms, stops_for_the_rest
+from services.scheduler.outbox import (
+    Outbox,
+    decided,
+    instructions_for,
+    now_ms,
+    stops_for_every_worker,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -206,7 +212,7 @@ class SchedulerShell(NodeNews):
             self.core.remove_job(entry.request["job_id"])
             why = f": {follow_up.reason}" if follow_up.reason else ""
             reason = f"node {follow_up.node_id} lost it{why}"
-            self.outbox.stop(stops_for_the_rest(entry, follow_up.node_id, reason))
+            self.outbox.stop(stops_for_every_worker(entry, reason))
             self._requeue(entry, reason)
         elif entry.cancel_requested:
             await self._cancel(entry)

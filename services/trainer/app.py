@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from aiokafka.errors import KafkaError
 
 from lepton.contract.events import JobAssigned, LeaseProof
 from lepton.contract.identity import SIGNATURE_HEADER, Principal
@@ -50,6 +51,7 @@ from services.trainer.node import (
     heartbeat,
     offered_gpus,
 )
+from services.trainer.revocation import revocation
 from services.trainer.runs import (
     RunKey,
     Verdict,
@@ -71,6 +73,8 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "create_app", "main"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Reading the node's partition to its end after a silence: longer, and the lease is lost.
+_REVOCATION_TIMEOUT_S = 30.0
 
 
 def _now_ms() -> int:
@@ -84,6 +88,7 @@ class _Run:
     cpus: list[int]
     model_id: str
     lease: LeaseProof | None  # the scheduler's signed instruction, for the model's proof
+    instruction: tuple[str, int, int]  # where that instruction is: topic, partition, offset
     gpus: list[int] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     stopping: bool = False  # stopped or superseded: whatever it reports is void
@@ -163,7 +168,7 @@ class Agent:
             lease: LeaseProof | None = None
             if signature is not None:
                 lease = {"assignment": event.value, "signature": signature}
-            await self._start(assignment, lease)
+            await self._start(assignment, lease, (event.topic, event.partition, event.offset))
         elif assignment["action"] == "stop":
             await self._stop(assignment)
         else:
@@ -171,7 +176,9 @@ class Agent:
                 "unknown assignment action", action=assignment["action"], job=assignment["job_id"]
             )
 
-    async def _start(self, assignment: JobAssigned, lease: LeaseProof | None) -> None:
+    async def _start(
+        self, assignment: JobAssigned, lease: LeaseProof | None, instruction: tuple[str, int, int]
+    ) -> None:
         key = run_key(assignment)
         log = self.context.log.bind(job=key[0], epoch=key[1], worker=key[2])
         verdict = await catalog.claim_run(self.context.pool, self.spec.node_id, assignment)
@@ -218,7 +225,7 @@ class Agent:
         except OSError as exc:  # no process (fork limits, memory): the job fails, not the agent
             await self._fail_before_start(assignment, key, type(exc).__name__, str(exc))
             return
-        entry = _Run(assignment, process, cpus, model_id, lease, gpus)
+        entry = _Run(assignment, process, cpus, model_id, lease, instruction, gpus)
         self.runs[key] = entry
         await self._event(assignment, "started")
         log.info("started", pid=process.pid, cpus=cpus, gpus=gpus, memory_mib=memory)
@@ -300,16 +307,7 @@ class Agent:
                 log.info("stopped run ended; its outcome is void", code=code)
                 return
             silent = self.lease.lapsed(entry.started, time.monotonic())
-            if silent is not None:
-                # The job may run elsewhere by now: no model, no verdict of ours.
-                await self._lose(
-                    key,
-                    entry,
-                    "LeaseLapsed",
-                    f"the agent on {self.spec.node_id} could not reach the broker for "
-                    f"{silent:.0f} s (over LEPTON_TRAINER_LEASE_S="
-                    f"{self.settings.trainer_lease_s:g}); the run's result is void",
-                )
+            if silent is not None and await self._lease_revoked(key, entry, silent):
                 return
             if outcome is None:
                 outcome = {
@@ -333,6 +331,36 @@ class Agent:
             await self._fail(key, entry, type(exc).__name__, str(exc))
         finally:
             self.runs.pop(key, None)
+
+    async def _lease_revoked(self, key: RunKey, entry: _Run, silent: float) -> bool:
+        """After a silence over the lease (:mod:`services.trainer.lease`): True, and the
+        run ended without a report of its outcome, if the scheduler took the lease back
+        meanwhile (:mod:`services.trainer.revocation`) or if that cannot be told."""
+        log = self.context.log.bind(job=key[0], epoch=key[1], silent_s=round(silent, 1))
+        try:
+            why = await revocation(
+                self.context.publisher.kafka,
+                self.context.codec,
+                entry.instruction,
+                key,
+                _REVOCATION_TIMEOUT_S,
+            )
+        except (TimeoutError, OSError, KafkaError) as exc:
+            await self._lose(
+                key,
+                entry,
+                "LeaseLapsed",
+                f"the agent on {self.spec.node_id} was silent for {silent:.0f} s (over "
+                f"LEPTON_TRAINER_LEASE_S={self.settings.trainer_lease_s:g}) and could not "
+                f"read whether its lease still holds ({exc!r}); the run's result is void",
+            )
+            return True
+        if why is None:
+            log.info("lease held through the silence: reporting the run")
+            return False
+        log.info("lease revoked during the silence: the run's outcome is void", reason=why)
+        await self._finish(key, "stopped", reason=why)
+        return True
 
     async def _succeed(self, key: RunKey, entry: _Run, result: dict[str, Any]) -> None:
         assignment = entry.assignment

@@ -20,9 +20,10 @@ class TrainerSettings(ArtifactSettings):
         default=10.0,
         gt=0,
         description="LEPTON_TRAINER_LEASE_S: an agent that could not get a heartbeat to the "
-        "broker for this long (paused, cut off) treats its runs' leases as lapsed: their "
-        "results are void and reported lost, never published. Keep it below the "
-        "scheduler's LEPTON_NODE_DEAD_AFTER_S, after which it gives the jobs to other nodes.",
+        "broker for this long (paused, cut off) may have been declared dead meanwhile: "
+        "before reporting a run that overlapped the silence it reads its instructions to "
+        "their end, and a stop for the run's lease (the scheduler's, when it requeued the "
+        "job) voids the result. Keep it below the scheduler's LEPTON_NODE_DEAD_AFTER_S.",
     )
     trainer_memory_floor_mib: int = Field(
         default=768,

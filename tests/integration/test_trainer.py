@@ -25,6 +25,7 @@ from lepton.data.modeling import model_input
 from lepton.runtime.service import Service
 from services.trainer.app import create_app
 from services.trainer.node import NodeSpec
+from services.trainer.revocation import revocation
 from services.trainer.runs import model_id_for
 from services.trainer.settings import TrainerSettings
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
@@ -429,7 +430,20 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
     assert [r["kind"] for r in events.seen if r["job_id"] == job].count("lost") == 1
 
 
-async def test_an_agent_paused_past_its_lease_voids_its_result_instead_of_reporting_it(
+async def _finished_while_paused(agent: asyncio.subprocess.Process) -> None:
+    """Wait until the paused agent's worker has written its result and exited (a zombie:
+    its stopped parent cannot reap it), so that on resume the result waits in the pipe."""
+    worker = next(
+        child
+        for child in psutil.Process(agent.pid).children()
+        if "services.trainer.worker" in " ".join(child.cmdline())
+    )
+    async with asyncio.timeout(120):
+        while worker.status() != psutil.STATUS_ZOMBIE:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def test_an_agent_paused_past_its_lease_reports_nothing_of_a_run_the_scheduler_took_back(
     space: Namespaced,
     kafka: KafkaAccess,
     database_for: Callable[[str], str],
@@ -437,12 +451,14 @@ async def test_an_agent_paused_past_its_lease_voids_its_result_instead_of_report
     tmp_path: Path,
 ) -> None:
     """The chaos suite's finding: an agent stopped (SIGSTOP) past the scheduler's dead
-    threshold, then resumed, published its run's model and ``succeeded`` although the job
-    had been given to another node by then: two models for one job. Now an agent silent
-    for longer than its lease reports the run lost and publishes nothing of it."""
-    node, job = f"p-{uuid.uuid4().hex[:8]}", f"j-{uuid.uuid4().hex[:8]}"
-    # Long enough to be paused mid-search; the budget ends it soon after.
-    bounded = {"algorithm": "random_forest", "trial_budget": 1000, "time_budget_s": 8}
+    threshold, then resumed, published its run's model and ``succeeded`` although the
+    scheduler had requeued the job (and told the lease to stop) meanwhile: two models for
+    one job. Now an agent silent past its lease reads its instructions to their end before
+    reporting: the stop voids the run. A second run, whose lease nobody took back during
+    a silence as long (every node silent at once), reports as usual."""
+    node = f"p-{uuid.uuid4().hex[:8]}"
+    revoked, held = (f"j-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    tenant, houses = datasets["tenant"], datasets["houses"]
     running = await start(
         [str(BIN / "lepton-trainer"), "--node-id", node, "--interval", "0.2"],
         service_env(
@@ -450,7 +466,7 @@ async def test_an_agent_paused_past_its_lease_voids_its_result_instead_of_report
             database_for("trainer"),
             space.prefix,
             LEPTON_ARTIFACT_ROOT=str(tmp_path / "artifacts"),
-            LEPTON_TRAINER_LEASE_S="2",
+            LEPTON_TRAINER_LEASE_S="1",
         ),
     )
     agent = running.process
@@ -459,25 +475,70 @@ async def test_an_agent_paused_past_its_lease_voids_its_result_instead_of_report
             space.reader("lepton.jobs.events") as events,
             space.reader("lepton.models.ready") as models,
         ):
-            await space.send(
-                "lepton.jobs.assigned",
-                node,
-                assignment(job, node, datasets["tenant"], datasets["houses"], epoch=4, **bounded),
-            )
-            await events.until(lambda r: of(job, "progress")(r) and r["stage"] == "searching", 60)
-            agent.send_signal(signal.SIGSTOP)
-            await asyncio.sleep(4)  # the fault itself: silent twice as long as the lease
-            agent.send_signal(signal.SIGCONT)
-            lost = await events.until(of(job, "lost"), 60)
+            for job, stop in ((revoked, True), (held, False)):
+                await space.send(
+                    "lepton.jobs.assigned", node, assignment(job, node, tenant, houses, epoch=4)
+                )
+                await events.until(of(job, "started"), 60)
+                agent.send_signal(signal.SIGSTOP)
+                try:
+                    await _finished_while_paused(agent)
+                    if stop:  # as the scheduler does once it declares the node dead
+                        order = assignment(job, node, tenant, houses, epoch=4, action="stop")
+                        order["reason"] = f"node {node} dead: the job starts over"
+                        await space.send("lepton.jobs.assigned", node, order)
+                finally:
+                    agent.send_signal(signal.SIGCONT)
+                if not stop:
+                    await events.until(of(held, "succeeded"), 60)
             published = await models.everything()
-        assert lost["error_type"] == "LeaseLapsed"
-        assert "LEPTON_TRAINER_LEASE_S=2" in lost["reason"]
-        assert (lost["node_id"], lost["lease_epoch"]) == (node, 4)
-        kinds = [r["kind"] for r in events.seen if r["job_id"] == job]
-        assert "succeeded" not in kinds
-        assert "failed" not in kinds
-        assert [r for r in published if r["job_id"] == job] == []
+            reports = await events.everything()
     finally:
-        agent.terminate()
-        await agent.wait()
-        await running.rest_of_log
+        said = running.events(await running.stop())
+    assert [r["job_id"] for r in published] == [held]
+    outcomes = {r["kind"] for r in reports if r["job_id"] == revoked} - {"started", "progress"}
+    assert outcomes == set()
+    # Whichever read the stop first, the consumer or the check before reporting:
+    # (test_revocation_reads_the_nodes_instructions_to_their_end proves the check alone).
+    assert {
+        "lease revoked during the silence: the run's outcome is void",
+        "stopped run ended; its outcome is void",
+    } & set(said)
+    assert "lease held through the silence: reporting the run" in said
+
+
+async def test_revocation_reads_the_nodes_instructions_to_their_end(
+    space: Namespaced, kafka: KafkaAccess, codec: Codec, datasets: dict[str, Any]
+) -> None:
+    node, job, other = f"r-{uuid.uuid4().hex[:8]}", "j-revoked", "j-other"
+    tenant, houses = datasets["tenant"], datasets["houses"]
+    topic = space.names.topic("lepton.jobs.assigned").name
+    async with space.reader("lepton.jobs.assigned") as instructions:
+        await space.send(
+            "lepton.jobs.assigned", node, assignment(job, node, tenant, houses, epoch=7)
+        )
+        run = await instructions.until(lambda r: r["job_id"] == job)
+        [(place, offset)] = [
+            (tp.partition, position - 1)
+            for tp, position in [
+                (tp, await instructions.consumer.position(tp))
+                for tp in instructions.consumer.assignment()
+            ]
+            if position > 0
+        ]
+    assert run["lease_epoch"] == 7
+    where = (topic, place, offset)
+
+    async def check(epoch: int) -> str | None:
+        return await revocation(kafka, codec, where, (job, epoch, 0), timeout_s=30)
+
+    assert await check(7) is None  # nothing after it: the lease holds
+    await space.send(
+        "lepton.jobs.assigned", node, assignment(other, node, tenant, houses, action="stop")
+    )
+    assert await check(7) is None  # another job's stop changes nothing
+    stop = assignment(job, node, tenant, houses, epoch=7, action="stop")
+    stop["reason"] = "node dead: the job starts over"
+    await space.send("lepton.jobs.assigned", node, stop)
+    assert await check(7) == "node dead: the job starts over"
+    assert await check(6) == "the job was given lease 7 since"
