@@ -5,15 +5,17 @@ know); its workloads run the image's real commands with real settings, probe /li
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import kubernetes_validate
 import pytest
 
+from lepton.config import SaslMechanism, SecurityProtocol
 from tests.deploy.chart import (
     CHART,
     component,
@@ -23,6 +25,7 @@ from tests.deploy.chart import (
     helm,
     of_kind,
     render,
+    tool,
     workloads,
 )
 from tests.unit.test_readme import settings_classes
@@ -263,3 +266,30 @@ def test_a_trainer_without_its_nodes_key_says_so_and_does_not_start(tmp_path: Pa
     assert done.stdout == "", "the trainer must not start"
     assert "no signing key for node gpu-node-7" in done.stderr
     assert "lepton auth issue node:gpu-node-7" in done.stderr
+
+
+def test_the_values_schema_knows_the_settings_choices() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    kafka = schema["properties"]["kafka"]["properties"]
+    assert kafka["securityProtocol"]["enum"] == list(get_args(SecurityProtocol))
+    assert kafka["saslMechanism"]["enum"] == list(get_args(SaslMechanism))
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("kafka.securityProtocol=sasl_ssl", "/kafka/securityProtocol"),
+        ("trainer.offer.cpus=0", "/trainer/offer/cpus"),
+        ("kafka.bootstrap=kafka-0", "/kafka/bootstrap"),
+    ],
+)
+def test_helm_refuses_values_no_service_would_start_with(value: str, said: str) -> None:
+    done = subprocess.run(
+        [tool("helm"), "template", "rel", str(CHART), "--set", value],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert said in done.stderr, done.stderr
