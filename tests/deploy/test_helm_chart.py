@@ -43,6 +43,11 @@ VARIANTS = {
         "trainer.nodeSelector.lepton/trainer=true",
         "imagePullSecrets[0].name=registry",
         "config.LEPTON_PLACEMENT_POLICY=spread",
+        "services.ingest.extraEnv[0].name=LEPTON_INGEST_POSTGRES_SOURCES",
+        "services.ingest.extraEnv[0].valueFrom.secretKeyRef.name=lepton-credentials",
+        "services.ingest.extraEnv[0].valueFrom.secretKeyRef.key=ingest-postgres-sources",
+        "trainer.extraEnv[0].name=LEPTON_LOG_LEVEL",
+        "trainer.extraEnv[0].value=debug",
     ),
     "lean": (
         "artifacts.existingClaim=",
@@ -142,7 +147,7 @@ def test_every_setting_the_chart_gives_is_a_real_setting(variant: str) -> None:
 
 def test_credentials_come_from_secrets_and_only_a_services_own() -> None:
     known = settings_by_variable()
-    objects = render("kafka.caCertificate.secretName=kafka-ca")
+    objects = render(*VARIANTS["everything"])
     leaked = {name for name in config_map(objects) if is_secret(known[name])}
     assert not leaked, f"secrets in the ConfigMap: {leaked}"
     for workload in [*workloads(objects), *of_kind(objects, "Job")]:
@@ -281,6 +286,7 @@ def test_the_values_schema_knows_the_settings_choices() -> None:
         ("kafka.securityProtocol=sasl_ssl", "/kafka/securityProtocol"),
         ("trainer.offer.cpus=0", "/trainer/offer/cpus"),
         ("kafka.bootstrap=kafka-0", "/kafka/bootstrap"),
+        ("trainer.extraEnv[0].name=LEPTON_TRAINER_STOP_GRACE_S", "/trainer/extraEnv/0"),
     ],
 )
 def test_helm_refuses_values_no_service_would_start_with(value: str, said: str) -> None:
