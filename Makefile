@@ -4,6 +4,9 @@ BIN    := $(VENV)/bin
 PYTHON ?= python3
 # The least line coverage `make test` accepts: a few points under what the suite measures.
 COVERAGE_FLOOR ?= 85
+# Helm, to render and lint deploy/helm/lepton (see the helm target below).
+HELM_VERSION ?= v4.3.2
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: install fmt generate format-check lint types test test-unit check bench chaos demo demo-down clean
 
@@ -17,9 +20,6 @@ $(VENV)/.installed: pyproject.toml
 # Helm, which the tests of deploy/helm/lepton render and lint it with (tests/deploy/), built
 # from the Go module proxy into the virtual environment: no prebuilt binary can be fetched
 # here. The first build takes a few minutes; Go's caches keep later ones short.
-HELM_VERSION ?= v4.3.2
-GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
-
 $(VENV)/.helm-$(HELM_VERSION): | $(VENV)/.installed
 	GOBIN=$(abspath $(BIN)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 	touch $@
