@@ -4,14 +4,24 @@ BIN    := $(VENV)/bin
 PYTHON ?= python3
 # The least line coverage `make test` accepts: a few points under what the suite measures.
 COVERAGE_FLOOR ?= 85
+# Helm, to render and lint deploy/helm/lepton (see the helm target below).
+HELM_VERSION ?= v4.3.2
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: install fmt generate format-check lint types test test-unit check bench chaos demo demo-down clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION)
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev,local]'
+	touch $@
+
+# Helm, which the tests of deploy/helm/lepton render and lint it with (tests/deploy/), built
+# from the Go module proxy into the virtual environment: no prebuilt binary can be fetched
+# here. The first build takes a few minutes; Go's caches keep later ones short.
+$(VENV)/.helm-$(HELM_VERSION): | $(VENV)/.installed
+	GOBIN=$(abspath $(BIN)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 	touch $@
 
 fmt: install

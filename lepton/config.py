@@ -412,12 +412,20 @@ class Settings(BaseSettings):
         description="LEPTON_CONNECT_TIMEOUT_S: how long a service tries to reach Kafka or "
         "PostgreSQL at start before it gives up with a clear error.",
     )
+    health_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="LEPTON_HEALTH_HOST: address a service's /livez, /healthz and /metrics "
+        "listen on. They need no credential and name no tenant's work; loopback by default "
+        "so that nothing is exposed by accident, 0.0.0.0 where a probe or a scraper comes "
+        "from another host (a Kubernetes pod).",
+    )
     health_port: int = Field(
         default=0,
         ge=0,
         le=65535,
-        description="LEPTON_HEALTH_PORT: loopback port of a service's /healthz and "
-        "/metrics endpoint; 0 picks a free one (written to the service log).",
+        description="LEPTON_HEALTH_PORT: port of a service's /livez, /healthz and /metrics; "
+        "0 picks a free one (written to the service log as `health`).",
     )
     health_check_interval_s: float = Field(
         default=2.0,

@@ -8,7 +8,8 @@ it finishes the message in hand, commits and closes. A test runs the same servic
 in-memory broker, without servers, with :meth:`Service.serve` (see :mod:`lepton.testing`).
 
 Once started, a service waits out Kafka or PostgreSQL being away
-(:mod:`lepton.runtime.resilience`): ``/healthz`` answers 503 with the reason meanwhile, a
+(:mod:`lepton.runtime.resilience`): ``/healthz`` answers 503 with the reason meanwhile
+while ``/livez`` stays 200 (:mod:`lepton.runtime.probes`), a
 handler's outage error is retried (never dead-lettered, never committed past), a failing
 background task is retried with backoff, and a singleton that loses its leader lock
 steps down and campaigns again. Only a :class:`ServiceFault` stops a service (exit ≠ 0).
@@ -21,16 +22,11 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import prometheus_client
 import structlog
-import uvicorn
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
 
 from lepton.bus import (
     Authenticator,
@@ -49,9 +45,10 @@ from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.sealed import Keyring
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
-from lepton.runtime import database, endpoints, identity, production
+from lepton.runtime import database, endpoints, identity, probes, production
 from lepton.runtime.collector import collect_less, keep_collections_short
 from lepton.runtime.helpers import start_helper
+from lepton.runtime.probes import EmbeddedServer
 from lepton.runtime.resilience import (
     Backoff,
     Health,
@@ -66,7 +63,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import asyncpg
-    from starlette.requests import Request
 
     from lepton.contract.codec import Codec
 
@@ -454,54 +450,28 @@ class Service:
                     f"{self.name} stopped: {self._failure!r}"
                 ) from self._failure
 
+    def _readiness(self) -> dict[str, Any]:
+        """What ``/healthz`` answers (see :mod:`lepton.runtime.probes`)."""
+        subscriber = self._subscriber
+        problems = dict(self.health.problems)
+        return {
+            "service": self.name,
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "role": self._role,
+            "handled": subscriber.handled if subscriber else 0,
+            "dead_lettered": subscriber.dead_lettered if subscriber else 0,
+        }
+
     @contextlib.asynccontextmanager
     async def _health_server(self, log: structlog.stdlib.BoundLogger) -> AsyncIterator[None]:
-        async def healthz(request: Request) -> Response:
-            subscriber = self._subscriber
-            problems = dict(self.health.problems)
-            return JSONResponse(
-                {
-                    "service": self.name,
-                    "status": "degraded" if problems else "ok",
-                    "problems": problems,
-                    "role": self._role,
-                    "handled": subscriber.handled if subscriber else 0,
-                    "dead_lettered": subscriber.dead_lettered if subscriber else 0,
-                },
-                # A load balancer or supervisor reads the code: unhealthy while degraded.
-                status_code=503 if problems else 200,
-            )
-
-        app = Starlette(
-            routes=[
-                Route("/healthz", healthz),
-                Mount("/metrics", prometheus_client.make_asgi_app()),
-            ]
-        )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.settings.health_port, log_level="warning"
-        )
-        server = EmbeddedServer(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()  # raises the reason it could not start
-            await asyncio.sleep(0.01)
-        self.health_port = server.servers[0].sockets[0].getsockname()[1]
-        log.info("health", url=f"http://127.0.0.1:{self.health_port}/healthz")
-        try:
+        settings = self.settings
+        app = probes.health_app(self._readiness)
+        async with probes.serve(app, settings.health_host, settings.health_port) as port:
+            self.health_port = port
+            url = probes.base_url(settings.health_host, port)
+            log.info("health", url=f"{url}/healthz", livez=f"{url}/livez")
             yield
-        finally:
-            server.should_exit = True
-            await task
-
-
-class EmbeddedServer(uvicorn.Server):
-    """uvicorn inside a service's event loop: the service, not uvicorn, owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def configure_logging(level: str) -> None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from lepton.config import Settings
 
 __all__ = [
+    "LOCAL_HEALTH_PORTS",
     "LOCAL_SERVICES",
     "describe",
     "duration",
@@ -60,6 +61,21 @@ LOCAL_SERVICES: dict[str, list[str]] = {
         "lepton-trainer",
         *("--node-id", "node-2", "--cpus", "2", "--memory", "4096", "--label", "size=large"),
     ],
+}
+
+# The port of each one's /livez, /healthz and /metrics (LEPTON_HEALTH_PORT, on loopback
+# unless LEPTON_HEALTH_HOST says otherwise): fixed, so that a probe or Prometheus finds a
+# service where it was before a restart (deploy/prometheus/prometheus.yml scrapes these;
+# a test keeps the two alike). The monitor's is for probes: it is scraped on its metrics
+# port (LEPTON_MONITOR_METRICS_PORT). LEPTON_HEALTH_PORT given to `lepton up` applies to
+# every service instead: 0 gives each a free port.
+LOCAL_HEALTH_PORTS: dict[str, int] = {
+    "scheduler": 9101,
+    "ingest": 9102,
+    "evaluator": 9103,
+    "monitor": 9104,
+    "trainer-node-1": 9110,
+    "trainer-node-2": 9111,
 }
 
 # How long `lepton up` waits for the supervisor to have started every service.
@@ -180,12 +196,16 @@ def _one_at_a_time(settings: Settings, say: Callable[[str], None]) -> Iterator[N
 
 def _plan() -> dict[str, list[str]]:
     bin_dir = Path(sys.executable).parent
+    fixed_ports = "LEPTON_HEALTH_PORT" not in os.environ
     plan = {}
     for name, command in LOCAL_SERVICES.items():
         executable = bin_dir / command[0]
         if not executable.exists():
             raise LeptonError(f"{executable} not found", "run `make install`")
-        plan[name] = [str(executable), *command[1:]]
+        # The supervisor runs command lines with its own environment: env(1) gives each
+        # service its own port.
+        port = ["env", f"LEPTON_HEALTH_PORT={LOCAL_HEALTH_PORTS[name]}"] if fixed_ports else []
+        plan[name] = [*port, str(executable), *command[1:]]
     return plan
 
 

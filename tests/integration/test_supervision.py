@@ -56,6 +56,7 @@ def test_a_killed_service_is_restarted_and_stack_down_refuses_under_services(
         "LEPTON_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
         "LEPTON_MONITOR_PORT": "0",
         "LEPTON_MONITOR_METRICS_PORT": "0",
+        "LEPTON_HEALTH_PORT": "0",  # not lepton up's fixed ports: a stack may run beside
         "LEPTON_INGEST_ROOTS": json.dumps([str(tmp_path)]),
         "LEPTON_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
     }

@@ -14,18 +14,25 @@ from lepton.config import Settings
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
 
-def every_setting() -> set[str]:
-    """The fields of Settings and of every service's settings class."""
-    names = set(Settings.model_fields)
+def settings_classes() -> list[type[Settings]]:
+    """Settings and every service's settings class."""
+    found: list[type[Settings]] = [Settings]
     for service in pkgutil.iter_modules(services.__path__):
         try:
             module = importlib.import_module(f"services.{service.name}.settings")
         except ModuleNotFoundError:
             continue
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, Settings):
-                names |= set(value.model_fields)
-    return names
+        found += [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type) and issubclass(value, Settings)
+        ]
+    return found
+
+
+def every_setting() -> set[str]:
+    """The fields of Settings and of every service's settings class."""
+    return {name for cls in settings_classes() for name in cls.model_fields}
 
 
 def test_every_setting_is_documented() -> None:
