@@ -8,7 +8,7 @@ COVERAGE_FLOOR ?= 85
 HELM_VERSION ?= v4.3.2
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
-.PHONY: install fmt generate format-check lint types test test-unit check bench chaos demo demo-down clean
+.PHONY: install fmt generate format-check lint types test test-unit test-chaos check bench chaos demo demo-down clean
 
 install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION)
 
@@ -52,7 +52,12 @@ test: install
 test-unit: install
 	$(BIN)/pytest tests/unit
 
-check: format-check lint types test
+# The chaos matrix's short form against a private stack, its targets asserted
+# (tests/chaos): about a quarter of an hour on two cores.
+test-chaos: install
+	$(BIN)/pytest -m chaos tests/chaos
+
+check: format-check lint types test test-chaos
 
 # Each benchmark prints a table and writes bench/results/<name>.json.
 BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator

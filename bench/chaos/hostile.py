@@ -71,9 +71,13 @@ def nul_bytes(inbox: Path) -> Source:
 
 
 def invalid_encoding(inbox: Path) -> Source:
+    """Bytes that are not the UTF-8 the request declares. Undeclared, they would be
+    read as a legacy single-byte encoding (every byte is valid in cp1252, and detection
+    cannot tell such a file from a real one), so the request says what it claims."""
     path = inbox / "latin.csv"
     path.write_bytes(b"a,b\n\xff\xfe\xc3\x28,\xa0\xa1\n\xed\xa0\x80,1\n")
-    return Source.file(path)
+    source = Source.file(path)
+    return source.model_copy(update={"options": {"encoding": "utf-8"}})
 
 
 def truncated_parquet(inbox: Path) -> Source:

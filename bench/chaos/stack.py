@@ -150,21 +150,16 @@ def _answers_200(url: str) -> bool:
 
 
 class Supervision:
-    """Who brings a service back after it exits: today the harness itself, since ``lepton
-    up`` starts services and forgets them (issue 17 item 4). Once a supervisor restarts
-    them, ``by_harness`` becomes False (``--supervisor lepton``) and this only watches."""
+    """Brings a service back after it exits, as ``lepton up``'s supervisor does (the
+    harness runs each service as a process of its own, to signal and measure it; the
+    supervisor itself is proven in tests/integration/test_supervision.py)."""
 
-    def __init__(self, services: list[Process], *, by_harness: bool = True) -> None:
+    def __init__(self, services: list[Process]) -> None:
         self.services = services
-        self.by_harness = by_harness
         self.restarts: dict[str, int] = {}
 
     def note(self) -> str:
-        return (
-            "services restarted by the harness (no supervisor in `lepton up` yet)"
-            if (self.by_harness)
-            else "services restarted by lepton's supervisor"
-        )
+        return "services restarted by the harness 1 s after they exit, as lepton up's supervisor"
 
     async def watch(self, restart_delay_s: float = 1.0) -> None:
         """Forever: a service whose process ended is recorded (unexpected unless the
@@ -175,10 +170,9 @@ class Supervision:
                     continue
                 if not service.expected_exit:
                     service.unexpected_exits.append(service.popen.returncode)
-                if self.by_harness:
-                    await asyncio.sleep(restart_delay_s)
-                    await service.start()
-                    self.restarts[service.spec.name] = self.restarts.get(service.spec.name, 0) + 1
+                await asyncio.sleep(restart_delay_s)
+                await service.start()
+                self.restarts[service.spec.name] = self.restarts.get(service.spec.name, 0) + 1
             await asyncio.sleep(0.2)
 
 
