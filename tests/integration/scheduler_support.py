@@ -253,3 +253,12 @@ def assignment(
         "reason": None,
         "assigned_at": now_ms(),
     }
+
+
+async def dead_letter_for(consumer: AIOKafkaConsumer, key: str) -> dict[str, str]:
+    """The reason headers of the next dead letter with ``key`` that ``consumer`` reads."""
+    async with asyncio.timeout(120):
+        while True:
+            message = await consumer.getone()
+            if message.key == key.encode():
+                return {name: value.decode("utf-8", "replace") for name, value in message.headers}

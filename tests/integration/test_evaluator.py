@@ -36,7 +36,7 @@ from services.evaluator.settings import EvaluatorSettings
 from services.trainer.training import SearchConfig
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
-from tests.integration.scheduler_support import Namespaced, now_ms, signed_space
+from tests.integration.scheduler_support import Namespaced, dead_letter_for, now_ms, signed_space
 
 pytestmark = pytest.mark.integration
 
@@ -162,14 +162,6 @@ async def dead_letters(space: Namespaced, declared: str) -> AsyncIterator[AIOKaf
         yield consumer
     finally:
         await consumer.stop()
-
-
-async def dead_letter_for(consumer: AIOKafkaConsumer, key: str) -> dict[str, str]:
-    async with asyncio.timeout(120):
-        while True:
-            message = await consumer.getone()
-            if message.key == key.encode():
-                return {name: value.decode("utf-8", "replace") for name, value in message.headers}
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:

@@ -28,6 +28,7 @@ from lepton.contract.topics import Namespace, dead_letter_topic
 from lepton.runtime.identity import master_key
 from services.monitor.app import MonitorService, build
 from services.monitor.settings import MonitorSettings
+from tests.integration.scheduler_support import dead_letter_for
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
@@ -307,10 +308,10 @@ async def test_an_alert_too_large_for_its_topic_is_set_aside_and_the_monitor_goe
             beats = topic(prefix, "lepton.node.heartbeats")
             await publisher.publish(beats, "other", heartbeat("other", sent_at=now_ms()))
             await publisher.publish(beats, node, heartbeat(node, sent_at=now_ms() - 60_000))
-            fired = await next_letter(letters, node)
+            fired = await dead_letter_for(letters, f"node_dead/{node}")
             assert fired["dlq_error_type"] == "MessageTooLargeError"
             await publisher.publish(beats, node, heartbeat(node, sent_at=now_ms(), sequence=2))
-            await next_letter(letters, node)  # the resolution: the sampler went on
+            await dead_letter_for(letters, f"node_dead/{node}")  # resolved: the sampler went on
             assert monitor.url is not None
             history = await json_when(
                 monitor.url, "/api/alerts", lambda body: len(body["history"]) >= 2
@@ -318,15 +319,6 @@ async def test_an_alert_too_large_for_its_topic_is_set_aside_and_the_monitor_goe
             assert [a["state"] for a in history["history"][:2]] == ["resolved", "firing"]
         finally:
             await letters.stop()
-
-
-async def next_letter(consumer: AIOKafkaConsumer, subject: str) -> dict[str, str]:
-    """The reason headers of the next dead letter about ``subject``."""
-    async with asyncio.timeout(30):
-        while True:
-            message = await consumer.getone()
-            if message.key.decode().endswith(f"/{subject}"):
-                return {name: value.decode() for name, value in message.headers}
 
 
 async def next_alert(consumer: AIOKafkaConsumer, subject: str) -> dict[str, Any]:
