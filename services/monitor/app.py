@@ -113,6 +113,7 @@ class MonitorService:
             "max_jobs": settings.monitor_max_jobs,
             "max_nodes": settings.monitor_max_nodes,
             "forget_after_ms": int(settings.monitor_forget_nodes_after_s * 1000),
+            "stall_after_ms": int(settings.monitor_node_dead_after_s * 1000),
         }
         state = MonitorState(**bounds)
         engine = RuleEngine(default_rules(node_dead_after_s=settings.monitor_node_dead_after_s))

@@ -40,6 +40,7 @@ class NodeTable(dict[str, Node]):
         forget_after_ms: int,
         clock: Callable[[], int],
         counters: collections.Counter[str],
+        stall_after_ms: int = 15_000,
     ) -> None:
         super().__init__()
         self.max_nodes = max_nodes
@@ -47,6 +48,10 @@ class NodeTable(dict[str, Node]):
         self._clock = clock
         self._counters = counters
         self._newest = 0  # the newest heartbeat time of any node (capped at the clock)
+        # Where heartbeats resumed after every node was silent past ``stall_after_ms``:
+        # liveness is judged from there on, as the scheduler does.
+        self.stall_after_ms = stall_after_ms
+        self.resumed_at = 0
         self._forget_due = 0  # the newest heartbeat time from which the next sweep runs
 
     @property
@@ -110,6 +115,8 @@ class NodeTable(dict[str, Node]):
             node.agent_started_at = started
             node.interval_ms = record["interval_ms"]
         if sent_at > self._newest:
+            if self._newest and sent_at - self._newest > self.stall_after_ms:
+                self.resumed_at = sent_at
             self._newest = sent_at
             if sent_at >= self._forget_due:
                 self.forget_silent()

@@ -266,8 +266,12 @@ def _heartbeat_behind(state: MonitorState, now_ms: int) -> dict[str, Reading]:
     if not state.nodes:
         return {}
     newest = _newest_heartbeat(state, now_ms)
+    # After every node fell silent, each is judged from where heartbeats resumed.
+    resumed = state.nodes.resumed_at
     return {
-        node.node_id: Reading(max(newest - node.sent_at, 0) / 1000, {"region": node.region})
+        node.node_id: Reading(
+            max(newest - max(node.sent_at, resumed), 0) / 1000, {"region": node.region}
+        )
         for node in state.nodes.values()
     }
 

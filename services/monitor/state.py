@@ -67,6 +67,7 @@ class MonitorState:
         history: int = 200,
         max_nodes: int = 200_000,
         forget_after_ms: int = 600_000,
+        stall_after_ms: int = 15_000,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
         self.max_jobs = max_jobs
@@ -78,6 +79,7 @@ class MonitorState:
             forget_after_ms=forget_after_ms,
             clock=clock,
             counters=self.counters,
+            stall_after_ms=stall_after_ms,
         )
         self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
         # The same jobs per tenant, in the same order: a tenant's views read only its own.

@@ -12,6 +12,9 @@ Consumer lag delays every node's heartbeats and the watermark alike, so lag neve
 kills a healthy node. If the watermark itself stops moving while the reader's clock
 goes on — every node silent at once — the fault is taken to be ours (the heartbeat
 pipeline), reported as :attr:`Verdicts.pipeline_stalled_ms`, and nobody is declared dead.
+When the watermark then jumps ahead by more than ``dead_after_ms`` (the first node heard
+again), every node is judged from that moment on, as if all had beaten then: the others
+are not dead for a silence that was the pipeline's, only for one that goes on after it.
 
 A heartbeat whose sequence went backwards within the same agent run, or that is older
 than the one already held, is ignored. The table holds at most ``max_nodes`` nodes;
@@ -64,6 +67,8 @@ class Liveness:
     overflow: int = 0
     _nodes: dict[str, _Last] = field(default_factory=dict)
     _watermark_ms: int = 0
+    # Where the watermark resumed after a stall: no node is judged silent from before it.
+    _resumed_ms: int = 0
     # No verdict can change before the watermark passes this (the soonest a node turns
     # suspect or dead), unless a suspect node beat again (``_recheck``): until then a
     # sweep need not look at every node, which with 100,000 of them took ~6 % of a core.
@@ -84,7 +89,7 @@ class Liveness:
                 self.overflow += 1
                 return Observation.OVERFLOW
             self._nodes[node_id] = _Last(agent_started_at_ms, sequence, sent)
-            self._watermark_ms = max(self._watermark_ms, min(sent, now_ms))
+            self._advance(min(sent, now_ms))
             self._next_due_ms = min(self._next_due_ms, sent + self.suspect_after_ms)
             return Observation.ACCEPTED
         if agent_started_at_ms < last.agent_started_at_ms or (
@@ -102,8 +107,18 @@ class Liveness:
             sequence,
             sent,
         )
-        self._watermark_ms = max(self._watermark_ms, min(sent, now_ms))
+        self._advance(min(sent, now_ms))
         return Observation.RESTARTED if restarted else Observation.ACCEPTED
+
+    def _advance(self, sent: int) -> None:
+        """Move the watermark to ``sent`` if it is newer; a jump past ``dead_after_ms`` is
+        the pipeline resuming after a stall."""
+        if sent <= self._watermark_ms:
+            return
+        if self._watermark_ms and sent - self._watermark_ms > self.dead_after_ms:
+            self._resumed_ms = sent
+            self._recheck = True  # every node's verdict is due again from here
+        self._watermark_ms = sent
 
     def sweep(self, now_ms: int) -> Verdicts:
         """Judge every node against the watermark; dead nodes are forgotten."""
@@ -117,7 +132,8 @@ class Liveness:
         newly_suspect, recovered, dead = [], [], []
         next_due = self._watermark_ms + self.suspect_after_ms
         for node_id, last in self._nodes.items():
-            silent = self._watermark_ms - last.sent_at_ms
+            heard = max(last.sent_at_ms, self._resumed_ms)
+            silent = self._watermark_ms - heard
             if silent > self.dead_after_ms:
                 dead.append(node_id)
                 continue
@@ -129,7 +145,7 @@ class Liveness:
                 last.suspect = False
                 recovered.append(node_id)
             limit = self.dead_after_ms if last.suspect else self.suspect_after_ms
-            next_due = min(next_due, last.sent_at_ms + limit)
+            next_due = min(next_due, heard + limit)
         for node_id in dead:
             del self._nodes[node_id]
         self._next_due_ms, self._recheck = next_due, False

@@ -23,6 +23,7 @@ from tests.integration.scheduler_support import Namespaced, job, running_schedul
 from tests.integration.scheduler_support import heartbeat as node_beat
 from tests.integration.test_bus import read_raw
 from tests.integration.test_monitor import (
+    beating_for_a_minute,
     fresh_prefix,
     get,
     heartbeat,
@@ -81,9 +82,9 @@ async def test_the_monitor_refuses_impossible_records_bounds_its_nodes_and_raise
         await publisher.publish(beats, "future", heartbeat("future", sent_at=YEAR_9999_MS))
         ghost = job_event("ghost", "failed", time=now, node_id="n1", reason="x" * 200_000)
         await publisher.publish(events, "ghost", ghost)
-        # One node beating now; then 120 nodes nobody knows, a minute behind it: past the
-        # table's bound of 50.
-        await publisher.publish(beats, "alive", heartbeat("alive", sent_at=now))
+        # One node beating for a minute; then 120 nodes nobody knows, a minute behind it:
+        # past the table's bound of 50.
+        await publisher.publish_many(beats, beating_for_a_minute("alive", now))
         flood = [(f"flood-{i}", heartbeat(f"flood-{i}", sent_at=now - 60_000)) for i in range(120)]
         await publisher.publish_many(beats, flood)
 

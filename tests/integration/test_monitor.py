@@ -149,6 +149,16 @@ def heartbeat(node_id: str, *, sent_at: int, sequence: int = 1, **extra: Any) ->
     return record
 
 
+def beating_for_a_minute(node_id: str, until: int) -> list[tuple[str, dict[str, Any]]]:
+    """A node's heartbeats over the minute before ``until``, 10 s apart: a node heard all
+    along, whichever partition the monitor happens to read first (a jump of the newest
+    heartbeat past the dead threshold would be the pipeline resuming after a stall)."""
+    return [
+        (node_id, heartbeat(node_id, sent_at=until - ago, sequence=7 - ago // 10_000))
+        for ago in range(60_000, -1, -10_000)
+    ]
+
+
 def job_request(job_id: str, *, submitted_at: int, name: str | None = None) -> dict[str, Any]:
     record = sample("lepton.JobRequested")
     record.update(
@@ -259,7 +269,7 @@ async def test_node_dead_alert_fires_then_resolves_on_lepton_alerts(
             beats = topic(prefix, "lepton.node.heartbeats")
             # Dead: a minute behind another node's heartbeat (were it the only node, no
             # heartbeat at all would be the pipeline's fault: heartbeats_stopped).
-            await publisher.publish(beats, "other", heartbeat("other", sent_at=now_ms()))
+            await publisher.publish_many(beats, beating_for_a_minute("other", now_ms()))
             await publisher.publish(beats, node, heartbeat(node, sent_at=silent_since))
             fired = await next_alert(alerts, node)
             assert (fired["rule"], fired["state"], fired["severity"]) == (
@@ -306,7 +316,7 @@ async def test_an_alert_too_large_for_its_topic_is_set_aside_and_the_monitor_goe
         try:
             node = f"node-{uuid.uuid4().hex[:6]}"
             beats = topic(prefix, "lepton.node.heartbeats")
-            await publisher.publish(beats, "other", heartbeat("other", sent_at=now_ms()))
+            await publisher.publish_many(beats, beating_for_a_minute("other", now_ms()))
             await publisher.publish(beats, node, heartbeat(node, sent_at=now_ms() - 60_000))
             fired = await dead_letter_for(letters, f"node_dead/{node}")
             assert fired["dlq_error_type"] == "MessageTooLargeError"

@@ -149,7 +149,8 @@ def test_many_nodes_dead_at_once_raise_one_alert_not_one_each() -> None:
         state.apply(HB, "hb", beat(f"n{index:03d}"))
     state.apply(HB, "hb", beat("alive"))
     assert transitions(state, engine, NOW) == []
-    state.apply(HB, "hb", beat("alive", NOW + 16_000, sequence=2))  # one node beats on
+    for sequence, sent in ((2, NOW + 8_000), (3, NOW + 16_000)):  # one node beats on
+        state.apply(HB, "hb", beat("alive", sent, sequence=sequence))
     assert transitions(state, engine, NOW + 16_000) == [("node_dead", GROUP, "firing")]
     group = engine.alerts["node_dead", GROUP]
     assert group.value == 300
@@ -158,7 +159,7 @@ def test_many_nodes_dead_at_once_raise_one_alert_not_one_each() -> None:
     # Beating again, every node: the one alert resolves.
     for index in range(300):
         state.apply(HB, "hb", beat(f"n{index:03d}", NOW + 18_000, sequence=2))
-    state.apply(HB, "hb", beat("alive", NOW + 18_000, sequence=3))
+    state.apply(HB, "hb", beat("alive", NOW + 18_000, sequence=4))
     assert transitions(state, engine, NOW + 18_000) == [("node_dead", GROUP, "resolved")]
 
 
@@ -166,11 +167,13 @@ def test_a_few_nodes_dead_are_each_their_own_alert_and_carry_on_through_a_storm(
     state = MonitorState(clock=lambda: NOW + 60_000)
     engine = RuleEngine(default_rules(node_dead_after_s=15, node_dead_group_above=20))
     state.apply(HB, "hb", beat("lone", NOW - 20_000))
+    state.apply(HB, "hb", beat("alive", NOW - 10_000))  # heard all along
     for index in range(100):
         state.apply(HB, "hb", beat(f"n{index:03d}"))
-    state.apply(HB, "hb", beat("alive"))
+    state.apply(HB, "hb", beat("alive", sequence=2))
     assert transitions(state, engine, NOW) == [("node_dead", "lone", "firing")]
-    state.apply(HB, "hb", beat("alive", NOW + 16_000, sequence=2))
+    for sequence, sent in ((3, NOW + 8_000), (4, NOW + 16_000)):
+        state.apply(HB, "hb", beat("alive", sent, sequence=sequence))
     assert transitions(state, engine, NOW + 16_000) == [("node_dead", GROUP, "firing")]
     assert engine.alerts["node_dead", GROUP].value == 100
     assert ("node_dead", "lone") in engine.alerts  # neither resolved nor folded in

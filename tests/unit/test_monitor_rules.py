@@ -120,7 +120,8 @@ def test_default_rules_over_the_state() -> None:
     assert run(state, engine, T0) == []
     # Node dead: judged from the heartbeats' own times, once it is past the threshold
     # behind the newest heartbeat of any node (n2 beats on).
-    state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n2", T0 + 15_001, cpu=100))
+    for sent in (T0 + 8_000, T0 + 15_001):  # beating on (no gap the size of a stall)
+        state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n2", sent, cpu=100))
     assert run(state, engine, T0 + 15_001) == [("node_dead", "n1", "firing")]
     state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n1", T0 + 16_000, cpu=990))
     assert run(state, engine, T0 + 16_000) == [("node_dead", "n1", "resolved")]
@@ -149,9 +150,17 @@ def test_every_node_silent_at_once_is_one_pipeline_alert_and_no_node_dead() -> N
     assert run(state, engine, T0 + 1_000) == []
     assert run(state, engine, T0 + 15_901) == [("heartbeats_stopped", "nodes", "firing")]
     assert run(state, engine, T0 + 60_000) == []
-    for node in ("n1", "n2", "n3"):
-        state.apply("lepton.NodeHeartbeat", "hb", heartbeat(node, T0 + 61_000))
+    # Heard again one after another: the first does not make the others dead.
+    state.apply("lepton.NodeHeartbeat", "hb", heartbeat("n1", T0 + 61_000))
     assert run(state, engine, T0 + 61_000) == [("heartbeats_stopped", "nodes", "resolved")]
+    for node in ("n2", "n3"):
+        state.apply("lepton.NodeHeartbeat", "hb", heartbeat(node, T0 + 61_500))
+    assert run(state, engine, T0 + 62_000) == []
+    # One that stays silent after the stall is dead once it lies behind by the threshold.
+    for sent in (T0 + 69_000, T0 + 77_000):
+        for node in ("n1", "n2"):
+            state.apply("lepton.NodeHeartbeat", "hb", heartbeat(node, sent))
+    assert run(state, engine, T0 + 77_000) == [("node_dead", "n3", "firing")]
 
 
 def test_queue_wait_lag_dead_letters_and_model_regression_rules() -> None:

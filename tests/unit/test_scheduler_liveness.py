@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.liveness import Liveness, Observation
+from services.scheduler.liveness import Liveness, Observation, Verdicts
 
 START = 1_000_000
 
@@ -56,6 +56,25 @@ def test_when_every_node_falls_silent_the_pipeline_is_blamed_not_the_nodes() -> 
     assert len(live) == 3
 
 
+def test_the_first_node_heard_after_a_stall_does_not_make_the_others_dead() -> None:
+    """The chaos suite's finding: every trainer paused at once, then resumed one after
+    the other; the first heartbeat moved the watermark 25 s on and the node resumed a
+    moment later was declared dead, its job requeued. Now every node is judged from
+    where the pipeline resumed."""
+    live = Liveness(suspect_after_ms=5_000, dead_after_ms=15_000)
+    for node in ("a", "b"):
+        beat(live, node, START, seq=1, now=START)
+    assert live.sweep(START + 25_000).pipeline_stalled_ms == 25_000
+    beat(live, "a", START + 25_000, seq=2, now=START + 25_000)
+    assert live.sweep(START + 25_000) == Verdicts()
+    beat(live, "b", START + 25_100, seq=2, now=START + 25_100)
+    assert live.sweep(START + 25_100) == Verdicts()
+    # A node that really stopped during the stall is dead once it stays silent after it.
+    for second in range(26, 42):
+        beat(live, "a", START + second * 1000, seq=second, now=START + second * 1000)
+    assert live.sweep(START + 41_000).dead == ("b",)
+
+
 def test_a_heartbeat_from_the_future_cannot_push_the_others_into_death() -> None:
     live = Liveness(dead_after_ms=15_000, max_clock_skew_ms=2_000)
     beat(live, "honest", START, seq=1, now=START)
@@ -83,10 +102,14 @@ def test_the_node_table_is_bounded_and_counts_the_overflow() -> None:
     assert beat(live, "n0", START + 1, seq=2, now=START + 1) == Observation.ACCEPTED
 
 
-def judged_by_scanning(nodes: dict[str, tuple[int, bool]], watermark: int, live: Liveness) -> Any:
-    """What a sweep must find, from every node's last send time and suspicion."""
-    dead = {n for n, (sent, _) in nodes.items() if watermark - sent > live.dead_after_ms}
-    silent = {n for n, (sent, _) in nodes.items() if watermark - sent > live.suspect_after_ms}
+def judged_by_scanning(
+    nodes: dict[str, tuple[int, bool]], watermark: int, resumed: int, live: Liveness
+) -> Any:
+    """What a sweep must find, from every node's last send time and suspicion (none
+    judged from before the pipeline last resumed)."""
+    heard = {n: max(sent, resumed) for n, (sent, _) in nodes.items()}
+    dead = {n for n in nodes if watermark - heard[n] > live.dead_after_ms}
+    silent = {n for n in nodes if watermark - heard[n] > live.suspect_after_ms}
     newly = {n for n in silent - dead if not nodes[n][1]}
     recovered = {n for n, (_, suspect) in nodes.items() if suspect and n not in silent}
     return newly, recovered, dead
@@ -108,7 +131,7 @@ def test_a_sweep_finds_what_scanning_every_node_would(ops: list[tuple[str, int, 
     change a full scan finds, at the same sweep."""
     live = Liveness(suspect_after_ms=5_000, dead_after_ms=15_000, max_clock_skew_ms=0)
     now = START
-    sequence = watermark = 0
+    sequence = watermark = resumed = 0
     started: dict[str, int] = {}
     expected: dict[str, tuple[int, bool]] = {}  # node -> (last send time, suspect)
     for op, node_index, step in ops:
@@ -122,12 +145,14 @@ def test_a_sweep_finds_what_scanning_every_node_would(ops: list[tuple[str, int, 
             seen = beat(live, node, sent, seq=sequence, now=now, started=started.get(node, 0))
             if seen is not Observation.STALE:
                 expected[node] = (sent, expected.get(node, (0, False))[1])
+                if watermark and sent - watermark > live.dead_after_ms:
+                    resumed = sent
                 watermark = max(watermark, sent)
             continue
         verdicts = live.sweep(now)
         if not expected or now - watermark > live.dead_after_ms:
             continue  # nothing to judge, or the pipeline is blamed: nobody is judged
-        newly, recovered, dead = judged_by_scanning(expected, watermark, live)
+        newly, recovered, dead = judged_by_scanning(expected, watermark, resumed, live)
         assert set(verdicts.newly_suspect) == newly
         assert set(verdicts.recovered) == recovered
         assert set(verdicts.dead) == dead
