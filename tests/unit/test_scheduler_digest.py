@@ -242,7 +242,9 @@ def test_skimming_remembers_only_nodes_it_accepted_while_they_live() -> None:
     heads = digested.digest._heads
     assert set(heads) == {b"a", b"b"}  # c overflowed the table
     known_b = heads[b"b"]
-    digested.nodes(beat("b", 2, sent=start + 16_000), beat("a", 0, sent=start + 16_000))
+    # b beats on (no stall-sized gap); a's heartbeat is stale (its sequence went back).
+    digested.nodes(beat("b", 2, sent=start + 8_000))
+    digested.nodes(beat("b", 3, sent=start + 16_000), beat("a", 0, sent=start + 16_000))
     assert heads[b"b"] is known_b  # the same leading bytes: not read, nor stored, again
     digested.digest.sweep(start + 16_000)
     assert set(heads) == {b"b"}  # a died
