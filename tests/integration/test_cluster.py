@@ -37,7 +37,13 @@ from lepton.testing import service_codec
 from tests.integration.ingest_support import request, unique_tenant
 from tests.integration.outage_support import OwnStack, ServiceProcess
 from tests.integration.processes import BIN, lepton_cli
-from tests.integration.scheduler_support import Namespaced, Reader, job, signed_space
+from tests.integration.scheduler_support import (
+    Namespaced,
+    Reader,
+    heartbeat,
+    job,
+    signed_space,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -228,6 +234,16 @@ async def test_a_broker_killed_mid_stream_loses_nothing_acknowledged_and_rejoins
 
         requests = space.names.topic("lepton.jobs.requested").name
         victim = (await _partitions(kafka, requests))[0]["leader"]
+        # A topic whose writes need all three replicas: with acks=all, a record sent while
+        # a broker is away is acknowledged only once that broker is back in sync.
+        every_replica = Topic(
+            f"{prefix}every-replica",
+            "lepton.NodeHeartbeat",
+            "node id",
+            1,
+            config={"min.insync.replicas": "3"},
+        )
+        await ensure_topics(kafka, [every_replica], with_dead_letters=False)
         acknowledged_jobs: list[str] = []
         acknowledged_ingests: list[str] = []
 
@@ -263,6 +279,9 @@ async def test_a_broker_killed_mid_stream_loses_nothing_acknowledged_and_rejoins
         assert victim_pid is not None
         os.killpg(victim_pid, signal.SIGKILL)
         await asyncio.wait_for(sending, _BOUND_S)
+        needs_all = asyncio.create_task(
+            space.publisher.publish(every_replica, "n-x", heartbeat("n-x", sequence=1))
+        )
 
         # Leadership moved off the dead broker, and every request sent was acted on.
         await _all_assigned(events, acknowledged_jobs)
@@ -272,6 +291,8 @@ async def test_a_broker_killed_mid_stream_loses_nothing_acknowledged_and_rejoins
         assert moved["leader"] not in (victim, -1), moved
         assert victim not in moved["isr"], moved
 
+        assert not needs_all.done(), "acknowledged with a replica away: not acks=all"
+
         # `lepton stack up` starts the dead node again; it catches up and rejoins the ISR.
         restarted = await asyncio.to_thread(devstack.up, own_stack.settings)
         assert restarted.note == f"started Kafka node(s) {victim} again"
@@ -279,6 +300,7 @@ async def test_a_broker_killed_mid_stream_loses_nothing_acknowledged_and_rejoins
             lambda: victim in asyncio.run(_partitions(kafka, requests))[0]["isr"],
             f"broker {victim} back in the in-sync replicas",
         )
+        await asyncio.wait_for(needs_all, _BOUND_S)
         # The flow goes on with every broker back.
         await send_job(_JOBS)
         await _all_assigned(events, acknowledged_jobs)
