@@ -357,6 +357,14 @@ class Settings(BaseSettings):
         description="LEPTON_STACK_KAFKA_TLS: the local stack's broker listens with TLS "
         "(SASL_SSL, a CA and certificate made at `lepton stack up`) instead of SASL_PLAINTEXT.",
     )
+    stack_kafka_brokers: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="LEPTON_STACK_KAFKA_BROKERS: Kafka nodes of the local stack, 1, 3 or 5 "
+        "(each a broker and a controller), as `lepton stack up --brokers` sets it. Unset: as many "
+        "as its storage was formatted with, else one.",
+    )
     database_url: SecretStr | None = Field(
         default=None,
         description="LEPTON_DATABASE_URL: postgresql:// URL of an existing PostgreSQL "
@@ -394,7 +402,8 @@ class Settings(BaseSettings):
     kafka_heap: str = Field(
         default="768m",
         description="LEPTON_KAFKA_HEAP: the local broker's JVM heap (-Xmx); modest, because "
-        "the broker shares small machines with the services.",
+        "the broker shares small machines with the services. Unset, each node of a local "
+        "cluster gets 512m.",
     )
     topic_prefix: str = Field(
         default="",

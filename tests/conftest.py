@@ -3,7 +3,9 @@
 With ``LEPTON_KAFKA_BOOTSTRAP`` (and the ``LEPTON_KAFKA_*`` credentials, or a client
 properties file), ``LEPTON_DATABASE_URL`` and ``LEPTON_IDENTITY_KEY`` set, the suite runs
 against those servers; otherwise it starts its own stack (SASL/SCRAM and ACLs, as `lepton
-stack up` does) in a temporary state directory and stops it at the end. Tests connect as
+stack up` does) in a temporary state directory and stops it at the end: one broker, or with
+``LEPTON_STACK_KAFKA_BROKERS=3`` a three-broker cluster (topics replicated three times, two
+in sync per write) to run the suite against replication. Tests connect as
 the stack's admin unless they ask for an actor (``stack_access``): services in a test get
 the admin's access, the security tests each actor's own.
 """

@@ -10,8 +10,9 @@ never touch each other's). :func:`live_grants` reads them back, for a test that 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import confluent_kafka
 from confluent_kafka.admin import AdminClient
@@ -74,7 +75,14 @@ def _binding(grant: Grant, principal: Callable[[Actor], str]) -> AclBinding:
 
 
 def _admin(kafka: KafkaAccess) -> AdminClient:
-    return AdminClient({**kafka.librdkafka(), "client.id": "lepton-acls"})
+    # librdkafka's own lines (a cluster's "Purging … background queue" on close) go
+    # through logging, not to stderr in librdkafka's format.
+    config: dict[str, Any] = {
+        **kafka.librdkafka(),
+        "client.id": "lepton-acls",
+        "logger": logging.getLogger(__name__),
+    }
+    return AdminClient(config)
 
 
 def _wait(futures: Iterable[Future[_T]], what: str) -> list[_T]:

@@ -45,6 +45,11 @@ async def ensure_topics(
 ) -> list[str]:
     """Create every topic (and its ``.dlq``) that does not exist yet; returns those created.
 
+    Each has ``min(3, brokers)`` replicas, and with three a write (the producers' acks=all)
+    needs two in sync (``min.insync.replicas=2``): a lost broker loses no acknowledged
+    record and stops no writer. The brokers are those the cluster reports live: on a
+    cluster missing one, new topics get fewer replicas, so create them while it is whole.
+
     ``with_dead_letters``: a dead-letter topic for every topic, none, or for the topics
     named. Safe to run any number of times, from several processes at once.
     """
@@ -53,18 +58,27 @@ async def ensure_topics(
     try:
         cluster = await admin.describe_cluster()
         replication = min(3, len(cluster["brokers"]))
+        durable = _durability(replication)
         existing = set(await admin.list_topics())
         wanted: list[NewTopic] = []
         for topic in topics:
             wanted.append(
-                NewTopic(topic.name, topic.partitions, replication, topic_configs=topic.config)
+                NewTopic(
+                    topic.name,
+                    topic.partitions,
+                    replication,
+                    topic_configs=durable | dict(topic.config),
+                )
             )
             if with_dead_letters is True or (
                 not isinstance(with_dead_letters, bool) and topic.name in with_dead_letters
             ):
                 wanted.append(
                     NewTopic(
-                        dead_letter_topic(topic.name), 1, replication, topic_configs=_DLQ_CONFIG
+                        dead_letter_topic(topic.name),
+                        1,
+                        replication,
+                        topic_configs=durable | _DLQ_CONFIG,
                     )
                 )
         missing = [new for new in wanted if new.name not in existing]
@@ -119,6 +133,12 @@ async def delete_topics(
             await admin.delete_topics(doomed[start : start + 50], timeout_ms=int(timeout_s * 1000))
     finally:
         await admin.close()
+
+
+def _durability(replication: int) -> dict[str, str]:
+    """The in-sync replicas a write needs, for topics of ``replication`` replicas: two of
+    three (one may be lost meanwhile); below three, the broker's default (one)."""
+    return {"min.insync.replicas": "2"} if replication >= 3 else {}
 
 
 # Dead letters are kept long enough for someone to look at them and replay them.

@@ -32,6 +32,8 @@ def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
     table = Table(show_header=False, box=None)
     table.add_row("running", "[green]yes[/green]" if current.running else "[red]no[/red]")
     table.add_row("kafka", current.kafka_bootstrap or "-")
+    if current.kafka_brokers > 1:
+        table.add_row("", f"{current.kafka_brokers} brokers (each also a controller)")
     if current.kafka_user:
         # Who, never the password: every actor's is in the credentials file (0600).
         table.add_row(
@@ -42,7 +44,7 @@ def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
     url = current.database_url
     table.add_row("postgres", redacted(url) if url else "-")
     table.add_row("state", str(current.state_dir))
-    table.add_row("logs", f"{current.kafka_log}\n{current.postgres_log}")
+    table.add_row("logs", "\n".join(map(str, [*current.kafka_logs, current.postgres_log])))
     if current.note:
         table.add_row("note", current.note)
     console.print(table)
@@ -51,12 +53,21 @@ def _print_status(current: devstack.StackStatus, as_json: bool) -> None:
 @stack_app.command("up")
 def stack_up(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            "--brokers",
+            help="Kafka nodes: 1, 3 or 5, each a broker and a controller (default: "
+            "LEPTON_STACK_KAFKA_BROKERS, else as many as the stack's storage holds, else 1).",
+        ),
+    ] = None,
 ) -> None:
-    """Start Kafka and PostgreSQL (or report the stack already running)."""
+    """Start Kafka and PostgreSQL (or report the stack already running, starting again any
+    Kafka node of it that is down)."""
     settings = Settings()
     spinner = console.status("starting Kafka and PostgreSQL…")
     with contextlib.nullcontext() if as_json else spinner:
-        current = guarded(lambda: devstack.up(settings))
+        current = guarded(lambda: devstack.up(settings, brokers))
         # The admin makes the topics and every actor's ACLs; services only find them.
         admin = guarded(lambda: devstack.local_admin(settings))
         guarded(lambda: asyncio.run(provision(admin, Namespace(settings.topic_prefix))))

@@ -1,4 +1,12 @@
-"""Apache Kafka for the local stack: jars from Maven Central, one KRaft node on loopback.
+"""Apache Kafka for the local stack: jars from Maven Central, KRaft nodes on loopback.
+
+One node by default; ``lepton stack up --brokers 3`` (or 5) makes a cluster of that many
+*combined* nodes, each a broker and a voter of the controller quorum. Kafka's documentation
+finds combined nodes "simpler to operate for small use cases like a development
+environment" and advises against them in critical deployments, where the controllers run
+apart: a local cluster is the first case, and three more JVMs for separate controllers
+would cost these small machines more than what they would show. A quorum of three
+survives the loss of any one node, controller or not, as three separate controllers would.
 
 Secure by default: the only client listener is SASL (SCRAM-SHA-512) over plain TCP, or
 over TLS with ``LEPTON_STACK_KAFKA_TLS``; the StandardAuthorizer denies whatever no ACL
@@ -33,7 +41,7 @@ from lepton.devstack._tls import broker_tls
 if TYPE_CHECKING:
     from lepton.config import Actor, SaslMechanism
 
-__all__ = ["KafkaNode", "fetch_jars", "java_classpath", "pom_path", "principal"]
+__all__ = ["KafkaNode", "fetch_jars", "java_classpath", "new_cluster_id", "pom_path", "principal"]
 
 _MIN_JAVA = 17
 
@@ -120,7 +128,7 @@ def java_classpath(jar_dir: Path) -> str:
     return os.pathsep.join(str(jar) for jar in sorted(jar_dir.glob("*.jar")))
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. It may
     # start with "-", so it is passed as --cluster-id=<id>, never as a separate argument.
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -198,7 +206,9 @@ def _jaas(module: str, user: str, password: str, *, accepts: bool = False) -> st
 
 @dataclass(slots=True)
 class KafkaNode:
-    """A single broker-and-controller KRaft node whose files live in ``home``."""
+    """A broker-and-controller KRaft node whose files live in ``home``: alone, or node
+    ``node_id`` of a cluster whose voters listen on ``voters`` (controller ports, by node
+    id from 1) and whose shared files (credentials, TLS, cluster id) are in ``shared``."""
 
     home: Path
     broker_port: int
@@ -207,6 +217,18 @@ class KafkaNode:
     # A benchmark's broker only (bench.bus): PLAINTEXT and SASL_SSL listeners on these
     # ports beside the usual one, to measure what authentication and TLS cost.
     bench_ports: tuple[int, int] | None = None
+    node_id: int = 1
+    voters: tuple[int, ...] = ()  # empty: this node is the cluster
+    shared: Path | None = None  # None: ``home``
+
+    @property
+    def size(self) -> int:
+        """Nodes in this node's cluster."""
+        return len(self.voters) or 1
+
+    @property
+    def _shared(self) -> Path:
+        return self.shared or self.home
 
     @property
     def bootstrap(self) -> str:
@@ -223,7 +245,11 @@ class KafkaNode:
 
     @property
     def credentials_path(self) -> Path:
-        return self.home / "credentials.json"
+        return self._shared / "credentials.json"
+
+    @property
+    def formatted(self) -> bool:
+        return (self.home / "data" / "meta.properties").exists()
 
     @property
     def protocol(self) -> str:
@@ -245,7 +271,7 @@ class KafkaNode:
             sasl_mechanism=_MECHANISM,
             username=principal(actor),
             password=SecretStr(password),
-            ssl_cafile=self.home / "tls" / "ca.pem" if self.tls else None,
+            ssl_cafile=self._shared / "tls" / "ca.pem" if self.tls else None,
         )
 
     def bench_access(self) -> dict[str, KafkaAccess]:
@@ -260,7 +286,7 @@ class KafkaNode:
                 admin,
                 bootstrap=f"127.0.0.1:{secure}",
                 security_protocol="SASL_SSL",
-                ssl_cafile=self.home / "tls" / "ca.pem",
+                ssl_cafile=self._shared / "tls" / "ca.pem",
             ),
         }
 
@@ -283,11 +309,18 @@ class KafkaNode:
         admin = principal("admin")
         password = passwords[admin]
         listener = self.protocol
+        voters = self.voters or (self.controller_port,)
+        # Internal topics as replicated as the cluster allows; with three replicas or more,
+        # a write needs two of them (acks=all), so one lost node loses nothing acknowledged.
+        replicas = str(min(3, self.size))
+        in_sync = "2" if self.size >= 3 else "1"
         properties = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            # A static voter set keeps working when the ports change between restarts.
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            # A static voter set: every node knows the others' kept ports.
+            "controller.quorum.voters": ",".join(
+                f"{node}@127.0.0.1:{port}" for node, port in enumerate(voters, start=1)
+            ),
             "listeners": f"CLIENTS://127.0.0.1:{self.broker_port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
             "advertised.listeners": f"CLIENTS://127.0.0.1:{self.broker_port}",
@@ -314,12 +347,14 @@ class KafkaNode:
             "num.partitions": "1",
             # Topics are created from lepton/contract/topics.py; a typo must not create a topic.
             "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": in_sync,
             "group.initial.rebalance.delay.ms": "0",
         }
         if self.bench_ports is not None:
@@ -337,7 +372,7 @@ class KafkaNode:
             # loopback broker: whoever comes through it may do anything.
             properties["super.users"] += ";User:ANONYMOUS"
         if self.tls or self.bench_ports is not None:
-            tls = broker_tls(self.home / "tls")
+            tls = broker_tls(self._shared / "tls")
             properties |= {
                 "ssl.keystore.type": "PEM",
                 "ssl.keystore.location": str(tls.keystore),
@@ -368,12 +403,14 @@ class KafkaNode:
             java_classpath(jar_dir),
         ]
 
-    def start(self, java: str, jar_dir: Path, heap: str) -> int:
-        """Format the storage on first use (with every principal's SCRAM credential), then
-        start the node; returns its process id."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.home.chmod(0o700)
-        formatted = (self.home / "data" / "meta.properties").exists()
+    def start(self, java: str, jar_dir: Path, heap: str, cluster_id: str | None = None) -> int:
+        """Format the storage on first use (with every principal's SCRAM credential, under
+        ``cluster_id``, which a cluster's nodes share; a new one alone), then start the
+        node; returns its process id."""
+        for directory in {self.home, self._shared}:
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o700)
+        formatted = self.formatted
         passwords = self._credentials(formatted)
         config = self._write_config(passwords)
         jvm = self._jvm(java, jar_dir, heap)
@@ -387,7 +424,7 @@ class KafkaNode:
                     *jvm,
                     "kafka.tools.StorageTool",
                     "format",
-                    f"--cluster-id={_cluster_id()}",
+                    f"--cluster-id={cluster_id or new_cluster_id()}",
                     "-c",
                     str(config),
                     *scram,

@@ -17,7 +17,7 @@ import psutil
 from lepton.errors import StackError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "port_is_free",
     "spawn",
     "stop_process",
+    "stop_processes",
     "wait_gone",
     "write_private",
 ]
@@ -140,15 +141,24 @@ _POLL_S = 0.05
 
 def stop_process(pid: int | None, grace_s: float = 20.0) -> None:
     """SIGTERM the process group, wait up to ``grace_s``, then SIGKILL it."""
-    if pid is None or not is_alive(pid):
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    if not wait_gone(pid, grace_s):
+    stop_processes([pid], grace_s)
+
+
+def stop_processes(pids: Iterable[int | None], grace_s: float = 20.0) -> None:
+    """SIGTERM each process group at once, wait up to ``grace_s`` for them all, then SIGKILL
+    those left: a cluster's nodes stop together, none waiting out the others' grace."""
+    stopping = []
+    for pid in pids:
+        if pid is None or not is_alive(pid):
+            continue
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGTERM)
+            stopping.append(pid)
+    deadline = time.monotonic() + grace_s
+    for pid in stopping:
+        if not wait_gone(pid, max(0.0, deadline - time.monotonic())):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -174,8 +174,9 @@ def _supervise(settings: Settings, say: Callable[[str], None]) -> None:
     if settings.kafka_access() is None and "LEPTON_MONITOR_BROKER_LOG" not in os.environ:
         from lepton import devstack
 
-        # The local broker logs its refusals there; the monitor puts them on lepton.audit.
-        env["LEPTON_MONITOR_BROKER_LOG"] = str(devstack.status(settings).kafka_denials_log)
+        # The local brokers log their refusals there; the monitor puts them on lepton.audit.
+        logs = devstack.status(settings).kafka_denials_logs
+        env["LEPTON_MONITOR_BROKER_LOG"] = os.pathsep.join(map(str, logs))
     (directory / PLAN_FILE).write_text(json.dumps(_plan(), indent=1) + "\n")
     started = start_supervisor(directory, env)
     for name, service in started.services.items():

@@ -345,8 +345,8 @@ class BrokerDenialRelay:
 
 
 def broker_relays(settings: MonitorSettings) -> list[BackgroundJob]:
-    """The monitor's loop relaying the broker's denials, when it is given their log."""
-    path = settings.monitor_broker_log
-    if path is None:
-        return []
-    return [BrokerDenialRelay(path, settings.monitor_broker_denial_window_s).run]
+    """The monitor's loops relaying the brokers' denials: one per log it is given."""
+    return [
+        BrokerDenialRelay(path, settings.monitor_broker_denial_window_s).run
+        for path in settings.monitor_broker_log
+    ]

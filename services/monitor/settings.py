@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path  # noqa: TC003 - pydantic resolves the annotations at runtime
+import os
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from lepton.config import Settings
 
@@ -82,15 +85,27 @@ class MonitorSettings(Settings):
         description="LEPTON_MONITOR_MAX_JOBS: jobs kept in the live view; the oldest are "
         "forgotten beyond it (their history stays in the time series).",
     )
-    monitor_broker_log: Path | None = Field(
-        default=None,
-        description="LEPTON_MONITOR_BROKER_LOG: a file where the Kafka broker logs its "
-        "refusals (ACL denials from `kafka.authorizer.logger`, failed authentications from "
+    monitor_broker_log: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="LEPTON_MONITOR_BROKER_LOG: files where the Kafka brokers log their "
+        "refusals, one per broker, separated by `:` (ACL denials from "
+        "`kafka.authorizer.logger`, failed authentications from "
         "`org.apache.kafka.common.network.Selector`, in the log4j2 layout the local stack "
-        "writes): the monitor follows it, across rotations, and publishes each kind of "
-        "denial on lepton.audit. `lepton up` sets it to the local broker's file; unset, "
-        "the broker's refusals stay in its own log.",
+        "writes): the monitor follows each, across rotations, and publishes each kind of "
+        "denial on lepton.audit. `lepton up` sets it to the local brokers' files; unset, "
+        "the brokers' refusals stay in their own logs.",
     )
+
+    @field_validator("monitor_broker_log", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        """One path, or several separated as in PATH (one file per broker of a cluster)."""
+        if isinstance(value, Path):
+            return [value]
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part]
+        return value
+
     monitor_broker_denial_window_s: float = Field(
         default=60.0,
         gt=0,

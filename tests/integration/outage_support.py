@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from lepton import devstack
-from lepton.devstack import _nodes, _read_state, _state_file, _wait_for_broker
-from lepton.devstack._kafka import KafkaNode, check_java, fetch_jars
+from lepton.devstack import _read_state, _servers
 from lepton.devstack._postgres import PostgresNode
 
 if TYPE_CHECKING:
@@ -56,11 +55,8 @@ class OwnStack:
             **extra,
         }
 
-    def _kafka(self) -> KafkaNode:
-        return _nodes(self.settings, self._state())[0]
-
     def _postgres(self) -> PostgresNode:
-        return _nodes(self.settings, self._state())[1]
+        return _servers(self.settings, self._state())[1]
 
     def kill_kafka(self) -> None:
         """SIGKILL the broker, as a crash would."""
@@ -68,17 +64,7 @@ class OwnStack:
 
     def start_kafka(self) -> None:
         """Start the broker again on its ports; returns once it answers."""
-        state = self._state()
-        node = self._kafka()
-        assert (node.broker_port, node.controller_port) == (
-            state["broker_port"],
-            state["controller_port"],
-        ), "the broker's ports were taken meanwhile"
-        java = check_java(self.settings.java)
-        jars = fetch_jars(self.settings.cache_dir, self.settings.maven)
-        pid = node.start(java, jars, self.settings.kafka_heap)
-        _state_file(self.settings).write_text(json.dumps(state | {"kafka_pid": pid}))
-        _wait_for_broker(node, pid)
+        devstack.start_brokers(self.settings, [1])
 
     def stop_postgres(self) -> None:
         """Stop PostgreSQL (fast shutdown: every session is cut)."""

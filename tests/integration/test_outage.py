@@ -49,8 +49,13 @@ _SEARCH_S = 4
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnStack]:
+    # One broker, whatever the session's: its loss is Kafka away (a cluster's is
+    # test_cluster's).
     settings = Settings(
-        state_dir=tmp_path_factory.mktemp("outage-stack"), kafka_bootstrap=None, database_url=None
+        state_dir=tmp_path_factory.mktemp("outage-stack"),
+        kafka_bootstrap=None,
+        database_url=None,
+        stack_kafka_brokers=1,
     )
     devstack.up(settings)
     with pytest.MonkeyPatch.context() as environment:
