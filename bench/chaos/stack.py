@@ -27,8 +27,6 @@ import psutil
 
 from lepton import devstack
 from lepton.config import KafkaAccess, Settings
-from lepton.devstack._kafka import check_java, fetch_jars
-from lepton.devstack._postgres import PostgresNode
 from lepton.devstack._process import free_port, port_holder, port_is_free
 
 if TYPE_CHECKING:
@@ -214,28 +212,17 @@ class Stack:
 
     def start_broker(self) -> str | None:
         """Kafka again on its ports; None, or why that is impossible ("blocked: ...")."""
-        state = self._state()
-        node = devstack._nodes(self.settings, state)[0]
-        if not port_is_free(node.broker_port):
-            return (
-                f"blocked: broker port {node.broker_port} taken by {port_holder(node.broker_port)}"
-            )
-        java = check_java(self.settings.java)
-        jars = fetch_jars(self.settings.cache_dir, self.settings.maven)
-        pid = node.start(java, jars, self.settings.kafka_heap)
-        # The devstack's state names the running broker, so that `down` stops this one.
-        (self.settings.state_dir / "stack.json").write_text(json.dumps(state | {"kafka_pid": pid}))
-        devstack._wait_for_broker(node, pid)  # the devstack's own readiness wait
+        try:
+            devstack.start_brokers(self.settings, [1])
+        except devstack.StackError as exc:  # a port taken meanwhile, say
+            return f"blocked: {exc}"
         return None
 
-    def _postgres(self) -> PostgresNode:
-        return devstack._nodes(self.settings, self._state())[1]
-
     def stop_database(self) -> None:
-        self._postgres().stop()
+        devstack.postgres(self.settings).stop()
 
     def start_database(self) -> str | None:
-        node = self._postgres()
+        node = devstack.postgres(self.settings)
         if not port_is_free(node.port):
             return f"blocked: PostgreSQL port {node.port} taken by {port_holder(node.port)}"
         node.start()

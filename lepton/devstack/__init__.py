@@ -53,6 +53,7 @@ __all__ = [
     "identity_key",
     "is_alive",
     "local_admin",
+    "postgres",
     "start_brokers",
     "status",
     "stop_process",
@@ -292,6 +293,15 @@ def _write_state(
             }
         )
     )
+
+
+def postgres(settings: Settings) -> PostgresNode:
+    """The running stack's PostgreSQL server, to stop and start again on its port (a test's
+    or the chaos suite's outage)."""
+    state = _read_state(settings)
+    if state is None:
+        raise StackError("no local stack is running: run `lepton stack up`")
+    return _servers(settings, state)[1]
 
 
 def start_brokers(settings: Settings, node_ids: list[int]) -> dict[int, int]:

@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from lepton import devstack
-from lepton.devstack import _read_state, _servers
-from lepton.devstack._postgres import PostgresNode
+from lepton.devstack import _read_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -55,9 +54,6 @@ class OwnStack:
             **extra,
         }
 
-    def _postgres(self) -> PostgresNode:
-        return _servers(self.settings, self._state())[1]
-
     def kill_kafka(self) -> None:
         """SIGKILL the broker, as a crash would."""
         os.killpg(self._state()["kafka_pid"], signal.SIGKILL)
@@ -68,10 +64,10 @@ class OwnStack:
 
     def stop_postgres(self) -> None:
         """Stop PostgreSQL (fast shutdown: every session is cut)."""
-        self._postgres().stop()
+        devstack.postgres(self.settings).stop()
 
     def start_postgres(self) -> None:
-        node = self._postgres()
+        node = devstack.postgres(self.settings)
         assert node.port == self._state()["postgres_port"], "the database's port was taken"
         node.start()
 
