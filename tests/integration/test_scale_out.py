@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,11 +20,22 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from lepton.bus import Event, Publisher, Subscriber
-from lepton.config import KafkaAccess
+from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace, Topic
-from lepton.testing import impersonating
-from tests.integration.ingest_support import delete_topics, request, unique_tenant
+from lepton.data import artifacts
+from lepton.data.reading import read_dataset
+from lepton.data.samples import house_prices
+from lepton.runtime.identity import master_key
+from lepton.testing import impersonating, leased
+from services.trainer.training import SearchConfig
+from tests.integration.ingest_support import (
+    delete_topics,
+    request,
+    running_ingest,
+    unique_tenant,
+)
+from tests.integration.model_support import stored_model
 from tests.integration.processes import BIN, Running, data_service_env, start
 from tests.samples import sample
 
@@ -159,15 +171,16 @@ async def _answers(
     want: set[str],
     timeout_s: float,
     answers: dict[str, list[dict[str, Any]]],
+    field: str = "request_id",
 ) -> None:
-    """Every answer (ready or rejected) into ``answers`` until each of ``want`` has one."""
+    """Every answer into ``answers``, by its ``field``, until each of ``want`` has one."""
     async with asyncio.timeout(timeout_s):
         while not want <= answers.keys():
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
                 for message in messages:
                     record = codec.decode(message.value)[1]
-                    answers.setdefault(record["request_id"], []).append(record)
+                    answers.setdefault(record[field], []).append(record)
 
 
 async def _ingest(env: dict[str, str]) -> Running:
@@ -247,3 +260,101 @@ async def test_ingest_instances_share_requests_through_stops_kills_and_joins(
         sent = answers[row["request_id"]]
         assert all(answer["version"] == sent[0]["version"] for answer in sent), sent
         assert sent[0]["version"] == json.loads(row["result"])["version"]
+
+
+# -- evaluator instances as processes --------------------------------------------------------
+
+
+def _models(root: Path, tenant: str, dataset: dict[str, str], frame: Any, count: int) -> list[Any]:
+    """``count`` ModelReady records of one ridge model trained once, each under a model id
+    of its own with its own copy of the artifact; three model names, so that instances
+    judge challengers of one name concurrently (the champion's compare-and-set)."""
+    _, first = stored_model(
+        frame,
+        SearchConfig(target_column="价格", algorithm="ridge", trial_budget=1, cv_folds=3, seed=7),
+        artifact_root=root,
+        tenant=tenant,
+        model_id="m-first",
+        model_name="n0",
+        dataset=dataset,
+    )
+    source = Path(first["artifact_uri"])
+    models = []
+    for i in range(count):
+        model_id = f"m-{uuid.uuid4().hex[:10]}"
+        uri = artifacts.artifact_uri(str(root), tenant, model_id)
+        shutil.copyfile(source, uri)
+        models.append(
+            first | {"model_id": model_id, "model_name": f"n{i % 3}", "artifact_uri": uri}
+        )
+    return models
+
+
+async def test_evaluator_instances_share_models_through_stops_kills_and_joins(
+    kafka: KafkaAccess,
+    database_url: str,
+    database_for: Callable[[str], str],
+    codec: Codec,
+    tmp_path: Path,
+) -> None:
+    """Three evaluator processes share a stream of models.ready; one is stopped, one
+    killed and one joins while it flows. Each model is evaluated once (one stored
+    evaluation; a redelivery publishes the stored one again, never a new one)."""
+    tenant = unique_tenant()
+    house_prices(300).to_csv(tmp_path / "houses.csv", index=False)
+    async with running_ingest(kafka, database_for("ingest"), codec, tmp_path) as ingest:
+        outcome, ready = await ingest.submit(
+            request(tenant, "houses", [{"name": "s", "kind": "csv", "uri": "houses.csv"}])
+        )
+    assert outcome == "ready", ready
+    dataset = {"name": "houses", "version": ready["version"], "owner": tenant}
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    frame = await read_dataset(pool, reader_tenant=tenant, name="houses")
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    names = Namespace(prefix)
+    models = [
+        leased(model, master_key(Settings()), names, codec)
+        for model in _models(tmp_path / "artifacts", tenant, dataset, frame, 30)
+    ]
+    env = data_service_env(kafka, database_for("evaluator"), prefix, tmp_path)
+    command = [str(BIN / "lepton-evaluator")]
+    instances = [await start(command, env, until="consuming") for _ in range(3)]
+    consumer = AIOKafkaConsumer(
+        names.topic("lepton.models.evaluated").name,
+        **kafka.aiokafka(),
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    answers: dict[str, list[dict[str, Any]]] = {}
+    try:
+        async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
+            topic = names.topic("lepton.models.ready")
+            await publisher.publish_many(topic, [(m["model_id"], m) for m in models[:10]])
+            await _answers(consumer, codec, {models[0]["model_id"]}, 120, answers, "model_id")
+            await instances[0].stop()
+            await publisher.publish_many(topic, [(m["model_id"], m) for m in models[10:20]])
+            instances[1].process.send_signal(signal.SIGKILL)
+            await instances[1].process.wait()
+            instances.append(await start(command, env, until="consuming"))
+            await publisher.publish_many(topic, [(m["model_id"], m) for m in models[20:]])
+            want = {m["model_id"] for m in models}
+            await _answers(consumer, codec, want, 300, answers, "model_id")
+        stored = await pool.fetch(
+            "SELECT model_id, status, evaluated FROM lepton_evaluator.evaluations "
+            "WHERE tenant = $1 AND model_id <> 'm-first'",
+            tenant,
+        )
+    finally:
+        await consumer.stop()
+        for instance in instances[2:]:
+            await instance.stop()
+        await pool.close()
+        await delete_topics(kafka, prefix)
+    assert answers.keys() == want
+    assert {row["model_id"] for row in stored} == want
+    assert all(row["status"] == "evaluated" for row in stored)
+    for row in stored:
+        sent = answers[row["model_id"]]
+        # A redelivery republishes the stored evaluation: the same record, not a new one.
+        assert all(answer == sent[0] for answer in sent), sent
+        assert json.loads(row["evaluated"])["evaluated_at"] == sent[0]["evaluated_at"]
