@@ -28,6 +28,7 @@ from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.runtime.identity import master_key
 from lepton.testing import impersonating, leased
+from services.monitor.app import build
 from services.trainer.training import SearchConfig
 from tests.integration.ingest_support import (
     delete_topics,
@@ -37,6 +38,15 @@ from tests.integration.ingest_support import (
 )
 from tests.integration.model_support import stored_model
 from tests.integration.processes import BIN, Running, data_service_env, start
+from tests.integration.test_monitor import (
+    fresh_prefix,
+    job_request,
+    json_when,
+    now_ms,
+    running,
+    settings_for,
+)
+from tests.integration.test_monitor import topic as monitor_topic
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
@@ -358,3 +368,39 @@ async def test_evaluator_instances_share_models_through_stops_kills_and_joins(
         # A redelivery republishes the stored evaluation: the same record, not a new one.
         assert all(answer == sent[0] for answer in sent), sent
         assert json.loads(row["evaluated"])["evaluated_at"] == sent[0]["evaluated_at"]
+
+
+# -- the monitor: one active instance, standbys ----------------------------------------------
+
+
+async def test_a_second_monitor_stands_by_and_takes_over_with_every_event(
+    kafka: KafkaAccess, database_for: Callable[[str], str], publisher: Publisher
+) -> None:
+    """The monitor's view is of every event: two monitors sharing the group's partitions
+    each showed a part of the jobs. The second stands by instead, and takes over (from the
+    first's snapshot and the group's offsets) when the first stops."""
+    prefix = fresh_prefix()
+    settings = settings_for(kafka, database_for("monitor"), prefix)
+    jobs = [f"job-{i}" for i in range(24)]  # spread over the topic's six partitions
+    second = build(settings)
+    second_task: asyncio.Task[None] | None = None
+    try:
+        async with running(settings) as first:
+            second_task = asyncio.create_task(second.service.run())
+            requested = monitor_topic(prefix, "lepton.jobs.requested")
+            for job in jobs:
+                await publisher.publish(requested, job, job_request(job, submitted_at=now_ms()))
+            assert first.url is not None
+            for job in jobs:
+                await json_when(first.url, f"/api/jobs/{job}")
+            assert not second.service.ready.is_set()  # standing by: reads nothing
+        async with asyncio.timeout(60):
+            await second.service.ready.wait()
+            await second.web_ready.wait()
+        assert second.url is not None
+        for job in jobs:
+            await json_when(second.url, f"/api/jobs/{job}")
+    finally:
+        second.service.stop_soon()
+        if second_task is not None:
+            await asyncio.wait_for(second_task, 60)
