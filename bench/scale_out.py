@@ -50,7 +50,7 @@ from bench.waiting import say
 if TYPE_CHECKING:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from lepton.config import KafkaAccess
+    from lepton.config import Actor, KafkaAccess
     from lepton.contract.codec import Codec
     from lepton.contract.topics import Namespace
     from tests.integration.processes import Running
@@ -244,11 +244,19 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="lepton-scale-") as directory:
         root = Path(directory)
+        # The services reach Kafka as the bench does: the local stack's ACLs are for the
+        # installation without a prefix (the tests run their services so, too).
         env = os.environ | {
+            **where.kafka.environment(),
             "LEPTON_TOPIC_PREFIX": prefix,
             "LEPTON_INGEST_ROOTS": json.dumps([str(root)]),
             "LEPTON_ARTIFACT_ROOT": str(root / "artifacts"),
         }
+
+        def login(actor: Actor) -> dict[str, str]:
+            """Each service as its own PostgreSQL login, as ``lepton up`` runs it."""
+            return env | {"LEPTON_DATABASE_URL": devstack.endpoints(settings, actor).database_url}
+
         async with AsyncExitStack() as stack:
             admin = AIOKafkaAdminClient(**where.kafka.aiokafka())
             await admin.start()
@@ -259,7 +267,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             publisher = await stack.enter_async_context(
                 Publisher(where.kafka, codec, source="bench", signer=impersonating())
             )
-            ingest = Group([str(BIN / "lepton-ingest")], env, names.group("lepton-ingest"), admin)
+            ingest = Group(
+                [str(BIN / "lepton-ingest")], login("ingest"), names.group("lepton-ingest"), admin
+            )
             stack.push_async_callback(ingest.close)
             ready = Answers("request_id")
             following = [
@@ -331,7 +341,10 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 await publisher.publish_many(names.topic("lepton.models.ready"), batch)
 
             evaluator = Group(
-                [str(BIN / "lepton-evaluator")], env, names.group("lepton-evaluator"), admin
+                [str(BIN / "lepton-evaluator")],
+                login("evaluator"),
+                names.group("lepton-evaluator"),
+                admin,
             )
             stack.push_async_callback(evaluator.close)
             results["evaluations_per_s"] = await _measure(
