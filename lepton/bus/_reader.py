@@ -150,6 +150,9 @@ class Reader:
                 # As aiokafka's default: a member killed without leaving (SIGKILL) hands its
                 # partitions to the others after 10 s, not librdkafka's 45 s.
                 "session.timeout.ms": 10_000,
+                # How soon a member hears of a rebalance (a member joined or left): each
+                # cooperative rebalance takes two rounds, every member rejoining in each.
+                "heartbeat.interval.ms": 1_000,
                 "queued.max.messages.kbytes": max_prefetch_kib,
                 "fetch.min.bytes": 1 << 20 if gather_ms else 1,
                 "fetch.wait.max.ms": gather_ms or 500,
