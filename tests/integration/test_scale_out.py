@@ -161,13 +161,16 @@ async def test_members_joining_and_leaving_handle_every_message_once(
     keys = [f"k{i}" for i in range(400)]
     async with group_of(kafka, codec, publisher, topic, group) as (join, handled, progress):
         members = [await join("m0")]
+        await owns_some(members[0])
         for step in range(4):
+            # Each change while the step's messages are being handled.
             await publish(publisher, topic, keys[step * 100 : (step + 1) * 100])
             if step % 2 == 0:
                 members.append(await join(f"m{step + 1}"))
+                await owns_some(members[-1])
             else:
                 await members.pop(0).stop()
-        await handled_all(handled, progress, len(keys))
+            await handled_all(handled, progress, (step + 1) * 100)
     assert sorted(key for _, key in handled) == sorted(keys)  # each once: no duplicate
     assert len({member for member, _ in handled}) > 1
 
