@@ -1,12 +1,14 @@
 """Scaling out: ingest requests/s and evaluations/s with 1, 2 and 3 instances of the
 service (processes, one consumer group), and how long a rebalance pauses work.
 
-    .venv/bin/python -m bench.scale_out [--requests 60] [--models 24] [--timeout 300]
+    .venv/bin/python -m bench.scale_out [--brokers 3] [--requests 60] [--models 24]
+                                        [--timeout 300]
 
 It runs against the Kafka and PostgreSQL the settings name (``LEPTON_KAFKA_BOOTSTRAP``,
 ``LEPTON_DATABASE_URL`` and the rest), else the running local stack: ``lepton stack up``
 for one broker, ``lepton stack up --brokers 3`` for the three-broker cluster. The broker
-count is read from the cluster and written with the results.
+count is read from the cluster and written with the results (``--brokers``: the run stops
+unless it is that).
 
 1. ``ingest``: with n = 1, 2, 3 instances (each started and given its partitions before the
    clock starts), ``--requests`` dataset requests (a small CSV each, distinct datasets) are
@@ -263,6 +265,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             stack.push_async_callback(admin.close)
             cluster = await admin.describe_cluster()
             results["brokers"] = len(cluster["brokers"])
+            if args.brokers is not None and args.brokers != results["brokers"]:
+                raise SystemExit(
+                    f"the cluster has {results['brokers']} broker(s), not {args.brokers}: "
+                    f"`lepton stack up --brokers {args.brokers}`, or point the settings at one"
+                )
             await ensure_topics(where.kafka, names.all())
             publisher = await stack.enter_async_context(
                 Publisher(where.kafka, codec, source="bench", signer=impersonating())
@@ -447,6 +454,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="requests per instance count")
     parser.add_argument("--models", type=int, default=24, help="models per instance count")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per wait")
+    parser.add_argument(
+        "--brokers", type=int, help="refuse to run unless the cluster has this many brokers"
+    )
     args = parser.parse_args()
     load_before = _load()
     results = asyncio.run(_run(args))
