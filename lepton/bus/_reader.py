@@ -10,6 +10,14 @@ Every call that may block runs in one worker thread of its own, so librdkafka ne
 blocks the event loop; calls never overlap (closing while polling is not safe), since a
 reader's calls are awaited one after another. Taking what was already prefetched, and
 committing without waiting, return at once and run on the event loop's thread.
+
+In a consumer group, partitions move between members with the cooperative-sticky
+assignor: a member joining or leaving moves only the partitions that must move, and the
+others keep being read through the rebalance (the eager default stopped every member).
+What a member handled of a partition it gives up is committed before the partition goes
+(:meth:`Reader._revoked`), and nothing is committed for a partition it no longer owns: a
+member's commit would otherwise move the new owner's position back, and that owner's
+work would be done again by the next.
 """
 
 from __future__ import annotations
@@ -97,6 +105,15 @@ def _retrying(call: Callable[[], _T], timeout_s: float) -> _T:
         time.sleep(0.1)
 
 
+def owned(positions: Positions, owner_of: set[tuple[str, int]]) -> Positions:
+    """The positions of the partitions in ``owner_of``: all a group member may commit.
+
+    The classic group protocol accepts a commit for any partition from any current member,
+    so a member that commits a partition it gave up moves its new owner's position back.
+    """
+    return {where: at for where, at in positions.items() if where in owner_of}
+
+
 class ReaderError(RuntimeError):
     """librdkafka reported a fatal consumer error."""
 
@@ -127,9 +144,15 @@ class Reader:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                # Every member of a group must name the same assignor: a rolling upgrade
+                # from an eager one (librdkafka's default) needs the group emptied once.
+                "partition.assignment.strategy": "cooperative-sticky",
                 # As aiokafka's default: a member killed without leaving (SIGKILL) hands its
                 # partitions to the others after 10 s, not librdkafka's 45 s.
                 "session.timeout.ms": 10_000,
+                # How soon a member hears of a rebalance (a member joined or left): each
+                # cooperative rebalance takes two rounds, every member rejoining in each.
+                "heartbeat.interval.ms": 1_000,
                 "queued.max.messages.kbytes": max_prefetch_kib,
                 "fetch.min.bytes": 1 << 20 if gather_ms else 1,
                 "fetch.wait.max.ms": gather_ms or 500,
@@ -138,6 +161,13 @@ class Reader:
         )
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{client_id}")
         self._closed = False
+        # In a group: the partitions this member owns, the positions it was last asked to
+        # commit for them, and how many times the ownership changed (the rebalance
+        # callbacks run inside consume and poll, on whichever thread called them).
+        self._grouped = False
+        self._owned: set[tuple[str, int]] = set()
+        self._handled: Positions = {}
+        self._moves = 0
 
     async def _call(self, function: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
@@ -152,7 +182,42 @@ class Reader:
 
     async def subscribe(self, topics: Iterable[str]) -> None:
         """Join the consumer group for these topics (from the committed offsets)."""
-        await self._call(self._consumer.subscribe, list(topics))
+        self._grouped = True
+        await self._call(
+            functools.partial(
+                self._consumer.subscribe,
+                list(topics),
+                on_assign=self._assigned,
+                on_revoke=self._revoked,
+                on_lost=self._lost,
+            )
+        )
+
+    def _assigned(self, _: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        # librdkafka then adds them to the assignment (incrementally) by itself.
+        self._owned.update((tp.topic, tp.partition) for tp in partitions)
+        self._moves += 1
+
+    def _revoked(self, _: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        """Partitions handed to another member: what was handled of them is committed, and
+        waited for, before they go (the new owner starts from it)."""
+        going = {(tp.topic, tp.partition) for tp in partitions}
+        handled = {where: at for where, at in self._handled.items() if where in going}
+        if handled:
+            self._commit(handled, asynchronous=False)
+        self._disown(going)
+
+    def _lost(self, _: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        """Partitions taken away without a revocation (this member was silent past the
+        session timeout): no commit is possible; their new owner redoes what followed its
+        last commit."""
+        self._disown({(tp.topic, tp.partition) for tp in partitions})
+
+    def _disown(self, going: set[tuple[str, int]]) -> None:
+        self._owned -= going
+        for where in going:
+            self._handled.pop(where, None)
+        self._moves += 1
 
     async def assign(
         self, partitions: Iterable[tuple[str, int]], *, from_start: bool, timeout_s: float = 30
@@ -222,12 +287,17 @@ class Reader:
         thread. A busy subscriber thus never pays a thread hop per fetch.
         """
         if commit:
-            self._commit(commit, True)
+            self._commit(commit, asynchronous=True)
+        moves = self._moves
         messages = self._consumer.consume(max_messages, 0)
         if not messages:
             messages = await self._call(self._wait_for_messages, max_messages)
         if any(message.error() is not None for message in messages):
             messages = [message for message in messages if self._usable(message)]
+        if self._moves != moves:
+            # A rebalance was served while these were taken: those of a partition that went
+            # meanwhile are its new owner's, from the position committed as it went.
+            messages = [m for m in messages if (m.topic(), m.partition()) in self._owned]
         return cast("list[Message]", messages)
 
     def _wait_for_messages(self, max_messages: int) -> list[confluent_kafka.Message]:
@@ -249,7 +319,12 @@ class Reader:
             log.warning("Kafka consumer: %s", error.str())
         return False
 
-    def _commit(self, positions: Positions, asynchronous: bool) -> None:
+    def _commit(self, positions: Positions, *, asynchronous: bool) -> None:
+        if self._grouped:
+            positions = owned(positions, self._owned)
+            self._handled.update(positions)
+            if not positions:
+                return
         offsets = [confluent_kafka.TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
             if asynchronous:
@@ -264,7 +339,7 @@ class Reader:
     async def commit(self, positions: Positions) -> None:
         """Commit and wait for the broker's answer."""
         if positions:
-            await self._call(self._commit, positions, False)
+            await self._call(functools.partial(self._commit, positions, asynchronous=False))
 
     async def close(self) -> None:
         """Leave the group (if in one) and stop the worker; safe to call twice."""

@@ -42,6 +42,9 @@ class Topic:
     name: str
     event: str  # full Avro name of the value schema
     key: str  # what the message key holds
+    # The unit of parallelism: the instances of a service in one consumer group share the
+    # partitions, so at most this many work at once (README "Scaling out"). Raising it
+    # later moves keys to other partitions (per-key order breaks across the change).
     partitions: int = 6
     config: dict[str, str] = field(default_factory=dict)
     # Who may produce to it and consume it (Kafka ACLs); the admin may do anything.

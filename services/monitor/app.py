@@ -1,7 +1,10 @@
 """The monitor service: the monitoring node. Metrics, alerts and a live dashboard.
 
 It consumes every Lepton topic in its own consumer group into :class:`MonitorState`, and
-runs four loops beside the consumer:
+runs four loops beside the consumer. One instance is active at a time (a PostgreSQL
+leader lock, as the scheduler's); others stand by and take over from the last snapshot
+and the group's offsets. Its view is of every event: instances sharing the group's
+partitions would each see a part, and each raise alerts and write series from it.
 
 - *sample*: every ``LEPTON_MONITOR_SAMPLE_INTERVAL_S``, evaluates the alert rules (their
   transitions go to ``lepton.alerts`` and the alert history), records a point of every
@@ -101,6 +104,8 @@ class MonitorService:
                 *broker_relays(settings),
             ],
             production_checks=[_tokens_stay_on_this_machine],
+            # More instances are for availability, not load: one folds every event.
+            singleton=True,
         )
 
     async def _handler(self, context: Context) -> BatchHandler:
