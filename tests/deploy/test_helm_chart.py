@@ -112,7 +112,8 @@ def test_a_deployment_per_service_and_the_trainer_as_a_daemonset() -> None:
     objects = render()
     deployments = {component(d): d for d in of_kind(objects, "Deployment")}
     assert set(deployments) == set(SERVICES)
-    assert deployments["scheduler"]["spec"]["replicas"] == 2, "a leader and its standby"
+    for leader in ("scheduler", "monitor"):
+        assert deployments[leader]["spec"]["replicas"] == 2, "a leader and its standby"
     (trainers,) = of_kind(objects, "DaemonSet")
     assert component(trainers) == "trainer"
     node_name = env_of(trainers)["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
