@@ -121,6 +121,11 @@ class Context:
 
 # Messages a batch handler gets at most per fetch.
 _BATCH_FETCH = 2000
+# And a handler called per message: its work (an ingest, an evaluation) takes seconds, and
+# a fetch is handled whole before the next one, which is also when a rebalance can move a
+# partition and when Kafka sees the member alive (max.poll.interval.ms, 300 s): 500 slow
+# messages in hand held up every rebalance for minutes and got the member expelled.
+_MESSAGE_FETCH = 10
 # How long the broker may hold a batch handler's fetch to gather more: at a steady
 # trickle (the scheduler at 1,000 requests/s) a fetch of one or two events paid the whole
 # cost of a flush each. The broker's side counts as much: a fetch that waits this long
@@ -416,8 +421,8 @@ class Service:
                 caught_up=caught_up,
                 only_key=self.subscribe_key,
                 # A batch handler's cost per fetch is mostly fixed (a plan, one send): let a
-                # backlog come in bigger fetches. Per message, a fetch is just a loop.
-                max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else 500,
+                # backlog come in bigger fetches. Per message, small fetches.
+                max_batch=_BATCH_FETCH if isinstance(handler, BatchHandler) else _MESSAGE_FETCH,
                 gather_ms=_BATCH_GATHER_MS if isinstance(handler, BatchHandler) else 0,
                 transport=transport,
                 authenticator=context.authenticator(),
