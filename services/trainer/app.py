@@ -10,6 +10,11 @@ model, publishes ``lepton.models.ready`` and reports ``succeeded`` or ``failed``
 instruction ends the run's process at once. A run still marked running when an agent
 starts was lost by the agent before it; the new agent reports it ``lost``.
 
+An agent that could not get a heartbeat out for ``LEPTON_TRAINER_LEASE_S`` reads its
+partition to the end before reporting a run that overlapped the silence: a stop for the
+run's lease (the scheduler's, once it declared the node dead) voids the run
+(:mod:`services.trainer.lease`, :mod:`services.trainer.revocation`).
+
 A run that failed because PostgreSQL was away is reported ``lost`` too, with the reason:
 not the job's fault, so the scheduler requeues it under its ``max_retries``. What the
 agent records of a run once it has started waits for the database to come back

@@ -1,14 +1,12 @@
-"""Whether a run's lease may have lapsed while its agent was silent.
+"""Whether a run overlapped a silence long enough for its lease to have been taken back.
 
 The scheduler gives a run's job to another node once the agent's heartbeats fall
 ``LEPTON_NODE_DEAD_AFTER_S`` behind the others'. An agent that could not get a heartbeat
-to the broker for ``LEPTON_TRAINER_LEASE_S`` (set below that threshold) has to assume
-this happened: it was paused (SIGSTOP, a frozen VM) or cut off, and whatever its runs
-produce meanwhile may already be produced again elsewhere. Such a run's result is void:
-the agent reports it ``lost`` (which the scheduler ignores if the lease is gone, and
-requeues if it was not) and publishes no model, so a late result is never a second
-effect. Measured on the monotonic clock, which keeps counting while the process is
-stopped.
+to the broker for ``LEPTON_TRAINER_LEASE_S`` (set below that threshold) was paused (SIGSTOP,
+a frozen VM) or cut off, and may have been declared dead meanwhile: before it reports a
+run that overlapped such a silence, it checks whether the scheduler took the lease back
+(:mod:`services.trainer.revocation`). Measured on the monotonic clock, which keeps
+counting while the process is stopped.
 """
 
 from __future__ import annotations
