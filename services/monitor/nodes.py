@@ -14,6 +14,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from lepton.scheduling.intake import CLOCK_SKEW_MS, check_beat, check_node
+from lepton.scheduling.watermark import Watermark
 from services.monitor.entities import Node, Record
 
 if TYPE_CHECKING:
@@ -47,17 +48,9 @@ class NodeTable(dict[str, Node]):
         self.forget_after_ms = forget_after_ms
         self._clock = clock
         self._counters = counters
-        self._newest = 0  # the newest heartbeat time of any node (capped at the clock)
-        # Where heartbeats resumed after every node was silent past ``stall_after_ms``:
-        # liveness is judged from there on, as the scheduler does.
-        self.stall_after_ms = stall_after_ms
-        self.resumed_at = 0
+        # The newest heartbeat time of any node (capped at the clock), as the scheduler's.
+        self.watermark = Watermark(stall_after_ms)
         self._forget_due = 0  # the newest heartbeat time from which the next sweep runs
-
-    @property
-    def newest(self) -> int:
-        """The newest heartbeat time of any node (capped at the clock when read)."""
-        return self._newest
 
     def beat(self, record: Record) -> None:
         """Take a heartbeat into account: the hottest path of the monitor (every node,
@@ -114,10 +107,8 @@ class NodeTable(dict[str, Node]):
             node.sequence = sequence
             node.agent_started_at = started
             node.interval_ms = record["interval_ms"]
-        if sent_at > self._newest:
-            if self._newest and sent_at - self._newest > self.stall_after_ms:
-                self.resumed_at = sent_at
-            self._newest = sent_at
+        if sent_at > self.watermark.newest_ms:
+            self.watermark.advance(sent_at)
             if sent_at >= self._forget_due:
                 self.forget_silent()
 
@@ -125,8 +116,8 @@ class NodeTable(dict[str, Node]):
         """Forget the nodes whose last heartbeat lies ``forget_after_ms`` behind the
         newest (and sweep again once heartbeats are ``_FORGET_EVERY_MS`` newer); returns
         how many were forgotten."""
-        self._forget_due = self._newest + _FORGET_EVERY_MS
-        horizon = self._newest - self.forget_after_ms
+        self._forget_due = self.watermark.newest_ms + _FORGET_EVERY_MS
+        horizon = self.watermark.newest_ms - self.forget_after_ms
         kept = [(node_id, node) for node_id, node in self.items() if node.sent_at >= horizon]
         forgotten = len(self) - len(kept)
         if forgotten:
@@ -140,7 +131,7 @@ class NodeTable(dict[str, Node]):
         """Nodes of a snapshot: those silent too long forgotten at once, at most
         ``max_nodes`` kept (the bound may have been lowered since)."""
         self.update((node.node_id, node) for node in nodes)
-        self._newest = max((node.sent_at for node in self.values()), default=0)
+        self.watermark.newest_ms = max((node.sent_at for node in self.values()), default=0)
         self.forget_silent()
         if len(self) > self.max_nodes:
             kept = list(itertools.islice(self.items(), self.max_nodes))

@@ -255,7 +255,7 @@ Signal = Callable[[MonitorState, int], dict[str, Reading]]
 
 def _newest_heartbeat(state: MonitorState, now_ms: int) -> int:
     """The watermark: the newest send time of any node's heartbeat, capped at our clock."""
-    return min(state.nodes.newest, now_ms)
+    return min(state.nodes.watermark.newest_ms, now_ms)
 
 
 def _heartbeat_behind(state: MonitorState, now_ms: int) -> dict[str, Reading]:
@@ -267,11 +267,9 @@ def _heartbeat_behind(state: MonitorState, now_ms: int) -> dict[str, Reading]:
         return {}
     newest = _newest_heartbeat(state, now_ms)
     # After every node fell silent, each is judged from where heartbeats resumed.
-    resumed = state.nodes.resumed_at
+    heard = state.nodes.watermark.heard
     return {
-        node.node_id: Reading(
-            max(newest - max(node.sent_at, resumed), 0) / 1000, {"region": node.region}
-        )
+        node.node_id: Reading(max(newest - heard(node.sent_at), 0) / 1000, {"region": node.region})
         for node in state.nodes.values()
     }
 

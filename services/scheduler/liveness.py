@@ -12,9 +12,8 @@ Consumer lag delays every node's heartbeats and the watermark alike, so lag neve
 kills a healthy node. If the watermark itself stops moving while the reader's clock
 goes on — every node silent at once — the fault is taken to be ours (the heartbeat
 pipeline), reported as :attr:`Verdicts.pipeline_stalled_ms`, and nobody is declared dead.
-When the watermark then jumps ahead by more than ``dead_after_ms`` (the first node heard
-again), every node is judged from that moment on, as if all had beaten then: the others
-are not dead for a silence that was the pipeline's, only for one that goes on after it.
+When the watermark then jumps ahead past ``dead_after_ms``, nodes are judged from where
+the heartbeats resumed (:class:`~lepton.scheduling.watermark.Watermark`).
 
 A heartbeat whose sequence went backwards within the same agent run, or that is older
 than the one already held, is ignored. The table holds at most ``max_nodes`` nodes;
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lepton.scheduling.intake import CLOCK_SKEW_MS
+from lepton.scheduling.watermark import Watermark
 
 __all__ = ["Liveness", "Observation", "Verdicts"]
 
@@ -66,14 +66,15 @@ class Liveness:
     max_clock_skew_ms: int = CLOCK_SKEW_MS
     overflow: int = 0
     _nodes: dict[str, _Last] = field(default_factory=dict)
-    _watermark_ms: int = 0
-    # Where the watermark resumed after a stall: no node is judged silent from before it.
-    _resumed_ms: int = 0
+    _watermark: Watermark = field(init=False)
     # No verdict can change before the watermark passes this (the soonest a node turns
     # suspect or dead), unless a suspect node beat again (``_recheck``): until then a
     # sweep need not look at every node, which with 100,000 of them took ~6 % of a core.
     _next_due_ms: int = 0
     _recheck: bool = False
+
+    def __post_init__(self) -> None:
+        self._watermark = Watermark(self.dead_after_ms)
 
     def __len__(self) -> int:
         return len(self._nodes)
@@ -111,29 +112,24 @@ class Liveness:
         return Observation.RESTARTED if restarted else Observation.ACCEPTED
 
     def _advance(self, sent: int) -> None:
-        """Move the watermark to ``sent`` if it is newer; a jump past ``dead_after_ms`` is
-        the pipeline resuming after a stall."""
-        if sent <= self._watermark_ms:
-            return
-        if self._watermark_ms and sent - self._watermark_ms > self.dead_after_ms:
-            self._resumed_ms = sent
-            self._recheck = True  # every node's verdict is due again from here
-        self._watermark_ms = sent
+        if self._watermark.advance(sent):
+            self._recheck = True  # the pipeline resumed: every node's verdict is due again
 
     def sweep(self, now_ms: int) -> Verdicts:
         """Judge every node against the watermark; dead nodes are forgotten."""
         if not self._nodes:
             return Verdicts()
-        stalled = now_ms - self._watermark_ms
+        watermark = self._watermark.newest_ms
+        stalled = now_ms - watermark
         if stalled > self.dead_after_ms:
             return Verdicts(pipeline_stalled_ms=stalled)
-        if self._watermark_ms <= self._next_due_ms and not self._recheck:
+        if watermark <= self._next_due_ms and not self._recheck:
             return Verdicts()
         newly_suspect, recovered, dead = [], [], []
-        next_due = self._watermark_ms + self.suspect_after_ms
+        next_due = watermark + self.suspect_after_ms
         for node_id, last in self._nodes.items():
-            heard = max(last.sent_at_ms, self._resumed_ms)
-            silent = self._watermark_ms - heard
+            heard = self._watermark.heard(last.sent_at_ms)
+            silent = watermark - heard
             if silent > self.dead_after_ms:
                 dead.append(node_id)
                 continue
