@@ -243,14 +243,19 @@ def trainer_script(tmp_path: Path, keys: Path) -> tuple[str, dict[str, str]]:
     return script, env
 
 
-def test_the_trainer_signs_as_its_node_with_that_nodes_key(tmp_path: Path) -> None:
+def run_trainer_with_key_of(tmp_path: Path, node: str) -> subprocess.CompletedProcess[str]:
+    """The trainer pod's start script on node gpu-node-7, the Secret holding ``node``'s key."""
     keys = tmp_path / "keys"
     keys.mkdir()
-    (keys / "gpu-node-7").write_text("node:gpu-node-7:c2VjcmV0")
+    (keys / node).write_text(f"node:{node}:c2VjcmV0")
     script, env = trainer_script(tmp_path, keys)
-    done = subprocess.run(
+    return subprocess.run(
         ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False
     )
+
+
+def test_the_trainer_signs_as_its_node_with_that_nodes_key(tmp_path: Path) -> None:
+    done = run_trainer_with_key_of(tmp_path, "gpu-node-7")
     assert done.returncode == 0, done.stderr
     key, arguments = done.stdout.splitlines()
     assert key == "key=node:gpu-node-7:c2VjcmV0"
@@ -261,13 +266,7 @@ def test_the_trainer_signs_as_its_node_with_that_nodes_key(tmp_path: Path) -> No
 
 
 def test_a_trainer_without_its_nodes_key_says_so_and_does_not_start(tmp_path: Path) -> None:
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "another-node").write_text("node:another-node:c2VjcmV0")
-    script, env = trainer_script(tmp_path, keys)
-    done = subprocess.run(
-        ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False
-    )
+    done = run_trainer_with_key_of(tmp_path, "another-node")
     assert done.returncode == 1
     assert done.stdout == "", "the trainer must not start"
     assert "no signing key for node gpu-node-7" in done.stderr
