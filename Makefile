@@ -8,14 +8,23 @@ COVERAGE_FLOOR ?= 85
 HELM_VERSION ?= v4.3.2
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
-.PHONY: install fmt generate format-check lint types test test-unit test-chaos check bench chaos demo demo-down clean
+.PHONY: install constraints fmt generate format-check lint types test test-unit test-chaos check bench chaos demo demo-down clean
 
 install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION)
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml gives ranges; constraints.txt the exact versions CI and developers run.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,local]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
 	touch $@
+
+# Re-pins constraints.txt within pyproject.toml's ranges, keeping every pin that still fits;
+# UPGRADE=1 moves each to the newest release its range allows. Lepton itself is left out
+# ([local] names [server] of itself, which pip-compile would pin as this directory).
+constraints: $(VENV)/.installed
+	$(BIN)/pip-compile --quiet --all-extras --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --unsafe-package lepton-control-plane $(if $(UPGRADE),--upgrade) \
+	  --output-file constraints.txt pyproject.toml
 
 # Helm, which the tests of deploy/helm/lepton render and lint it with (tests/deploy/), built
 # from the Go module proxy into the virtual environment: no prebuilt binary can be fetched

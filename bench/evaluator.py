@@ -9,7 +9,7 @@
    (after ``SETTLE_S`` for the just-created topics and the service's consumer group).
    Target: <= 2 s.
 2. ``prediction``: the same model scores ``PREDICT_ROWS`` records given as request rows
-   (maps of column -> value), in-process through ``services.evaluator.prediction`` and
+   (maps of column -> value), in-process through ``lepton.services.evaluator.prediction`` and
    over Kafka (``lepton.predict.requested`` -> ``lepton.predict.results``, requests of
    ``LEPTON_EVALUATOR_PREDICT_MAX_ROWS`` rows), against plain ``pipeline.predict`` on
    the ready-made frame of the same rows (requests are Avro-encoded before the clock
@@ -61,8 +61,8 @@ async def _ingest(kafka: KafkaAccess, database_url: str, root: Path, tenant: str
     from lepton.config import Settings
     from lepton.sdk.builders import DatasetRequest, Source
     from lepton.sdk.client import LeptonClient
-    from services.ingest.app import create_app
-    from services.ingest.settings import IngestSettings
+    from lepton.services.ingest.app import create_app
+    from lepton.services.ingest.settings import IngestSettings
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     service = create_app(
@@ -93,7 +93,7 @@ async def _ingest(kafka: KafkaAccess, database_url: str, root: Path, tenant: str
 def _model(
     frame: pd.DataFrame, root: Path, tenant: str, dataset: dict[str, str]
 ) -> tuple[Any, dict[str, Any]]:
-    from services.trainer.training import SearchConfig
+    from lepton.services.trainer.training import SearchConfig
     from tests.integration.model_support import stored_model
 
     config = SearchConfig(
@@ -127,8 +127,8 @@ def _in_process(
     pipeline: Any, ready: dict[str, Any], rows: list[dict[str, Any]]
 ) -> dict[str, float]:
     from lepton.data.modeling import model_input
-    from services.evaluator.inputs import input_schema
-    from services.evaluator.prediction import score_rows
+    from lepton.services.evaluator.inputs import input_schema
+    from lepton.services.evaluator.prediction import score_rows
 
     schema = input_schema(pipeline, ready["feature_columns"])
     frame = model_input(pd.DataFrame(rows))[ready["feature_columns"]]
@@ -152,9 +152,9 @@ async def _through_service(
     rows: list[dict[str, Any]],
 ) -> dict[str, Any]:
     from lepton.bus import Publisher
+    from lepton.services.evaluator.app import create_app
+    from lepton.services.evaluator.settings import EvaluatorSettings
     from lepton.testing import impersonating, service_codec
-    from services.evaluator.app import create_app
-    from services.evaluator.settings import EvaluatorSettings
     from tests.integration.scheduler_support import Namespaced
 
     codec = service_codec()

@@ -92,9 +92,9 @@ async def _lepton(
 
     from lepton.bus import Publisher
     from lepton.contract.topics import Namespace
+    from lepton.services.ingest.app import create_app
+    from lepton.services.ingest.settings import IngestSettings
     from lepton.testing import impersonating, service_codec
-    from services.ingest.app import create_app
-    from services.ingest.settings import IngestSettings
 
     prefix = f"bench{uuid.uuid4().hex[:8]}."
     names = Namespace(prefix)

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from services.ingest.pipeline import Integration, Pipeline
-from services.ingest.settings import IngestSettings
-from services.ingest.source_limits import Limits, resolve_location
-from services.ingest.sources import SourceReader, SourceRequest
-from services.ingest.spec import IngestRejected
+from lepton.services.ingest.pipeline import Integration, Pipeline
+from lepton.services.ingest.settings import IngestSettings
+from lepton.services.ingest.source_limits import Limits, resolve_location
+from lepton.services.ingest.sources import SourceReader, SourceRequest
+from lepton.services.ingest.spec import IngestRejected
 
 
 def _rss_mib() -> float:

@@ -46,9 +46,9 @@ from lepton.contract import default_codec
 from lepton.contract.identity import Principal, SigningKey
 from lepton.contract.topics import Namespace, Topic
 from lepton.runtime.identity import master_key
+from lepton.services.monitor.app import build
+from lepton.services.monitor.settings import MonitorSettings
 from lepton.testing import impersonating
-from services.monitor.app import build
-from services.monitor.settings import MonitorSettings
 
 RESULTS = Path(__file__).parent / "results"
 SLICE_S = 0.05

@@ -179,7 +179,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     RESULTS.mkdir(exist_ok=True)
     with log.open("w") as output:
         process = subprocess.Popen(  # noqa: ASYNC220  # started once, before any waiting
-            [sys.executable, "-c", "from services.monitor.app import main; main()"],
+            [sys.executable, "-c", "from lepton.services.monitor.app import main; main()"],
             cwd=args.tree,
             env=env,
             stdout=output,

@@ -413,7 +413,7 @@ def _models(root: Path, tenant: str, version: str, count: int) -> list[dict[str,
     the artifact, over three model names (challengers judged concurrently)."""
     from bench.evaluator import houses
     from lepton.data import artifacts
-    from services.trainer.training import SearchConfig
+    from lepton.services.trainer.training import SearchConfig
     from tests.integration.model_support import stored_model
 
     dataset = {"name": "houses", "version": version, "owner": tenant}

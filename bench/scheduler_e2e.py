@@ -344,7 +344,7 @@ def _scheduler_command(run: Run, phase: str) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "import cProfile, sys; from services.scheduler.app import main; "
+        "import cProfile, sys; from lepton.services.scheduler.app import main; "
         "cProfile.run('main()', sys.argv[1])",
         str(run.profile / f"{phase}.prof"),
     ]

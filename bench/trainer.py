@@ -1,7 +1,7 @@
 """Benchmark: the trainer's training function against plain scikit-learn, in one run.
 
 1. ``overhead``: one fixed pipeline (imputation, one-hot encoding, histogram gradient
-   boosting) cross-validated on 5 folds and refitted, through ``services.trainer.training
+   boosting) cross-validated on 5 folds and refitted, through ``lepton.services.trainer.training
    .train`` (a one-point search space, one trial: Optuna, pruning hooks, input checks and
    bookkeeping included) and through a plain script that builds the same pipeline with
    scikit-learn and calls ``cross_val_score`` then ``fit``. Same data, same folds, one
@@ -37,7 +37,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from services.trainer.training import SearchConfig, train
+from lepton.services.trainer.training import SearchConfig, train
 
 RESULTS = Path(__file__).parent / "results" / "trainer.json"
 REPEATS = 5

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 
 # Typer carries its own copy of click; its usage errors are only importable from there.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
@@ -78,9 +79,10 @@ T = TypeVar("T")
 
 
 def _print_error(message: str, hint: str | None = None) -> None:
-    errors.print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+    # Escaped: a message or hint may hold brackets (`pip install 'x[local]'`, a path).
+    errors.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True)
     if hint:
-        errors.print(f"[dim]hint:[/dim] {hint}", highlight=False)
+        errors.print(f"[dim]hint:[/dim] {escape(hint)}", highlight=False)
 
 
 def say(line: str) -> None:

@@ -13,9 +13,11 @@ from lepton.cli._app import (
     console,
     data_app,
     fail,
+    guarded,
     waiting,
     with_client,
 )
+from lepton.extras import require
 from lepton.sdk.builders import DatasetRequest, InvalidRequest, Source, describe
 
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act for.")]
@@ -27,6 +29,7 @@ def data_generate(
     out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
 ) -> None:
     """Write one of the bundled example datasets (made here, never downloaded) as CSV."""
+    guarded(lambda: require("server", "lepton data generate"))
     from lepton.data import samples
 
     makers = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path  # noqa: TC003  # Typer reads the annotations at run time
 from typing import Annotated, Any
@@ -61,6 +62,20 @@ def models_rollback(
 _INPUT_KINDS = (".csv", ".json", ".jsonl")
 
 
+def _csv_value(text: str | None) -> int | float | str | None:
+    """A CSV cell as the value it spells: empty is null, numbers are numbers, the rest text
+    (the CLI reads CSV without pandas, which only the [server] extra installs)."""
+    if text is None or not text.strip():
+        return None
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        return None if value != value else value  # NaN, as pandas reads it: missing
+    return text
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     """Records from a CSV (header row), a JSON array of objects or JSON Lines file."""
     suffix = path.suffix.lower()
@@ -68,10 +83,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         fail(f"cannot tell the format of {path}", "give a .csv, .json or .jsonl file")
     try:
         if suffix == ".csv":
-            import pandas as pd
-
-            frame = pd.read_csv(path)
-            rows: Any = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            with path.open(encoding="utf-8", newline="") as file:
+                rows: Any = [
+                    {column: _csv_value(text) for column, text in row.items()}
+                    for row in csv.DictReader(file)
+                ]
         else:
             text = path.read_text(encoding="utf-8")
             rows = (

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from lepton.cli._app import app, console, guarded, say
 from lepton.config import Settings
+from lepton.extras import require
 from lepton.sdk import local
 
 
@@ -74,6 +75,7 @@ def services_status(
 def demo() -> None:
     """The seed's examples end to end: ingest, train, evaluate, promote, predict (needs
     `lepton up`)."""
+    guarded(lambda: require("server", "lepton demo"))
     from lepton.cli import demo as examples
 
     settings = Settings()

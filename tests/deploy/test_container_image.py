@@ -78,6 +78,17 @@ def test_it_copies_everything_the_wheel_is_built_from() -> None:
         assert (ROOT / source).exists(), f"COPY {source}: no such path"
 
 
+def test_it_installs_the_services_extra_at_the_tested_versions() -> None:
+    steps = instructions(DOCKERFILE.read_text(encoding="utf-8"))
+    installs = [
+        arguments for word, arguments in steps if word == "RUN" and "pip install" in arguments
+    ]
+    assert installs, "the image installs Lepton"
+    (install,) = installs
+    assert "-c constraints.txt" in install, "pinned as CI tested it"
+    assert "'.[server]'" in install, "the services need the [server] extra, never [local]"
+
+
 def test_it_runs_console_scripts_and_listens_where_the_chart_probes() -> None:
     steps = instructions(DOCKERFILE.read_text(encoding="utf-8"))
     (command,) = [json.loads(arguments) for word, arguments in steps if word == "CMD"]

@@ -18,10 +18,10 @@ from typing import Any, cast
 import prometheus_client
 import yaml
 
-from services.monitor.metrics_export import MonitorCollector
-from services.monitor.rules import RuleEngine, default_rules
-from services.monitor.state import MonitorState
-from services.monitor.views import Monitor
+from lepton.services.monitor.metrics_export import MonitorCollector
+from lepton.services.monitor.rules import RuleEngine, default_rules
+from lepton.services.monitor.state import MonitorState
+from lepton.services.monitor.views import Monitor
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -66,7 +66,7 @@ def exported_metrics() -> set[str]:
     """Every metric name Lepton's code exports: each module that uses prometheus_client is
     imported (registering its metrics), then the registry and the monitor's collector
     (which reports only while a monitor runs: one is given) are read as a scrape would."""
-    for path in sorted([*(ROOT / "lepton").rglob("*.py"), *(ROOT / "services").rglob("*.py")]):
+    for path in sorted((ROOT / "lepton").rglob("*.py")):
         if "prometheus_client" in path.read_text():
             module = path.relative_to(ROOT).with_suffix("").parts
             importlib.import_module(".".join(module).removesuffix(".__init__"))

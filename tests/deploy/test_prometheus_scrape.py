@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lepton.sdk import local
-from services.monitor.settings import MonitorSettings
+from lepton.services.monitor.settings import MonitorSettings
 from tests.deploy.chart import ROOT, component, render, workloads
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"

@@ -20,9 +20,9 @@ from lepton.bus import Publisher
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace, dead_letter_topic
+from lepton.services.ingest.app import create_app
+from lepton.services.ingest.settings import IngestSettings
 from lepton.testing import impersonating
-from services.ingest.app import create_app
-from services.ingest.settings import IngestSettings
 
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 

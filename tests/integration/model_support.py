@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from lepton.data import artifacts
-from services.trainer.training import SearchConfig, train
+from lepton.services.trainer.training import SearchConfig, train
 
 
 def stored_model(

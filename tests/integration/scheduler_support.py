@@ -17,9 +17,9 @@ from lepton.config import KafkaAccess, Settings
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.runtime.identity import master_key
+from lepton.services.scheduler.app import create_app
+from lepton.services.scheduler.settings import SchedulerSettings
 from lepton.testing import impersonating, leased
-from services.scheduler.app import create_app
-from services.scheduler.settings import SchedulerSettings
 
 
 def now_ms() -> int:

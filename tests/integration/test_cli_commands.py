@@ -117,8 +117,8 @@ async def test_data_commands_answer_in_one_line(kafka, database_for) -> None:
 async def test_data_ingest_asks_the_ingest_service_and_reports_its_answer(
     kafka, database_for, tmp_path: Path
 ) -> None:
-    from services.ingest.app import create_app
-    from services.ingest.settings import IngestSettings
+    from lepton.services.ingest.app import create_app
+    from lepton.services.ingest.settings import IngestSettings
 
     prefix = f"t{os.urandom(5).hex()}."
     good = tmp_path / "houses.csv"

@@ -30,10 +30,10 @@ from lepton.data.keys import wrap_data_key
 from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.runtime.service import Service
-from services.evaluator import store
-from services.evaluator.app import create_app
-from services.evaluator.settings import EvaluatorSettings
-from services.trainer.training import SearchConfig
+from lepton.services.evaluator import store
+from lepton.services.evaluator.app import create_app
+from lepton.services.evaluator.settings import EvaluatorSettings
+from lepton.services.trainer.training import SearchConfig
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
 from tests.integration.scheduler_support import Namespaced, dead_letter_for, now_ms, signed_space

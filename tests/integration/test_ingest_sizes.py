@@ -18,10 +18,10 @@ from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.topics import Namespace
 from lepton.data.samples import house_prices
+from lepton.services.ingest import storage
+from lepton.services.ingest.app import create_app
+from lepton.services.ingest.settings import IngestSettings
 from lepton.testing import InMemoryBroker, running
-from services.ingest import storage
-from services.ingest.app import create_app
-from services.ingest.settings import IngestSettings
 from tests.integration.ingest_support import (
     request,
     running_ingest,

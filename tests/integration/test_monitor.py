@@ -26,8 +26,8 @@ from lepton.config import KafkaAccess, Settings
 from lepton.contract.identity import Principal, SigningKey
 from lepton.contract.topics import Namespace, dead_letter_topic
 from lepton.runtime.identity import master_key
-from services.monitor.app import MonitorService, build
-from services.monitor.settings import MonitorSettings
+from lepton.services.monitor.app import MonitorService, build
+from lepton.services.monitor.settings import MonitorSettings
 from tests.integration.scheduler_support import dead_letter_for
 from tests.samples import sample
 

@@ -314,7 +314,7 @@ async def test_a_run_that_cannot_reach_the_database_reports_a_retryable_failure(
         "cpus": [],
         "memory_mib": 4096,
     }
-    worker = await start_helper("services.trainer.worker", run)
+    worker = await start_helper("lepton.services.trainer.worker", run)
     assert worker.stdout is not None
     try:
         async with asyncio.timeout(120):

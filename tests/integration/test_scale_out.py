@@ -27,9 +27,9 @@ from lepton.data import artifacts
 from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.runtime.identity import master_key
+from lepton.services.monitor.app import build
+from lepton.services.trainer.training import SearchConfig
 from lepton.testing import impersonating, leased
-from services.monitor.app import build
-from services.trainer.training import SearchConfig
 from tests.integration.ingest_support import (
     delete_topics,
     request,

@@ -23,11 +23,11 @@ from lepton.contract.codec import Codec
 from lepton.data.artifacts import ArtifactStore
 from lepton.data.modeling import model_input
 from lepton.runtime.service import Service
-from services.trainer.app import create_app
-from services.trainer.node import NodeSpec
-from services.trainer.revocation import revocation
-from services.trainer.runs import model_id_for
-from services.trainer.settings import TrainerSettings
+from lepton.services.trainer.app import create_app
+from lepton.services.trainer.node import NodeSpec
+from lepton.services.trainer.revocation import revocation
+from lepton.services.trainer.runs import model_id_for
+from lepton.services.trainer.settings import TrainerSettings
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.processes import BIN, service_env, start
 from tests.integration.scheduler_support import Namespaced, assignment
@@ -123,7 +123,7 @@ def workers() -> list[psutil.Process]:
     return [
         child
         for child in psutil.Process().children(recursive=True)
-        if "services.trainer.worker" in " ".join(child.cmdline())
+        if "lepton.services.trainer.worker" in " ".join(child.cmdline())
     ]
 
 
@@ -412,7 +412,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
             orphans = [
                 child
                 for child in psutil.Process(agent.pid).children()
-                if "services.trainer.worker" in " ".join(child.cmdline())
+                if "lepton.services.trainer.worker" in " ".join(child.cmdline())
             ]
             assert len(orphans) == 1
             agent.kill()  # no chance to clean up: as in a crash or an OOM kill
@@ -436,7 +436,7 @@ async def _finished_while_paused(agent: asyncio.subprocess.Process) -> None:
     worker = next(
         child
         for child in psutil.Process(agent.pid).children()
-        if "services.trainer.worker" in " ".join(child.cmdline())
+        if "lepton.services.trainer.worker" in " ".join(child.cmdline())
     )
     async with asyncio.timeout(120):
         while worker.status() != psutil.STATUS_ZOMBIE:  # noqa: ASYNC110

@@ -56,16 +56,16 @@ from lepton.data.reading import read_dataset
 from lepton.data.samples import house_prices
 from lepton.data.sealing import NO_KEY, UNSEALABLE
 from lepton.runtime.service import Service
-from services.evaluator import store
-from services.evaluator.app import create_app as create_evaluator
-from services.evaluator.inputs import declared_columns_read
-from services.evaluator.model_cache import COLUMNS_UNDECLARED
-from services.evaluator.settings import EvaluatorSettings
-from services.trainer.app import create_app as create_trainer
-from services.trainer.errors import InvalidTask, SensitiveTarget
-from services.trainer.node import NodeSpec
-from services.trainer.settings import TrainerSettings
-from services.trainer.training import SearchConfig, train
+from lepton.services.evaluator import store
+from lepton.services.evaluator.app import create_app as create_evaluator
+from lepton.services.evaluator.inputs import declared_columns_read
+from lepton.services.evaluator.model_cache import COLUMNS_UNDECLARED
+from lepton.services.evaluator.settings import EvaluatorSettings
+from lepton.services.trainer.app import create_app as create_trainer
+from lepton.services.trainer.errors import InvalidTask, SensitiveTarget
+from lepton.services.trainer.node import NodeSpec
+from lepton.services.trainer.settings import TrainerSettings
+from lepton.services.trainer.training import SearchConfig, train
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
 from tests.integration.model_support import stored_model
 from tests.integration.scheduler_support import Namespaced, assignment, signed_space
@@ -299,7 +299,7 @@ def test_a_planted_link_is_not_written_through(tmp_path: Path) -> None:
 
 
 def test_evaluation_plots_are_written_like_artifacts(tmp_path: Path) -> None:
-    from services.evaluator import plots
+    from lepton.services.evaluator import plots
 
     location = plots.plots_location(None, f"{tmp_path}/acme/m1.skops", "acme", "m1")
     uris = plots.save({"roc": b"\x89PNG"}, location)

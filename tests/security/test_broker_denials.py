@@ -25,8 +25,8 @@ from lepton import devstack
 from lepton.bus import BrokerUnavailableError, Publisher, PublishError, provision
 from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract.codec import Codec
-from services.ingest.app import create_app as ingest_app
-from services.monitor.app import MonitorService
+from lepton.services.ingest.app import create_app as ingest_app
+from lepton.services.monitor.app import MonitorService
 from tests.integration.ingest_support import settings as ingest_settings
 from tests.integration.scheduler_support import Namespaced, Reader, signed_space
 from tests.integration.test_monitor import running, settings_for

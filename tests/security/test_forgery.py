@@ -17,10 +17,10 @@ from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import dead_letter_topic
 from lepton.runtime.identity import master_key
+from lepton.services.evaluator.app import create_app as evaluator_app
+from lepton.services.evaluator.settings import EvaluatorSettings
+from lepton.services.ingest.app import create_app as ingest_app
 from lepton.testing import leased
-from services.evaluator.app import create_app as evaluator_app
-from services.evaluator.settings import EvaluatorSettings
-from services.ingest.app import create_app as ingest_app
 from tests.integration.ingest_support import settings as ingest_settings
 from tests.integration.scheduler_support import (
     Namespaced,

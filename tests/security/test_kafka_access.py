@@ -250,28 +250,28 @@ async def test_the_tls_stack_connects_only_with_its_ca(
 def service_of(actor: Actor, settings: dict[str, object]) -> Service:
     """The service that acts as ``actor``, configured with ``settings``."""
     if actor == "scheduler":
-        from services.scheduler.app import create_app as scheduler
-        from services.scheduler.settings import SchedulerSettings
+        from lepton.services.scheduler.app import create_app as scheduler
+        from lepton.services.scheduler.settings import SchedulerSettings
 
         return scheduler(SchedulerSettings(**settings))
     if actor == "ingest":
-        from services.ingest.app import create_app as ingest
-        from services.ingest.settings import IngestSettings
+        from lepton.services.ingest.app import create_app as ingest
+        from lepton.services.ingest.settings import IngestSettings
 
         return ingest(IngestSettings(**settings))
     if actor == "evaluator":
-        from services.evaluator.app import create_app as evaluator
-        from services.evaluator.settings import EvaluatorSettings
+        from lepton.services.evaluator.app import create_app as evaluator
+        from lepton.services.evaluator.settings import EvaluatorSettings
 
         return evaluator(EvaluatorSettings(**settings))
     if actor == "monitor":
-        from services.monitor.app import create_app as monitor
-        from services.monitor.settings import MonitorSettings
+        from lepton.services.monitor.app import create_app as monitor
+        from lepton.services.monitor.settings import MonitorSettings
 
         return monitor(MonitorSettings(**settings, monitor_port=0))
-    from services.trainer.app import create_app as trainer
-    from services.trainer.node import NodeSpec
-    from services.trainer.settings import TrainerSettings
+    from lepton.services.trainer.app import create_app as trainer
+    from lepton.services.trainer.node import NodeSpec
+    from lepton.services.trainer.settings import TrainerSettings
 
     return trainer(NodeSpec("probe-node"), TrainerSettings(**settings))
 

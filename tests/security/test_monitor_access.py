@@ -31,8 +31,8 @@ from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, SigningKey
 from lepton.errors import InvalidTokenError, StackError
+from lepton.services.monitor.app import MonitorService
 from lepton.testing import impersonating, service_codec
-from services.monitor.app import MonitorService
 from tests.integration.test_monitor import (
     bearer,
     eventually,
@@ -225,7 +225,7 @@ def _renamed() -> dict[str, str]:
 
 
 def _cookie(value: str) -> dict[str, str]:
-    from services.monitor.web.auth import session_cookie
+    from lepton.services.monitor.web.auth import session_cookie
 
     return {"Cookie": f"lepton_session={session_cookie(value)}"}
 

@@ -22,7 +22,7 @@ from lepton.data.catalog import dataset_versions, list_datasets, share_dataset
 from lepton.data.reading import read_dataset
 from lepton.devstack._postgres import LOGINS, login_role, url_as
 from lepton.errors import LeptonError
-from services.ingest import storage
+from lepton.services.ingest import storage
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from lepton.contract import default_codec
 from lepton.contract.codec import Codec, NotForThisReaderError
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.sealed import SEALED_MAGIC, Keyring
-from services.evaluator.app import create_app as evaluator_app
-from services.evaluator.settings import EvaluatorSettings
-from services.ingest.app import create_app as ingest_app
+from lepton.services.evaluator.app import create_app as evaluator_app
+from lepton.services.evaluator.settings import EvaluatorSettings
+from lepton.services.ingest.app import create_app as ingest_app
 from tests.integration import ingest_support
 from tests.integration.scheduler_support import Namespaced, now_ms, signed_space
 from tests.security.conftest import RedTeam

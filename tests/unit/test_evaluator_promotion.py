@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.evaluator.promotion import (
+from lepton.services.evaluator.promotion import (
     DEFAULT_POLICIES,
     Comparison,
     Policy,

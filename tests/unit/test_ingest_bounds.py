@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from services.ingest.input_bounds import (
+from lepton.services.ingest.input_bounds import (
     Bounds,
     LineMeter,
     check_categories,
@@ -16,7 +16,7 @@ from services.ingest.input_bounds import (
     clip_bytes,
     unsupported_format,
 )
-from services.ingest.spec import IngestRejected
+from lepton.services.ingest.spec import IngestRejected
 
 BOUNDS = Bounds(
     line_bytes=100,

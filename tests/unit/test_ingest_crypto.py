@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from lepton.data.keys import tenant_key, unwrap_data_key, wrap_data_key
 from lepton.data.reading import export_csv, neutralise_formula
-from services.ingest.security import ColumnSealer
+from lepton.services.ingest.security import ColumnSealer
 
 MASTER = os.urandom(32)
 

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.ingest.pipeline import Integration, Pipeline
-from services.ingest.source_limits import GuardedStream, resolve_location
-from services.ingest.sources import SourceReader, SourceRequest
-from services.ingest.spec import IngestRejected, parse_spec
+from lepton.services.ingest.pipeline import Integration, Pipeline
+from lepton.services.ingest.source_limits import GuardedStream, resolve_location
+from lepton.services.ingest.sources import SourceReader, SourceRequest
+from lepton.services.ingest.spec import IngestRejected, parse_spec
 from tests.unit.test_ingest_sources import BOUNDS, _limits, _reader
 
 

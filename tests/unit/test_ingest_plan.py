@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.ingest.cleaning import Cleaner, Quality
-from services.ingest.coercion import ROW, SOURCE, coerce, effective_spec, merge_types
-from services.ingest.column_stats import ColumnStats
-from services.ingest.dedupe import DedupeIndex
-from services.ingest.spec import ColumnSpec, DatasetSpec, IngestRejected, Outliers
+from lepton.services.ingest.cleaning import Cleaner, Quality
+from lepton.services.ingest.coercion import ROW, SOURCE, coerce, effective_spec, merge_types
+from lepton.services.ingest.column_stats import ColumnStats
+from lepton.services.ingest.dedupe import DedupeIndex
+from lepton.services.ingest.spec import ColumnSpec, DatasetSpec, IngestRejected, Outliers
 
 
 def _chunk(source: str = "s", **columns: list) -> pd.DataFrame:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from services.ingest.input_bounds import Bounds
-from services.ingest.pipeline import Integration, Pipeline
-from services.ingest.source_limits import Limits, resolve_location
-from services.ingest.sources import SourceReader, SourceRequest
-from services.ingest.spec import IngestRejected
+from lepton.services.ingest.input_bounds import Bounds
+from lepton.services.ingest.pipeline import Integration, Pipeline
+from lepton.services.ingest.source_limits import Limits, resolve_location
+from lepton.services.ingest.sources import SourceReader, SourceRequest
+from lepton.services.ingest.spec import IngestRejected
 
 BOUNDS = Bounds(
     line_bytes=1 << 20,

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from services.ingest.spec import IngestRejected, infer_type, parse_spec
+from lepton.services.ingest.spec import IngestRejected, infer_type, parse_spec
 
 
 def test_a_json_spec_parses_with_defaults() -> None:

@@ -1,4 +1,4 @@
-"""The import graph of lepton/ and services/ follows the layers declared here, lowest first.
+"""The import graph of lepton/, services included, follows the layers declared here.
 
 A layer may import only the layers it names (each declared before it), and those it names
 as lazy only inside a function; a private module (``_name``) is imported only from inside
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = "services"
+SERVICES = "lepton.services"
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,17 @@ class Layer:
     imports_lazily: tuple[str, ...] = ()  # only inside a function: optional at run time
 
 
-_BELOW_SDK = ("errors", "config", "contract", "scheduling", "bus", "runtime", "data")
+_BELOW_SDK = ("errors", "extras", "config", "contract", "scheduling", "bus", "runtime", "data")
 
 LAYERS = (
     Layer("errors", ("lepton.errors",)),
+    # which optional parts of the distribution are installed ([server], [local])
+    Layer("extras", ("lepton.extras",), ("errors",)),
     Layer("config", ("lepton.config",), ("errors",)),
     Layer("contract", ("lepton.contract",), ("errors", "config")),
     Layer("scheduling", ("lepton.scheduling",), ("errors", "config", "contract")),
     Layer("bus", ("lepton.bus",), ("errors", "config", "contract")),
-    Layer("devstack", ("lepton.devstack",), ("errors", "config", "contract")),
+    Layer("devstack", ("lepton.devstack",), ("errors", "extras", "config", "contract")),
     Layer("runtime", ("lepton.runtime",), ("errors", "config", "contract", "bus"), ("devstack",)),
     Layer("data", ("lepton.data",), ("errors", "config", "runtime")),  # runtime: migrations
     Layer("testing", ("lepton.testing",), ("errors", "config", "contract", "bus", "runtime")),
@@ -79,11 +81,7 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    return {
-        _module_name(path): path
-        for top in ("lepton", SERVICES)
-        for path in sorted((ROOT / top).rglob("*.py"))
-    }
+    return {_module_name(path): path for path in sorted((ROOT / "lepton").rglob("*.py"))}
 
 
 class _Collector(ast.NodeVisitor):
@@ -94,7 +92,7 @@ class _Collector(ast.NodeVisitor):
         self.found: list[Import] = []
 
     def _add(self, target: str, node: ast.stmt) -> None:
-        if target.partition(".")[0] in ("lepton", SERVICES):
+        if target.partition(".")[0] == "lepton":
             self.found.append(Import(self.source, target, self.path, node.lineno, self.depth > 0))
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
@@ -140,8 +138,9 @@ def _layer_of(module: str) -> Layer:
 
 
 def _service_of(module: str) -> str | None:
-    parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == SERVICES and len(parts) > 1 else None
+    if not module.startswith(SERVICES + "."):
+        return None
+    return ".".join(module.split(".")[:3])
 
 
 def _private_package(module: str) -> str | None:
@@ -191,7 +190,11 @@ def test_every_import_follows_the_layers() -> None:
 def test_no_lepton_module_serves_one_service_alone() -> None:
     users: defaultdict[str, set[str]] = defaultdict(set)
     for found in _imports():
-        if found.target.startswith("lepton") and found.source != found.target:
+        if (
+            found.target.startswith("lepton")
+            and not found.target.startswith(SERVICES)
+            and found.source != found.target
+        ):
             users[found.target].add(_service_of(found.source) or "lepton")
     alone = sorted(
         f"{module} (only {next(iter(who))} imports it: move it there)"

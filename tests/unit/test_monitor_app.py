@@ -10,16 +10,16 @@ from pathlib import Path
 import structlog
 import yaml
 
-from services.monitor.app import MonitorService
-from services.monitor.entities import Lag
-from services.monitor.pipeline_watch import LagTracker
-from services.monitor.sampling import METRICS, queue_subject, tenant_prefix
-from services.monitor.settings import MonitorSettings
-from services.monitor.state import MonitorState
-from services.monitor.views import Hub
-from services.monitor.web import Denials, encode_json
-from services.monitor.web.api import _TENANT_SERIES
-from services.monitor.web.denials import Denial
+from lepton.services.monitor.app import MonitorService
+from lepton.services.monitor.entities import Lag
+from lepton.services.monitor.pipeline_watch import LagTracker
+from lepton.services.monitor.sampling import METRICS, queue_subject, tenant_prefix
+from lepton.services.monitor.settings import MonitorSettings
+from lepton.services.monitor.state import MonitorState
+from lepton.services.monitor.views import Hub
+from lepton.services.monitor.web import Denials, encode_json
+from lepton.services.monitor.web.api import _TENANT_SERIES
+from lepton.services.monitor.web.denials import Denial
 
 ROOT = Path(__file__).parents[2]
 T0 = 1_700_000_000_000
@@ -88,7 +88,9 @@ def test_the_scrape_config_and_the_grafana_dashboard_use_exported_metrics() -> N
     assert all(job["metrics_path"] == "/metrics/" for job in jobs.values())
     dashboard = json.loads((ROOT / "deploy/grafana/lepton-dashboard.json").read_text())
     exported = set(
-        re.findall(r'"(lepton_[a-z_]+)"', (ROOT / "services/monitor/metrics_export.py").read_text())
+        re.findall(
+            r'"(lepton_[a-z_]+)"', (ROOT / "lepton/services/monitor/metrics_export.py").read_text()
+        )
     )
     exported.add("lepton_messages_total")  # the bus's counter, on every service
     used = {

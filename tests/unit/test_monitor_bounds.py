@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from lepton.contract.names import InvalidField
-from services.monitor.rules import GROUP, RuleEngine, default_rules, read_signals
-from services.monitor.state import MonitorState
+from lepton.services.monitor.rules import GROUP, RuleEngine, default_rules, read_signals
+from lepton.services.monitor.state import MonitorState
 from tests.samples import sample
 
 NOW = 1_700_000_000_000

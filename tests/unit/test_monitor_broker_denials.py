@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from services.monitor.broker_denials import Aggregator, BrokerDenial, parse
-from services.monitor.log_follower import MAX_LINE, LogFollower
+from lepton.services.monitor.broker_denials import Aggregator, BrokerDenial, parse
+from lepton.services.monitor.log_follower import MAX_LINE, LogFollower
 
 ACL = (
     "2026-12-04T17:49:46.765Z kafka.authorizer.logger Principal = User:lepton-client is "

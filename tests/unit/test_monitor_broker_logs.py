@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.monitor.broker_denials import broker_relays
-from services.monitor.settings import MonitorSettings
+from lepton.services.monitor.broker_denials import broker_relays
+from lepton.services.monitor.settings import MonitorSettings
 
 
 def test_every_brokers_log_is_followed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from lepton.contract import default_codec
-from services.monitor.entities import Lag
-from services.monitor.rules import (
+from lepton.services.monitor.entities import Lag
+from lepton.services.monitor.rules import (
     Reading,
     Rule,
     RuleEngine,
     default_rules,
     read_signals,
 )
-from services.monitor.state import MonitorState
+from lepton.services.monitor.state import MonitorState
 from tests.samples import sample
 
 T0 = 1_700_000_000_000

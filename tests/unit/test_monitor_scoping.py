@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-from services.monitor.rules import RuleEngine, default_rules, read_signals
-from services.monitor.state import MonitorState
-from services.monitor.views import Monitor
+from lepton.services.monitor.rules import RuleEngine, default_rules, read_signals
+from lepton.services.monitor.state import MonitorState
+from lepton.services.monitor.views import Monitor
 from tests.samples import sample
 
 T0 = 1_700_000_000_000

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.monitor.entities import Lag, Window, quantile
-from services.monitor.sampling import Sampler
-from services.monitor.state import MonitorState
+from lepton.services.monitor.entities import Lag, Window, quantile
+from lepton.services.monitor.sampling import Sampler
+from lepton.services.monitor.state import MonitorState
 from tests.samples import sample
 
 T0 = 1_700_000_000_000

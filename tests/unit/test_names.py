@@ -139,7 +139,7 @@ def test_a_clock_a_little_ahead_passes_one_far_ahead_does_not() -> None:
 
 
 def test_ingest_refuses_a_tenant_or_dataset_that_is_no_name_as_its_answer() -> None:
-    from services.ingest.spec import IngestRejected, check_names
+    from lepton.services.ingest.spec import IngestRejected, check_names
 
     check_names({"tenant": "医院", "dataset": "house_prices"})
     for tenant, dataset, field in (("t" * 10_000, "d", "tenant"), ("acme", "d\t\u202e", "dataset")):
@@ -150,7 +150,7 @@ def test_ingest_refuses_a_tenant_or_dataset_that_is_no_name_as_its_answer() -> N
 
 
 def test_the_evaluator_refuses_a_model_reference_that_is_no_name() -> None:
-    from services.evaluator.prediction import PredictionFailure, parse_model_ref
+    from lepton.services.evaluator.prediction import PredictionFailure, parse_model_ref
 
     assert parse_model_ref("房价-B区@model-房价-001-2").name == "房价-B区"
     for text, says in (("m\u202e", "model: "), ("m@x\ty", "model version: ")):

@@ -8,8 +8,8 @@ from pydantic import SecretStr
 from lepton.config import Settings
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.runtime.production import InsecureConfiguration, check, refusals
-from services.ingest.app import create_app as ingest_app
-from services.ingest.settings import IngestSettings
+from lepton.services.ingest.app import create_app as ingest_app
+from lepton.services.ingest.settings import IngestSettings
 
 MASTER = IdentityKey.generate()
 CONFIGURED = {
@@ -85,8 +85,8 @@ def test_a_superuser_database_login_is_refused() -> None:
     ],
 )
 def test_the_monitor_keeps_its_plain_http_on_loopback(host: str, refused: bool) -> None:
-    from services.monitor.app import create_app as monitor_app
-    from services.monitor.settings import MonitorSettings
+    from lepton.services.monitor.app import create_app as monitor_app
+    from lepton.services.monitor.settings import MonitorSettings
 
     settings = MonitorSettings(
         env="production", identity_key=SecretStr(MASTER.to_text()), monitor_host=host, **CONFIGURED

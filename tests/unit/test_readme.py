@@ -7,7 +7,7 @@ import pkgutil
 import re
 from pathlib import Path
 
-import services
+import lepton.services
 from lepton.cli import app
 from lepton.config import Settings
 
@@ -17,9 +17,9 @@ README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 def settings_classes() -> list[type[Settings]]:
     """Settings and every service's settings class."""
     found: list[type[Settings]] = [Settings]
-    for service in pkgutil.iter_modules(services.__path__):
+    for service in pkgutil.iter_modules(lepton.services.__path__):
         try:
-            module = importlib.import_module(f"services.{service.name}.settings")
+            module = importlib.import_module(f"lepton.services.{service.name}.settings")
         except ModuleNotFoundError:
             continue
         found += [

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from lepton.contract import default_codec
-from services.scheduler.heartbeats import HEARTBEAT, HeartbeatDigest, Message
-from services.scheduler.liveness import Liveness
+from lepton.services.scheduler.heartbeats import HEARTBEAT, HeartbeatDigest, Message
+from lepton.services.scheduler.liveness import Liveness
 from tests.integration.scheduler_support import heartbeat, now_ms
 
 CODEC = default_codec()

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.scheduler.liveness import Liveness, Observation, Verdicts
+from lepton.services.scheduler.liveness import Liveness, Observation, Verdicts
 
 START = 1_000_000
 

@@ -13,8 +13,8 @@ from lepton.contract import default_codec
 from lepton.contract.job_events import job_event
 from lepton.contract.names import InvalidField
 from lepton.scheduling.journal import Journal, Status
-from services.scheduler.heartbeats import HEARTBEAT, HeartbeatDigest, Message
-from services.scheduler.liveness import Liveness
+from lepton.services.scheduler.heartbeats import HEARTBEAT, HeartbeatDigest, Message
+from lepton.services.scheduler.liveness import Liveness
 from tests.integration.scheduler_support import heartbeat, job, now_ms
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer.node import (
+from lepton.services.trainer.node import (
     Gpu,
     GpuDiscoveryError,
     NodeSpec,
@@ -21,7 +21,7 @@ from services.trainer.node import (
     offered_gpus,
     parse_nvidia_smi,
 )
-from services.trainer.runs import pick_gpus
+from lepton.services.trainer.runs import pick_gpus
 
 TWO_GPUS = "0, NVIDIA A100-SXM4-80GB, 81920, 0\n1, NVIDIA A100-SXM4-80GB, 81920, 97\n"
 

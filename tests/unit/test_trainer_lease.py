@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.trainer.lease import LeaseClock
+from lepton.services.trainer.lease import LeaseClock
 
 
 def test_regular_heartbeats_keep_every_run_valid() -> None:

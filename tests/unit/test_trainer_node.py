@@ -7,7 +7,7 @@ import sys
 
 import psutil
 
-from services.trainer.node import NodeSpec, UsageMeter
+from lepton.services.trainer.node import NodeSpec, UsageMeter
 
 ALLOCATE = (
     "import sys; block = bytearray(300 * 2**20); print('ready', flush=True); sys.stdin.read()"

@@ -13,7 +13,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import FunctionTransformer
 
 from lepton.data.artifacts import ArtifactError, ArtifactStore, artifact_uri, dump
-from services.trainer.runs import (
+from lepton.services.trainer.runs import (
     Verdict,
     cpu_count_for,
     judge_run,

@@ -10,7 +10,7 @@ import pytest
 from sklearn.model_selection import KFold, cross_val_score
 
 from lepton.data.modeling import holdout_split, model_input
-from services.trainer.errors import (
+from lepton.services.trainer.errors import (
     AlgorithmMismatch,
     ConstantTarget,
     InvalidSearchSpace,
@@ -18,9 +18,9 @@ from services.trainer.errors import (
     MissingTargetColumn,
     TooFewRows,
 )
-from services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
-from services.trainer.search_space import DEFAULT_SPACES, parse_search_space
-from services.trainer.training import SearchConfig, train, trial_share
+from lepton.services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
+from lepton.services.trainer.search_space import DEFAULT_SPACES, parse_search_space
+from lepton.services.trainer.training import SearchConfig, train, trial_share
 
 
 def houses(rows: int = 80, seed: int = 0) -> pd.DataFrame:

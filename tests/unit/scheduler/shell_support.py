@@ -11,11 +11,11 @@ from typing import Any
 
 from lepton.contract.topics import Namespace
 from lepton.runtime.service import Context
+from lepton.services.scheduler.app import create_app
+from lepton.services.scheduler.heartbeats import Message
+from lepton.services.scheduler.settings import SchedulerSettings
+from lepton.services.scheduler.shell import SchedulerShell
 from lepton.testing import InMemoryBroker, running
-from services.scheduler.app import create_app
-from services.scheduler.heartbeats import Message
-from services.scheduler.settings import SchedulerSettings
-from services.scheduler.shell import SchedulerShell
 
 NAMES = Namespace()
 EVENTS = NAMES.topic("lepton.jobs.events").name
@@ -24,8 +24,9 @@ REQUESTED = NAMES.topic("lepton.jobs.requested")
 
 
 class DigesterStandIn:
-    """Stands for the heartbeat digester process (:mod:`services.scheduler.digester`):
-    the test says what it would write to the scheduler (:mod:`services.scheduler.heartbeats`)."""
+    """Stands for the heartbeat digester process (:mod:`lepton.services.scheduler.digester`):
+    the test says what it would write to the scheduler
+    (:mod:`lepton.services.scheduler.heartbeats`)."""
 
     def __init__(self) -> None:
         self._said: asyncio.Queue[Message] = asyncio.Queue()

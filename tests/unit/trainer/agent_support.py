@@ -3,10 +3,10 @@
 The agent's service (subscriber on its node's key, publisher, heartbeats) is the real one;
 two small stand-ins replace what needs a server or a process:
 
-- :class:`RunsTable` stands for the trainer's PostgreSQL tables (``services/trainer/
+- :class:`RunsTable` stands for the trainer's PostgreSQL tables (``lepton/services/trainer/
   catalog.py``): the runs each node accepted and their status, judged by the same
-  :func:`~services.trainer.runs.judge_run`.
-- :class:`WorkerStandIn` stands for a training process (``services.trainer.worker``): the
+  :func:`~lepton.services.trainer.runs.judge_run`.
+- :class:`WorkerStandIn` stands for a training process (``lepton.services.trainer.worker``): the
   test writes the lines it would print; SIGTERM ends it.
 """
 
@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from lepton.contract.topics import Namespace
+from lepton.services.trainer import app
+from lepton.services.trainer.node import NodeSpec
+from lepton.services.trainer.runs import Verdict, judge_run, run_key
+from lepton.services.trainer.settings import TrainerSettings
 from lepton.testing import InMemoryBroker, running
-from services.trainer import app
-from services.trainer.node import NodeSpec
-from services.trainer.runs import Verdict, judge_run, run_key
-from services.trainer.settings import TrainerSettings
 from tests.integration.scheduler_support import assignment as shared_assignment
 
 NAMES = Namespace()
@@ -147,7 +147,7 @@ async def agent(
     workers: list[WorkerStandIn] = []
 
     async def start_worker(module: str, job: dict[str, Any], **_: Any) -> WorkerStandIn:
-        assert module == "services.trainer.worker"
+        assert module == "lepton.services.trainer.worker"
         workers.append(WorkerStandIn(job))
         return workers[-1]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from lepton.services.trainer.runs import model_id_for
 from lepton.testing import Commit, InMemoryBroker, StoredMessage
-from services.trainer.runs import model_id_for
 from tests.unit.trainer.agent_support import (
     EVENTS,
     MODELS,

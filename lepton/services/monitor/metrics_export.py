@@ -1,0 +1,110 @@
+"""The live monitors' views as Prometheus gauges, served on the dashboard's /metrics."""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from typing import TYPE_CHECKING
+
+import prometheus_client
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from lepton.services.monitor.views import Monitor
+
+__all__ = ["MonitorCollector", "registered_collector"]
+
+
+class MonitorCollector(Collector):
+    """The live monitors' views as Prometheus gauges, computed when scraped.
+
+    Registered once per process; a monitor is reported while it runs (in production one
+    per process; tests and benchmarks run several, one after another).
+    """
+
+    def __init__(self) -> None:
+        self.monitors: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for monitor in list(self.monitors):
+            yield from self._collect(monitor)
+
+    def _collect(self, monitor: Monitor) -> Iterator[GaugeMetricFamily]:
+        now = monitor.clock()
+        state = monitor.state
+        nodes = GaugeMetricFamily("lepton_nodes", "Known nodes by liveness.", labels=["state"])
+        alive = sum(state.alive(n, now, monitor.dead_after_ms) for n in state.nodes.values())
+        nodes.add_metric(["alive"], alive)
+        nodes.add_metric(["dead"], len(state.nodes) - alive)
+        yield nodes
+        utilisation = GaugeMetricFamily(
+            "lepton_cluster_utilisation",
+            "Usage over capacity of the live nodes.",
+            labels=["region", "resource"],
+        )
+        for region, shares in state.utilisation(now, monitor.dead_after_ms).items():
+            for resource, share in shares.items():
+                utilisation.add_metric([region, resource], share)
+        yield utilisation
+        pending = GaugeMetricFamily(
+            "lepton_queue_pending", "Jobs waiting.", labels=["tenant", "priority_class"]
+        )
+        for (tenant, priority_class), jobs in state.pending.items():
+            pending.add_metric([tenant, priority_class], len(jobs))
+        yield pending
+        latency = GaugeMetricFamily(
+            "lepton_scheduling_latency_seconds",
+            "Request to assignment over the last 5 minutes.",
+            labels=["quantile"],
+        )
+        summary = state.scheduling_latency.summary(now)
+        for name, q in (("p50", "0.5"), ("p95", "0.95")):
+            value = summary[name]
+            if value is not None:
+                latency.add_metric([q], value / 1000)
+        yield latency
+        by_state = GaugeMetricFamily(
+            "lepton_jobs", "Jobs in the live view by state.", labels=["state"]
+        )
+        for job_state, count in state.jobs_by_state.items():
+            by_state.add_metric([job_state], count)
+        yield by_state
+        lag = GaugeMetricFamily(
+            "lepton_consumer_lag_messages", "Consumer lag.", labels=["group", "topic"]
+        )
+        lag_s = GaugeMetricFamily(
+            "lepton_consumer_lag_seconds", "Estimated consumer lag.", labels=["group", "topic"]
+        )
+        for (group, topic), behind in state.lag.items():
+            lag.add_metric([group, topic], behind.messages)
+            if behind.seconds is not None:
+                lag_s.add_metric([group, topic], behind.seconds)
+        yield lag
+        yield lag_s
+        dead = GaugeMetricFamily(
+            "lepton_dead_letters", "Messages in a topic's dead-letter topic.", labels=["topic"]
+        )
+        for topic, count in state.dead_letters.items():
+            dead.add_metric([topic], count)
+        yield dead
+        firing = GaugeMetricFamily(
+            "lepton_alerts_firing", "Alerts firing.", labels=["rule", "severity"]
+        )
+        severity = {rule.name: rule.severity for rule in monitor.engine.rules}
+        counts: dict[str, int] = {}
+        for alert in monitor.engine.firing():
+            counts[alert.rule] = counts.get(alert.rule, 0) + 1
+        for rule, count in counts.items():
+            firing.add_metric([rule, severity[rule]], count)
+        yield firing
+
+
+@functools.cache
+def registered_collector() -> MonitorCollector:
+    """The process's one collector, registered with Prometheus at first use."""
+    collector = MonitorCollector()
+    prometheus_client.REGISTRY.register(collector)
+    return collector

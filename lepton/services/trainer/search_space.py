@@ -1,0 +1,137 @@
+"""A training job's search space: the default per family, and the parsed JSON form."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from sklearn.compose import TransformedTargetRegressor
+
+from lepton.services.trainer.errors import InvalidSearchSpace
+from lepton.services.trainer.pipelines import make_estimator
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import optuna
+
+__all__ = ["DEFAULT_SPACES", "Distribution", "Space", "parse_search_space"]
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    """One parameter's search range: float or int (low, high, log) or categorical."""
+
+    kind: Literal["float", "int", "categorical"]
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(name, self.low, self.high, log=self.log)
+        if self.kind == "int":
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+def _f(low: float, high: float, log: bool = False) -> Distribution:
+    return Distribution("float", low, high, log)
+
+
+def _i(low: int, high: int, log: bool = False) -> Distribution:
+    return Distribution("int", low, high, log)
+
+
+def _c(*choices: Any) -> Distribution:
+    return Distribution("categorical", choices=choices)
+
+
+Space = dict[str, dict[str, Distribution]]
+
+DEFAULT_SPACES: Mapping[str, Mapping[str, Distribution]] = {
+    "linear_regression": {"fit_intercept": _c(True, False)},
+    "ridge": {"alpha": _f(1e-3, 1e3, log=True)},
+    "lasso": {"alpha": _f(1e-4, 10.0, log=True)},
+    "logistic_regression": {"C": _f(1e-3, 1e3, log=True)},
+    "svm": {"C": _f(1e-2, 1e3, log=True), "gamma": _f(1e-4, 1.0, log=True)},
+    "random_forest": {
+        "n_estimators": _i(50, 300),
+        "max_depth": _i(2, 20),
+        "min_samples_leaf": _i(1, 10),
+        "max_features": _c("sqrt", 0.5, 1.0),
+    },
+    "hist_gradient_boosting": {
+        "learning_rate": _f(0.01, 0.3, log=True),
+        "max_iter": _i(50, 300),
+        "max_leaf_nodes": _i(8, 64),
+        "l2_regularization": _f(1e-6, 1.0, log=True),
+    },
+    "knn": {"n_neighbors": _i(1, 30), "weights": _c("uniform", "distance")},
+}
+
+
+def _distribution(where: str, raw: Any) -> Distribution:
+    if not isinstance(raw, dict):
+        raise InvalidSearchSpace(f"{where}: expected an object with a type")
+    kind = raw.get("type")
+    if kind == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise InvalidSearchSpace(f"{where}: categorical needs a non-empty choices list")
+        if not all(c is None or isinstance(c, str | int | float | bool) for c in choices):
+            raise InvalidSearchSpace(f"{where}: choices must be strings, numbers, booleans")
+        return Distribution("categorical", choices=tuple(choices))
+    if kind not in ("float", "int"):
+        raise InvalidSearchSpace(f"{where}: type must be float, int or categorical")
+    low, high, log = raw.get("low"), raw.get("high"), raw.get("log", False)
+    numbers = (int,) if kind == "int" else (int, float)
+    if not all(isinstance(v, numbers) and not isinstance(v, bool) for v in (low, high)):
+        raise InvalidSearchSpace(f"{where}: low and high must be {kind} numbers")
+    assert isinstance(low, int | float)
+    assert isinstance(high, int | float)
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+        raise InvalidSearchSpace(f"{where}: needs finite low <= high, got {low}..{high}")
+    if not isinstance(log, bool):
+        raise InvalidSearchSpace(f"{where}: log must be true or false")
+    if log and low <= 0:
+        raise InvalidSearchSpace(f"{where}: a log range needs low > 0")
+    return Distribution(kind, float(low), float(high), log)
+
+
+def parse_search_space(text: str | None, families: Sequence[str], problem: str) -> Space:
+    """The space to search: the job's JSON (family -> parameter -> distribution) for the
+    families it names, which are then the only ones searched; the defaults otherwise."""
+    if text is None:
+        return {family: dict(DEFAULT_SPACES[family]) for family in families}
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise InvalidSearchSpace(f"search_space is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or not raw:
+        raise InvalidSearchSpace("search_space must be a non-empty JSON object of families")
+    space: Space = {}
+    for family, params in raw.items():
+        if family not in families:
+            raise InvalidSearchSpace(
+                f"search_space names {family!r}, which is not searched for this job "
+                f"(families: {', '.join(families)})"
+            )
+        if not isinstance(params, dict):
+            raise InvalidSearchSpace(f"search_space.{family}: expected an object of parameters")
+        estimator = make_estimator(family, problem, 0, 1)
+        if isinstance(estimator, TransformedTargetRegressor):
+            estimator = estimator.regressor
+        known = estimator.get_params()
+        parsed: dict[str, Distribution] = {}
+        for name, distribution in params.items():
+            if name not in known:
+                raise InvalidSearchSpace(
+                    f"search_space.{family}.{name}: {family} has no parameter {name!r}"
+                )
+            parsed[name] = _distribution(f"search_space.{family}.{name}", distribution)
+        space[family] = parsed
+    return space
