@@ -60,11 +60,17 @@ app = typer.Typer(
     help="Lepton: an open, event-driven control plane for AI infrastructure.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help as written: Rich markup would eat "[default: auto]" and show flags as <bool>.
+    rich_markup_mode=None,
 )
-stack_app = typer.Typer(help="The local stack: a real Kafka broker and PostgreSQL server.")
-contract_app = typer.Typer(help="The published event contract.")
-data_app = typer.Typer(help="Datasets: ingest, list, show and share them.")
-models_app = typer.Typer(help="Trained models: list them, roll a champion back.")
+stack_app = typer.Typer(
+    rich_markup_mode=None, help="The local stack: a real Kafka broker and PostgreSQL server."
+)
+contract_app = typer.Typer(rich_markup_mode=None, help="The published event contract.")
+data_app = typer.Typer(rich_markup_mode=None, help="Datasets: ingest, list, show and share them.")
+models_app = typer.Typer(
+    rich_markup_mode=None, help="Trained models: list them, roll a champion back."
+)
 app.add_typer(stack_app, name="stack")
 app.add_typer(contract_app, name="contract")
 app.add_typer(data_app, name="data")

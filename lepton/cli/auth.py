@@ -12,7 +12,9 @@ from lepton.config import Settings
 from lepton.contract.identity import MAX_TOKEN_LIFETIME_S, Principal
 from lepton.runtime import identity
 
-auth_app = typer.Typer(help="Identity: signing keys for tenants and nodes, tokens for HTTP.")
+auth_app = typer.Typer(
+    rich_markup_mode=None, help="Identity: signing keys for tenants and nodes, tokens for HTTP."
+)
 app.add_typer(auth_app, name="auth")
 
 
