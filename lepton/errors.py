@@ -124,11 +124,18 @@ class InvalidTokenError(IdentityError):
     hint = "mint a new one: `lepton auth token`"
 
 
+_DATASET_HINTS = {
+    "path_not_allowed": "put the file in the inbox `lepton up` names, or add its directory to "
+    "the ingest service's LEPTON_INGEST_ROOTS and restart it",
+    "source_unreadable": "the ingest service opens the path on its own machine: check it there",
+}
+
+
 class DatasetRejected(RequestError):
     """The ingest service refused a dataset request (``lepton.DataRejected``)."""
 
     def __init__(self, code: str, reason: str) -> None:
-        super().__init__(f"rejected ({code}): {reason}")
+        super().__init__(f"rejected ({code}): {reason}", _DATASET_HINTS.get(code))
         self.code = code
         self.reason = reason
 

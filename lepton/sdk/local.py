@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from lepton.bus import provision
 from lepton.contract.topics import Namespace
-from lepton.errors import LeptonError
+from lepton.errors import ConfigError, LeptonError
 from lepton.extras import require
 from lepton.runtime import endpoints
 from lepton.sdk.supervisor import (
@@ -90,6 +90,28 @@ def inbox(settings: Settings) -> Path:
     directory = settings.state_dir / "inbox"
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def ingest_roots(settings: Settings, configured: str | None) -> list[str]:
+    """The directories a local ingest service may read: the state directory's inbox and
+    the directory the services start in (`lepton demo` and the quick start use them), and
+    the ones LEPTON_INGEST_ROOTS adds (a JSON list, as the ingest service reads it)."""
+    roots = [str(inbox(settings)), str(Path.cwd())]
+    if configured:
+        try:
+            added = json.loads(configured)
+        except ValueError:
+            raise ConfigError(
+                f"LEPTON_INGEST_ROOTS is not a JSON list: {configured[:80]!r}",
+                hint='write it as a JSON list of directories, e.g. ["/data/in"]',
+            ) from None
+        if not isinstance(added, list) or not all(isinstance(root, str) for root in added):
+            raise ConfigError(
+                "LEPTON_INGEST_ROOTS must be a JSON list of directories",
+                hint='e.g. ["/data/in"]',
+            )
+        roots += added
+    return list(dict.fromkeys(roots))  # each once, in order
 
 
 def _service_dir(settings: Settings) -> Path:
@@ -167,12 +189,9 @@ def _supervise(settings: Settings, say: Callable[[str], None]) -> None:
     elif current is not None:
         _stop_leftovers(current)
     env: dict[str, str] = {}
-    if "LEPTON_INGEST_ROOTS" not in os.environ:
-        # Locally, ingest may read the state directory's inbox and the directory the
-        # services start in; set LEPTON_INGEST_ROOTS to choose others.
-        roots = [str(inbox(settings)), str(Path.cwd())]
-        env["LEPTON_INGEST_ROOTS"] = json.dumps(roots)
-        say(f"ingest reads local files under: {', '.join(roots)}")
+    roots = ingest_roots(settings, os.environ.get("LEPTON_INGEST_ROOTS"))
+    env["LEPTON_INGEST_ROOTS"] = json.dumps(roots)
+    say(f"ingest reads local files under: {', '.join(roots)}")
     if settings.kafka_access() is None and "LEPTON_MONITOR_BROKER_LOG" not in os.environ:
         from lepton import devstack
 

@@ -179,7 +179,7 @@ CASES: dict[str, tuple[Callable[[Path], None], dict, str, str]] = {
         lambda root: None,
         {"sources": [{"name": "s", "kind": "csv", "uri": "/etc/passwd"}]},
         "path_not_allowed",
-        "outside the allowed roots",
+        "outside the directories this ingest service may read (its LEPTON_INGEST_ROOTS)",
     ),
     "dot-dot in the path": (
         lambda root: None,
@@ -191,7 +191,7 @@ CASES: dict[str, tuple[Callable[[Path], None], dict, str, str]] = {
         _outside,
         {"sources": [{"name": "s", "kind": "csv", "uri": "link.csv"}]},
         "path_not_allowed",
-        "outside the allowed roots",
+        "outside the directories this ingest service may read (its LEPTON_INGEST_ROOTS)",
     ),
     "remote protocol not enabled": (
         lambda root: None,
@@ -266,7 +266,7 @@ CASES: dict[str, tuple[Callable[[Path], None], dict, str, str]] = {
         lambda root: None,
         {"sources": [{"name": "s", "kind": "csv", "uri": "missing.csv"}]},
         "source_unreadable",
-        "FileNotFoundError",
+        "missing.csv: no such file or directory",
     ),
     "a file with no newline": (
         _no_newline,

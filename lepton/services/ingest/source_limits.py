@@ -78,7 +78,8 @@ def resolve_location(uri: str | None, limits: Limits, source: str) -> str:
             return str(real)
     raise IngestRejected(
         "path_not_allowed",
-        f"source {source!r}: {uri} is outside the allowed roots",
+        f"source {source!r}: {uri} is outside the directories this ingest service may read "
+        "(its LEPTON_INGEST_ROOTS)",
         source=source,
     )
 

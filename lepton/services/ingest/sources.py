@@ -90,7 +90,8 @@ class SourceReader:
             # never a retry as if the database were away.
             raise IngestRejected(
                 "source_unreadable",
-                f"source {self.name!r}: {type(exc).__name__}: {exc.strerror or exc}",
+                f"source {self.name!r}: cannot open {self.location}: "
+                f"{(exc.strerror or str(exc)).lower()}",
                 source=self.name,
             ) from None
         if size is not None and size > self.limits.max_bytes:
