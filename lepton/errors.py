@@ -141,7 +141,7 @@ class DatasetRejected(RequestError):
 
 
 _PREDICTION_HINTS = {
-    "unknown_model": "`lepton models --tenant T` lists the tenant's models",
+    "unknown_model": "`lepton models --tenant T` lists the tenant's models and their versions",
     "no_champion": "name a version: --model NAME@<model id> (`lepton models` lists them)",
     "missing_columns": "give every feature column the model was trained on",
 }

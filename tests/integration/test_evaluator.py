@@ -392,6 +392,7 @@ async def test_predictions_for_the_seeds_house_and_their_errors(
         "invalid": predict_request(tenant, "房价", [THE_SEEDS_HOUSE | {"面积": "一百五十"}]),
         "unknown": predict_request(tenant, "房价@model-nobody", [THE_SEEDS_HOUSE]),
         "stranger": predict_request(unique_tenant(), "房价", [THE_SEEDS_HOUSE]),
+        "typo": predict_request(tenant, "房价s", [THE_SEEDS_HOUSE]),
         "too_many": predict_request(tenant, "房价", [THE_SEEDS_HOUSE] * 51),
     }
     answers: dict[str, dict[str, Any]] = {}
@@ -424,9 +425,13 @@ async def test_predictions_for_the_seeds_house_and_their_errors(
     assert "区域" in answers["missing"]["error"]["message"]
     assert answers["invalid"]["error"]["code"] == "invalid_value"
     assert answers["unknown"]["error"]["code"] == "unknown_model"
-    assert answers["stranger"]["error"]["code"] == "no_champion"
+    # Another tenant's model is not there for it; a typo hears the names near it.
+    assert answers["stranger"]["error"]["code"] == "unknown_model"
+    assert "no model yet" in answers["stranger"]["error"]["message"]
+    assert answers["typo"]["error"]["code"] == "unknown_model"
+    assert "did you mean '房价'?" in answers["typo"]["error"]["message"]
     assert answers["too_many"]["error"]["code"] == "too_many_rows"
-    for failed in ("missing", "invalid", "unknown", "stranger", "too_many"):
+    for failed in ("missing", "invalid", "unknown", "stranger", "typo", "too_many"):
         assert answers[failed]["predictions"] == []
 
 

@@ -133,7 +133,7 @@ async def test_another_tenants_prediction_cannot_be_read(
     kind, answer = tenant_codec(identity, VICTIM).decode(value)
     assert kind == "lepton.PredictionResult"
     assert (answer["request_id"], answer["model_name"]) == (request_id, SECRET_MODEL)
-    assert answer["error"]["code"] == "no_champion"
+    assert answer["error"]["code"] == "unknown_model"
 
 
 @pytest.mark.usefixtures("services")

@@ -15,11 +15,13 @@ from lepton.data.modeling import model_input
 from lepton.services.evaluator.inputs import InputSchema, input_schema
 from lepton.services.evaluator.metrics import label_text
 from lepton.services.evaluator.prediction import (
+    NAMES_LISTED,
     ModelRef,
     PredictionFailure,
     parse_model_ref,
     score_rows,
     to_frame,
+    unknown_name,
 )
 
 FEATURES = ["面积", "房型", "区域"]
@@ -164,3 +166,13 @@ def test_a_classifiers_preprocessing_runs_once_with_the_same_answers() -> None:
         assert scored.probabilities == [
             dict(zip(labels, map(float, row), strict=True)) for row in model.predict_proba(rows)
         ]
+
+
+def test_an_unknown_model_name_hears_the_names_near_it_and_the_tenants_models() -> None:
+    told = unknown_name("acme", "house_prize", ["diagnosis", "house_prices"])
+    assert "did you mean 'house_prices'?" in told
+    assert "(its models: diagnosis, house_prices)" in told
+    assert "did you mean" not in unknown_name("acme", "zzz", ["diagnosis"])
+    assert "no model yet" in unknown_name("acme", "house_prices", [])
+    many = [f"m{i:02d}" for i in range(NAMES_LISTED)]
+    assert unknown_name("acme", "x", many).endswith("m19 …)")

@@ -10,6 +10,7 @@ one-hot encoder ignores them) with a warning that names the column and the value
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,17 +30,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHAMPION",
+    "NAMES_LISTED",
     "ModelRef",
     "PredictionFailure",
     "Scored",
     "parse_model_ref",
     "score_rows",
     "to_frame",
+    "unknown_name",
 ]
 
 CHAMPION = "champion"
 # Unseen values named per column in a warning; the rest are counted.
 _NAMED_VALUES = 5
+# The tenant's model names an answer to an unknown name lists, at most.
+NAMES_LISTED = 20
 
 
 class PredictionFailure(Exception):
@@ -55,6 +60,19 @@ class PredictionFailure(Exception):
 class ModelRef:
     name: str
     version: str  # CHAMPION or a model id
+
+
+def unknown_name(tenant: str, name: str, names: Sequence[str]) -> str:
+    """What a request naming a model the tenant does not have is told: the names nearest
+    it, then the tenant's names (``names``: up to :data:`NAMES_LISTED` of them)."""
+    message = f"{tenant} has no model named {name!r}"
+    if not names:
+        return f"{message}, and no model yet: submit a training job first"
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if near:
+        message += f"; did you mean {' or '.join(map(repr, near))}?"
+    listed = ", ".join(names) + (" …" if len(names) >= NAMES_LISTED else "")
+    return f"{message} (its models: {listed})"
 
 
 def parse_model_ref(text: str) -> ModelRef:

@@ -14,9 +14,11 @@ from lepton.services.evaluator import store
 from lepton.services.evaluator.failures import ArtifactInvalid
 from lepton.services.evaluator.prediction import (
     CHAMPION,
+    NAMES_LISTED,
     PredictionFailure,
     parse_model_ref,
     score_rows,
+    unknown_name,
 )
 from lepton.services.evaluator.records import now_ms
 
@@ -119,6 +121,9 @@ class PredictionRequests:
         if ref.version == CHAMPION:
             champion = await store.current_champion(pool, tenant, ref.name)
             if champion is None:
+                if not await store.has_model_named(pool, tenant, ref.name):
+                    names = await store.model_names(pool, tenant, NAMES_LISTED)
+                    raise PredictionFailure("unknown_model", unknown_name(tenant, ref.name, names))
                 raise PredictionFailure(
                     "no_champion",
                     f"{tenant} has no champion for {ref.name!r} (no model of that name has "

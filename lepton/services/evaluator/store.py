@@ -273,6 +273,28 @@ async def current_champion(pool: asyncpg.Pool, tenant: str, model_name: str) -> 
     return None if row is None else _champion(row)
 
 
+async def has_model_named(pool: asyncpg.Pool, tenant: str, model_name: str) -> bool:
+    """Whether ``tenant`` has any model, evaluated or not, of that name."""
+    found: bool = await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM lepton_evaluator.evaluations "
+        "WHERE tenant = $1 AND model_name = $2)",
+        tenant,
+        model_name,
+    )
+    return found
+
+
+async def model_names(pool: asyncpg.Pool, tenant: str, limit: int) -> list[str]:
+    """Up to ``limit`` of the names ``tenant``'s models go by, alphabetically."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT model_name FROM lepton_evaluator.evaluations WHERE tenant = $1 "
+        "ORDER BY model_name LIMIT $2",
+        tenant,
+        limit,
+    )
+    return [row["model_name"] for row in rows]
+
+
 async def champions(pool: asyncpg.Pool, tenant: str) -> list[Champion]:
     """Every champion of ``tenant``, by model name."""
     rows = await pool.fetch(
