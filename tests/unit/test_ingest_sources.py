@@ -52,7 +52,7 @@ def _reader(root: Path, uri: str, kind: str = "csv", **options: str) -> SourceRe
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("/etc/passwd", "outside the allowed roots"),
+        ("/etc/passwd", "outside the directories this ingest service may read"),
         ("a/../../b.csv", "'..'"),
         ("..", "'..'"),
         ("s3://bucket/key.csv", "s3:// is not enabled"),
