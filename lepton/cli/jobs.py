@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from lepton.sdk.results import JobEvent
 
 
-_JOB_HINT = "see schemas/job_requested.avsc for the fields; `lepton plan` checks a job file"
+_JOB_HINT = (
+    "examples/job.yaml shows every field (schemas/job_requested.avsc defines them); "
+    "`lepton plan FILE` checks a job file"
+)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -35,8 +38,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        fail(f"cannot read {path}: {exc}", "give a job request as YAML or JSON")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror or exc}", "give a job request as YAML or JSON")
+    except yaml.YAMLError as exc:
+        # One line, where and what, instead of PyYAML's multi-line report.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        fail(f"{path} is not valid YAML: {where}: {problem}", _JOB_HINT)
     if not isinstance(loaded, dict):
         fail(f"{path} is not a mapping of job fields", _JOB_HINT)
     return loaded

@@ -31,6 +31,7 @@ def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "nested.json").write_text('[{"x": {"y": 1}}]')
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "broken.yaml").write_text("tenant: a\ntask: {target_column: p\n")
     (tmp_path / "typo.yaml").write_text("tenant: a\ntask: {target_column: p}\npriorty: 3\n")
     (tmp_path / "rows.csv").write_text("x\n1\n")
     return tmp_path
@@ -53,6 +54,7 @@ BAD = [
     (["data", "ingest", "x.csv", "--name", "d\tx", "--tenant", "a"], "dataset: character 2"),
     (["submit", "--file", "missing.yaml"], "cannot read missing.yaml"),
     (["submit", "--file", "list.yaml"], "is not a mapping"),
+    (["submit", "--file", "broken.yaml"], "broken.yaml is not valid YAML: line 3, column 1"),
     (["submit", "--file", "typo.yaml"], "priorty: Extra inputs are not permitted"),
     (["plan", "typo.yaml"], "priorty"),
     (["jobs", "--until-done"], "--until-done only applies to --watch"),
