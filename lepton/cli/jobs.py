@@ -188,7 +188,7 @@ def _jobs_table(jobs: Sequence[dict[str, Any]]) -> Table:
         "tenant",
         "state",
         "progress",
-        "",
+        Column("%", justify="right"),
         "stage",
         "nodes",
         Column("detail", overflow="fold"),

@@ -42,3 +42,10 @@ def test_every_help_shows_each_default_as_written() -> None:
                     f"lepton {' '.join(path)} {option.name}: help lost its words: {written!r}"
                 )
     assert checked >= 8, "the options that spell out their default were found"
+
+
+def test_every_column_of_the_jobs_table_has_a_header() -> None:
+    from lepton.cli.jobs import _jobs_table
+
+    table = _jobs_table([])
+    assert all(str(column.header).strip() for column in table.columns)
