@@ -36,16 +36,21 @@ function fillRows(tbody, rows, columns, emptyText) {
   tbody.replaceChildren(fresh);
 }
 
+// A number and its unit, kept on one line (a no-break space) in a narrow column.
+function withUnit(number, unit) {
+  return number + "\u00a0" + unit;
+}
+
 function percent(share) {
-  return share === null || share === undefined ? "–" : (100 * share).toFixed(1) + " %";
+  return share === null || share === undefined ? "–" : withUnit((100 * share).toFixed(1), "%");
 }
 
 function duration(ms) {
   if (ms === null || ms === undefined) return "–";
-  if (ms < 10) return ms.toFixed(1) + " ms";
-  if (ms < 1000) return Math.round(ms) + " ms";
-  if (ms < 120000) return (ms / 1000).toFixed(1) + " s";
-  return (ms / 60000).toFixed(1) + " min";
+  if (ms < 10) return withUnit(ms.toFixed(1), "ms");
+  if (ms < 1000) return withUnit(Math.round(ms), "ms");
+  if (ms < 120000) return withUnit((ms / 1000).toFixed(1), "s");
+  return withUnit((ms / 60000).toFixed(1), "min");
 }
 
 function share(used, offered) {
@@ -246,7 +251,7 @@ function render(update) {
     byId("nodes"),
     update.nodes,
     [
-      (n) => n.node_id,
+      (n) => [n.node_id, "id"],
       (n) => n.region,
       (n) => (n.alive ? ["alive", "alive"] : ["dead", "dead"]),
       (n) => share(n.usage.cpu_millicores, n.capacity.cpu_millicores),
@@ -261,14 +266,14 @@ function render(update) {
     byId("jobs"),
     update.jobs,
     [
-      (j) => j.job_id,
+      (j) => [j.job_id, "id"],
       // The request's own name if it gave one, else the model the job trains.
       (j) => j.name || j.model_name,
       (j) => j.tenant,
       (j) => [j.state, j.state],
       (j) => (j.priority_class === null ? "" : j.priority_class + " (" + j.priority + ")"),
       (j) => j.node_ids.join(", "),
-      (j) => (j.progress_percent === null ? "" : j.progress_percent.toFixed(0) + " %"),
+      (j) => (j.progress_percent === null ? "" : withUnit(j.progress_percent.toFixed(0), "%")),
       (j) => j.reason,
     ],
     "no job yet",
@@ -359,7 +364,7 @@ function renderModels(board) {
       group.models,
       [
         (m) => (m.champion ? ["champion", "succeeded"] : ""),
-        (m) => m.model_id,
+        (m) => [m.model_id, "id"],
         (m) => m.algorithm,
         (m) => (group.primary_metric && m.metrics[group.primary_metric] !== null ? m.metrics[group.primary_metric].toFixed(4) : ""),
         (m) => (m.evaluated_at ? new Date(m.evaluated_at).toLocaleString() : ""),
@@ -396,7 +401,7 @@ function renderPipeline(pipeline) {
   fillRows(
     byId("lag"),
     pipeline.lag,
-    [(l) => l.group, (l) => l.topic, (l) => l.messages, (l) => (l.seconds === null ? "–" : l.seconds.toFixed(1))],
+    [(l) => [l.group, "id"], (l) => [l.topic, "id"], (l) => l.messages, (l) => (l.seconds === null ? "–" : l.seconds.toFixed(1))],
     "not measured yet",
   );
   const topics = Object.keys(pipeline.events_by_topic);
@@ -404,7 +409,7 @@ function renderPipeline(pipeline) {
   fillRows(
     byId("topics"),
     topics.sort().map((topic) => [topic, pipeline.dead_letters[topic] || 0, pipeline.events_by_topic[topic] || 0]),
-    [(t) => t[0], (t) => [t[1], t[1] > 0 ? "error" : ""], (t) => t[2]],
+    [(t) => [t[0], "id"], (t) => [t[1], t[1] > 0 ? "error" : ""], (t) => t[2]],
     "no topic read yet",
   );
 }
