@@ -235,12 +235,18 @@ async def fonts_drawing(page: Any, selector: str) -> set[str]:
     devtools = await page.context.new_cdp_session(page)
     await devtools.send("DOM.enable")
     await devtools.send("CSS.enable")
-    root = await devtools.send("DOM.getDocument", {"depth": 0})
-    node = await devtools.send(
-        "DOM.querySelector", {"nodeId": root["root"]["nodeId"], "selector": selector}
-    )
-    used = await devtools.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})
-    return {font["familyName"] for font in used["fonts"]}
+    # Every live update rebuilds the tables: a node found may be gone when its fonts are
+    # asked for (an error, or no fonts), and is then looked up again.
+    for _ in range(50):
+        root = await devtools.send("DOM.getDocument", {"depth": 0})
+        node = await devtools.send(
+            "DOM.querySelector", {"nodeId": root["root"]["nodeId"], "selector": selector}
+        )
+        with contextlib.suppress(playwright.Error):
+            used = await devtools.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})
+            if used["fonts"]:
+                return {font["familyName"] for font in used["fonts"]}
+    raise AssertionError(f"no fonts reported for {selector}")
 
 
 async def legend(page: Any, chart: str) -> list[list[str]]:
@@ -323,7 +329,7 @@ async def test_on_a_phone_the_dashboard_fits_and_shows_each_state_as_it_is(
         # The utilisation history exists before the page asks for it.
         await json_when(
             monitor.url,
-            f"/api/series?metric=utilisation&since={start - 1000}",
+            f"/api/series?metric=utilisation&since={start - 60_000}",
             lambda answer: set(UTILISATION) <= set(answer["series"]),
         )
 
@@ -351,14 +357,19 @@ async def test_on_a_phone_the_dashboard_fits_and_shows_each_state_as_it_is(
 
         # Nothing scrolls sideways but a table inside its own box; an id is one line.
         assert await page.evaluate("document.documentElement.scrollWidth") <= 390
-        lines = await row.locator("td").first.evaluate(
-            "td => { const r = document.createRange(); r.selectNodeContents(td);"
+        # (Each measure is one script: a live update cannot replace the row in between.)
+        lines = await page.evaluate(
+            "() => { const r = document.createRange();"
+            " r.selectNodeContents(document.querySelector('#jobs td'));"
             " return r.getClientRects().length; }"
         )
         assert lines == 1, f"the job id took {lines} lines"
         # The model's Chinese name is drawn with a font that has its glyphs, the first such
         # font the page names.
-        named = await row.locator("td").nth(1).evaluate("td => getComputedStyle(td).fontFamily")
+        name_cell = "#jobs tr:first-child td:nth-child(2)"
+        named = await page.evaluate(
+            "cell => getComputedStyle(document.querySelector(cell)).fontFamily", name_cell
+        )
         stack = [family.strip().strip('"') for family in named.split(",")]
         installed = chinese_fonts()
         preferred = next((family for family in stack if family in installed), None)
@@ -366,7 +377,7 @@ async def test_on_a_phone_the_dashboard_fits_and_shows_each_state_as_it_is(
             f"no font the page names ({named}) has Chinese glyphs here ({sorted(installed)}; "
             "Debian: apt-get install fonts-noto-cjk)"
         )
-        assert preferred in await fonts_drawing(page, "#jobs tr:first-child td:nth-child(2)")
+        assert preferred in await fonts_drawing(page, name_cell)
 
         # Another load, the history answered in another order: the same legend.
         second = HistoryOrder(last="all/gpus")
