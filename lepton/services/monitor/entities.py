@@ -133,6 +133,7 @@ class Job:
     requeues: int = 0
     dataset: str | None = None
     model_id: str | None = None
+    model_name: str | None = None  # what a training job's model is registered under
 
 
 @dataclass(slots=True)

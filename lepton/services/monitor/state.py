@@ -206,6 +206,9 @@ class MonitorState:
         check_text(record.get("name"), "name")
         if record.get("dataset"):
             check_name(record["dataset"]["name"], "dataset.name")
+        task = record["task"]
+        if task.get("model_name") is not None:
+            check_name(task["model_name"], "task.model_name")
         job = self._job(record["job_id"], record["tenant"], record["submitted_at"])
         # A job seen queued before its request waits in an unknown priority class until now.
         was_pending = self._unqueue(job)
@@ -215,6 +218,10 @@ class MonitorState:
         job.submitted_at = record["submitted_at"]
         dataset = record.get("dataset")
         job.dataset = dataset["name"] if dataset else None
+        # The trainer registers a model under the task's model name, else the dataset's:
+        # the name a job is known by when its request gave it none (the CLI gives none).
+        if task["kind"] == "train":
+            job.model_name = task.get("model_name") or job.dataset
         if job.state == "unknown":
             self._set_state(job, "requested", record["submitted_at"])
             self._enqueue(job, record["submitted_at"])

@@ -22,7 +22,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from lepton.services.monitor.entities import WINDOW_MS, primary_metric, summarise
+from lepton.services.monitor.entities import (
+    LOWER_IS_BETTER,
+    WINDOW_MS,
+    Model,
+    primary_metric,
+    summarise,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -294,6 +300,7 @@ class Monitor:
         return {
             "job_id": job.job_id,
             "name": job.name,
+            "model_name": job.model_name,
             "tenant": job.tenant,
             "state": job.state,
             "priority_class": job.priority_class,
@@ -306,7 +313,9 @@ class Monitor:
             "node_ids": job.node_ids,
             "attempt": job.attempt,
             "reason": job.reason,
-            "progress_percent": job.progress_percent,
+            # The trainer's last progress report comes before its last step (storing the
+            # model): a job that succeeded is done, whatever it last reported.
+            "progress_percent": 100.0 if job.state == "succeeded" else job.progress_percent,
             "stage": job.stage,
             "preemptions": job.preemptions,
             "requeues": job.requeues,
@@ -344,8 +353,10 @@ class Monitor:
                 "reused": d.reused,
                 "region": d.region,
                 "quality": d.quality,
-                "reject_code": d.reject_code,
-                "reject_reason": d.reject_reason,
+                # Why the newest version was refused: once a newer version is ready (or
+                # requested again) the old refusal is no longer the dataset's state.
+                "reject_code": d.reject_code if d.state == "rejected" else None,
+                "reject_reason": d.reject_reason if d.state == "rejected" else None,
                 "versions": d.versions,
                 "rejects": d.rejects,
             }
@@ -361,7 +372,7 @@ class Monitor:
         board = []
         for (owner, name), models in sorted(groups.items())[:limit]:
             evaluated = [m for m in models if m.metrics]
-            chosen = primary_metric(evaluated[-1].metrics) if evaluated else None
+            chosen = self._ranking_metric(owner, name, evaluated)
             if chosen is not None:
                 metric, higher = chosen
                 ranked = sorted(
@@ -397,6 +408,20 @@ class Monitor:
                 }
             )
         return board
+
+    def _ranking_metric(
+        self, tenant: str, model_name: str, evaluated: list[Model]
+    ) -> tuple[str, bool] | None:
+        """The metric the newest promotion decision of this model name compared by (the
+        evaluator's policy may be set per model), so the leaderboard ranks as promotion
+        does; before any decision, or if no evaluation has that metric, the first known
+        metric of the newest evaluation. With whether higher is better."""
+        decisions = self.state.promotions.get((tenant, model_name))
+        if decisions:
+            metric = max(decisions, key=lambda decision: decision["time"])["primary_metric"]
+            if any(metric in m.metrics for m in evaluated):
+                return metric, metric not in LOWER_IS_BETTER
+        return primary_metric(evaluated[-1].metrics) if evaluated else None
 
     def pipeline(self) -> dict[str, Any]:
         state = self.state

@@ -36,16 +36,21 @@ function fillRows(tbody, rows, columns, emptyText) {
   tbody.replaceChildren(fresh);
 }
 
+// A number and its unit, kept on one line (a no-break space) in a narrow column.
+function withUnit(number, unit) {
+  return number + "\u00a0" + unit;
+}
+
 function percent(share) {
-  return share === null || share === undefined ? "–" : (100 * share).toFixed(1) + " %";
+  return share === null || share === undefined ? "–" : withUnit((100 * share).toFixed(1), "%");
 }
 
 function duration(ms) {
   if (ms === null || ms === undefined) return "–";
-  if (ms < 10) return ms.toFixed(1) + " ms";
-  if (ms < 1000) return Math.round(ms) + " ms";
-  if (ms < 120000) return (ms / 1000).toFixed(1) + " s";
-  return (ms / 60000).toFixed(1) + " min";
+  if (ms < 10) return withUnit(ms.toFixed(1), "ms");
+  if (ms < 1000) return withUnit(Math.round(ms), "ms");
+  if (ms < 120000) return withUnit((ms / 1000).toFixed(1), "s");
+  return withUnit((ms / 60000).toFixed(1), "min");
 }
 
 function share(used, offered) {
@@ -53,27 +58,41 @@ function share(used, offered) {
 }
 
 // A line chart on a canvas: named series of [time ms, value], the last WINDOW_MS shown.
+// Its series are named up front: their order and colours are the same on every load,
+// whichever history request happens to answer first.
 class Chart {
-  constructor(canvas, legend, format) {
+  constructor(canvas, legend, names, format) {
     this.canvas = canvas;
     this.legend = legend;
     this.format = format || ((v) => (Math.abs(v) >= 10 ? v.toFixed(0) : v.toFixed(1)));
-    this.series = new Map();
+    this.series = new Map(names.map((name) => [name, []]));
   }
 
   add(name, time, value) {
     if (value === null || value === undefined || !Number.isFinite(value)) return;
-    if (!this.series.has(name)) this.series.set(name, []);
     const points = this.series.get(name);
     if (points.length && points[points.length - 1][0] >= time) return;
     points.push([time, value]);
     while (points.length && points[0][0] < time - WINDOW_MS) points.shift();
   }
 
-  draw(now) {
+  // The bitmap follows the canvas's size on the page (a phone's column is narrower than
+  // the 460 px it starts with), so lines and labels are neither stretched nor blurred.
+  fit(width, height) {
+    const ratio = window.devicePixelRatio || 1;
+    const pixels = [Math.round(width * ratio), Math.round(height * ratio)];
+    if (this.canvas.width !== pixels[0]) this.canvas.width = pixels[0];
+    if (this.canvas.height !== pixels[1]) this.canvas.height = pixels[1];
     const ctx = this.canvas.getContext("2d");
-    const width = this.canvas.width;
-    const height = this.canvas.height;
+    ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+    return ctx;
+  }
+
+  draw(now) {
+    const width = this.canvas.clientWidth;
+    const height = this.canvas.clientHeight;
+    if (!width || !height) return; // not laid out (hidden): nothing to see
+    const ctx = this.fit(width, height);
     const left = 48;
     const bottom = height - 18;
     ctx.clearRect(0, 0, width, height);
@@ -98,10 +117,11 @@ class Chart {
     const x = (t) => left + ((t - (now - WINDOW_MS)) / WINDOW_MS) * (width - left);
     const y = (v) => bottom - (v / top) * (bottom - 8);
     const legend = document.createDocumentFragment();
-    let index = 0;
+    let index = -1;
     for (const [name, points] of this.series) {
-      const colour = COLOURS[index % COLOURS.length];
       index += 1;
+      if (!points.length) continue;
+      const colour = COLOURS[index % COLOURS.length];
       ctx.strokeStyle = colour;
       ctx.lineWidth = 1.5;
       ctx.beginPath();
@@ -112,8 +132,7 @@ class Chart {
       ctx.stroke();
       const label = document.createElement("span");
       label.style.setProperty("--swatch", colour);
-      const last = points.length ? points[points.length - 1][1] : null;
-      label.textContent = name + (last === null ? "" : " " + this.format(last));
+      label.textContent = name + " " + this.format(points[points.length - 1][1]);
       legend.appendChild(label);
     }
     this.legend.replaceChildren(legend);
@@ -121,10 +140,10 @@ class Chart {
 }
 
 const charts = {
-  utilisation: new Chart(byId("chart-utilisation"), byId("legend-utilisation"), percent),
-  queue: new Chart(byId("chart-queue"), byId("legend-queue")),
-  throughput: new Chart(byId("chart-throughput"), byId("legend-throughput")),
-  latency: new Chart(byId("chart-latency"), byId("legend-latency"), duration),
+  utilisation: new Chart(byId("chart-utilisation"), byId("legend-utilisation"), ["cpu", "memory", "gpus"], percent),
+  queue: new Chart(byId("chart-queue"), byId("legend-queue"), ["pending"]),
+  throughput: new Chart(byId("chart-throughput"), byId("legend-throughput"), ["events/s"]),
+  latency: new Chart(byId("chart-latency"), byId("legend-latency"), ["p50", "p95"], duration),
 };
 
 const RESOURCE_NAMES = { cpu_millicores: "cpu", memory_mib: "memory", gpus: "gpus", network_mbps: "network" };
@@ -232,7 +251,7 @@ function render(update) {
     byId("nodes"),
     update.nodes,
     [
-      (n) => n.node_id,
+      (n) => [n.node_id, "id"],
       (n) => n.region,
       (n) => (n.alive ? ["alive", "alive"] : ["dead", "dead"]),
       (n) => share(n.usage.cpu_millicores, n.capacity.cpu_millicores),
@@ -247,13 +266,14 @@ function render(update) {
     byId("jobs"),
     update.jobs,
     [
-      (j) => j.job_id,
-      (j) => j.name,
+      (j) => [j.job_id, "id"],
+      // The request's own name if it gave one, else the model the job trains.
+      (j) => j.name || j.model_name,
       (j) => j.tenant,
       (j) => [j.state, j.state],
       (j) => (j.priority_class === null ? "" : j.priority_class + " (" + j.priority + ")"),
       (j) => j.node_ids.join(", "),
-      (j) => (j.progress_percent === null ? "" : j.progress_percent.toFixed(0) + " %"),
+      (j) => (j.progress_percent === null ? "" : withUnit(j.progress_percent.toFixed(0), "%")),
       (j) => j.reason,
     ],
     "no job yet",
@@ -335,6 +355,8 @@ function renderModels(board) {
     const heading = document.createElement("h3");
     heading.textContent = group.tenant + " / " + group.model_name + (group.primary_metric ? " — by " + group.primary_metric : "");
     info.appendChild(heading);
+    const scroll = document.createElement("div");
+    scroll.className = "scroll";
     const table = document.createElement("table");
     const tbody = document.createElement("tbody");
     fillRows(
@@ -342,7 +364,7 @@ function renderModels(board) {
       group.models,
       [
         (m) => (m.champion ? ["champion", "succeeded"] : ""),
-        (m) => m.model_id,
+        (m) => [m.model_id, "id"],
         (m) => m.algorithm,
         (m) => (group.primary_metric && m.metrics[group.primary_metric] !== null ? m.metrics[group.primary_metric].toFixed(4) : ""),
         (m) => (m.evaluated_at ? new Date(m.evaluated_at).toLocaleString() : ""),
@@ -350,7 +372,8 @@ function renderModels(board) {
       "not evaluated yet",
     );
     table.appendChild(tbody);
-    info.appendChild(table);
+    scroll.appendChild(table);
+    info.appendChild(scroll);
     const trend = metricTrend(group.history, group.primary_metric);
     if (trend) info.appendChild(trend);
     const promotions = document.createElement("p");
@@ -378,7 +401,7 @@ function renderPipeline(pipeline) {
   fillRows(
     byId("lag"),
     pipeline.lag,
-    [(l) => l.group, (l) => l.topic, (l) => l.messages, (l) => (l.seconds === null ? "–" : l.seconds.toFixed(1))],
+    [(l) => [l.group, "id"], (l) => [l.topic, "id"], (l) => l.messages, (l) => (l.seconds === null ? "–" : l.seconds.toFixed(1))],
     "not measured yet",
   );
   const topics = Object.keys(pipeline.events_by_topic);
@@ -386,7 +409,7 @@ function renderPipeline(pipeline) {
   fillRows(
     byId("topics"),
     topics.sort().map((topic) => [topic, pipeline.dead_letters[topic] || 0, pipeline.events_by_topic[topic] || 0]),
-    [(t) => t[0], (t) => [t[1], t[1] > 0 ? "error" : ""], (t) => t[2]],
+    [(t) => [t[0], "id"], (t) => [t[1], t[1] > 0 ? "error" : ""], (t) => t[2]],
     "no topic read yet",
   );
 }
