@@ -1,0 +1,237 @@
+"""Lepton and a real schema registry (Apicurio Registry, started by conftest.py) on the
+real stack: the contract registered completely and idempotently, registry-framed requests
+accepted by the real scheduler, registry-framed events written by it, an unknown schema
+id dead-lettered with the reason."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from lepton.config import KafkaAccess
+from lepton.contract import default_codec, schemas_dir
+from lepton.contract.codec import Codec
+from lepton.contract.registry import (
+    CONTRACT_COMPATIBILITY,
+    RegistryIds,
+    RegistryRefusedError,
+    SchemaRegistry,
+    register_contract,
+    subject,
+)
+from lepton.contract.topics import ALL_TOPICS, Namespace, dead_letter_topic
+from lepton.testing import impersonating
+from tests.integration.scheduler_support import (
+    Namespaced,
+    heartbeat,
+    job,
+    running_scheduler,
+    signed_space,
+)
+from tests.registry.conftest import RegistryServer
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def versions_kept() -> dict[str, int]:
+    """How many versions each event type has: its history plus the current one."""
+    counts = {topic.event: 1 for topic in ALL_TOPICS}
+    for path in schemas_dir().glob("history/*/*.avsc"):
+        definition = json.loads(path.read_text(encoding="utf-8"))
+        counts[f"{definition['namespace']}.{definition['name']}"] += 1
+    return counts
+
+
+def latest(registry: SchemaRegistry, topic: str) -> dict[str, Any]:
+    """The latest version of the topic's subject: its id and schema text."""
+    found = httpx.get(f"{registry.url}/subjects/{subject(topic)}/versions/latest").json()
+    assert isinstance(found, dict)
+    return found
+
+
+def registry_framed(registry: SchemaRegistry, topic: str, record: dict[str, Any]) -> bytes:
+    """What a registry-aware serializer writes: the latest version of the topic's subject,
+    its id from the registry, and the Avro body written with the schema the registry holds."""
+    latest_version = latest(registry, topic)
+    schema = fastavro.parse_schema(json.loads(latest_version["schema"]))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema, record)
+    return b"\x00" + int(latest_version["id"]).to_bytes(4, "big") + body.getvalue()
+
+
+def registry_read(registry: SchemaRegistry, value: bytes) -> dict[str, Any]:
+    """What a registry-aware deserializer does: the writer schema by the id in the bytes."""
+    assert value[:1] == b"\x00", f"not registry framing: {value[:5].hex()}"
+    text = registry.schema(int.from_bytes(value[1:5], "big"))
+    assert text is not None
+    record = fastavro.schemaless_reader(io.BytesIO(value[5:]), json.loads(text), None)
+    assert isinstance(record, dict)
+    return record
+
+
+@pytest.fixture
+def registry(registry_server: RegistryServer) -> Iterator[SchemaRegistry]:
+    with SchemaRegistry(registry_server.url) as client:
+        yield client
+
+
+@asynccontextmanager
+async def registered_space(
+    kafka: KafkaAccess, registry: SchemaRegistry
+) -> AsyncIterator[tuple[Namespaced, Codec]]:
+    """A test's own topics, their schemas registered, and a codec that reads what a
+    registry-aware writer wrote to them."""
+    async with signed_space(kafka, default_codec()) as space:
+        register_contract(registry, space.names)
+        ids = RegistryIds(registry, space.codec, space.names, write=False)
+        ids.prepare()
+        yield space, space.codec.with_registry(ids)
+
+
+async def send_signed(
+    space: Namespaced, declared: str, key: str, value: bytes, record: Any
+) -> None:
+    """Send ``value`` as it is, signed by the record's natural author over those bytes."""
+    topic = space.names.topic(declared)
+    author = impersonating()(topic.name, key.encode(), record)
+    headers = space.publisher.headers(topic.event) + author.sign(topic.name, key.encode(), value)
+    await space.publisher.send_raw(topic.name, key.encode(), value, headers)
+
+
+@asynccontextmanager
+async def raw_reader(kafka: KafkaAccess, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
+    consumer = AIOKafkaConsumer(
+        topic, **kafka.aiokafka(), group_id=None, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+def test_register_is_complete_idempotent_and_enforces_the_contract(
+    registry_server: RegistryServer, registry: SchemaRegistry
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    names = Namespace(prefix)
+    first = register_contract(registry, names)
+
+    counts = versions_kept()
+    subjects = set(httpx.get(f"{registry.url}/subjects").json())
+    codec = default_codec()
+    for topic in ALL_TOPICS:
+        name = subject(prefix + topic.name)
+        assert name in subjects
+        versions = httpx.get(f"{registry.url}/subjects/{name}/versions").json()
+        assert len(versions) == counts[topic.event], name
+        assert registry.compatibility(name) == CONTRACT_COMPATIBILITY
+        # The latest version is the current schema (its fingerprint is the codec's).
+        reparsed = Codec([json.loads(latest(registry, prefix + topic.name)["schema"])])
+        assert reparsed.schema(topic.event).fingerprint == codec.schema(topic.event).fingerprint
+    assert sum(done.added for done in first) == sum(counts.values())
+
+    # Again, through the CLI: nothing is added, the ids stay.
+    again = subprocess.run(
+        [sys.executable, "-m", "lepton", "contract", "register", "--registry", registry.url],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "LEPTON_TOPIC_PREFIX": prefix},
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"{len(ALL_TOPICS)} subjects, 0 versions added" in again.stdout
+    for done in first:
+        assert f"{done.subject}: ids {', '.join(map(str, done.ids))}; 0 added" in again.stdout
+
+    # The registry enforces the contract's compatibility: a field without a default is refused.
+    current = json.loads((schemas_dir() / "job_requested.avsc").read_text(encoding="utf-8"))
+    current["fields"].append({"name": "surprise", "type": "string"})
+    with pytest.raises(RegistryRefusedError, match="409"):
+        registry.register(subject(prefix + "lepton.jobs.requested"), json.dumps(current))
+
+
+async def test_a_registry_framed_request_is_accepted_by_the_scheduler(
+    kafka, database_for, registry: SchemaRegistry
+) -> None:
+    async with registered_space(kafka, registry) as (space, codec):
+        await space.send("lepton.node.heartbeats", "n1", heartbeat("n1", sequence=1, cpu=4000))
+        settings = space.settings(
+            kafka, database_for("scheduler"), schema_registry_url=registry.url
+        )
+        request = job("r1", cpu=1000)
+        value = registry_framed(registry, space.names.topic("lepton.jobs.requested").name, request)
+        async with running_scheduler(settings), space.reader("lepton.jobs.events") as events:
+            await send_signed(space, "lepton.jobs.requested", "r1", value, request)
+            events.codec = codec
+            assigned = await events.until(lambda r: r["job_id"] == "r1" and r["kind"] == "assigned")
+    assert assigned["node_id"] == "n1"
+
+
+async def test_in_write_mode_lepton_writes_what_a_registry_aware_reader_reads(
+    kafka, database_for, registry: SchemaRegistry
+) -> None:
+    async with registered_space(kafka, registry) as (space, codec):
+        await space.send("lepton.node.heartbeats", "n1", heartbeat("n1", sequence=1, cpu=4000))
+        settings = space.settings(
+            kafka,
+            database_for("scheduler"),
+            schema_registry_url=registry.url,
+            schema_registry_write=True,
+        )
+        events_topic = space.names.topic("lepton.jobs.events").name
+        async with (
+            running_scheduler(settings),
+            raw_reader(kafka, events_topic) as events,
+        ):
+            await space.send("lepton.jobs.requested", "w1", job("w1", cpu=1000))
+            message = await events.getone()
+    # The scheduler's "queued" event, as a registry-aware deserializer reads it...
+    record = registry_read(registry, message.value)
+    assert record["job_id"] == "w1"
+    assert record["kind"] == "queued"
+    assert message.value[1:5] == int(latest(registry, events_topic)["id"]).to_bytes(4, "big")
+    # ... signed over those bytes, and read by Lepton in registry mode too.
+    headers = dict(message.headers)
+    assert headers["lepton-principal"] == b"service:scheduler"
+    assert codec.decode(message.value)[1]["job_id"] == "w1"
+
+
+async def test_an_unknown_schema_id_is_dead_lettered_with_the_reason(
+    kafka, database_for, registry: SchemaRegistry
+) -> None:
+    async with registered_space(kafka, registry) as (space, _):
+        settings = space.settings(
+            kafka, database_for("scheduler"), schema_registry_url=registry.url
+        )
+        request = job("u1")
+        value = registry_framed(registry, space.names.topic("lepton.jobs.requested").name, request)
+        unknown = b"\x00" + (2**31 - 1).to_bytes(4, "big") + value[5:]
+        requests = space.names.topic("lepton.jobs.requested").name
+        async with (
+            running_scheduler(settings),
+            raw_reader(kafka, dead_letter_topic(requests)) as letters,
+        ):
+            await send_signed(space, "lepton.jobs.requested", "u1", unknown, request)
+            letter = await letters.getone()
+    headers = dict(letter.headers)
+    assert letter.value == unknown
+    assert headers["dlq_error_type"] == b"UnknownSchemaIdError"
+    assert b"schema id 2147483647 is not in the schema registry" in headers["dlq_error_message"]
