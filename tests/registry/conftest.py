@@ -4,6 +4,7 @@ port for the session."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import threading
@@ -18,26 +19,26 @@ from lepton.config import Settings
 
 SERVER = Path(__file__).parent / "server"
 RUNNER = SERVER / "target" / "apicurio-registry-server-1-runner.jar"
+SERDE = Path(__file__).parent / "serde"
 _LISTENING = re.compile(r"Listening on: (http://127\.0\.0\.1:\d+)")
 START_TIMEOUT_S = 120
 
 
-def build_registry() -> Path:
-    """The registry's runnable jar, built unless it is newer than what it is built from."""
-    sources = [SERVER / "pom.xml", *(SERVER / "src").rglob("*")]
-    if RUNNER.exists() and all(RUNNER.stat().st_mtime > p.stat().st_mtime for p in sources):
-        return RUNNER
-    settings = Settings()
-    built = subprocess.run(
-        [settings.maven, "-B", "-q", "package"],
-        cwd=SERVER,
+def built(project: Path, output: Path) -> Path:
+    """``output`` of the Maven ``project``, built unless it is newer than its sources."""
+    sources = [project / "pom.xml", *(project / "src").rglob("*")]
+    if output.exists() and all(output.stat().st_mtime > p.stat().st_mtime for p in sources):
+        return output
+    done = subprocess.run(
+        [Settings().maven, "-B", "-q", "package"],
+        cwd=project,
         capture_output=True,
         text=True,
         check=False,
         timeout=1200,
     )
-    assert built.returncode == 0, f"building the registry failed:\n{built.stdout[-4000:]}"
-    return RUNNER
+    assert done.returncode == 0, f"building {project} failed:\n{done.stdout[-4000:]}"
+    return output
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class RegistryServer:
 @contextmanager
 def running_registry(log: Path, port: int = 0) -> Iterator[RegistryServer]:
     """A registry process on loopback (``port`` 0: a free one), stopped at the end."""
-    jar = build_registry()
+    jar = built(SERVER, RUNNER)
     java = Settings().java
     process = subprocess.Popen(
         [
@@ -105,3 +106,40 @@ def running_registry(log: Path, port: int = 0) -> Iterator[RegistryServer]:
 def registry_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     with running_registry(tmp_path_factory.mktemp("registry") / "registry.log") as server:
         yield server
+
+
+class Serde:
+    """Apicurio Registry's own Avro serializer and deserializer (``serde/``): a
+    registry-aware client as another system would run it."""
+
+    def __init__(self, classpath: str) -> None:
+        self.classpath = classpath
+
+    def run(
+        self, mode: str, registry: RegistryServer, topic: str, lines: list[str], *extra: str
+    ) -> list[str]:
+        done = subprocess.run(
+            [
+                Settings().java,
+                "-cp",
+                self.classpath,
+                "RegistrySerde",
+                mode,
+                registry.base,
+                topic,
+                *extra,
+            ],
+            input="".join(f"{line}\n" for line in lines),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"RegistrySerde {mode} failed:\n{done.stderr[-4000:]}"
+        return done.stdout.splitlines()
+
+
+@pytest.fixture(scope="session")
+def serde() -> Serde:
+    classpath = built(SERDE, SERDE / "target" / "classpath.txt").read_text(encoding="utf-8")
+    return Serde(os.pathsep.join([str(SERDE / "target" / "classes"), classpath.strip()]))

@@ -5,7 +5,6 @@ id dead-lettered with the reason."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -16,7 +15,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -33,6 +31,7 @@ from lepton.contract.registry import (
     subject,
 )
 from lepton.contract.topics import ALL_TOPICS, Namespace, dead_letter_topic
+from lepton.contract.vectors import schema_file_stem
 from lepton.testing import impersonating
 from tests.integration.scheduler_support import (
     Namespaced,
@@ -41,7 +40,8 @@ from tests.integration.scheduler_support import (
     running_scheduler,
     signed_space,
 )
-from tests.registry.conftest import RegistryServer
+from tests.integration.test_java_interop import avro_json
+from tests.registry.conftest import RegistryServer, Serde
 
 pytestmark = pytest.mark.integration
 
@@ -64,24 +64,17 @@ def latest(registry: SchemaRegistry, topic: str) -> dict[str, Any]:
     return found
 
 
-def registry_framed(registry: SchemaRegistry, topic: str, record: dict[str, Any]) -> bytes:
-    """What a registry-aware serializer writes: the latest version of the topic's subject,
-    its id from the registry, and the Avro body written with the schema the registry holds."""
-    latest_version = latest(registry, topic)
-    schema = fastavro.parse_schema(json.loads(latest_version["schema"]))
-    body = io.BytesIO()
-    fastavro.schemaless_writer(body, schema, record)
-    return b"\x00" + int(latest_version["id"]).to_bytes(4, "big") + body.getvalue()
-
-
-def registry_read(registry: SchemaRegistry, value: bytes) -> dict[str, Any]:
-    """What a registry-aware deserializer does: the writer schema by the id in the bytes."""
-    assert value[:1] == b"\x00", f"not registry framing: {value[:5].hex()}"
-    text = registry.schema(int.from_bytes(value[1:5], "big"))
-    assert text is not None
-    record = fastavro.schemaless_reader(io.BytesIO(value[5:]), json.loads(text), None)
-    assert isinstance(record, dict)
-    return record
+def serialized(serde: Serde, server: RegistryServer, topic: str, record: dict[str, Any]) -> bytes:
+    """``record`` as the registry-aware serializer writes it to ``topic``."""
+    event = next(t.event for t in ALL_TOPICS if topic.endswith(t.name))
+    schema = schemas_dir() / f"{schema_file_stem(event)}.avsc"
+    # Every field spelled out (Avro's JSON encoding has no defaults): through the codec.
+    codec = default_codec()
+    record = codec.decode(codec.encode(event, record))[1]
+    [value] = serde.run(
+        "serialize", server, topic, [json.dumps(avro_json(event, record))], str(schema)
+    )
+    return bytes.fromhex(value)
 
 
 @pytest.fixture
@@ -168,8 +161,8 @@ def test_register_is_complete_idempotent_and_enforces_the_contract(
         registry.register(subject(prefix + "lepton.jobs.requested"), json.dumps(current))
 
 
-async def test_a_registry_framed_request_is_accepted_by_the_scheduler(
-    kafka, database_for, registry: SchemaRegistry
+async def test_a_registry_aware_serializers_request_is_accepted_by_the_scheduler(
+    kafka, database_for, registry: SchemaRegistry, registry_server: RegistryServer, serde: Serde
 ) -> None:
     async with registered_space(kafka, registry) as (space, codec):
         await space.send("lepton.node.heartbeats", "n1", heartbeat("n1", sequence=1, cpu=4000))
@@ -177,7 +170,9 @@ async def test_a_registry_framed_request_is_accepted_by_the_scheduler(
             kafka, database_for("scheduler"), schema_registry_url=registry.url
         )
         request = job("r1", cpu=1000)
-        value = registry_framed(registry, space.names.topic("lepton.jobs.requested").name, request)
+        requests = space.names.topic("lepton.jobs.requested").name
+        value = serialized(serde, registry_server, requests, request)
+        assert value[:5] == b"\x00" + int(latest(registry, requests)["id"]).to_bytes(4, "big")
         async with running_scheduler(settings), space.reader("lepton.jobs.events") as events:
             await send_signed(space, "lepton.jobs.requested", "r1", value, request)
             events.codec = codec
@@ -185,8 +180,8 @@ async def test_a_registry_framed_request_is_accepted_by_the_scheduler(
     assert assigned["node_id"] == "n1"
 
 
-async def test_in_write_mode_lepton_writes_what_a_registry_aware_reader_reads(
-    kafka, database_for, registry: SchemaRegistry
+async def test_in_write_mode_lepton_writes_what_a_registry_aware_deserializer_reads(
+    kafka, database_for, registry: SchemaRegistry, registry_server: RegistryServer, serde: Serde
 ) -> None:
     async with registered_space(kafka, registry) as (space, codec):
         await space.send("lepton.node.heartbeats", "n1", heartbeat("n1", sequence=1, cpu=4000))
@@ -204,7 +199,8 @@ async def test_in_write_mode_lepton_writes_what_a_registry_aware_reader_reads(
             await space.send("lepton.jobs.requested", "w1", job("w1", cpu=1000))
             message = await events.getone()
     # The scheduler's "queued" event, as a registry-aware deserializer reads it...
-    record = registry_read(registry, message.value)
+    [line] = serde.run("deserialize", registry_server, events_topic, [message.value.hex()])
+    record = json.loads(line)
     assert record["job_id"] == "w1"
     assert record["kind"] == "queued"
     assert message.value[1:5] == int(latest(registry, events_topic)["id"]).to_bytes(4, "big")
@@ -215,16 +211,16 @@ async def test_in_write_mode_lepton_writes_what_a_registry_aware_reader_reads(
 
 
 async def test_an_unknown_schema_id_is_dead_lettered_with_the_reason(
-    kafka, database_for, registry: SchemaRegistry
+    kafka, database_for, registry: SchemaRegistry, registry_server: RegistryServer, serde: Serde
 ) -> None:
     async with registered_space(kafka, registry) as (space, _):
         settings = space.settings(
             kafka, database_for("scheduler"), schema_registry_url=registry.url
         )
         request = job("u1")
-        value = registry_framed(registry, space.names.topic("lepton.jobs.requested").name, request)
-        unknown = b"\x00" + (2**31 - 1).to_bytes(4, "big") + value[5:]
         requests = space.names.topic("lepton.jobs.requested").name
+        value = serialized(serde, registry_server, requests, request)
+        unknown = b"\x00" + (2**31 - 1).to_bytes(4, "big") + value[5:]
         async with (
             running_scheduler(settings),
             raw_reader(kafka, dead_letter_topic(requests)) as letters,
