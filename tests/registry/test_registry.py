@@ -5,8 +5,11 @@ id dead-lettered with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -19,7 +22,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from lepton.config import KafkaAccess
+from lepton.config import KafkaAccess, Settings
 from lepton.contract import default_codec, schemas_dir
 from lepton.contract.codec import Codec
 from lepton.contract.registry import (
@@ -27,6 +30,7 @@ from lepton.contract.registry import (
     RegistryIds,
     RegistryRefusedError,
     SchemaRegistry,
+    attach_registry,
     register_contract,
     subject,
 )
@@ -41,7 +45,7 @@ from tests.integration.scheduler_support import (
     signed_space,
 )
 from tests.integration.test_java_interop import avro_json
-from tests.registry.conftest import RegistryServer, Serde
+from tests.registry.conftest import RegistryServer, Serde, running_registry
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +235,45 @@ async def test_an_unknown_schema_id_is_dead_lettered_with_the_reason(
     assert letter.value == unknown
     assert headers["dlq_error_type"] == b"UnknownSchemaIdError"
     assert b"schema id 2147483647 is not in the schema registry" in headers["dlq_error_message"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_a_service_waits_out_a_registry_that_is_down(tmp_path: Path) -> None:
+    """What a service does at start in registry mode (lepton.runtime): the registry's ids
+    are awaited, with back-off, until it answers; it does not fail."""
+    port = free_port()
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings = Settings(
+        schema_registry_url=f"http://127.0.0.1:{port}/apis/ccompat/v7",
+        schema_registry_write=True,
+        topic_prefix=prefix,
+    )
+    retrying = asyncio.Event()
+
+    class Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "trying again" in record.getMessage():
+                retrying.set()
+
+    logger = logging.getLogger("lepton.contract.registry")
+    handler = Retries(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        waiting = asyncio.create_task(attach_registry(default_codec(), settings, Namespace(prefix)))
+        await asyncio.wait_for(retrying.wait(), 30)
+        assert not waiting.done()
+        with running_registry(tmp_path / "late.log", port) as late:
+            with SchemaRegistry(late.url) as client:
+                register_contract(client, Namespace(prefix))
+                writer_id = int(latest(client, prefix + "lepton.jobs.requested")["id"])
+            codec = await asyncio.wait_for(waiting, 90)
+    finally:
+        logger.removeHandler(handler)
+    encoded = codec.encode("lepton.JobRequested", job("late"))
+    assert encoded[:5] == b"\x00" + writer_id.to_bytes(4, "big")
