@@ -155,10 +155,17 @@ class SchemaRegistry:
             )
         return response.json()
 
-    def lookup(self, subject_name: str, schema: str) -> int | None:
-        """The id of ``schema`` if it is a version of the subject, else None."""
-        found = self._call("POST", f"/subjects/{quote(subject_name, safe='')}", {"schema": schema})
-        return None if found is None else int(found["id"])
+    def versions(self, subject_name: str) -> list[tuple[int, str]]:
+        """The subject's versions, oldest first, as (schema id, schema text); empty when
+        there is no such subject."""
+        path = f"/subjects/{quote(subject_name, safe='')}/versions"
+        numbers = self._call("GET", path)
+        found = []
+        for number in numbers or ():
+            version = self._call("GET", f"{path}/{int(number)}")
+            if version is not None:
+                found.append((int(version["id"]), str(version["schema"])))
+        return found
 
     def register(self, subject_name: str, schema: str) -> int:
         """Adds ``schema`` as the subject's next version (the registry checks the
@@ -196,9 +203,15 @@ def _message(response: httpx.Response) -> str:
 
 
 def _schema_text(definition: Mapping[str, Any]) -> str:
-    """The text a schema is registered with: its ``.avsc`` JSON, compact. Always the same
-    for the same file, so that a lookup finds what an earlier run registered."""
+    """The text a schema is registered with: its ``.avsc`` JSON, compact (its docs and
+    defaults kept, for the registry's readers)."""
     return json.dumps(definition, separators=(",", ":"))
+
+
+def _registered(registry: SchemaRegistry, subject_name: str) -> dict[bytes, int]:
+    """The subject's schema ids by single-object fingerprint: what a version is, whatever
+    tool registered it and however it laid out the text."""
+    return {_fingerprint_of(text): schema_id for schema_id, text in registry.versions(subject_name)}
 
 
 def _versions(root: Path) -> dict[str, list[dict[str, Any]]]:
@@ -235,7 +248,8 @@ def register_contract(
     """Registers every topic's value schema with its history, oldest first, under
     ``<topic>-value``, the subject's compatibility set first to the contract's
     (:data:`CONTRACT_COMPATIBILITY`), so that the registry checks each version as Lepton's
-    own test does. Idempotent: a version already there is not registered again."""
+    own test does. Idempotent: a version already there (the same parsing canonical form,
+    however its text is laid out) is not registered again."""
     versions = _versions(root or schemas_dir())
     done = []
     for declared in ALL_TOPICS:
@@ -243,12 +257,14 @@ def register_contract(
         kept = registry.compatibility(name) == CONTRACT_COMPATIBILITY
         if not kept:
             registry.set_compatibility(name, CONTRACT_COMPATIBILITY)
+        have = _registered(registry, name)
         ids, added = [], 0
         for definition in versions[declared.event]:
-            text = _schema_text(definition)
-            found = registry.lookup(name, text)
+            schema = EventSchema.from_definition(definition)
+            found = have.get(schema.fingerprint)
             if found is None:
-                found = registry.register(name, text)
+                found = registry.register(name, _schema_text(definition))
+                have[schema.fingerprint] = found
                 added += 1
             ids.append(found)
         done.append(SubjectRegistered(name, tuple(ids), added, "kept" if kept else "set"))
@@ -258,9 +274,9 @@ def register_contract(
 class RegistryIds:
     """The registry ids of a codec's schemas, for :meth:`Codec.with_registry`.
 
-    :meth:`prepare` looks up every version of every topic's schema (so that decoding
+    :meth:`prepare` reads every version of every topic's subject (so that decoding
     rarely asks the registry); an id seen later is asked for by id and cached. With
-    ``write``, records are framed with the id of their current schema.
+    ``write``, records are framed with the id of their current schema's version.
     """
 
     def __init__(
@@ -276,19 +292,17 @@ class RegistryIds:
         self._down_until = 0.0
 
     def prepare(self) -> None:
-        """Looks up the ids of every version Lepton has; raises
-        :class:`RegistryUnavailableError` while the registry does not answer, and (in
-        write mode) :class:`ConfigError` for a current schema that is not registered."""
-        versions = _versions(schemas_dir())
+        """Reads the ids of every topic's subject; raises :class:`RegistryUnavailableError`
+        while the registry does not answer, and (in write mode) :class:`ConfigError` for a
+        current schema that is not registered."""
         for declared in ALL_TOPICS:
             name = subject(self._names.topic(declared.name).name)
-            schema_id = None
-            for definition in versions[declared.event]:  # the current one last
-                schema_id = self._registry.lookup(name, _schema_text(definition))
-                if schema_id is not None:
-                    self._remember(schema_id, EventSchema.from_definition(definition).fingerprint)
-            if schema_id is not None:
-                self._writer_ids[declared.event] = schema_id
+            have = _registered(self._registry, name)
+            for fingerprint, schema_id in have.items():
+                self._remember(schema_id, fingerprint)
+            current = have.get(self._codec.schema(declared.event).fingerprint)
+            if current is not None:
+                self._writer_ids[declared.event] = current
             elif self._write:
                 raise ConfigError(
                     f"the current {declared.event} schema is not registered under {name} in "
