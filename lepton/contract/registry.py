@@ -65,6 +65,8 @@ _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 _CACHED_IDS = 1024
 # An id the registry did not have may be registered later: ask again after this long.
 _UNKNOWN_FOR_S = 60.0
+# A schema is a few kilobytes; a list of versions a few hundred bytes.
+_MAX_ANSWER_BYTES = 1 << 20
 # After the registry failed to answer, decoding fails fast (retried by the consumer) for
 # this long instead of blocking the event loop on every message.
 _DOWN_FOR_S = 2.0
@@ -103,9 +105,11 @@ class SchemaRegistry:
         if username is not None:
             secret = "" if password is None else password.get_secret_value()
             auth = httpx.BasicAuth(username, secret)
-        self.url = url.rstrip("/")
+        base = httpx.URL(url.rstrip("/"))
+        # For messages: a password given in the URL itself is never shown.
+        self.url = str(base.copy_with(username=None, password=None))
         self._http = httpx.Client(
-            base_url=self.url,
+            base_url=base,
             auth=auth,
             timeout=timeout_s,
             headers={"Accept": _CONTENT_TYPE, "Content-Type": _CONTENT_TYPE},
@@ -136,7 +140,15 @@ class SchemaRegistry:
     def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """The JSON answer, or None for a 404; raises for anything else that is not 2xx."""
         try:
-            response = self._http.request(method, path, json=body)
+            with self._http.stream(method, path, json=body) as response:
+                content = bytearray()
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) > _MAX_ANSWER_BYTES:
+                        raise RegistryRefusedError(
+                            f"schema registry {self.url} answered {method} {path} with more "
+                            f"than {_MAX_ANSWER_BYTES} bytes"
+                        )
         except httpx.TransportError as exc:
             # The exception's text names the address only; credentials travel in a header.
             raise RegistryUnavailableError(
@@ -151,9 +163,9 @@ class SchemaRegistry:
         if response.status_code >= 400:
             raise RegistryRefusedError(
                 f"schema registry {self.url} refused {method} {path}: "
-                f"{response.status_code} {_message(response)}"
+                f"{response.status_code} {_message(bytes(content))}"
             )
-        return response.json()
+        return json.loads(content)
 
     def versions(self, subject_name: str) -> list[tuple[int, str]]:
         """The subject's versions, oldest first, as (schema id, schema text); empty when
@@ -193,12 +205,12 @@ class SchemaRegistry:
         return None if found is None else str(found["schema"])
 
 
-def _message(response: httpx.Response) -> str:
+def _message(content: bytes) -> str:
     """The registry's own error message, cut short (it comes from outside)."""
     try:
-        text = str(response.json().get("message", ""))
+        text = str(json.loads(content).get("message", ""))
     except (ValueError, AttributeError):
-        text = response.text
+        text = content.decode("utf-8", "replace")
     return text[:500]
 
 

@@ -1,5 +1,5 @@
 """The codec's registry framing and the id cache, as pure logic: the ids come from a fake
-(the real registry is in test_registry.py)."""
+(the real registry is in test_registry.py); and what the registry client shows of its URL."""
 
 from __future__ import annotations
 
@@ -132,3 +132,14 @@ def test_a_registry_that_is_down_is_not_asked_again_on_every_message() -> None:
         with pytest.raises(ConnectionError):
             ids.fingerprint(5)
     assert registry.asked == 1
+
+
+def test_a_password_in_the_registry_url_is_never_shown() -> None:
+    with (
+        SchemaRegistry("http://lepton:s3cret@127.0.0.1:1/apis/ccompat/v7") as registry,
+        pytest.raises(RegistryUnavailableError) as caught,
+    ):
+        registry.schema(1)
+    assert "127.0.0.1:1" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    assert "s3cret" not in registry.url
