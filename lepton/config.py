@@ -451,6 +451,28 @@ class Settings(BaseSettings):
         description="LEPTON_MONITOR_URL: the monitor's JSON API, from which the SDK and the "
         "CLI list nodes, jobs and models (the read model built from every topic).",
     )
+    schema_registry_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="LEPTON_SCHEMA_REGISTRY_URL: a Confluent-compatible schema registry "
+        "(e.g. Apicurio's `/apis/ccompat/v7`) where `lepton contract register` put the "
+        "schemas. Set: services also read registry-framed events (`00` + schema id). Unset: "
+        "single-object encoding only.",
+    )
+    schema_registry_username: str | None = Field(
+        default=None,
+        description="LEPTON_SCHEMA_REGISTRY_USERNAME: HTTP basic user for the schema registry.",
+    )
+    schema_registry_password: SecretStr | None = Field(
+        default=None,
+        description="LEPTON_SCHEMA_REGISTRY_PASSWORD: its password. Never logged.",
+    )
+    schema_registry_write: bool = Field(
+        default=False,
+        description="LEPTON_SCHEMA_REGISTRY_WRITE: services write registry framing instead of "
+        "single-object encoding (needs LEPTON_SCHEMA_REGISTRY_URL, and every reader of "
+        "Lepton's topics in registry mode).",
+    )
 
     def kafka_access(self) -> KafkaAccess | None:
         """The configured Kafka access: the client properties file, overridden by the

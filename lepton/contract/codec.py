@@ -16,6 +16,11 @@ the services compare milliseconds anyway); encoding takes an ``int`` or an aware
 On topics declared ``sealed``, the value is that encoding sealed for the record's tenant
 (:mod:`lepton.contract.sealed`); a codec given a :class:`~lepton.contract.sealed.Keyring`
 (:meth:`Codec.keyed`) seals and opens such values.
+
+Registry mode (:meth:`Codec.with_registry`, see :mod:`lepton.contract.registry`): the
+codec also reads the schema-registry framing, ``00`` + a 4-byte big-endian schema id +
+the same Avro body, resolving the id to one of its schemas; where the ids say so it
+writes that framing too.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -46,22 +51,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAGIC",
+    "REGISTRY_MAGIC",
     "Codec",
     "CorruptMessageError",
     "DecodeError",
     "EventSchema",
     "NotForThisReaderError",
+    "SchemaIds",
     "SealedMessageError",
     "SplitDecoder",
     "TruncatedMessageError",
     "UnknownFingerprintError",
     "UnknownSchemaError",
+    "UnknownSchemaIdError",
     "WrongSchemaError",
     "load_schema_files",
 ]
 
 MAGIC = b"\xc3\x01"
 _HEADER_SIZE = len(MAGIC) + 8
+# The schema-registry framing: magic byte 0, then the schema id as 4 bytes big-endian.
+REGISTRY_MAGIC = b"\x00"
+_REGISTRY_HEADER_SIZE = len(REGISTRY_MAGIC) + 4
 
 Record = dict[str, Any]
 
@@ -105,6 +116,11 @@ class UnknownFingerprintError(DecodeError):
     """A well-formed header whose schema fingerprint no known schema has."""
 
 
+class UnknownSchemaIdError(DecodeError):
+    """Registry framing whose schema id the registry does not know, or whose schema is
+    none of Lepton's."""
+
+
 class WrongSchemaError(DecodeError):
     """A valid event of another type than the one the topic carries."""
 
@@ -120,6 +136,20 @@ class NotForThisReaderError(SealedMessageError):
 
 class UnknownSchemaError(KeyError):
     """An event type name that the codec does not know (a programming error)."""
+
+
+class SchemaIds(Protocol):
+    """Schema-registry ids of a codec's schemas (:class:`lepton.contract.registry.RegistryIds`)."""
+
+    def fingerprint(self, schema_id: int) -> bytes | None:
+        """The single-object fingerprint of the schema with ``schema_id``; None when the
+        registry has no such id. Raises when the registry cannot be asked now."""
+        ...
+
+    def writer_id(self, name: str) -> int | None:
+        """The id to frame records of the current schema ``name`` with; None to write
+        single-object encoding."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +263,7 @@ class Codec:
                 raise ValueError(f"history schema {old.name} has no current version")
             self._by_fingerprint.setdefault(old.fingerprint, (old, current))
         self._keyring: Keyring | None = None
+        self._registry: SchemaIds | None = None
 
     def keyed(self, keyring: Keyring) -> Codec:
         """This codec, sealing and opening sealed values with ``keyring`` (the schemas and
@@ -240,6 +271,13 @@ class Codec:
         keyed = copy.copy(self)
         keyed._keyring = keyring
         return keyed
+
+    def with_registry(self, ids: SchemaIds) -> Codec:
+        """This codec, also reading registry-framed values (and writing them where ``ids``
+        give a writer id), like :meth:`keyed` sharing the schemas."""
+        framed = copy.copy(self)
+        framed._registry = ids
+        return framed
 
     def seal(self, tenant: str, value: bytes) -> bytes:
         """An encoded value sealed for ``tenant`` (:class:`~lepton.contract.sealed.SealError`
@@ -273,12 +311,18 @@ class Codec:
         """Single-object encode ``record`` with the current schema called ``name``."""
         encoder = self._encoders.get(name)
         if encoder is not None:
-            return encoder(record)
-        schema = self.schema(name)
-        buffer = io.BytesIO()
-        buffer.write(self._headers[name])
-        fastavro.schemaless_writer(buffer, schema.parsed, record)
-        return buffer.getvalue()
+            encoded = encoder(record)
+        else:
+            schema = self.schema(name)
+            buffer = io.BytesIO()
+            buffer.write(self._headers[name])
+            fastavro.schemaless_writer(buffer, schema.parsed, record)
+            encoded = buffer.getvalue()
+        if self._registry is not None:
+            schema_id = self._registry.writer_id(name)
+            if schema_id is not None:
+                return REGISTRY_MAGIC + schema_id.to_bytes(4, "big") + encoded[_HEADER_SIZE:]
+        return encoded
 
     def decode(
         self,
@@ -296,6 +340,8 @@ class Codec:
             raise CorruptMessageError("empty message value (a tombstone?)", where)
         if data[:2] == SEALED_MAGIC:
             data = self._open(data, where)
+        if data[:1] == REGISTRY_MAGIC and self._registry is not None:
+            data = self._from_registry_framing(data, self._registry, where)
         if len(data) < _HEADER_SIZE:
             raise TruncatedMessageError(
                 f"{len(data)} bytes is shorter than the {_HEADER_SIZE}-byte header", where
@@ -328,6 +374,26 @@ class Codec:
                 f"{len(data) - end} bytes left over after the {writer.name} record", where
             )
         return reader.name, decoded
+
+    def _from_registry_framing(self, data: bytes, ids: SchemaIds, where: MessageOrigin) -> bytes:
+        """Registry-framed bytes as the single-object encoding of the same body."""
+        if len(data) < _REGISTRY_HEADER_SIZE:
+            raise TruncatedMessageError(
+                f"{len(data)} bytes is shorter than the {_REGISTRY_HEADER_SIZE}-byte registry "
+                "header",
+                where,
+            )
+        schema_id = int.from_bytes(data[1:_REGISTRY_HEADER_SIZE], "big")
+        found = ids.fingerprint(schema_id)
+        if found is None:
+            raise UnknownSchemaIdError(
+                f"schema id {schema_id} is not in the schema registry", where
+            )
+        if found not in self._by_fingerprint:
+            raise UnknownSchemaIdError(
+                f"schema id {schema_id} of the schema registry is none of Lepton's schemas", where
+            )
+        return MAGIC + found + data[_REGISTRY_HEADER_SIZE:]
 
     def _open(self, data: bytes, where: MessageOrigin) -> bytes:
         try:

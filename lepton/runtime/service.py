@@ -42,6 +42,7 @@ from lepton.bus import (
 from lepton.config import Actor, KafkaAccess, Settings
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, Verifier
+from lepton.contract.registry import attach_registry
 from lepton.contract.sealed import Keyring
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
@@ -382,7 +383,10 @@ class Service:
         principal = self.principal or Principal("service", self.actor)
         signer, verifier = identity.service_keys(settings, principal, master)
         master = None if verifier is None else verifier.master
-        codec = default_codec().keyed(Keyring(master=master, own=signer))
+        # Registry mode (LEPTON_SCHEMA_REGISTRY_URL) waits here for the registry's ids.
+        codec = (await attach_registry(default_codec(), settings, names)).keyed(
+            Keyring(master=master, own=signer)
+        )
         async with Publisher(
             kafka,
             codec,
