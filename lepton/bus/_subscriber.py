@@ -346,8 +346,10 @@ class Subscriber:
         try:
             topic = self._topics[message.topic()]
             record = self._codec.decode(message.value(), expected=topic.event)[1]
-        except DecodeError:
-            pass  # the audit then names no tenant
+        except (DecodeError, ConnectionError):
+            # Undecodable, or its schema registry away: the audit then names no tenant
+            # (the refusal itself never waits on a registry).
+            pass
         key, event = self._authenticator.denial(message, record, error)
         await self._publisher.publish(self._authenticator.audit_topic, key, event)
 

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from lepton.bus import DLQ_HEADERS, BrokerUnavailableError, Publisher, partition_for
 from lepton.contract import default_codec
 from lepton.contract.codec import Codec, DecodeError, NotForThisReaderError
+from lepton.contract.registry import attach_registry
 from lepton.contract.topics import (
     ALL_TOPICS,
     DLQ_SUFFIX,
@@ -65,6 +66,7 @@ class KafkaTransport:
         self._access: KafkaAccess | None = None
         self._publisher: Publisher | None = None
         self._codec: Codec | None = None
+        self._registry_attached = False
         self._opening = asyncio.Lock()
 
     @property
@@ -84,8 +86,20 @@ class KafkaTransport:
             self._codec = default_codec().keyed(identity.keyring(self._settings))
         return self._codec
 
+    async def _attach_registry(self) -> None:
+        """In schema-registry mode (LEPTON_SCHEMA_REGISTRY_URL), the codec also reads the
+        registry's framing, and writes it when LEPTON_SCHEMA_REGISTRY_WRITE says so: done
+        once, before the first read or write (every path goes through here)."""
+        if self._registry_attached:
+            return
+        self._codec = (await attach_registry(default_codec(), self._settings, self.names)).keyed(
+            identity.keyring(self._settings)
+        )
+        self._registry_attached = True
+
     async def _bus(self) -> Publisher:
         async with self._opening:
+            await self._attach_registry()
             if self._publisher is None:
                 publisher = Publisher(
                     self.access,
@@ -120,6 +134,8 @@ class KafkaTransport:
         """A consumer outside any group, reading exactly ``partitions`` (as the client, or
         with ``access``)."""
         access = access or self.access
+        async with self._opening:
+            await self._attach_registry()
         consumer = AIOKafkaConsumer(
             **access.aiokafka(),
             client_id=f"{self._settings.client_id}-{self._source}",

@@ -32,6 +32,7 @@ import structlog
 from lepton.bus import Authenticator, Publisher, Subscriber
 from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, Verifier
+from lepton.contract.registry import attach_registry
 from lepton.contract.topics import Namespace
 from lepton.runtime.service import (
     Context,
@@ -155,7 +156,7 @@ async def _digest(settings: SchedulerSettings, master: IdentityKey) -> None:
     kafka = settings.kafka_access()
     assert kafka is not None, "the scheduler passes its Kafka access"
     names = Namespace(settings.topic_prefix)
-    codec = default_codec()
+    codec = await attach_registry(default_codec(), settings, names)
     digest = HeartbeatDigest(
         Liveness(
             suspect_after_ms=int(settings.node_suspect_after_s * 1000),
