@@ -25,8 +25,8 @@ from lepton.cli._app import (
     say,
     with_client,
 )
-from lepton.sdk._checks import DatasetUnchecked
 from lepton.sdk.builders import InvalidRequest, JobRequest, describe, millicores
+from lepton.sdk.client import DatasetUnchecked
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

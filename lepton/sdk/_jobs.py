@@ -23,7 +23,7 @@ from lepton.scheduling.journal import Fold, Journal, Status
 from lepton.sdk.results import Cancellation, JobEvent, JobHistory
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from lepton.contract.codec import Record
     from lepton.contract.identity import Principal
@@ -150,19 +150,19 @@ async def cancel_job(
     kafka: KafkaTransport,
     job_id: str,
     tenant: str | None,
-    signer: Principal,
+    signer: Callable[[], Principal],
     reason: str,
     timeout_s: float,
 ) -> Cancellation:
     """See :meth:`lepton.LeptonClient.cancel`: ``tenant`` is who asks (None: the job's
-    own), ``signer`` who signs the request."""
+    own), ``signer`` who signs the request (asked once the job is found)."""
     async with read_story(kafka, job_id) as (story, more):
         if story.outcome is not None:
             return Cancellation(job_id, story.outcome.kind, story.outcome, sent=False)
         record: Record = dict(
             job_event(job_id, "cancel_requested", tenant or story.tenant or "", reason=reason)
         )
-        refusal = _authorship_refusal(record, signer) or story.refusal(record)
+        refusal = _authorship_refusal(record, signer()) or story.refusal(record)
         await kafka.publish("lepton.jobs.events", job_id, record)
         if refusal is not None:
             raise RequestError(

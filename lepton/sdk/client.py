@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 
     from lepton.contract.codec import Record
+    from lepton.contract.identity import Principal
     from lepton.data.catalog import DatasetInfo, DatasetVersion
 
 __all__ = [
@@ -215,9 +216,12 @@ class LeptonClient:
         :class:`LeptonTimeout` if no outcome came within ``timeout_s`` (the request
         stands: a scheduler that was away answers it when it starts).
         """
-        who = identity.signing_key(self.settings, identity.LOCAL_OPERATOR).principal
+
+        def signer() -> Principal:
+            return identity.signing_key(self.settings, identity.LOCAL_OPERATOR).principal
+
         asked = f"cancelled by {self.user}" + (f": {reason}" if reason else "")
-        return await cancel_job(self._kafka, job_id, self.tenant, who, asked, timeout_s)
+        return await cancel_job(self._kafka, job_id, self.tenant, signer, asked, timeout_s)
 
     def _since(self, job_id: str) -> int | None:
         submitted = self._submitted_at.get(job_id)
