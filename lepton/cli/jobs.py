@@ -291,7 +291,14 @@ def jobs_show(
     say(f"{history.job_id}: {history.state}{pending}, tenant {history.tenant}")
     if history.request is not None:
         say(_describe_request(history.request))
-    table = Table("time", "event", "node", "lease", "attempt", Column("detail", overflow="fold"))
+    table = Table(
+        Column("time", no_wrap=True),
+        Column("event", no_wrap=True),
+        Column("node", overflow="fold"),
+        Column("lease", no_wrap=True),
+        "attempt",
+        Column("detail", overflow="fold"),
+    )
     for event in history.events:
         table.add_row(
             escape(_clock(event.time)),
