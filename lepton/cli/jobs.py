@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import time
+import warnings
 from pathlib import Path  # noqa: TC003  # Typer reads the annotations at run time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Column, Table
 
 from lepton.cli._app import (
     app,
     console,
+    errors,
     fail,
+    say,
     with_client,
 )
 from lepton.sdk.builders import InvalidRequest, JobRequest, describe, millicores
+from lepton.sdk.client import DatasetUnchecked
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from lepton.sdk.client import LeptonClient
-    from lepton.sdk.results import JobEvent
+    from lepton.sdk.results import JobEvent, JobHistory
+
+jobs_app = typer.Typer(help="Jobs: list and follow them, show one's history, cancel one.")
+app.add_typer(jobs_app, name="jobs")
 
 
 _JOB_HINT = (
@@ -96,8 +107,19 @@ def submit(
     job_id: Annotated[str | None, typer.Option(help="Default: a new random id.")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job's outcome.")] = False,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds --wait waits.")] = 3600.0,
+    no_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-check",
+            help="Do not check the dataset and target column in the catalog first (a "
+            "dataset still to be ingested: the scheduler waits for it).",
+        ),
+    ] = False,
 ) -> None:
-    """Submit a job, from flags or a YAML file (waits for the broker's acknowledgement)."""
+    """Submit a job, from flags or a YAML file (waits for the broker's acknowledgement).
+
+    The dataset must exist, be readable by the tenant and hold the target column, unless
+    --no-check; if the catalog cannot be reached the job is sent with a warning."""
     given = read_yaml(job_file) if job_file is not None else {}
     given |= _given(
         job_id=job_id,
@@ -125,7 +147,11 @@ def submit(
     job = build_job(given)
 
     async def send(client: LeptonClient) -> None:
-        await client.submit(job)
+        with warnings.catch_warnings(record=True) as unchecked:
+            warnings.simplefilter("always", DatasetUnchecked)
+            await client.submit(job, check=not no_check)
+        for warning in unchecked:
+            errors.print(f"[yellow]warning:[/yellow] {escape(str(warning.message))}")
         console.print(f"submitted {job.job_id}")
         if wait:
             outcome = await client.wait(job.job_id, timeout_s=timeout)
@@ -210,8 +236,9 @@ def _jobs_table(jobs: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command("jobs")
+@jobs_app.callback(invoke_without_command=True)
 def jobs(
+    context: typer.Context,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs shown at most.")] = 50,
@@ -223,6 +250,8 @@ def jobs(
     ] = False,
 ) -> None:
     """Jobs, most recently changed first (from the monitor)."""
+    if context.invoked_subcommand is not None:
+        return
     if until_done and not watch:
         fail("--until-done only applies to --watch", "say `lepton jobs --watch --until-done`")
 
@@ -253,6 +282,127 @@ def jobs(
 
     with contextlib.suppress(KeyboardInterrupt):
         with_client(show)
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The history as one JSON document.")
+    ] = False,
+) -> None:
+    """A job's request and every event about it, in order, from lepton.jobs.events."""
+    history = with_client(lambda client: client.job_history(job_id))
+    if as_json:
+        say(json.dumps(_history_document(history), ensure_ascii=False))
+        return
+    pending = " (cancel requested)" if history.cancel_requested else ""
+    say(f"{history.job_id}: {history.state}{pending}, tenant {history.tenant}")
+    if history.request is not None:
+        say(_describe_request(history.request))
+    table = Table(
+        Column("time", no_wrap=True),
+        Column("event", no_wrap=True),
+        Column("node", overflow="fold"),
+        Column("lease", no_wrap=True),
+        "attempt",
+        Column("detail", overflow="fold"),
+    )
+    for event in history.events:
+        table.add_row(
+            escape(_clock(event.time)),
+            escape(event.kind),
+            escape(event.node_id or ""),
+            str(event.lease_epoch) if event.lease_epoch is not None else "",
+            str(event.attempt),
+            escape(_detail(event)),
+        )
+    if history.omitted:
+        say(f"{history.omitted:,} earlier events not shown")
+    console.print(table)
+
+
+def _history_document(history: JobHistory) -> dict[str, Any]:
+    return {
+        "job_id": history.job_id,
+        "tenant": history.tenant,
+        "state": history.state,
+        "cancel_requested": history.cancel_requested,
+        "request": history.request,
+        "omitted": history.omitted,
+        "events": [dataclasses.asdict(event) for event in history.events],
+    }
+
+
+def _clock(time_ms: int) -> str:
+    seconds, millis = divmod(time_ms, 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) + f".{millis:03d}"
+
+
+def _describe_request(request: dict[str, Any]) -> str:
+    task, demand, dataset = request["task"], request["demand"], request.get("dataset")
+    parts = [f"{task['kind']} {task['algorithm']}"]
+    if dataset:
+        parts.append(
+            f"dataset {dataset['name']}"
+            + (f"@{dataset['version']}" if dataset.get("version") else "")
+        )
+    if task.get("target_column"):
+        parts.append(f"target {task['target_column']}")
+    parts.append(
+        f"{demand['cpu_millicores'] / 1000:g} cores, {demand['memory_mib']:,} MiB"
+        + (f", {demand['gpus']} GPUs" if demand["gpus"] else "")
+        + (f" x {request['gang_size']} workers" if request.get("gang_size", 1) > 1 else "")
+    )
+    by = f" by {request['submitted_by']}" if request.get("submitted_by") else ""
+    return f"requested {_clock(request['submitted_at'])}{by}: " + ", ".join(parts)
+
+
+def _detail(event: JobEvent) -> str:
+    parts = []
+    if event.progress_percent is not None:
+        parts.append(f"{event.progress_percent:.0f}%")
+    parts += [
+        text
+        for text in (
+            event.stage,
+            event.field and f"{event.field}:",
+            event.reason,
+            event.error_type and f"({event.error_type})",
+            event.model_id and f"model {event.model_id}",
+        )
+        if text
+    ]
+    return " ".join(parts)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    tenant: Annotated[
+        str | None, typer.Option(help="The tenant you act for (default: the job's own).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="Why, recorded with the request.")] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the scheduler's answer.")
+    ] = 60.0,
+) -> None:
+    """Cancel a job: a queued one leaves the queue, a running one is stopped.
+
+    A running job's workers are stopped on every node and its resources freed. A job that
+    already ended is left as it is (exit code 1 unless it was cancelled)."""
+    done = with_client(
+        lambda client: client.cancel(job_id, reason=reason, timeout_s=timeout), tenant=tenant
+    )
+    why = f": {done.event.reason}" if done.event.reason else ""
+    if done.cancelled:
+        say(f"{job_id}: cancelled{why}" if done.sent else f"{job_id} was already cancelled{why}")
+        return
+    before = "" if done.sent else " already"
+    fail(
+        f"job {job_id}{before} {done.state}{why}: nothing to cancel",
+        f"`lepton jobs show {job_id}` shows its history",
+    )
 
 
 @app.command("nodes")

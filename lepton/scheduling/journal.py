@@ -56,6 +56,9 @@ class JobRecord:
     nodes: dict[int, str] = field(default_factory=dict)  # worker index -> node id
     started: set[int] = field(default_factory=set)  # worker indexes that reported started
     cancel_requested: bool = False
+    # Who asked, as the request says ("by alice: wrong dataset"); None for a request read
+    # before the job's (the journal keeps no free text of those).
+    cancel_reason: str | None = None
 
     @property
     def tenant(self) -> str:
@@ -149,6 +152,7 @@ class Journal:
             return Fold.FORGED
         if kind == "cancel_requested":
             entry.cancel_requested = True
+            entry.cancel_reason = event.get("reason") or entry.cancel_reason
             return Fold.APPLIED
         if kind in ("queued", "requeued", "preempted"):
             if kind == "preempted" and epoch is not None and epoch != entry.epoch:

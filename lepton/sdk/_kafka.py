@@ -90,8 +90,8 @@ class KafkaTransport:
         """In schema-registry mode (LEPTON_SCHEMA_REGISTRY_URL), the codec also reads the
         registry's framing, and writes it when LEPTON_SCHEMA_REGISTRY_WRITE says so: done
         once, before the first read or write (every path goes through here)."""
-        if self._registry_attached:
-            return
+        if self._registry_attached or self._settings.schema_registry_url is None:
+            return  # without a registry the codec is made when first used, as it was
         self._codec = (await attach_registry(default_codec(), self._settings, self.names)).keyed(
             identity.keyring(self._settings)
         )
@@ -165,6 +165,16 @@ class KafkaTransport:
     ) -> AsyncGenerator[Record, None]:
         """Every record with ``key`` on a topic, from ``since_ms`` (else the beginning) on,
         read from the one partition the key maps to."""
+        async with self.history(declared, key, since_ms) as records:
+            async for record in records:
+                yield record
+
+    @contextlib.asynccontextmanager
+    async def history(
+        self, declared: str, key: str, since_ms: int | None
+    ) -> AsyncIterator[KeyedRecords]:
+        """A reader of the records with ``key`` on a topic, placed at ``since_ms`` (else
+        the beginning) of the one partition the key maps to."""
         topic = self.names.topic(declared)
         bus = await self._bus()
         count = len(await bus.partitions(topic.name))
@@ -181,15 +191,7 @@ class KafkaTransport:
                 end = (await consumer.end_offsets([partition]))[partition]
                 found = (await consumer.offsets_for_times({partition: since_ms}))[partition]
                 consumer.seek(partition, end if found is None else found.offset)
-            wanted = key.encode()
-            while True:
-                batch = await consumer.getmany(partition, timeout_ms=_FETCH_MS)
-                for message in batch.get(partition, ()):
-                    if message.key == wanted:
-                        try:
-                            yield self.codec.decode(message.value, expected=topic.event)[1]
-                        except NotForThisReaderError:
-                            continue  # another tenant's record under the same key
+            yield KeyedRecords(consumer, partition, key.encode(), self.codec, topic.event)
         finally:
             await consumer.stop()
 
@@ -271,6 +273,47 @@ class KafkaTransport:
         administrator: who may read dead-letter topics."""
         given = self._settings.kafka_access()
         return given or endpoints.resolve(self._settings, "admin").kafka
+
+
+class KeyedRecords:
+    """One key's records on its partition, read forward from where the reader was placed:
+    :meth:`until_now` returns those on the log when it is called, iterating goes on with
+    what follows (nothing falls between the two)."""
+
+    def __init__(
+        self, consumer: Any, partition: TopicPartition, key: bytes, codec: Codec, event: str
+    ) -> None:
+        self._consumer = consumer
+        self._partition = partition
+        self._key = key
+        self._codec = codec
+        self._event = event
+
+    async def _fetch(self) -> list[Record]:
+        batch = await self._consumer.getmany(self._partition, timeout_ms=_FETCH_MS)
+        found = []
+        for message in batch.get(self._partition, ()):
+            if message.key != self._key:
+                continue
+            try:
+                found.append(self._codec.decode(message.value, expected=self._event)[1])
+            except NotForThisReaderError:
+                continue  # another tenant's record under the same key
+        return found
+
+    async def until_now(self) -> list[Record]:
+        """The key's records from the reader's position to the partition's end as it is
+        now (and any that arrived meanwhile in the same fetches)."""
+        end = (await self._consumer.end_offsets([self._partition]))[self._partition]
+        found: list[Record] = []
+        while await self._consumer.position(self._partition) < end:
+            found += await self._fetch()
+        return found
+
+    async def __aiter__(self) -> AsyncIterator[Record]:
+        while True:
+            for record in await self._fetch():
+                yield record
 
 
 class Answers:

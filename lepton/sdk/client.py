@@ -43,22 +43,33 @@ from lepton.errors import (
     MonitorUnavailable,
     PredictionFailed,
 )
-from lepton.scheduling.journal import Fold, Journal, Status
+from lepton.runtime import identity
 from lepton.sdk._catalog import CatalogTransport
+from lepton.sdk._checks import DatasetUnchecked, check_dataset
+from lepton.sdk._jobs import CANCEL_TIMEOUT_S, CLOCK_SKEW_MS, Story, cancel_job, read_story
 from lepton.sdk._kafka import Answers, KafkaTransport, TailedEvent
 from lepton.sdk._monitor import MonitorTransport
 from lepton.sdk._planning import Placement, place
 from lepton.sdk.builders import MAX_PREDICT_ROWS, DatasetRequest, JobRequest, PredictRequest
-from lepton.sdk.results import JobEvent, JobOutcome, ModelVerdict, PredictionResult
+from lepton.sdk.results import (
+    Cancellation,
+    JobEvent,
+    JobHistory,
+    JobOutcome,
+    ModelVerdict,
+    PredictionResult,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 
     from lepton.contract.codec import Record
+    from lepton.contract.identity import Principal
     from lepton.data.catalog import DatasetInfo, DatasetVersion
 
 __all__ = [
     "DatasetRejected",
+    "DatasetUnchecked",
     "LeptonClient",
     "LeptonError",
     "LeptonTimeout",
@@ -72,11 +83,6 @@ __all__ = [
 # wait of the SDK is unbounded.
 JOB_TIMEOUT_S = 3600.0
 EVALUATION_TIMEOUT_S = 600.0
-
-# Events of a job this client submitted are read from this long before its submit time,
-# not from the start of the topic: other machines' clocks (which stamp the events) may be
-# behind this one's.
-_CLOCK_SKEW_MS = 5 * 60_000
 
 
 class LeptonClient:
@@ -147,13 +153,22 @@ class LeptonClient:
 
     # --- jobs -------------------------------------------------------------------------
 
-    async def submit(self, job: JobRequest) -> str:
+    async def submit(self, job: JobRequest, *, check: bool = True) -> str:
         """Publish a job request and return its id once the broker has acknowledged it.
 
         Raises :class:`lepton.sdk.builders.InvalidRequest` for a job the scheduler would
-        reject, before anything is sent.
+        reject, before anything is sent. With ``check`` (the default), a job naming a
+        dataset is first checked against the dataset catalog, as its tenant: a dataset that
+        does not exist or that the tenant may not read (:class:`lepton.DatasetNotFound`,
+        :class:`lepton.AccessDenied`) or a target column it lacks (``InvalidRequest``) is
+        refused with the closest names; if the catalog cannot be reached the job is sent
+        anyway with a :class:`DatasetUnchecked` warning (see :mod:`lepton.sdk._checks`).
+        ``check=False`` sends a job for a dataset still to be ingested: the scheduler
+        waits for it.
         """
         job.check()
+        if check and job.dataset is not None:
+            await check_dataset(self._catalog, job)
         if job.submitted_by is None:
             job = job.model_copy(update={"submitted_by": self.user})
         await self._kafka.publish("lepton.jobs.requested", job.job_id, job.to_record())
@@ -167,19 +182,50 @@ class LeptonClient:
         The outcome is decided as the scheduler decides it (its journal's fold): a
         report under a lease the job no longer holds is passed on but ends nothing.
         """
-        journal = Journal()
-        journal.request({"job_id": job_id})
+        story = Story(job_id)
         records = self._kafka.keyed("lepton.jobs.events", job_id, self._since(job_id))
         async with contextlib.aclosing(records):
             async for record in records:
-                yield JobEvent.from_record(record)
-                folded = journal.fold(record)
-                if folded is Fold.APPLIED and journal.jobs[job_id].status is Status.DONE:
+                event = story.add(record)
+                if event is not None:
+                    yield event
+                if story.outcome is not None:
                     return
+
+    async def job_history(self, job_id: str) -> JobHistory:
+        """The job's request and every event about it on ``lepton.jobs.events`` so far,
+        with its state as the scheduler's journal decides it. Read from the log itself
+        (the monitor keeps each job's latest state, not its story), from the request's
+        submit time when the log still has the request, else from the oldest event kept.
+        Raises :class:`RequestError` for a job the log knows nothing of."""
+        async with read_story(self._kafka, job_id) as (story, _):
+            return story.history()
+
+    async def cancel(
+        self, job_id: str, *, reason: str | None = None, timeout_s: float = CANCEL_TIMEOUT_S
+    ) -> Cancellation:
+        """Cancel a job: a queued one leaves the queue, a running one is stopped on every
+        node it runs on and its resources freed; returns once the scheduler has said
+        ``cancelled``. A job that already ended is left as it is (``sent`` False, its
+        ``state`` says how it ended); cancelling twice is the same as once.
+
+        The request acts for the client's tenant, else the job's own (which only the
+        tenant itself or an operator may do). A request the services refuse (a tenant
+        cancelling another tenant's job) is still sent, so that it is audited as every
+        refused record is, and raises :class:`RequestError` with their reason. Raises
+        :class:`LeptonTimeout` if no outcome came within ``timeout_s`` (the request
+        stands: a scheduler that was away answers it when it starts).
+        """
+
+        def signer() -> Principal:
+            return identity.signing_key(self.settings, identity.LOCAL_OPERATOR).principal
+
+        asked = f"cancelled by {self.user}" + (f": {reason}" if reason else "")
+        return await cancel_job(self._kafka, job_id, self.tenant, signer, asked, timeout_s)
 
     def _since(self, job_id: str) -> int | None:
         submitted = self._submitted_at.get(job_id)
-        return submitted - _CLOCK_SKEW_MS if submitted is not None else None
+        return submitted - CLOCK_SKEW_MS if submitted is not None else None
 
     async def wait(self, job_id: str, *, timeout_s: float = JOB_TIMEOUT_S) -> JobOutcome:
         """The job's outcome: how it ended and, for a training job that succeeded, its
@@ -390,7 +436,7 @@ class LeptonClient:
         ``verdict`` is None when the evaluator judged no promotion (a finding with code
         ``promotion_policy`` says why). Raises :class:`LeptonTimeout` after ``timeout_s``.
         """
-        since = int(model["ready_at"]) - _CLOCK_SKEW_MS
+        since = int(model["ready_at"]) - CLOCK_SKEW_MS
         model_id = str(model["model_id"])
         try:
             async with asyncio.timeout(timeout_s):

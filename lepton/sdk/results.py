@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lepton.contract.codec import Record
 
-__all__ = ["JobEvent", "JobOutcome", "ModelVerdict", "PredictionResult"]
+__all__ = [
+    "Cancellation",
+    "JobEvent",
+    "JobHistory",
+    "JobOutcome",
+    "ModelVerdict",
+    "PredictionResult",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,40 @@ class JobOutcome:
     @property
     def succeeded(self) -> bool:
         return self.state == "succeeded"
+
+
+@dataclass(frozen=True, slots=True)
+class JobHistory:
+    """A job as the log tells it: its request and every event about it, in log order."""
+
+    job_id: str
+    tenant: str | None  # the request's, else the first event's
+    request: Record | None  # lepton.JobRequested, while the topic keeps it (30 days)
+    events: list[JobEvent]  # the newest ones if there were more than the SDK keeps
+    omitted: int  # older events not kept in ``events``
+    # As the scheduler's journal decides it: requested (not answered yet), queued,
+    # assigned, running, lost, or how it ended (succeeded, failed, rejected, cancelled).
+    state: str
+    outcome: JobEvent | None  # the event that ended it
+    cancel_requested: bool  # its tenant asked to cancel it (and it had not ended then)
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What cancelling a job did."""
+
+    job_id: str
+    state: str  # cancelled, or how the job had already ended (succeeded, failed, rejected)
+    event: JobEvent  # the event that ended it
+    sent: bool  # False: the job had ended before; nothing was asked
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state == "cancelled"
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,14 +208,15 @@ class SchedulerShell(NodeNews):
             # twice, after two reports in one fetch, changes nothing).
             self.core.remove_job(entry.request["job_id"])
             self.dirty.set()
+        elif entry.cancel_requested:
+            # Before a loss: a job its tenant cancelled is not placed again.
+            self._cancel(entry)
         elif entry.status is Status.LOST:
             self.core.remove_job(entry.request["job_id"])
             why = f": {follow_up.reason}" if follow_up.reason else ""
             reason = f"node {follow_up.node_id} lost it{why}"
             self.outbox.stop(stops_for_every_worker(entry, reason))
             self._requeue(entry, reason)
-        elif entry.cancel_requested:
-            await self._cancel(entry)
 
     # ---------------------------------------------------------------- catching up
 
@@ -247,10 +248,10 @@ class SchedulerShell(NodeNews):
         for entry in unfinished:
             if entry.status is Status.UNANNOUNCED:
                 self._announce(entry)
+            elif entry.cancel_requested:
+                self._cancel(entry)
             elif entry.status is Status.LOST:
                 self._requeue(entry, "its node was lost while the scheduler was away")
-            elif entry.cancel_requested:
-                await self._cancel(entry)
             elif entry.status is Status.QUEUED:
                 self._submit(entry)
         await self.outbox.send()
@@ -262,11 +263,16 @@ class SchedulerShell(NodeNews):
     # --------------------------------------------------------------- deciding
 
     def _announce(self, entry: JobRecord) -> None:
-        """Answer a new request: rejected with the reason, or queued."""
+        """Answer a new request: rejected with the reason, cancelled if its tenant already
+        asked (a cancel read before its request, or both read while no scheduler ran), or
+        queued."""
         spec = entry.spec
         if isinstance(spec, Rejection):
             entry.status = Status.DONE
             self.outbox.decide([decided(entry, "rejected", field=spec.field, reason=spec.reason)])
+            return
+        if entry.cancel_requested:
+            self._cancel(entry)
             return
         impossible = self.core.impossible(spec)
         if impossible is not None:
@@ -418,11 +424,25 @@ class SchedulerShell(NodeNews):
         self._submit(entry)
         self.outbox.decide([decided(entry, "requeued", reason=reason)])
 
-    async def _cancel(self, entry: JobRecord) -> None:
-        if entry.status in (Status.ASSIGNED, Status.RUNNING):
-            await self._send_instructions(entry, "stop", "cancelled")
-        self.core.remove_job(entry.request["job_id"])
-        self.pending_data.pop(entry.request["job_id"], None)
+    def _cancel(self, entry: JobRecord) -> None:
+        """End a job its tenant cancelled: out of the queue (or the wait for its dataset),
+        its place freed for the next plan, ``cancelled`` decided, and each of its workers
+        told to stop under the lease they hold, after that event (a job never placed has
+        none). A worker's later reports name a lease of a finished job: they change
+        nothing."""
+        job_id = entry.request["job_id"]
+        reason = entry.cancel_reason or "cancelled"
+        placed = entry.status in (Status.ASSIGNED, Status.RUNNING, Status.LOST)
+        self.core.remove_job(job_id)
+        self.pending_data.pop(job_id, None)
         entry.status = Status.DONE
-        self.outbox.decide([decided(entry, "cancelled", lease_epoch=entry.epoch or None)])
+        self.outbox.decide(
+            [
+                decided(
+                    entry, "cancelled", reason=reason, lease_epoch=entry.epoch if placed else None
+                )
+            ]
+        )
+        if placed:
+            self.outbox.stop(stops_for_every_worker(entry, reason))
         self.dirty.set()

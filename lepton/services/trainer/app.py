@@ -403,11 +403,17 @@ class Agent:
             "ready_at": _now_ms(),
             "lease": entry.lease,
         }
-        await patiently(
-            lambda: catalog.record_model(pool, ready, key[1], result["trials"]),
-            what=f"the model of run {key}",
-            log=self.context.log,
-        )
+        if not entry.stopping:
+            await patiently(
+                lambda: catalog.record_model(pool, ready, key[1], result["trials"]),
+                what=f"the model of run {key}",
+                log=self.context.log,
+            )
+        if entry.stopping:
+            # A stop (a cancel, say) came while the run was being reported: its model is
+            # never announced, so the evaluator never promotes it.
+            self.context.log.info("stopped while reporting; the model is void", job=key[0])
+            return
         await self.context.publisher.publish(
             self.context.topic("lepton.models.ready"), entry.model_id, ready
         )
