@@ -49,8 +49,10 @@ import com.fasterxml.jackson.databind.ObjectMapper;
  * <p>Keys are plain UTF-8 text in Lepton (ids and names): use {@code StringConverter}.
  */
 public class LeptonConverter implements Converter {
-    public static final String IDENTITY_KEY = "identity.key";
-    public static final String SIGNING_KEY = "signing.key";
+    // Named "...secret": connectors that log their whole configuration (Debezium's JDBC sink
+    // does, converter settings included) mask the values of names ending so.
+    public static final String IDENTITY_KEY = "identity.secret";
+    public static final String SIGNING_KEY = "signing.secret";
     public static final String EVENT = "event";
     public static final String SEALED_OTHERS = "sealed.others";
     public static final String COLLECTIONS_AS_JSON = "collections.as.json";
@@ -191,11 +193,12 @@ public class LeptonConverter implements Converter {
             return null;
         }
         Schema avro = writerSchema(topic, schema, value);
+        Object given = value instanceof String text ? parse(topic, text) : value;
         GenericRecord record;
         try {
-            record = AvroConnect.toAvro(avro, value instanceof String text ? parse(topic, text) : value);
+            record = AvroConnect.toAvro(avro, given);
         } catch (DataException e) {
-            throw e.getMessage().startsWith(topic + ": ") ? e : new DataException(topic + ": " + e.getMessage());
+            throw new DataException(topic + ": " + e.getMessage());
         }
         GenericDatumWriter<GenericRecord> writer = writers.computeIfAbsent(avro.getFullName(), n -> new GenericDatumWriter<>(avro));
         ByteArrayOutputStream out = new ByteArrayOutputStream(256);

@@ -20,10 +20,10 @@ import org.apache.kafka.common.config.types.Password;
  * converter, on Connect data, with no bytes to sign at all. A producer interceptor is the
  * one place that sees the final topic, key, value and headers together. On a source
  * connector: {@code producer.override.interceptor.classes=dev.lepton.connect.SigningInterceptor}
- * and {@code producer.override.lepton.signing.key=<kind>:<name>:<key>}.
+ * and {@code producer.override.lepton.signing.secret=<kind>:<name>:<key>}.
  */
 public class SigningInterceptor implements ProducerInterceptor<byte[], byte[]> {
-    public static final String SIGNING_KEY = "lepton.signing.key";
+    public static final String SIGNING_KEY = "lepton.signing.secret";
     static final String PRINCIPAL_HEADER = "lepton-principal";
     static final String SIGNATURE_HEADER = "lepton-signature";
 

@@ -234,7 +234,7 @@ class LeptonConverterTest {
         assertThrows(ConfigException.class, () -> new LeptonConverter().configure(Map.of(), true));
         ConfigException error = assertThrows(ConfigException.class,
                 () -> converter(Map.of(LeptonConverter.IDENTITY_KEY, "c2VjcmV0")));
-        assertEquals("identity.key must be 32 bytes, base64url", error.getMessage());
+        assertEquals("identity.secret must be 32 bytes, base64url", error.getMessage());
     }
 
     @Test

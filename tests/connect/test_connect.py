@@ -1,0 +1,223 @@
+"""Kafka Connect reads and writes Lepton's topics through Lepton's converter (issue 19):
+a real standalone worker, as the client principal, sinks job events and (sealed) model
+evaluations into PostgreSQL through Debezium's JDBC sink and into files as JSON, and a file
+source of job requests submits jobs that the real scheduler accepts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from lepton.bus import Publisher
+from lepton.config import Actor, KafkaAccess
+from lepton.contract.codec import Codec
+from lepton.contract.identity import IdentityKey, Principal
+from lepton.contract.topics import Namespace
+from tests.connect.conftest import Warehouse
+from tests.connect.worker import CONNECT, ConnectJars, Worker, jdbc_url, start_worker
+from tests.samples import sample
+
+pytestmark = pytest.mark.integration
+
+KINDS = ["queued", "assigned", "started", "progress", "succeeded", "failed", "requeued"]
+
+
+def job_events(count: int) -> list[dict[str, Any]]:
+    """Job events of every shape: with and without node, progress, reasons."""
+    base = 1_767_225_600_000
+    return [
+        {
+            "job_id": f"job-{n // len(KINDS)}",
+            "kind": KINDS[n % len(KINDS)],
+            "tenant": "acme" if n % 2 else "globex",
+            "node_id": f"node-{n % 3}" if n % len(KINDS) else None,
+            "lease_epoch": n if n % len(KINDS) else None,
+            "worker_index": None,
+            "attempt": n % 2,
+            "reason": "out of memory" if KINDS[n % len(KINDS)] == "failed" else None,
+            "field": None,
+            "progress_percent": 12.5 if KINDS[n % len(KINDS)] == "progress" else None,
+            "stage": "searching" if KINDS[n % len(KINDS)] == "progress" else None,
+            "error_type": None,
+            "model_id": None,
+            "time": base + n,
+        }
+        for n in range(count)
+    ]
+
+
+def evaluations(count: int) -> list[dict[str, Any]]:
+    full = sample("lepton.ModelEvaluated")
+    return [
+        full | {"model_id": f"model-{n}", "tenant": "acme" if n % 2 else "globex"}
+        for n in range(count)
+    ]
+
+
+def jdbc_sink(topic: str, table: str, warehouse: Warehouse, database_url: str) -> dict[str, str]:
+    return {
+        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+        "topics": topic,
+        "connection.url": jdbc_url(database_url, warehouse.schema),
+        "connection.username": warehouse.user,
+        "connection.password": warehouse.password,
+        # Kafka's coordinates are the primary key and rows are upserted: a record delivered
+        # again after a restart overwrites its own row, so nothing is lost or doubled.
+        "insert.mode": "upsert",
+        "primary.key.mode": "kafka",
+        "schema.evolution": "basic",
+        "collection.name.format": table,
+    }
+
+
+def group(names: Namespace, connector: str) -> dict[str, str]:
+    """Connect's group for a sink (``connect-<name>``), under the test's prefix, where the
+    client principal may read it."""
+    return {"consumer.override.group.id": names.group(f"connect-{connector}")}
+
+
+async def until(check: Callable[[], Any], worker: Worker, connectors: list[str], what: str) -> Any:
+    """Polls ``check`` until it returns something truthy; fails at once with the task's
+    trace if a connector fails, and after two minutes with the worker's log."""
+    deadline = time.monotonic() + 120
+    while True:
+        found = await check()
+        if found:
+            return found
+        await asyncio.to_thread(worker.check, *connectors)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in 120 s; the worker's log:\n{worker.tail()}")
+        await asyncio.sleep(0.5)
+
+
+def ms(value: Any) -> Any:
+    return int(value.timestamp() * 1000) if isinstance(value, datetime) else value
+
+
+async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_and_json_files(
+    jars: ConnectJars,
+    names: Namespace,
+    kafka: KafkaAccess,
+    stack_access: Callable[[Actor], KafkaAccess],
+    codec: Codec,
+    publisher: Publisher,
+    identity: IdentityKey,
+    warehouse: Warehouse,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    events, evaluated = job_events(70), evaluations(6)
+    jobs_topic, models_topic = names.topic("lepton.jobs.events"), names.topic("lepton.models.evaluated")
+    await publisher.publish_many(jobs_topic, [(e["job_id"], e) for e in events])
+    await publisher.publish_many(models_topic, [(e["model_id"], e) for e in evaluated])
+    lepton = {"value.converter": "dev.lepton.connect.LeptonConverter"}
+    sealed = {
+        "value.converter.identity.secret": identity.to_text(),
+        "value.converter.event": "lepton.ModelEvaluated",
+    }
+    json_lines = {
+        "transforms": "json",
+        "transforms.json.type": "dev.lepton.connect.JsonValue",
+    }
+    connectors = {
+        "lepton-jobs-jdbc": jdbc_sink(jobs_topic.name, "job_events", warehouse, database_url)
+        | lepton
+        | {"value.converter.event": "lepton.JobEvent"}
+        | group(names, "lepton-jobs-jdbc"),
+        "lepton-models-jdbc": jdbc_sink(models_topic.name, "model_evaluations", warehouse, database_url)
+        | lepton
+        | sealed
+        | {
+            "value.converter.collections.as.json": "true",
+            "transforms": "flatten",
+            "transforms.flatten.type": "org.apache.kafka.connect.transforms.Flatten$Value",
+            "transforms.flatten.delimiter": "_",
+        }
+        | group(names, "lepton-models-jdbc"),
+        "lepton-jobs-file": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "topics": jobs_topic.name,
+            "file": str(tmp_path / "jobs.jsonl"),
+        }
+        | lepton
+        | json_lines
+        | group(names, "lepton-jobs-file"),
+        "lepton-models-file": {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "topics": models_topic.name,
+            "file": str(tmp_path / "models.jsonl"),
+        }
+        | lepton
+        | sealed
+        | json_lines
+        | group(names, "lepton-models-file"),
+    }
+    # The worker is the client principal, under its ACLs, as in an installation.
+    worker = await asyncio.to_thread(
+        start_worker, jars, stack_access("client"), tmp_path / "worker", connectors
+    )
+    try:
+        connection = await asyncpg.connect(database_url)
+        try:
+
+            async def rows(table: str, count: int) -> list[asyncpg.Record]:
+                exists = await connection.fetchval(
+                    "SELECT to_regclass($1) IS NOT NULL", f"{warehouse.schema}.{table}"
+                )
+                if not exists:
+                    return []
+                found = await connection.fetch(
+                    f"SELECT * FROM {warehouse.schema}.{table} ORDER BY __connect_offset"
+                )
+                return found if len(found) >= count else []
+
+            job_rows = await until(lambda: rows("job_events", len(events)), worker, list(connectors), "job events in PostgreSQL")
+            model_rows = await until(lambda: rows("model_evaluations", len(evaluated)), worker, list(connectors), "evaluations in PostgreSQL")
+        finally:
+            await connection.close()
+
+        def lines(name: str, count: int) -> Callable[[], Any]:
+            async def read() -> list[dict[str, Any]]:
+                path = tmp_path / name
+                text = path.read_text() if path.exists() else ""
+                found = [json.loads(line) for line in text.splitlines()]
+                return found if len(found) >= count else []
+
+            return read
+
+        job_lines = await until(lines("jobs.jsonl", len(events)), worker, list(connectors), "job events in the file")
+        model_lines = await until(lines("models.jsonl", len(evaluated)), worker, list(connectors), "evaluations in the file")
+    finally:
+        await asyncio.to_thread(worker.stop)
+
+    # One row and one line per event, equal field by field: nothing lost, nothing doubled.
+    def identity_of(event: dict[str, Any]) -> tuple[str, int]:
+        return event["job_id"], event["time"]
+
+    expected = sorted(events, key=identity_of)
+    assert sorted(({name: ms(row[name]) for name in events[0]} for row in job_rows), key=identity_of) == expected
+    assert sorted(job_lines, key=identity_of) == expected
+    assert sorted(row["model_id"] for row in model_rows) == sorted(e["model_id"] for e in evaluated)
+    by_model = {e["model_id"]: e for e in evaluated}
+    for row in model_rows:
+        expected = by_model[row["model_id"]]
+        assert row["tenant"] == expected["tenant"]
+        assert row["dataset_name"] == expected["dataset"]["name"]
+        assert json.loads(row["metrics"]) == expected["metrics"]
+        assert json.loads(row["findings"]) == expected["findings"]
+        assert ms(row["evaluated_at"]) == expected["evaluated_at"]
+    assert sorted(json.dumps(line, sort_keys=True) for line in model_lines) == sorted(
+        json.dumps(e, sort_keys=True) for e in evaluated
+    )
+    # The keys never reach the log.
+    assert identity.to_text() not in "".join(p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log"))
+

@@ -1,0 +1,222 @@
+"""A real Kafka Connect standalone worker with Lepton's converter, for tests and the
+benchmark: the converter built by Maven from ``deploy/connect``, the worker's classpath
+(``deploy/connect/worker/pom.xml``) and Debezium's JDBC sink (``deploy/connect/jdbc/``)
+fetched from Maven Central once, the worker started on loopback with no fixed port."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lepton.config import KafkaAccess, Settings
+from lepton.devstack._kafka import check_java, fetch_jars
+
+CONNECT = Path(__file__).resolve().parents[2] / "deploy" / "connect"
+CONVERTER = "dev.lepton.connect.LeptonConverter"
+_LISTENING = re.compile(r"REST server listening at (http://[^\s,]+?)/?,")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectJars:
+    """What a worker runs: its classpath and its plugin path."""
+
+    worker: Path  # connect-runtime, connect-json, connect-file, log4j
+    converter: Path  # plugin directory: Lepton's converter and Apache Avro
+    jdbc: Path  # plugin directory: Debezium's JDBC sink and the PostgreSQL driver
+
+
+def build_converter(maven: str) -> Path:
+    """``mvn package`` of ``deploy/connect`` (its Java tests included): offline first, which
+    works once Maven's cache holds every artifact, else online. Returns the plugin directory."""
+    for offline in (["--offline"], []):
+        result = subprocess.run(
+            [maven, "--batch-mode", "--quiet", *offline, "--file", str(CONNECT / "pom.xml"), "package"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        if result.returncode == 0:
+            return CONNECT / "target" / "plugin" / "lepton-connect"
+    errors = [line for line in result.stdout.splitlines() if "ERROR" in line or "FAIL" in line]
+    raise RuntimeError("Maven could not build deploy/connect:\n" + "\n".join(errors[:30]))
+
+
+def connect_jars(settings: Settings | None = None) -> ConnectJars:
+    settings = settings or Settings()
+    cache = settings.cache_dir
+    jdbc = fetch_jars(cache, settings.maven, CONNECT / "jdbc" / "pom.xml")
+    return ConnectJars(
+        worker=fetch_jars(cache, settings.maven, CONNECT / "worker" / "pom.xml"),
+        converter=build_converter(shutil.which(settings.maven) or settings.maven),
+        jdbc=jdbc,
+    )
+
+
+def properties(values: dict[str, str]) -> str:
+    """A Java ``.properties`` text (values escaped as Java reads them)."""
+
+    def escaped(text: str) -> str:
+        return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+    return "".join(f"{name}={escaped(value)}\n" for name, value in values.items())
+
+
+def client_settings(kafka: KafkaAccess) -> dict[str, str]:
+    """The worker's Kafka access, for its own clients and, prefixed, for its connectors'
+    consumers, producers and admin clients (Connect does not pass its own on to them)."""
+    own = dict(
+        line.split("=", 1) for line in kafka.java_properties().splitlines() if "=" in line
+    )
+    every = dict(own)
+    for prefix in ("consumer.", "producer.", "admin."):
+        every.update({prefix + name: value for name, value in own.items() if name != "bootstrap.servers"})
+    return every
+
+
+def jdbc_url(database_url: str, schema: str) -> str:
+    """``postgresql://user:pw@host:port/db`` as a JDBC URL (without credentials) in ``schema``."""
+    parts = urlsplit(database_url)
+    return f"jdbc:postgresql://{parts.hostname}:{parts.port}{parts.path}?currentSchema={schema}"
+
+
+@dataclass(slots=True)
+class Worker:
+    """A running standalone worker."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+    _url: str | None = None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def url(self, timeout_s: float = 120) -> str:
+        """The REST API's address, once the worker has logged it."""
+        deadline = time.monotonic() + timeout_s
+        while self._url is None:
+            found = _LISTENING.search(self.log_text())
+            if found:
+                self._url = found.group(1)
+                break
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the worker exited ({self.process.returncode}):\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not start its REST server:\n{self.tail()}")
+            time.sleep(0.2)
+        return self._url
+
+    def status(self, connector: str) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(f"{self.url()}/connectors/{connector}/status", timeout=10) as answer:
+                found: dict[str, Any] = json.load(answer)
+                return found
+        except urllib.error.HTTPError as error:
+            return {"error": error.code}
+
+    def check(self, *connectors: str) -> None:
+        """Raises with the task's trace if a connector or one of its tasks failed."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the worker exited ({self.process.returncode}):\n{self.tail()}")
+        for name in connectors:
+            status = self.status(name)
+            states = [status.get("connector", {}), *status.get("tasks", [])]
+            failed = [state.get("trace", "") for state in states if state.get("state") == "FAILED"]
+            if failed:
+                raise RuntimeError(f"connector {name} failed:\n{failed[0][:4000]}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """SIGTERM: the worker commits its offsets and stops its tasks."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+
+
+def start_worker(
+    jars: ConnectJars,
+    kafka: KafkaAccess,
+    home: Path,
+    connectors: dict[str, dict[str, str]],
+    *,
+    heap: str = "512m",
+) -> Worker:
+    """A standalone worker as ``kafka`` running ``connectors`` (name -> settings), its files
+    (configs, offsets, log) in ``home``. The same ``home`` again resumes from its offsets."""
+    home.mkdir(parents=True, exist_ok=True)
+    # plugin.path names directories of plugins, each plugin a directory of its jars.
+    plugins = home / "plugins"
+    plugins.mkdir(exist_ok=True)
+    for name, target in (("lepton-connect", jars.converter), ("jdbc-sink", jars.jdbc)):
+        if not (plugins / name).exists():
+            (plugins / name).symlink_to(target, target_is_directory=True)
+    worker_config = {
+        **client_settings(kafka),
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "value.converter": CONVERTER,
+        "offset.storage.file.filename": str(home / "offsets"),
+        "offset.flush.interval.ms": "1000",
+        "plugin.path": str(plugins),
+        # Every plugin here declares itself (META-INF/services): scanning each jar's classes
+        # instead took about 7 s a jar on two shared cores.
+        "plugin.discovery": "service_load",
+        "listeners": "http://127.0.0.1:0",
+    }
+    (home / "worker.properties").write_text(properties(worker_config))
+    files = []
+    for name, settings in connectors.items():
+        path = home / f"{name}.properties"
+        path.write_text(properties({"name": name, **settings}))
+        path.chmod(0o600)  # holds keys and passwords
+        files.append(str(path))
+    (home / "worker.properties").chmod(0o600)
+    log = home / f"connect.{time.time_ns()}.log"  # each start its own: a restart finds its own port
+    log4j = home / "log4j2.properties"
+    log4j.write_text(
+        properties(
+            {
+                "status": "warn",
+                "appender.file.type": "File",
+                "appender.file.name": "file",
+                "appender.file.fileName": str(log),
+                "appender.file.append": "true",
+                "appender.file.layout.type": "PatternLayout",
+                "appender.file.layout.pattern": "%d [%t] %-5p %c - %m%n",
+                "rootLogger.level": "info",
+                "rootLogger.appenderRef.file.ref": "file",
+            }
+        )
+    )
+    java = check_java(Settings().java)
+    process = subprocess.Popen(
+        [
+            java,
+            f"-Xmx{heap}",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{jars.worker}/*",
+            "org.apache.kafka.connect.cli.ConnectStandalone",
+            str(home / "worker.properties"),
+            *files,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(home / "stderr.log").open("ab"),
+        start_new_session=True,
+    )
+    return Worker(process, log)
