@@ -24,13 +24,18 @@ def jars() -> ConnectJars:
     return connect_jars()
 
 
+async def client_may_use(kafka: KafkaAccess, names: Namespace) -> None:
+    """The ACLs of the client principal (which a Connect worker uses) on the topics and
+    groups under ``names``, as ``lepton stack up`` makes them on the installation's."""
+    await apply_acls(kafka, [grant for grant in grants(names) if grant.actor == "client"])
+
+
 @pytest.fixture
 async def names(kafka: KafkaAccess) -> Namespace:
-    """This test's topics, with the ACLs of the client principal (which a Connect worker
-    uses) on them, as ``lepton stack up`` makes them on the installation's topics."""
+    """This test's topics, which the client principal may use."""
     names = Namespace(f"t{uuid.uuid4().hex[:10]}.")
     await ensure_topics(kafka, names.all())
-    await apply_acls(kafka, [grant for grant in grants(names) if grant.actor == "client"])
+    await client_may_use(kafka, names)
     return names
 
 

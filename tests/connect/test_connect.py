@@ -22,7 +22,10 @@ from lepton.config import Actor, KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import Namespace
-from tests.connect.conftest import Warehouse
+from lepton.contract.topics import dead_letter_topic
+from tests.connect.conftest import Warehouse, client_may_use
+from tests.integration.scheduler_support import Namespaced, heartbeat, job, running_scheduler
+from tests.integration.test_bus import read_raw
 from tests.connect.worker import CONNECT, ConnectJars, Worker, jdbc_url, start_worker
 from tests.samples import sample
 
@@ -221,3 +224,71 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
     # The keys never reach the log.
     assert identity.to_text() not in "".join(p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log"))
 
+
+
+async def test_a_file_source_of_job_requests_submits_jobs_the_scheduler_accepts(
+    jars: ConnectJars,
+    kafka: KafkaAccess,
+    stack_access: Callable[[Actor], KafkaAccess],
+    codec: Codec,
+    publisher: Publisher,
+    identity: IdentityKey,
+    database_for: Callable[[Actor], str],
+    tmp_path: Path,
+) -> None:
+    space = Namespaced(kafka, codec, publisher)
+    await space.create()
+    await client_may_use(kafka, space.names)
+    acme = identity.derive(Principal("tenant", "acme")).to_text()
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        "\n".join(
+            [
+                json.dumps(job("connect-1", tenant="acme")),
+                # Not JSON the contract takes: the converter's DataException is tolerated
+                # and logged with the field at fault; the lines after it still go.
+                json.dumps(_with(job("connect-bad", tenant="acme"), "demand", gpus="two")),
+                # Signed with acme's key in globex's name: the scheduler refuses it.
+                json.dumps(job("connect-forged", tenant="globex")),
+                json.dumps(job("connect-2", tenant="acme", cpu=2000)),
+            ]
+        )
+        + "\n"
+    )
+    source = {
+        "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
+        "file": str(requests),
+        "topic": space.names.topic("lepton.jobs.requested").name,
+        "value.converter": "dev.lepton.connect.LeptonConverter",
+        "value.converter.event": "lepton.JobRequested",
+        "producer.override.interceptor.classes": "dev.lepton.connect.SigningInterceptor",
+        "producer.override.lepton.signing.secret": acme,
+        "errors.tolerance": "all",
+        "errors.log.enable": "true",
+    }
+    await space.send("lepton.node.heartbeats", "n1", heartbeat("n1", sequence=1, cpu=4000))
+    async with (
+        running_scheduler(space.settings(kafka, database_for("scheduler"))),
+        space.reader("lepton.jobs.events") as events,
+    ):
+        worker = await asyncio.to_thread(
+            start_worker, jars, stack_access("client"), tmp_path / "worker", {"lepton-requests": source}
+        )
+        try:
+            for job_id in ("connect-1", "connect-2"):
+                await events.until(lambda r, j=job_id: r["job_id"] == j and r["kind"] == "queued", 120)
+                assigned = await events.until(lambda r, j=job_id: r["job_id"] == j and r["kind"] == "assigned", 60)
+                assert assigned["node_id"] == "n1"
+            [letter] = await read_raw(kafka, dead_letter_topic(space.names.topic("lepton.jobs.requested").name), 1)
+            assert b"tenant:acme may not act for tenant globex" in dict(letter.headers)["dlq_error_message"]
+            log = worker.log_text()
+        finally:
+            await asyncio.to_thread(worker.stop)
+    assert "JobRequested.demand.gpus: expected a whole number, got String" in log
+    assert not any(r["job_id"] == "connect-bad" for r in events.seen)
+    secret = acme.rsplit(":", 1)[1]
+    assert secret not in "".join(p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log"))
+
+
+def _with(record: dict[str, Any], field: str, **changes: Any) -> dict[str, Any]:
+    return record | {field: record[field] | changes}

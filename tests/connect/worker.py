@@ -32,6 +32,7 @@ class ConnectJars:
 
     worker: Path  # connect-runtime, connect-json, connect-file, log4j
     converter: Path  # plugin directory: Lepton's converter and Apache Avro
+    interceptor: Path  # the signing interceptor's jar, for the worker's classpath
     jdbc: Path  # plugin directory: Debezium's JDBC sink and the PostgreSQL driver
 
 
@@ -55,11 +56,11 @@ def build_converter(maven: str) -> Path:
 def connect_jars(settings: Settings | None = None) -> ConnectJars:
     settings = settings or Settings()
     cache = settings.cache_dir
-    jdbc = fetch_jars(cache, settings.maven, CONNECT / "jdbc" / "pom.xml")
     return ConnectJars(
         worker=fetch_jars(cache, settings.maven, CONNECT / "worker" / "pom.xml"),
         converter=build_converter(shutil.which(settings.maven) or settings.maven),
-        jdbc=jdbc,
+        interceptor=CONNECT / "target" / "classpath",
+        jdbc=fetch_jars(cache, settings.maven, CONNECT / "jdbc" / "pom.xml"),
     )
 
 
@@ -210,7 +211,7 @@ def start_worker(
             f"-Xmx{heap}",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",
-            f"{jars.worker}/*",
+            f"{jars.worker}/*:{jars.interceptor}/*",
             "org.apache.kafka.connect.cli.ConnectStandalone",
             str(home / "worker.properties"),
             *files,

@@ -304,7 +304,7 @@ final class AvroConnect {
             case ENUM: {
                 String symbol = expect(String.class, value, path, "text");
                 if (!avro.hasEnumSymbol(symbol)) {
-                    throw new DataException(path + ": '" + clip(symbol) + "' is not one of " + avro.getEnumSymbols());
+                    throw new DataException(path + ": '" + Keys.clip(symbol) + "' is not one of " + avro.getEnumSymbols());
                 }
                 return new GenericData.EnumSymbol(avro, symbol);
             }
@@ -350,7 +350,7 @@ final class AvroConnect {
         if (map != null) {
             for (Object key : map.keySet()) {
                 if (avro.getField(String.valueOf(key)) == null) {
-                    throw new DataException(path + ": no field '" + clip(String.valueOf(key)) + "' in " + avro.getFullName());
+                    throw new DataException(path + ": no field '" + Keys.clip(String.valueOf(key)) + "' in " + avro.getFullName());
                 }
             }
         }
@@ -441,7 +441,7 @@ final class AvroConnect {
             try {
                 return Instant.parse(text).toEpochMilli();
             } catch (DateTimeParseException e) {
-                throw new DataException(path + ": '" + clip(text) + "' is not an ISO-8601 instant nor epoch milliseconds");
+                throw new DataException(path + ": '" + Keys.clip(text) + "' is not an ISO-8601 instant nor epoch milliseconds");
             }
         }
         return whole(value, path);
@@ -466,10 +466,5 @@ final class AvroConnect {
             return type.cast(value.toString());
         }
         throw new DataException(path + ": expected " + what + ", got " + value.getClass().getSimpleName());
-    }
-
-    /** A value quoted in an error, cut short: errors reach logs and dead-letter headers. */
-    static String clip(String text) {
-        return text.length() <= 80 ? text : text.substring(0, 80) + "…";
     }
 }

@@ -21,6 +21,9 @@ import org.apache.kafka.common.config.ConfigException;
  * its sealing key {@code HMAC-SHA256(signing key, "lepton sealing\0")}; a record's signature
  * is the HMAC, with the signing key, of {@code len(topic) ‖ topic ‖ len(key) ‖ key ‖ value}
  * (4-byte big-endian lengths). Key material never appears in a message or a log.
+ *
+ * <p>Needs nothing but the JDK and Kafka's clients: it is also in the interceptor's jar,
+ * which goes on a worker's classpath without Avro.
  */
 final class Keys {
     static final byte[] SEALED_MAGIC = {(byte) 0xC3, 0x53};
@@ -59,6 +62,11 @@ final class Keys {
         public String toString() {
             return "SigningKey[" + principal + "]";
         }
+    }
+
+    /** A value quoted in an error, cut short: errors reach logs and dead-letter headers. */
+    static String clip(String text) {
+        return text.length() <= 80 ? text : text.substring(0, 80) + "…";
     }
 
     private final byte[] master;
@@ -129,7 +137,7 @@ final class Keys {
         String principal = new String(data, 3, end - 3, StandardCharsets.UTF_8);
         SecretKeySpec key = sealingKey(principal);
         if (key == null) {
-            throw new NotOurs("sealed for " + AvroConnect.clip(principal) + ", whose key this converter does not hold");
+            throw new NotOurs("sealed for " + clip(principal) + ", whose key this converter does not hold");
         }
         try {
             Cipher cipher = Cipher.getInstance("AES/GCM/NoPadding");
@@ -137,7 +145,7 @@ final class Keys {
             cipher.updateAAD(data, 0, end);
             return cipher.doFinal(data, end + NONCE_BYTES, data.length - end - NONCE_BYTES);
         } catch (AEADBadTagException e) {
-            throw new Broken("sealed for " + AvroConnect.clip(principal) + " but does not open: altered, or sealed with another key");
+            throw new Broken("sealed for " + clip(principal) + " but does not open: altered, or sealed with another key");
         } catch (GeneralSecurityException e) {
             throw new IllegalStateException("AES-GCM is missing from this JVM", e);
         }

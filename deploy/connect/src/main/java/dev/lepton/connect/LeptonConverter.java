@@ -250,7 +250,7 @@ public class LeptonConverter implements Converter {
             if (parsed instanceof Map<?, ?> map) {
                 return map;
             }
-            throw new DataException(topic + ": a JSON value must be an object, got " + AvroConnect.clip(text));
+            throw new DataException(topic + ": a JSON value must be an object, got " + Keys.clip(text));
         } catch (JsonProcessingException e) {
             throw new DataException(topic + ": not JSON: " + e.getOriginalMessage());
         }

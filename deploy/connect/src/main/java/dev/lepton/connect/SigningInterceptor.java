@@ -20,7 +20,9 @@ import org.apache.kafka.common.config.types.Password;
  * converter, on Connect data, with no bytes to sign at all. A producer interceptor is the
  * one place that sees the final topic, key, value and headers together. On a source
  * connector: {@code producer.override.interceptor.classes=dev.lepton.connect.SigningInterceptor}
- * and {@code producer.override.lepton.signing.secret=<kind>:<name>:<key>}.
+ * and {@code producer.override.lepton.signing.secret=<kind>:<name>:<key>}. A producer loads
+ * its interceptors from the worker's classpath, not from a plugin directory: this class and
+ * {@link Keys} are built into a jar of their own, {@code target/classpath/}, for it.
  */
 public class SigningInterceptor implements ProducerInterceptor<byte[], byte[]> {
     public static final String SIGNING_KEY = "lepton.signing.secret";
