@@ -4,19 +4,22 @@ schema and login of its own for the JDBC sink."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import asyncpg
 import pytest
 
 from lepton.bus import ensure_topics
 from lepton.bus._acls import apply_acls
 from lepton.config import KafkaAccess
 from lepton.contract.topics import Namespace, grants
-from tests.connect.worker import ConnectJars, connect_jars
+from tests.connect.worker import (
+    ConnectJars,
+    Warehouse,
+    connect_jars,
+    create_warehouse,
+    drop_warehouse,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,26 +42,10 @@ async def names(kafka: KafkaAccess) -> Namespace:
     return names
 
 
-@dataclass(frozen=True, slots=True)
-class Warehouse:
-    """A PostgreSQL schema the sink owns, and its login."""
-
-    schema: str
-    user: str
-    password: str
-
-
 @pytest.fixture
 async def warehouse(database_url: str) -> AsyncIterator[Warehouse]:
-    name = f"connect_{uuid.uuid4().hex[:10]}"
-    password = secrets.token_urlsafe(24)
-    connection = await asyncpg.connect(database_url)
+    made = await create_warehouse(database_url)
     try:
-        # Identifiers cannot be parameters; the name is made here, of hex digits.
-        await connection.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
-        await connection.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
-        yield Warehouse(name, name, password)
-        await connection.execute(f"DROP SCHEMA {name} CASCADE")
-        await connection.execute(f"DROP ROLE {name}")
+        yield made
     finally:
-        await connection.close()
+        await drop_warehouse(database_url, made)

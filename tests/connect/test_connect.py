@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -21,41 +20,21 @@ from lepton.bus import Publisher
 from lepton.config import Actor, KafkaAccess
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey, Principal
-from lepton.contract.topics import Namespace
-from lepton.contract.topics import dead_letter_topic
-from tests.connect.conftest import Warehouse, client_may_use
+from lepton.contract.topics import Namespace, dead_letter_topic
+from tests.connect.conftest import client_may_use
+from tests.connect.worker import (
+    ConnectJars,
+    Warehouse,
+    Worker,
+    jdbc_sink,
+    job_events,
+    start_worker,
+)
 from tests.integration.scheduler_support import Namespaced, heartbeat, job, running_scheduler
 from tests.integration.test_bus import read_raw
-from tests.connect.worker import CONNECT, ConnectJars, Worker, jdbc_url, start_worker
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
-
-KINDS = ["queued", "assigned", "started", "progress", "succeeded", "failed", "requeued"]
-
-
-def job_events(count: int) -> list[dict[str, Any]]:
-    """Job events of every shape: with and without node, progress, reasons."""
-    base = 1_767_225_600_000
-    return [
-        {
-            "job_id": f"job-{n // len(KINDS)}",
-            "kind": KINDS[n % len(KINDS)],
-            "tenant": "acme" if n % 2 else "globex",
-            "node_id": f"node-{n % 3}" if n % len(KINDS) else None,
-            "lease_epoch": n if n % len(KINDS) else None,
-            "worker_index": None,
-            "attempt": n % 2,
-            "reason": "out of memory" if KINDS[n % len(KINDS)] == "failed" else None,
-            "field": None,
-            "progress_percent": 12.5 if KINDS[n % len(KINDS)] == "progress" else None,
-            "stage": "searching" if KINDS[n % len(KINDS)] == "progress" else None,
-            "error_type": None,
-            "model_id": None,
-            "time": base + n,
-        }
-        for n in range(count)
-    ]
 
 
 def evaluations(count: int) -> list[dict[str, Any]]:
@@ -64,22 +43,6 @@ def evaluations(count: int) -> list[dict[str, Any]]:
         full | {"model_id": f"model-{n}", "tenant": "acme" if n % 2 else "globex"}
         for n in range(count)
     ]
-
-
-def jdbc_sink(topic: str, table: str, warehouse: Warehouse, database_url: str) -> dict[str, str]:
-    return {
-        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
-        "topics": topic,
-        "connection.url": jdbc_url(database_url, warehouse.schema),
-        "connection.username": warehouse.user,
-        "connection.password": warehouse.password,
-        # Kafka's coordinates are the primary key and rows are upserted: a record delivered
-        # again after a restart overwrites its own row, so nothing is lost or doubled.
-        "insert.mode": "upsert",
-        "primary.key.mode": "kafka",
-        "schema.evolution": "basic",
-        "collection.name.format": table,
-    }
 
 
 def group(names: Namespace, connector: str) -> dict[str, str]:
@@ -98,7 +61,9 @@ async def until(check: Callable[[], Any], worker: Worker, connectors: list[str],
             return found
         await asyncio.to_thread(worker.check, *connectors)
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen in 120 s; the worker's log:\n{worker.tail()}")
+            raise AssertionError(
+                f"{what} did not happen in 120 s; the worker's log:\n{worker.tail()}"
+            )
         await asyncio.sleep(0.5)
 
 
@@ -119,7 +84,10 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
     tmp_path: Path,
 ) -> None:
     events, evaluated = job_events(70), evaluations(6)
-    jobs_topic, models_topic = names.topic("lepton.jobs.events"), names.topic("lepton.models.evaluated")
+    jobs_topic, models_topic = (
+        names.topic("lepton.jobs.events"),
+        names.topic("lepton.models.evaluated"),
+    )
     await publisher.publish_many(jobs_topic, [(e["job_id"], e) for e in events])
     await publisher.publish_many(models_topic, [(e["model_id"], e) for e in evaluated])
     lepton = {"value.converter": "dev.lepton.connect.LeptonConverter"}
@@ -136,7 +104,9 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
         | lepton
         | {"value.converter.event": "lepton.JobEvent"}
         | group(names, "lepton-jobs-jdbc"),
-        "lepton-models-jdbc": jdbc_sink(models_topic.name, "model_evaluations", warehouse, database_url)
+        "lepton-models-jdbc": jdbc_sink(
+            models_topic.name, "model_evaluations", warehouse, database_url
+        )
         | lepton
         | sealed
         | {
@@ -183,8 +153,18 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
                 )
                 return found if len(found) >= count else []
 
-            job_rows = await until(lambda: rows("job_events", len(events)), worker, list(connectors), "job events in PostgreSQL")
-            model_rows = await until(lambda: rows("model_evaluations", len(evaluated)), worker, list(connectors), "evaluations in PostgreSQL")
+            job_rows = await until(
+                lambda: rows("job_events", len(events)),
+                worker,
+                list(connectors),
+                "job events in PostgreSQL",
+            )
+            model_rows = await until(
+                lambda: rows("model_evaluations", len(evaluated)),
+                worker,
+                list(connectors),
+                "evaluations in PostgreSQL",
+            )
         finally:
             await connection.close()
 
@@ -197,8 +177,15 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
 
             return read
 
-        job_lines = await until(lines("jobs.jsonl", len(events)), worker, list(connectors), "job events in the file")
-        model_lines = await until(lines("models.jsonl", len(evaluated)), worker, list(connectors), "evaluations in the file")
+        job_lines = await until(
+            lines("jobs.jsonl", len(events)), worker, list(connectors), "job events in the file"
+        )
+        model_lines = await until(
+            lines("models.jsonl", len(evaluated)),
+            worker,
+            list(connectors),
+            "evaluations in the file",
+        )
     finally:
         await asyncio.to_thread(worker.stop)
 
@@ -207,7 +194,10 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
         return event["job_id"], event["time"]
 
     expected = sorted(events, key=identity_of)
-    assert sorted(({name: ms(row[name]) for name in events[0]} for row in job_rows), key=identity_of) == expected
+    assert (
+        sorted(({name: ms(row[name]) for name in events[0]} for row in job_rows), key=identity_of)
+        == expected
+    )
     assert sorted(job_lines, key=identity_of) == expected
     assert sorted(row["model_id"] for row in model_rows) == sorted(e["model_id"] for e in evaluated)
     by_model = {e["model_id"]: e for e in evaluated}
@@ -222,8 +212,9 @@ async def test_a_worker_sinks_job_events_and_sealed_evaluations_into_postgres_an
         json.dumps(e, sort_keys=True) for e in evaluated
     )
     # The keys never reach the log.
-    assert identity.to_text() not in "".join(p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log"))
-
+    assert identity.to_text() not in "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log")
+    )
 
 
 async def test_a_file_source_of_job_requests_submits_jobs_the_scheduler_accepts(
@@ -272,22 +263,37 @@ async def test_a_file_source_of_job_requests_submits_jobs_the_scheduler_accepts(
         space.reader("lepton.jobs.events") as events,
     ):
         worker = await asyncio.to_thread(
-            start_worker, jars, stack_access("client"), tmp_path / "worker", {"lepton-requests": source}
+            start_worker,
+            jars,
+            stack_access("client"),
+            tmp_path / "worker",
+            {"lepton-requests": source},
         )
         try:
             for job_id in ("connect-1", "connect-2"):
-                await events.until(lambda r, j=job_id: r["job_id"] == j and r["kind"] == "queued", 120)
-                assigned = await events.until(lambda r, j=job_id: r["job_id"] == j and r["kind"] == "assigned", 60)
+                await events.until(
+                    lambda r, j=job_id: r["job_id"] == j and r["kind"] == "queued", 120
+                )
+                assigned = await events.until(
+                    lambda r, j=job_id: r["job_id"] == j and r["kind"] == "assigned", 60
+                )
                 assert assigned["node_id"] == "n1"
-            [letter] = await read_raw(kafka, dead_letter_topic(space.names.topic("lepton.jobs.requested").name), 1)
-            assert b"tenant:acme may not act for tenant globex" in dict(letter.headers)["dlq_error_message"]
+            [letter] = await read_raw(
+                kafka, dead_letter_topic(space.names.topic("lepton.jobs.requested").name), 1
+            )
+            assert (
+                b"tenant:acme may not act for tenant globex"
+                in dict(letter.headers)["dlq_error_message"]
+            )
             log = worker.log_text()
         finally:
             await asyncio.to_thread(worker.stop)
     assert "JobRequested.demand.gpus: expected a whole number, got String" in log
     assert not any(r["job_id"] == "connect-bad" for r in events.seen)
     secret = acme.rsplit(":", 1)[1]
-    assert secret not in "".join(p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log"))
+    assert secret not in "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "worker").glob("*.log")
+    )
 
 
 def _with(record: dict[str, Any], field: str, **changes: Any) -> dict[str, Any]:

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import asyncpg
 
 from lepton.config import KafkaAccess, Settings
 from lepton.devstack._kafka import check_java, fetch_jars
@@ -41,7 +45,15 @@ def build_converter(maven: str) -> Path:
     works once Maven's cache holds every artifact, else online. Returns the plugin directory."""
     for offline in (["--offline"], []):
         result = subprocess.run(
-            [maven, "--batch-mode", "--quiet", *offline, "--file", str(CONNECT / "pom.xml"), "package"],
+            [
+                maven,
+                "--batch-mode",
+                "--quiet",
+                *offline,
+                "--file",
+                str(CONNECT / "pom.xml"),
+                "package",
+            ],
             capture_output=True,
             text=True,
             timeout=900,
@@ -76,12 +88,12 @@ def properties(values: dict[str, str]) -> str:
 def client_settings(kafka: KafkaAccess) -> dict[str, str]:
     """The worker's Kafka access, for its own clients and, prefixed, for its connectors'
     consumers, producers and admin clients (Connect does not pass its own on to them)."""
-    own = dict(
-        line.split("=", 1) for line in kafka.java_properties().splitlines() if "=" in line
-    )
+    own = dict(line.split("=", 1) for line in kafka.java_properties().splitlines() if "=" in line)
     every = dict(own)
     for prefix in ("consumer.", "producer.", "admin."):
-        every.update({prefix + name: value for name, value in own.items() if name != "bootstrap.servers"})
+        every.update(
+            {prefix + name: value for name, value in own.items() if name != "bootstrap.servers"}
+        )
     return every
 
 
@@ -89,6 +101,84 @@ def jdbc_url(database_url: str, schema: str) -> str:
     """``postgresql://user:pw@host:port/db`` as a JDBC URL (without credentials) in ``schema``."""
     parts = urlsplit(database_url)
     return f"jdbc:postgresql://{parts.hostname}:{parts.port}{parts.path}?currentSchema={schema}"
+
+
+@dataclass(frozen=True, slots=True)
+class Warehouse:
+    """A PostgreSQL schema a JDBC sink owns, and its login."""
+
+    schema: str
+    user: str
+    password: str
+
+
+async def create_warehouse(database_url: str) -> Warehouse:
+    """A schema and a login of its own for a sink, made as the superuser ``database_url``."""
+    name = f"connect_{uuid.uuid4().hex[:10]}"
+    password = secrets.token_urlsafe(24)
+    connection = await asyncpg.connect(database_url)
+    try:
+        # DDL takes no parameters: the name is hex digits and the password URL-safe
+        # characters, both made here.
+        await connection.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        await connection.execute(f"CREATE SCHEMA {name} AUTHORIZATION {name}")
+    finally:
+        await connection.close()
+    return Warehouse(name, name, password)
+
+
+async def drop_warehouse(database_url: str, warehouse: Warehouse) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(f"DROP SCHEMA {warehouse.schema} CASCADE")
+        await connection.execute(f"DROP ROLE {warehouse.user}")
+    finally:
+        await connection.close()
+
+
+def jdbc_sink(topic: str, table: str, warehouse: Warehouse, database_url: str) -> dict[str, str]:
+    """Debezium's JDBC sink from ``topic`` into ``table`` of the warehouse."""
+    return {
+        "connector.class": "io.debezium.connector.jdbc.JdbcSinkConnector",
+        "topics": topic,
+        "connection.url": jdbc_url(database_url, warehouse.schema),
+        "connection.username": warehouse.user,
+        "connection.password": warehouse.password,
+        # Kafka's coordinates are the primary key and rows are upserted: a record delivered
+        # again after a restart overwrites its own row, so nothing is lost or doubled.
+        "insert.mode": "upsert",
+        "primary.key.mode": "kafka",
+        "schema.evolution": "basic",
+        "collection.name.format": table,
+    }
+
+
+JOB_EVENT_KINDS = ["queued", "assigned", "started", "progress", "succeeded", "failed", "requeued"]
+
+
+def job_events(count: int, base_ms: int = 1_767_225_600_000) -> list[dict[str, Any]]:
+    """Job events of every shape (with and without node, progress, reasons), each unique
+    by job id and time."""
+    kinds = JOB_EVENT_KINDS
+    return [
+        {
+            "job_id": f"job-{n // len(kinds)}",
+            "kind": kinds[n % len(kinds)],
+            "tenant": "acme" if n % 2 else "globex",
+            "node_id": f"node-{n % 3}" if n % len(kinds) else None,
+            "lease_epoch": n if n % len(kinds) else None,
+            "worker_index": None,
+            "attempt": n % 2,
+            "reason": "out of memory" if kinds[n % len(kinds)] == "failed" else None,
+            "field": None,
+            "progress_percent": 12.5 if kinds[n % len(kinds)] == "progress" else None,
+            "stage": "searching" if kinds[n % len(kinds)] == "progress" else None,
+            "error_type": None,
+            "model_id": None,
+            "time": base_ms + n,
+        }
+        for n in range(count)
+    ]
 
 
 @dataclass(slots=True)
@@ -119,7 +209,9 @@ class Worker:
 
     def status(self, connector: str) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(f"{self.url()}/connectors/{connector}/status", timeout=10) as answer:
+            with urllib.request.urlopen(
+                f"{self.url()}/connectors/{connector}/status", timeout=10
+            ) as answer:
                 found: dict[str, Any] = json.load(answer)
                 return found
         except urllib.error.HTTPError as error:
@@ -171,6 +263,10 @@ def start_worker(
         **client_settings(kafka),
         "key.converter": "org.apache.kafka.connect.storage.StringConverter",
         "value.converter": CONVERTER,
+        # Lepton's headers are bytes (a signature, ids): the default SimpleHeaderConverter
+        # guesses types from them and reads a signature starting with "[" as a list without
+        # a schema, on which Debezium's JDBC sink fails.
+        "header.converter": "org.apache.kafka.connect.converters.ByteArrayConverter",
         "offset.storage.file.filename": str(home / "offsets"),
         "offset.flush.interval.ms": "1000",
         "plugin.path": str(plugins),
