@@ -100,7 +100,11 @@ def client_settings(kafka: KafkaAccess) -> dict[str, str]:
 def jdbc_url(database_url: str, schema: str) -> str:
     """``postgresql://user:pw@host:port/db`` as a JDBC URL (without credentials) in ``schema``."""
     parts = urlsplit(database_url)
-    return f"jdbc:postgresql://{parts.hostname}:{parts.port}{parts.path}?currentSchema={schema}"
+    # reWriteBatchedInserts: the driver sends a batch as multi-row statements, not one by one.
+    return (
+        f"jdbc:postgresql://{parts.hostname}:{parts.port}{parts.path}"
+        f"?currentSchema={schema}&reWriteBatchedInserts=true"
+    )
 
 
 @dataclass(frozen=True, slots=True)
