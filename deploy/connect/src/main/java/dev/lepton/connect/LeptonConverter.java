@@ -83,6 +83,7 @@ public class LeptonConverter implements Converter {
     private final LeptonSchemas schemas;
     private final Map<Long, GenericDatumReader<GenericRecord>> readers = new ConcurrentHashMap<>();
     private final Map<String, GenericDatumWriter<GenericRecord>> writers = new ConcurrentHashMap<>();
+    private final Map<String, byte[]> singleObjectHeaders = new ConcurrentHashMap<>();
     private Keys keys = new Keys(null, null);
     private String event;
     private boolean skipOthers;
@@ -157,15 +158,14 @@ public class LeptonConverter implements Converter {
         if (event != null && !event.equals(reader.getFullName())) {
             throw new DataException(topic + ": expected " + event + ", got " + reader.getFullName());
         }
-        GenericRecord record = decode(topic, plain, resolved);
+        GenericRecord record = decode(topic, plain, fingerprint, resolved);
         return new SchemaAndValue(data.schemaOf(reader), data.toConnect(record));
     }
 
-    private GenericRecord decode(String topic, byte[] plain, LeptonSchemas.Resolved resolved) {
+    private GenericRecord decode(String topic, byte[] plain, long fingerprint, LeptonSchemas.Resolved resolved) {
         String name = resolved.writer().getFullName();
         GenericDatumReader<GenericRecord> reader = readers.computeIfAbsent(
-                LeptonSchemas.fingerprint(resolved.writer()),
-                fp -> new GenericDatumReader<>(resolved.writer(), resolved.reader()));
+                fingerprint, fp -> new GenericDatumReader<>(resolved.writer(), resolved.reader()));
         decoder = DecoderFactory.get().binaryDecoder(plain, HEADER_BYTES, plain.length - HEADER_BYTES, decoder);
         GenericRecord record;
         try {
@@ -202,8 +202,8 @@ public class LeptonConverter implements Converter {
         }
         GenericDatumWriter<GenericRecord> writer = writers.computeIfAbsent(avro.getFullName(), n -> new GenericDatumWriter<>(avro));
         ByteArrayOutputStream out = new ByteArrayOutputStream(256);
-        out.writeBytes(MAGIC);
-        out.writeBytes(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(LeptonSchemas.fingerprint(avro)).array());
+        // The header is made once per schema: a fingerprint computes the canonical form.
+        out.writeBytes(singleObjectHeaders.computeIfAbsent(avro.getFullName(), n -> header(avro)));
         encoder = EncoderFactory.get().directBinaryEncoder(out, encoder);
         try {
             writer.write(record, encoder);
@@ -242,6 +242,11 @@ public class LeptonConverter implements Converter {
                     + "' (e.g. lepton.JobRequested), or give a Struct whose schema is named after one");
         }
         return schemas.current(name);
+    }
+
+    static byte[] header(Schema schema) {
+        return ByteBuffer.allocate(HEADER_BYTES).put(MAGIC).order(ByteOrder.LITTLE_ENDIAN)
+                .putLong(LeptonSchemas.fingerprint(schema)).array();
     }
 
     private static Map<?, ?> parse(String topic, String text) {

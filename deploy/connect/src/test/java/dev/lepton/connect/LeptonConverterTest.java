@@ -129,8 +129,7 @@ class LeptonConverterTest {
         }
         GenericRecord record = randomish(old);
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        out.writeBytes(LeptonConverter.MAGIC);
-        out.writeBytes(java.nio.ByteBuffer.allocate(8).order(java.nio.ByteOrder.LITTLE_ENDIAN).putLong(LeptonSchemas.fingerprint(old)).array());
+        out.writeBytes(LeptonConverter.header(old));
         BinaryEncoder encoder = EncoderFactory.get().binaryEncoder(out, null);
         new GenericDatumWriter<GenericRecord>(old).write(record, encoder);
         encoder.flush();
