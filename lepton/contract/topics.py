@@ -281,6 +281,10 @@ CONSUMER_GROUPS: tuple[GroupAccess, ...] = (
     GroupAccess("monitor", "lepton-monitor"),
     GroupAccess("monitor", "lepton-", "describe", prefixed=True),
     GroupAccess("client", "lepton-plan"),
+    # A Kafka Connect worker is an outside client (it reads what clients read and writes job
+    # requests, signed with a tenant's key); a sink connector named ``lepton-…`` consumes in
+    # Connect's group ``connect-<connector name>`` (docs-connect.md).
+    GroupAccess("client", "connect-lepton-", prefixed=True),
 )
 
 # Who answers for the messages of a topic it could not handle: a consuming service writes

@@ -82,9 +82,10 @@ def check_java(java: str) -> str:
     return executable
 
 
-def fetch_jars(cache_dir: Path, maven: str) -> Path:
-    """Jars of the pinned pom, fetched once through Maven and reused while the pom is unchanged."""
-    pom = pom_path()
+def fetch_jars(cache_dir: Path, maven: str, pom: Path | None = None) -> Path:
+    """Jars of the pinned pom (``deploy/local/pom.xml`` unless another is given), fetched
+    once through Maven and reused while the pom is unchanged."""
+    pom = pom or pom_path()
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
     target = cache_dir / "jars" / digest
     if (target / ".complete").exists():
