@@ -69,7 +69,7 @@ test-chaos: install
 check: format-check lint types test test-chaos
 
 # Each benchmark prints a table and writes bench/results/<name>.json.
-BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator
+BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator connect_sink
 
 bench: install
 	$(BIN)/lepton stack up
