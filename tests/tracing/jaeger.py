@@ -84,9 +84,12 @@ class Jaeger:
     otlp_endpoint: str  # for OTEL_EXPORTER_OTLP_ENDPOINT
     query_url: str
 
-    async def traces(self, service: str, **tags: str) -> list[str]:
-        """Ids of the traces that have a span of ``service`` with ``tags``."""
-        query = {"service": service, "limit": "20", "tags": json.dumps(tags)}
+    async def traces(self, service: str, operation: str | None = None, **tags: str) -> list[str]:
+        """Ids of the traces that have a span of ``service`` (named ``operation``) with
+        ``tags``."""
+        query = {"service": service, "limit": "50", "tags": json.dumps(tags)}
+        if operation is not None:
+            query["operation"] = operation
         async with httpx.AsyncClient() as client:
             answer = await client.get(
                 f"{self.query_url}/api/traces?{urllib.parse.urlencode(query)}", timeout=10
