@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import MutableMapping
 
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 __all__ = ["TracingSettings", "add_trace_ids", "configure"]
 
@@ -56,6 +57,11 @@ class TracingSettings(BaseSettings):
         default=None,
         description="OTEL_SERVICE_NAME: the service.name of this process's spans; default "
         "lepton-<service> (lepton-cli for the CLI and the SDK).",
+    )
+    traces_sampler: str | None = Field(
+        default=None,
+        description="OTEL_TRACES_SAMPLER: the SDK's sampler; default: every trace, but no "
+        "trace of its own for a database query outside any (a health probe, a poll).",
     )
     sdk_disabled: bool = Field(
         default=False, description="OTEL_SDK_DISABLED: true turns tracing off whatever is set."
@@ -89,6 +95,7 @@ def configure(
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ParentBased
     except ImportError:
         structlog.get_logger("lepton.tracing").warning(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is not installed: "
@@ -99,12 +106,44 @@ def configure(
     attributes = {"service.name": settings.service_name or service}
     if instance is not None:
         attributes["service.instance.id"] = instance
-    provider = TracerProvider(resource=Resource.create(attributes))
+    # OTEL_TRACES_SAMPLER, when set, is the SDK's to read (sampler=None).
+    sampler = None if settings.traces_sampler else ParentBased(_root_sampler())
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampler)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
     _instrument_asyncpg(provider)
     trace_with(provider.get_tracer("lepton"))
     return provider
+
+
+def _root_sampler() -> Sampler:
+    """Every trace, except those a database query would start on its own: the health
+    probes and the polls of every service query PostgreSQL every few seconds, and a trace
+    of one ``SELECT 1`` each time would bury the traces of work."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, Sampler, SamplingResult
+    from opentelemetry.trace import SpanKind
+
+    class NoLoneQueries(Sampler):
+        def should_sample(
+            self,
+            parent_context: Any,
+            trace_id: int,
+            name: str,
+            kind: SpanKind | None = None,
+            attributes: Any = None,
+            links: Any = None,
+            trace_state: Any = None,
+        ) -> SamplingResult:
+            if kind is SpanKind.CLIENT:  # asyncpg's: the only client spans Lepton makes
+                return SamplingResult(Decision.DROP)
+            return ALWAYS_ON.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
+
+        def get_description(self) -> str:
+            return "NoLoneQueries"
+
+    return NoLoneQueries()
 
 
 def _instrument_asyncpg(provider: TracerProvider) -> None:
