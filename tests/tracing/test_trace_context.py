@@ -13,7 +13,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from lepton.bus import continue_trace, trace_with
 from lepton.testing import InMemoryBroker
 from tests.integration.scheduler_support import heartbeat, job
-from tests.unit.scheduler.shell_support import ASSIGNED, EVENTS, REQUESTED, request, scheduler
+from tests.unit.scheduler.shell_support import (
+    ASSIGNED,
+    EVENTS,
+    REQUESTED,
+    kind,
+    request,
+    scheduler,
+)
 
 SUBMITTED = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -58,6 +65,20 @@ async def test_the_assignment_continues_the_requests_trace() -> None:
     kinds = [broker.codec.decode(m.value())[1]["kind"] for m in broker.messages(EVENTS)]
     assert kinds == ["queued", "assigned"]
     for message in [*broker.messages(EVENTS), *broker.messages(ASSIGNED)]:
+        assert _trace_id(message.header("traceparent")) == TRACE, message
+
+
+async def test_a_requeue_when_the_node_is_lost_continues_the_jobs_trace() -> None:
+    broker = InMemoryBroker()
+    async with scheduler(broker, heartbeat("n", sequence=1, cpu=4000)) as running:
+        with continue_trace(SUBMITTED):
+            await request(broker, job("j1"))
+        await broker.until(ASSIGNED, lambda r: r["job_id"] == "j1")
+        running.digester.dead("n")  # the digester's verdict, from no message of the job
+        await broker.until(EVENTS, kind("j1", "requeued"))
+    stop = broker.messages(ASSIGNED)[-1]
+    assert broker.codec.decode(stop.value())[1]["action"] == "stop"
+    for message in [*broker.messages(EVENTS), stop]:
         assert _trace_id(message.header("traceparent")) == TRACE, message
 
 
