@@ -95,7 +95,6 @@ async def test_one_trace_runs_from_submit_to_promotion(
             trace_id, spans = await _whole_trace(
                 backend, job_id, names.topic("lepton.models.promoted").name
             )
-            logs = [await service.stop() for service in services]
 
     by_id = {s.span_id: s for s in spans}
 
@@ -163,7 +162,8 @@ async def test_one_trace_runs_from_submit_to_promotion(
     assert linked, "no placement span links to the job's wait in the queue"
 
     # The services' log lines written while handling the job carry its trace id.
-    trainer_log = [json.loads(line) for line in logs[3].splitlines() if line.startswith(b"{")]
+    written = services[3].rest_of_log.result()  # the trainer's, read to its stop
+    trainer_log = [json.loads(line) for line in written.splitlines() if line.startswith(b"{")]
     started = [e for e in trainer_log if e.get("event") == "started" and e.get("job") == job_id]
     assert started, "the trainer logged no start of the job"
     assert started[0]["trace_id"] == trace_id
