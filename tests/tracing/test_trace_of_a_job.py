@@ -95,6 +95,12 @@ async def test_one_trace_runs_from_submit_to_promotion(
             trace_id, spans = await _whole_trace(
                 backend, job_id, names.topic("lepton.models.promoted").name
             )
+            plans = [
+                s
+                for plan_trace in await backend.traces("lepton-scheduler", "plan")
+                for s in await backend.spans(plan_trace)
+                if s.name == "plan"
+            ]
 
     by_id = {s.span_id: s for s in spans}
 
@@ -152,13 +158,7 @@ async def test_one_trace_runs_from_submit_to_promotion(
 
     # The placement decided for many jobs at once: its span is in a trace of its own,
     # linked to the wait of each job it placed.
-    plans = await backend.traces("lepton-scheduler", "plan")
-    linked = [
-        s
-        for plan_trace in plans
-        for s in await backend.spans(plan_trace)
-        if s.name == "plan" and (trace_id, queued.span_id) in s.links
-    ]
+    linked = [s for s in plans if (trace_id, queued.span_id) in s.links]
     assert linked, "no placement span links to the job's wait in the queue"
 
     # The services' log lines written while handling the job carry its trace id.
