@@ -6,6 +6,9 @@ PYTHON ?= python3
 COVERAGE_FLOOR ?= 85
 # Helm, to render and lint deploy/helm/lepton (see the helm target below).
 HELM_VERSION ?= v4.3.2
+# Jaeger v2, the trace backend of tests/tracing/ (see its target below); the Go
+# module's versions are v1.x, its cmd/jaeger is Jaeger v2.
+JAEGER_VERSION ?= v1.75.0
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: install constraints fmt generate format-check lint types test test-unit test-chaos check bench chaos demo demo-down clean
@@ -31,6 +34,18 @@ constraints: $(VENV)/.installed
 # here. The first build takes a few minutes; Go's caches keep later ones short.
 $(VENV)/.helm-$(HELM_VERSION): | $(VENV)/.installed
 	GOBIN=$(abspath $(BIN)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	touch $@
+
+# Jaeger (in-memory storage, OTLP receiver, query API), which tests/tracing/ runs as a real
+# trace backend, built from the Go module proxy into the virtual environment like Helm.
+# `go install pkg@version` refuses its module (it has replace directives): it is built as
+# the tool of a throwaway module instead. The first build takes several minutes.
+$(VENV)/.jaeger-$(JAEGER_VERSION): | $(VENV)/.installed
+	rm -rf $(VENV)/.jaeger-build && mkdir -p $(VENV)/.jaeger-build
+	cd $(VENV)/.jaeger-build && $(GO) mod init lepton.invalid/jaeger-build \
+	  && $(GO) get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) \
+	  && GOBIN=$(abspath $(BIN)) $(GO) install tool
+	rm -rf $(VENV)/.jaeger-build
 	touch $@
 
 fmt: install

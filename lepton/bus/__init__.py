@@ -22,7 +22,11 @@
   admin; a service only finds them there). :func:`provision` adds the ACLs of
   :func:`lepton.contract.topics.grants` (:func:`apply_acls`, :func:`live_grants`).
 
-The modules behind these names: ``_event`` (the event a handler sees, its trace),
+- Traces: every message carries a W3C ``traceparent`` that continues what caused it;
+  with a tracer (:func:`trace_with`) each message is sent and handled in an OpenTelemetry
+  span, and :func:`span` adds a service's own (``_tracing``).
+
+The modules behind these names: ``_event`` (the event a handler sees),
   ``_handlers`` (handler protocols), ``_publisher``, ``_subscriber``, ``_admin`` (topics),
   ``_sizes`` (limits, weights, dead letters cut to fit), ``_transport`` (the seam
   :mod:`lepton.testing` plugs an in-memory broker into),
@@ -40,8 +44,6 @@ from lepton.bus._event import (
     Handler,
     Headers,
     TransientError,
-    continue_trace,
-    current_trace,
 )
 from lepton.bus._handlers import BatchHandler, Selective, Skimming
 from lepton.bus._publisher import BrokerUnavailableError, Publisher, murmur2, partition_for
@@ -53,6 +55,15 @@ from lepton.bus._sizes import (
     message_bytes,
 )
 from lepton.bus._subscriber import MessageCounts, Subscriber
+from lepton.bus._tracing import (
+    continue_trace,
+    current_trace,
+    span,
+    start_span,
+    trace_with,
+    traceparent_of,
+    tracing,
+)
 from lepton.bus._transport import Transport
 from lepton.bus._writer import PublishError
 
@@ -89,5 +100,10 @@ __all__ = [
     "murmur2",
     "partition_for",
     "provision",
+    "span",
+    "start_span",
+    "trace_with",
+    "traceparent_of",
+    "tracing",
     "user_principal",
 ]

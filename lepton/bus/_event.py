@@ -1,17 +1,16 @@
-"""A decoded message as a handler sees it, its headers, and the trace it continues."""
+"""A decoded message as a handler sees it and its headers (the trace it continues is
+:mod:`lepton.bus._tracing`'s)."""
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from lepton.bus._tracing import _trace_id
 from lepton.contract.codec import MessageOrigin, Record, WrongSchemaError
 from lepton.contract.events import EVENT_NAMES
 
@@ -24,32 +23,6 @@ log = logging.getLogger("lepton.bus")
 Headers = list[tuple[str, bytes]]
 Handler = Callable[["Event"], Awaitable[None]]
 TypedRecord = TypeVar("TypedRecord")
-
-
-# The trace of the message being handled, so that what a handler publishes continues it:
-# the raw header, or the event being handled (its headers are read only if someone asks,
-# which for most messages nobody does: reading them costs more than decoding the value).
-_current_trace: contextvars.ContextVar[bytes | Event | None] = contextvars.ContextVar(
-    "lepton_traceparent", default=None
-)
-
-
-def current_trace() -> bytes | None:
-    """The ``traceparent`` of the message being handled (None outside a handler)."""
-    current = _current_trace.get()
-    if isinstance(current, Event):
-        return current.headers.get("traceparent")
-    return current
-
-
-@contextlib.contextmanager
-def continue_trace(traceparent: bytes | None) -> Iterator[None]:
-    """What is published inside continues this trace (as if its message were handled)."""
-    token = _current_trace.set(traceparent)
-    try:
-        yield
-    finally:
-        _current_trace.reset(token)
 
 
 DLQ_HEADERS = (
@@ -168,14 +141,6 @@ class _LazyHeaders(Sequence[tuple[str, bytes]]):
         return item in self._headers()
 
 
-def _trace_id(traceparent: bytes | None) -> str | None:
-    # W3C traceparent: version-traceid-spanid-flags
-    if traceparent is None:
-        return None
-    parts = traceparent.decode("ascii", "replace").split("-")
-    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
-
-
 @functools.lru_cache(maxsize=1)
 def _format_time(epoch_ms: int) -> bytes:
     """RFC 3339 time of a millisecond; cached, as many events share one millisecond."""
@@ -184,12 +149,3 @@ def _format_time(epoch_ms: int) -> bytes:
 
 def _event_time() -> bytes:
     return _format_time(time.time_ns() // 1_000_000)
-
-
-def _ids(traceparent: bytes | None = None) -> tuple[bytes, bytes]:
-    """A CloudEvents id and a W3C traceparent continuing the given trace, or the current
-    one, if any."""
-    # One call to the OS for all random bits: this runs for every message.
-    random = os.urandom(40).hex()
-    trace = _trace_id(traceparent or current_trace()) or random[48:80]
-    return random[:32].encode(), f"00-{trace}-{random[32:48]}-01".encode()

@@ -14,7 +14,8 @@ import confluent_kafka
 import prometheus_client
 from aiokafka.errors import AuthenticationFailedError, KafkaError, SaslAuthenticationFailed
 
-from lepton.bus._event import Headers, _event_time, _ids
+from lepton.bus import _tracing
+from lepton.bus._event import Headers, _event_time
 from lepton.bus._sizes import (
     MessageTooLargeError,
     UnsendableRecordError,
@@ -29,6 +30,8 @@ from lepton.errors import UnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from opentelemetry.trace import Span
 
     from lepton.config import KafkaAccess
     from lepton.contract.codec import Codec
@@ -168,10 +171,13 @@ class Publisher:
         """The topic's partition numbers (from the cluster's metadata, cached)."""
         return set(await self._writer.partitions(topic))
 
-    def headers(self, event_type: str, continues: bytes | None = None) -> Headers:
-        """CloudEvents Kafka-binding headers plus a W3C traceparent that continues the
-        ``continues`` trace, else the trace of the message being handled, else a new one."""
-        event_id, traceparent = _ids(continues)
+    def headers(
+        self, event_type: str, continues: bytes | None = None, *, traceparent: bytes | None = None
+    ) -> Headers:
+        """CloudEvents Kafka-binding headers plus a W3C traceparent: ``traceparent`` (the
+        span the message is sent in), else one that continues the ``continues`` trace,
+        else the trace of the message being handled, else a new one."""
+        event_id, continuing = _tracing._ids(continues)
         return [
             ("ce_specversion", b"1.0"),
             ("ce_id", event_id),
@@ -179,7 +185,7 @@ class Publisher:
             ("ce_type", event_type.encode()),
             ("ce_time", _event_time()),
             ("content-type", b"application/avro"),
-            ("traceparent", traceparent),
+            ("traceparent", traceparent or continuing),
         ]
 
     def _signed(
@@ -219,10 +225,24 @@ class Publisher:
         limit = self._limits.get(name) or await self.max_message_bytes(name)
         value = self._encoded(topic, record)
         raw_key = key.encode()
-        headers = self._signed(name, raw_key, value, record, self.headers(topic.event))
-        if len(value) + len(raw_key) > limit - _HEADROOM:
-            _weigh(name, raw_key, value, headers, limit, 0)
-        return self._writer.send(name, raw_key, value, headers)
+        if not _tracing.tracing():
+            headers = self._signed(name, raw_key, value, record, self.headers(topic.event))
+            if len(value) + len(raw_key) > limit - _HEADROOM:
+                _weigh(name, raw_key, value, headers, limit, 0)
+            return self._writer.send(name, raw_key, value, headers)
+        sending, traceparent = _tracing.sending(name, None)
+        try:
+            headers = self._signed(
+                name, raw_key, value, record, self.headers(topic.event, traceparent=traceparent)
+            )
+            if len(value) + len(raw_key) > limit - _HEADROOM:
+                _weigh(name, raw_key, value, headers, limit, 0)
+        except BaseException:
+            sending.end()  # nothing was sent
+            raise
+        acknowledged = self._writer.send(name, raw_key, value, headers)
+        _tracing.sent([sending], acknowledged)
+        return acknowledged
 
     async def publish(self, topic: Topic, key: str, record: Mapping[str, Any]) -> None:
         """Send one event and wait for the broker's acknowledgement."""
@@ -256,20 +276,35 @@ class Publisher:
         encode, headers, event, signed = self._codec.encode, self.headers, topic.event, self._signed
         seal = self._codec.seal if topic.sealed else None
         messages: list[tuple[bytes, bytes, Headers]] = []
+        # With a tracer, each message is sent in a span of its own (ended on the answer).
+        spans: list[Span] | None = [] if _tracing.tracing() else None
         try:
             for (key, record), trace in zip(pending, continues, strict=True):
                 raw_key, value = key.encode(), encode(event, record)
                 if seal is not None:
                     value = seal(record["tenant"], value)
-                added = signed(name, raw_key, value, record, headers(event, trace))
+                if spans is None:
+                    added = signed(name, raw_key, value, record, headers(event, trace))
+                else:
+                    sending, traceparent = _tracing.sending(name, trace)
+                    spans.append(sending)
+                    added = signed(
+                        name, raw_key, value, record, headers(event, traceparent=traceparent)
+                    )
                 if len(value) + len(raw_key) > roomy:
                     _weigh(name, raw_key, value, added, limit, len(messages))
                 messages.append((raw_key, value, added))
-        except UnsendableRecordError:
+        except BaseException as exc:
+            for sending in spans or ():
+                sending.end()  # nothing of the call was sent
+            # Encoding the record at ``len(messages)`` failed.
+            if isinstance(exc, _INVALID) and not isinstance(exc, UnsendableRecordError):
+                raise _invalid(topic, len(messages), exc) from exc
             raise
-        except _INVALID as exc:  # encoding the record at ``len(messages)`` failed
-            raise _invalid(topic, len(messages), exc) from exc
-        return [self._writer.send_all(name, messages)]
+        acknowledged = self._writer.send_all(name, messages)
+        if spans is not None:
+            _tracing.sent(spans, acknowledged)
+        return [acknowledged]
 
     async def send_sendable(
         self,

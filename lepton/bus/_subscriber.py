@@ -15,14 +15,8 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from lepton.bus._event import (
-    DLQ_HEADERS,
-    Event,
-    Handler,
-    TransientError,
-    _current_trace,
-    _LazyHeaders,
-)
+from lepton.bus import _tracing
+from lepton.bus._event import DLQ_HEADERS, Event, Handler, TransientError, _LazyHeaders
 from lepton.bus._handlers import BatchHandler, Selective, Skimming
 from lepton.bus._publisher import Publisher, _unavailable, partition_for
 from lepton.bus._sizes import dead_letter, reason_headers
@@ -33,6 +27,8 @@ from lepton.errors import ForgedRecordError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
+
+    from opentelemetry.trace import Span
 
     from lepton.bus._authenticator import Authenticator
     from lepton.bus._reader import Message, Positions
@@ -156,6 +152,9 @@ class Subscriber:
             group_id=group_id, client_id=f"{client_id}-{group_id}", gather_ms=gather_ms
         )
         self._uncommitted: Positions = {}
+        # With a tracer: the traces of the events applied since the last flush, which
+        # the flush's span links to (it acts on all of them: no one is its parent).
+        self._applied_traces: list[bytes | None] = []
 
     async def start(self) -> None:
         try:
@@ -230,7 +229,12 @@ class Subscriber:
                 if self._stopping.is_set():
                     break
             if self._batch is not None and done:
-                await self._flush(self._batch)
+                if self._applied_traces:
+                    applied, self._applied_traces = self._applied_traces, []
+                    with _tracing.span(f"flush {self.group_id}", links=applied, root=True):
+                        await self._flush(self._batch)
+                else:
+                    await self._flush(self._batch)
             if self._replay:
                 self._note_progress(done)
             elif done:
@@ -288,11 +292,14 @@ class Subscriber:
                 self.counts[topic, "handled"] += 1
                 return True
             event = self._event(message)
-            token = _current_trace.set(event)
-            try:
-                batch.apply(event)
-            finally:
-                _current_trace.reset(token)
+            if self._traced():
+                self._apply_traced(batch, event)
+            else:
+                token = _tracing._current_trace.set(event)
+                try:
+                    batch.apply(event)
+                finally:
+                    _tracing._current_trace.reset(token)
         except Exception:  # the careful path, _handle, sorts it out
             return False
         self.counts[topic, "handled"] += 1
@@ -303,15 +310,25 @@ class Subscriber:
         while True:
             try:
                 event = self._event(message)
-                token = _current_trace.set(event)
-                try:
-                    if self._handler is not None:
-                        await self._handler(event)
+                if self._handler is None:
+                    assert self._batch is not None
+                    if self._traced():
+                        self._apply_traced(self._batch, event)
                     else:
-                        assert self._batch is not None
-                        self._batch.apply(event)
-                finally:
-                    _current_trace.reset(token)
+                        token = _tracing._current_trace.set(event)
+                        try:
+                            self._batch.apply(event)
+                        finally:
+                            _tracing._current_trace.reset(token)
+                elif self._traced():
+                    with _tracing.handling(self._processing(event)):
+                        await self._handler(event)
+                else:
+                    token = _tracing._current_trace.set(event)
+                    try:
+                        await self._handler(event)
+                    finally:
+                        _tracing._current_trace.reset(token)
             except _RETRIED as exc:
                 attempt += 1
                 await self._back_off(attempt, _origin(message), exc)
@@ -327,6 +344,20 @@ class Subscriber:
             else:
                 self.counts[event.topic, "handled"] += 1
             return
+
+    def _traced(self) -> bool:
+        """Whether events are handled in spans: with a tracer, once a replaying
+        subscriber has caught up (rebuilding state from the log is not new work)."""
+        return _tracing.tracing() and (not self._replay or self.caught_up.is_set())
+
+    def _processing(self, event: Event) -> Span:
+        return _tracing.processing(event.topic, self.group_id, event.partition, event.offset, event)
+
+    def _apply_traced(self, batch: BatchHandler, event: Event) -> None:
+        started = self._processing(event)
+        with _tracing.handling(started):
+            batch.apply(event)
+        self._applied_traces.append(_tracing.traceparent_of(started))
 
     def _authenticated_by_key(self, message: Message) -> bool:
         """Whether the message passes its check before decoding (a key-only rule)."""

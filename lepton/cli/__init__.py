@@ -20,9 +20,13 @@ from lepton.cli import (  # noqa: F401
     tail,
 )
 from lepton.cli._app import app
+from lepton.runtime import tracing
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
+    # With an OTLP endpoint (and the SDK) set, what a command submits starts its trace
+    # here; the provider sends its spans when the process exits.
+    tracing.configure("lepton-cli")
     app()

@@ -46,7 +46,7 @@ from lepton.contract.registry import attach_registry
 from lepton.contract.sealed import Keyring
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
-from lepton.runtime import database, endpoints, identity, probes, production
+from lepton.runtime import database, endpoints, identity, probes, production, tracing
 from lepton.runtime.collector import collect_less, keep_collections_short
 from lepton.runtime.helpers import start_helper
 from lepton.runtime.probes import EmbeddedServer
@@ -487,11 +487,13 @@ def configure_logging(level: str) -> None:
     """JSON lines on stderr, one event per line, easy to ship and to grep: Lepton's own
     events and every other line a service prints — librdkafka's (through the ``logger`` its
     clients are given), other libraries' standard logging, Python's warnings (scikit-learn's
-    among them) — rendered the same way, with the logger's name."""
+    among them) — rendered the same way, with the logger's name; each with the trace and
+    span ids of what is being handled."""
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        tracing.add_trace_ids,
         structlog.processors.format_exc_info,
     ]
     render = structlog.processors.JSONRenderer(ensure_ascii=False)
@@ -520,10 +522,16 @@ def run(service_factory: Callable[[], Service]) -> None:
 
     async def main() -> None:
         service = service_factory()
+        provider = tracing.configure(f"lepton-{service.actor}", service.name)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, service.stop_soon)
-        await service.run()
+        try:
+            await service.run()
+        finally:
+            if provider is not None:
+                # Off the loop: the last export may wait for the receiver.
+                await asyncio.to_thread(provider.shutdown)
 
     try:
         asyncio.run(main())

@@ -59,6 +59,9 @@ class JobRecord:
     # Who asked, as the request says ("by alice: wrong dataset"); None for a request read
     # before the job's (the journal keeps no free text of those).
     cancel_reason: str | None = None
+    # The W3C traceparent what is decided for the job continues: its request's (its wait
+    # in the queue, with spans), so that one trace runs from submit to promotion.
+    trace: bytes | None = None
 
     @property
     def tenant(self) -> str:

@@ -34,6 +34,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from lepton.bus import span
 from lepton.config import Settings
 from lepton.contract.topics import Namespace
 from lepton.errors import (
@@ -171,7 +172,10 @@ class LeptonClient:
             await check_dataset(self._catalog, job)
         if job.submitted_by is None:
             job = job.model_copy(update={"submitted_by": self.user})
-        await self._kafka.publish("lepton.jobs.requested", job.job_id, job.to_record())
+        # The first span of the job's trace, which runs on to its model's promotion.
+        traced = {"lepton.job_id": job.job_id, "lepton.tenant": job.tenant}
+        with span("submit", attributes=traced):
+            await self._kafka.publish("lepton.jobs.requested", job.job_id, job.to_record())
         self._submitted_at[job.job_id] = job.submitted_at
         return job.job_id
 

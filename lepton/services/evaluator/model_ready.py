@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lepton.bus import TransientError
+from lepton.bus import TransientError, span
 from lepton.data.access import DatasetError
 from lepton.data.catalog import dataset_versions
 from lepton.data.reading import read_dataset
@@ -98,20 +98,24 @@ class ModelReadyHandler:
             else:
                 log.info("already evaluated")
             return
+        traced = {"lepton.model_id": ready["model_id"], "lepton.job_id": ready["job_id"]}
         try:
-            evaluated, promoted = await self._evaluate(ready)
+            with span("evaluate", attributes=traced):
+                evaluated, promoted = await self._evaluate(ready)
         except EvaluationFailed as exc:
             await store.record_failure(pool, ready, type(exc).__name__, str(exc))
             log.warning("evaluation failed", error_type=type(exc).__name__, reason=str(exc))
             if isinstance(exc, ArtifactInvalid):
                 await self._audit_refusal(ready, author, str(exc))
             raise
-        try:
-            await store.record_evaluation(pool, ready, evaluated, promoted)
-        except store.ChampionChanged as exc:
-            # Another evaluator changed the champion meanwhile: judge again against it.
-            raise TransientError(str(exc)) from exc
-        await self._publish(evaluated, promoted)
+        verdict = promoted["verdict"] if promoted else "none"
+        with span("promote", attributes={**traced, "lepton.verdict": verdict}):
+            try:
+                await store.record_evaluation(pool, ready, evaluated, promoted)
+            except store.ChampionChanged as exc:
+                # Another evaluator changed the champion meanwhile: judge again against it.
+                raise TransientError(str(exc)) from exc
+            await self._publish(evaluated, promoted)
         log.info(
             "evaluated",
             verdict=promoted["verdict"] if promoted else None,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 
+from lepton.bus import span
 from lepton.scheduling.entities import Failed, NodeLossOutcome, NodeState, Requeued
 from lepton.scheduling.intake import node_state
 from lepton.scheduling.journal import Status
@@ -151,7 +152,18 @@ class NodeNews:
             self._digested.counts[topic, outcome] = count
 
     def _publish_losses(self, node_id: str, outcomes: list[NodeLossOutcome], how: str) -> None:
-        events = []
+        if not outcomes:
+            return
+        # The digester's verdict on the node (from the heartbeats of every node) is no
+        # job's child: its span is the first of a trace, linked to each job it moves,
+        # whose events continue the job's own trace.
+        traces = [self.journal.jobs[outcome.job_id].trace for outcome in outcomes]
+        attributes = {"lepton.node_id": node_id, "lepton.verdict": how}
+        with span("node lost", links=traces, attributes=attributes, root=True):
+            self._move_jobs_off(node_id, outcomes, how)
+        self.dirty.set()
+
+    def _move_jobs_off(self, node_id: str, outcomes: list[NodeLossOutcome], how: str) -> None:
         for outcome in outcomes:
             entry = self.journal.jobs[outcome.job_id]
             self.outbox.stop(
@@ -162,12 +174,12 @@ class NodeNews:
                 entry.status = Status.QUEUED
                 entry.nodes.clear()
                 entry.started.clear()
-                events.append(decided(entry, "requeued", reason=f"node {node_id} {how}"))
+                self.outbox.decide(
+                    [decided(entry, "requeued", reason=f"node {node_id} {how}")], entry.trace
+                )
             elif isinstance(outcome, Failed):
-                events.append(
-                    decided(entry, "failed", reason=outcome.reason, lease_epoch=entry.epoch)
+                self.outbox.decide(
+                    [decided(entry, "failed", reason=outcome.reason, lease_epoch=entry.epoch)],
+                    entry.trace,
                 )
                 entry.status = Status.DONE
-        self.outbox.decide(events)
-        if outcomes:
-            self.dirty.set()

@@ -40,8 +40,8 @@ _INSTRUCTION_BACKLOG = 64
 # Job events sent and not yet acknowledged before deciding waits for the broker.
 _UNACKED_BOUND = 20_000
 
-# (node id, instruction record): one message to ``lepton.jobs.assigned``.
-Instruction = tuple[str, dict[str, Any]]
+# (node id, instruction record, the job's trace): one message to ``lepton.jobs.assigned``.
+Instruction = tuple[str, dict[str, Any], bytes | None]
 
 
 def now_ms() -> int:
@@ -105,6 +105,7 @@ def instructions_for(
                 "reason": reason,
                 "assigned_at": now,
             },
+            entry.trace,
         )
         for index, node_id in sorted(nodes.items())
     ]
@@ -145,10 +146,11 @@ class Outbox:
         default_factory=lambda: asyncio.Queue(maxsize=_INSTRUCTION_BACKLOG)
     )
 
-    def decide(self, events: list[JobEvent]) -> None:
+    def decide(self, events: list[JobEvent], trace: bytes | None = None) -> None:
         """Decide job events: kept, in order, until :meth:`send` sends them all in one
-        batch. Each continues the trace current when it was decided (its cause's)."""
-        trace = current_trace()
+        batch. Each continues ``trace``, else the trace current when it was decided (its
+        cause's)."""
+        trace = trace or current_trace()
         for event in events:
             self._decided.append((event, trace))
 
@@ -238,6 +240,9 @@ class Outbox:
         large) is counted and logged, not sent: the scheduler may not write
         ``lepton.jobs.assigned``'s dead letters, and stopping would only send it again."""
         acks, _ = await self.context.publisher.send_sendable(
-            topic, instructions, dead_letters=False
+            topic,
+            [(node_id, record) for node_id, record, _ in instructions],
+            traces=[trace for _, _, trace in instructions],
+            dead_letters=False,
         )
         await _acknowledged(acks)

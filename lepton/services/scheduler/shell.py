@@ -33,7 +33,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import prometheus_client
 
-from lepton.bus import MessageCounts, continue_trace, current_trace
+from lepton.bus import (
+    MessageCounts,
+    continue_trace,
+    current_trace,
+    span,
+    start_span,
+    traceparent_of,
+)
 from lepton.contract.events import DataReady, JobEvent
 from lepton.contract.names import InvalidField
 from lepton.errors import ForgedRecordError
@@ -52,6 +59,8 @@ from lepton.services.scheduler.outbox import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from opentelemetry.trace import Span
 
     from lepton.bus import Event
     from lepton.runtime.service import Context
@@ -106,6 +115,8 @@ class SchedulerShell(NodeNews):
     # Applied, not yet flushed: what the events left to do.
     _follow_ups: deque[_FollowUp] = field(default_factory=deque)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # With a tracer: each queued job's wait, a span from queued to assigned (or gone).
+    _waits: dict[str, Span] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._job_events = self.context.topic("lepton.jobs.events").name
@@ -122,7 +133,8 @@ class SchedulerShell(NodeNews):
         if declared == "lepton.jobs.requested":
             entry = self.journal.request(event.record)
             if entry is not None:
-                self._follow_ups.append(_FollowUp(_Step.ANNOUNCE, entry, current_trace()))
+                entry.trace = current_trace()
+                self._follow_ups.append(_FollowUp(_Step.ANNOUNCE, entry, entry.trace))
         elif declared == "lepton.jobs.events":
             self._fold(event)
         elif declared == "lepton.data.ready":
@@ -290,18 +302,39 @@ class SchedulerShell(NodeNews):
                     if waiting
                     else None,
                 )
-            ]
+            ],
+            entry.trace,
         )
 
     def _submit(self, entry: JobRecord) -> None:
         spec = entry.spec
         assert not isinstance(spec, Rejection)
         entry.status = Status.QUEUED
+        self._wait(entry)
         if entry.request.get("dataset") and self._dataset_version(entry) is None:
             self.pending_data[spec.job_id] = entry
             return
         self.core.submit(spec, entry.attempt)
         self.dirty.set()
+
+    def _wait(self, entry: JobRecord) -> None:
+        """With a tracer, the job's wait in the queue is a span, and what is decided for
+        it from now on (queued, assigned, the instruction) continues that span."""
+        job_id = entry.request["job_id"]
+        if job_id in self._waits:
+            return
+        waiting = start_span("queued", continues=entry.trace, attributes={"lepton.job_id": job_id})
+        traceparent = traceparent_of(waiting)
+        if traceparent is not None:
+            self._waits[job_id] = waiting
+            entry.trace = traceparent
+
+    def _waited(self, entry: JobRecord, outcome: str) -> None:
+        """The job left the queue (``outcome``): its wait's span ends."""
+        waiting = self._waits.pop(entry.request["job_id"], None)
+        if waiting is not None:
+            waiting.set_attribute("lepton.outcome", outcome)
+            waiting.end()
 
     def _datasets_ready(self) -> None:
         for job_id, entry in list(self.pending_data.items()):
@@ -334,22 +367,27 @@ class SchedulerShell(NodeNews):
         self.dirty.clear()
         decisions = self.core.plan(now_ms())
         self.context.log.debug("planned", decisions=Counter(type(d).__name__ for d in decisions))
-        await self._apply(decisions)
+        if decisions:
+            # One placement decides for many jobs: linked to each, the child of none.
+            placed = [self.journal.jobs[d.job_id].trace for d in decisions if isinstance(d, Assign)]
+            with span("plan", links=placed, attributes={"lepton.decisions": len(decisions)}):
+                await self._apply(decisions)
         await self.outbox.send()
 
     async def _apply(self, decisions: list[Any]) -> None:
-        events: list[JobEvent] = []
+        decide = self.outbox.decide  # each job's events continue the job's trace
         # (job, action, reason, worker index -> node, lease epoch)
         orders: list[tuple[JobRecord, str, str | None, dict[int, str], int]] = []
         for decision in decisions:
             if isinstance(decision, Assign):
                 entry = self.journal.jobs[decision.job_id]
+                self._waited(entry, "assigned")
                 entry.epoch = next_epoch(entry.epoch, self.context.term or 0)
                 entry.nodes = dict(enumerate(decision.node_ids))
                 entry.started.clear()
                 entry.status = Status.ASSIGNED
-                for index, node_id in enumerate(decision.node_ids):
-                    events.append(
+                decide(
+                    [
                         decided(
                             entry,
                             "assigned",
@@ -357,24 +395,32 @@ class SchedulerShell(NodeNews):
                             worker_index=index,
                             lease_epoch=entry.epoch,
                         )
-                    )
+                        for index, node_id in enumerate(decision.node_ids)
+                    ],
+                    entry.trace,
+                )
                 orders.append((entry, "run", None, dict(entry.nodes), entry.epoch))
             elif isinstance(decision, Preempt):
                 for victim_id in decision.victim_job_ids:
                     victim = self.journal.jobs[victim_id]
                     reason = f"preempted for {decision.for_job_id}"
                     orders.append((victim, "stop", reason, dict(victim.nodes), victim.epoch))
-                    events.append(
-                        decided(victim, "preempted", reason=reason, lease_epoch=victim.epoch)
+                    decide(
+                        [decided(victim, "preempted", reason=reason, lease_epoch=victim.epoch)],
+                        victim.trace,
                     )
                     victim.status = Status.QUEUED
                     victim.nodes.clear()
                     victim.started.clear()
+                    self._wait(victim)
             elif isinstance(decision, Unschedulable):
                 entry = self.journal.jobs[decision.job_id]
+                self._waited(entry, "rejected")
                 entry.status = Status.DONE
-                events.append(decided(entry, "rejected", field="demand", reason=decision.reason))
-        self.outbox.decide(events)
+                decide(
+                    [decided(entry, "rejected", field="demand", reason=decision.reason)],
+                    entry.trace,
+                )
         await self.outbox.instruct(
             [
                 instruction
@@ -435,6 +481,7 @@ class SchedulerShell(NodeNews):
         placed = entry.status in (Status.ASSIGNED, Status.RUNNING, Status.LOST)
         self.core.remove_job(job_id)
         self.pending_data.pop(job_id, None)
+        self._waited(entry, "cancelled")
         entry.status = Status.DONE
         self.outbox.decide(
             [

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from aiokafka.errors import KafkaError
 
+from lepton.bus import span
 from lepton.contract.events import JobAssigned, LeaseProof
 from lepton.contract.identity import SIGNATURE_HEADER, Principal
 from lepton.contract.job_events import job_event
@@ -56,6 +57,7 @@ from lepton.services.trainer.node import (
     heartbeat,
     offered_gpus,
 )
+from lepton.services.trainer.phases import Phases
 from lepton.services.trainer.revocation import revocation
 from lepton.services.trainer.runs import (
     RunKey,
@@ -290,8 +292,20 @@ class Agent:
     # -- a run's reports -------------------------------------------------------------
 
     async def _supervise(self, key: RunKey, entry: _Run) -> None:
+        # The run is a span, child of its instruction's (this task started in its handler);
+        # what it reports (models.ready, succeeded) continues it.
+        traced: dict[str, str | int] = {
+            "lepton.job_id": key[0],
+            "lepton.lease_epoch": key[1],
+            "lepton.worker": key[2],
+        }
+        with span("train", attributes=traced):
+            await self._supervised(key, entry)
+
+    async def _supervised(self, key: RunKey, entry: _Run) -> None:
         log = self.context.log.bind(job=key[0], epoch=key[1], worker=key[2])
         outcome: dict[str, Any] | None = None
+        phase = Phases()
         try:
             assert entry.process.stdout is not None
             async for line in entry.process.stdout:
@@ -299,6 +313,7 @@ class Agent:
                 if entry.stopping:
                     continue
                 if message["event"] == "progress":
+                    phase.reached(message["stage"])
                     await self._event(
                         entry.assignment,
                         "progress",
@@ -306,6 +321,7 @@ class Agent:
                         stage=message["stage"],
                     )
                 else:
+                    phase.reached(None)
                     outcome = message
             code = await entry.process.wait()
             if entry.stopping:
@@ -335,6 +351,7 @@ class Agent:
             log.exception("run supervision failed")
             await self._fail(key, entry, type(exc).__name__, str(exc))
         finally:
+            phase.reached(None)
             self.runs.pop(key, None)
 
     async def _lease_revoked(self, key: RunKey, entry: _Run, silent: float) -> bool:
