@@ -13,7 +13,7 @@ GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: install constraints fmt generate format-check lint types test test-unit test-chaos check bench chaos demo demo-down clean
 
-install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION)
+install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION) $(VENV)/.jaeger-$(JAEGER_VERSION)
 
 # pyproject.toml gives ranges; constraints.txt the exact versions CI and developers run.
 $(VENV)/.installed: pyproject.toml constraints.txt
