@@ -26,7 +26,7 @@ from lepton.bus import TransientError
 from lepton.data.access import DatasetError
 from lepton.data.catalog import dataset_versions
 from lepton.data.reading import read_dataset
-from lepton.services.evaluator import plots, store
+from lepton.services.evaluator import instruments, plots, store
 from lepton.services.evaluator.evaluation import Evaluation, Prepared, evaluate, prepare
 from lepton.services.evaluator.failures import (
     ArtifactInvalid,
@@ -99,7 +99,8 @@ class ModelReadyHandler:
                 log.info("already evaluated")
             return
         try:
-            evaluated, promoted = await self._evaluate(ready)
+            with instruments.EVALUATION_DURATION.time():
+                evaluated, promoted = await self._evaluate(ready)
         except EvaluationFailed as exc:
             await store.record_failure(pool, ready, type(exc).__name__, str(exc))
             log.warning("evaluation failed", error_type=type(exc).__name__, reason=str(exc))
