@@ -75,8 +75,10 @@ def exported_metrics() -> set[str]:
     monitor = Monitor(MonitorState(), RuleEngine(default_rules()), cast(Any, None), 15_000)
     collector.monitors.add(monitor)
     names = set()
+    # A labelled metric has no samples until its first series: its names by its type.
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     for family in [*prometheus_client.REGISTRY.collect(), *collector.collect()]:
-        names.add(family.name + "_total" if family.type == "counter" else family.name)
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
 
