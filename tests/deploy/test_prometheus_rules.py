@@ -33,14 +33,21 @@ PROMETHEUS_OWN = {"up"}
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right"}
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str, given: str | None = None) -> subprocess.CompletedProcess[str]:
+    """promtool run with ``args``, ``given`` on its standard input."""
     tool = shutil.which("promtool")
     assert tool is not None, (
         "promtool is missing: install Debian's prometheus package "
         "(apt-get install --no-install-recommends prometheus; .ci/run does)"
     )
     return subprocess.run(
-        [tool, *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+        [tool, *args],
+        input=given,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
     )
 
 
