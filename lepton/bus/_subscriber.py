@@ -170,7 +170,11 @@ class Subscriber:
         self.group_id = group_id
         self._counted = MessageCounts(group_id)
         self.counts = self._counted.counts
-        # Made now, so that each series is exported (at zero) before the first message.
+        # Made now, so that each series is exported (at zero) before the first message:
+        # a rate or an increase over a series that appears already at 1 misses that 1.
+        for name in self._topics:
+            for outcome in ("handled", "dead_lettered"):
+                self.counts[name, outcome] += 0
         self._handler_seconds = {
             name: _HANDLER_SECONDS.labels(group_id, name)
             for name in (self._topics if self._handler is not None else ())
