@@ -47,6 +47,26 @@ SERVICES: list[tuple[list[str], str, str, dict[str, str]]] = [
     ([str(BIN / "lepton-monitor")], "dashboard", "lepton-monitor", {"service": "monitor"}),
 ]
 
+# What the flow below does, each counted by the service that did it.
+OBSERVED = (
+    "lepton_scheduling_latency_seconds_count",
+    'lepton_handler_duration_seconds_count{topic=~".*lepton.data.requested"}',
+    'lepton_batch_duration_seconds_count{group=~".*lepton-scheduler"}',
+    'lepton_ingest_duration_seconds_count{outcome="ready"}',
+    'lepton_ingest_duration_seconds_count{outcome="rejected"}',
+    'lepton_ingest_rows_total{stage="stored"}',
+    "lepton_ingest_rejected_rows_total",  # the house prices' wrong type and outlier
+    "lepton_ingest_rejections_total",
+    'lepton_training_duration_seconds_count{outcome="succeeded"}',
+    'lepton_training_trials_total{state="complete"}',
+    "lepton_evaluation_duration_seconds_count",
+    "lepton_model_load_duration_seconds_count",
+    "lepton_model_cache_requests_total",
+    "lepton_prediction_latency_seconds_count",
+    "lepton_prediction_rows_total",
+    "lepton_database_pool_wait_seconds_count",
+)
+
 
 def metrics_url(service: Running) -> str:
     entry = service.entry
@@ -185,6 +205,11 @@ async def test_every_service_passes_promtool_and_every_dashboard_query_has_serie
         except TimeoutError:
             pass
         assert empty == [], f"dashboard queries with no series: {empty}"
+        # The work was observed where it happened, not only exported at zero.
+        for observed in OBSERVED:
+            found = await series(http, prometheus, f"sum({observed})")
+            assert found, observed
+            assert float(found[0]["value"][1]) > 0, f"{observed} counted nothing"
         # Each service is scraped (and up), with the labels the dashboard's legends use.
         up = await series(http, prometheus, "up")
         assert up is not None
