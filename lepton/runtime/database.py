@@ -62,8 +62,8 @@ class _TimedPool(asyncpg.Pool):
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
         with POOL_WAIT.time():
-            # Not in asyncpg's type stubs, being its own; asyncpg.Pool.acquire's context
-            # calls it (asyncpg 0.27-0.32).
+            # asyncpg's own (not in its type stubs): what Pool.acquire's context and the
+            # pool's query methods await, in the pinned asyncpg (0.32).
             return await super()._acquire(timeout)  # type: ignore[misc]
 
 

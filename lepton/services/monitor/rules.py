@@ -84,10 +84,8 @@ class Rule:
         return _OPS[self.op](value, self.threshold)
 
     def judges(self, reading: Reading) -> bool:
-        if self.consumer_groups is None:
-            return True
-        group = reading.labels.get("group", "")
-        return any(fnmatch.fnmatchcase(group, pattern) for pattern in self.consumer_groups)
+        group, patterns = reading.labels.get("group", ""), self.consumer_groups
+        return patterns is None or any(fnmatch.fnmatchcase(group, p) for p in patterns)
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {">": operator.gt, "<": operator.lt}
