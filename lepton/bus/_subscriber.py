@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 import weakref
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,23 @@ class MessageCounts:
 
 _LIVE_COUNTS: weakref.WeakSet[MessageCounts] = weakref.WeakSet()
 prometheus_client.REGISTRY.register(_SubscriberCounts())
+
+# From a heartbeat's fold to an ingest of a large file or an evaluation: a wide range.
+_DURATION_BUCKETS = (0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_HANDLER_SECONDS = prometheus_client.Histogram(
+    "lepton_handler_duration_seconds",
+    "Time a per-message handler took for one message, retries included, by consumer group "
+    "and topic.",
+    ["group", "topic"],
+    buckets=_DURATION_BUCKETS,
+)
+_BATCH_SECONDS = prometheus_client.Histogram(
+    "lepton_batch_duration_seconds",
+    "Time a batch handler took for one fetch (every message applied, then the flush), by "
+    "consumer group.",
+    ["group"],
+    buckets=_DURATION_BUCKETS,
+)
 
 
 def _origin(message: Message) -> MessageOrigin:
@@ -148,6 +166,16 @@ class Subscriber:
         self.group_id = group_id
         self._counted = MessageCounts(group_id)
         self.counts = self._counted.counts
+        # Made now, so that each series is exported (at zero) before the first message:
+        # a rate or an increase over a series that appears already at 1 misses that 1.
+        for name in self._topics:
+            for outcome in ("handled", "dead_lettered"):
+                self.counts[name, outcome] += 0
+        self._handler_seconds = {
+            name: _HANDLER_SECONDS.labels(group_id, name)
+            for name in (self._topics if self._handler is not None else ())
+        }
+        self._batch_seconds = None if self._batch is None else _BATCH_SECONDS.labels(group_id)
         self._reader: Reading = (transport or Kafka(kafka)).reader(
             group_id=group_id, client_id=f"{client_id}-{group_id}", gather_ms=gather_ms
         )
@@ -212,6 +240,7 @@ class Subscriber:
             # A fetch returns within a quarter of a second even when nothing comes, so a
             # stop is noticed that soon without racing each fetch against it.
             fetched = await self._reader.fetch(self._max_batch, commit)
+            fetched_at = time.perf_counter()
             commit = None
             # A busy reader's fetch returns without suspending: let the other tasks (the
             # health server, a service's background work) run between fetches.
@@ -224,7 +253,10 @@ class Subscriber:
                 elif (
                     self._only_key is None or message.key() == self._only_key
                 ) and not self._applied(message, topic):
+                    started = time.perf_counter()
                     await self._handle(message)
+                    if self._handler is not None:  # a batch handler's is its fetch's time
+                        self._handler_seconds[topic].observe(time.perf_counter() - started)
                 done[topic, message.partition()] = message.offset() + 1
                 if self._stopping.is_set():
                     break
@@ -235,6 +267,8 @@ class Subscriber:
                         await self._flush(self._batch)
                 else:
                     await self._flush(self._batch)
+                assert self._batch_seconds is not None
+                self._batch_seconds.observe(time.perf_counter() - fetched_at)
             if self._replay:
                 self._note_progress(done)
             elif done:

@@ -25,6 +25,7 @@ import asyncpg
 import structlog
 
 from lepton.errors import UnavailableError
+from lepton.runtime.metrics import POOL_WAIT
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,6 +56,17 @@ class DatabaseUnavailableError(UnavailableError, RuntimeError):
     """PostgreSQL could not be reached within the configured time."""
 
 
+class _TimedPool(asyncpg.Pool):
+    """asyncpg's pool, timing each wait for a connection (``acquire`` and the pool's own
+    ``fetch``/``execute`` all take one through ``_acquire``)."""
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
+        with POOL_WAIT.time():
+            # asyncpg's own (not in its type stubs): what Pool.acquire's context and the
+            # pool's query methods await, in the pinned asyncpg (0.32).
+            return await super()._acquire(timeout)  # type: ignore[misc]
+
+
 async def connect(
     url: str,
     *,
@@ -71,12 +83,19 @@ async def connect(
         if remaining <= 0:
             break
         try:
-            return await asyncio.wait_for(
-                asyncpg.create_pool(
-                    url, min_size=min_size, max_size=max_size, timeout=min(remaining, 10)
-                ),
-                remaining,
+            # asyncpg.create_pool's defaults, given a pool class that times its waits.
+            pool = _TimedPool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=min(remaining, 10),
+                max_queries=50_000,
+                max_inactive_connection_lifetime=300.0,
+                loop=None,
+                connection_class=asyncpg.Connection,
+                record_class=asyncpg.Record,
             )
+            return await asyncio.wait_for(pool, remaining)
         except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
             last = exc
         await asyncio.sleep(min(delay, max(remaining, 0)))

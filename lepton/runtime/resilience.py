@@ -125,6 +125,11 @@ class Health:
     service: str
     problems: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Exported at 0 from the start, not only once a dependency was first away.
+        for component in ("kafka", "postgresql"):
+            _DEGRADED.labels(self.service, component)
+
     def degraded(self, component: str, reason: str) -> None:
         self.problems[component] = reason
         _DEGRADED.labels(self.service, component).set(1)

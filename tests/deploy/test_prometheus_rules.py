@@ -33,14 +33,21 @@ PROMETHEUS_OWN = {"up"}
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "group_left", "group_right"}
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def promtool(*args: str, given: str | None = None) -> subprocess.CompletedProcess[str]:
+    """promtool run with ``args``, ``given`` on its standard input."""
     tool = shutil.which("promtool")
     assert tool is not None, (
         "promtool is missing: install Debian's prometheus package "
         "(apt-get install --no-install-recommends prometheus; .ci/run does)"
     )
     return subprocess.run(
-        [tool, *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+        [tool, *args],
+        input=given,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
     )
 
 
@@ -75,8 +82,10 @@ def exported_metrics() -> set[str]:
     monitor = Monitor(MonitorState(), RuleEngine(default_rules()), cast(Any, None), 15_000)
     collector.monitors.add(monitor)
     names = set()
+    # A labelled metric has no samples until its first series: its names by its type.
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     for family in [*prometheus_client.REGISTRY.collect(), *collector.collect()]:
-        names.add(family.name + "_total" if family.type == "counter" else family.name)
+        names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
         names.update(sample.name for sample in family.samples)
     return names
 

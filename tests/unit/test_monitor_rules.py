@@ -172,11 +172,12 @@ def test_queue_wait_lag_dead_letters_and_model_regression_rules() -> None:
     assert run(state, engine, T0 + 600_001) == []  # waiting too long, not yet for a minute
     assert run(state, engine, T0 + 660_001) == [("queue_wait_high", "acme/batch", "firing")]
 
-    state.set_pipeline({("g", "t"): Lag(20_000, 5.0, 0, 20_000)}, {"t": 0}, T0)
+    behind = {("lepton-ingest", "t"): Lag(20_000, 5.0, 0, 20_000)}
+    state.set_pipeline(behind, {"t": 0}, T0)
     assert run(state, engine, T0 + 660_002) == []
-    state.set_pipeline({("g", "t"): Lag(20_000, 5.0, 0, 20_000)}, {"t": 3}, T0 + 700_000)
+    state.set_pipeline(behind, {"t": 3}, T0 + 700_000)
     assert ("dead_letters_growing", "t", "firing") in run(state, engine, T0 + 700_000)
-    assert run(state, engine, T0 + 760_002) == [("consumer_lag_high", "g/t", "firing")]
+    assert run(state, engine, T0 + 760_002) == [("consumer_lag_high", "lepton-ingest/t", "firing")]
 
     for model, score, at in (("m1", 0.9, T0), ("m2", 0.8, T0 + 1)):
         evaluated = sample("lepton.ModelEvaluated")
@@ -193,6 +194,37 @@ def test_queue_wait_lag_dead_letters_and_model_regression_rules() -> None:
     alert = engine.alerts["model_metric_regressed", "acme/churn"]
     assert alert.tenant == "acme"
     assert alert.labels["metric"] == "f1_macro"
+
+
+def test_lag_alerts_judge_leptons_own_consumer_groups_only() -> None:
+    state = MonitorState()
+    engine = RuleEngine(default_rules())
+    stalled = Lag(20_000, 600.0, 0, 20_000)  # far behind on both counts
+    groups = ("lepton-trainer-node-7", "lepton-evaluator", "console-consumer-4711")
+    groups += ("connect-lepton-sink", "lepton-debug")  # the last: Lepton-like, not Lepton's
+    state.set_pipeline({(group, "t"): stalled for group in groups}, {}, T0)
+    assert run(state, engine, T0) == []
+    fired = run(state, engine, T0 + 60_000)
+    assert sorted(subject for _, subject, _ in fired) == [
+        "lepton-evaluator/t",
+        "lepton-evaluator/t",
+        "lepton-trainer-node-7/t",
+        "lepton-trainer-node-7/t",
+    ]
+    assert {rule for rule, _, _ in fired} == {"consumer_lag_high", "consumer_lag_seconds_high"}
+    # What an operator names is judged (LEPTON_MONITOR_LAG_ALERT_GROUPS), and an alert
+    # of a group no longer judged (say, restored from an older snapshot) resolves.
+    widened = RuleEngine(default_rules(lag_groups=["connect-*"]))
+    widened.restore(engine.to_snapshot())
+    assert sorted(
+        (subject, transition) for _, subject, transition in run(state, widened, T0 + 60_001)
+    ) == [
+        ("lepton-evaluator/t", "resolved"),
+        ("lepton-evaluator/t", "resolved"),
+        ("lepton-trainer-node-7/t", "resolved"),
+        ("lepton-trainer-node-7/t", "resolved"),
+    ]
+    assert {s for _, s, _ in run(state, widened, T0 + 120_001)} == {"connect-lepton-sink/t"}
 
 
 def test_held_signals_leave_their_alerts_alone() -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lepton.data import artifacts
+from lepton.services.evaluator import instruments
 from lepton.services.evaluator.failures import ArtifactInvalid
 from lepton.services.evaluator.inputs import InputSchema, declared_columns_read, input_schema
 
@@ -48,16 +49,19 @@ class ModelCache:
             not sealed or cached.ready["artifact_format"] == artifacts.SEALED_FORMAT
         ):
             self._models.move_to_end(model_id)
+            instruments.MODEL_CACHE.labels("hit").inc()
             return cached
+        instruments.MODEL_CACHE.labels("miss").inc()
         try:
-            pipeline = await asyncio.to_thread(
-                self._store.load,
-                ready["artifact_uri"],
-                tenant=ready["tenant"],
-                sha256=ready["artifact_sha256"],
-                format=ready["artifact_format"],
-                sealed=sealed,
-            )
+            with instruments.MODEL_LOAD_DURATION.time():
+                pipeline = await asyncio.to_thread(
+                    self._store.load,
+                    ready["artifact_uri"],
+                    tenant=ready["tenant"],
+                    sha256=ready["artifact_sha256"],
+                    format=ready["artifact_format"],
+                    sealed=sealed,
+                )
         except artifacts.ArtifactError as exc:
             # The reason only: it never quotes the file's content or hash.
             raise ArtifactInvalid(f"model {model_id}: {exc}") from None

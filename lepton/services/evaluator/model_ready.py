@@ -26,7 +26,7 @@ from lepton.bus import TransientError, span
 from lepton.data.access import DatasetError
 from lepton.data.catalog import dataset_versions
 from lepton.data.reading import read_dataset
-from lepton.services.evaluator import plots, store
+from lepton.services.evaluator import instruments, plots, store
 from lepton.services.evaluator.evaluation import Evaluation, Prepared, evaluate, prepare
 from lepton.services.evaluator.failures import (
     ArtifactInvalid,
@@ -100,7 +100,7 @@ class ModelReadyHandler:
             return
         traced = {"lepton.model_id": ready["model_id"], "lepton.job_id": ready["job_id"]}
         try:
-            with span("evaluate", attributes=traced):
+            with span("evaluate", attributes=traced), instruments.EVALUATION_DURATION.time():
                 evaluated, promoted = await self._evaluate(ready)
         except EvaluationFailed as exc:
             await store.record_failure(pool, ready, type(exc).__name__, str(exc))

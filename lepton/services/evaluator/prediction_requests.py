@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from lepton.bus import MessageTooLargeError, Subscriber
 from lepton.contract.names import name_problem
 from lepton.runtime.resilience import patient
-from lepton.services.evaluator import store
+from lepton.services.evaluator import instruments, store
 from lepton.services.evaluator.failures import ArtifactInvalid
 from lepton.services.evaluator.prediction import (
     CHAMPION,
@@ -83,6 +83,7 @@ class PredictionRequests:
                 request["rows"],
                 self.settings.evaluator_predict_max_rows,
             )
+            instruments.PREDICTION_ROWS.inc(len(scored.predictions))
             result |= {
                 "predictions": scored.predictions,
                 "probabilities": scored.probabilities,
@@ -93,6 +94,7 @@ class PredictionRequests:
         except ArtifactInvalid as exc:
             result["error"] = {"code": "artifact_invalid", "message": str(exc)}
         result["scored_at"] = now_ms()
+        instruments.PREDICTION_LATENCY.observe(max(0, now_ms() - request["requested_at"]) / 1000)
         topic = self.context.topic("lepton.predict.results")
         try:
             await self.context.publisher.publish(topic, request["request_id"], result)

@@ -27,7 +27,7 @@ from lepton.bus import Event, Handler, MessageTooLargeError, TransientError
 from lepton.data import tables
 from lepton.data.keys import decode_master_key
 from lepton.runtime.service import Context, Service, run
-from lepton.services.ingest import storage
+from lepton.services.ingest import instruments, storage
 from lepton.services.ingest.audit_relay import relay_audit
 from lepton.services.ingest.input_bounds import Bounds, clip, clip_bytes
 from lepton.services.ingest.pipeline import Integration, Outcome, Pipeline
@@ -84,7 +84,9 @@ class Ingest:
                 await storage.as_tenant(connection, tenant)
                 done = await storage.completed(connection, tenant, request_id)
             if done is None:
+                started = time.perf_counter()
                 done = await self._ingest(request)
+                instruments.DURATION.labels(done[0]).observe(time.perf_counter() - started)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
             raise TransientError(f"database unavailable: {exc}") from exc
         outcome, record = await self._answer(*done)
@@ -299,6 +301,7 @@ class Ingest:
                     + (", content already stored" if existing else ""),
                     region=region,
                 )
+        instruments.count_rows(outcome.quality, outcome.rows)  # once committed
         return "ready", record
 
     async def _stream(self, pieces: Iterator[Any], rejects: Any) -> AsyncIterator[bytes]:
@@ -336,6 +339,7 @@ class Ingest:
                 detail=f"{rejected.code}: {record['reason']}",
                 region=request.get("region") or self.settings.ingest_region,
             )
+        instruments.REJECTIONS.labels(rejected.code).inc()  # once committed
         return "rejected", record
 
 

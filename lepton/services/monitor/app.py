@@ -121,7 +121,12 @@ class MonitorService:
             "stall_after_ms": int(settings.monitor_node_dead_after_s * 1000),
         }
         state = MonitorState(**bounds)
-        engine = RuleEngine(default_rules(node_dead_after_s=settings.monitor_node_dead_after_s))
+        engine = RuleEngine(
+            default_rules(
+                node_dead_after_s=settings.monitor_node_dead_after_s,
+                lag_groups=settings.monitor_lag_alert_groups,
+            )
+        )
         saved = await store.load_snapshot()
         if saved is not None:
             state = MonitorState.from_snapshot(saved[0], **bounds)

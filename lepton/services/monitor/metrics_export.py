@@ -1,4 +1,9 @@
-"""The live monitors' views as Prometheus gauges, served on the dashboard's /metrics."""
+"""The live monitors' views as Prometheus gauges, served on the dashboard's /metrics.
+
+Request-to-assignment latency is the scheduler's histogram,
+``lepton_scheduling_latency_seconds``; the gauge of that name with a ``quantile`` label
+that was here is gone (Prometheus's rules forbid the label on a gauge, and a histogram's
+quantiles hold over any window and any number of schedulers)."""
 
 from __future__ import annotations
 
@@ -41,8 +46,8 @@ class MonitorCollector(Collector):
         nodes.add_metric(["dead"], len(state.nodes) - alive)
         yield nodes
         utilisation = GaugeMetricFamily(
-            "lepton_cluster_utilisation",
-            "Usage over capacity of the live nodes.",
+            "lepton_cluster_utilisation_ratio",
+            "Usage over capacity of the live nodes (0 to 1).",
             labels=["region", "resource"],
         )
         for region, shares in state.utilisation(now, monitor.dead_after_ms).items():
@@ -55,17 +60,6 @@ class MonitorCollector(Collector):
         for (tenant, priority_class), jobs in state.pending.items():
             pending.add_metric([tenant, priority_class], len(jobs))
         yield pending
-        latency = GaugeMetricFamily(
-            "lepton_scheduling_latency_seconds",
-            "Request to assignment over the last 5 minutes.",
-            labels=["quantile"],
-        )
-        summary = state.scheduling_latency.summary(now)
-        for name, q in (("p50", "0.5"), ("p95", "0.95")):
-            value = summary[name]
-            if value is not None:
-                latency.add_metric([q], value / 1000)
-        yield latency
         by_state = GaugeMetricFamily(
             "lepton_jobs", "Jobs in the live view by state.", labels=["state"]
         )
@@ -93,12 +87,12 @@ class MonitorCollector(Collector):
         firing = GaugeMetricFamily(
             "lepton_alerts_firing", "Alerts firing.", labels=["rule", "severity"]
         )
-        severity = {rule.name: rule.severity for rule in monitor.engine.rules}
-        counts: dict[str, int] = {}
+        # Every rule, firing or not: a rule with nothing firing reads 0, not "no data".
+        counts = dict.fromkeys((rule.name for rule in monitor.engine.rules), 0)
         for alert in monitor.engine.firing():
-            counts[alert.rule] = counts.get(alert.rule, 0) + 1
-        for rule, count in counts.items():
-            firing.add_metric([rule, severity[rule]], count)
+            counts[alert.rule] += 1
+        for rule in monitor.engine.rules:
+            firing.add_metric([rule.name, rule.severity], counts[rule.name])
         yield firing
 
 

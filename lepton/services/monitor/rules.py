@@ -10,17 +10,20 @@ subject is gone). The service turns transitions into ``lepton.alerts`` events.
 
 from __future__ import annotations
 
+import fnmatch
 import heapq
 import operator
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lepton.contract.topics import CONSUMER_GROUPS
 from lepton.services.monitor.state import MonitorState
 
 __all__ = [
     "FRESHNESS_SIGNALS",
     "GROUP",
+    "LEPTON_GROUPS",
     "SIGNALS",
     "Alert",
     "Reading",
@@ -45,6 +48,16 @@ class Reading:
 GROUP = "*"
 _EXAMPLES = 5  # subjects a group alert names
 
+# Lepton's own consumer groups, as patterns (without the installation's topic prefix): the
+# services' (lepton/contract/topics.py), not the SDK's. Another reader of Lepton's topics
+# (a console consumer, a Kafka Connect worker, an operator's tool) keeps its own pace: its
+# lag is shown, never alerted on, unless LEPTON_MONITOR_LAG_ALERT_GROUPS names it.
+LEPTON_GROUPS: tuple[str, ...] = tuple(
+    group.name + ("*" if group.prefixed else "")
+    for group in CONSUMER_GROUPS
+    if group.operation == "read" and group.actor != "client"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -63,9 +76,16 @@ class Rule:
     op: Literal[">", "<"] = ">"
     group_above: int | None = None
     group_summary: str = ""
+    # Consumer-group patterns (shell-style): only readings whose "group" label matches one
+    # are judged; None judges every reading.
+    consumer_groups: tuple[str, ...] | None = None
 
     def breached(self, value: float) -> bool:
         return _OPS[self.op](value, self.threshold)
+
+    def judges(self, reading: Reading) -> bool:
+        group, patterns = reading.labels.get("group", ""), self.consumer_groups
+        return patterns is None or any(fnmatch.fnmatchcase(group, p) for p in patterns)
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {">": operator.gt, "<": operator.lt}
@@ -150,6 +170,8 @@ class RuleEngine:
             if rule.signal in held:
                 continue
             readings = signals.get(rule.signal, {})
+            if rule.consumer_groups is not None:  # an alert of a group left out resolves
+                readings = {s: r for s, r in readings.items() if rule.judges(r)}
             if rule.group_above is not None:
                 readings = self._group(rule, readings, now_ms, transitions)
             for subject, reading in readings.items():
@@ -358,8 +380,12 @@ def read_signals(
 
 
 def default_rules(
-    *, node_dead_after_s: float = 15.0, node_dead_group_above: int = 20
+    *,
+    node_dead_after_s: float = 15.0,
+    node_dead_group_above: int = 20,
+    lag_groups: Sequence[str] = LEPTON_GROUPS,
 ) -> tuple[Rule, ...]:
+    """The monitor's rules; the consumer-lag ones judge the groups ``lag_groups`` matches."""
     return (
         Rule(
             "node_dead",
@@ -407,6 +433,7 @@ def default_rules(
             60,
             "warning",
             "The consumer group is more than 10,000 messages behind",
+            consumer_groups=tuple(lag_groups),
         ),
         Rule(
             "consumer_lag_seconds_high",
@@ -415,6 +442,7 @@ def default_rules(
             60,
             "error",
             "The consumer group is more than a minute behind",
+            consumer_groups=tuple(lag_groups),
         ),
         Rule(
             "dead_letters_growing",

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from lepton.config import Settings
+from lepton.services.monitor.rules import LEPTON_GROUPS
 
 __all__ = ["MonitorSettings"]
 
@@ -57,6 +58,16 @@ class MonitorSettings(Settings):
         le=300,
         description="LEPTON_MONITOR_LAG_INTERVAL_S: how often consumer lag and dead-letter "
         "counts are read from the broker's offsets.",
+    )
+    monitor_lag_alert_groups: list[str] = Field(
+        default_factory=lambda: list(LEPTON_GROUPS),
+        max_length=100,
+        description="LEPTON_MONITOR_LAG_ALERT_GROUPS: the consumer groups whose lag can "
+        "raise consumer_lag_high and consumer_lag_seconds_high, as a JSON list of "
+        "shell-style patterns over the group's name without LEPTON_TOPIC_PREFIX (default: "
+        "Lepton's services' own groups, e.g. lepton-trainer-*). The lag of every other group "
+        "reading Lepton's topics (a console consumer, a Kafka Connect worker) is shown on "
+        "the dashboard and /metrics but never alerted on.",
     )
     monitor_snapshot_interval_s: float = Field(
         default=10.0,

@@ -44,6 +44,7 @@ from lepton.bus import (
 from lepton.contract.events import DataReady, JobEvent
 from lepton.contract.names import InvalidField
 from lepton.errors import ForgedRecordError
+from lepton.runtime.metrics import REQUEST_BUCKETS
 from lepton.scheduling.entities import Assign, Preempt, Unschedulable
 from lepton.scheduling.intake import Rejection, node_state
 from lepton.scheduling.journal import Fold, JobRecord, Journal, Status, next_epoch, restore
@@ -71,6 +72,13 @@ __all__ = ["SchedulerShell"]
 _VOID_LEASES = prometheus_client.Counter(
     "lepton_scheduler_void_lease_reports_total",
     "Reports from nodes for leases that are no longer current (ignored).",
+)
+# Replaces the monitor's gauge of the same name, which had a quantile label: the quantiles
+# come from the buckets now (histogram_quantile), over any window and any instances.
+_LATENCY = prometheus_client.Histogram(
+    "lepton_scheduling_latency_seconds",
+    "From a job's submission (its submitted_at) to its first assignment.",
+    buckets=(*REQUEST_BUCKETS, 60, 300, 900, 3600),
 )
 
 
@@ -381,6 +389,8 @@ class SchedulerShell(NodeNews):
         for decision in decisions:
             if isinstance(decision, Assign):
                 entry = self.journal.jobs[decision.job_id]
+                if not entry.epoch:  # never leased before: its first assignment
+                    _LATENCY.observe(max(0, now_ms() - entry.request["submitted_at"]) / 1000)
                 self._waited(entry, "assigned")
                 entry.epoch = next_epoch(entry.epoch, self.context.term or 0)
                 entry.nodes = dict(enumerate(decision.node_ids))

@@ -47,7 +47,7 @@ from lepton.data.artifacts import artifact_uri
 from lepton.runtime import endpoints
 from lepton.runtime.database import patiently
 from lepton.runtime.service import Context, Service, run, start_helper
-from lepton.services.trainer import catalog
+from lepton.services.trainer import catalog, instruments
 from lepton.services.trainer.lease import LeaseClock
 from lepton.services.trainer.node import (
     GpuDiscoveryError,
@@ -387,11 +387,13 @@ class Agent:
     async def _succeed(self, key: RunKey, entry: _Run, result: dict[str, Any]) -> None:
         assignment = entry.assignment
         pool = self.context.pool
+        instruments.RUN_DURATION.labels("succeeded").observe(time.monotonic() - entry.started)
         if result["artifact"] is None:
             # A gang worker other than 0 ran its share of the search; worker 0 reports.
             await self._event(assignment, "progress", progress_percent=100.0, stage="searched")
             await self._finish(key, "succeeded")
             return
+        instruments.count_trials(result["trials"])  # the whole search's, as worker 0 reports
         dataset = assignment["dataset"]
         assert dataset is not None, "the scheduler assigns training jobs with their dataset"
         task = assignment["task"]
@@ -441,6 +443,7 @@ class Agent:
         self.context.log.info("succeeded", job=key[0], model=entry.model_id)
 
     async def _fail(self, key: RunKey, entry: _Run, error_type: str, reason: str) -> None:
+        instruments.RUN_DURATION.labels("failed").observe(time.monotonic() - entry.started)
         await self._event(entry.assignment, "failed", error_type=error_type, reason=reason)
         await self._finish(key, "failed", reason=reason)
         self.context.log.warning("failed", job=key[0], error_type=error_type, reason=reason)
@@ -448,6 +451,7 @@ class Agent:
     async def _lose(self, key: RunKey, entry: _Run, error_type: str, reason: str) -> None:
         """A run that failed for no fault of its job (an outage, a lapsed lease): reported
         lost, which the scheduler requeues if the lease is still the job's."""
+        instruments.RUN_DURATION.labels("lost").observe(time.monotonic() - entry.started)
         await self._event(entry.assignment, "lost", error_type=error_type, reason=reason)
         await self._finish(key, "lost", reason=reason)
         self.context.log.warning("lost", job=key[0], error_type=error_type, reason=reason)
