@@ -1,0 +1,94 @@
+package dev.lepton.examples.usage;
+
+import dev.lepton.examples.Connection;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+
+import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.errors.LogAndContinueExceptionHandler;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * {@code java -jar lepton-usage.jar run}: the Streams application, as the usage principal.
+ * {@code java -jar lepton-usage.jar provision}: as the cluster's admin, what it needs first
+ * (its output topic, its ACLs; see {@link Provision}).
+ *
+ * <p>Settings, besides the connection ({@link Connection}): {@code LEPTON_USAGE_WINDOW_S}
+ * (60) and {@code LEPTON_USAGE_GRACE_S} (60), the window and how late a heartbeat may come;
+ * {@code LEPTON_USAGE_STATE_DIR}, where Streams keeps its local state.
+ */
+public final class UsageApp {
+  /** The Streams application id, under the topic prefix: its group and internal topics. */
+  static final String APPLICATION = "lepton-usage";
+
+  private static final Logger log = LoggerFactory.getLogger(UsageApp.class);
+
+  private UsageApp() {}
+
+  public static void main(String[] args) throws Exception {
+    Connection connection = Connection.fromEnvironment();
+    String command = args.length == 1 ? args[0] : "";
+    switch (command) {
+      case "run" -> run(connection);
+      case "provision" -> Provision.run(connection);
+      default -> {
+        System.err.println("usage: java -jar lepton-usage.jar run|provision");
+        System.exit(2);
+      }
+    }
+  }
+
+  private static void run(Connection connection) throws InterruptedException {
+    Duration window = Duration.ofSeconds(Long.parseLong(connection.get("LEPTON_USAGE_WINDOW_S", "60")));
+    Duration grace = Duration.ofSeconds(Long.parseLong(connection.get("LEPTON_USAGE_GRACE_S", "60")));
+    Properties config = connection.kafka();
+    config.put(StreamsConfig.APPLICATION_ID_CONFIG, connection.name(APPLICATION));
+    // Usage is money: a crash must neither lose nor double a heartbeat's share.
+    config.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.EXACTLY_ONCE_V2);
+    // A record that is not the contract's (a stray producer) is logged and skipped.
+    config.put(
+        StreamsConfig.DESERIALIZATION_EXCEPTION_HANDLER_CLASS_CONFIG,
+        LogAndContinueExceptionHandler.class);
+    config.put(
+        StreamsConfig.STATE_DIR_CONFIG,
+        connection.get(
+            "LEPTON_USAGE_STATE_DIR",
+            Path.of(System.getProperty("java.io.tmpdir"), "lepton-usage").toString()));
+
+    KafkaStreams streams =
+        new KafkaStreams(UsageTopology.build(connection.prefix(), window, grace), config);
+    CountDownLatch stopped = new CountDownLatch(1);
+    streams.setStateListener(
+        (now, before) -> {
+          // One line per state, for whoever waits for RUNNING (the tests do).
+          log.info("state {}", now);
+          if (now == KafkaStreams.State.NOT_RUNNING || now == KafkaStreams.State.ERROR) {
+            stopped.countDown();
+          }
+        });
+    Runtime.getRuntime()
+        .addShutdownHook(
+            new Thread(
+                () -> {
+                  streams.close(Duration.ofSeconds(30));
+                  stopped.countDown();
+                }));
+    log.info(
+        "usage per tenant: {} + {} -> {}, windows of {}, grace {}",
+        connection.name(UsageTopology.JOB_EVENTS),
+        connection.name(UsageTopology.HEARTBEATS),
+        connection.name(UsageTopology.USAGE),
+        window,
+        grace);
+    streams.start();
+    stopped.await();
+    if (streams.state() == KafkaStreams.State.ERROR) {
+      System.exit(1);
+    }
+  }
+}
