@@ -89,14 +89,13 @@ final class Provision {
     acls.add(allow(principal, ResourceType.TOPIC, connection.name(UsageTopology.USAGE), false, AclOperation.WRITE));
     acls.add(allow(principal, ResourceType.GROUP, application, false, AclOperation.READ));
     // Its repartition and changelog topics: made, written, read, and purged of what has
-    // been processed (DeleteRecords) by Streams; their settings checked at each start.
+    // been processed (DeleteRecords) by Streams.
     for (AclOperation operation :
         List.of(
             AclOperation.CREATE,
             AclOperation.READ,
             AclOperation.WRITE,
-            AclOperation.DELETE,
-            AclOperation.DESCRIBE_CONFIGS)) {
+            AclOperation.DELETE)) {
       acls.add(allow(principal, ResourceType.TOPIC, application + "-", true, operation));
     }
     for (AclOperation operation : List.of(AclOperation.WRITE, AclOperation.DESCRIBE)) {
