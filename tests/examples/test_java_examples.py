@@ -223,7 +223,27 @@ async def test_the_streams_app_reports_each_tenants_usage_of_the_jobs_it_ran(
     # before the restart is counted again. Two jobs side by side split their node's CPU.
     async with JavaProcess.started(command, streams_env, until="state RUNNING") as app:
         await asyncio.gather(*(run_job(tenant) for tenant in tenants))
-        await _usage_matches_heartbeats(kafka, codec, prefix, jobs, app)
+        reported = await _usage_matches_heartbeats(kafka, codec, prefix, jobs, app)
+
+    # What a reader of the topic is told: the latest figure of each tenant and window.
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        ["java", "-jar", str(jars["usage"]), "show"],
+        env=actor_env(kafka, prefix),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert {
+        (row["tenant"], row["window_start_ms"]): [
+            row["job_ms"], row["cpu_millicore_ms"], row["heartbeats"],
+        ]
+        for row in rows
+    } == reported  # fmt: skip
+    assert len(rows) == len(reported)
 
 
 class Ledger:
@@ -266,11 +286,12 @@ class Ledger:
 
 async def _usage_matches_heartbeats(
     kafka: KafkaAccess, codec: Codec, prefix: str, jobs: dict[str, str], app: JavaProcess
-) -> None:
+) -> dict[tuple[str, int], list[int]]:
     """Waits (bounded) until the usage topic's latest figure of every (tenant, window) equals
     the ledger the test keeps of the same topics: each side is read as it grows, since a
     heartbeat may still list a job just after its outcome. Every job on the test's topics
-    counts (an earlier test's too, which the application reads from the beginning)."""
+    counts (an earlier test's too, which the application reads from the beginning). Returns
+    the figures, by tenant and window start."""
     ledger = Ledger(codec)
     reported: dict[tuple[str, int], list[int]] = {}
     consumers = {
@@ -314,3 +335,4 @@ async def _usage_matches_heartbeats(
     assert {ledger.tenants[job] for job in jobs} == set(jobs.values())
     assert {tenant for tenant, _ in reported} == set(jobs.values()), "no other tenant's usage"
     assert sum(figures[1] for figures in reported.values()) > 0, "CPU was measured"
+    return reported

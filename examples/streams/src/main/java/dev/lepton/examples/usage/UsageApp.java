@@ -16,7 +16,8 @@ import org.slf4j.LoggerFactory;
 /**
  * {@code java -jar lepton-usage.jar run}: the Streams application, as the usage principal.
  * {@code java -jar lepton-usage.jar provision}: as the cluster's admin, what it needs first
- * (its output topic, its ACLs; see {@link Provision}).
+ * (its output topic, its ACLs; see {@link Provision}). {@code show}: the figures so far
+ * ({@link Show}).
  *
  * <p>Settings, besides the connection ({@link Connection}): {@code LEPTON_USAGE_WINDOW_S}
  * (60) and {@code LEPTON_USAGE_GRACE_S} (60), the window and how late a heartbeat may come;
@@ -36,8 +37,9 @@ public final class UsageApp {
     switch (command) {
       case "run" -> run(connection);
       case "provision" -> Provision.run(connection);
+      case "show" -> Show.run(connection);
       default -> {
-        System.err.println("usage: java -jar lepton-usage.jar run|provision");
+        System.err.println("usage: java -jar lepton-usage.jar run|provision|show");
         System.exit(2);
       }
     }
