@@ -11,7 +11,6 @@ Each Java program connects as its own principal under the ACLs it is given (the 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import re
@@ -25,7 +24,6 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
 
 from lepton.bus import provision
 from lepton.config import Actor, KafkaAccess, Settings
@@ -101,15 +99,19 @@ def test_the_examples_use_the_local_stacks_kafka_and_avro_versions() -> None:
     assert versions(ROOT / "examples" / "pom.xml") == versions(ROOT / "deploy/local/pom.xml")
 
 
-def actor_env(access: KafkaAccess, prefix: str, **extra: str) -> dict[str, str]:
-    """What a Java example is given: one principal's Kafka access and the prefix; never the
-    master identity key (the services' alone)."""
-    return {
-        "PATH": os.environ["PATH"],
-        **access.environment(),
-        "LEPTON_TOPIC_PREFIX": prefix,
-        **extra,
-    }
+def actor_env(
+    access: KafkaAccess, prefix: str, *, properties: Path | None = None, **extra: str
+) -> dict[str, str]:
+    """What a Java example is given: one principal's Kafka access (``LEPTON_KAFKA_*``, or
+    with ``properties`` a Java client properties file written there, as the README's recipe
+    does) and the prefix; never the master identity key (the services' alone)."""
+    if properties is None:
+        connection = access.environment()
+    else:
+        properties.touch(mode=0o600)
+        properties.write_text(access.java_properties(), encoding="utf-8")
+        connection = {"LEPTON_KAFKA_CLIENT_PROPERTIES": str(properties)}
+    return {"PATH": os.environ["PATH"], **connection, "LEPTON_TOPIC_PREFIX": prefix, **extra}
 
 
 async def submit(
@@ -134,10 +136,16 @@ async def test_the_java_producer_submits_a_job_and_follows_it_to_its_outcome(
     stack: dict[str, Any],
     stack_access: Callable[[Actor], KafkaAccess],
     identity: IdentityKey,
+    tmp_path: Path,
 ) -> None:
     tenant = stack["tenants"][0]
     key = identity.derive(Principal("tenant", tenant)).to_text()
-    env = actor_env(stack_access("client"), stack["prefix"], LEPTON_SIGNING_KEY=key)
+    env = actor_env(
+        stack_access("client"),
+        stack["prefix"],
+        properties=tmp_path / "client.properties",
+        LEPTON_SIGNING_KEY=key,
+    )
 
     lines = await submit(jars["submit"], env, trials=2)
 
@@ -198,10 +206,14 @@ async def test_the_streams_app_reports_each_tenants_usage_of_the_jobs_it_ran(
     )
     assert provisioned.returncode == 0, provisioned.stderr
     assert f"created topic {prefix}{USAGE_TOPIC}" in provisioned.stdout
-    usage_access = dataclasses.replace(kafka, username="lepton-usage", password=SecretStr(password))
+    # As the recipe runs it: the admin's properties file for where the brokers are, the
+    # application's own user and password over it.
     streams_env = actor_env(
-        usage_access,
+        kafka,
         prefix,
+        properties=tmp_path / "admin.properties",
+        LEPTON_KAFKA_SASL_USERNAME="lepton-usage",
+        LEPTON_KAFKA_SASL_PASSWORD=password,
         LEPTON_USAGE_WINDOW_S=str(WINDOW_MS // 1000),
         LEPTON_USAGE_STATE_DIR=str(tmp_path / "streams-state"),
     )
@@ -225,6 +237,19 @@ async def test_the_streams_app_reports_each_tenants_usage_of_the_jobs_it_ran(
         await asyncio.gather(*(run_job(tenant) for tenant in tenants))
         reported = await _usage_matches_heartbeats(kafka, codec, prefix, jobs, app)
 
+    # The application was that user, under its ACLs alone: it may write the usage topic,
+    # not read it.
+    refused = await asyncio.to_thread(
+        subprocess.run,
+        ["java", "-jar", str(jars["usage"]), "show"],
+        env=streams_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "TopicAuthorizationException" in refused.stderr, refused.stderr[-2000:]
     # What a reader of the topic is told: the latest figure of each tenant and window.
     shown = await asyncio.to_thread(
         subprocess.run,
