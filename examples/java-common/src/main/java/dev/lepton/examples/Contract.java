@@ -100,7 +100,7 @@ public final class Contract {
     }
     try (Stream<Path> versions = Files.list(history)) {
       return versions
-          .sorted(Comparator.comparing(version -> Integer.parseInt(version.getFileName().toString().replace("/", ""))))
+          .sorted(Comparator.comparing(Contract::versionNumber))
           .map(version -> version.resolve(stem + ".avsc"))
           .filter(Files::isRegularFile)
           .map(Contract::parse)
@@ -108,6 +108,11 @@ public final class Contract {
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
+  }
+
+  private static int versionNumber(Path version) {
+    // A directory's name in a jar's file system ends with "/".
+    return Integer.parseInt(version.getFileName().toString().replace("/", ""));
   }
 
   private static Schema parse(Path path) {

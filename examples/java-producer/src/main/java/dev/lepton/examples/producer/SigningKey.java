@@ -43,7 +43,8 @@ final class SigningKey {
     String kind = first < 0 ? "" : trimmed.substring(0, first);
     byte[] secret;
     try {
-      secret = first < last ? Base64.getUrlDecoder().decode(trimmed.substring(last + 1)) : new byte[0];
+      secret =
+          first < last ? Base64.getUrlDecoder().decode(trimmed.substring(last + 1)) : new byte[0];
     } catch (IllegalArgumentException e) {
       secret = new byte[0];
     }
@@ -63,7 +64,8 @@ final class SigningKey {
     return name;
   }
 
-  /** The headers proving that this principal wrote {@code value} under {@code key} to {@code topic}. */
+  /** The headers proving that this principal wrote {@code value} under {@code key} to
+   * {@code topic}. */
   List<Header> sign(String topic, byte[] key, byte[] value) {
     byte[] name = topic.getBytes(StandardCharsets.UTF_8);
     ByteBuffer signed = ByteBuffer.allocate(8 + name.length + key.length + value.length);

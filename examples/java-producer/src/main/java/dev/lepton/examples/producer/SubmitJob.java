@@ -41,7 +41,8 @@ import org.apache.kafka.common.utils.Utils;
  * </pre>
  *
  * Prints {@code submitted <job id>}, one line per event, then {@code outcome <kind>}; exits 0
- * when the job succeeded, 1 when it was rejected, failed or cancelled, 3 on timeout.
+ * when the job succeeded, 1 when it was rejected, failed or cancelled, 2 on a bad argument or
+ * setting, 3 on timeout.
  */
 public final class SubmitJob {
   private static final String REQUESTS = "lepton.jobs.requested";
@@ -51,13 +52,25 @@ public final class SubmitJob {
   private SubmitJob() {}
 
   public static void main(String[] args) throws Exception {
+    try {
+      submitAndFollow(args);
+    } catch (IllegalArgumentException e) {
+      // An argument or a setting at fault: one line that names it.
+      System.err.println("error: " + e.getMessage());
+      System.exit(2);
+    }
+  }
+
+  private static void submitAndFollow(String[] args) throws Exception {
     Map<String, String> options = options(args);
     Connection connection = Connection.fromEnvironment();
     SigningKey key =
         SigningKey.fromText(
-            connection.require("LEPTON_SIGNING_KEY", "the tenant's key (lepton auth issue tenant:<name>)"));
+            connection.require(
+                "LEPTON_SIGNING_KEY", "the tenant's key (lepton auth issue tenant:<name>)"));
     if (!key.kind().equals("tenant")) {
-      throw new IllegalArgumentException("LEPTON_SIGNING_KEY must be a tenant's: a job is asked for in a tenant's name");
+      throw new IllegalArgumentException(
+          "LEPTON_SIGNING_KEY must be a tenant's: a job is asked for in a tenant's name");
     }
     String jobId = "job-" + UUID.randomUUID().toString().replace("-", "").substring(0, 12);
     GenericRecord request = request(jobId, key.name(), options);
@@ -123,7 +136,9 @@ public final class SubmitJob {
                 .set("target_column", options.get("target"))
                 .set("trial_budget", Integer.parseInt(options.getOrDefault("trials", "5")))
                 .build())
-        .set("dataset", new GenericRecordBuilder(dataset).set("name", options.get("dataset")).build())
+        .set(
+            "dataset",
+            new GenericRecordBuilder(dataset).set("name", options.get("dataset")).build())
         .set(
             "demand",
             new GenericRecordBuilder(resources)
@@ -179,13 +194,15 @@ public final class SubmitJob {
    * cancellation that names the job's current lease, or none while the job is not placed
    * (a report under a lease the scheduler has since taken back is void).
    */
-  private static String follow(KafkaConsumer<byte[], byte[]> consumer, String jobId, Instant deadline) {
+  private static String follow(
+      KafkaConsumer<byte[], byte[]> consumer, String jobId, Instant deadline) {
     BinaryMessageDecoder<GenericRecord> decoder = Contract.decoder("job_event");
     Long epoch = null;
     boolean placed = false;
     while (Instant.now().isBefore(deadline)) {
       for (ConsumerRecord<byte[], byte[]> record : consumer.poll(Duration.ofMillis(500))) {
-        if (record.key() == null || !jobId.equals(new String(record.key(), StandardCharsets.UTF_8))) {
+        if (record.key() == null
+            || !jobId.equals(new String(record.key(), StandardCharsets.UTF_8))) {
           continue;
         }
         GenericRecord event;

@@ -65,7 +65,9 @@ final class Provision {
             .alterUserScramCredentials(
                 List.of(
                     new UserScramCredentialUpsertion(
-                        user, new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password)))
+                        user,
+                        new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                        password)))
             .all()
             .get();
         System.out.println("SCRAM-SHA-512 credential set for " + user);
@@ -84,9 +86,11 @@ final class Provision {
     String application = connection.name(UsageApp.APPLICATION);
     List<AclBinding> acls = new ArrayList<>();
     for (String input : List.of(UsageTopology.JOB_EVENTS, UsageTopology.HEARTBEATS)) {
-      acls.add(allow(principal, ResourceType.TOPIC, connection.name(input), false, AclOperation.READ));
+      String topic = connection.name(input);
+      acls.add(allow(principal, ResourceType.TOPIC, topic, false, AclOperation.READ));
     }
-    acls.add(allow(principal, ResourceType.TOPIC, connection.name(UsageTopology.USAGE), false, AclOperation.WRITE));
+    String usage = connection.name(UsageTopology.USAGE);
+    acls.add(allow(principal, ResourceType.TOPIC, usage, false, AclOperation.WRITE));
     acls.add(allow(principal, ResourceType.GROUP, application, false, AclOperation.READ));
     // Its repartition and changelog topics: made, written, read, and purged of what has
     // been processed (DeleteRecords) by Streams.

@@ -34,20 +34,38 @@ public final class UsageApp {
   public static void main(String[] args) throws Exception {
     Connection connection = Connection.fromEnvironment();
     String command = args.length == 1 ? args[0] : "";
-    switch (command) {
-      case "run" -> run(connection);
-      case "provision" -> Provision.run(connection);
-      case "show" -> Show.run(connection);
-      default -> {
-        System.err.println("usage: java -jar lepton-usage.jar run|provision|show");
-        System.exit(2);
+    try {
+      switch (command) {
+        case "run" -> run(connection);
+        case "provision" -> Provision.run(connection);
+        case "show" -> Show.run(connection);
+        default -> throw new IllegalArgumentException(
+            "usage: java -jar lepton-usage.jar run|provision|show");
       }
+    } catch (IllegalArgumentException e) {
+      // A setting or an argument at fault: one line that names it.
+      System.err.println("error: " + e.getMessage());
+      System.exit(2);
     }
   }
 
+  private static Duration seconds(Connection connection, String variable, String otherwise) {
+    String value = connection.get(variable, otherwise);
+    try {
+      Duration duration = Duration.ofSeconds(Long.parseLong(value));
+      if (!duration.isNegative() && !duration.isZero()) {
+        return duration;
+      }
+    } catch (NumberFormatException e) {
+      // the message below says what is wanted
+    }
+    throw new IllegalArgumentException(
+        variable + " must be a whole number of seconds above 0, not " + value);
+  }
+
   private static void run(Connection connection) throws InterruptedException {
-    Duration window = Duration.ofSeconds(Long.parseLong(connection.get("LEPTON_USAGE_WINDOW_S", "60")));
-    Duration grace = Duration.ofSeconds(Long.parseLong(connection.get("LEPTON_USAGE_GRACE_S", "60")));
+    Duration window = seconds(connection, "LEPTON_USAGE_WINDOW_S", "60");
+    Duration grace = seconds(connection, "LEPTON_USAGE_GRACE_S", "60");
     Properties config = connection.kafka();
     config.put(StreamsConfig.APPLICATION_ID_CONFIG, connection.name(APPLICATION));
     // Usage is money: a crash must neither lose nor double a heartbeat's share.
@@ -80,7 +98,9 @@ public final class UsageApp {
                   // Leaving the group lets a successor take the partitions at once, rather
                   // than after this member's session times out.
                   streams.close(
-                      new KafkaStreams.CloseOptions().timeout(Duration.ofSeconds(30)).leaveGroup(true));
+                      new KafkaStreams.CloseOptions()
+                          .timeout(Duration.ofSeconds(30))
+                          .leaveGroup(true));
                   stopped.countDown();
                 }));
     log.info(

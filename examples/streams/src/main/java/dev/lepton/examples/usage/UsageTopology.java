@@ -99,7 +99,8 @@ final class UsageTopology {
   /** One share per distinct job the heartbeat lists, keyed by job id. */
   private static List<KeyValue<String, Usage>> shares(GenericRecord heartbeat) {
     List<?> listed = (List<?>) heartbeat.get("running_job_ids");
-    List<String> jobs = new ArrayList<>(new HashSet<>(listed.stream().map(Object::toString).toList()));
+    List<String> jobs =
+        new ArrayList<>(new HashSet<>(listed.stream().map(Object::toString).toList()));
     List<KeyValue<String, Usage>> out = new ArrayList<>(jobs.size());
     for (String job : jobs) {
       out.add(KeyValue.pair(job, Usage.share(heartbeat, jobs.size())));
