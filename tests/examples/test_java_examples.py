@@ -174,8 +174,7 @@ async def test_a_request_signed_with_a_key_the_master_never_derived_is_refused(
     )
     await refused.start()
     try:
-        producer = asyncio.create_task(submit(jars["submit"], env, timeout_s=15, status=3))
-        lines = await producer
+        lines = await submit(jars["submit"], env, timeout_s=15, status=3)
         job = lines[0].removeprefix("submitted ")
         reason = await dead_letter_for(refused, job)
     finally:
