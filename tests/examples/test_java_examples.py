@@ -40,7 +40,7 @@ from tests.integration.test_trainer import houses
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).parents[2]
-WINDOW_MS = 5000  # LEPTON_USAGE_WINDOW_S below: several windows per job
+WINDOW_MS = 5000  # USAGE_WINDOW_S below: several windows per job
 USAGE_TOPIC = "lepton.usage.by-tenant"
 
 
@@ -197,7 +197,7 @@ async def test_the_streams_app_reports_each_tenants_usage_of_the_jobs_it_ran(
     provisioned = await asyncio.to_thread(
         subprocess.run,
         ["java", "-jar", str(jars["usage"]), "provision"],
-        env=actor_env(kafka, prefix, LEPTON_USAGE_PASSWORD=password),
+        env=actor_env(kafka, prefix, USAGE_PASSWORD=password),
         capture_output=True,
         text=True,
         timeout=120,
@@ -213,8 +213,8 @@ async def test_the_streams_app_reports_each_tenants_usage_of_the_jobs_it_ran(
         properties=tmp_path / "admin.properties",
         LEPTON_KAFKA_SASL_USERNAME="lepton-usage",
         LEPTON_KAFKA_SASL_PASSWORD=password,
-        LEPTON_USAGE_WINDOW_S=str(WINDOW_MS // 1000),
-        LEPTON_USAGE_STATE_DIR=str(tmp_path / "streams-state"),
+        USAGE_WINDOW_S=str(WINDOW_MS // 1000),
+        USAGE_STATE_DIR=str(tmp_path / "streams-state"),
     )
     jobs: dict[str, str] = {}
 

@@ -25,8 +25,8 @@ import org.apache.kafka.common.resource.ResourceType;
 /**
  * What the usage application needs before it runs, made by the cluster's admin (the
  * connection settings are the admin's): its output topic and the ACLs of its principal
- * ({@code LEPTON_USAGE_PRINCIPAL}, default {@code User:lepton-usage}), and, when
- * {@code LEPTON_USAGE_PASSWORD} is set, that user's SCRAM-SHA-512 credential. Running it
+ * ({@code USAGE_PRINCIPAL}, default {@code User:lepton-usage}), and, when
+ * {@code USAGE_PASSWORD} is set, that user's SCRAM-SHA-512 credential. Running it
  * again changes nothing.
  *
  * <p>The principal is its own, not Lepton's {@code client}: every tenant's client acts as
@@ -39,7 +39,7 @@ final class Provision {
   private Provision() {}
 
   static void run(Connection connection) throws ExecutionException, InterruptedException {
-    String principal = connection.get("LEPTON_USAGE_PRINCIPAL", "User:lepton-usage");
+    String principal = connection.get("USAGE_PRINCIPAL", "User:lepton-usage");
     try (Admin admin = Admin.create(connection.kafka())) {
       int brokers = admin.describeCluster().nodes().get().size();
       NewTopic usage =
@@ -58,8 +58,8 @@ final class Provision {
           throw e;
         }
       }
-      String password = System.getenv("LEPTON_USAGE_PASSWORD");
-      if (password != null && !password.isEmpty()) {
+      String password = connection.get("USAGE_PASSWORD", "");
+      if (!password.isEmpty()) {
         String user = principal.substring(principal.indexOf(':') + 1);
         admin
             .alterUserScramCredentials(

@@ -19,9 +19,9 @@ import org.slf4j.LoggerFactory;
  * (its output topic, its ACLs; see {@link Provision}). {@code show}: the figures so far
  * ({@link Show}).
  *
- * <p>Settings, besides the connection ({@link Connection}): {@code LEPTON_USAGE_WINDOW_S}
- * (60) and {@code LEPTON_USAGE_GRACE_S} (60), the window and how late a heartbeat may come;
- * {@code LEPTON_USAGE_STATE_DIR}, where Streams keeps its local state.
+ * <p>Settings, besides the connection ({@link Connection}): {@code USAGE_WINDOW_S}
+ * (60) and {@code USAGE_GRACE_S} (60), the window and how late a heartbeat may come;
+ * {@code USAGE_STATE_DIR}, where Streams keeps its local state.
  */
 public final class UsageApp {
   /** The Streams application id, under the topic prefix: its group and internal topics. */
@@ -64,8 +64,8 @@ public final class UsageApp {
   }
 
   private static void run(Connection connection) throws InterruptedException {
-    Duration window = seconds(connection, "LEPTON_USAGE_WINDOW_S", "60");
-    Duration grace = seconds(connection, "LEPTON_USAGE_GRACE_S", "60");
+    Duration window = seconds(connection, "USAGE_WINDOW_S", "60");
+    Duration grace = seconds(connection, "USAGE_GRACE_S", "60");
     Properties config = connection.kafka();
     config.put(StreamsConfig.APPLICATION_ID_CONFIG, connection.name(APPLICATION));
     // Usage is money: a crash must neither lose nor double a heartbeat's share.
@@ -77,7 +77,7 @@ public final class UsageApp {
     config.put(
         StreamsConfig.STATE_DIR_CONFIG,
         connection.get(
-            "LEPTON_USAGE_STATE_DIR",
+            "USAGE_STATE_DIR",
             Path.of(System.getProperty("java.io.tmpdir"), "lepton-usage").toString()));
 
     KafkaStreams streams =
