@@ -11,6 +11,7 @@ Each Java program connects as its own principal under the ACLs it is given (the 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -22,11 +23,14 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 from aiokafka import AIOKafkaConsumer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from lepton.bus import provision
 from lepton.config import Actor, KafkaAccess, Settings
+from lepton.contract import schemas_dir
 from lepton.contract.codec import Codec
 from lepton.contract.identity import IdentityKey, Principal
 from lepton.contract.topics import Namespace
@@ -97,6 +101,45 @@ def test_the_examples_use_the_local_stacks_kafka_and_avro_versions() -> None:
 
     WANTED = ("kafka.version", "avro.version")
     assert versions(ROOT / "examples" / "pom.xml") == versions(ROOT / "deploy/local/pom.xml")
+
+
+def test_the_examples_read_records_written_with_an_earlier_version_of_a_schema(
+    jars: dict[str, Path], tmp_path: Path
+) -> None:
+    """Their decoder knows ``schemas/history/`` (bundled into the jar): a ``ModelReady`` of
+    version 1 is found by its fingerprint and resolved to the current schema."""
+
+    def fields(schema: dict[str, Any]) -> set[str]:
+        return {field["name"] for field in schema["fields"]}
+
+    old = json.loads((schemas_dir() / "history" / "1" / "model_ready.avsc").read_text("utf-8"))
+    current = fields(json.loads((schemas_dir() / "model_ready.avsc").read_text("utf-8")))
+    record = json.loads((schemas_dir() / "vectors" / "model_ready.json").read_text("utf-8"))[0]
+    written = {name: record["record"][name] for name in fields(old)}
+    assert current - set(written), "version 1 lacks a field the current schema has"
+    parsed = fastavro.parse_schema(old)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, parsed, written)
+    header = b"\xc3\x01" + bytes.fromhex(
+        fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+    )
+    (tmp_path / "record.hex").write_text((header + body.getvalue()).hex(), encoding="utf-8")
+    source = Path(__file__).parent / "java_src" / "DecodeHistory.java"
+    compiled = subprocess.run(
+        ["javac", "-cp", str(jars["usage"]), "-d", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    decoded = subprocess.run(
+        ["java", "-cp", os.pathsep.join([str(jars["usage"]), str(tmp_path)]), "DecodeHistory",
+         "model_ready", str(tmp_path / "record.hex")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert decoded.returncode == 0, decoded.stderr
+    shown = json.loads(decoded.stdout)
+    assert shown["model_id"] == written["model_id"]
+    for missing in current - set(written):
+        assert missing in shown, f"{missing} filled from the current schema's default"
 
 
 def actor_env(
