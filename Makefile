@@ -13,7 +13,8 @@ GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
 
 .PHONY: install constraints fmt generate format-check lint types test test-unit test-chaos check bench chaos demo demo-down clean
 
-install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION) $(VENV)/.jaeger-$(JAEGER_VERSION)
+install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION) $(VENV)/.jaeger-$(JAEGER_VERSION) \
+  $(VENV)/.java-built
 
 # pyproject.toml gives ranges; constraints.txt the exact versions CI and developers run.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -34,6 +35,19 @@ constraints: $(VENV)/.installed
 # here. The first build takes a few minutes; Go's caches keep later ones short.
 $(VENV)/.helm-$(HELM_VERSION): | $(VENV)/.installed
 	GOBIN=$(abspath $(BIN)) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	touch $@
+
+# The Java parts the tests build and run (the Connect converter and its worker and JDBC sink,
+# the Java examples, the schema registry and its serializer), all from Maven Central:
+# fetched and built once here, so that a cold local Maven repository is not charged to a
+# test's timeout. The tests build them again (offline) with their own tests included.
+JAVA_BUILDS := deploy/connect/pom.xml examples/pom.xml tests/registry/server/pom.xml \
+  tests/registry/serde/pom.xml
+JAVA_FETCHES := deploy/connect/worker/pom.xml deploy/connect/jdbc/pom.xml
+MVN ?= mvn -B -q
+$(VENV)/.java-built: $(JAVA_BUILDS) $(JAVA_FETCHES) | $(VENV)/.installed
+	for pom in $(JAVA_BUILDS); do $(MVN) -f $$pom package -DskipTests || exit 1; done
+	for pom in $(JAVA_FETCHES); do $(MVN) -f $$pom dependency:resolve || exit 1; done
 	touch $@
 
 # Jaeger (in-memory storage, OTLP receiver, query API), which tests/tracing/ runs as a real
@@ -110,3 +124,4 @@ demo-down: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf deploy/connect/target examples/*/target tests/registry/*/target

@@ -202,15 +202,24 @@ async def test_a_node_running_hot_gets_no_new_work_until_it_cools_down(
 async def test_a_node_dead_long_before_a_start_is_not_rebuilt_as_a_place_for_work(
     space: Namespaced, kafka, database_for
 ) -> None:
-    # Its last heartbeat, in the log, was sent a minute before the one of a node that
-    # still beats: dead (15 s), though nobody said so while the scheduler was away.
+    # Its last heartbeat, in the log, was sent a minute before now, while another node kept
+    # beating every 10 s: dead (15 s), though nobody said so while the scheduler was away.
+    # (Had no node beaten in that minute, the log would read as a stall every node came
+    # back from, and each would be judged from the resumption: test_scheduler_liveness.py.)
+    now = now_ms()
+    for sequence, ago_s in enumerate(range(65, 0, -10), start=1):
+        await space.send(
+            "lepton.node.heartbeats",
+            "alive",
+            heartbeat("alive", sequence=sequence, cpu=2000, started=2, sent=now - ago_s * 1000),
+        )
     await space.send(
         "lepton.node.heartbeats",
         "gone",
-        heartbeat("gone", sequence=1, cpu=16000, sent=now_ms() - 60_000),
+        heartbeat("gone", sequence=1, cpu=16000, sent=now - 60_000),
     )
     async with (
-        space.heartbeats("alive", cpu=2000),
+        space.heartbeats("alive", cpu=2000, started=3),
         running_scheduler(space.settings(kafka, database_for("scheduler"))),
         space.reader("lepton.jobs.events") as events,
     ):
