@@ -24,6 +24,7 @@ import asyncpg
 
 from lepton.config import KafkaAccess, Settings
 from lepton.devstack._kafka import check_java, fetch_jars
+from tests.maven import package
 
 CONNECT = Path(__file__).resolve().parents[2] / "deploy" / "connect"
 CONVERTER = "dev.lepton.connect.LeptonConverter"
@@ -43,26 +44,8 @@ class ConnectJars:
 def build_converter(maven: str) -> Path:
     """``mvn package`` of ``deploy/connect`` (its Java tests included): offline first, which
     works once Maven's cache holds every artifact, else online. Returns the plugin directory."""
-    for offline in (["--offline"], []):
-        result = subprocess.run(
-            [
-                maven,
-                "--batch-mode",
-                "--quiet",
-                *offline,
-                "--file",
-                str(CONNECT / "pom.xml"),
-                "package",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if result.returncode == 0:
-            return CONNECT / "target" / "plugin" / "lepton-connect"
-    errors = [line for line in result.stdout.splitlines() if "ERROR" in line or "FAIL" in line]
-    raise RuntimeError("Maven could not build deploy/connect:\n" + "\n".join(errors[:30]))
+    package(CONNECT / "pom.xml", maven)
+    return CONNECT / "target" / "plugin" / "lepton-connect"
 
 
 def connect_jars(settings: Settings | None = None) -> ConnectJars:

@@ -6,12 +6,13 @@ import asyncio
 import contextlib
 import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.maven import package
 
 # What `mvn -f examples/pom.xml package` makes, by example.
 JARS = {
@@ -25,27 +26,8 @@ def build_examples(examples: Path, maven: str) -> dict[str, Path]:
     need (CI after the first run), else from Maven Central."""
     if shutil.which(maven) is None or shutil.which("java") is None:
         pytest.fail("the Java examples need Java 17+ and Maven (LEPTON_MAVEN) on PATH")
-    attempts = []
-    for offline in (["--offline"], []):
-        built = subprocess.run(
-            [
-                maven,
-                "--batch-mode",
-                "--quiet",
-                *offline,
-                "-f",
-                str(examples / "pom.xml"),
-                "package",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if built.returncode == 0:
-            return {name: examples / jar for name, jar in JARS.items()}
-        attempts.append(built.stdout[-3000:] + built.stderr[-1000:])
-    pytest.fail("Maven could not build examples/:\n" + "\n".join(attempts))
+    package(examples / "pom.xml", maven)
+    return {name: examples / jar for name, jar in JARS.items()}
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lepton.config import Settings
+from tests.maven import package
 
 SERVER = Path(__file__).parent / "server"
 RUNNER = SERVER / "target" / "apicurio-registry-server-1-runner.jar"
@@ -29,15 +30,7 @@ def built(project: Path, output: Path) -> Path:
     sources = [project / "pom.xml", *(project / "src").rglob("*")]
     if output.exists() and all(output.stat().st_mtime > p.stat().st_mtime for p in sources):
         return output
-    done = subprocess.run(
-        [Settings().maven, "-B", "-q", "package"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1200,
-    )
-    assert done.returncode == 0, f"building {project} failed:\n{done.stdout[-4000:]}"
+    package(project / "pom.xml")
     return output
 
 
