@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from lepton.contract.authorship import NODE_JOB_EVENTS
+from lepton.contract.names import clip
 from lepton.scheduling.intake import Rejection, check_job_event, job_spec
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ class Journal:
             return Fold.FORGED
         if kind == "cancel_requested":
             entry.cancel_requested = True
-            entry.cancel_reason = event.get("reason") or entry.cancel_reason
+            # A tenant's free text, kept until the job ends and sent on in `cancelled`:
+            # bounded like every other text a service keeps.
+            entry.cancel_reason = clip(event.get("reason")) or entry.cancel_reason
             return Fold.APPLIED
         if kind in ("queued", "requeued", "preempted"):
             if kind == "preempted" and epoch is not None and epoch != entry.epoch:

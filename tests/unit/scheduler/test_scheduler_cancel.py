@@ -129,3 +129,15 @@ async def test_cancelling_twice_or_after_the_end_changes_nothing() -> None:
     assert set(said["k"]) == {"queued", "assigned", "run", "cancelled", "stop"}
     assert said["k"].count("cancelled") == 1
     assert k["node_id"] == "n"
+
+
+async def test_a_cancels_reason_is_kept_and_sent_on_bounded() -> None:
+    """The reason is a tenant's free text, held until the job ends: clipped, not copied
+    whole into memory and into the ``cancelled`` event."""
+    broker = InMemoryBroker()
+    async with scheduler(broker, node("n")):
+        await report(broker, cancel("j", reason="x" * 100_000))
+        await request(broker, job("j"))
+        cancelled = await broker.until(EVENTS, kind("j", "cancelled"))
+    assert len(cancelled["reason"]) <= 1024
+    assert cancelled["reason"].startswith("xxx")
