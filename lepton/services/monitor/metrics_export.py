@@ -16,11 +16,21 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
     from lepton.services.monitor.views import Monitor
 
 __all__ = ["MonitorCollector", "registered_collector"]
+
+
+def _gauge(
+    name: str, documentation: str, labels: list[str], values: Iterable[tuple[list[str], float]]
+) -> GaugeMetricFamily:
+    """A gauge family with one sample per (label values, value)."""
+    family = GaugeMetricFamily(name, documentation, labels=labels)
+    for label_values, value in values:
+        family.add_metric(label_values, value)
+    return family
 
 
 class MonitorCollector(Collector):
@@ -54,18 +64,18 @@ class MonitorCollector(Collector):
             for resource, share in shares.items():
                 utilisation.add_metric([region, resource], share)
         yield utilisation
-        pending = GaugeMetricFamily(
-            "lepton_queue_pending", "Jobs waiting.", labels=["tenant", "priority_class"]
+        yield _gauge(
+            "lepton_queue_pending",
+            "Jobs waiting.",
+            ["tenant", "priority_class"],
+            ((list(key), len(jobs)) for key, jobs in state.pending.items()),
         )
-        for (tenant, priority_class), jobs in state.pending.items():
-            pending.add_metric([tenant, priority_class], len(jobs))
-        yield pending
-        by_state = GaugeMetricFamily(
-            "lepton_jobs", "Jobs in the live view by state.", labels=["state"]
+        yield _gauge(
+            "lepton_jobs",
+            "Jobs in the live view by state.",
+            ["state"],
+            (([job_state], count) for job_state, count in state.jobs_by_state.items()),
         )
-        for job_state, count in state.jobs_by_state.items():
-            by_state.add_metric([job_state], count)
-        yield by_state
         lag = GaugeMetricFamily(
             "lepton_consumer_lag_messages", "Consumer lag.", labels=["group", "topic"]
         )
@@ -78,12 +88,12 @@ class MonitorCollector(Collector):
                 lag_s.add_metric([group, topic], behind.seconds)
         yield lag
         yield lag_s
-        dead = GaugeMetricFamily(
-            "lepton_dead_letters", "Messages in a topic's dead-letter topic.", labels=["topic"]
+        yield _gauge(
+            "lepton_dead_letters",
+            "Messages in a topic's dead-letter topic.",
+            ["topic"],
+            (([topic], count) for topic, count in state.dead_letters.items()),
         )
-        for topic, count in state.dead_letters.items():
-            dead.add_metric([topic], count)
-        yield dead
         firing = GaugeMetricFamily(
             "lepton_alerts_firing", "Alerts firing.", labels=["rule", "severity"]
         )
