@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,6 +47,7 @@ from lepton.errors import StackError
 from lepton.runtime import database, endpoints, identity, probes, production, tracing
 from lepton.runtime.collector import collect_less, keep_collections_short
 from lepton.runtime.helpers import start_helper
+from lepton.runtime.logs import configure_logging
 from lepton.runtime.probes import EmbeddedServer
 from lepton.runtime.resilience import (
     Backoff,
@@ -74,7 +73,6 @@ __all__ = [
     "Service",
     "ServiceFault",
     "collect_less",
-    "configure_logging",
     "keep_collections_short",
     "run",
     "start_helper",
@@ -481,38 +479,6 @@ class Service:
             url = probes.base_url(settings.health_host, port)
             log.info("health", url=f"{url}/healthz", livez=f"{url}/livez")
             yield
-
-
-def configure_logging(level: str) -> None:
-    """JSON lines on stderr, one event per line, easy to ship and to grep: Lepton's own
-    events and every other line a service prints — librdkafka's (through the ``logger`` its
-    clients are given), other libraries' standard logging, Python's warnings (scikit-learn's
-    among them) — rendered the same way, with the logger's name; each with the trace and
-    span ids of what is being handled."""
-    shared: list[structlog.typing.Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        tracing.add_trace_ids,
-        structlog.processors.format_exc_info,
-    ]
-    render = structlog.processors.JSONRenderer(ensure_ascii=False)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, render],
-        )
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.captureWarnings(True)
-    structlog.configure(
-        processors=[*shared, render],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
 
 
 def run(service_factory: Callable[[], Service]) -> None:

@@ -106,8 +106,10 @@ async def running(
 ) -> AsyncIterator[list[Running]]:
     """Start each ``(command, until)`` in order, each service (``lepton-<actor>``) with its
     own PostgreSQL login, and stop every one started on the way out, even when a later one
-    failed to start."""
+    failed to start. Once the body succeeded, every line each service wrote (its training
+    processes' included) must be a JSON object: a raw library line breaks log shipping."""
     started: list[Running] = []
+    logs: list[bytes] = []
     try:
         for command, until in commands:
             actor = Path(command[0]).name.removeprefix("lepton-")
@@ -115,5 +117,7 @@ async def running(
             started.append(await start(command, own, until))
         yield started
     finally:
-        for service in started:
-            await service.stop()
+        logs = [await service.stop() for service in started]
+    for (command, _), log in zip(commands, logs, strict=True):
+        raw = [line for line in log.splitlines() if line.strip() and not line.startswith(b"{")]
+        assert not raw, f"{Path(command[0]).name} wrote lines that are not JSON: {raw[:3]}"

@@ -82,9 +82,11 @@ async def test_the_monitor_refuses_impossible_records_bounds_its_nodes_and_raise
         await publisher.publish(beats, "future", heartbeat("future", sent_at=YEAR_9999_MS))
         ghost = job_event("ghost", "failed", time=now, node_id="n1", reason="x" * 200_000)
         await publisher.publish(events, "ghost", ghost)
-        # One node beating for a minute; then 120 nodes nobody knows, a minute behind it:
-        # past the table's bound of 50.
+        # One node beating for a minute, and known to the monitor before the flood (the
+        # flood's partitions could otherwise be read first and fill the table); then 120
+        # nodes nobody knows, a minute behind it: past the table's bound of 50.
         await publisher.publish_many(beats, beating_for_a_minute("alive", now))
+        await json_when(monitor.url, "/api/nodes/alive", lambda n: n["sequence"] == 7)
         flood = [(f"flood-{i}", heartbeat(f"flood-{i}", sent_at=now - 60_000)) for i in range(120)]
         await publisher.publish_many(beats, flood)
 

@@ -313,6 +313,7 @@ async def test_a_run_that_cannot_reach_the_database_reports_a_retryable_failure(
         "study_name": "j@1",
         "cpus": [],
         "memory_mib": 4096,
+        "log_level": "info",
     }
     worker = await start_helper("lepton.services.trainer.worker", run)
     assert worker.stdout is not None

@@ -17,7 +17,7 @@ _PROCESS = textwrap.dedent(
     from opentelemetry.sdk.trace import TracerProvider
 
     from lepton.bus import continue_trace, span, trace_with, traceparent_of
-    from lepton.runtime.service import configure_logging
+    from lepton.runtime.logs import configure_logging
 
     configure_logging("info")
     log = structlog.get_logger("test")

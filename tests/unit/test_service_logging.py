@@ -17,7 +17,7 @@ PROGRAM = textwrap.dedent(
 
     from lepton.bus._reader import Reader
     from lepton.config import KafkaAccess
-    from lepton.runtime.service import configure_logging
+    from lepton.runtime.logs import configure_logging
 
     configure_logging("info")
     probe = socket.socket()

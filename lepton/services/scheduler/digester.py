@@ -34,13 +34,8 @@ from lepton.contract import default_codec
 from lepton.contract.identity import IdentityKey, Principal, Verifier
 from lepton.contract.registry import attach_registry
 from lepton.contract.topics import Namespace
-from lepton.runtime.service import (
-    Context,
-    collect_less,
-    configure_logging,
-    keep_collections_short,
-    start_helper,
-)
+from lepton.runtime.logs import configure_logging
+from lepton.runtime.service import Context, collect_less, keep_collections_short, start_helper
 from lepton.services.scheduler.heartbeats import HeartbeatDigest, Message
 from lepton.services.scheduler.liveness import Liveness
 from lepton.services.scheduler.settings import SchedulerSettings

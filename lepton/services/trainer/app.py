@@ -224,6 +224,7 @@ class Agent:
             "study_name": f"{key[0]}@{key[1]}",
             "cpus": cpus,
             "memory_mib": memory,
+            "log_level": self.settings.log_level,
         }
         try:
             process = await start_helper(

@@ -167,6 +167,11 @@ def main() -> None:
     threading.Thread(target=_exit_when_orphaned, daemon=True).start()
     try:
         _apply_limits(run["cpus"], run["memory_mib"])
+        # Library warnings (scikit-learn's convergence warnings among them) reach the
+        # agent's log as the same JSON lines as everything else.
+        from lepton.runtime.logs import configure_logging
+
+        configure_logging(run["log_level"])
         reporter.send(_train(run, reporter))
     except MemoryError:
         reporter.send(
