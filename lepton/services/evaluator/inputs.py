@@ -20,6 +20,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, TargetEncoder
 
+from lepton.data.modeling import as_numbers
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -73,9 +75,11 @@ def _encoder(transformer: Any) -> OneHotEncoder | TargetEncoder | None:
 
 
 def _converts(transformer: Any) -> bool:
-    """Whether the branch converts its input first (text of numbers): it takes either."""
+    """Whether the branch reads numbers written as text first: it takes either. (A fitted
+    ColumnTransformer's "passthrough" is a FunctionTransformer too, without a function.)"""
     steps = transformer.steps if isinstance(transformer, Pipeline) else [("", transformer)]
-    return isinstance(steps[0][1], FunctionTransformer)
+    first = steps[0][1]
+    return isinstance(first, FunctionTransformer) and first.func is as_numbers
 
 
 def input_schema(pipeline: Any, features: list[str]) -> InputSchema:

@@ -281,6 +281,12 @@ class ModelReadyHandler:
             evaluation = evaluate(challenger.pipeline, prepared, features, self.config)
         except ColumnsMismatch as exc:
             raise DatasetMismatch(f"model {ready['model_id']}: {exc}") from exc
+        # What training left out or transformed on its own comes first: it explains the
+        # features and scores after it.
+        evaluation.findings[:0] = [
+            Finding("info", step["code"], step["message"], feature=step["column"])
+            for step in ready["preparation"]
+        ]
         return evaluation, prepared
 
     def _judge(
