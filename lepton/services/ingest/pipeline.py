@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 
 from lepton.services.ingest.cleaning import Cleaner, Quality
 from lepton.services.ingest.coercion import (
+    INFER_ROWS,
     ROW,
     SOURCE,
     coerce,
@@ -35,6 +36,7 @@ from lepton.services.ingest.coercion import (
 )
 from lepton.services.ingest.column_stats import ColumnStats, needs_stats
 from lepton.services.ingest.dedupe import DedupeIndex
+from lepton.services.ingest.inference import careful_spec
 from lepton.services.ingest.input_bounds import Bounds, check_categories, check_cells, check_columns
 from lepton.services.ingest.spec import NUMERIC, ColumnSpec, DatasetSpec, IngestRejected
 
@@ -143,7 +145,7 @@ class Pipeline:
 
     def prepare(self) -> Outcome:
         """Types per source (from each first chunk), merged; the effective spec."""
-        per_source = []
+        per_source, samples = [], []
         for reader in self.readers:
             first = next(reader.chunks(probe=True), None)
             if first is None:
@@ -152,6 +154,7 @@ class Pipeline:
                 )
             sample = first.drop(columns=[SOURCE, ROW])
             per_source.append((reader.name, source_types(sample)))
+            samples.append(sample.head(INFER_ROWS))
         types = merge_types(per_source)
         if self.integration.mode == "join":
             self._check_join(per_source)
@@ -159,7 +162,11 @@ class Pipeline:
             raise IngestRejected(
                 "spec_invalid", f"integration mode {self.integration.mode!r} is not supported"
             )
-        spec = effective_spec(self.given, types)
+        spec = (
+            careful_spec(types, pd.concat(samples, ignore_index=True))
+            if self.given is None
+            else effective_spec(self.given, types)
+        )
         for name, column in spec.columns.items():
             if column.categories is not None:
                 check_categories(
