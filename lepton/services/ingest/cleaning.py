@@ -395,9 +395,7 @@ def _reason(before: str, after: str = "") -> Callable[[str], str]:
     return lambda shown: f"{before}{shown}{after}"
 
 
-def _robust_bounds(
-    robust: tuple[float, float] | None, limit: float
-) -> tuple[float, float] | None:
+def _robust_bounds(robust: tuple[float, float] | None, limit: float) -> tuple[float, float] | None:
     """median ± limit robust standard deviations (1.4826 x MAD estimates the standard
     deviation of normal data); None when most values are equal (no spread to measure by)."""
     if robust is None or robust[1] == 0:
