@@ -55,11 +55,11 @@ class ColumnStats:
             self.counts.update(present.astype(str).value_counts().to_dict())
 
     def robust(self, *, log: bool) -> tuple[float, float] | None:
-        """Median and median absolute deviation of the values (of log(1 + x) with ``log``,
-        where negative values are left out: they are rejected by the column's min)."""
+        """Median and median absolute deviation of the values (of their logarithms with
+        ``log``, positive values only)."""
         values = self._values
         if log:
-            values = np.log1p(values[values >= 0])
+            values = np.log(values[values > 0])
         if not len(values):
             return None
         median = float(np.median(values))

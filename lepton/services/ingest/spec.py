@@ -81,8 +81,8 @@ class Outliers(BaseModel):
     # 1.4826 x the median absolute deviation, a z-score that outliers cannot inflate.
     threshold: float | None = None
     # "both": a value is outside only when it is far on the linear scale and also on a
-    # log(1 + x) scale, for a non-negative column (prices, amounts): its long tail is
-    # data, an absurd value is far on both.
+    # log scale (of the positive values), for a non-negative column (prices, amounts,
+    # lab measurements): its long tail is data, an absurd value is far on both.
     scale: Literal["linear", "both"] = "linear"
 
     @model_validator(mode="after")
