@@ -415,9 +415,7 @@ def _outlier_bounds(column: ColumnSpec, stats: ColumnStats) -> tuple[float, floa
         if logged is None:
             return linear
         # Far on both scales: outside the union of the two intervals (both hold the median).
-        return min(linear[0], float(np.exp(logged[0]))), max(
-            linear[1], float(np.exp(logged[1]))
-        )
+        return min(linear[0], float(np.exp(logged[0]))), max(linear[1], float(np.exp(logged[1])))
     if column.outliers.method == "iqr":
         q1, q3 = stats.quantile(0.25), stats.quantile(0.75)
         if q1 is None or q3 is None:
