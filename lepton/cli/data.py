@@ -25,7 +25,9 @@ TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act 
 
 @data_app.command("generate")
 def data_generate(
-    kind: Annotated[str, typer.Argument(help="houses, diagnosis or fraud.")],
+    kind: Annotated[
+        str, typer.Argument(help="houses, messy-houses (issue 21's dirt), diagnosis or fraud.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
 ) -> None:
     """Write one of the bundled example datasets (made here, never downloaded) as CSV."""
@@ -34,6 +36,7 @@ def data_generate(
 
     makers = {
         "houses": samples.house_prices,
+        "messy-houses": samples.messy_houses,
         "diagnosis": samples.diagnosis,
         "fraud": samples.fraud,
     }

@@ -169,3 +169,16 @@ def test_a_messy_table_without_cleaning_still_prices_a_house_sanely() -> None:
     result = train(messy_houses(), SearchConfig(target_column="价格", **QUICK))  # type: ignore[arg-type]
     assert "房屋ID" not in result.feature_columns
     assert _price(result) == pytest.approx(house_price(150, "普通住宅", "B区"), rel=0.25)
+
+
+def test_a_classifier_target_encodes_many_categories_and_its_artifact_loads() -> None:
+    rng = np.random.default_rng(4)
+    rows = 300
+    shop = rng.integers(0, 40, rows)
+    frame = pd.DataFrame({"shop": [f"s{s}" for s in shop], "amount": rng.uniform(1, 100, rows)})
+    frame["fraud"] = np.where((shop < 6) | (frame["amount"] > 90), "yes", "no")
+    result = train(frame, SearchConfig(target_column="fraud", **QUICK))  # type: ignore[arg-type]
+    assert ("target_encoded", "shop") in _codes(result)
+    loaded = _loads(sio.dumps(result.pipeline))
+    query = model_input(pd.DataFrame({"shop": ["s1", "s39"], "amount": [10.0, 10.0]}))
+    assert list(loaded.predict(query)) == list(result.pipeline.predict(query))

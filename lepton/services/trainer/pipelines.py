@@ -20,7 +20,7 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler, TargetEncoder
@@ -158,17 +158,14 @@ def build_pipeline(
     ]
     encoded_steps: list[tuple[str, Any]] = [
         ("impute", SimpleImputer(strategy="most_frequent")),
-        # Integer prices would look like class labels to "auto"; folds seeded for
-        # repeatable cross-fitting.
+        # Integer prices would look like class labels to "auto". The cross-fitting folds
+        # are seeded (repeatable) and plain: stratified ones would refuse a rare class
+        # inside a cross-validation fold.
         (
             "target",
             TargetEncoder(
                 target_type="continuous" if problem == "regression" else "auto",
-                cv=(
-                    KFold(5, shuffle=True, random_state=seed)
-                    if problem == "regression"
-                    else StratifiedKFold(5, shuffle=True, random_state=seed)
-                ),
+                cv=KFold(5, shuffle=True, random_state=seed),
             ),
         ),
     ]
