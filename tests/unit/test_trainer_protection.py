@@ -182,3 +182,14 @@ def test_a_classifier_target_encodes_many_categories_and_its_artifact_loads() ->
     loaded = _loads(sio.dumps(result.pipeline))
     query = model_input(pd.DataFrame({"shop": ["s1", "s39"], "amount": [10.0, 10.0]}))
     assert list(loaded.predict(query)) == list(result.pipeline.predict(query))
+
+
+def test_the_targets_outlier_flag_is_no_feature() -> None:
+    rng = np.random.default_rng(5)
+    area = rng.uniform(40, 200, 120)
+    price = area * 100 + rng.normal(0, 50, 120)
+    price[:3] = 1e7
+    frame = pd.DataFrame({"area": area, "price": price, "price_outlier": price > 1e6})
+    result = train(frame, SearchConfig(target_column="price", **QUICK))  # type: ignore[arg-type]
+    assert result.feature_columns == ["area"]
+    assert ("target_flag_excluded", "price_outlier") in _codes(result)

@@ -2,7 +2,7 @@
 
 - Identifier-like columns (named like an id, a unique monotone integer, or text that is
   different on every row) are left out of the features: a model that reads them learns
-  the row's number, not the house.
+  the row's number, not the house. So is ingest's outlier flag of the target.
 - Text columns whose values are mostly numbers are read as numbers (a stored pipeline
   converts them itself, so prediction requests may send the same text).
 - Categorical columns with many distinct values are target-encoded instead of one-hot.
@@ -40,6 +40,7 @@ __all__ = [
     "identifier_columns",
     "log_target",
     "numeric_text_columns",
+    "target_flags",
 ]
 
 # Names that say "identifier": id, *_id, houseId, 房屋ID, uuid, 编号, a pandas index.
@@ -98,6 +99,22 @@ def identifier_columns(X: pd.DataFrame) -> list[PrepFinding]:
                 )
             )
     return found
+
+
+def target_flags(X: pd.DataFrame, target: str) -> list[PrepFinding]:
+    """The flag ingest adds beside the target when a spec flags its outliers
+    (``<target>_outlier``): it is computed from the target, so it leaks it."""
+    flag = f"{target}_outlier"
+    if flag not in X.columns:
+        return []
+    return [
+        PrepFinding(
+            "target_flag_excluded",
+            f"column {flag} is ingest's outlier flag of the target {target}, computed from "
+            "it: left out of the features, as it would tell the model the answer",
+            flag,
+        )
+    ]
 
 
 def numeric_text_columns(X: pd.DataFrame) -> list[PrepFinding]:

@@ -55,6 +55,7 @@ from lepton.services.trainer.protection import (
     high_cardinality,
     identifier_columns,
     numeric_text_columns,
+    target_flags,
 )
 from lepton.services.trainer.search_space import parse_search_space
 
@@ -238,7 +239,7 @@ def prepare(
     # The held-out rows are gone from here on: the search and the refit never see them.
     kept, _ = holdout_split(y, problem, config.holdout_fraction, config.seed)
     X, y = X.iloc[kept].reset_index(drop=True), y[kept]
-    excluded = identifier_columns(X)
+    excluded = identifier_columns(X) + target_flags(X, target)
     if len(excluded) == len(X.columns):
         raise InvalidTask(
             "every feature column identifies rows rather than describes them: "
