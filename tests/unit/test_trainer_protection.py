@@ -92,6 +92,10 @@ def test_identifiers_by_name_by_shape_and_not_measurements() -> None:
     )
     excluded = {f.column for f in identifier_columns(frame)}
     assert excluded == {"customer_id", "row", "ticket"}
+    # A daily series: one date per row, in order, is a feature (seconds in the model input).
+    days = model_input(pd.DataFrame({"day": pd.date_range("2026-01-01", periods=rows)}))
+    assert identifier_columns(days, ["day"]) == []
+    assert len(identifier_columns(days)) == 1
 
 
 def test_a_table_of_only_identifiers_is_refused_with_the_reason() -> None:

@@ -28,7 +28,7 @@ from sklearn.metrics import get_scorer
 from lepton.data.modeling import as_numbers
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from sklearn.pipeline import Pipeline
 
@@ -72,11 +72,16 @@ def _id_named(name: str) -> bool:
     return bool(_ID_NAME.search(name) or _ID_NAME.search(name.lower()))
 
 
-def identifier_columns(X: pd.DataFrame) -> list[PrepFinding]:
-    """The columns of ``X`` (as :func:`model_input` makes it) that identify rows."""
+def identifier_columns(X: pd.DataFrame, dates: Collection[str] = ()) -> list[PrepFinding]:
+    """The columns of ``X`` (as :func:`model_input` makes it) that identify rows.
+
+    ``dates``: columns that were datetimes (seconds in ``X``): one per row and in order is
+    how a time series looks, not a row number."""
     found = []
     rows = len(X)
     for name in X.columns:
+        if name in dates:
+            continue
         values = X[name].dropna()
         distinct = values.nunique()
         why = None

@@ -239,7 +239,8 @@ def prepare(
     # The held-out rows are gone from here on: the search and the refit never see them.
     kept, _ = holdout_split(y, problem, config.holdout_fraction, config.seed)
     X, y = X.iloc[kept].reset_index(drop=True), y[kept]
-    excluded = identifier_columns(X) + target_flags(X, target)
+    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(frame[c].dtype)]
+    excluded = identifier_columns(X, dates) + target_flags(X, target)
     if len(excluded) == len(X.columns):
         raise InvalidTask(
             "every feature column identifies rows rather than describes them: "
