@@ -13,6 +13,7 @@ from sklearn.preprocessing import TargetEncoder
 from lepton.data.artifacts import _loads
 from lepton.data.modeling import model_input
 from lepton.data.samples import house_price, messy_houses
+from lepton.services.evaluator.findings import preparation_findings
 from lepton.services.evaluator.inputs import input_schema
 from lepton.services.trainer.pipelines import build_pipeline
 from lepton.services.trainer.protection import (
@@ -197,3 +198,16 @@ def test_the_targets_outlier_flag_is_no_feature() -> None:
     result = train(frame, SearchConfig(target_column="price", **QUICK))  # type: ignore[arg-type]
     assert result.feature_columns == ["area"]
     assert ("target_flag_excluded", "price_outlier") in _codes(result)
+
+
+def test_the_evaluator_reports_each_preparation_step_as_a_finding(
+    clean_text_houses: TrainingResult,
+) -> None:
+    # As the worker reports them in ModelReady.preparation.
+    steps = [finding.record() for finding in clean_text_houses.findings]
+    findings = preparation_findings(steps)
+    assert [(f.code, f.feature) for f in findings] == [(s["code"], s["column"]) for s in steps]
+    (excluded,) = [f for f in findings if f.code == "identifier_excluded"]
+    assert excluded.feature == "房屋ID"
+    assert "named like an identifier" in excluded.message
+    assert excluded.severity == "info"

@@ -35,7 +35,7 @@ from lepton.services.evaluator.failures import (
     EvaluationFailed,
     stored_failure,
 )
-from lepton.services.evaluator.findings import Finding
+from lepton.services.evaluator.findings import Finding, preparation_findings
 from lepton.services.evaluator.inputs import ColumnsMismatch
 from lepton.services.evaluator.promotion import (
     Comparison,
@@ -283,10 +283,7 @@ class ModelReadyHandler:
             raise DatasetMismatch(f"model {ready['model_id']}: {exc}") from exc
         # What training left out or transformed on its own comes first: it explains the
         # features and scores after it.
-        evaluation.findings[:0] = [
-            Finding("info", step["code"], step["message"], feature=step["column"])
-            for step in ready["preparation"]
-        ]
+        evaluation.findings[:0] = preparation_findings(ready["preparation"])
         return evaluation, prepared
 
     def _judge(
