@@ -4,7 +4,11 @@ From a data frame and the job's task this module infers the learning problem, pi
 algorithm families that suit it, parses the search space, searches parameters with
 Optuna's TPE sampler and median pruning over cross-validation folds, and refits the best
 pipeline on all rows. Preprocessing (imputation, one-hot encoding, scaling) is part of
-every pipeline, so each fold fits it on its own training rows only: no leakage.
+every pipeline, so each fold fits it on its own training rows only: no leakage. Before
+the search, :mod:`lepton.services.trainer.protection` decides what a careful analyst
+would (identifiers out, numbers written as text read as numbers, many categories
+target-encoded, a skewed target on a log scale when cross-validation prefers it); each
+decision is a finding (:attr:`TrainingResult.findings`).
 
 The pipeline takes the frame :func:`lepton.data.modeling.model_input` makes (numbers as
 float64, other columns as objects with NaN for missing): that is the input contract of a
@@ -186,8 +190,8 @@ class TrainingResult:
 def prepare(
     frame: pd.DataFrame, config: SearchConfig, sensitive: Collection[str] = ()
 ) -> tuple[pd.DataFrame, np.ndarray[Any, Any], Problem, list[PrepFinding]]:
-    """Features, target, problem and what was left out of the features (identifier-like
-    columns, as :class:`PrepFinding`); raises a :class:`TrainingInputError` that says why
+    """Features, target, problem and what was read differently or left out (a target of
+    numbers written as text, identifier-like columns), as :class:`PrepFinding`; raises a :class:`TrainingInputError` that says why
     the data cannot be trained on as asked.
 
     ``sensitive``: the columns the dataset declares sensitive; they are left out of the
