@@ -191,8 +191,8 @@ def prepare(
     frame: pd.DataFrame, config: SearchConfig, sensitive: Collection[str] = ()
 ) -> tuple[pd.DataFrame, np.ndarray[Any, Any], Problem, list[PrepFinding]]:
     """Features, target, problem and what was read differently or left out (a target of
-    numbers written as text, identifier-like columns), as :class:`PrepFinding`; raises a :class:`TrainingInputError` that says why
-    the data cannot be trained on as asked.
+    numbers written as text, identifier-like columns), as :class:`PrepFinding`; raises a
+    :class:`TrainingInputError` that says why the data cannot be trained on as asked.
 
     ``sensitive``: the columns the dataset declares sensitive; they are left out of the
     features unless the job allows them, and a sensitive target needs the same consent.
