@@ -152,3 +152,18 @@ def test_real_long_tails_keep_every_row(maker: Callable[[], pd.DataFrame], tmp_p
         pass
     assert outcome.quality.rows_rejected == 0
     assert any(column.outliers is not None for column in outcome.spec.columns.values())
+
+
+def test_a_wide_table_shares_one_bounded_budget_for_its_samples(tmp_path: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(60, 200)), columns=[f"c{i}" for i in range(200)]).to_csv(
+        tmp_path / "wide.csv", index=False
+    )
+    pipeline = _pipeline(tmp_path, "wide.csv")  # stats_sample_rows=1000, 10 columns' worth
+    spec = pipeline.prepare().spec
+    stats = pipeline._stats(spec)
+    assert len(stats) == 200  # every column has an outlier rule
+    # 10 columns' worth of 1000 values shared by 200 columns, at least 100 each.
+    assert {column.capacity for column in stats.values()} == {100}

@@ -63,6 +63,9 @@ _ARROW_TYPES = {
 }
 
 Encrypt = Callable[[str, pd.Series], pd.Series]
+# The statistics pass keeps at most this many columns' full samples in all.
+STATS_COLUMNS_AT_FULL = 10
+_MIN_STATS_SAMPLE = 100  # values: enough for a median and MAD against a 6-sigma rule
 _STREAMED_JOIN: dict[str, Literal["inner", "left"]] = {
     "inner": "inner",
     "left": "left",
@@ -328,7 +331,17 @@ class Pipeline:
 
     def _stats(self, spec: DatasetSpec) -> dict[str, ColumnStats]:
         wanted = needs_stats(spec)
-        stats = {name: ColumnStats(self.stats_sample_rows) for name in wanted}
+        # An inferred spec gives every numeric column an outlier rule: on a wide table the
+        # samples share a budget of STATS_COLUMNS_AT_FULL columns' worth, so memory stays
+        # bounded (a median or MAD from a uniform sample of thousands is close to exact).
+        capacity = max(
+            _MIN_STATS_SAMPLE,
+            min(
+                self.stats_sample_rows,
+                STATS_COLUMNS_AT_FULL * self.stats_sample_rows // max(1, len(wanted)),
+            ),
+        )
+        stats = {name: ColumnStats(capacity) for name in wanted}
         for _, typed, failures in self._integrated(spec, Quality()):
             failed = pd.Series(False, index=typed.index)
             for mask in failures.values():
