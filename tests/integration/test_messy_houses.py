@@ -26,7 +26,7 @@ from lepton.cli import demo
 from lepton.config import KafkaAccess, Settings
 from lepton.contract.topics import Namespace
 from lepton.data.samples import house_price, messy_houses
-from lepton.sdk import LeptonClient
+from lepton.sdk.client import LeptonClient
 from tests.integration.processes import BIN, data_service_env, running
 from tests.integration.test_client_examples import run
 
