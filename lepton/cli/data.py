@@ -25,7 +25,9 @@ TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant you act 
 
 @data_app.command("generate")
 def data_generate(
-    kind: Annotated[str, typer.Argument(help="houses, diagnosis or fraud.")],
+    kind: Annotated[
+        str, typer.Argument(help="houses, messy-houses (issue 21's dirt), diagnosis or fraud.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="CSV file to write.")],
 ) -> None:
     """Write one of the bundled example datasets (made here, never downloaded) as CSV."""
@@ -34,6 +36,7 @@ def data_generate(
 
     makers = {
         "houses": samples.house_prices,
+        "messy-houses": samples.messy_houses,
         "diagnosis": samples.diagnosis,
         "fraud": samples.fraud,
     }
@@ -117,10 +120,25 @@ def data_show(
     owner: Annotated[
         str | None, typer.Option(help="Its owner, for a dataset shared with you.")
     ] = None,
+    spec_only: Annotated[
+        bool,
+        typer.Option(
+            "--spec",
+            help="Print only the latest version's spec (YAML), to edit and give back to "
+            "lepton data ingest --spec.",
+        ),
+    ] = False,
 ) -> None:
-    """A dataset's versions, the latest one's columns and its quality summary."""
+    """A dataset's versions, the latest one's columns, quality summary and spec (the one
+    ingest inferred, when none was given: every cleaning rule it applied)."""
+    import yaml
+
     versions = with_client(lambda client: client.dataset(dataset, owner=owner), tenant=tenant)
     latest = versions[0]
+    spec_text = yaml.safe_dump(latest.spec, allow_unicode=True, sort_keys=False)
+    if spec_only:
+        console.print(spec_text, end="", highlight=False, markup=False)
+        return
     history = Table("version", "rows", "region", "spec", "created", title=f"{dataset} versions")
     for version in versions:
         history.add_row(
@@ -153,6 +171,9 @@ def data_show(
         summary.add_row(f"  {rule['rule']}{where}", f"{rule['count']:,}")
     console.print(f"{latest.owner_tenant}/{dataset}", highlight=False)
     console.print(history, columns, summary)
+    origin = "inferred" if latest.spec_inferred else "given"
+    console.print(f"spec (latest, {origin}; --spec prints it alone):", highlight=False)
+    console.print(spec_text, end="", highlight=False, markup=False)
 
 
 @data_app.command("share")

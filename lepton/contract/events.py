@@ -38,6 +38,7 @@ __all__ = [
     "PredictRequested",
     "PredictionError",
     "PredictionResult",
+    "PreparationStep",
     "ProblemType",
     "QualitySummary",
     "Resources",
@@ -535,6 +536,17 @@ class ModelPromoted(TypedDict):
     decided_at: int
 
 
+class PreparationStep(TypedDict):
+    """
+    Something training did to the data on its own: a column it left out of the features, read
+    differently or encoded differently, or a transform of the target.
+    """
+
+    code: str
+    column: NotRequired[str | None]
+    message: str
+
+
 class LeaseProof(TypedDict):
     """
     The scheduler's signed instruction under which a node trained a model: the JobAssigned record's
@@ -572,6 +584,7 @@ class ModelReady(TypedDict):
     artifact_sha256: str
     holdout_fraction: NotRequired[float]
     split_seed: NotRequired[int]
+    preparation: NotRequired[list[PreparationStep]]
     ready_at: int
     lease: NotRequired[LeaseProof | None]
 

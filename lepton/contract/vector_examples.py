@@ -456,6 +456,7 @@ EXAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "artifact_sha256": "00" * 32,
                 "holdout_fraction": 0.0,
                 "split_seed": 0,
+                "preparation": [],
                 "ready_at": T0,
                 "lease": None,
             },
@@ -484,6 +485,13 @@ EXAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                 "artifact_sha256": "9f" * 32,
                 "holdout_fraction": 0.2,
                 "split_seed": 42,
+                "preparation": [
+                    {
+                        "code": "identifier_excluded",
+                        "column": "房屋ID",
+                        "message": "column 房屋ID is named like an identifier: left out",
+                    }
+                ],
                 "ready_at": T2,
                 "lease": None,
             },

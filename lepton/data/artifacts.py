@@ -81,7 +81,8 @@ UNREADABLE = "artifact is not a readable skops file"
 _CHUNK = 2**20
 
 # Types outside skops' default trust list that fitted scikit-learn pipelines hold
-# (tree structures, neighbour indexes, distance metrics); all are data containers.
+# (tree structures, neighbour indexes, distance metrics, fold splitters): data containers,
+# and one function of Lepton's own.
 _TRUSTED_EXACT = frozenset(
     {
         "numpy.dtype",
@@ -89,6 +90,11 @@ _TRUSTED_EXACT = frozenset(
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",
+        # A target encoder's cross-fitting folds: parameters only.
+        "sklearn.model_selection._split.KFold",
+        # Lepton's own reader of numbers written as text (a pure function), the first step
+        # the trainer puts before such a column.
+        "lepton.data.modeling.as_numbers",
     }
 )
 _TRUSTED_PREFIXES = ("sklearn.metrics._dist_metrics.",)

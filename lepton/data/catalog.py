@@ -9,7 +9,7 @@ revokes are recorded by the database, which names who acted from the login.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lepton.data.access import AccessDenied, DatasetNotFound, acting_for, dataset_resource
@@ -55,6 +55,9 @@ class DatasetVersion:
     lineage: list[dict[str, Any]]  # the sources and their content hashes
     region: str | None
     created_at: datetime
+    # The spec its rows were cleaned by (inferred or given), as the request's JSON form:
+    # a user edits it and ingests again with it.
+    spec: dict[str, Any] = field(default_factory=dict)
 
 
 async def list_datasets(
@@ -103,7 +106,7 @@ async def dataset_versions(
     refused = None
     async with acting_for(pool, reader_tenant, region) as connection:
         rows = await connection.fetch(
-            "SELECT owner_tenant, name, version, rows, columns, quality, spec_inferred, "
+            "SELECT owner_tenant, name, version, rows, columns, quality, spec, spec_inferred, "
             "lineage, region, created_at FROM lepton_ingest.datasets "
             "WHERE owner_tenant = $1 AND name = $2 AND ($3::text IS NULL OR version = $3) "
             "ORDER BY created_at DESC",
@@ -133,6 +136,7 @@ async def dataset_versions(
             lineage=json.loads(row["lineage"]),
             region=row["region"],
             created_at=row["created_at"],
+            spec=json.loads(row["spec"]),
         )
         for row in rows
     ]

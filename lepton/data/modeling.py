@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["holdout_split", "labelled", "model_input"]
+__all__ = ["as_numbers", "holdout_split", "labelled", "model_input"]
 
 IntArray = np.ndarray[Any, np.dtype[np.intp]]
 
@@ -41,6 +41,21 @@ def model_input(frame: pd.DataFrame) -> pd.DataFrame:
         else:
             columns[name] = pd.Series(_as_text(values), index=frame.index, dtype=object)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def as_numbers(values: Any) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Columns of text read as numbers (NaN where a value is not one), as a stored
+    pipeline's first step does for text columns that hold numbers: the pipeline then
+    takes the same text at prediction time. Thousands separators are allowed."""
+    frame = pd.DataFrame(values)
+    columns = [
+        pd.to_numeric(
+            frame[name].astype("string").str.strip().str.replace(",", "", regex=False),
+            errors="coerce",
+        ).to_numpy(dtype="float64", na_value=np.nan)
+        for name in frame.columns
+    ]
+    return np.column_stack(columns) if columns else np.empty((len(frame), 0))
 
 
 def _as_text(values: pd.Series) -> np.ndarray[Any, np.dtype[np.object_]]:

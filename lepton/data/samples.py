@@ -2,6 +2,9 @@
 
 - :func:`house_prices`: the seed document's messy house-price table (面积 m², 房型, 区域,
   价格) with duplicates, missing values, wrong types and an outlier.
+- :func:`messy_houses`: the house table with the seed's own headers and every kind of dirt
+  issue 21 measured (an identifier, a negative area, a formula, a 1e8 price, ...), and
+  :func:`house_price`, the rule that generates its prices.
 - :func:`diagnosis`: scikit-learn's breast-cancer data as a diagnosis table.
 - :func:`fraud`: card transactions with rare fraudulent ones (about 0.5 %).
 - :func:`write_messy_csv`: a large messy CSV streamed to disk chunk by chunk.
@@ -22,7 +25,9 @@ __all__ = [
     "HOUSE_TYPES",
     "diagnosis",
     "fraud",
+    "house_price",
     "house_prices",
+    "messy_houses",
     "write_messy_csv",
 ]
 
@@ -62,6 +67,57 @@ def house_prices(rows: int = 200, seed: int = 7) -> pd.DataFrame:
     frame.loc[13, "价格"] = "1000000000"
     frame.loc[14, "区域"] = None
     return pd.concat([frame, frame.iloc[:5]], ignore_index=True)
+
+
+# The messy table's pricing rule (price per m² by district, times a factor by type), so
+# that a 150 m² 普通住宅 in B区 costs 12,000.
+_MESSY_UNIT = {"A区": 110.0, "B区": 80.0, "C区": 55.0}
+_MESSY_FACTOR = {"普通住宅": 1.0, "公寓": 0.85, "别墅": 1.6}
+MESSY_FORMULA = '=HYPERLINK("http://example.invalid","普通住宅")'
+
+
+def house_price(area: float, kind: str, district: str) -> float:
+    """The price :func:`messy_houses` generates for a house, before its noise."""
+    return area * _MESSY_UNIT[district] * _MESSY_FACTOR[kind]
+
+
+def messy_houses(rows: int = 300, seed: int = 21) -> pd.DataFrame:
+    """A house table with the seed's headers (房屋ID, 面积, 房屋类型, 地理位置, 价格) as a
+    spreadsheet export gives it (every value text): ``rows`` clean rows priced by
+    :func:`house_price` with 5 % noise, then, after them, two duplicates of clean rows and
+    one row per defect: a missing 面积, 面积 in words, a missing 地理位置, a negative 面积, a
+    formula as 房屋类型 and a 价格 of 99,999,999. 房屋ID numbers the rows (an identifier
+    that says nothing about the price)."""
+    if rows < 20:
+        raise ValueError("messy_houses needs at least 20 rows")
+    rng = np.random.default_rng(seed)
+    area = rng.uniform(40, 220, rows).round(1)
+    kind = rng.choice(list(_MESSY_FACTOR), rows, p=[0.6, 0.3, 0.1])
+    district = rng.choice(list(_MESSY_UNIT), rows)
+    noise = rng.normal(1.0, 0.05, rows)
+    price = [
+        house_price(a, k, d) * n for a, k, d, n in zip(area, kind, district, noise, strict=True)
+    ]
+    clean = pd.DataFrame(
+        {
+            "面积": [f"{value:.1f}" for value in area],
+            "房屋类型": kind,
+            "地理位置": district,
+            "价格": [f"{value:.0f}" for value in price],
+        }
+    ).astype(object)
+    dirty = clean.iloc[[0, 1, 2, 3, 4, 5, 6, 7]].copy()
+    dirty.iloc[2, 0] = None  # a missing area
+    dirty.iloc[3, 0] = "一百二十"  # an area in words
+    dirty.iloc[4, 2] = None  # a missing district
+    dirty.iloc[5, 0] = "-85.0"  # a negative area
+    dirty.iloc[6, 1] = MESSY_FORMULA  # a formula as a category
+    dirty.iloc[7, 3] = "99999999"  # an absurd price
+    frame = pd.concat([clean, dirty], ignore_index=True)
+    ids = [str(i + 1) for i in range(len(frame))]
+    ids[rows], ids[rows + 1] = "1", "2"  # the duplicates repeat their rows whole
+    frame.insert(0, "房屋ID", ids)
+    return frame
 
 
 def diagnosis() -> pd.DataFrame:

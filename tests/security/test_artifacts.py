@@ -318,12 +318,13 @@ MARKER = "NATID-000001"
 
 
 def people(rows: int = 60) -> pd.DataFrame:
-    """A table with a sensitive column of national ids (distinct, recognisable values)."""
+    """A table with a sensitive column of recognisable values (national ids, each shared by
+    three rows: a column different on every row would be left out as an identifier)."""
     rng = np.random.default_rng(0)
     return pd.DataFrame(
         {
             "x": rng.normal(size=rows),
-            "natid": pd.Series([f"NATID-{i:06d}" for i in range(rows)], dtype="string"),
+            "natid": pd.Series([f"NATID-{i % 20:06d}" for i in range(rows)], dtype="string"),
             "y": rng.normal(size=rows),
         }
     )

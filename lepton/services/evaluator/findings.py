@@ -27,7 +27,7 @@ from lepton.services.evaluator.metrics import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from lepton.services.evaluator.evaluation import EvaluationConfig
 
@@ -38,6 +38,7 @@ __all__ = [
     "imbalance_findings",
     "leakage_findings",
     "permutation_importance",
+    "preparation_findings",
     "rank_features",
 ]
 
@@ -60,6 +61,14 @@ class Finding:
             "feature": self.feature,
             "value": self.value,
         }
+
+
+def preparation_findings(steps: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """What training excluded or transformed on its own (``ModelReady.preparation``), as
+    findings: the columns a reader misses among the features, and why."""
+    return [
+        Finding("info", step["code"], step["message"], feature=step["column"]) for step in steps
+    ]
 
 
 def fit_findings(

@@ -2,7 +2,9 @@
 and which categories it saw in training.
 
 The trainer's pipelines start with a ColumnTransformer whose numeric branch imputes (and
-may scale) and whose categorical branch one-hot encodes with ``handle_unknown="ignore"``.
+may scale), whose categorical branches one-hot encode with ``handle_unknown="ignore"`` or
+target-encode, and whose branch for numbers written as text starts by converting them
+(a FunctionTransformer), so it takes text or numbers.
 The evaluator reads that structure through scikit-learn's own attributes (not the
 trainer's code: services never import each other) to check a dataset or a prediction
 request against the model before scoring it.
@@ -16,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, TargetEncoder
+
+from lepton.data.modeling import as_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,14 +66,20 @@ def declared_columns_read(pipeline: Any, features: list[str]) -> bool:
     return fitted is None or [str(name) for name in fitted] == features
 
 
-def _encoder(transformer: Any) -> OneHotEncoder | None:
-    if isinstance(transformer, OneHotEncoder):
-        return transformer
-    if isinstance(transformer, Pipeline):
-        for _, step in transformer.steps:
-            if isinstance(step, OneHotEncoder):
-                return step
+def _encoder(transformer: Any) -> OneHotEncoder | TargetEncoder | None:
+    steps = transformer.steps if isinstance(transformer, Pipeline) else [("", transformer)]
+    for _, step in steps:
+        if isinstance(step, OneHotEncoder | TargetEncoder):
+            return step
     return None
+
+
+def _converts(transformer: Any) -> bool:
+    """Whether the branch reads numbers written as text first: it takes either. (A fitted
+    ColumnTransformer's "passthrough" is a FunctionTransformer too, without a function.)"""
+    steps = transformer.steps if isinstance(transformer, Pipeline) else [("", transformer)]
+    first = steps[0][1]
+    return isinstance(first, FunctionTransformer) and first.func is as_numbers
 
 
 def input_schema(pipeline: Any, features: list[str]) -> InputSchema:
@@ -84,6 +94,8 @@ def input_schema(pipeline: Any, features: list[str]) -> InputSchema:
     categories: dict[str, frozenset[str]] = {}
     for _, transformer, columns in preprocess.transformers_:
         if isinstance(columns, str) or transformer == "drop":
+            continue
+        if _converts(transformer):
             continue
         encoder = _encoder(transformer)
         if encoder is None:

@@ -35,7 +35,7 @@ from lepton.services.evaluator.failures import (
     EvaluationFailed,
     stored_failure,
 )
-from lepton.services.evaluator.findings import Finding
+from lepton.services.evaluator.findings import Finding, preparation_findings
 from lepton.services.evaluator.inputs import ColumnsMismatch
 from lepton.services.evaluator.promotion import (
     Comparison,
@@ -281,6 +281,9 @@ class ModelReadyHandler:
             evaluation = evaluate(challenger.pipeline, prepared, features, self.config)
         except ColumnsMismatch as exc:
             raise DatasetMismatch(f"model {ready['model_id']}: {exc}") from exc
+        # What training left out or transformed on its own comes first: it explains the
+        # features and scores after it.
+        evaluation.findings[:0] = preparation_findings(ready["preparation"])
         return evaluation, prepared
 
     def _judge(

@@ -18,7 +18,7 @@ import pandas as pd
 from lepton.services.ingest.coercion import ROW, SOURCE, convert
 from lepton.services.ingest.dedupe import DedupeIndex
 from lepton.services.ingest.input_bounds import clip
-from lepton.services.ingest.spec import ColumnSpec, DatasetSpec
+from lepton.services.ingest.spec import RARE_MIN_VALUES, ColumnSpec, DatasetSpec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -119,6 +119,7 @@ class Cleaner:
         self._keys = keys if keys is not None else DedupeIndex()
         self._fills: dict[str, Any] = {}
         self._bounds: dict[str, tuple[float, float]] = {}
+        self._rare: dict[str, tuple[frozenset[str], int]] = {}  # rare values, column count
         for name, column in spec.columns.items():
             column_stats = stats.get(name)
             if column.missing == "constant":
@@ -131,6 +132,14 @@ class Cleaner:
                 bounds = _outlier_bounds(column, column_stats)
                 if bounds is not None:
                     self._bounds[name] = bounds
+            if column.rare is not None and column_stats is not None:
+                total = sum(column_stats.counts.values())
+                if total >= RARE_MIN_VALUES:
+                    rare = column.rare
+                    self._rare[name] = (
+                        frozenset(v for v, n in column_stats.counts.items() if n <= rare),
+                        total,
+                    )
 
     def output_columns(self) -> list[tuple[str, ColumnSpec]]:
         """The stored columns: the spec's, plus a boolean flag per flagged outlier rule."""
@@ -198,7 +207,7 @@ class Cleaner:
         for name, column in self.spec.columns.items():
             self._value_rules(typed, name, column, reject)
 
-        kept = typed[alive]
+        kept = self._neutralised(typed[alive])
         kept = self._outliers(kept, quality, rejects, alive, typed)
         columns = [SOURCE, ROW, *(name for name, _ in self.output_columns())]
         return Cleaned(kept[columns].reset_index(drop=True), self._reject_frame(rejects, raw))
@@ -253,9 +262,43 @@ class Cleaner:
         frame["raw"] = rows.to_json(orient="records", lines=True, force_ascii=False).splitlines()
         return frame[list(REJECT_COLUMNS)]
 
+    def _neutralised(self, kept: pd.DataFrame) -> pd.DataFrame:
+        """Text a spreadsheet would run as a formula, prefixed with ' (OWASP)."""
+        for name, column in self.spec.columns.items():
+            if column.formulas != "neutralise":
+                continue
+            formula = _formulas(kept[name])
+            count = int(formula.sum())
+            if count:
+                kept = kept.assign(**{name: kept[name].mask(formula, "'" + kept[name])})
+                self.quality.rules[("formula:neutralise", name)] += count
+        return kept
+
     def _value_rules(self, typed: pd.DataFrame, name: str, column: ColumnSpec, reject: Any) -> None:
         values = typed[name]
         present = values.notna()
+        if column.formulas == "reject":
+            reject(
+                _formulas(values),
+                "formula",
+                name,
+                lambda v: f"{name} {v} would run as a spreadsheet formula",
+                values,
+            )
+        if name in self._rare:
+            rare, total = self._rare[name]
+            most = column.rare
+            reject(
+                present & values.isin(rare).fillna(False),
+                "rare",
+                name,
+                lambda v: (
+                    f"{name} {v} is held by at most {most} of the column's {total} "
+                    "values: junk among its categories"
+                    + (" (a spreadsheet formula)" if v[1:2] in _FORMULA_START else "")
+                ),
+                values,
+            )
         if column.min is not None:
             low = present & (values < column.min).fillna(False)
             reject(low, "range", name, lambda v: f"{name} {v} is below {column.min:g}", values)
@@ -335,14 +378,44 @@ class Cleaner:
         return fresh
 
 
+# OWASP CSV injection: a cell starting with one of these runs as a formula in a
+# spreadsheet; a plain number starting with + or - is harmless and left alone.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+
+
+def _formulas(values: pd.Series) -> pd.Series:
+    text = values.astype("string")
+    starts = text.str.startswith(_FORMULA_START).fillna(False)
+    return (starts & ~text.str.fullmatch(_PLAIN_NUMBER).fillna(False)).astype(bool)
+
+
 def _reason(before: str, after: str = "") -> Callable[[str], str]:
     """A reject reason around the value as shown (empty for rules that quote none)."""
     return lambda shown: f"{before}{shown}{after}"
 
 
+def _robust_bounds(robust: tuple[float, float] | None, limit: float) -> tuple[float, float] | None:
+    """median ± limit robust standard deviations (1.4826 x MAD estimates the standard
+    deviation of normal data); None when most values are equal (no spread to measure by)."""
+    if robust is None or robust[1] == 0:
+        return None
+    median, mad = robust
+    return median - limit * 1.4826 * mad, median + limit * 1.4826 * mad
+
+
 def _outlier_bounds(column: ColumnSpec, stats: ColumnStats) -> tuple[float, float] | None:
     assert column.outliers is not None
     limit = column.outliers.limit
+    if column.outliers.method == "mad":
+        linear = _robust_bounds(stats.robust(log=False), limit)
+        if linear is None or column.outliers.scale == "linear":
+            return linear
+        logged = _robust_bounds(stats.robust(log=True), limit)
+        if logged is None:
+            return linear
+        # Far on both scales: outside the union of the two intervals (both hold the median).
+        return min(linear[0], float(np.exp(logged[0]))), max(linear[1], float(np.exp(logged[1])))
     if column.outliers.method == "iqr":
         q1, q3 = stats.quantile(0.25), stats.quantile(0.75)
         if q1 is None or q3 is None:

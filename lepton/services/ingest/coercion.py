@@ -27,7 +27,16 @@ from lepton.services.ingest.spec import (
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["ROW", "SOURCE", "coerce", "convert", "effective_spec", "merge_types", "source_types"]
+__all__ = [
+    "INFER_ROWS",
+    "ROW",
+    "SOURCE",
+    "coerce",
+    "convert",
+    "effective_spec",
+    "merge_types",
+    "source_types",
+]
 
 SOURCE = "__source"
 ROW = "__row"
@@ -47,12 +56,12 @@ _NULLABLE = {
 }
 
 
-_INFER_ROWS = 5_000
+INFER_ROWS = 5_000
 
 
 def source_types(sample: pd.DataFrame) -> dict[str, LogicalType]:
     """The logical type of each column of one source, from the start of its first chunk."""
-    head = sample.head(_INFER_ROWS)
+    head = sample.head(INFER_ROWS)
     return {str(name): infer_type(head[name]) for name in head.columns}
 
 
@@ -86,16 +95,9 @@ def merge_types(
     return merged
 
 
-def effective_spec(given: DatasetSpec | None, types: Mapping[str, LogicalType]) -> DatasetSpec:
-    """The spec the data is cleaned by: the given one completed, or one inferred.
-
-    An inferred column is nullable: inference sees only the start of each source, and a
-    later null must not become a reject.
-    """
-    if given is None:
-        return DatasetSpec(
-            columns={name: ColumnSpec(type=kind) for name, kind in types.items()}, dedupe="exact"
-        )
+def effective_spec(given: DatasetSpec, types: Mapping[str, LogicalType]) -> DatasetSpec:
+    """The spec the data is cleaned by: the given one, completed with the columns it does
+    not declare (when it keeps them). Without a spec, :mod:`.inference` makes one."""
     missing = [name for name in given.columns if name not in types]
     if missing:
         raise IngestRejected(

@@ -54,6 +54,17 @@ class ColumnStats:
         else:
             self.counts.update(present.astype(str).value_counts().to_dict())
 
+    def robust(self, *, log: bool) -> tuple[float, float] | None:
+        """Median and median absolute deviation of the values (of their logarithms with
+        ``log``, positive values only)."""
+        values = self._values
+        if log:
+            values = np.log(values[values > 0])
+        if not len(values):
+            return None
+        median = float(np.median(values))
+        return median, float(np.median(np.abs(values - median)))
+
     def quantile(self, q: float) -> float | None:
         return float(np.quantile(self._values, q)) if len(self._values) else None
 
@@ -83,5 +94,7 @@ def needs_stats(spec: DatasetSpec) -> list[str]:
     return [
         name
         for name, column in spec.columns.items()
-        if column.missing in ("median", "mode") or column.outliers is not None
+        if column.missing in ("median", "mode")
+        or column.outliers is not None
+        or column.rare is not None
     ]

@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 
 from lepton.services.ingest.cleaning import Cleaner, Quality
 from lepton.services.ingest.coercion import (
+    INFER_ROWS,
     ROW,
     SOURCE,
     coerce,
@@ -35,6 +36,7 @@ from lepton.services.ingest.coercion import (
 )
 from lepton.services.ingest.column_stats import ColumnStats, needs_stats
 from lepton.services.ingest.dedupe import DedupeIndex
+from lepton.services.ingest.inference import careful_spec
 from lepton.services.ingest.input_bounds import Bounds, check_categories, check_cells, check_columns
 from lepton.services.ingest.spec import NUMERIC, ColumnSpec, DatasetSpec, IngestRejected
 
@@ -61,6 +63,9 @@ _ARROW_TYPES = {
 }
 
 Encrypt = Callable[[str, pd.Series], pd.Series]
+# The statistics pass keeps at most this many columns' full samples in all.
+STATS_COLUMNS_AT_FULL = 10
+_MIN_STATS_SAMPLE = 100  # values: enough for a median and MAD against a 6-sigma rule
 _STREAMED_JOIN: dict[str, Literal["inner", "left"]] = {
     "inner": "inner",
     "left": "left",
@@ -143,7 +148,7 @@ class Pipeline:
 
     def prepare(self) -> Outcome:
         """Types per source (from each first chunk), merged; the effective spec."""
-        per_source = []
+        per_source, samples = [], []
         for reader in self.readers:
             first = next(reader.chunks(probe=True), None)
             if first is None:
@@ -152,6 +157,7 @@ class Pipeline:
                 )
             sample = first.drop(columns=[SOURCE, ROW])
             per_source.append((reader.name, source_types(sample)))
+            samples.append(sample.head(INFER_ROWS))
         types = merge_types(per_source)
         if self.integration.mode == "join":
             self._check_join(per_source)
@@ -159,7 +165,11 @@ class Pipeline:
             raise IngestRejected(
                 "spec_invalid", f"integration mode {self.integration.mode!r} is not supported"
             )
-        spec = effective_spec(self.given, types)
+        spec = (
+            careful_spec(types, pd.concat(samples, ignore_index=True))
+            if self.given is None
+            else effective_spec(self.given, types)
+        )
         for name, column in spec.columns.items():
             if column.categories is not None:
                 check_categories(
@@ -321,7 +331,17 @@ class Pipeline:
 
     def _stats(self, spec: DatasetSpec) -> dict[str, ColumnStats]:
         wanted = needs_stats(spec)
-        stats = {name: ColumnStats(self.stats_sample_rows) for name in wanted}
+        # An inferred spec gives every numeric column an outlier rule: on a wide table the
+        # samples share a budget of STATS_COLUMNS_AT_FULL columns' worth, so memory stays
+        # bounded (a median or MAD from a uniform sample of thousands is close to exact).
+        capacity = max(
+            _MIN_STATS_SAMPLE,
+            min(
+                self.stats_sample_rows,
+                STATS_COLUMNS_AT_FULL * self.stats_sample_rows // max(1, len(wanted)),
+            ),
+        )
+        stats = {name: ColumnStats(capacity) for name in wanted}
         for _, typed, failures in self._integrated(spec, Quality()):
             failed = pd.Series(False, index=typed.index)
             for mask in failures.values():

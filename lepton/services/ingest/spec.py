@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NUMERIC",
+    "RARE_MIN_VALUES",
     "ColumnSpec",
     "DatasetSpec",
     "IngestRejected",
@@ -32,6 +33,9 @@ __all__ = [
     "infer_type",
     "parse_spec",
 ]
+
+# A column needs this many non-null values before its rare values count as junk.
+RARE_MIN_VALUES = 100
 
 LogicalType = Literal["integer", "float", "string", "boolean", "datetime", "category"]
 NUMERIC: frozenset[str] = frozenset({"integer", "float"})
@@ -66,17 +70,32 @@ class IngestRejected(Exception):
 
 
 class Outliers(BaseModel):
+    """Values far from the rest of their column: flagged (a boolean column beside it) or
+    dropped (the row becomes a reject with the reason, kept in the rejects table)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["iqr", "zscore"]
+    method: Literal["iqr", "zscore", "mad"]
     action: Literal["flag", "drop"] = "flag"
-    threshold: float | None = None  # IQR multiplier (1.5) or z-score (3.0)
+    # IQR multiplier (1.5), z-score (3.0) or robust z-score (3.5): |x - median| over
+    # 1.4826 x the median absolute deviation, a z-score that outliers cannot inflate.
+    threshold: float | None = None
+    # "both": a value is outside only when it is far on the linear scale and also on a
+    # log scale (of the positive values), for a non-negative column (prices, amounts,
+    # lab measurements): its long tail is data, an absurd value is far on both.
+    scale: Literal["linear", "both"] = "linear"
+
+    @model_validator(mode="after")
+    def _both_is_robust(self) -> Outliers:
+        if self.scale == "both" and self.method != "mad":
+            raise ValueError("scale: both needs method: mad")
+        return self
 
     @property
     def limit(self) -> float:
         if self.threshold is not None:
             return self.threshold
-        return 1.5 if self.method == "iqr" else 3.0
+        return {"iqr": 1.5, "zscore": 3.0, "mad": 3.5}[self.method]
 
 
 class ColumnSpec(BaseModel):
@@ -92,6 +111,13 @@ class ColumnSpec(BaseModel):
     missing: Literal["keep", "drop", "constant", "median", "mode"] = "keep"
     fill: str | float | bool | None = None
     outliers: Outliers | None = None
+    # A text value a spreadsheet would run as a formula (OWASP CSV injection: it starts
+    # with =, +, -, @, a tab or a carriage return, and is not a plain number): prefixed
+    # with ' so that it stays text wherever the data is opened, or rejected.
+    formulas: Literal["keep", "neutralise", "reject"] = "keep"
+    # A value that at most this many rows hold (over the whole dataset) is a reject, in a
+    # column of at least RARE_MIN_VALUES values: junk among a few categories.
+    rare: int | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ColumnSpec:
@@ -117,6 +143,11 @@ class ColumnSpec(BaseModel):
             raise ValueError("missing: constant needs fill")
         if self.outliers is not None and not numeric:
             raise ValueError(f"outliers need a numeric type, not {self.type}")
+        text = self.type in ("category", "string")
+        if self.formulas != "keep" and not text:
+            raise ValueError(f"formulas need type string or category, not {self.type}")
+        if self.rare is not None and not (text and self.rare >= 1):
+            raise ValueError("rare needs type string or category and a count of at least 1")
         return self
 
 

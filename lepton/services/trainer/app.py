@@ -420,6 +420,7 @@ class Agent:
             "artifact_sha256": result["artifact"]["sha256"],
             "holdout_fraction": result["holdout_fraction"],
             "split_seed": result["split_seed"],
+            "preparation": result["preparation"],
             "ready_at": _now_ms(),
             "lease": entry.lease,
         }

@@ -1,7 +1,8 @@
 """The algorithm families a job may search: which suit a problem, and their pipelines.
 
-Preprocessing (imputation, one-hot encoding, scaling) is part of every pipeline, so each
-cross-validation fold fits it on its own training rows only: no leakage.
+Preprocessing (imputation, reading numbers written as text, one-hot or target encoding,
+scaling) is part of every pipeline, so each cross-validation fold fits it on its own
+training rows only: no leakage.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
+from sklearn.model_selection import KFold
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler, TargetEncoder
 from sklearn.svm import SVC, SVR
 
 from lepton.contract.algorithms import AUTO
+from lepton.data.modeling import as_numbers
 from lepton.services.trainer.errors import AlgorithmMismatch
+from lepton.services.trainer.protection import log_target
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -128,27 +132,72 @@ def build_pipeline(
     *,
     numeric: Sequence[str],
     categorical: Sequence[str],
+    numeric_text: Sequence[str] = (),
+    encoded: Sequence[str] = (),
+    log_scale: bool = False,
     seed: int = 0,
     n_jobs: int = 1,
 ) -> Pipeline:
-    """Preprocessing and model in one pipeline, so that cross-validation refits both."""
-    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
-    if family in _SCALED:
-        numeric_steps.append(("scale", StandardScaler()))
+    """Preprocessing and model in one pipeline, so that cross-validation refits both.
+
+    ``numeric_text``: text columns read as numbers; ``encoded``: categorical columns
+    target-encoded rather than one-hot; ``log_scale``: a regression target modelled on a
+    log scale (see :mod:`lepton.services.trainer.protection`).
+    """
+    scaled = family in _SCALED
+
+    def numeric_steps() -> list[tuple[str, Any]]:
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        return [*steps, ("scale", StandardScaler())] if scaled else steps
+
     categorical_steps = [
         ("impute", SimpleImputer(strategy="most_frequent")),
         # Dense output: histogram gradient boosting takes no sparse input, and one-hot
         # columns of a tabular dataset are few.
         ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
     ]
-    transformers: list[tuple[str, Any, list[str]]] = []
-    if numeric:
-        transformers.append(("numeric", Pipeline(numeric_steps), list(numeric)))
-    if categorical:
-        transformers.append(("categorical", Pipeline(categorical_steps), list(categorical)))
+    encoded_steps: list[tuple[str, Any]] = [
+        ("impute", SimpleImputer(strategy="most_frequent")),
+        # Integer prices would look like class labels to "auto". The cross-fitting folds
+        # are seeded (repeatable) and plain: stratified ones would refuse a rare class
+        # inside a cross-validation fold.
+        (
+            "target",
+            TargetEncoder(
+                target_type="continuous" if problem == "regression" else "auto",
+                cv=KFold(5, shuffle=True, random_state=seed),
+            ),
+        ),
+    ]
+    if scaled:
+        encoded_steps.append(("scale", StandardScaler()))
+    groups = [
+        ("numeric", numeric_steps(), numeric),
+        # A text column of numbers is converted inside the pipeline, so that prediction
+        # requests may send the same text the dataset had.
+        (
+            "numeric_text",
+            [
+                ("as_numbers", FunctionTransformer(as_numbers, feature_names_out="one-to-one")),
+                *numeric_steps(),
+            ],
+            numeric_text,
+        ),
+        ("categorical", categorical_steps, [c for c in categorical if c not in encoded]),
+        ("encoded", encoded_steps, encoded),
+    ]
+    transformers = [
+        (name, Pipeline(steps), list(columns)) for name, steps, columns in groups if columns
+    ]
     model = make_estimator(family, problem, seed, n_jobs)
-    if isinstance(model, TransformedTargetRegressor):
-        model.regressor.set_params(**params)
-    else:
-        model.set_params(**params)
+    _innermost(model).set_params(**params)
+    if log_scale:
+        model = log_target(model)
     return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", model)])
+
+
+def _innermost(model: Any) -> Any:
+    """The estimator a family's parameters belong to, inside any target transforms."""
+    while isinstance(model, TransformedTargetRegressor):
+        model = model.regressor
+    return model

@@ -4,7 +4,11 @@ From a data frame and the job's task this module infers the learning problem, pi
 algorithm families that suit it, parses the search space, searches parameters with
 Optuna's TPE sampler and median pruning over cross-validation folds, and refits the best
 pipeline on all rows. Preprocessing (imputation, one-hot encoding, scaling) is part of
-every pipeline, so each fold fits it on its own training rows only: no leakage.
+every pipeline, so each fold fits it on its own training rows only: no leakage. Before
+the search, :mod:`lepton.services.trainer.protection` decides what a careful analyst
+would (identifiers out, numbers written as text read as numbers, many categories
+target-encoded, a skewed target on a log scale when cross-validation prefers it); each
+decision is a finding (:attr:`TrainingResult.findings`).
 
 The pipeline takes the frame :func:`lepton.data.modeling.model_input` makes (numbers as
 float64, other columns as objects with NaN for missing): that is the input contract of a
@@ -34,7 +38,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
-from lepton.data.modeling import holdout_split, labelled
+from lepton.data.modeling import as_numbers, holdout_split, labelled, model_input
 from lepton.services.trainer.errors import (
     ConstantTarget,
     InvalidTask,
@@ -48,6 +52,14 @@ from lepton.services.trainer.pipelines import (
     build_pipeline,
     candidate_families,
     infer_problem,
+)
+from lepton.services.trainer.protection import (
+    PrepFinding,
+    choose_target_transform,
+    high_cardinality,
+    identifier_columns,
+    numeric_text_columns,
+    target_flags,
 )
 from lepton.services.trainer.search_space import parse_search_space
 
@@ -171,13 +183,16 @@ class TrainingResult:
     # The dataset's sensitive columns the model reads (features or target): its artifact
     # must be encrypted when there is any.
     sensitive_columns: list[str] = field(default_factory=list)
+    # What training left out or transformed on its own, and why.
+    findings: list[PrepFinding] = field(default_factory=list)
 
 
 def prepare(
     frame: pd.DataFrame, config: SearchConfig, sensitive: Collection[str] = ()
-) -> tuple[pd.DataFrame, np.ndarray[Any, Any], Problem]:
-    """Features, target and problem; raises a :class:`TrainingInputError` that says why
-    the data cannot be trained on as asked.
+) -> tuple[pd.DataFrame, np.ndarray[Any, Any], Problem, list[PrepFinding]]:
+    """Features, target, problem and what was read differently or left out (a target of
+    numbers written as text, identifier-like columns), as :class:`PrepFinding`; raises a
+    :class:`TrainingInputError` that says why the data cannot be trained on as asked.
 
     ``sensitive``: the columns the dataset declares sensitive; they are left out of the
     features unless the job allows them, and a sensitive target needs the same consent.
@@ -194,6 +209,14 @@ def prepare(
             f"target column {target!r} is not in the dataset (columns: "
             f"{', '.join(map(str, frame.columns))})"
         )
+    findings: list[PrepFinding] = []
+    if config.problem_type in (None, "regression"):
+        numbers = numeric_text_columns(model_input(frame[[target]].dropna()))
+        if numbers:
+            # Regressing on text is impossible and classifying prices absurd: a target of
+            # numbers written as text is read as numbers, and the rest are missing.
+            frame = frame.assign(**{target: as_numbers(frame[[target]])[:, 0]})
+            findings += numbers
     frame = frame[frame[target].notna()]
     left_out = set() if config.allow_sensitive_columns else set(sensitive)
     features = [c for c in frame.columns if c != target and c not in left_out]
@@ -220,6 +243,15 @@ def prepare(
     # The held-out rows are gone from here on: the search and the refit never see them.
     kept, _ = holdout_split(y, problem, config.holdout_fraction, config.seed)
     X, y = X.iloc[kept].reset_index(drop=True), y[kept]
+    dates = [c for c in features if pd.api.types.is_datetime64_any_dtype(frame[c].dtype)]
+    excluded = identifier_columns(X, dates) + target_flags(X, target)
+    if len(excluded) == len(X.columns):
+        raise InvalidTask(
+            "every feature column identifies rows rather than describes them: "
+            + "; ".join(finding.message for finding in excluded)
+        )
+    X = X.drop(columns=[finding.column for finding in excluded])
+    findings += excluded
     if len(y) < config.cv_folds:
         raise TooFewRows(
             f"{len(y)} rows with a target value left for training; {config.cv_folds}-fold "
@@ -232,7 +264,7 @@ def prepare(
                 f"class {counts.idxmin()!r} has {counts.min()} training rows; "
                 f"{config.cv_folds}-fold stratified cross-validation needs at least one per fold"
             )
-    return X, y, problem
+    return X, y, problem, findings
 
 
 def trial_share(budget: int, workers: int, index: int) -> int:
@@ -268,7 +300,7 @@ def train(
     """
     began = clock()
     report = progress or (lambda percent, stage: None)
-    X, y, problem = prepare(frame, config, sensitive)
+    X, y, problem, findings = prepare(frame, config, sensitive)
     families = candidate_families(problem, config.algorithm)
     space = parse_search_space(config.search_space, families, problem)
     families = tuple(space)
@@ -278,7 +310,12 @@ def train(
     except ValueError:
         raise InvalidTask(f"task.scoring {scoring!r} is not a scikit-learn scorer") from None
     numeric = [c for c in X.columns if X[c].dtype == np.float64]
-    categorical = [c for c in X.columns if c not in numeric]
+    as_text = numeric_text_columns(X)
+    numeric_text = [str(finding.column) for finding in as_text]
+    categorical = [c for c in X.columns if c not in numeric and c not in numeric_text]
+    many = high_cardinality(X, categorical)
+    encoded = [str(finding.column) for finding in many]
+    findings += as_text + many
     splitter = (
         KFold(config.cv_folds, shuffle=True, random_state=config.seed)
         if problem == "regression"
@@ -286,16 +323,37 @@ def train(
     )
     folds = list(splitter.split(X, y))
 
-    def pipeline_for(family: str, params: Mapping[str, Any]) -> Pipeline:
+    def pipeline_for(
+        family: str, params: Mapping[str, Any], *, log_scale: bool = False
+    ) -> Pipeline:
         return build_pipeline(
             family,
             problem,
             params,
             numeric=numeric,
             categorical=categorical,
+            numeric_text=numeric_text,
+            encoded=encoded,
+            log_scale=log_scale,
             seed=config.seed,
             n_jobs=config.n_jobs,
         )
+
+    log_scale = False
+    if problem == "regression":
+        report(9, "choosing the target's scale")
+        with threadpool_limits(limits=config.n_jobs):
+            log_scale, scale_finding = choose_target_transform(
+                X,
+                y,
+                folds,
+                scoring,
+                pipeline_for("hist_gradient_boosting", {}),
+                config.seed,
+                config.target_column,
+            )
+        if scale_finding is not None:
+            findings.append(scale_finding)
 
     def objective(trial: optuna.Trial) -> float:
         family = (
@@ -310,7 +368,7 @@ def train(
         trial.set_user_attr("family", family)
         scores: list[float] = []
         for step, (train_rows, test_rows) in enumerate(folds):
-            model = clone(pipeline_for(family, params))
+            model = clone(pipeline_for(family, params, log_scale=log_scale))
             model.fit(X.iloc[train_rows], y[train_rows])
             scores.append(float(scorer(model, X.iloc[test_rows], y[test_rows])))
             trial.set_user_attr("fold_scores", scores)
@@ -364,7 +422,7 @@ def train(
         pipeline = None
         if refit:
             report(92, "refitting")
-            pipeline = pipeline_for(family, params).fit(X, y)
+            pipeline = pipeline_for(family, params, log_scale=log_scale).fit(X, y)
     return TrainingResult(
         pipeline=pipeline,
         problem_type=problem,
@@ -377,6 +435,7 @@ def train(
         trials=[_record(t, families) for t in study.trials],
         seconds=clock() - began,
         sensitive_columns=[c for c in [*X.columns, config.target_column] if c in sensitive],
+        findings=findings,
     )
 
 

@@ -155,6 +155,7 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
         "training_seconds": result.seconds,
         "holdout_fraction": config.holdout_fraction,
         "split_seed": config.seed,
+        "preparation": [finding.record() for finding in result.findings],
         "artifact": stored,
     }
 

@@ -34,6 +34,7 @@ RESULT = {
     "training_seconds": 1.5,
     "holdout_fraction": 0.2,
     "split_seed": 7,
+    "preparation": [],
     "artifact": {"uri": "file:///models/m.skops", "sha256": "0" * 64, "format": "skops"},
 }
 
