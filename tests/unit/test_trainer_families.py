@@ -4,11 +4,14 @@ lists of families agree wherever they are written, and class weights are searche
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.pipeline import Pipeline
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO
 from lepton.services.trainer.pipelines import build_pipeline, candidate_families, make_estimator
@@ -40,7 +43,7 @@ def frame(rows: int = 120, seed: int = 0) -> pd.DataFrame:
 _TARGETS = {"regression": "quantity", "binary": "binary", "multiclass": "multiclass"}
 
 
-def fitted(family: str, problem: str, params: dict[str, object], n_jobs: int = 1) -> object:
+def fitted(family: str, problem: str, params: Mapping[str, object], n_jobs: int = 1) -> Pipeline:
     data = frame()
     pipeline = build_pipeline(
         family,
@@ -60,9 +63,12 @@ def test_each_new_family_fits_and_predicts_in_a_lepton_pipeline(family: str, pro
     assert family in candidate_families(problem, AUTO)
     model = fitted(family, problem, {})
     rows = frame(40, seed=1)
-    score = model.score(rows[["x0", "x1", "colour"]], rows[_TARGETS[problem]])  # type: ignore[attr-defined]
-    # Held-out rows of the same rule: R² or accuracy well above chance.
-    assert score > 0.6
+    predicted = model.predict(rows[["x0", "x1", "colour"]])
+    truth = rows[_TARGETS[problem]]
+    # Rows of the same rule it never saw: R², or accuracy averaged over the classes (the
+    # binary labels are 80 / 20, where always the common class scores 0.5), well above chance.
+    score = (r2_score if problem == "regression" else balanced_accuracy_score)(truth, predicted)
+    assert score > 0.65
 
 
 @pytest.mark.parametrize("problem", ["regression", "multiclass"])
@@ -71,8 +77,8 @@ def test_lightgbm_is_silent_and_repeats_itself_for_a_seed(
 ) -> None:
     rows = frame(40, seed=1)[["x0", "x1", "colour"]]
     params = {"subsample": 0.7, "colsample_bytree": 0.7}
-    first = fitted("lightgbm", problem, params, n_jobs=2).predict(rows)  # type: ignore[attr-defined]
-    again = fitted("lightgbm", problem, params, n_jobs=2).predict(rows)  # type: ignore[attr-defined]
+    first = fitted("lightgbm", problem, params, n_jobs=2).predict(rows)
+    again = fitted("lightgbm", problem, params, n_jobs=2).predict(rows)
     np.testing.assert_array_equal(first, again)
     # Its C++ core writes to the process's stdout unless silenced; a worker logs JSON only.
     out, err = capfd.readouterr()
@@ -98,7 +104,7 @@ def test_class_weight_is_searched_for_classifiers_that_take_it(family: str) -> N
     assert "class_weight" not in default_space(family, "regression")
     assert "class_weight" not in DEFAULT_SPACES[family]  # not shared with regression
     model = fitted(family, "binary", {"class_weight": "balanced"})
-    assert model[-1].get_params()["class_weight"] == "balanced"  # type: ignore[index]
+    assert model[-1].get_params()["class_weight"] == "balanced"
 
 
 def test_class_weight_is_searched_wherever_a_classifier_takes_it() -> None:
