@@ -14,7 +14,12 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.pipeline import Pipeline
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO
-from lepton.services.trainer.pipelines import build_pipeline, candidate_families, make_estimator
+from lepton.services.trainer.pipelines import (
+    PARAMETER_ERRORS,
+    build_pipeline,
+    candidate_families,
+    make_estimator,
+)
 from lepton.services.trainer.search_space import (
     CLASS_WEIGHTED,
     DEFAULT_SPACES,
@@ -83,6 +88,22 @@ def test_lightgbm_is_silent_and_repeats_itself_for_a_seed(
     # Its C++ core writes to the process's stdout unless silenced; a worker logs JSON only.
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("lightgbm", {"num_leaves": 1}),
+        ("lightgbm", {"objective": "nonsense"}),
+        ("extra_trees", {"max_depth": 0}),
+    ],
+)
+def test_a_parameter_point_a_family_rejects_raises_a_parameter_error(
+    family: str, params: Mapping[str, object]
+) -> None:
+    # The search fails such a trial and goes on; LightGBM's checks raise a bare Exception.
+    with pytest.raises(PARAMETER_ERRORS):
+        fitted(family, "regression", params)
 
 
 def test_every_list_of_families_agrees() -> None:

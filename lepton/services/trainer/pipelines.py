@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 from lightgbm import LGBMClassifier, LGBMRegressor
+from lightgbm.basic import LightGBMError
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -37,7 +38,14 @@ from lepton.services.trainer.protection import log_target
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["Problem", "build_pipeline", "candidate_families", "infer_problem", "make_estimator"]
+__all__ = [
+    "PARAMETER_ERRORS",
+    "Problem",
+    "build_pipeline",
+    "candidate_families",
+    "infer_problem",
+    "make_estimator",
+]
 
 Problem = Literal["regression", "binary", "multiclass"]
 
@@ -63,6 +71,10 @@ _CLASSIFICATION_FAMILIES = (
     "lightgbm",
     "knn",
 )
+# What fitting raises for a parameter point the estimator rejects (a search space's range
+# can reach past what a family accepts): scikit-learn's checks raise ValueError, numerical
+# trouble ArithmeticError, and LightGBM's own checks LightGBMError, a bare Exception.
+PARAMETER_ERRORS: tuple[type[Exception], ...] = (ValueError, ArithmeticError, LightGBMError)
 # A numeric target with at most this many distinct integer values (and few per row) is
 # taken as class labels rather than a quantity.
 _MAX_INTEGER_CLASSES = 20
