@@ -19,7 +19,7 @@ install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION) $(VENV)/.jaeger-$(JAEG
 # pyproject.toml gives ranges; constraints.txt the exact versions CI and developers run.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local,bench]'
 	touch $@
 
 # Re-pins constraints.txt within pyproject.toml's ranges, keeping every pin that still fits;
@@ -105,7 +105,8 @@ test-chaos: install
 check: format-check lint types test test-chaos
 
 # Each benchmark prints a table and writes bench/results/<name>.json.
-BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator connect_sink
+BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator connect_sink \
+  automl
 
 bench: install
 	$(BIN)/lepton stack up
