@@ -91,15 +91,18 @@ PYTEST_TMP ?= $(or $(TMPDIR),/tmp)/lepton-tests-$(shell printf %s "$(CURDIR)" | 
 # Starts its own Kafka and PostgreSQL unless LEPTON_KAFKA_BOOTSTRAP and
 # LEPTON_DATABASE_URL name existing servers.
 test: install
+	mkdir -p $(PYTEST_TMP)
 	$(BIN)/pytest --basetemp=$(PYTEST_TMP)/test --cov --cov-fail-under=$(COVERAGE_FLOOR)
 
 # No servers: what a change to the code alone needs, in about a minute.
 test-unit: install
+	mkdir -p $(PYTEST_TMP)
 	$(BIN)/pytest --basetemp=$(PYTEST_TMP)/unit tests/unit
 
 # The chaos matrix's short form against a private stack, its targets asserted
 # (tests/chaos): about a quarter of an hour on two cores.
 test-chaos: install
+	mkdir -p $(PYTEST_TMP)
 	$(BIN)/pytest --basetemp=$(PYTEST_TMP)/chaos -m chaos tests/chaos
 
 check: format-check lint types test test-chaos
