@@ -10,6 +10,7 @@ import pytest
 from sklearn.model_selection import KFold, cross_val_score
 
 from lepton.data.modeling import holdout_split, model_input
+from lepton.services.trainer.allocation import share
 from lepton.services.trainer.errors import (
     AlgorithmMismatch,
     ConstantTarget,
@@ -20,7 +21,6 @@ from lepton.services.trainer.errors import (
 )
 from lepton.services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
 from lepton.services.trainer.search_space import DEFAULT_SPACES, parse_search_space
-from lepton.services.trainer.allocation import share
 from lepton.services.trainer.training import SearchConfig, train
 
 
