@@ -193,14 +193,14 @@ def test_a_hair_of_gain_does_not_choose_the_ensemble() -> None:
 def test_a_chosen_ensemble_beats_every_trial_and_round_trips_as_an_artifact(
     target: str, tmp_path: Path
 ) -> None:
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(2)
     x = rng.uniform(-2, 2, size=(300, 4))
     signal = np.sin(2 * x[:, 0]) + x[:, 1] ** 2 + 0.5 * x[:, 2] + rng.normal(0, 0.3, 300)
     y = np.digitize(signal, np.quantile(signal, [0.33, 0.66])) if target == "multiclass" else signal
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"]).assign(
         colour=rng.choice(["red", "blue"], 300), y=y
     )
-    result = train(frame, SearchConfig(target_column="y", trial_budget=14, cv_folds=3))
+    result = train(frame, SearchConfig(target_column="y", trial_budget=10, cv_folds=3))
     assert result.family == ENSEMBLE, "this problem's trials err apart: the ensemble wins"
     best = max(t.score for t in result.trials if t.state == "complete" and t.score is not None)
     assert result.cv_score > best + MIN_GAIN * abs(best)
