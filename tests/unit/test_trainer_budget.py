@@ -175,6 +175,15 @@ def test_an_ensemble_of_independent_errors_beats_its_members() -> None:
     assert beats(ensemble, best_single)
 
 
+def test_ensemble_selection_stops_when_the_time_budget_has_no_room() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=400)
+    first, second = y + rng.normal(size=400), y + rng.normal(size=400)
+    folds = list(KFold(4, shuffle=True, random_state=0).split(y))
+    # No room after the first round: one member, no ensemble (with room, two: see above).
+    assert select([first, second], y, folds, get_scorer("r2"), None, lambda: False) is None
+
+
 def test_an_ensemble_of_one_trial_repeated_is_not_an_ensemble() -> None:
     rng = np.random.default_rng(0)
     y = rng.normal(size=200)

@@ -31,6 +31,7 @@ __all__ = [
     "ENSEMBLE_CANDIDATES",
     "ENSEMBLE_ROUNDS",
     "MIN_GAIN",
+    "PATIENCE",
     "Ensemble",
     "beats",
     "select",
@@ -46,6 +47,10 @@ ENSEMBLE_CANDIDATES = 8
 # Rounds of greedy selection: each adds one member (with replacement), so weights are in
 # twentieths; more rounds rarely change the best ensemble and cost scoring time.
 ENSEMBLE_ROUNDS = 20
+# Selection stops after this many rounds without a better ensemble: each round scores
+# every candidate on every fold (a scorer such as f1_macro takes milliseconds a call),
+# and a plateau of three rounds is seldom left by adding a fourth copy of a member.
+PATIENCE = 3
 # The ensemble is chosen over the best single trial only when its cross-validation score
 # is higher by this share of the single trial's (absolute) score: it was selected on the
 # same out-of-fold rows it is scored on, so a tie or a hair's gain is optimism, not skill.
@@ -106,16 +111,20 @@ def select(
     folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
     scorer: Callable[..., float],
     classes: np.ndarray[Any, Any] | None,
+    room: Callable[[], bool] = lambda: True,
 ) -> Ensemble | None:
     """The best ensemble greedy selection finds over ``predictions`` (out-of-fold, one
     per candidate trial; probabilities when ``classes`` is given), or None when it is a
-    single trial."""
+    single trial. ``room``: whether the time budget allows another round."""
     if len(predictions) < 2:
         return None
     total = np.zeros_like(predictions[0], dtype=float)
     counts: Counter[int] = Counter()
-    best: tuple[float, Counter[int], list[float]] | None = None
+    # (score, members' counts, fold scores, round) of the best ensemble so far
+    best: tuple[float, Counter[int], list[float], int] | None = None
     for size in range(1, ENSEMBLE_ROUNDS + 1):
+        if best is not None and (size - best[3] > PATIENCE or not room()):
+            break
         scored = [
             (_cv_score((total + p) / size, y, folds, scorer, classes), i)
             for i, p in enumerate(predictions)
@@ -126,9 +135,9 @@ def select(
         counts[chosen] += 1
         score = float(np.mean(fold_scores))
         if best is None or score > best[0]:
-            best = (score, counts.copy(), fold_scores)
+            best = (score, counts.copy(), fold_scores, size)
     assert best is not None
-    score, chosen_counts, fold_scores = best
+    score, chosen_counts, fold_scores, _ = best
     if len(chosen_counts) < 2:
         return None
     members = sorted(chosen_counts)

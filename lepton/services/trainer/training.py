@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -448,11 +449,14 @@ def _ensemble(
 ) -> tuple[list[Trial], Ensemble] | None:
     """The ensemble of the best trials, with its members, if it beats the best single
     trial and its members' refits fit in the time left; None otherwise."""
-    candidates = [t for t in ranked[:ENSEMBLE_CANDIDATES] if t.oof is not None]
-    if len(candidates) < 2:
+    kept = [(t, t.oof) for t in ranked[:ENSEMBLE_CANDIDATES] if t.oof is not None]
+    if len(kept) < 2:
         return None
+    candidates = [trial for trial, _ in kept]
     classes = None if problem == "regression" else np.unique(y)
-    ensemble = select([t.oof for t in candidates], y, folds, scorer, classes)  # type: ignore[misc]
+    # Selection rounds stop when the time left no longer covers the best trial's refit.
+    room = partial(budget.room_for, 0.0)
+    ensemble = select([oof for _, oof in kept], y, folds, scorer, classes, room)
     if ensemble is None or not beats(ensemble, float(ranked[0].score or 0.0)):
         return None
     members = [candidates[i] for i in ensemble.members]
