@@ -112,7 +112,8 @@ def test_the_time_budget_keeps_the_refit_and_abandons_a_fold_that_cannot_finish(
     search = fake_search(clock, 125.0, {"slow": 10.0}, {"slow": 0.5})
     search.run(50, lambda finished: None)
     trials = search.trials()
-    # Two trials end at 100 s; the third starts (25 s left > 10 + 18.75? no: it does not).
+    # Two trials end at 100 s; the 25 s left cannot hold a 10 s fold and the 18.75 s
+    # refit, so no third trial starts.
     assert [t.state for t in trials] == ["complete", "complete"]
     assert 125.0 - clock() >= 18.75
 

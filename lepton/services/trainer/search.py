@@ -221,12 +221,14 @@ class Search:
         return float(np.mean(scores))
 
     def _fold_guess(self, family: str, seconds: Sequence[float]) -> float:
-        """A fold's fit time: the mean of this trial's folds so far, else of the family's
-        earlier trials (none yet: unknown, taken as no time)."""
+        """A fold's fit time: the longest of this trial's folds so far, else of the
+        family's earlier trials (none yet: unknown, taken as no time). The longest, not
+        the mean: a family's fit time varies with its parameters (a forest's trees, an
+        SVM's C), and a budget overrun is worse than a fold left out."""
         known = list(seconds) or [
             s for t in self._done if t.family == family for s in t.fold_seconds
         ]
-        return float(np.mean(known)) if known else 0.0
+        return max(known, default=0.0)
 
     def _keep(
         self,
