@@ -114,8 +114,9 @@ def select(
     room: Callable[[], bool] = lambda: True,
 ) -> Ensemble | None:
     """The best ensemble greedy selection finds over ``predictions`` (out-of-fold, one
-    per candidate trial; probabilities when ``classes`` is given), or None when it is a
-    single trial. ``room``: whether the time budget allows another round."""
+        per candidate trial; probabilities when ``classes`` is given), or None when it is a
+        single trial. ``room``: whether the time budget allows another round (asked before
+    each round but the first)."""
     if len(predictions) < 2:
         return None
     total = np.zeros_like(predictions[0], dtype=float)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -454,8 +453,16 @@ def _ensemble(
         return None
     candidates = [trial for trial, _ in kept]
     classes = None if problem == "regression" else np.unique(y)
-    # Selection rounds stop when the time left no longer covers the best trial's refit.
-    room = partial(budget.room_for, 0.0)
+    last = budget.clock()
+
+    def room() -> bool:
+        # Called before each round after the first: room for another round as long as
+        # the last, with the best trial's refit still set aside.
+        nonlocal last
+        now = budget.clock()
+        spent, last = now - last, now
+        return budget.room_for(spent)
+
     ensemble = select([oof for _, oof in kept], y, folds, scorer, classes, room)
     if ensemble is None or not beats(ensemble, float(ranked[0].score or 0.0)):
         return None
