@@ -40,7 +40,7 @@ from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
 from lepton.data.modeling import as_numbers, holdout_split, labelled, model_input
-from lepton.services.trainer.allocation import TimeBudget, refit_estimate
+from lepton.services.trainer.allocation import DEADLINE_SLACK, TimeBudget, refit_estimate
 from lepton.services.trainer.ensemble import (
     ENSEMBLE,
     ENSEMBLE_CANDIDATES,
@@ -358,7 +358,7 @@ def train(
         if scale_finding is not None:
             findings.append(scale_finding)
 
-    budget = TimeBudget(clock, began + config.time_budget_s)
+    budget = TimeBudget(clock, began + config.time_budget_s * (1 - DEADLINE_SLACK))
     search = Search(
         space,
         Evaluation(
