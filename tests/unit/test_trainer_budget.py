@@ -17,11 +17,13 @@ from lepton.services.evaluator.inputs import input_schema
 from lepton.services.trainer.allocation import (
     REFIT_MARGIN,
     TimeBudget,
+    by_prior,
     first_rung,
     refit_estimate,
     rung_families,
     survivors,
 )
+from lepton.services.trainer.pipelines import candidate_families
 from lepton.services.trainer.ensemble import ENSEMBLE, MIN_GAIN, beats, select
 from lepton.services.trainer.search import Evaluation, Search
 from lepton.services.trainer.search_space import Distribution
@@ -81,6 +83,21 @@ def test_the_first_rung_gives_every_family_a_trial_and_takes_at_most_half_the_bu
     assert rung_families(["a", "b"], 4, 5) == ["a", "b", "a", "b", "a"]  # best first
     assert rung_families(["a"], 8, 5) == ["a"] * 5
     assert rung_families(["a", "b", "c", "d"], 1, 2) == ["a", "b"]
+
+
+def test_the_usually_strongest_families_are_tried_first() -> None:
+    assert by_prior(["linear_regression", "new_family", "knn", "hist_gradient_boosting"]) == [
+        "hist_gradient_boosting",
+        "knn",
+        "linear_regression",
+        "new_family",
+    ]
+    frame = pd.DataFrame({"x": np.sin(np.arange(60.0)), "y": np.cos(np.arange(60.0))})
+    result = train(frame, SearchConfig(target_column="y", trial_budget=2, cv_folds=3))
+    # Two trials over seven or more families: the first two by the prior order.
+    first_two = by_prior(candidate_families("regression", "auto"))[:2]
+    assert [t.family for t in result.trials] == first_two
+    assert first_two[0] == "hist_gradient_boosting"
 
 
 def test_the_better_half_of_the_families_survive_a_rung() -> None:
@@ -193,7 +210,8 @@ def test_an_ensemble_of_one_trial_repeated_is_not_an_ensemble() -> None:
 
 
 def test_a_hair_of_gain_does_not_choose_the_ensemble() -> None:
-    from lepton.services.trainer.ensemble import Ensemble
+    from lepton.services.trainer.pipelines import candidate_families
+from lepton.services.trainer.ensemble import Ensemble
 
     assert not beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN / 2), []), 0.8)
     assert beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN * 2), []), 0.8)

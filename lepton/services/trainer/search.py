@@ -21,6 +21,7 @@ import optuna
 
 from lepton.services.trainer.allocation import (
     TimeBudget,
+    by_prior,
     first_rung,
     refit_estimate,
     rung_families,
@@ -126,7 +127,7 @@ class Search:
     def run(self, trial_budget: int, after_trial: Callable[[int], None]) -> None:
         """Spend ``trial_budget`` trials (this worker's share of each rung in a gang) by
         successive halving, stopping early when the time budget has no room for more."""
-        alive = list(self._space)
+        alive = by_prior(list(self._space))
         per_family = first_rung(trial_budget, len(alive))
         planned = rung = 0
         while planned < trial_budget and alive:
