@@ -23,8 +23,8 @@ from lepton.services.trainer.allocation import (
     rung_families,
     survivors,
 )
+from lepton.services.trainer.ensemble import ENSEMBLE, MIN_GAIN, Ensemble, beats, select
 from lepton.services.trainer.pipelines import candidate_families
-from lepton.services.trainer.ensemble import ENSEMBLE, MIN_GAIN, beats, select
 from lepton.services.trainer.search import Evaluation, Search
 from lepton.services.trainer.search_space import Distribution
 from lepton.services.trainer.training import SearchConfig, train
@@ -210,9 +210,6 @@ def test_an_ensemble_of_one_trial_repeated_is_not_an_ensemble() -> None:
 
 
 def test_a_hair_of_gain_does_not_choose_the_ensemble() -> None:
-    from lepton.services.trainer.pipelines import candidate_families
-from lepton.services.trainer.ensemble import Ensemble
-
     assert not beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN / 2), []), 0.8)
     assert beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN * 2), []), 0.8)
 
