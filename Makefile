@@ -19,7 +19,7 @@ install: $(VENV)/.installed $(VENV)/.helm-$(HELM_VERSION) $(VENV)/.jaeger-$(JAEG
 # pyproject.toml gives ranges; constraints.txt the exact versions CI and developers run.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,local,bench]'
 	touch $@
 
 # Re-pins constraints.txt within pyproject.toml's ranges, keeping every pin that still fits;
@@ -81,24 +81,32 @@ lint: install
 types: install
 	$(BIN)/mypy
 
+# Each run's temporary files (the test stack's data among them) in a directory of this
+# checkout's own, not in pytest's shared /tmp/pytest-of-<user>, where any other pytest run
+# on the machine deletes all but the newest three runs' directories: a running stack's
+# included. Under /tmp rather than in the checkout: PostgreSQL's socket path must stay
+# short. pytest empties it at the start of each run.
+PYTEST_TMP ?= $(or $(TMPDIR),/tmp)/lepton-tests-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
+
 # Starts its own Kafka and PostgreSQL unless LEPTON_KAFKA_BOOTSTRAP and
 # LEPTON_DATABASE_URL name existing servers.
 test: install
-	$(BIN)/pytest --cov --cov-fail-under=$(COVERAGE_FLOOR)
+	$(BIN)/pytest --basetemp=$(PYTEST_TMP)/test --cov --cov-fail-under=$(COVERAGE_FLOOR)
 
 # No servers: what a change to the code alone needs, in about a minute.
 test-unit: install
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest --basetemp=$(PYTEST_TMP)/unit tests/unit
 
 # The chaos matrix's short form against a private stack, its targets asserted
 # (tests/chaos): about a quarter of an hour on two cores.
 test-chaos: install
-	$(BIN)/pytest -m chaos tests/chaos
+	$(BIN)/pytest --basetemp=$(PYTEST_TMP)/chaos -m chaos tests/chaos
 
 check: format-check lint types test test-chaos
 
 # Each benchmark prints a table and writes bench/results/<name>.json.
-BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator connect_sink
+BENCHES ?= bus broker_requests scheduler_core scheduler_e2e ingest monitor trainer evaluator connect_sink \
+  automl
 
 bench: install
 	$(BIN)/lepton stack up
@@ -123,5 +131,5 @@ demo-down: install
 	$(BIN)/lepton stack down
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage $(PYTEST_TMP)
 	rm -rf deploy/connect/target examples/*/target tests/registry/*/target

@@ -16,74 +16,35 @@ Usage: python -m bench.messy_houses      (writes bench/results/messy_houses.json
 
 from __future__ import annotations
 
-import io
 import json
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import optuna
-import pandas as pd
 
-from lepton.data.modeling import model_input
-from lepton.data.samples import house_price, messy_houses
-from lepton.services.ingest.input_bounds import Bounds
-from lepton.services.ingest.pipeline import Integration, Pipeline
-from lepton.services.ingest.source_limits import Limits, resolve_location
-from lepton.services.ingest.sources import SourceReader, SourceRequest
+from bench.houses import TARGET, TRUTH, held_out, ingested, question
 from lepton.services.trainer.training import SearchConfig, train
 
 RESULTS = Path(__file__).parent / "results" / "messy_houses.json"
 SEEDS = (7, 0, 1, 2, 3)
-TRUTH = house_price(150.0, "普通住宅", "B区")
-
-
-def ingested(root: Path) -> pd.DataFrame:
-    """The table as ingest stores it without a spec."""
-    messy_houses().to_csv(root / "houses.csv", index=False)
-    bounds = Bounds(1 << 20, 1000, 10**9, 256, 10_000, 1024, 200)
-    limits = Limits((root,), frozenset(), 10**8, 50.0, 1 << 20, 100_000, bounds)
-    uri = str(root / "houses.csv")
-    reader = SourceReader(
-        SourceRequest("s", "csv", uri, None, {}), resolve_location(uri, limits, "s"), limits, "csv"
-    )
-    pipeline = Pipeline(
-        [reader],
-        None,
-        Integration(),
-        stats_sample_rows=100_000,
-        max_join_rows=0,
-        max_reject_fraction=0.5,
-        bounds=bounds,
-    )
-    outcome = pipeline.prepare()
-    rows = b"".join(piece.copy_csv for piece in pipeline.pieces())
-    return pd.read_csv(io.BytesIO(rows), header=None, names=[n for n, _ in outcome.columns])
 
 
 def main() -> None:
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with tempfile.TemporaryDirectory() as root:
-        frame = ingested(Path(root))
-    test = messy_houses(seed=99).iloc[:300]
-    X_test = model_input(test.drop(columns=["价格"]).astype({"面积": float, "房屋ID": int}))
-    y_test = test["价格"].astype(float).to_numpy()
-    question = model_input(
-        pd.DataFrame(
-            {"房屋ID": [150], "面积": [150.0], "房屋类型": ["普通住宅"], "地理位置": ["B区"]}
-        )
-    )
+    frame = ingested()
+    X_test, y_test = held_out()
+    asked = question()
     runs = []
     print(f"{'seed':>4} {'family':<24}{'rmse':>10}{'150 m² B区':>12}{'seconds':>9}  features")
     for seed in SEEDS:
         began = time.monotonic()
-        result = train(frame, SearchConfig(target_column="价格", seed=seed))
+        result = train(frame, SearchConfig(target_column=TARGET, seed=seed))
         seconds = time.monotonic() - began
         predicted = result.pipeline.predict(X_test[result.feature_columns])
-        price = float(result.pipeline.predict(question[result.feature_columns])[0])
+        price = float(result.pipeline.predict(asked[result.feature_columns])[0])
         rmse = float(np.sqrt(np.mean((predicted - y_test) ** 2)))
         runs.append(
             {

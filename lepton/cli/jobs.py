@@ -25,6 +25,7 @@ from lepton.cli._app import (
     say,
     with_client,
 )
+from lepton.contract.algorithms import ALGORITHMS
 from lepton.sdk.builders import InvalidRequest, JobRequest, describe, millicores
 from lepton.sdk.client import DatasetUnchecked
 
@@ -88,7 +89,10 @@ def submit(
     tenant: Annotated[str | None, typer.Option(help="Who the job belongs to.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset name to train on.")] = None,
     target: Annotated[str | None, typer.Option(help="Target column.")] = None,
-    algorithm: Annotated[str | None, typer.Option(help="Algorithm family [default: auto].")] = None,
+    algorithm: Annotated[
+        str | None,
+        typer.Option(help=f"Algorithm family: {', '.join(ALGORITHMS)} [default: auto]."),
+    ] = None,
     trials: Annotated[int | None, typer.Option(help="Search trials [default: 20].")] = None,
     model_name: Annotated[str | None, typer.Option(help="Model name [default: dataset].")] = None,
     priority_class: Annotated[

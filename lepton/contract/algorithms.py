@@ -20,6 +20,8 @@ ALGORITHMS = (
     "logistic_regression",
     "svm",
     "random_forest",
+    "extra_trees",
     "hist_gradient_boosting",
+    "lightgbm",
     "knn",
 )

@@ -2,7 +2,8 @@
 
 skops stores a fitted pipeline as data and, on load, builds only the types it is told to
 trust; nothing in the file runs code. Loading here trusts scikit-learn's and NumPy's own
-types and refuses a file that needs anything else.
+types, and LightGBM's fitted estimators and boosters, and refuses a file that needs
+anything else.
 
 An artifact's location comes from a ``lepton.models.ready`` event, so it is not trusted
 either. :class:`ArtifactStore` reads one only from its tenant's directory under the
@@ -80,9 +81,9 @@ UNREADABLE = "artifact is not a readable skops file"
 
 _CHUNK = 2**20
 
-# Types outside skops' default trust list that fitted scikit-learn pipelines hold
-# (tree structures, neighbour indexes, distance metrics, fold splitters): data containers,
-# and one function of Lepton's own.
+# Types outside skops' default trust list that the trainer's fitted pipelines hold (tree
+# structures, neighbour indexes, distance metrics, fold splitters, LightGBM's models): data
+# containers, and one function of Lepton's own.
 _TRUSTED_EXACT = frozenset(
     {
         "numpy.dtype",
@@ -97,6 +98,15 @@ _TRUSTED_EXACT = frozenset(
         # Lepton's own reader of numbers written as text (a pure function), the first step
         # the trainer puts before such a column.
         "lepton.data.modeling.as_numbers",
+        # The lightgbm family: its scikit-learn estimators (parameters and fitted
+        # attributes) and their booster, whose state is the model as LightGBM's own text
+        # format, parsed by LightGBM without running code (>= 4.6, see pyproject.toml).
+        # A callable objective or metric would be a function type: still refused.
+        "lightgbm.sklearn.LGBMClassifier",
+        "lightgbm.sklearn.LGBMRegressor",
+        "lightgbm.basic.Booster",
+        # A fitted booster's best scores: a defaultdict of these.
+        "collections.OrderedDict",
     }
 )
 _TRUSTED_PREFIXES = ("sklearn.metrics._dist_metrics.",)

@@ -26,7 +26,7 @@ from lepton.cli import demo
 from lepton.config import KafkaAccess, Settings
 from lepton.contract.topics import Namespace
 from lepton.devstack._process import free_port
-from lepton.errors import DatasetRejected
+from lepton.errors import DatasetRejected, LeptonTimeout
 from lepton.sdk.builders import DatasetRequest, Source
 from lepton.sdk.client import LeptonClient
 from tests.deploy.grafana import queries
@@ -66,6 +66,14 @@ OBSERVED = (
     "lepton_prediction_rows_total",
     "lepton_database_pool_wait_seconds_count",
 )
+
+
+async def scheduler_view(scheduler: Running) -> str:
+    """What the scheduler knows of nodes and events: why a job waits, when one does."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(metrics_url(scheduler))).text
+    wanted = ("lepton_scheduler_", "lepton_messages_total")
+    return "\n".join(line for line in text.splitlines() if line.startswith(wanted))
 
 
 def metrics_url(service: Running) -> str:
@@ -158,9 +166,14 @@ async def test_every_service_passes_promtool_and_every_dashboard_query_has_serie
     tenant = f"m{uuid.uuid4().hex[:6]}-demo"
     house = demo.EXAMPLES[0]
     async with LeptonClient(settings, tenant=tenant) as client:
-        report = await demo.run_example(
-            client, dataclasses.replace(house, tenant=tenant), tmp_path, lambda _: None
-        )
+        try:
+            # Its progress is printed: pytest shows it when the test fails.
+            report = await demo.run_example(
+                client, dataclasses.replace(house, tenant=tenant), tmp_path, print
+            )
+        except LeptonTimeout:
+            print(await scheduler_view(started[1]))
+            raise
         assert report.prediction is not None
         with pytest.raises(DatasetRejected):  # a file that is not there: refused, by code
             await client.ingest(

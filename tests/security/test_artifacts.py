@@ -22,13 +22,16 @@ from typing import Any
 
 import asyncpg
 import fsspec
+import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from lightgbm import LGBMRegressor
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import FunctionTransformer
 
 from lepton.config import KafkaAccess
 from lepton.contract.codec import Codec
@@ -64,6 +67,7 @@ from lepton.services.evaluator.settings import EvaluatorSettings
 from lepton.services.trainer.app import create_app as create_trainer
 from lepton.services.trainer.errors import InvalidTask, SensitiveTarget
 from lepton.services.trainer.node import NodeSpec
+from lepton.services.trainer.pipelines import build_pipeline
 from lepton.services.trainer.settings import TrainerSettings
 from lepton.services.trainer.training import SearchConfig, train
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
@@ -221,6 +225,63 @@ def test_missing_garbage_and_altered_files_say_so_without_a_hash(root: Path, sto
     with pytest.raises(ArtifactError) as refused:
         store.load(stored.uri, tenant="acme", sha256=stored.sha256, format="pickle")
     assert str(refused.value) == UNKNOWN_FORMAT
+
+
+def a_lightgbm_pipeline(problem: str) -> tuple[Any, pd.DataFrame]:
+    """A fitted pipeline of the lightgbm family as the trainer builds it, and its rows."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame(
+        {"area": rng.uniform(40, 250, 150), "district": rng.choice(["A", "B", "C"], 150)}
+    ).astype({"district": object})
+    price = rows["area"] * 30_000 + rows["district"].map({"A": 9e5, "B": 4e5, "C": 0.0})
+    regression = problem == "regression"
+    pipeline = build_pipeline(
+        "lightgbm",
+        problem,
+        {} if regression else {"class_weight": "balanced", "subsample": 0.8},
+        numeric=["area"],
+        categorical=["district"],
+        log_scale=regression,
+    )
+    target = price if regression else np.digitize(price, np.quantile(price, [0.5, 0.9]))
+    return pipeline.fit(rows, target), rows
+
+
+@pytest.mark.parametrize("problem", ["regression", "multiclass"])
+def test_a_fitted_lightgbm_pipeline_round_trips(root: Path, problem: str) -> None:
+    model, rows = a_lightgbm_pipeline(problem)
+    stored = dump(model, artifact_uri(str(root), "acme", f"lightgbm-{problem}"))
+    loaded = ArtifactStore(str(root)).load(stored.uri, tenant="acme", sha256=stored.sha256)
+    np.testing.assert_array_equal(loaded.predict(rows), model.predict(rows))
+    if problem != "regression":
+        np.testing.assert_array_equal(loaded.predict_proba(rows), model.predict_proba(rows))
+
+
+def _squared_error(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    return y_pred - y_true, np.ones_like(y_pred)
+
+
+@pytest.mark.parametrize(
+    ("model", "untrusted"),
+    [
+        # A custom objective is a function LightGBM calls at every boosting round.
+        (
+            LGBMRegressor(objective=_squared_error, n_estimators=2, verbose=-1).fit(
+                np.arange(50.0).reshape(-1, 1), np.arange(50.0)
+            ),
+            f"{__name__}._squared_error",
+        ),
+        # Trusting LightGBM's estimators trusts none of its functions.
+        (FunctionTransformer(func=lightgbm.train), "lightgbm.engine.train"),
+    ],
+)
+def test_nothing_of_lightgbm_beyond_its_fitted_models_is_trusted(
+    root: Path, model: Any, untrusted: str
+) -> None:
+    stored = dump(model, artifact_uri(str(root), "acme", "code"))
+    reason = refusal(ArtifactStore(str(root)), stored.uri, stored.sha256)
+    assert reason.startswith("artifact needs types that are not trusted: ")
+    assert untrusted in reason
 
 
 @pytest.mark.parametrize("tenant", ["", ".", "..", "../acme", "a/b", "a\\b", "a\x00b"])

@@ -20,7 +20,7 @@ from lepton.services.trainer.errors import (
     TooFewRows,
 )
 from lepton.services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
-from lepton.services.trainer.search_space import DEFAULT_SPACES, parse_search_space
+from lepton.services.trainer.search_space import default_space, parse_search_space
 from lepton.services.trainer.training import SearchConfig, train
 
 
@@ -171,18 +171,13 @@ def test_a_search_space_restricts_the_families_and_ranges() -> None:
 
 
 def test_default_spaces_name_real_parameters() -> None:
-    for family in DEFAULT_SPACES:
-        problem = "binary" if family == "logistic_regression" else "regression"
-        text = json.dumps(
-            {
-                family: {
-                    name: {"type": "categorical", "choices": [1]} for name in DEFAULT_SPACES[family]
-                }
-            }
-        )
-        assert set(parse_search_space(text, (family,), problem)[family]) == set(
-            DEFAULT_SPACES[family]
-        )
+    for problem in ("regression", "binary"):
+        for family in candidate_families(problem, "auto"):
+            names = set(default_space(family, problem))
+            text = json.dumps(
+                {family: {name: {"type": "categorical", "choices": [1]} for name in names}}
+            )
+            assert set(parse_search_space(text, (family,), problem)[family]) == names
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+from lightgbm import LGBMClassifier, LGBMRegressor
+from lightgbm.basic import LightGBMError
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
@@ -34,7 +38,14 @@ from lepton.services.trainer.protection import log_target
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["Problem", "build_pipeline", "candidate_families", "infer_problem", "make_estimator"]
+__all__ = [
+    "PARAMETER_ERRORS",
+    "Problem",
+    "build_pipeline",
+    "candidate_families",
+    "infer_problem",
+    "make_estimator",
+]
 
 Problem = Literal["regression", "binary", "multiclass"]
 
@@ -46,16 +57,24 @@ _REGRESSION_FAMILIES = (
     "lasso",
     "svm",
     "random_forest",
+    "extra_trees",
     "hist_gradient_boosting",
+    "lightgbm",
     "knn",
 )
 _CLASSIFICATION_FAMILIES = (
     "logistic_regression",
     "svm",
     "random_forest",
+    "extra_trees",
     "hist_gradient_boosting",
+    "lightgbm",
     "knn",
 )
+# What fitting raises for a parameter point the estimator rejects (a search space's range
+# can reach past what a family accepts): scikit-learn's checks raise ValueError, numerical
+# trouble ArithmeticError, and LightGBM's own checks LightGBMError, a bare Exception.
+PARAMETER_ERRORS: tuple[type[Exception], ...] = (ValueError, ArithmeticError, LightGBMError)
 # A numeric target with at most this many distinct integer values (and few per row) is
 # taken as class labels rather than a quantity.
 _MAX_INTEGER_CLASSES = 20
@@ -113,9 +132,26 @@ def make_estimator(family: str, problem: str, seed: int, n_jobs: int) -> Any:
     if family == "random_forest":
         cls = RandomForestRegressor if regression else RandomForestClassifier
         return cls(random_state=seed, n_jobs=n_jobs)
+    if family == "extra_trees":
+        cls = ExtraTreesRegressor if regression else ExtraTreesClassifier
+        return cls(random_state=seed, n_jobs=n_jobs)
     if family == "hist_gradient_boosting":
         cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
         return cls(random_state=seed)
+    if family == "lightgbm":
+        booster = LGBMRegressor if regression else LGBMClassifier
+        return booster(
+            random_state=seed,
+            n_jobs=n_jobs,
+            # Its C++ core writes to stdout unless silenced, and a worker logs JSON lines only.
+            verbose=-1,
+            # The same model for the same seed whatever the thread count: column-wise
+            # histograms summed in a fixed order.
+            deterministic=True,
+            force_col_wise=True,
+            # subsample (row bagging) acts only when bagging is redone every n iterations.
+            subsample_freq=1,
+        )
     if family == "knn":
         return (
             KNeighborsRegressor(n_jobs=n_jobs)

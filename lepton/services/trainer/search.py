@@ -29,6 +29,7 @@ from lepton.services.trainer.allocation import (
     survivors,
 )
 from lepton.services.trainer.ensemble import ENSEMBLE_CANDIDATES
+from lepton.services.trainer.pipelines import PARAMETER_ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -40,8 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Evaluation", "Search", "Trial", "best_first"]
 
-# A trial whose estimator rejects its parameter point fails alone, not the search.
-_REJECTED = (ValueError, ArithmeticError)
 # How often a gang worker looks for the other workers' trials of a rung.
 _GANG_POLL_S = 0.2
 
@@ -180,7 +179,8 @@ class Search:
         except optuna.TrialPruned:
             trial.set_user_attr("reason", "pruned: below its family's median at this fold")
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        except _REJECTED as exc:
+        # A trial whose estimator rejects its parameter point fails alone, not the search.
+        except PARAMETER_ERRORS as exc:
             trial.set_user_attr("reason", f"{type(exc).__name__}: {str(exc)[:200]}")
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
 
     import optuna
 
-__all__ = ["DEFAULT_SPACES", "Distribution", "Space", "parse_search_space"]
+__all__ = [
+    "CLASS_WEIGHTED",
+    "DEFAULT_SPACES",
+    "Distribution",
+    "Space",
+    "default_space",
+    "parse_search_space",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,26 +59,64 @@ def _c(*choices: Any) -> Distribution:
 
 Space = dict[str, dict[str, Distribution]]
 
+# Random forest and extra-trees differ in how a split is drawn, not in what bounds a tree.
+_TREES = {
+    "n_estimators": _i(50, 300),
+    # Up to practically unlimited depth (their default), shallow trees as likely to be tried.
+    "max_depth": _i(2, 32, log=True),
+    "min_samples_leaf": _i(1, 10),
+    # The share of columns each split considers: sqrt(n)/n for classification and all of
+    # them for regression are the defaults, so the range spans both.
+    "max_features": _f(0.1, 1.0),
+}
 DEFAULT_SPACES: Mapping[str, Mapping[str, Distribution]] = {
     "linear_regression": {"fit_intercept": _c(True, False)},
     "ridge": {"alpha": _f(1e-3, 1e3, log=True)},
     "lasso": {"alpha": _f(1e-4, 10.0, log=True)},
     "logistic_regression": {"C": _f(1e-3, 1e3, log=True)},
     "svm": {"C": _f(1e-2, 1e3, log=True), "gamma": _f(1e-4, 1.0, log=True)},
-    "random_forest": {
-        "n_estimators": _i(50, 300),
-        "max_depth": _i(2, 20),
-        "min_samples_leaf": _i(1, 10),
-        "max_features": _c("sqrt", 0.5, 1.0),
-    },
+    "random_forest": _TREES,
+    "extra_trees": _TREES,
     "hist_gradient_boosting": {
         "learning_rate": _f(0.01, 0.3, log=True),
         "max_iter": _i(50, 300),
         "max_leaf_nodes": _i(8, 64),
+        "min_samples_leaf": _i(2, 100, log=True),
+        "max_features": _f(0.3, 1.0),
         "l2_regularization": _f(1e-6, 1.0, log=True),
+    },
+    "lightgbm": {
+        "n_estimators": _i(50, 500, log=True),
+        "learning_rate": _f(0.01, 0.3, log=True),
+        "num_leaves": _i(4, 128, log=True),
+        "min_child_samples": _i(2, 100, log=True),
+        "subsample": _f(0.5, 1.0),
+        "colsample_bytree": _f(0.5, 1.0),
+        "reg_lambda": _f(1e-3, 10.0, log=True),
     },
     "knn": {"n_neighbors": _i(1, 30), "weights": _c("uniform", "distance")},
 }
+# Classifiers that can weigh classes inversely to their frequency: on imbalanced labels
+# ("balanced") a rare class is not traded away for accuracy on the common one.
+CLASS_WEIGHTED = frozenset(
+    {
+        "logistic_regression",
+        "svm",
+        "random_forest",
+        "extra_trees",
+        "hist_gradient_boosting",
+        "lightgbm",
+    }
+)
+
+
+def default_space(family: str, problem: str) -> dict[str, Distribution]:
+    """A family's default search space for a problem: for a classifier that takes class
+    weights, whether to balance them is searched too."""
+    space = dict(DEFAULT_SPACES[family])
+    if problem != "regression" and family in CLASS_WEIGHTED:
+        space["class_weight"] = _c(None, "balanced")
+    return space
 
 
 def _distribution(where: str, raw: Any) -> Distribution:
@@ -106,7 +151,7 @@ def parse_search_space(text: str | None, families: Sequence[str], problem: str) 
     """The space to search: the job's JSON (family -> parameter -> distribution) for the
     families it names, which are then the only ones searched; the defaults otherwise."""
     if text is None:
-        return {family: dict(DEFAULT_SPACES[family]) for family in families}
+        return {family: default_space(family, problem) for family in families}
     try:
         raw = json.loads(text)
     except ValueError as exc:

@@ -1,0 +1,146 @@
+"""The algorithm families: every one fits and predicts inside a full Lepton pipeline, the
+lists of families agree wherever they are written, and class weights are searched."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.pipeline import Pipeline
+
+from lepton.contract.algorithms import ALGORITHMS, AUTO
+from lepton.services.trainer.pipelines import (
+    PARAMETER_ERRORS,
+    build_pipeline,
+    candidate_families,
+    make_estimator,
+)
+from lepton.services.trainer.search_space import (
+    CLASS_WEIGHTED,
+    DEFAULT_SPACES,
+    default_space,
+)
+from lepton.services.trainer.training import SearchConfig, train
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def frame(rows: int = 120, seed: int = 0) -> pd.DataFrame:
+    """Numbers with a gap, a category, a quantity and two kinds of labels of them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 2))
+    colour = rng.choice(["red", "blue", "green"], rows).astype(object)
+    quantity = 3 * x[:, 0] - x[:, 1] + (colour == "red") * 2 + rng.normal(0, 0.3, rows)
+    data = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "colour": colour})
+    data.loc[5, "x0"] = np.nan
+    data.loc[7, "colour"] = np.nan
+    data["quantity"] = quantity
+    data["binary"] = (quantity > np.quantile(quantity, 0.8)).astype(int)
+    data["multiclass"] = np.digitize(quantity, np.quantile(quantity, [0.33, 0.66]))
+    return data
+
+
+_TARGETS = {"regression": "quantity", "binary": "binary", "multiclass": "multiclass"}
+
+
+def fitted(family: str, problem: str, params: Mapping[str, object], n_jobs: int = 1) -> Pipeline:
+    data = frame()
+    pipeline = build_pipeline(
+        family,
+        problem,
+        params,
+        numeric=["x0", "x1"],
+        categorical=["colour"],
+        seed=3,
+        n_jobs=n_jobs,
+    )
+    return pipeline.fit(data[["x0", "x1", "colour"]], data[_TARGETS[problem]])
+
+
+@pytest.mark.parametrize("problem", ["regression", "binary", "multiclass"])
+@pytest.mark.parametrize("family", ["extra_trees", "lightgbm"])
+def test_each_new_family_fits_and_predicts_in_a_lepton_pipeline(family: str, problem: str) -> None:
+    assert family in candidate_families(problem, AUTO)
+    model = fitted(family, problem, {})
+    rows = frame(40, seed=1)
+    predicted = model.predict(rows[["x0", "x1", "colour"]])
+    truth = rows[_TARGETS[problem]]
+    # Rows of the same rule it never saw: R², or accuracy averaged over the classes (the
+    # binary labels are 80 / 20, where always the common class scores 0.5), well above chance.
+    score = (r2_score if problem == "regression" else balanced_accuracy_score)(truth, predicted)
+    assert score > 0.65
+
+
+@pytest.mark.parametrize("problem", ["regression", "multiclass"])
+def test_lightgbm_is_silent_and_repeats_itself_for_a_seed(
+    problem: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    rows = frame(40, seed=1)[["x0", "x1", "colour"]]
+    params = {"subsample": 0.7, "colsample_bytree": 0.7}
+    first = fitted("lightgbm", problem, params, n_jobs=2).predict(rows)
+    again = fitted("lightgbm", problem, params, n_jobs=2).predict(rows)
+    np.testing.assert_array_equal(first, again)
+    # Its C++ core writes to the process's stdout unless silenced; a worker logs JSON only.
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("lightgbm", {"num_leaves": 1}),
+        ("lightgbm", {"objective": "nonsense"}),
+        ("extra_trees", {"max_depth": 0}),
+    ],
+)
+def test_a_parameter_point_a_family_rejects_raises_a_parameter_error(
+    family: str, params: Mapping[str, object]
+) -> None:
+    # The search fails such a trial and goes on; LightGBM's checks raise a bare Exception.
+    with pytest.raises(PARAMETER_ERRORS):
+        fitted(family, "regression", params)
+
+
+def test_every_list_of_families_agrees() -> None:
+    regression = set(candidate_families("regression", AUTO))
+    classification = set(candidate_families("binary", AUTO))
+    assert {"extra_trees", "lightgbm"} <= regression & classification
+    assert set(ALGORITHMS) - {AUTO} == regression | classification == set(DEFAULT_SPACES)
+    for schema in ("job_requested", "job_assigned"):
+        fields = json.loads((_ROOT / "schemas" / f"{schema}.avsc").read_text())["fields"]
+        task = next(f for f in fields if f["name"] == "task")
+        doc = next(f["doc"] for f in task["type"]["fields"] if f["name"] == "algorithm")
+        named = doc.split("one family: ")[1].rstrip(".").split(", ")
+        assert named == [a for a in ALGORITHMS if a != AUTO], schema
+
+
+@pytest.mark.parametrize("family", sorted(CLASS_WEIGHTED))
+def test_class_weight_is_searched_for_classifiers_that_take_it(family: str) -> None:
+    assert default_space(family, "binary")["class_weight"].choices == (None, "balanced")
+    assert "class_weight" not in default_space(family, "regression")
+    assert "class_weight" not in DEFAULT_SPACES[family]  # not shared with regression
+    model = fitted(family, "binary", {"class_weight": "balanced"})
+    assert model[-1].get_params()["class_weight"] == "balanced"
+
+
+def test_class_weight_is_searched_wherever_a_classifier_takes_it() -> None:
+    for family in candidate_families("multiclass", AUTO):
+        takes = "class_weight" in make_estimator(family, "multiclass", 0, 1).get_params()
+        assert takes == (family in CLASS_WEIGHTED), family
+
+
+def test_a_search_tries_balanced_class_weights_on_imbalanced_labels() -> None:
+    data = frame(150)[["x0", "x1", "colour", "binary"]]
+    result = train(
+        data,
+        SearchConfig(
+            target_column="binary", algorithm="logistic_regression", trial_budget=8, seed=1
+        ),
+    )
+    tried = {trial.params["class_weight"] for trial in result.trials}
+    assert tried == {None, "balanced"}
