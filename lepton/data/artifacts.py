@@ -93,6 +93,8 @@ _TRUSTED_EXACT = frozenset(
         "sklearn.neighbors._ball_tree.BallTree",
         # A target encoder's cross-fitting folds: parameters only.
         "sklearn.model_selection._split.KFold",
+        # A voting ensemble's named members (a dict): the trainer's final ensemble.
+        "sklearn.utils._bunch.Bunch",
         # Lepton's own reader of numbers written as text (a pure function), the first step
         # the trainer puts before such a column.
         "lepton.data.modeling.as_numbers",

@@ -10,6 +10,7 @@ import pytest
 from sklearn.model_selection import KFold, cross_val_score
 
 from lepton.data.modeling import holdout_split, model_input
+from lepton.services.trainer.allocation import share
 from lepton.services.trainer.errors import (
     AlgorithmMismatch,
     ConstantTarget,
@@ -20,7 +21,7 @@ from lepton.services.trainer.errors import (
 )
 from lepton.services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
 from lepton.services.trainer.search_space import default_space, parse_search_space
-from lepton.services.trainer.training import SearchConfig, train, trial_share
+from lepton.services.trainer.training import SearchConfig, train
 
 
 def houses(rows: int = 80, seed: int = 0) -> pd.DataFrame:
@@ -215,9 +216,12 @@ def test_bad_input_raises_a_specific_error() -> None:
         train(houses(), SearchConfig(target_column="price", cv_folds=1))
 
 
-def test_gang_shares_add_up_to_the_budget() -> None:
-    assert [trial_share(10, 3, i) for i in range(3)] == [4, 3, 3]
-    assert sum(trial_share(7, 4, i) for i in range(4)) == 7
+def test_gang_shares_of_a_rung_add_up_to_it() -> None:
+    rung = ["ridge", "knn", "svm"] * 3 + ["ridge"]
+    shares = [share(rung, i, 3) for i in range(3)]
+    assert [len(s) for s in shares] == [4, 3, 3]
+    assert sorted(f for s in shares for f in s) == sorted(rung)
+    assert sum(len(share(rung[:7], i, 4)) for i in range(4)) == 7
 
 
 def test_held_out_rows_never_reach_the_search_or_the_refit() -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import VotingClassifier, VotingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, TargetEncoder
 
@@ -87,6 +88,10 @@ def input_schema(pipeline: Any, features: list[str]) -> InputSchema:
 
     A pipeline without a leading ColumnTransformer is taken to read every feature as a
     number (the only input a bare estimator accepts)."""
+    if isinstance(pipeline, VotingClassifier | VotingRegressor):
+        # The trainer's ensemble: its members are its pipelines, fitted on the same rows
+        # and columns, so the first reads its input as every member does.
+        pipeline = pipeline.estimators_[0]
     preprocess = pipeline.steps[0][1] if isinstance(pipeline, Pipeline) else None
     if not isinstance(preprocess, ColumnTransformer):
         return InputSchema(tuple(features), frozenset(features))

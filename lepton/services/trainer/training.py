@@ -1,14 +1,17 @@
 """What a training job decides and computes, with no Kafka, database or files inside.
 
 From a data frame and the job's task this module infers the learning problem, picks the
-algorithm families that suit it, parses the search space, searches parameters with
-Optuna's TPE sampler and median pruning over cross-validation folds, and refits the best
-pipeline on all rows. Preprocessing (imputation, one-hot encoding, scaling) is part of
-every pipeline, so each fold fits it on its own training rows only: no leakage. Before
-the search, :mod:`lepton.services.trainer.protection` decides what a careful analyst
-would (identifiers out, numbers written as text read as numbers, many categories
-target-encoded, a skewed target on a log scale when cross-validation prefers it); each
-decision is a finding (:attr:`TrainingResult.findings`).
+algorithm families that suit it, parses the search space, spends the trial budget on the
+families by successive halving (each family searched by its own TPE sampler, see
+:mod:`lepton.services.trainer.allocation` and :mod:`lepton.services.trainer.search`)
+within a time budget that includes the refit, and refits the best pipeline on all rows,
+or an ensemble of the best trials when it scores better
+(:mod:`lepton.services.trainer.ensemble`). Preprocessing (imputation, one-hot encoding,
+scaling) is part of every pipeline, so each fold fits it on its own training rows only:
+no leakage. Before the search, :mod:`lepton.services.trainer.protection` decides what a
+careful analyst would (identifiers out, numbers written as text read as numbers, many
+categories target-encoded, a skewed target on a log scale when cross-validation prefers
+it); each decision is a finding (:attr:`TrainingResult.findings`).
 
 The pipeline takes the frame :func:`lepton.data.modeling.model_input` makes (numbers as
 float64, other columns as objects with NaN for missing): that is the input contract of a
@@ -30,15 +33,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 import pandas as pd
-from sklearn.base import clone
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
 from lepton.data.modeling import as_numbers, holdout_split, labelled, model_input
+from lepton.services.trainer.allocation import DEADLINE_SLACK, TimeBudget, refit_estimate
+from lepton.services.trainer.ensemble import (
+    ENSEMBLE,
+    ENSEMBLE_CANDIDATES,
+    Ensemble,
+    beats,
+    select,
+    voting,
+)
 from lepton.services.trainer.errors import (
     ConstantTarget,
     InvalidTask,
@@ -61,9 +71,11 @@ from lepton.services.trainer.protection import (
     numeric_text_columns,
     target_flags,
 )
+from lepton.services.trainer.search import Evaluation, Search, Trial, best_first
 from lepton.services.trainer.search_space import parse_search_space
 
 if TYPE_CHECKING:
+    import optuna
     from sklearn.pipeline import Pipeline
 
 __all__ = [
@@ -75,7 +87,6 @@ __all__ = [
     "TrialRecord",
     "prepare",
     "train",
-    "trial_share",
 ]
 
 # Rows kept out for the evaluator unless the job's task.options.holdout_fraction says.
@@ -166,13 +177,17 @@ class TrialRecord:
     state: str  # complete, pruned or fail
     score: float | None
     fold_scores: list[float]
+    rung: int = 0  # the successive-halving rung it ran in
+    reason: str | None = None  # why it was pruned, abandoned or failed
 
 
 @dataclass(slots=True)
 class TrainingResult:
-    pipeline: Any  # the refitted sklearn Pipeline (None for a gang worker other than 0)
+    # The refitted sklearn Pipeline, or a VotingRegressor/VotingClassifier of pipelines
+    # (None for a gang worker other than 0).
+    pipeline: Any
     problem_type: str
-    family: str
+    family: str  # or "ensemble": params["members"] lists family, params, weight of each
     params: dict[str, Any]
     scoring: str
     cv_score: float
@@ -267,18 +282,6 @@ def prepare(
     return X, y, problem, findings
 
 
-def trial_share(budget: int, workers: int, index: int) -> int:
-    """How many of a gang's ``budget`` trials worker ``index`` runs (they sum to it)."""
-    return budget // workers + (1 if index < budget % workers else 0)
-
-
-def _split_params(params: Mapping[str, Any], families: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    # Parameters are named family.param, so that families never share a distribution.
-    family = params["family"] if len(families) > 1 else families[0]
-    prefix = f"{family}."
-    return family, {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
-
-
 def train(
     frame: pd.DataFrame,
     config: SearchConfig,
@@ -355,108 +358,129 @@ def train(
         if scale_finding is not None:
             findings.append(scale_finding)
 
-    def objective(trial: optuna.Trial) -> float:
-        family = (
-            trial.suggest_categorical("family", list(families))
-            if len(families) > 1
-            else families[0]
-        )
-        params = {
-            name: distribution.suggest(trial, f"{family}.{name}")
-            for name, distribution in space[family].items()
-        }
-        trial.set_user_attr("family", family)
-        scores: list[float] = []
-        for step, (train_rows, test_rows) in enumerate(folds):
-            model = clone(pipeline_for(family, params, log_scale=log_scale))
-            model.fit(X.iloc[train_rows], y[train_rows])
-            scores.append(float(scorer(model, X.iloc[test_rows], y[test_rows])))
-            trial.set_user_attr("fold_scores", scores)
-            trial.report(float(np.mean(scores)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned
-        return float(np.mean(scores))
-
-    share = trial_share(config.trial_budget, gang_size, worker_index)
-    # Gang workers seed apart, or they would all propose the same first points.
-    sampler = optuna.samplers.TPESampler(seed=config.seed + worker_index)
-    study = optuna.create_study(
+    budget = TimeBudget(clock, began + config.time_budget_s * (1 - DEADLINE_SLACK))
+    search = Search(
+        space,
+        Evaluation(
+            X,
+            y,
+            folds,
+            scorer,
+            lambda family, params: pipeline_for(family, params, log_scale=log_scale),
+            probabilities=problem != "regression",
+        ),
+        budget,
+        seed=config.seed,
         storage=storage,
         study_name=study_name,
-        direction="maximize",
-        sampler=sampler,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-        load_if_exists=storage is not None,
+        worker_index=worker_index,
+        gang_size=gang_size,
     )
-    deadline = began + config.time_budget_s
 
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        done = sum(1 for t in study.trials if t.state.is_finished())
+    def after_trial(finished: int) -> None:
         by_time = (clock() - began) / config.time_budget_s
-        report(10 + 80 * min(1.0, max(done / config.trial_budget, by_time)), "searching")
+        report(10 + 80 * min(1.0, max(finished / config.trial_budget, by_time)), "searching")
 
     report(10, "searching")
     # BLAS and OpenMP pools sized to the job's cores: more threads than cores only
     # contend (histogram gradient boosting runs several times slower oversubscribed).
     with threadpool_limits(limits=config.n_jobs):
-        if share > 0:
-            study.optimize(
-                objective,
-                n_trials=share,
-                timeout=max(0.0, deadline - clock()),
-                # A parameter point an estimator rejects fails that trial, not the search.
-                catch=(ValueError, ArithmeticError),
-                callbacks=[after_trial],
-            )
+        search.run(config.trial_budget, after_trial)
         if storage is not None and refit:
-            _await_gang(study, config.trial_budget, deadline, clock)
-        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not complete:
-            states = sorted({t.state.name.lower() for t in study.trials})
+            search.await_gang(config.trial_budget)
+        trials = search.trials()
+        ranked = best_first(trials)
+        if not ranked:
+            states = sorted({t.state for t in trials})
             raise NoUsableTrial(
-                f"none of {len(study.trials)} trials completed (states: {', '.join(states)}); "
+                f"none of {len(trials)} trials completed (states: {', '.join(states)}); "
                 "the estimator rejected every parameter point tried"
             )
-        best = max(complete, key=lambda t: (t.value, -t.number))
-        family, params = _split_params(best.params, families)
+        best = ranked[0]
+        family, params = best.family, best.params
+        cv_score, fold_scores = float(best.score or 0.0), best.fold_scores
         pipeline = None
         if refit:
             report(92, "refitting")
-            pipeline = pipeline_for(family, params, log_scale=log_scale).fit(X, y)
+            chosen = _ensemble(ranked, y, folds, scorer, budget, problem)
+            if chosen is None:
+                pipeline = pipeline_for(family, params, log_scale=log_scale).fit(X, y)
+            else:
+                members, ensemble = chosen
+                family, cv_score, fold_scores = ENSEMBLE, ensemble.score, ensemble.fold_scores
+                params = {
+                    "members": [
+                        {"family": m.family, "params": m.params, "weight": w}
+                        for m, w in zip(members, ensemble.weights, strict=True)
+                    ]
+                }
+                pipeline = voting(
+                    [
+                        (f"{m.family}_{i}", pipeline_for(m.family, m.params, log_scale=log_scale))
+                        for i, m in enumerate(members)
+                    ],
+                    ensemble.weights,
+                    classification=problem != "regression",
+                ).fit(X, y)
     return TrainingResult(
         pipeline=pipeline,
         problem_type=problem,
         family=family,
         params=params,
         scoring=scoring,
-        cv_score=float(best.value or 0.0),
-        fold_scores=[float(s) for s in best.user_attrs.get("fold_scores", [])],
+        cv_score=cv_score,
+        fold_scores=[float(s) for s in fold_scores],
         feature_columns=[str(c) for c in X.columns],
-        trials=[_record(t, families) for t in study.trials],
+        trials=[_record(number, t) for number, t in enumerate(trials)],
         seconds=clock() - began,
         sensitive_columns=[c for c in [*X.columns, config.target_column] if c in sensitive],
         findings=findings,
     )
 
 
-def _await_gang(
-    study: optuna.Study, budget: int, deadline: float, clock: Callable[[], float]
-) -> None:
-    """Wait until the gang has finished the whole budget, or the time budget is over."""
-    while clock() < deadline:
-        if sum(1 for t in study.trials if t.state.is_finished()) >= budget:
-            return
-        time.sleep(0.2)
+def _ensemble(
+    ranked: Sequence[Trial],
+    y: np.ndarray[Any, Any],
+    folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+    scorer: Callable[..., float],
+    budget: TimeBudget,
+    problem: str,
+) -> tuple[list[Trial], Ensemble] | None:
+    """The ensemble of the best trials, with its members, if it beats the best single
+    trial and its members' refits fit in the time left; None otherwise."""
+    kept = [(t, t.oof) for t in ranked[:ENSEMBLE_CANDIDATES] if t.oof is not None]
+    if len(kept) < 2:
+        return None
+    candidates = [trial for trial, _ in kept]
+    classes = None if problem == "regression" else np.unique(y)
+    last = budget.clock()
+
+    def room() -> bool:
+        # Called before each round after the first: room for another round as long as
+        # the last, with the best trial's refit still set aside.
+        nonlocal last
+        now = budget.clock()
+        spent, last = now - last, now
+        return budget.room_for(spent)
+
+    ensemble = select([oof for _, oof in kept], y, folds, scorer, classes, room)
+    if ensemble is None or not beats(ensemble, float(ranked[0].score or 0.0)):
+        return None
+    members = [candidates[i] for i in ensemble.members]
+    refits = sum(refit_estimate(m.fold_seconds, len(folds)) for m in members)
+    if budget.left() < refits:
+        return None
+    return members, ensemble
 
 
-def _record(trial: optuna.trial.FrozenTrial, families: Sequence[str]) -> TrialRecord:
-    family, params = _split_params(trial.params, families) if trial.params else (families[0], {})
-    fold_scores = [float(s) for s in trial.user_attrs.get("fold_scores", [])]
+def _record(number: int, trial: Trial) -> TrialRecord:
     return TrialRecord(
-        number=trial.number,
-        family=family,
-        params=params,
-        state=trial.state.name.lower(),
-        score=float(trial.value) if trial.value is not None else None,
-        fold_scores=fold_scores,
+        number=number,
+        family=trial.family,
+        params=trial.params,
+        state=trial.state,
+        score=trial.score,
+        fold_scores=trial.fold_scores,
+        rung=trial.rung,
+        reason=trial.reason,
     )
