@@ -24,6 +24,8 @@ from lepton.services.trainer.search_space import (
     CLASS_WEIGHTED,
     DEFAULT_SPACES,
     default_space,
+    parse_search_space,
+    starting_point,
 )
 from lepton.services.trainer.training import SearchConfig, train
 
@@ -144,3 +146,53 @@ def test_a_search_tries_balanced_class_weights_on_imbalanced_labels() -> None:
     )
     tried = {trial.params["class_weight"] for trial in result.trials}
     assert tried == {None, "balanced"}
+
+
+def test_each_family_is_first_tried_at_its_library_defaults() -> None:
+    """The first rung is every family untuned, as a baseline would run it (scikit-learn's
+    estimator defaults), so a search never ends below a default it could have tried."""
+    data = frame().drop(columns=["binary", "multiclass"])
+    config = SearchConfig(target_column="quantity", trial_budget=9, time_budget_s=600, seed=0)
+    result = train(data, config)
+    first = {}
+    for trial in result.trials:
+        first.setdefault(trial.family, trial.params)
+    assert len(first) == 9, "every regression family has its first trial in the first rung"
+    assert first["hist_gradient_boosting"] == {
+        "learning_rate": 0.1,
+        "max_iter": 100,
+        "max_leaf_nodes": 31,
+        "min_samples_leaf": 20,
+        "max_features": 1.0,
+        "l2_regularization": 1e-6,
+    }
+    assert first["random_forest"] == {
+        "n_estimators": 100,
+        "max_depth": 32,
+        "min_samples_leaf": 1,
+        "max_features": 1.0,
+    }
+    assert first["linear_regression"] == {"fit_intercept": True}
+    # Where a range holds the library's default, the starting point is that default (a
+    # forest's depth, the regularisations and a forest's column share are not: see
+    # STARTING_POINTS).
+    approximated = {"max_depth", "l2_regularization", "max_features", "reg_lambda"}
+    for family, params in first.items():
+        defaults = make_estimator(family, "regression", seed=0, n_jobs=1).get_params()
+        start = starting_point(family, default_space(family, "regression"), "regression")
+        for name, value in start.items():
+            assert params[name] == value
+            if name not in approximated:
+                [default] = [v for k, v in defaults.items() if k.split("__")[-1] == name]
+                assert default == value, (family, name)
+
+
+def test_a_jobs_range_without_the_default_is_sampled_instead() -> None:
+    space = parse_search_space(
+        json.dumps({"ridge": {"alpha": {"type": "float", "low": 5.0, "high": 50.0}}}),
+        ("ridge",),
+        "regression",
+    )
+    assert starting_point("ridge", space["ridge"], "regression") == {}
+    balanced = starting_point("svm", default_space("svm", "binary"), "binary")
+    assert balanced == {"C": 1.0, "class_weight": None}

@@ -94,6 +94,7 @@ class Search:
         budget: TimeBudget,
         *,
         seed: int,
+        starting_points: Mapping[str, Mapping[str, Any]] | None = None,
         storage: optuna.storages.BaseStorage | str | None = None,
         study_name: str | None = None,
         worker_index: int = 0,
@@ -122,6 +123,11 @@ class Search:
             )
             for position, family in enumerate(space)
         }
+        # Each family's first trial at its starting point (a gang's workers enqueue it
+        # once between them: the same point is skipped when already there).
+        for family, point in (starting_points or {}).items():
+            if point:
+                self._studies[family].enqueue_trial(dict(point), skip_if_exists=True)
 
     def run(self, trial_budget: int, after_trial: Callable[[int], None]) -> None:
         """Spend ``trial_budget`` trials (this worker's share of each rung in a gang) by

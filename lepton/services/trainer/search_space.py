@@ -20,10 +20,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASS_WEIGHTED",
     "DEFAULT_SPACES",
+    "STARTING_POINTS",
     "Distribution",
     "Space",
     "default_space",
     "parse_search_space",
+    "starting_point",
 ]
 
 
@@ -36,6 +38,12 @@ class Distribution:
     high: float = 0.0
     log: bool = False
     choices: tuple[Any, ...] = ()
+
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` lies in this range (or among its choices)."""
+        if self.kind == "categorical":
+            return value in self.choices
+        return isinstance(value, int | float) and self.low <= value <= self.high
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         if self.kind == "float":
@@ -96,6 +104,56 @@ DEFAULT_SPACES: Mapping[str, Mapping[str, Distribution]] = {
     },
     "knn": {"n_neighbors": _i(1, 30), "weights": _c("uniform", "distance")},
 }
+# Where each family's search starts: scikit-learn's (and LightGBM's) own defaults, as far
+# as the default space holds them, so that the first rung measures every family as an
+# untuned baseline would (a search must not end below the defaults it could have tried)
+# and the samplers go on from there. Defaults a range cannot hold are left to the sampler:
+# a forest's unlimited depth is approached by its largest, a classifier's sqrt(n) share
+# of columns depends on the data.
+STARTING_POINTS: Mapping[str, Mapping[str, Any]] = {
+    "linear_regression": {"fit_intercept": True},
+    "ridge": {"alpha": 1.0},
+    "logistic_regression": {"C": 1.0},
+    "svm": {"C": 1.0},
+    "random_forest": {"n_estimators": 100, "max_depth": 32, "min_samples_leaf": 1},
+    "extra_trees": {"n_estimators": 100, "max_depth": 32, "min_samples_leaf": 1},
+    "hist_gradient_boosting": {
+        "learning_rate": 0.1,
+        "max_iter": 100,
+        "max_leaf_nodes": 31,
+        "min_samples_leaf": 20,
+        "max_features": 1.0,
+        "l2_regularization": 1e-6,
+    },
+    "lightgbm": {
+        "n_estimators": 100,
+        "learning_rate": 0.1,
+        "num_leaves": 31,
+        "min_child_samples": 20,
+        "subsample": 1.0,
+        "colsample_bytree": 1.0,
+        "reg_lambda": 1e-3,
+    },
+    "knn": {"n_neighbors": 5, "weights": "uniform"},
+}
+
+
+def starting_point(family: str, space: Mapping[str, Distribution], problem: str) -> dict[str, Any]:
+    """The values of ``family``'s first trial that ``space`` can hold (a job's own ranges
+    may not); the rest are sampled. Unbalanced classes first, as scikit-learn's default;
+    a forest's regressor looks at every column at each split, as scikit-learn's does."""
+    point = dict(STARTING_POINTS.get(family, {}))
+    if problem == "regression" and family in ("random_forest", "extra_trees"):
+        point["max_features"] = 1.0
+    if problem != "regression":
+        point["class_weight"] = None
+    return {
+        name: value
+        for name, value in point.items()
+        if name in space and space[name].holds(value)
+    }
+
+
 # Classifiers that can weigh classes inversely to their frequency: on imbalanced labels
 # ("balanced") a rare class is not traded away for accuracy on the common one.
 CLASS_WEIGHTED = frozenset(

@@ -72,7 +72,7 @@ from lepton.services.trainer.protection import (
     target_flags,
 )
 from lepton.services.trainer.search import Evaluation, Search, Trial, best_first
-from lepton.services.trainer.search_space import parse_search_space
+from lepton.services.trainer.search_space import parse_search_space, starting_point
 
 if TYPE_CHECKING:
     import optuna
@@ -371,6 +371,9 @@ def train(
         ),
         budget,
         seed=config.seed,
+        starting_points={
+            family: starting_point(family, ranges, problem) for family, ranges in space.items()
+        },
         storage=storage,
         study_name=study_name,
         worker_index=worker_index,
