@@ -148,9 +148,7 @@ def starting_point(family: str, space: Mapping[str, Distribution], problem: str)
     if problem != "regression":
         point["class_weight"] = None
     return {
-        name: value
-        for name, value in point.items()
-        if name in space and space[name].holds(value)
+        name: value for name, value in point.items() if name in space and space[name].holds(value)
     }
 
 
