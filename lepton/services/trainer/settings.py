@@ -26,9 +26,11 @@ class TrainerSettings(ArtifactSettings):
         "job) voids the result. Keep it below the scheduler's LEPTON_NODE_DEAD_AFTER_S.",
     )
     trainer_memory_floor_mib: int = Field(
-        default=768,
+        # 768 until LightGBM joined the families: its OpenMP runtime beside scikit-learn's,
+        # and their threads, left a 1 GiB worker unable to start a thread on a 569-row set.
+        default=2048,
         ge=64,
         description="LEPTON_TRAINER_MEMORY_FLOOR_MIB: the smallest address-space limit "
-        "given to a worker, whatever its grant: Python with NumPy and scikit-learn loaded "
-        "maps several hundred MiB of address space before it holds any data.",
+        "given to a worker, whatever its grant: Python with NumPy, scikit-learn, LightGBM and "
+        "their thread pools maps over a GiB of address space before it holds any data.",
     )
