@@ -210,8 +210,8 @@ def test_an_ensemble_of_one_trial_repeated_is_not_an_ensemble() -> None:
 
 
 def test_a_hair_of_gain_does_not_choose_the_ensemble() -> None:
-    assert not beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN / 2), []), 0.8)
-    assert beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN * 2), []), 0.8)
+    assert not beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN / 2), [], np.empty(0)), 0.8)
+    assert beats(Ensemble([0, 1], [0.5, 0.5], 0.8 * (1 + MIN_GAIN * 2), [], np.empty(0)), 0.8)
 
 
 @pytest.mark.parametrize("target", ["regression", "multiclass"])

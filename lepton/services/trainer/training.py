@@ -72,7 +72,14 @@ from lepton.services.trainer.protection import (
     target_flags,
 )
 from lepton.services.trainer.search import Evaluation, Search, Trial, best_first
-from lepton.services.trainer.search_space import parse_search_space, starting_point
+from lepton.services.trainer.search_space import parse_search_space, starting_points
+from lepton.services.trainer.threshold import (
+    DEFAULT_THRESHOLD,
+    Threshold,
+    fixed,
+    scores_labels,
+    tune,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -372,7 +379,7 @@ def train(
         budget,
         seed=config.seed,
         starting_points={
-            family: starting_point(family, ranges, problem) for family, ranges in space.items()
+            family: starting_points(family, ranges, problem) for family, ranges in space.items()
         },
         storage=storage,
         study_name=study_name,
@@ -406,8 +413,9 @@ def train(
         if refit:
             report(92, "refitting")
             chosen = _ensemble(ranked, y, folds, scorer, budget, problem)
+            model: Any
             if chosen is None:
-                pipeline = pipeline_for(family, params, log_scale=log_scale).fit(X, y)
+                model, oof = pipeline_for(family, params, log_scale=log_scale), best.oof
             else:
                 members, ensemble = chosen
                 family, cv_score, fold_scores = ENSEMBLE, ensemble.score, ensemble.fold_scores
@@ -417,14 +425,22 @@ def train(
                         for m, w in zip(members, ensemble.weights, strict=True)
                     ]
                 }
-                pipeline = voting(
+                model = voting(
                     [
                         (f"{m.family}_{i}", pipeline_for(m.family, m.params, log_scale=log_scale))
                         for i, m in enumerate(members)
                     ],
                     ensemble.weights,
                     classification=problem != "regression",
-                ).fit(X, y)
+                )
+                oof = ensemble.predictions
+            if problem == "binary" and oof is not None and scores_labels(scorer):
+                threshold = tune(oof, y, folds, scorer, np.unique(y))
+                if threshold is not None:
+                    model = fixed(model, threshold)
+                    cv_score, fold_scores = threshold.score, threshold.fold_scores
+                    findings.append(_threshold_finding(threshold, scoring, config.target_column))
+            pipeline = model.fit(X, y)
     return TrainingResult(
         pipeline=pipeline,
         problem_type=problem,
@@ -474,6 +490,17 @@ def _ensemble(
     if budget.left() < refits:
         return None
     return members, ensemble
+
+
+def _threshold_finding(threshold: Threshold, scoring: str, target: str) -> PrepFinding:
+    return PrepFinding(
+        "decision_threshold",
+        f"the model predicts the second class of {target} when its probability is at least "
+        f"{threshold.value:g} rather than {DEFAULT_THRESHOLD:g}: cross-validated {scoring} "
+        f"was {threshold.score:.4g} against {threshold.default_score:.4g} (threshold chosen "
+        "on the search's out-of-fold probabilities)",
+        target,
+    )
 
 
 def _record(number: int, trial: Trial) -> TrialRecord:
