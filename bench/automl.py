@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 from typing import Any
 
 import numpy as np
@@ -321,6 +322,12 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "dataset": runs[0]["dataset"],
         "metric": runs[0]["metric"],
         "seeds": len(runs),
+        # Lepton's score minus the other's, per seed (the same split): mean and standard
+        # error, to tell a loss from the noise of a few held-out rows.
+        "vs_flaml": _paired([run["lepton"]["score"] - run["flaml"]["score"] for run in runs]),
+        "vs_best_baseline": _paired(
+            [run["lepton"]["score"] - run["baselines"][best]["score"] for run in runs]
+        ),
         "lepton": lepton,
         "lepton_seconds": fmean([run["lepton"]["seconds"] for run in runs]),
         "flaml": flaml,
@@ -331,6 +338,11 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "lepton_ge_baselines": lepton >= baselines[best],
         "seeds_ge_flaml": sum(run["lepton"]["score"] >= run["flaml"]["score"] for run in runs),
     }
+
+
+def _paired(differences: list[float]) -> dict[str, float]:
+    se = stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
+    return {"mean": fmean(differences), "se": se}
 
 
 def _print_run(run: dict[str, Any]) -> None:
@@ -354,6 +366,10 @@ def _print_summary(row: dict[str, Any]) -> None:
         + "".join(f"{score:>8.4f}" for score in row["baselines"].values())
         + "".join(f"{'yes' if row[verdict] else 'NO':>8}" for verdict in _VERDICTS)
         + f"{row['seeds_ge_flaml']:>5}/{row['seeds']}"
+        + "".join(
+            f"  {row[key]['mean']:+.4f} ± {row[key]['se']:.4f}"
+            for key in ("vs_flaml", "vs_best_baseline")
+        )
     )
 
 
@@ -401,6 +417,7 @@ def main() -> None:
     print(
         f"{'dataset':<14}{'metric':<9}{'lepton':>8}{'s':>6}{'flaml':>8}{'s':>6}"
         f"{'linear':>8}{'rf':>8}{'hgb':>8}{'>=flaml':>8}{'>=base':>8}{'seeds >=flaml':>14}"
+        f"{'lepton - flaml (se)':>22}{'lepton - best base':>21}"
     )
     for row in summaries:
         _print_summary(row)

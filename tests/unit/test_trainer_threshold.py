@@ -13,7 +13,7 @@ from sklearn.model_selection import FixedThresholdClassifier, StratifiedKFold
 from lepton.data import artifacts
 from lepton.data.modeling import model_input
 from lepton.services.evaluator.inputs import input_schema
-from lepton.services.trainer.threshold import DEFAULT_THRESHOLD, scores_labels, tune
+from lepton.services.trainer.threshold import DEFAULT_THRESHOLD, RARE_SHARE, scores_labels, tune
 from lepton.services.trainer.training import SearchConfig, train
 
 CLASSES = np.array([0, 1])
@@ -48,9 +48,17 @@ def test_a_rare_class_scored_low_gets_a_lower_threshold() -> None:
 
 def test_probabilities_already_right_at_one_half_keep_it() -> None:
     rng = np.random.default_rng(0)
-    y = (rng.random(400) < 0.5).astype(int)
-    positive = np.where(y == 1, rng.uniform(0.55, 1.0, 400), rng.uniform(0.0, 0.45, 400))
+    y = (rng.random(1000) < 0.1).astype(int)
+    positive = np.where(y == 1, rng.uniform(0.55, 1.0, 1000), rng.uniform(0.0, 0.45, 1000))
     assert tune(_probabilities(positive), y, _folds(y), get_scorer("f1"), CLASSES) is None
+
+
+def test_classes_near_balance_keep_one_half() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(1000) < 1 - RARE_SHARE).astype(int)  # the rarer class just at the share
+    positive = np.where(y == 1, rng.uniform(0.3, 0.7, 1000), rng.uniform(0.0, 0.3, 1000))
+    # (With 10 % positives the same probabilities get 0.3: see the test above.)
+    assert tune(_probabilities(positive), y, _folds(y), get_scorer("f1_macro"), CLASSES) is None
 
 
 def test_rows_without_out_of_fold_probabilities_are_not_tuned_on() -> None:

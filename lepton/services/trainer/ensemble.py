@@ -4,11 +4,18 @@ predictions (Caruana et al., "Ensemble selection from libraries of models", 2004
 Starting from nothing, each round adds (with replacement) the trial whose predictions
 most improve the cross-validation score of the ensemble's average; the best ensemble of
 any round is kept, its weights the times each trial was added. Classifiers are averaged
-by their predicted probabilities (a soft vote), regressors by their predictions. The
-ensemble is scored exactly as a trial is (the job's scorer on each fold's held-out rows,
-averaged), so the two scores compare; it is chosen only when it beats the best single
-trial by a margin (see :data:`MIN_GAIN`), and it is refitted as a scikit-learn
+by their predicted probabilities (a soft vote), regressors by their predictions.
+
+The ensemble's score is cross-validated honestly (nested): each fold is scored with the
+ensemble selected on the other folds alone. Scored on the rows it was selected on, an
+ensemble looks better than it predicts, and on a few hundred rows that optimism alone
+made it win over a linear model that predicted held-out rows better. The honest score
+compares with a trial's (the job's scorer on each fold's held-out rows, averaged); the
+ensemble is a candidate only when it beats the best single trial by a margin (see
+:data:`MIN_GAIN`), and then competes with each family's best trial as the most flexible
+of them (:mod:`lepton.services.trainer.selection`). It is refitted as a scikit-learn
 ``VotingRegressor`` or soft ``VotingClassifier`` whose members are refitted on all rows.
+The nested selection costs one greedy selection per fold more, scorer calls only.
 """
 
 from __future__ import annotations
@@ -52,9 +59,9 @@ ENSEMBLE_ROUNDS = 20
 # every candidate on every fold (a scorer such as f1_macro takes milliseconds a call),
 # and a plateau of three rounds is seldom left by adding a fourth copy of a member.
 PATIENCE = 3
-# The ensemble is chosen over the best single trial only when its cross-validation score
-# is higher by this share of the single trial's (absolute) score: it was selected on the
-# same out-of-fold rows it is scored on, so a tie or a hair's gain is optimism, not skill.
+# The ensemble is a candidate only when its cross-validation score is higher than the
+# best single trial's by this share of the trial's (absolute) score: for a tie or a hair's
+# gain, refitting several members is not worth their time (and a larger model).
 MIN_GAIN = 0.002
 
 
@@ -109,24 +116,20 @@ def replayed_scores(
     return [float(scorer(replayed, test[:, None], y[test])) for _, test in folds]
 
 
-def select(
+def _greedy(
     predictions: Sequence[np.ndarray[Any, Any]],
     y: np.ndarray[Any, Any],
     folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
     scorer: Callable[..., float],
     classes: np.ndarray[Any, Any] | None,
-    room: Callable[[], bool] = lambda: True,
-) -> Ensemble | None:
-    """The best ensemble greedy selection finds over ``predictions`` (out-of-fold, one
-        per candidate trial; probabilities when ``classes`` is given), or None when it is a
-        single trial. ``room``: whether the time budget allows another round (asked before
-    each round but the first)."""
-    if len(predictions) < 2:
-        return None
+    room: Callable[[], bool],
+) -> tuple[Counter[int], list[float]]:
+    """Greedy selection scored on ``folds``: the best round's members (times each was
+    added) and fold scores."""
     total = np.zeros_like(predictions[0], dtype=float)
     counts: Counter[int] = Counter()
-    # (score, members' counts, fold scores, round, predictions) of the best ensemble so far
-    best: tuple[float, Counter[int], list[float], int, np.ndarray[Any, Any]] | None = None
+    # (score, members' counts, fold scores, round) of the best ensemble so far
+    best: tuple[float, Counter[int], list[float], int] | None = None
     for size in range(1, ENSEMBLE_ROUNDS + 1):
         if best is not None and (size - best[3] > PATIENCE or not room()):
             break
@@ -140,19 +143,52 @@ def select(
         counts[chosen] += 1
         score = float(np.mean(fold_scores))
         if best is None or score > best[0]:
-            best = (score, counts.copy(), fold_scores, size, total / size)
+            best = (score, counts.copy(), fold_scores, size)
     assert best is not None
-    score, chosen_counts, fold_scores, _, averaged = best
-    if len(chosen_counts) < 2:
+    return best[1], best[2]
+
+
+def _averaged(predictions: Sequence[np.ndarray[Any, Any]], counts: Counter[int]) -> Any:
+    return sum(predictions[m] * n for m, n in counts.items()) / sum(counts.values())
+
+
+def select(
+    predictions: Sequence[np.ndarray[Any, Any]],
+    y: np.ndarray[Any, Any],
+    folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+    scorer: Callable[..., float],
+    classes: np.ndarray[Any, Any] | None,
+    room: Callable[[], bool] = lambda: True,
+) -> Ensemble | None:
+    """The best ensemble greedy selection finds over ``predictions`` (out-of-fold, one
+    per candidate trial; probabilities when ``classes`` is given), or None when it is a
+    single trial. ``room``: whether the time budget allows another round (asked before
+    each round but the first).
+
+    Its score is cross-validated honestly: each fold's score is that of the ensemble
+    selected on the other folds alone (which may differ, or be one trial), so it compares
+    with a trial's score and carries no optimism from selecting on the rows it is scored
+    on. Its members and weights are those selected on all folds."""
+    if len(predictions) < 2:
         return None
-    members = sorted(chosen_counts)
-    size = sum(chosen_counts.values())
+    counts, _ = _greedy(predictions, y, folds, scorer, classes, room)
+    if len(counts) < 2:
+        return None
+    fold_scores = []
+    for k, (_, test) in enumerate(folds):
+        others = [fold for i, fold in enumerate(folds) if i != k]
+        chosen, _ = _greedy(predictions, y, others, scorer, classes, room)
+        held_out = [(np.empty(0, dtype=int), test)]
+        averaged = _averaged(predictions, chosen)
+        fold_scores += replayed_scores(averaged, y, held_out, scorer, classes)
+    members = sorted(counts)
+    size = sum(counts.values())
     return Ensemble(
         members=members,
-        weights=[chosen_counts[m] / size for m in members],
-        score=score,
+        weights=[counts[m] / size for m in members],
+        score=float(np.mean(fold_scores)),
         fold_scores=fold_scores,
-        predictions=averaged,
+        predictions=_averaged(predictions, counts),
     )
 
 

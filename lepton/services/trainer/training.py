@@ -72,7 +72,17 @@ from lepton.services.trainer.protection import (
     target_flags,
 )
 from lepton.services.trainer.search import Evaluation, Search, Trial, best_first
-from lepton.services.trainer.search_space import parse_search_space, starting_points
+from lepton.services.trainer.search_space import (
+    parse_search_space,
+    starting_point,
+    starting_points,
+)
+from lepton.services.trainer.selection import (
+    Candidate,
+    flexibility,
+    simplest_within_noise,
+    standard_error,
+)
 from lepton.services.trainer.threshold import (
     DEFAULT_THRESHOLD,
     Threshold,
@@ -88,6 +98,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOW_SENSITIVE",
     "DEFAULT_HOLDOUT_FRACTION",
+    "MODEL_CHOICE",
+    "MODEL_CHOICES",
     "Progress",
     "SearchConfig",
     "TrainingResult",
@@ -100,6 +112,11 @@ __all__ = [
 DEFAULT_HOLDOUT_FRACTION = 0.2
 # The task option that lets a model read the dataset's sensitive columns.
 ALLOW_SENSITIVE = "allow_sensitive_columns"
+# The task option that says which candidate a search keeps: "simplest" (the default: the
+# least flexible within the noise of the best, see selection.py) or "best" (the top
+# cross-validation score, as searches did before).
+MODEL_CHOICE = "model_choice"
+MODEL_CHOICES = ("simplest", "best")
 Progress = Callable[[float, str], None]  # (percent 0..100, stage)
 
 
@@ -119,6 +136,7 @@ class SearchConfig:
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
     n_jobs: int = 1  # threads an estimator may use: the job's granted cores
     allow_sensitive_columns: bool = False
+    model_choice: str = MODEL_CHOICES[0]
 
     @classmethod
     def from_task(cls, task: Mapping[str, Any], n_jobs: int = 1) -> SearchConfig:
@@ -138,6 +156,7 @@ class SearchConfig:
             holdout_fraction=_holdout_option(task.get("options") or {}),
             n_jobs=max(1, n_jobs),
             allow_sensitive_columns=_allow_sensitive_option(task.get("options") or {}),
+            model_choice=(task.get("options") or {}).get(MODEL_CHOICE, MODEL_CHOICES[0]),
         )
 
     def check(self) -> None:
@@ -153,6 +172,11 @@ class SearchConfig:
             raise InvalidTask("task.time_budget_s must be positive")
         if self.cv_folds < 2:
             raise InvalidTask("task.cv_folds must be at least 2")
+        if self.model_choice not in MODEL_CHOICES:
+            raise InvalidTask(
+                f"task.options.{MODEL_CHOICE} {self.model_choice[:100]!r} must be one of "
+                f"{', '.join(MODEL_CHOICES)}"
+            )
         if not 0 <= self.holdout_fraction <= 0.5:
             raise InvalidTask(
                 f"task.options.holdout_fraction {self.holdout_fraction} must be between 0 and 0.5"
@@ -406,25 +430,32 @@ def train(
                 f"none of {len(trials)} trials completed (states: {', '.join(states)}); "
                 "the estimator rejected every parameter point tried"
             )
-        best = ranked[0]
-        family, params = best.family, best.params
-        cv_score, fold_scores = float(best.score or 0.0), best.fold_scores
+        chosen = _ensemble(ranked, y, folds, scorer, budget, problem) if refit else None
+        defaults = {
+            family: starting_point(family, ranges, problem) for family, ranges in space.items()
+        }
+        kept, simpler = _simplest(ranked, chosen, defaults, scoring, config.model_choice)
+        findings += simpler
+        if kept is not None:
+            family, params = kept.family, kept.params
+            cv_score, fold_scores = float(kept.score or 0.0), kept.fold_scores
+        else:
+            assert chosen is not None
+            members, ensemble = chosen
+            family, cv_score, fold_scores = ENSEMBLE, ensemble.score, ensemble.fold_scores
+            params = {
+                "members": [
+                    {"family": m.family, "params": m.params, "weight": w}
+                    for m, w in zip(members, ensemble.weights, strict=True)
+                ]
+            }
         pipeline = None
         if refit:
             report(92, "refitting")
-            chosen = _ensemble(ranked, y, folds, scorer, budget, problem)
             model: Any
-            if chosen is None:
-                model, oof = pipeline_for(family, params, log_scale=log_scale), best.oof
+            if kept is not None:
+                model, oof = pipeline_for(family, params, log_scale=log_scale), kept.oof
             else:
-                members, ensemble = chosen
-                family, cv_score, fold_scores = ENSEMBLE, ensemble.score, ensemble.fold_scores
-                params = {
-                    "members": [
-                        {"family": m.family, "params": m.params, "weight": w}
-                        for m, w in zip(members, ensemble.weights, strict=True)
-                    ]
-                }
                 model = voting(
                     [
                         (f"{m.family}_{i}", pipeline_for(m.family, m.params, log_scale=log_scale))
@@ -490,6 +521,68 @@ def _ensemble(
     if budget.left() < refits:
         return None
     return members, ensemble
+
+
+def _simplest(
+    ranked: Sequence[Trial],
+    ensemble: tuple[list[Trial], Ensemble] | None,
+    defaults: Mapping[str, Mapping[str, Any]],
+    scoring: str,
+    choice: str,
+) -> tuple[Trial | None, list[PrepFinding]]:
+    """The trial to keep (None: the ensemble) by :func:`simplest_within_noise` among each
+    family's best trial, its trial at its defaults (``defaults``: each family's starting
+    point; a trial is at them when its whole point is) and the ensemble, with a finding
+    when it is not the top score. ``choice`` "best": the top score, whatever it is."""
+    best: dict[str, Trial] = {}
+    untouched: dict[str, Trial] = {}
+    for trial in ranked:
+        best.setdefault(trial.family, trial)
+        if trial.params == defaults.get(trial.family):
+            untouched.setdefault(trial.family, trial)
+    trials = [*best.values(), *(t for f, t in untouched.items() if t is not best[f])]
+    pairs: list[tuple[Candidate, Trial | None]] = [
+        (
+            Candidate(
+                t.family,
+                float(t.score or 0.0),
+                t.fold_scores,
+                flexibility(t.family),
+                tuned=t is not untouched.get(t.family),
+            ),
+            t,
+        )
+        for t in trials
+    ]
+    if ensemble is not None:
+        members, chosen = ensemble
+        families = [m.family for m in members]
+        pairs.append(
+            (Candidate(ENSEMBLE, chosen.score, chosen.fold_scores, flexibility(*families)), None)
+        )
+    top = max((candidate for candidate, _ in pairs), key=lambda c: c.score)
+    kept = top if choice == "best" else simplest_within_noise([c for c, _ in pairs])
+    single = next(t for candidate, t in pairs if candidate is kept)
+    if kept is top:
+        return single, []
+    return single, [
+        PrepFinding(
+            "simpler_model",
+            f"{_named(kept)} kept rather than {_named(top)}: cross-validated {scoring} "
+            f"{kept.score:.4g} against {top.score:.4g}, within one standard error "
+            f"({standard_error(top.fold_scores):.2g}) of the best; the least flexible model, "
+            "and a family's defaults before its tuning, are kept when cross-validation "
+            "cannot tell them from the best",
+        )
+    ]
+
+
+def _named(candidate: Candidate) -> str:
+    if candidate.family == ENSEMBLE:
+        return "the ensemble"
+    if not candidate.tuned:
+        return f"{candidate.family} at its defaults"
+    return f"{candidate.family}'s best trial"
 
 
 def _threshold_finding(threshold: Threshold, scoring: str, target: str) -> PrepFinding:

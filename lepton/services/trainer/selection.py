@@ -1,0 +1,84 @@
+"""Which model a search keeps: the simplest that cross-validation cannot tell from the best.
+
+The highest cross-validation score among twenty trials is an optimistic estimate: the
+trial that tops the list is partly the one whose folds happened to suit it, and the more
+flexible a family, the more its score varies with the folds. On small tables (a few
+hundred rows) that is enough for an SVM or an ensemble to top a linear model that
+predicts new rows as well or better. So the search keeps the least flexible candidate
+whose score is within one standard error of the top score (the "one-standard-error rule"
+of Hastie, Tibshirani and Friedman, *The Elements of Statistical Learning*, 2nd ed.,
+§7.10), the standard error being that of the top candidate's fold scores: on a few
+hundred rows folds vary, and the rule leans to the simple; on many rows they agree, and
+a flexible model that is better stays. (A paired comparison, fold by fold, was tried and
+set aside: an SVM that leads a linear model on every fold of diabetes by a little still
+predicted held-out rows no better.)
+
+The same rule weighs tuning: a family's trial at its library's defaults (its first, see
+:data:`~lepton.services.trainer.search_space.STARTING_POINTS`) is kept over the same
+family's tuned trials when they are no better than the noise. The best of twenty draws of
+a ridge's alpha on 331 rows is partly the draw that suits the folds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["FLEXIBILITY", "Candidate", "flexibility", "simplest_within_noise", "standard_error"]
+
+# How flexible each family is, least first: linear models, then neighbours, kernels,
+# forests and boosting. An ensemble is as flexible as its most flexible member (an average
+# of models varies less than its members, not more).
+FLEXIBILITY: Mapping[str, int] = {
+    "linear_regression": 0,
+    "ridge": 0,
+    "lasso": 0,
+    "logistic_regression": 0,
+    "knn": 1,
+    "svm": 2,
+    "random_forest": 3,
+    "extra_trees": 3,
+    "hist_gradient_boosting": 4,
+    "lightgbm": 4,
+}
+
+
+def flexibility(*families: str) -> int:
+    """How flexible a model of ``families`` (an ensemble's members, or one family) is: the
+    most flexible of them; a family not listed counts as more flexible than any."""
+    least = max(FLEXIBILITY.values()) + 1
+    return max(FLEXIBILITY.get(family, least) for family in families)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A family's best trial, or the ensemble, as the selection sees it."""
+
+    family: str
+    score: float
+    fold_scores: Sequence[float]
+    flexibility: int
+    tuned: bool = True  # False: the family's defaults (its starting point), untouched
+
+
+def standard_error(fold_scores: Sequence[float]) -> float:
+    """The standard error of the mean of ``fold_scores`` (0 for fewer than two)."""
+    if len(fold_scores) < 2:
+        return 0.0
+    return float(np.std(fold_scores, ddof=1)) / math.sqrt(len(fold_scores))
+
+
+def simplest_within_noise(candidates: Sequence[Candidate]) -> Candidate:
+    """The least flexible of ``candidates`` scoring within one standard error (of the
+    best's fold scores) of the best; among equally flexible ones, a family's defaults
+    before its tuned trials, then the best scorer."""
+    best = max(candidates, key=lambda c: c.score)
+    bar = best.score - standard_error(best.fold_scores)
+    within = [c for c in candidates if c.score >= bar]
+    return min(within, key=lambda c: (c.flexibility, c.tuned, -c.score))
