@@ -183,7 +183,11 @@ async def test_a_job_trains_and_its_model_is_stored_cataloged_and_announced(
     assert row is not None
     assert row["algorithm"] == ready["algorithm"]
     assert json.loads(row["parameters"]) == json.loads(ready["parameters"])
-    assert len(json.loads(row["trials"])) == 4
+    trials = json.loads(row["trials"])
+    assert len(trials) == 4
+    # Each trial says which rung of successive halving it ran in (the first is rung 0).
+    assert trials[0]["rung"] == 0
+    assert all("reason" in trial for trial in trials)
     assert row["artifact_sha256"] == ready["artifact_sha256"]
     assert row["dataset_version"] == datasets["houses"]["version"]
 

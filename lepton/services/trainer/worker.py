@@ -149,6 +149,8 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
                 "state": t.state,
                 "score": t.score,
                 "fold_scores": t.fold_scores,
+                "rung": t.rung,
+                "reason": t.reason,
             }
             for t in result.trials
         ],
