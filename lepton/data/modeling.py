@@ -17,9 +17,16 @@ from sklearn.model_selection import train_test_split
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["as_numbers", "holdout_split", "labelled", "model_input"]
+__all__ = ["as_numbers", "holdout_split", "label_text", "labelled", "model_input"]
 
 IntArray = np.ndarray[Any, np.dtype[np.intp]]
+
+
+def label_text(value: Any) -> str:
+    """A class label as text: 1.0 (a numeric target read as float64) is "1"."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def model_input(frame: pd.DataFrame) -> pd.DataFrame:

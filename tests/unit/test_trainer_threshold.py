@@ -98,7 +98,9 @@ def test_a_tuned_threshold_is_stored_reported_and_read_by_the_evaluator(tmp_path
     assert threshold != DEFAULT_THRESHOLD
     [finding] = [f for f in result.findings if f.code == "decision_threshold"]
     assert finding.column == "y"
-    assert f"at least {threshold:g}" in finding.message
+    assert finding.message.startswith(
+        f"the model predicts y 1 when that class's probability is at least {threshold:g} "
+    )
     # Its score is the threshold's, above every trial's (which predicted at one half).
     best = max(t.score for t in result.trials if t.score is not None)
     assert result.cv_score > best

@@ -28,6 +28,8 @@ from sklearn.metrics import (
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
+from lepton.data.modeling import label_text
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -83,13 +85,6 @@ PRIMARY = {"regression": "r2", "binary": "f1_macro", "multiclass": "f1_macro"}
 
 def metrics_for(problem: str) -> tuple[str, ...]:
     return REGRESSION_METRICS if problem == "regression" else CLASSIFICATION_METRICS
-
-
-def label_text(value: Any) -> str:
-    """A class label as text: 1.0 (a numeric target read as float64) is "1"."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

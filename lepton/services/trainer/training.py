@@ -39,7 +39,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
-from lepton.data.modeling import as_numbers, holdout_split, labelled, model_input
+from lepton.data.modeling import as_numbers, holdout_split, label_text, labelled, model_input
 from lepton.services.trainer.allocation import DEADLINE_SLACK, TimeBudget, refit_estimate
 from lepton.services.trainer.ensemble import (
     ENSEMBLE,
@@ -466,11 +466,14 @@ def train(
                 )
                 oof = ensemble.predictions
             if problem == "binary" and oof is not None and scores_labels(scorer):
-                threshold = tune(oof, y, folds, scorer, np.unique(y))
+                classes = np.unique(y)
+                threshold = tune(oof, y, folds, scorer, classes)
                 if threshold is not None:
                     model = fixed(model, threshold)
                     cv_score, fold_scores = threshold.score, threshold.fold_scores
-                    findings.append(_threshold_finding(threshold, scoring, config.target_column))
+                    findings.append(
+                        _threshold_finding(threshold, scoring, config.target_column, classes[1])
+                    )
             pipeline = model.fit(X, y)
     return TrainingResult(
         pipeline=pipeline,
@@ -585,13 +588,15 @@ def _named(candidate: Candidate) -> str:
     return f"{candidate.family}'s best trial"
 
 
-def _threshold_finding(threshold: Threshold, scoring: str, target: str) -> PrepFinding:
+def _threshold_finding(
+    threshold: Threshold, scoring: str, target: str, positive: Any
+) -> PrepFinding:
     return PrepFinding(
         "decision_threshold",
-        f"the model predicts the second class of {target} when its probability is at least "
-        f"{threshold.value:g} rather than {DEFAULT_THRESHOLD:g}: cross-validated {scoring} "
-        f"was {threshold.score:.4g} against {threshold.default_score:.4g} (threshold chosen "
-        "on the search's out-of-fold probabilities)",
+        f"the model predicts {target} {label_text(positive)} when that class's probability "
+        f"is at least {threshold.value:g} rather than {DEFAULT_THRESHOLD:g}: cross-validated "
+        f"{scoring} was {threshold.score:.4g} against {threshold.default_score:.4g} "
+        "(threshold chosen on the search's out-of-fold probabilities)",
         target,
     )
 
