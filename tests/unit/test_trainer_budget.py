@@ -292,3 +292,13 @@ def test_identical_trials_give_the_single_best_pipeline() -> None:
     )
     assert result.family == "ridge"
     assert result.params == {"alpha": 1.0}
+
+
+def test_paced_work_stops_when_another_step_as_long_as_the_last_would_not_fit() -> None:
+    clock = FakeClock()
+    budget = TimeBudget(clock, deadline=10.0, reserve=2.0)
+    room = budget.paced()
+    clock.now = 3.0  # a step of 3 s: 7 s left, 3 s more and the 2 s reserve fit
+    assert room()
+    clock.now = 6.0  # another 3 s step: 4 s left, not enough for 3 s and the reserve
+    assert not room()

@@ -121,3 +121,20 @@ def test_a_metric_of_probabilities_leaves_the_threshold_alone() -> None:
     result = train(_rare_positives(), _config("roc_auc"))
     assert not isinstance(result.pipeline, FixedThresholdClassifier)
     assert "decision_threshold" not in {f.code for f in result.findings}
+
+
+def test_a_scan_the_time_budget_cuts_short_keeps_the_thresholds_nearest_one_half() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(1000) < 0.1).astype(int)
+    positive = np.where(y == 1, rng.uniform(0.3, 0.7, 1000), rng.uniform(0.0, 0.3, 1000))
+    calls: list[int] = []
+
+    def room() -> bool:  # room for four thresholds after one half
+        calls.append(1)
+        return len(calls) <= 4
+
+    found = tune(_probabilities(positive), y, _folds(y), get_scorer("f1_macro"), CLASSES, room)
+    # One half and 0.475, 0.525, 0.45, 0.55 were scored; 0.3 (the best) was not reached.
+    assert found is not None
+    assert found.value == 0.45
+    assert len(calls) == 5

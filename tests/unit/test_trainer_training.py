@@ -192,6 +192,7 @@ def test_default_spaces_name_real_parameters() -> None:
         ('{"ridge": {"alpha": {"type": "beta"}}}', "float, int or categorical"),
         ('{"ridge": {"alpha": {"type": "categorical", "choices": []}}}', "non-empty choices"),
         ('{"ridge": {"alpha": {"type": "int", "low": 1.5, "high": 3}}}', "int numbers"),
+        ('{"knn": {"weights": {"type": "categorical", "choices": ["a\\u0000"]}}}', "NUL"),
     ],
 )
 def test_an_invalid_search_space_is_refused_with_the_reason(space: str, message: str) -> None:

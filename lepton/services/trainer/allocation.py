@@ -133,3 +133,17 @@ class TimeBudget:
         """Whether work of ``seconds`` (a trial's next fold) fits before the deadline
         with the refit still set aside."""
         return self.left() >= seconds + self.reserve
+
+    def paced(self) -> Callable[[], bool]:
+        """A check for work done in steps (ensemble rounds, thresholds): each call says
+        whether there is room for one more step as long as the last, with the refit still
+        set aside. The first call measures from now."""
+        last = self.clock()
+
+        def room() -> bool:
+            nonlocal last
+            now = self.clock()
+            spent, last = now - last, now
+            return self.room_for(spent)
+
+        return room

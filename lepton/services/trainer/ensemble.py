@@ -148,8 +148,13 @@ def _greedy(
     return best[1], best[2]
 
 
-def _averaged(predictions: Sequence[np.ndarray[Any, Any]], counts: Counter[int]) -> Any:
-    return sum(predictions[m] * n for m, n in counts.items()) / sum(counts.values())
+def _averaged(
+    predictions: Sequence[np.ndarray[Any, Any]], counts: Counter[int]
+) -> np.ndarray[Any, Any]:
+    total = np.zeros_like(predictions[0], dtype=float)
+    for member, times in counts.items():
+        total += predictions[member] * times
+    return total / sum(counts.values())
 
 
 def select(

@@ -245,6 +245,10 @@ def _distribution(where: str, raw: Any) -> Distribution:
             raise InvalidSearchSpace(f"{where}: categorical needs a non-empty choices list")
         if not all(c is None or isinstance(c, str | int | float | bool) for c in choices):
             raise InvalidSearchSpace(f"{where}: choices must be strings, numbers, booleans")
+        # A trial's parameters (and an estimator's complaint quoting one) are catalogued
+        # as PostgreSQL jsonb, which cannot hold a NUL character.
+        if any(isinstance(c, str) and "\x00" in c for c in choices):
+            raise InvalidSearchSpace(f"{where}: a choice holds a NUL character")
         return Distribution("categorical", choices=tuple(choices))
     if kind not in ("float", "int"):
         raise InvalidSearchSpace(f"{where}: type must be float, int or categorical")

@@ -85,24 +85,30 @@ def tune(
     folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
     scorer: Callable[..., float],
     classes: np.ndarray[Any, Any],
+    room: Callable[[], bool] = lambda: True,
 ) -> Threshold | None:
     """The threshold on ``probabilities`` (out-of-fold, one column per class of the two
     ``classes``) whose labels score best, as a trial is scored (the mean over the folds),
     when it beats one half by more than the noise; None otherwise, when the classes are
-    near balance (see :data:`RARE_SHARE`) and when a row has no out-of-fold probability."""
+    near balance (see :data:`RARE_SHARE`) and when a row has no out-of-fold probability.
+    ``room``: whether the time budget allows another threshold (asked before each but the
+    first, one half)."""
     known = ~np.isnan(probabilities).any(axis=1)
     rarer = min(float(np.mean(y == label)) for label in classes)
     if not known.all() or rarer >= RARE_SHARE:
         return None
     positive = probabilities[:, 1]
-    scores = {
-        threshold: replayed_scores(_labels(positive, threshold), y, folds, scorer, classes)
-        for threshold in THRESHOLDS
-    }
+    scores: dict[float, list[float]] = {}
+    # Outward from one half, so that a scan the time budget cuts short has tried the
+    # thresholds nearest it.
+    for threshold in sorted(THRESHOLDS, key=lambda t: abs(t - DEFAULT_THRESHOLD)):
+        if scores and not room():
+            break
+        scores[threshold] = replayed_scores(_labels(positive, threshold), y, folds, scorer, classes)
     mean = {threshold: float(np.mean(per_fold)) for threshold, per_fold in scores.items()}
     default = mean[DEFAULT_THRESHOLD]
     # Best score; among equals the threshold nearest one half (the least change).
-    best = max(THRESHOLDS, key=lambda t: (mean[t], -abs(t - DEFAULT_THRESHOLD)))
+    best = max(scores, key=lambda t: (mean[t], -abs(t - DEFAULT_THRESHOLD)))
     if not mean[best] > default + max(
         MIN_GAIN * abs(default), standard_error(scores[DEFAULT_THRESHOLD])
     ):

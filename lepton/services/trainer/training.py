@@ -467,7 +467,7 @@ def train(
                 oof = ensemble.predictions
             if problem == "binary" and oof is not None and scores_labels(scorer):
                 classes = np.unique(y)
-                threshold = tune(oof, y, folds, scorer, classes)
+                threshold = tune(oof, y, folds, scorer, classes, budget.paced())
                 if threshold is not None:
                     model = fixed(model, threshold)
                     cv_score, fold_scores = threshold.score, threshold.fold_scores
@@ -506,17 +506,7 @@ def _ensemble(
         return None
     candidates = [trial for trial, _ in kept]
     classes = None if problem == "regression" else np.unique(y)
-    last = budget.clock()
-
-    def room() -> bool:
-        # Called before each round after the first: room for another round as long as
-        # the last, with the best trial's refit still set aside.
-        nonlocal last
-        now = budget.clock()
-        spent, last = now - last, now
-        return budget.room_for(spent)
-
-    ensemble = select([oof for _, oof in kept], y, folds, scorer, classes, room)
+    ensemble = select([oof for _, oof in kept], y, folds, scorer, classes, budget.paced())
     if ensemble is None or not beats(ensemble, float(ranked[0].score or 0.0)):
         return None
     members = [candidates[i] for i in ensemble.members]
