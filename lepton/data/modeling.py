@@ -17,7 +17,15 @@ from sklearn.model_selection import train_test_split
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["as_numbers", "holdout_split", "label_text", "labelled", "model_input"]
+__all__ = [
+    "SHOWN_LABEL_CHARS",
+    "as_numbers",
+    "holdout_split",
+    "label_text",
+    "labelled",
+    "model_input",
+    "shown_label",
+]
 
 IntArray = np.ndarray[Any, np.dtype[np.intp]]
 
@@ -27,6 +35,20 @@ def label_text(value: Any) -> str:
     if isinstance(value, float | np.floating) and float(value).is_integer():
         return str(int(value))
     return str(value)
+
+
+# A class label is dataset text, whose length ingest does not bound: a finding, an
+# evaluation record or a curve quotes at most this much of it, so that one long label
+# cannot push a record past its topic's message size.
+SHOWN_LABEL_CHARS = 100
+
+
+def shown_label(value: Any) -> str:
+    """:func:`label_text` as a message or a record shows it: cut to
+    :data:`SHOWN_LABEL_CHARS`, an ellipsis marking the cut. A prediction gives the label
+    whole: that is the answer."""
+    text = label_text(value)
+    return text if len(text) <= SHOWN_LABEL_CHARS else text[: SHOWN_LABEL_CHARS - 1] + "…"
 
 
 def model_input(frame: pd.DataFrame) -> pd.DataFrame:

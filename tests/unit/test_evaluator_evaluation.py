@@ -10,7 +10,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from lepton.data.modeling import holdout_split, labelled
+from lepton.data.modeling import SHOWN_LABEL_CHARS, holdout_split, label_text, labelled
 from lepton.services.evaluator import findings
 from lepton.services.evaluator.evaluation import EvaluationConfig, Prepared, evaluate, prepare
 from lepton.services.evaluator.findings import permutation_importance
@@ -18,7 +18,6 @@ from lepton.services.evaluator.inputs import ColumnsMismatch, input_schema
 from lepton.services.evaluator.metrics import (
     Outputs,
     fast_metric,
-    label_text,
     metric_value,
     outputs,
     score,
@@ -189,6 +188,50 @@ def test_score_leaves_out_what_the_outputs_cannot_define() -> None:
     assert values["accuracy"] == 1.0
     assert "roc_auc" not in values  # one class only: no curve
     assert "log_loss" not in values  # scores that are not probabilities
+
+
+def many_class_frame(classes: int, rows_per_class: int = 8) -> pd.DataFrame:
+    """Classes far apart on x; class 0 the most frequent, and its label very long."""
+    rng = np.random.default_rng(2)
+    label = np.repeat(np.arange(classes), rows_per_class)
+    label = np.concatenate([label, np.zeros(3 * rows_per_class, dtype=int)])
+    names = np.array(["x" * 5_000, *(f"c{k}" for k in range(1, classes))])
+    return pd.DataFrame(
+        {
+            "x": label * 10.0 + rng.normal(0, 0.1, len(label)),
+            "kind": rng.choice(["a", "b"], len(label)),
+            "y": names[label],
+        }
+    )
+
+
+def test_a_long_label_is_shown_cut_and_few_classes_get_every_picture() -> None:
+    frame = many_class_frame(4, rows_per_class=30)
+    model = fitted(frame, LogisticRegression(max_iter=5000), "multiclass", 0.3)
+    result = evaluate(
+        model, prepared_like_the_evaluator(frame, "multiclass", 0.3), ["x", "kind"], CONFIG
+    )
+    assert len(result.class_labels) == 4
+    long = [label for label in result.class_labels if label.startswith("xxx")]
+    assert long == ["x" * (SHOWN_LABEL_CHARS - 1) + "…"]
+    assert len(result.confusion_matrix) == 4
+    assert {curve.label for curve in result.curves} == set(result.class_labels)
+    assert "many_classes" not in {f.code for f in result.findings}
+
+
+def test_many_classes_draw_the_most_frequent_and_no_confusion_matrix() -> None:
+    frame = many_class_frame(40)
+    model = fitted(frame, LogisticRegression(max_iter=5000), "multiclass", 0.5)
+    prepared = prepared_like_the_evaluator(frame, "multiclass", 0.5)
+    result = evaluate(model, prepared, ["x", "kind"], CONFIG)
+    assert result.confusion_matrix == []
+    assert result.class_labels == []
+    drawn = {curve.label for curve in result.curves}
+    assert len(drawn) == 30
+    assert "x" * (SHOWN_LABEL_CHARS - 1) + "…" in drawn  # the most frequent class
+    (many,) = [f for f in result.findings if f.code == "many_classes"]
+    assert many.value == 40
+    assert "30 most frequent" in many.message
 
 
 def test_labels_of_a_numeric_target_read_as_integers() -> None:

@@ -11,9 +11,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from lepton.data.modeling import model_input
+from lepton.data.modeling import label_text, model_input
 from lepton.services.evaluator.inputs import InputSchema, input_schema
-from lepton.services.evaluator.metrics import label_text
 from lepton.services.evaluator.prediction import (
     NAMES_LISTED,
     ModelRef,

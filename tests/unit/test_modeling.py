@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lepton.data.modeling import holdout_split, labelled
+from lepton.data.modeling import SHOWN_LABEL_CHARS, holdout_split, label_text, labelled, shown_label
 
 
 def test_the_split_is_seeded_disjoint_and_complete() -> None:
@@ -46,3 +46,9 @@ def test_labelled_drops_rows_without_a_target_and_takes_model_input() -> None:
     assert np.isnan(X["x"][1])
     assert X["k"][0] == "a"
     assert pd.isna(X["k"][1])
+
+
+def test_a_shown_label_is_cut_and_a_label_is_whole() -> None:
+    assert label_text("x" * 5_000) == "x" * 5_000
+    assert shown_label("x" * 5_000) == "x" * (SHOWN_LABEL_CHARS - 1) + "…"
+    assert shown_label(1.0) == "1"

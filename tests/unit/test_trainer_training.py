@@ -21,7 +21,7 @@ from lepton.services.trainer.errors import (
 )
 from lepton.services.trainer.pipelines import build_pipeline, candidate_families, infer_problem
 from lepton.services.trainer.search_space import default_space, parse_search_space
-from lepton.services.trainer.training import SearchConfig, train
+from lepton.services.trainer.training import MAX_CLASSES, SearchConfig, train
 
 
 def houses(rows: int = 80, seed: int = 0) -> pd.DataFrame:
@@ -215,6 +215,25 @@ def test_bad_input_raises_a_specific_error() -> None:
         train(houses(), SearchConfig(target_column="price", scoring="nonsense", trial_budget=1))
     with pytest.raises(InvalidTask, match="cv_folds"):
         train(houses(), SearchConfig(target_column="price", cv_folds=1))
+
+
+def test_a_target_of_more_labels_than_classes_are_trained_for_is_refused() -> None:
+    frame = pd.DataFrame(
+        {"x": np.arange(MAX_CLASSES + 1.0), "y": [f"order-{i}" for i in range(MAX_CLASSES + 1)]}
+    )
+    with pytest.raises(InvalidTask, match=f"{MAX_CLASSES + 1} distinct values: a classifier"):
+        train(frame, SearchConfig(target_column="y"))
+
+
+def test_a_long_class_label_is_quoted_cut() -> None:
+    rare = labelled(40).astype({"y": str})
+    rare.loc[0, "y"] = "7" * 10_000
+    config = SearchConfig(
+        target_column="y", problem_type="multiclass", cv_folds=3, holdout_fraction=0.0
+    )
+    with pytest.raises(TooFewRows) as refused:
+        train(rare, config)
+    assert len(str(refused.value)) < 300
 
 
 def test_gang_shares_of_a_rung_add_up_to_it() -> None:

@@ -27,7 +27,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from lepton.data.modeling import holdout_split, labelled
+from lepton.data.modeling import holdout_split, labelled, shown_label
 from lepton.services.evaluator.findings import (
     Finding,
     fit_findings,
@@ -41,7 +41,6 @@ from lepton.services.evaluator.metrics import (
     IntArray,
     Outputs,
     fold_splits,
-    label_text,
     outputs,
     score,
 )
@@ -64,6 +63,9 @@ __all__ = [
 # Points kept per curve and residuals kept for the scatter: enough to draw, small on the wire.
 _CURVE_POINTS = 200
 _RESIDUAL_POINTS = 500
+# Classes drawn one by one (one-vs-rest curves, the confusion matrix): what a dashboard can
+# show, and a bound on the record: each class adds three curves and a row and a column.
+_SHOWN_CLASSES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +192,11 @@ def _classification_curves(out: Outputs) -> list[Curve]:
     assert out.scores is not None
     curves = []
     binary = len(out.classes) == 2
-    for column in [1] if binary else range(len(out.classes)):
+    for column in [1] if binary else _most_frequent(out):
         truth = out.y == out.classes[column]
         if truth.all() or not truth.any():
             continue
-        label = None if binary else label_text(out.classes[column])
+        label = None if binary else shown_label(out.classes[column])
         fpr, tpr, _ = roc_curve(truth, out.scores[:, column])
         curves.append(Curve("roc", label, *_thin(fpr, tpr)))
         precision, recall, _ = precision_recall_curve(truth, out.scores[:, column])
@@ -203,6 +205,13 @@ def _classification_curves(out: Outputs) -> list[Curve]:
             observed, predicted = calibration_curve(truth, out.scores[:, column], n_bins=10)
             curves.append(Curve("calibration", label, *_thin(predicted, observed)))
     return curves
+
+
+def _most_frequent(out: Outputs) -> list[int]:
+    """The columns of the :data:`_SHOWN_CLASSES` classes most frequent among the rows."""
+    assert out.classes is not None
+    counts = np.array([np.count_nonzero(out.y == label) for label in out.classes])
+    return sorted(np.argsort(-counts, kind="stable")[:_SHOWN_CLASSES].tolist())
 
 
 def _residual_curve(y: Array, predicted: Array, seed: int) -> Curve:
@@ -267,9 +276,21 @@ def evaluate(
             evaluation.curves = [_residual_curve(held.y, held.predicted, seed)]
         else:
             assert held.classes is not None
-            evaluation.class_labels = [label_text(c) for c in held.classes]
-            matrix = confusion_matrix(held.y, held.predicted, labels=list(held.classes))
-            evaluation.confusion_matrix = [[int(v) for v in row] for row in matrix]
+            if len(held.classes) <= _SHOWN_CLASSES:
+                evaluation.class_labels = [shown_label(c) for c in held.classes]
+                matrix = confusion_matrix(held.y, held.predicted, labels=list(held.classes))
+                evaluation.confusion_matrix = [[int(v) for v in row] for row in matrix]
+            else:
+                findings.append(
+                    Finding(
+                        "info",
+                        "many_classes",
+                        f"{len(held.classes)} classes: one-vs-rest curves are drawn for the "
+                        f"{_SHOWN_CLASSES} most frequent among the held-out rows, and no "
+                        f"confusion matrix (it is drawn for at most {_SHOWN_CLASSES} classes).",
+                        value=float(len(held.classes)),
+                    )
+                )
             evaluation.curves = _classification_curves(held)
     else:
         scored = fitted

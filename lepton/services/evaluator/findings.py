@@ -17,12 +17,12 @@ from sklearn.metrics import (
 )
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from lepton.data.modeling import shown_label
 from lepton.services.evaluator.metrics import (
     PRIMARY,
     Array,
     Outputs,
     fold_splits,
-    label_text,
     metric_value,
 )
 
@@ -140,7 +140,7 @@ def imbalance_findings(y: Array, config: EvaluationConfig) -> list[Finding]:
     smallest = float(shares.iloc[-1])
     if smallest >= config.imbalance_share:
         return []
-    label = label_text(shares.index[-1])
+    label = shown_label(shares.index[-1])
     return [
         Finding(
             "warning",

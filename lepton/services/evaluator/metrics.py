@@ -28,8 +28,6 @@ from sklearn.metrics import (
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from lepton.data.modeling import label_text
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -43,7 +41,6 @@ __all__ = [
     "Outputs",
     "fast_metric",
     "fold_splits",
-    "label_text",
     "metric_value",
     "metrics_for",
     "outputs",

@@ -20,8 +20,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from lepton.contract.names import name_problem
-from lepton.data.modeling import model_input
-from lepton.services.evaluator.metrics import label_text
+from lepton.data.modeling import label_text, model_input
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -73,6 +73,20 @@ class Trial:
     reason: str | None = None  # why it was pruned or failed
     oof: np.ndarray[Any, Any] | None = field(default=None, repr=False)
 
+    def record(self, number: int) -> dict[str, Any]:
+        """The trial as the model catalogue stores it, ``number`` counting every family's
+        trials of the job (in the order they began) rather than its own family's."""
+        return {
+            "number": number,
+            "family": self.family,
+            "params": self.params,
+            "state": self.state,
+            "score": self.score,
+            "fold_scores": self.fold_scores,
+            "rung": self.rung,
+            "reason": self.reason,
+        }
+
 
 class _Abandoned(optuna.TrialPruned):
     """A trial stopped because the time budget has no room for its next fold."""

@@ -39,7 +39,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
-from lepton.data.modeling import as_numbers, holdout_split, label_text, labelled, model_input
+from lepton.data.modeling import as_numbers, holdout_split, labelled, model_input, shown_label
 from lepton.services.trainer.allocation import DEADLINE_SLACK, TimeBudget, refit_estimate
 from lepton.services.trainer.ensemble import (
     ENSEMBLE,
@@ -98,18 +98,22 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOW_SENSITIVE",
     "DEFAULT_HOLDOUT_FRACTION",
+    "MAX_CLASSES",
     "MODEL_CHOICE",
     "MODEL_CHOICES",
     "Progress",
     "SearchConfig",
     "TrainingResult",
-    "TrialRecord",
     "prepare",
     "train",
 ]
 
 # Rows kept out for the evaluator unless the job's task.options.holdout_fraction says.
 DEFAULT_HOLDOUT_FRACTION = 0.2
+# The most classes a classifier is trained for. Each class multiplies what a trial keeps
+# (its out-of-fold probabilities: rows x classes) and fits (a boosted model's trees): a
+# target of more distinct labels is almost always an identifier or a quantity.
+MAX_CLASSES = 1000
 # The task option that lets a model read the dataset's sensitive columns.
 ALLOW_SENSITIVE = "allow_sensitive_columns"
 # The task option that says which candidate a search keeps: "simplest" (the default: the
@@ -200,18 +204,6 @@ def _allow_sensitive_option(options: Mapping[str, str]) -> bool:
     return raw.lower() == "true"
 
 
-@dataclass(frozen=True, slots=True)
-class TrialRecord:
-    number: int
-    family: str
-    params: dict[str, Any]
-    state: str  # complete, pruned or fail
-    score: float | None
-    fold_scores: list[float]
-    rung: int = 0  # the successive-halving rung it ran in
-    reason: str | None = None  # why it was pruned, abandoned or failed
-
-
 @dataclass(slots=True)
 class TrainingResult:
     # The refitted sklearn Pipeline, or a VotingRegressor/VotingClassifier of pipelines
@@ -224,7 +216,7 @@ class TrainingResult:
     cv_score: float
     fold_scores: list[float]
     feature_columns: list[str]
-    trials: list[TrialRecord] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)  # in the order they began
     seconds: float = 0.0
     # The dataset's sensitive columns the model reads (features or target): its artifact
     # must be encrypted when there is any.
@@ -285,6 +277,12 @@ def prepare(
         raise InvalidTask(f"target column {target!r} is not numeric: cannot regress on it")
     if problem == "binary" and inferred != "binary":
         raise InvalidTask(f"target column {target!r} does not have exactly two values")
+    if problem == "multiclass" and (classes := frame[target].nunique()) > MAX_CLASSES:
+        raise InvalidTask(
+            f"target column {target!r} has {classes} distinct values: a classifier is trained "
+            f"for at most {MAX_CLASSES} classes (a quantity is learnt with "
+            "task.problem_type regression)"
+        )
     X, y = labelled(frame, target, features)
     # The held-out rows are gone from here on: the search and the refit never see them.
     kept, _ = holdout_split(y, problem, config.holdout_fraction, config.seed)
@@ -307,7 +305,7 @@ def prepare(
         counts = pd.Series(y).value_counts()
         if counts.min() < config.cv_folds:
             raise TooFewRows(
-                f"class {counts.idxmin()!r} has {counts.min()} training rows; "
+                f"class {shown_label(counts.idxmin())!r} has {counts.min()} training rows; "
                 f"{config.cv_folds}-fold stratified cross-validation needs at least one per fold"
             )
     return X, y, problem, findings
@@ -484,7 +482,7 @@ def train(
         cv_score=cv_score,
         fold_scores=[float(s) for s in fold_scores],
         feature_columns=[str(c) for c in X.columns],
-        trials=[_record(number, t) for number, t in enumerate(trials)],
+        trials=trials,
         seconds=clock() - began,
         sensitive_columns=[c for c in [*X.columns, config.target_column] if c in sensitive],
         findings=findings,
@@ -583,22 +581,9 @@ def _threshold_finding(
 ) -> PrepFinding:
     return PrepFinding(
         "decision_threshold",
-        f"the model predicts {target} {label_text(positive)} when that class's probability "
+        f"the model predicts {target} {shown_label(positive)} when that class's probability "
         f"is at least {threshold.value:g} rather than {DEFAULT_THRESHOLD:g}: cross-validated "
         f"{scoring} was {threshold.score:.4g} against {threshold.default_score:.4g} "
         "(threshold chosen on the search's out-of-fold probabilities)",
         target,
-    )
-
-
-def _record(number: int, trial: Trial) -> TrialRecord:
-    return TrialRecord(
-        number=number,
-        family=trial.family,
-        params=trial.params,
-        state=trial.state,
-        score=trial.score,
-        fold_scores=trial.fold_scores,
-        rung=trial.rung,
-        reason=trial.reason,
     )

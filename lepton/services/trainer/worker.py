@@ -141,19 +141,7 @@ def _train(run: dict[str, Any], reporter: _Reporter) -> dict[str, Any]:
         "cv_score": result.cv_score,
         "cv_fold_scores": result.fold_scores,
         "feature_columns": result.feature_columns,
-        "trials": [
-            {
-                "number": t.number,
-                "family": t.family,
-                "params": t.params,
-                "state": t.state,
-                "score": t.score,
-                "fold_scores": t.fold_scores,
-                "rung": t.rung,
-                "reason": t.reason,
-            }
-            for t in result.trials
-        ],
+        "trials": [trial.record(number) for number, trial in enumerate(result.trials)],
         "training_seconds": result.seconds,
         "holdout_fraction": config.holdout_fraction,
         "split_seed": config.seed,
