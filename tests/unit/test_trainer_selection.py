@@ -12,6 +12,7 @@ from lepton.services.trainer.selection import (
     FLEXIBILITY,
     Candidate,
     flexibility,
+    noise,
     simplest_within_noise,
     standard_error,
 )
@@ -36,6 +37,24 @@ def test_a_simpler_family_within_one_standard_error_is_kept() -> None:
     # Beyond one standard error the best stays.
     poorer = _of("ridge", [0.45, 0.55, 0.48, 0.53, 0.49])  # 0.50
     assert simplest_within_noise([noisy_best, poorer]) is noisy_best
+
+
+def test_a_best_whose_folds_all_agree_does_not_silence_the_noise() -> None:
+    # Wine, 133 rows: an SVM perfect on every fold, logistic regression one row short on
+    # one fold. The SVM's own standard error is 0; the other candidates' say what the
+    # folds' noise is.
+    perfect = _of("svm", [1.0] * 5)
+    logistic = _of("logistic_regression", [1.0, 0.967, 1.0, 1.0, 1.0])
+    trees = _of("extra_trees", [1.0, 1.0, 0.962, 1.0, 0.965])
+    boosting = _of("lightgbm", [1.0, 1.0, 1.0, 1.0, 0.923])
+    candidates = [perfect, logistic, trees, boosting]
+    middle = [standard_error(c.fold_scores) for c in (logistic, trees)]  # the median's
+    assert noise(candidates) == pytest.approx(sum(middle) / 2)
+    assert simplest_within_noise(candidates) is logistic
+    # A best with a larger standard error than the others' keeps its own.
+    noisy = _of("svm", [0.44, 0.64, 0.49, 0.59, 0.54])
+    steady = _of("random_forest", [0.50] * 5)
+    assert noise([noisy, steady]) == standard_error(noisy.fold_scores)
 
 
 def test_a_clearly_better_flexible_family_is_kept() -> None:

@@ -80,8 +80,8 @@ from lepton.services.trainer.search_space import (
 from lepton.services.trainer.selection import (
     Candidate,
     flexibility,
+    noise,
     simplest_within_noise,
-    standard_error,
 )
 from lepton.services.trainer.threshold import (
     DEFAULT_THRESHOLD,
@@ -561,7 +561,7 @@ def _simplest(
             "simpler_model",
             f"{_named(kept)} kept rather than {_named(top)}: cross-validated {scoring} "
             f"{kept.score:.4g} against {top.score:.4g}, within one standard error "
-            f"({standard_error(top.fold_scores):.2g}) of the best; the least flexible model, "
+            f"({noise([c for c, _ in pairs]):.2g}) of the best; the least flexible model, "
             "and a family's defaults before its tuning, are kept when cross-validation "
             "cannot tell them from the best",
         )
