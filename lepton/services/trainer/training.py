@@ -560,10 +560,10 @@ def _simplest(
         PrepFinding(
             "simpler_model",
             f"{_named(kept)} kept rather than {_named(top)}: cross-validated {scoring} "
-            f"{kept.score:.4g} against {top.score:.4g}, within one standard error "
-            f"({noise([c for c, _ in pairs]):.2g}) of the best; the least flexible model, "
-            "and a family's defaults before its tuning, are kept when cross-validation "
-            "cannot tell them from the best",
+            f"{kept.score:.4g} against {top.score:.4g}, within the folds' noise (one "
+            f"standard error, {noise([c for c, _ in pairs]):.2g}) of the best; the least "
+            "flexible model, and a family's defaults before its tuning, are kept when "
+            "cross-validation cannot tell them from the best",
         )
     ]
 
