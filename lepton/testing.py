@@ -319,7 +319,8 @@ class _Reader:
         taken = self._take(max_messages)
         if not taken:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), _IDLE_FETCH_S)
+                async with asyncio.timeout(_IDLE_FETCH_S):
+                    await arrived.wait()
             taken = self._take(max_messages)
         return taken
 

@@ -83,7 +83,8 @@ async def _start_within(client: Any, timeout_s: float, kafka: KafkaAccess) -> No
     aiokafka_log = logging.getLogger("aiokafka")
     aiokafka_log.addHandler(watch)
     try:
-        await asyncio.wait_for(client.start(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await client.start()
     except (TimeoutError, KafkaError, OSError) as exc:
         # A client that never started may still hold sockets and tasks.
         await client.stop() if hasattr(client, "stop") else await client.close()
@@ -141,9 +142,8 @@ class Publisher:
 
     async def start(self) -> None:
         try:
-            await asyncio.wait_for(
-                self._writer.start(self._connect_timeout_s), self._connect_timeout_s + 5
-            )
+            async with asyncio.timeout(self._connect_timeout_s + 5):
+                await self._writer.start(self._connect_timeout_s)
         except (TimeoutError, confluent_kafka.KafkaException) as exc:
             raise _unavailable(self._kafka, self._connect_timeout_s, exc) from exc
 

@@ -186,9 +186,8 @@ class Subscriber:
 
     async def start(self) -> None:
         try:
-            await asyncio.wait_for(
-                self._reader.check_broker(self._connect_timeout_s), self._connect_timeout_s + 5
-            )
+            async with asyncio.timeout(self._connect_timeout_s + 5):
+                await self._reader.check_broker(self._connect_timeout_s)
         except (TimeoutError, confluent_kafka.KafkaException) as exc:
             await self._reader.close()
             raise _unavailable(self._kafka, self._connect_timeout_s, exc) from exc

@@ -166,8 +166,10 @@ async def broker_answers(kafka: KafkaAccess, timeout_s: float) -> int:
 
     admin = AIOKafkaAdminClient(**kafka.aiokafka(), request_timeout_ms=int(timeout_s * 1000))
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+        async with asyncio.timeout(timeout_s):
+            cluster = await admin.describe_cluster()
     except Exception:  # any failure means "not answering yet"
         return 0
     finally:

@@ -95,7 +95,8 @@ async def connect(
                 connection_class=asyncpg.Connection,
                 record_class=asyncpg.Record,
             )
-            return await asyncio.wait_for(pool, remaining)
+            async with asyncio.timeout(remaining):
+                return await pool
         except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as exc:
             last = exc
         await asyncio.sleep(min(delay, max(remaining, 0)))
@@ -262,7 +263,8 @@ async def leadership(url: str, name: str, *, timeout_s: float = 20.0) -> AsyncIt
 
     async def campaign() -> tuple[asyncpg.Connection, int]:
         try:
-            connection = await asyncio.wait_for(asyncpg.connect(url), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                connection = await asyncpg.connect(url)
         except TimeoutError as exc:  # a server that does not answer is away, too
             raise ConnectionError(f"PostgreSQL did not answer within {timeout_s:.0f} s") from exc
         try:

@@ -166,7 +166,8 @@ async def watch_dependencies(
         await asyncio.to_thread(admin.list_topics, timeout=timeout_s)
 
     async def database_answers() -> None:
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await pool.fetchval("SELECT 1")
 
     probes: dict[str, Callable[[], Awaitable[None]]] = {
         "kafka": kafka_answers,

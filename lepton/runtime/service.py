@@ -282,7 +282,8 @@ class Service:
             delay = backoff.next()
             log.warning("stepped down; campaigning again", in_s=delay, reason=repr(reason))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop_requested.wait()
 
     async def _unless_stopped(self, waiting: Awaitable[_T]) -> _T | None:
         """What ``waiting`` gives, or None if the service is asked to stop first (a standby

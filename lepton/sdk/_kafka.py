@@ -144,7 +144,8 @@ class KafkaTransport:
             isolation_level="read_committed",
         )
         try:
-            await asyncio.wait_for(consumer.start(), self._settings.connect_timeout_s)
+            async with asyncio.timeout(self._settings.connect_timeout_s):
+                await consumer.start()
         except (KafkaError, TimeoutError) as exc:
             await consumer.stop()
             raise BrokerUnavailableError(

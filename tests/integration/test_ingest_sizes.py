@@ -88,14 +88,18 @@ async def test_an_audit_row_that_can_never_be_sent_is_set_aside_not_sent_at_ever
         outcome, _ = await ingest.submit(request(tenant, "houses", HOUSES))
         assert outcome == "ready"
 
+    # The batch that sent the row after it was committed by the time ingest stopped (a
+    # stop lets the batch in hand finish). The submission's own audit rows may still wait
+    # in the outbox: they are sent at the next start.
     reasons = await pool.fetch(
         "SELECT a.resource, o.set_aside_reason FROM lepton_ingest.audit_outbox o "
-        "JOIN lepton_ingest.audit a USING (id) WHERE a.tenant = $1",
+        "JOIN lepton_ingest.audit a USING (id) WHERE a.tenant = $1 "
+        "AND a.resource IN ('dataset:poison', 'dataset:after')",
         tenant,
     )
     assert [(row["resource"], "over the" in row["set_aside_reason"]) for row in reasons] == [
         ("dataset:poison", True)
-    ], "set aside with its reason; the others were published and left the outbox"
+    ], "set aside with its reason; the row after it was published and left the outbox"
 
     # And a restart does not send it again: the service starts and answers.
     async with running_ingest(kafka, url, codec, tmp_path, prefix=prefix) as ingest:

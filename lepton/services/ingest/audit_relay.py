@@ -24,6 +24,8 @@ from lepton.errors import UnavailableError
 from lepton.services.ingest import storage
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from lepton.contract.topics import Topic
     from lepton.runtime.service import Context
 
@@ -31,6 +33,7 @@ __all__ = ["relay_audit"]
 
 _AUDIT_BATCH = 500
 _AUDIT_POLL_S = 5.0  # catches notifications missed while the listener reconnected
+_FINISH_S = 10.0  # how long a stop waits for the batch in hand to be sent and committed
 # The relay's wait after a failure: doubling from the first, up to the second (seconds).
 _AUDIT_RETRY_S = (0.25, 30.0)
 # What the relay waits out: PostgreSQL or Kafka away, or refusing for a while.
@@ -69,11 +72,12 @@ async def relay_audit(context: Context) -> None:
                 try:
                     while True:
                         wake.clear()
-                        while await _relay_batch(context, topic) == _AUDIT_BATCH:
+                        while await _finished(_relay_batch(context, topic)) == _AUDIT_BATCH:
                             pass
                         failures = 0
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(wake.wait(), _AUDIT_POLL_S)
+                            async with asyncio.timeout(_AUDIT_POLL_S):
+                                await wake.wait()
                 finally:
                     with contextlib.suppress(Exception):
                         await listener.remove_listener(AUDIT_CHANNEL, notified)
@@ -84,6 +88,21 @@ async def relay_audit(context: Context) -> None:
             _RELAY_FAILURES.inc()
             context.log.warning("audit relay failed; retrying", error=str(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
+
+
+async def _finished(batch: Coroutine[Any, Any, int]) -> int:
+    """Run ``batch`` to its commit even when the relay is stopped meanwhile (for at most
+    ``_FINISH_S``): rows it already sent are then marked sent, not sent again at the next
+    start, and a stopped ingest leaves no half-relayed batch."""
+    task = asyncio.ensure_future(batch)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        # A failure of the batch now is the next start's to retry; the stop goes on.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_FINISH_S):
+                await task
+        raise
 
 
 async def _relay_batch(context: Context, topic: Topic) -> int:

@@ -310,7 +310,8 @@ class BrokerDenialRelay:
             # Stopping: the repeats counted so far are published, best effort and bounded.
             self._unsent += self._aggregator.flush()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publish(context, topic), _STOP_FLUSH_S)
+                async with asyncio.timeout(_STOP_FLUSH_S):
+                    await self._publish(context, topic)
 
     def _read(self, context: Context, follower: LogFollower) -> None:
         unknown = 0

@@ -99,7 +99,8 @@ async def running_digester(context: Context) -> AsyncIterator[Digester]:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), _STOP_BOUND_S)
+            async with asyncio.timeout(_STOP_BOUND_S):
+                await process.wait()
         except TimeoutError:
             process.kill()
             await process.wait()

@@ -284,7 +284,8 @@ class Agent:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), self.settings.trainer_stop_grace_s)
+            async with asyncio.timeout(self.settings.trainer_stop_grace_s):
+                await process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
