@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from lepton.contract.names import clip
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -47,8 +49,7 @@ def shown_label(value: Any) -> str:
     """:func:`label_text` as a message or a record shows it: cut to
     :data:`SHOWN_LABEL_CHARS`, an ellipsis marking the cut. A prediction gives the label
     whole: that is the answer."""
-    text = label_text(value)
-    return text if len(text) <= SHOWN_LABEL_CHARS else text[: SHOWN_LABEL_CHARS - 1] + "…"
+    return clip(label_text(value), SHOWN_LABEL_CHARS) or ""
 
 
 def model_input(frame: pd.DataFrame) -> pd.DataFrame:

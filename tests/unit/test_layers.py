@@ -38,7 +38,8 @@ LAYERS = (
     Layer("bus", ("lepton.bus",), ("errors", "config", "contract")),
     Layer("devstack", ("lepton.devstack",), ("errors", "extras", "config", "contract")),
     Layer("runtime", ("lepton.runtime",), ("errors", "config", "contract", "bus"), ("devstack",)),
-    Layer("data", ("lepton.data",), ("errors", "config", "runtime")),  # runtime: migrations
+    # runtime: migrations; contract: its bounds on quoted text
+    Layer("data", ("lepton.data",), ("errors", "config", "contract", "runtime")),
     Layer("testing", ("lepton.testing",), ("errors", "config", "contract", "bus", "runtime")),
     # lazily: only lepton.sdk.local, which runs the services on this machine
     Layer("sdk", ("lepton.sdk",), _BELOW_SDK, ("devstack",)),

@@ -210,7 +210,9 @@ def _classification_curves(out: Outputs) -> list[Curve]:
 def _most_frequent(out: Outputs) -> list[int]:
     """The columns of the :data:`_SHOWN_CLASSES` classes most frequent among the rows."""
     assert out.classes is not None
-    counts = np.array([np.count_nonzero(out.y == label) for label in out.classes])
+    labels, found = np.unique(out.y, return_counts=True)
+    count = dict(zip(labels.tolist(), found.tolist(), strict=True))
+    counts = np.array([count.get(label, 0) for label in out.classes.tolist()])
     return sorted(np.argsort(-counts, kind="stable")[:_SHOWN_CLASSES].tolist())
 
 

@@ -267,7 +267,8 @@ def prepare(
                 else ""
             )
         )
-    if frame[target].nunique() < 2:
+    distinct = frame[target].nunique()
+    if distinct < 2:
         raise ConstantTarget(
             f"target column {target!r} has a single value over {len(frame)} rows: nothing to learn"
         )
@@ -277,9 +278,9 @@ def prepare(
         raise InvalidTask(f"target column {target!r} is not numeric: cannot regress on it")
     if problem == "binary" and inferred != "binary":
         raise InvalidTask(f"target column {target!r} does not have exactly two values")
-    if problem == "multiclass" and (classes := frame[target].nunique()) > MAX_CLASSES:
+    if problem == "multiclass" and distinct > MAX_CLASSES:
         raise InvalidTask(
-            f"target column {target!r} has {classes} distinct values: a classifier is trained "
+            f"target column {target!r} has {distinct} distinct values: a classifier is trained "
             f"for at most {MAX_CLASSES} classes (a quantity is learnt with "
             "task.problem_type regression)"
         )
@@ -551,8 +552,9 @@ def _simplest(
         pairs.append(
             (Candidate(ENSEMBLE, chosen.score, chosen.fold_scores, flexibility(*families)), None)
         )
-    top = max((candidate for candidate, _ in pairs), key=lambda c: c.score)
-    kept = top if choice == "best" else simplest_within_noise([c for c, _ in pairs])
+    candidates = [candidate for candidate, _ in pairs]
+    top = max(candidates, key=lambda c: c.score)
+    kept = top if choice == "best" else simplest_within_noise(candidates)
     single = next(t for candidate, t in pairs if candidate is kept)
     if kept is top:
         return single, []
@@ -561,7 +563,7 @@ def _simplest(
             "simpler_model",
             f"{_named(kept)} kept rather than {_named(top)}: cross-validated {scoring} "
             f"{kept.score:.4g} against {top.score:.4g}, within the folds' noise (one "
-            f"standard error, {noise([c for c, _ in pairs]):.2g}) of the best; the least "
+            f"standard error, {noise(candidates):.2g}) of the best; the least "
             "flexible model, and a family's defaults before its tuning, are kept when "
             "cross-validation cannot tell them from the best",
         )
