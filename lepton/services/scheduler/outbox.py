@@ -224,25 +224,31 @@ class Outbox:
                 instructions.extend(first)
                 take_queued()
                 await _acknowledged(acks)
-                await self._send_instructions(topic, instructions)
+                sent = await self._send_instructions(topic, instructions)
+                # Handed to the publisher: a stop while the broker acknowledges them must
+                # not send them a second time.
                 acks.clear()
                 instructions.clear()
+                await _acknowledged(sent)
         finally:
             # Stopping (cancelled): what was decided still goes out, as it did when
             # instructions were sent from the flush itself.
             take_queued()
             if instructions:
                 await _acknowledged(acks)
-                await self._send_instructions(topic, instructions)
+                await _acknowledged(await self._send_instructions(topic, instructions))
 
-    async def _send_instructions(self, topic: Topic, instructions: list[Instruction]) -> None:
-        """Send instructions and wait for the broker. One that can never be sent (too
-        large) is counted and logged, not sent: the scheduler may not write
-        ``lepton.jobs.assigned``'s dead letters, and stopping would only send it again."""
+    async def _send_instructions(
+        self, topic: Topic, instructions: list[Instruction]
+    ) -> list[asyncio.Future[Any]]:
+        """Hand instructions to the publisher; the broker's acknowledgements to wait for.
+        One that can never be sent (too large) is counted and logged, not sent: the
+        scheduler may not write ``lepton.jobs.assigned``'s dead letters, and stopping would
+        only send it again."""
         acks, _ = await self.context.publisher.send_sendable(
             topic,
             [(node_id, record) for node_id, record, _ in instructions],
             traces=[trace for _, _, trace in instructions],
             dead_letters=False,
         )
-        await _acknowledged(acks)
+        return acks
