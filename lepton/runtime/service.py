@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,7 +43,15 @@ from lepton.contract.registry import attach_registry
 from lepton.contract.sealed import Keyring
 from lepton.contract.topics import Namespace, Topic
 from lepton.errors import StackError
-from lepton.runtime import database, endpoints, identity, probes, production, tracing
+from lepton.runtime import (
+    database,
+    early_stop,
+    endpoints,
+    identity,
+    probes,
+    production,
+    tracing,
+)
 from lepton.runtime.collector import collect_less, keep_collections_short
 from lepton.runtime.helpers import start_helper
 from lepton.runtime.logs import configure_logging
@@ -488,10 +495,14 @@ def run(service_factory: Callable[[], Service]) -> None:
     configure_logging(settings.log_level)
 
     async def main() -> None:
+        stopped = early_stop.asked()
+        if stopped is not None:  # while the process was importing its libraries
+            structlog.get_logger("lepton").info("stopped before starting", signal=stopped)
+            return
         service = service_factory()
         provider = tracing.configure(f"lepton-{service.actor}", service.name)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in early_stop.STOP_SIGNALS:
             loop.add_signal_handler(sig, service.stop_soon)
         try:
             await service.run()

@@ -12,11 +12,14 @@ import importlib
 import sys
 
 from lepton.extras import MissingExtra, require
+from lepton.runtime import early_stop
 
 __all__ = ["evaluator", "ingest", "monitor", "scheduler", "trainer"]
 
 
 def _run(service: str) -> None:
+    # Before the seconds of imports below: a stop meanwhile ends the process cleanly.
+    early_stop.remember_stops()
     try:
         require("server", f"lepton-{service}")
     except MissingExtra as error:
