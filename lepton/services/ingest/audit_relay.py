@@ -72,7 +72,9 @@ async def relay_audit(context: Context) -> None:
                 try:
                     while True:
                         wake.clear()
-                        while await _finished(_relay_batch(context, topic)) == _AUDIT_BATCH:
+                        while (
+                            await _finished(context, _relay_batch(context, topic)) == _AUDIT_BATCH
+                        ):
                             pass
                         failures = 0
                         with contextlib.suppress(TimeoutError):
@@ -90,7 +92,7 @@ async def relay_audit(context: Context) -> None:
             await asyncio.sleep(delay)
 
 
-async def _finished(batch: Coroutine[Any, Any, int]) -> int:
+async def _finished(context: Context, batch: Coroutine[Any, Any, int]) -> int:
     """Run ``batch`` to its commit even when the relay is stopped meanwhile (for at most
     ``_FINISH_S``): rows it already sent are then marked sent, not sent again at the next
     start, and a stopped ingest leaves no half-relayed batch."""
@@ -98,10 +100,14 @@ async def _finished(batch: Coroutine[Any, Any, int]) -> int:
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        # A failure of the batch now is the next start's to retry; the stop goes on.
-        with contextlib.suppress(Exception):
+        try:
             async with asyncio.timeout(_FINISH_S):
                 await task
+        except Exception as exc:  # the stop goes on; the outbox keeps the rows
+            context.log.warning(
+                "audit batch not committed at the stop; its rows are sent again at the next start",
+                error=repr(exc),
+            )
         raise
 
 
