@@ -30,12 +30,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import get_scorer
-from sklearn.model_selection import KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from lepton.contract.algorithms import ALGORITHMS, AUTO, PROBLEM_TYPES
@@ -57,7 +57,9 @@ from lepton.services.trainer.errors import (
     SensitiveTarget,
     TooFewRows,
 )
+from lepton.services.trainer.finalists import REPEATS, Finalist, folds_for, in_reach, rescored
 from lepton.services.trainer.pipelines import (
+    PARAMETER_ERRORS,
     Problem,
     build_pipeline,
     candidate_families,
@@ -349,12 +351,7 @@ def train(
     many = high_cardinality(X, categorical)
     encoded = [str(finding.column) for finding in many]
     findings += as_text + many
-    splitter = (
-        KFold(config.cv_folds, shuffle=True, random_state=config.seed)
-        if problem == "regression"
-        else StratifiedKFold(config.cv_folds, shuffle=True, random_state=config.seed)
-    )
-    folds = list(splitter.split(X, y))
+    folds = folds_for(y, problem == "regression", config.cv_folds, config.seed)
 
     def pipeline_for(
         family: str, params: Mapping[str, Any], *, log_scale: bool = False
@@ -433,15 +430,35 @@ def train(
         defaults = {
             family: starting_point(family, ranges, problem) for family, ranges in space.items()
         }
-        kept, simpler = _simplest(ranked, chosen, defaults, scoring, config.model_choice)
+
+        def estimator(trial: Trial | None) -> Any:
+            """The trial's pipeline (None: the ensemble's), unfitted."""
+            if trial is not None:
+                return pipeline_for(trial.family, trial.params, log_scale=log_scale)
+            assert chosen is not None
+            members, ensemble = chosen
+            return voting(
+                [(f"{m.family}_{i}", estimator(m)) for i, m in enumerate(members)],
+                ensemble.weights,
+                classification=problem != "regression",
+            )
+
+        pairs = _candidates(ranked, chosen, defaults)
+        if config.model_choice != "best" and refit:
+            report(91, "rescoring finalists")
+            pairs, rescoring = _rescored(
+                pairs, chosen, estimator, X, y, problem, config, scorer, budget
+            )
+            findings += rescoring
+        kept, candidate, simpler = _simplest(pairs, scoring, config.model_choice)
         findings += simpler
+        cv_score, fold_scores = candidate.score, candidate.fold_scores
         if kept is not None:
             family, params = kept.family, kept.params
-            cv_score, fold_scores = float(kept.score or 0.0), kept.fold_scores
         else:
             assert chosen is not None
             members, ensemble = chosen
-            family, cv_score, fold_scores = ENSEMBLE, ensemble.score, ensemble.fold_scores
+            family = ENSEMBLE
             params = {
                 "members": [
                     {"family": m.family, "params": m.params, "weight": w}
@@ -451,19 +468,12 @@ def train(
         pipeline = None
         if refit:
             report(92, "refitting")
-            model: Any
+            model: Any = estimator(kept)
             if kept is not None:
-                model, oof = pipeline_for(family, params, log_scale=log_scale), kept.oof
+                oof = kept.oof
             else:
-                model = voting(
-                    [
-                        (f"{m.family}_{i}", pipeline_for(m.family, m.params, log_scale=log_scale))
-                        for i, m in enumerate(members)
-                    ],
-                    ensemble.weights,
-                    classification=problem != "regression",
-                )
-                oof = ensemble.predictions
+                assert chosen is not None
+                oof = chosen[1].predictions
             if problem == "binary" and oof is not None and scores_labels(scorer):
                 classes = np.unique(y)
                 threshold = tune(oof, y, folds, scorer, classes, budget.paced())
@@ -515,17 +525,14 @@ def _ensemble(
     return members, ensemble
 
 
-def _simplest(
+def _candidates(
     ranked: Sequence[Trial],
     ensemble: tuple[list[Trial], Ensemble] | None,
     defaults: Mapping[str, Mapping[str, Any]],
-    scoring: str,
-    choice: str,
-) -> tuple[Trial | None, list[PrepFinding]]:
-    """The trial to keep (None: the ensemble) by :func:`simplest_within_noise` among each
+) -> list[tuple[Candidate, Trial | None]]:
+    """What the selection chooses from, each with its trial (None: the ensemble): each
     family's best trial, its trial at its defaults (``defaults``: each family's starting
-    point; a trial is at them when its whole point is) and the ensemble, with a finding
-    when it is not the top score. ``choice`` "best": the top score, whatever it is."""
+    point; a trial is at them when its whole point is) and the ensemble."""
     best: dict[str, Trial] = {}
     untouched: dict[str, Trial] = {}
     for trial in ranked:
@@ -552,22 +559,83 @@ def _simplest(
         pairs.append(
             (Candidate(ENSEMBLE, chosen.score, chosen.fold_scores, flexibility(*families)), None)
         )
+    return pairs
+
+
+def _rescored(
+    pairs: Sequence[tuple[Candidate, Trial | None]],
+    ensemble: tuple[list[Trial], Ensemble] | None,
+    estimator: Callable[[Trial | None], Any],
+    X: pd.DataFrame,
+    y: np.ndarray[Any, Any],
+    problem: str,
+    config: SearchConfig,
+    scorer: Callable[..., float],
+    budget: TimeBudget,
+) -> tuple[list[tuple[Candidate, Trial | None]], list[PrepFinding]]:
+    """The candidates within reach of the best, scored again on fresh folds
+    (:mod:`lepton.services.trainer.finalists`), with a finding that says how their scores
+    moved; ``pairs`` unchanged when there is one finalist or no time for them all."""
+    reach = [pairs[i] for i in in_reach([candidate for candidate, _ in pairs])]
+    if len(reach) < 2:
+        return list(pairs), []
+
+    def seconds(trial: Trial | None) -> float:
+        members = [trial] if trial is not None else ensemble[0] if ensemble else []
+        return sum(float(np.mean(m.fold_seconds or [0.0])) for m in members)
+
+    finalists = [
+        Finalist(candidate, partial(estimator, trial), seconds(trial)) for candidate, trial in reach
+    ]
+    try:
+        scored = rescored(
+            finalists, X, y, problem == "regression", config.cv_folds, config.seed, scorer, budget
+        )
+    except PARAMETER_ERRORS:
+        # A point that fitted the search's folds and fails on others: judged on those.
+        return list(pairs), []
+    if scored is None:
+        return list(pairs), []
+    moved = ", ".join(
+        f"{_named(old)} {old.score:.4g} → {new.score:.4g}"
+        for (old, _), new in zip(reach, scored, strict=True)
+    )
+    finding = PrepFinding(
+        "finalists_rescored",
+        f"the {len(reach)} candidates within reach of the best were cross-validated again "
+        f"on {REPEATS} more assignments of the rows to {config.cv_folds} folds, and judged "
+        f"on all {config.cv_folds * (REPEATS + 1)} folds' mean (the search's folds favour "
+        f"the parameters tuned on them): {moved}",
+    )
+    return [(new, trial) for new, (_, trial) in zip(scored, reach, strict=True)], [finding]
+
+
+def _simplest(
+    pairs: Sequence[tuple[Candidate, Trial | None]], scoring: str, choice: str
+) -> tuple[Trial | None, Candidate, list[PrepFinding]]:
+    """The trial to keep (None: the ensemble) and its candidate, by
+    :func:`simplest_within_noise`, with a finding when it is not the top score. ``choice``
+    "best": the top score, whatever it is."""
     candidates = [candidate for candidate, _ in pairs]
     top = max(candidates, key=lambda c: c.score)
     kept = top if choice == "best" else simplest_within_noise(candidates)
     single = next(t for candidate, t in pairs if candidate is kept)
     if kept is top:
-        return single, []
-    return single, [
-        PrepFinding(
-            "simpler_model",
-            f"{_named(kept)} kept rather than {_named(top)}: cross-validated {scoring} "
-            f"{kept.score:.4g} against {top.score:.4g}, within the folds' noise (one "
-            f"standard error, {noise(candidates):.2g}) of the best; the least "
-            "flexible model, and a family's defaults before its tuning, are kept when "
-            "cross-validation cannot tell them from the best",
-        )
-    ]
+        return single, kept, []
+    return (
+        single,
+        kept,
+        [
+            PrepFinding(
+                "simpler_model",
+                f"{_named(kept)} kept rather than {_named(top)}: cross-validated {scoring} "
+                f"{kept.score:.4g} against {top.score:.4g}, within the folds' noise (one "
+                f"standard error, {noise(candidates):.2g}) of the best; the least "
+                "flexible model, and a family's defaults before its tuning, are kept when "
+                "cross-validation cannot tell them from the best",
+            )
+        ],
+    )
 
 
 def _named(candidate: Candidate) -> str:
