@@ -4,6 +4,7 @@ lists of families agree wherever they are written, and class weights are searche
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -178,15 +179,31 @@ def test_each_family_is_first_tried_at_its_library_defaults() -> None:
     # Where a range holds the library's default, the starting point is that default (a
     # forest's depth, the regularisations and a forest's column share are not: see
     # STARTING_POINTS).
-    approximated = {"max_depth", "l2_regularization", "max_features", "reg_lambda"}
+    # An SVM's gamma is "scale" computed for the table (see test below).
+    approximated = {"max_depth", "l2_regularization", "max_features", "reg_lambda", "gamma"}
+    columns = data.shape[1] - 1
     for family, params in first.items():
         defaults = make_estimator(family, "regression", seed=0, n_jobs=1).get_params()
-        start = starting_point(family, default_space(family, "regression"), "regression")
+        start = starting_point(family, default_space(family, "regression"), "regression", columns)
         for name, value in start.items():
             assert params[name] == value
             if name not in approximated:
                 [default] = [v for k, v in defaults.items() if k.split("__")[-1] == name]
                 assert default == value, (family, name)
+
+
+@pytest.mark.parametrize("columns", [1, 4, 9, 13, 20, 64, 100])
+def test_defaults_that_depend_on_the_table_are_computed_from_its_columns(columns: int) -> None:
+    # scikit-learn's forest classifiers consider floor(sqrt(n)) of n columns at a split;
+    # a float share s considers floor(s * n) of them.
+    for family in ("random_forest", "extra_trees"):
+        share = starting_point(family, default_space(family, "binary"), "binary", columns)
+        assert int(share["max_features"] * columns) == math.isqrt(columns)
+        regression = default_space(family, "regression")
+        assert starting_point(family, regression, "regression", columns)["max_features"] == 1.0
+    # gamma="scale" is 1 / (n x variance), and the pipeline scales numbers to variance 1.
+    svm = starting_point("svm", default_space("svm", "binary"), "binary", columns)
+    assert svm["gamma"] == pytest.approx(1 / columns)
 
 
 def test_a_jobs_range_without_the_default_is_sampled_instead() -> None:
@@ -195,9 +212,9 @@ def test_a_jobs_range_without_the_default_is_sampled_instead() -> None:
         ("ridge",),
         "regression",
     )
-    assert starting_point("ridge", space["ridge"], "regression") == {}
-    balanced = starting_point("svm", default_space("svm", "binary"), "binary")
-    assert balanced == {"C": 1.0, "class_weight": None}
+    assert starting_point("ridge", space["ridge"], "regression", 4) == {}
+    balanced = starting_point("svm", default_space("svm", "binary"), "binary", 4)
+    assert balanced == {"C": 1.0, "gamma": 0.25, "class_weight": None}
 
 
 @pytest.mark.parametrize("family", sorted(SECOND_POINTS))
@@ -208,10 +225,10 @@ def test_a_familys_second_trial_is_its_second_point(family: str) -> None:
     )
     space = default_space(family, "regression")
     # The default ranges hold every value of both points, so both are tried whole.
-    assert starting_points(family, space, "regression")[1] == SECOND_POINTS[family]
+    assert starting_points(family, space, "regression", 4)[1] == SECOND_POINTS[family]
     first, second = (t.params for t in result.trials[:2])
-    assert starting_point(family, space, "regression").items() <= first.items()
+    assert starting_point(family, space, "regression", 4).items() <= first.items()
     assert second == SECOND_POINTS[family]
     if family in CLASS_WEIGHTED:  # a classifier's weighs classes as scikit-learn's default
-        classified = starting_points(family, default_space(family, "binary"), "binary")[1]
+        classified = starting_points(family, default_space(family, "binary"), "binary", 4)[1]
         assert classified["class_weight"] is None

@@ -110,8 +110,9 @@ DEFAULT_SPACES: Mapping[str, Mapping[str, Distribution]] = {
 # as the default space holds them, so that the first rung measures every family as an
 # untuned baseline would (a search must not end below the defaults it could have tried)
 # and the samplers go on from there. Defaults a range cannot hold are left to the sampler:
-# a forest's unlimited depth is approached by its largest, a classifier's sqrt(n) share
-# of columns depends on the data.
+# a forest's unlimited depth is approached by its largest. Defaults that depend on the
+# table (an SVM's gamma, a forest classifier's share of columns) are computed from it by
+# :func:`starting_point`.
 STARTING_POINTS: Mapping[str, Mapping[str, Any]] = {
     "linear_regression": {"fit_intercept": True},
     "ridge": {"alpha": 1.0},
@@ -181,24 +182,40 @@ SECOND_POINTS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
-def starting_point(family: str, space: Mapping[str, Distribution], problem: str) -> dict[str, Any]:
+def starting_point(
+    family: str, space: Mapping[str, Distribution], problem: str, columns: int
+) -> dict[str, Any]:
     """The values of ``family``'s first trial that ``space`` can hold (a job's own ranges
     may not); the rest are sampled. Unbalanced classes first, as scikit-learn's default;
-    a forest's regressor looks at every column at each split, as scikit-learn's does."""
+    a forest's regressor looks at every column at each split, as scikit-learn's does.
+
+    Two defaults depend on the table's ``columns`` (its feature columns), and are computed
+    from them: an SVM's ``gamma="scale"`` is 1 / (columns x their variance), and the
+    pipeline scales numbers to a variance of 1; a forest's classifier considers sqrt(n) of
+    the n columns at each split. (One-hot encoding widens a table with categories, so
+    there both are near the library's default rather than at it.) Sampled instead, an
+    SVM's gamma of 1e-4 predicted wine's majority class alone.
+    """
     point = dict(STARTING_POINTS.get(family, {}))
-    if problem == "regression" and family in ("random_forest", "extra_trees"):
-        point["max_features"] = 1.0
+    width = max(1, columns)
+    if family == "svm":
+        point["gamma"] = 1.0 / width
+    if family in ("random_forest", "extra_trees"):
+        # The share whose whole part of n is floor(sqrt(n)), whatever the rounding.
+        point["max_features"] = (
+            1.0 if problem == "regression" else min(1.0, (math.isqrt(width) + 0.5) / width)
+        )
     return _held(point, space, problem)
 
 
 def starting_points(
-    family: str, space: Mapping[str, Distribution], problem: str
+    family: str, space: Mapping[str, Distribution], problem: str, columns: int
 ) -> list[dict[str, Any]]:
     """``family``'s first trials in order: its :func:`starting_point`, then its
     :data:`SECOND_POINTS` entry as far as ``space`` holds it (none when it holds nothing
     of either)."""
     points = [
-        starting_point(family, space, problem),
+        starting_point(family, space, problem, columns),
         _held(dict(SECOND_POINTS.get(family, {})), space, problem),
     ]
     return [point for point in points if point]

@@ -399,7 +399,8 @@ def train(
         budget,
         seed=config.seed,
         starting_points={
-            family: starting_points(family, ranges, problem) for family, ranges in space.items()
+            family: starting_points(family, ranges, problem, len(X.columns))
+            for family, ranges in space.items()
         },
         storage=storage,
         study_name=study_name,
@@ -428,7 +429,8 @@ def train(
             )
         chosen = _ensemble(ranked, y, folds, scorer, budget, problem) if refit else None
         defaults = {
-            family: starting_point(family, ranges, problem) for family, ranges in space.items()
+            family: starting_point(family, ranges, problem, len(X.columns))
+            for family, ranges in space.items()
         }
 
         def estimator(trial: Trial | None) -> Any:
@@ -573,23 +575,39 @@ def _rescored(
     scorer: Callable[..., float],
     budget: TimeBudget,
 ) -> tuple[list[tuple[Candidate, Trial | None]], list[PrepFinding]]:
-    """The candidates within reach of the best, scored again on fresh folds
-    (:mod:`lepton.services.trainer.finalists`), with a finding that says how their scores
-    moved; ``pairs`` unchanged when there is one finalist or no time for them all."""
+    """The candidates within reach of the best, the single trials among them scored again
+    on fresh folds (:mod:`lepton.services.trainer.finalists`), with a finding that says how
+    their scores moved; ``pairs`` unchanged when fewer than two trials are in reach or the
+    time budget has no room for them all.
+
+    The ensemble keeps its nested score: its members and weights were chosen on every row's
+    out-of-fold predictions, so fresh folds would score that choice on rows it was made on
+    (on diabetes, an ensemble rescored that way won and predicted held-out rows worse than
+    a linear model)."""
     reach = [pairs[i] for i in in_reach([candidate for candidate, _ in pairs])]
-    if len(reach) < 2:
+    trials = [(candidate, trial) for candidate, trial in reach if trial is not None]
+    if len(trials) < 2:
         return list(pairs), []
-
-    def seconds(trial: Trial | None) -> float:
-        members = [trial] if trial is not None else ensemble[0] if ensemble else []
-        return sum(float(np.mean(m.fold_seconds or [0.0])) for m in members)
-
     finalists = [
-        Finalist(candidate, partial(estimator, trial), seconds(trial)) for candidate, trial in reach
+        Finalist(candidate, partial(estimator, trial), float(np.mean(trial.fold_seconds or [0])))
+        for candidate, trial in trials
     ]
+    ensemble_refit = (
+        sum(refit_estimate(m.fold_seconds, config.cv_folds) for m in ensemble[0])
+        if ensemble is not None
+        else 0.0
+    )
     try:
         scored = rescored(
-            finalists, X, y, problem == "regression", config.cv_folds, config.seed, scorer, budget
+            finalists,
+            X,
+            y,
+            problem == "regression",
+            config.cv_folds,
+            config.seed,
+            scorer,
+            budget,
+            keep=ensemble_refit,
         )
     except PARAMETER_ERRORS:
         # A point that fitted the search's folds and fails on others: judged on those.
@@ -598,16 +616,17 @@ def _rescored(
         return list(pairs), []
     moved = ", ".join(
         f"{_named(old)} {old.score:.4g} → {new.score:.4g}"
-        for (old, _), new in zip(reach, scored, strict=True)
+        for (old, _), new in zip(trials, scored, strict=True)
     )
     finding = PrepFinding(
         "finalists_rescored",
-        f"the {len(reach)} candidates within reach of the best were cross-validated again "
+        f"the {len(trials)} trials within reach of the best were cross-validated again "
         f"on {REPEATS} more assignments of the rows to {config.cv_folds} folds, and judged "
         f"on all {config.cv_folds * (REPEATS + 1)} folds' mean (the search's folds favour "
         f"the parameters tuned on them): {moved}",
     )
-    return [(new, trial) for new, (_, trial) in zip(scored, reach, strict=True)], [finding]
+    kept = [(new, trial) for new, (_, trial) in zip(scored, trials, strict=True)]
+    return kept + [(c, t) for c, t in reach if t is None], [finding]
 
 
 def _simplest(
