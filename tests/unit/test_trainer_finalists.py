@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,13 +18,15 @@ from lepton.services.trainer.allocation import TimeBudget
 from lepton.services.trainer.finalists import (
     REACH,
     REPEATS,
-    Finalist,
+    cross_validated,
     folds_for,
+    fresh_assignments,
     in_reach,
-    rescored,
+    seconds_needed,
 )
+from lepton.services.trainer.search import best_first
 from lepton.services.trainer.selection import Candidate, noise
-from lepton.services.trainer.training import SearchConfig, train
+from lepton.services.trainer.training import SearchConfig, _rescored, train
 
 
 def _wine() -> tuple[pd.DataFrame, np.ndarray]:
@@ -49,28 +53,59 @@ def test_folds_are_stratified_and_differ_by_seed() -> None:
     assert any(not np.array_equal(a[1], b[1]) for a, b in zip(first, second, strict=True))
 
 
-def test_a_finalist_is_judged_on_its_own_folds_and_the_fresh_ones() -> None:
+def test_a_trial_is_cross_validated_on_every_fresh_assignment() -> None:
     X, y = _wine()
-    search_folds = [0.91, 0.92, 0.93, 0.94, 0.95]
-    candidate = Candidate("logistic_regression", float(np.mean(search_folds)), search_folds, 0)
-    finalist = Finalist(
-        candidate, lambda: make_pipeline(StandardScaler(), LogisticRegression()), 0.01
+    assignments = fresh_assignments(y, False, 5, 0)
+    assert len(assignments) == REPEATS
+    searched = folds_for(y, False, 5, 0)
+    for folds in assignments:  # none is the search's
+        assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, searched, strict=True))
+    refitted = cross_validated(
+        lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+        X,
+        y,
+        assignments,
+        get_scorer("f1_macro"),
+        probabilities=True,
     )
-    budget = TimeBudget(clock=lambda: 0.0, deadline=60.0)
-    [scored] = rescored([finalist], X, y, False, 5, 0, get_scorer("f1_macro"), budget) or []
-    assert len(scored.fold_scores) == 5 * (REPEATS + 1)
-    assert list(scored.fold_scores[:5]) == search_folds
-    assert scored.score == pytest.approx(np.mean(scored.fold_scores))
-    assert min(scored.fold_scores[5:]) > 0.8  # really fitted and scored on wine
-    assert (scored.family, scored.flexibility, scored.tuned) == ("logistic_regression", 0, True)
+    assert len(refitted.fold_scores) == 5 * REPEATS
+    assert min(refitted.fold_scores) > 0.8  # really fitted and scored on wine
+    for oof in refitted.oof:  # every row predicted once per assignment, as probabilities
+        assert oof is not None
+        assert oof.shape == (len(y), 3)
+        assert np.allclose(oof.sum(axis=1), 1.0)
 
 
-def test_no_finalist_is_scored_again_when_the_budget_has_no_room_for_all() -> None:
+def test_the_time_needed_is_the_search_folds_mean_for_every_fresh_fold() -> None:
+    assert seconds_needed([1.0, 3.0], 5) == pytest.approx(2.0 * 5 * REPEATS)
+    assert seconds_needed([], 5) == 0.0
+
+
+def test_nothing_is_scored_again_when_the_budget_has_no_room_for_all() -> None:
     X, y = _wine()
-    candidate = Candidate("logistic_regression", 0.9, [0.9] * 5, 0)
-    slow = Finalist(candidate, lambda: LogisticRegression(), fold_seconds=1.0)
-    budget = TimeBudget(clock=lambda: 0.0, deadline=5 * REPEATS * 1.0 - 0.5)
-    assert rescored([slow], X, y, False, 5, 0, get_scorer("f1_macro"), budget) is None
+    frame = X.assign(target=y)
+    config = SearchConfig(target_column="target", seed=0, trial_budget=4, holdout_fraction=0.0)
+    result = train(frame, config)
+    ranked = best_first(result.trials)
+    pairs = [(Candidate(t.family, float(t.score or 0), t.fold_scores, 0), t) for t in ranked]
+
+    def rescore(budget: TimeBudget) -> tuple[list[Any], list[Any]]:
+        return _rescored(
+            pairs,
+            ranked,
+            None,
+            lambda t: make_pipeline(StandardScaler(), LogisticRegression()),
+            X,
+            y,
+            "multiclass",
+            config,
+            get_scorer("f1_macro"),
+            budget,
+        )
+
+    roomy = rescore(TimeBudget(clock=lambda: 0.0, deadline=600.0))
+    assert [f.code for f in roomy[1]] == ["finalists_rescored"]  # in reach: two or more
+    assert rescore(TimeBudget(clock=lambda: 0.0, deadline=1e-6)) == (pairs, [])
 
 
 def test_the_kept_model_is_judged_on_its_search_folds_and_the_fresh_ones() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
@@ -27,6 +30,15 @@ def _of(family: str, fold_scores: list[float], *members: str) -> Candidate:
 def test_the_standard_error_is_that_of_the_folds_mean() -> None:
     assert standard_error([0.5, 0.7]) == pytest.approx(0.1)
     assert standard_error([0.6]) == 0.0
+
+
+def test_repeated_assignments_of_the_same_rows_count_as_one_for_the_noise() -> None:
+    fifteen = [0.90, 0.92, 0.94, 0.91, 0.93] * 3
+    spread = float(np.std(fifteen, ddof=1))
+    assert standard_error(fifteen, assignments=3) == pytest.approx(spread / math.sqrt(5))
+    assert standard_error(fifteen) == pytest.approx(spread / math.sqrt(15))
+    rescored = Candidate("svm", 0.92, fifteen, 2, assignments=3)
+    assert noise([rescored]) == pytest.approx(spread / math.sqrt(5))
 
 
 def test_a_simpler_family_within_one_standard_error_is_kept() -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "PATIENCE",
     "Ensemble",
     "beats",
+    "nested_scores",
     "replayed_scores",
     "select",
     "voting",
@@ -179,13 +180,7 @@ def select(
     counts, _ = _greedy(predictions, y, folds, scorer, classes, room)
     if len(counts) < 2:
         return None
-    fold_scores = []
-    for k, (_, test) in enumerate(folds):
-        others = [fold for i, fold in enumerate(folds) if i != k]
-        chosen, _ = _greedy(predictions, y, others, scorer, classes, room)
-        held_out = [(np.empty(0, dtype=int), test)]
-        averaged = _averaged(predictions, chosen)
-        fold_scores += replayed_scores(averaged, y, held_out, scorer, classes)
+    fold_scores = nested_scores(predictions, y, folds, scorer, classes, room)
     members = sorted(counts)
     size = sum(counts.values())
     return Ensemble(
@@ -195,6 +190,26 @@ def select(
         fold_scores=fold_scores,
         predictions=_averaged(predictions, counts),
     )
+
+
+def nested_scores(
+    predictions: Sequence[np.ndarray[Any, Any]],
+    y: np.ndarray[Any, Any],
+    folds: Sequence[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]],
+    scorer: Callable[..., float],
+    classes: np.ndarray[Any, Any] | None,
+    room: Callable[[], bool] = lambda: True,
+) -> list[float]:
+    """Each fold's score of the ensemble greedy selection finds on the other folds alone
+    (``predictions`` out-of-fold on ``folds``): the selection cross-validated."""
+    fold_scores = []
+    for k, (_, test) in enumerate(folds):
+        others = [fold for i, fold in enumerate(folds) if i != k]
+        chosen, _ = _greedy(predictions, y, others, scorer, classes, room)
+        held_out = [(np.empty(0, dtype=int), test)]
+        averaged = _averaged(predictions, chosen)
+        fold_scores += replayed_scores(averaged, y, held_out, scorer, classes)
+    return fold_scores
 
 
 def beats(ensemble: Ensemble, single: float) -> bool:

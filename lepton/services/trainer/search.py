@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from lepton.services.trainer.search_space import Space
 
-__all__ = ["Evaluation", "Search", "Trial", "best_first"]
+__all__ = ["Evaluation", "Search", "Trial", "best_first", "out_of_fold"]
 
 # How often a gang worker looks for the other workers' trials of a rung.
 _GANG_POLL_S = 0.2
@@ -90,6 +90,29 @@ class Trial:
 
 class _Abandoned(optuna.TrialPruned):
     """A trial stopped because the time budget has no room for its next fold."""
+
+
+def out_of_fold(
+    model: Pipeline,
+    test: pd.DataFrame,
+    rows: np.ndarray[Any, Any],
+    oof: np.ndarray[Any, Any] | None,
+    n_rows: int,
+    probabilities: bool,
+) -> np.ndarray[Any, Any] | None:
+    """A trial's out-of-fold predictions (``n_rows`` of them) with ``model``'s for this
+    fold's ``rows`` added: its probabilities when ``probabilities``, else its predictions;
+    none for a classifier without probabilities (an SVM), which no soft vote can weigh."""
+    if probabilities:
+        if not hasattr(model, "predict_proba"):
+            return None
+        predicted = model.predict_proba(test)
+    else:
+        predicted = model.predict(test)
+    if oof is None:
+        oof = np.full((n_rows, *predicted.shape[1:]), np.nan)
+    oof[rows] = predicted
+    return oof
 
 
 def best_first(trials: Sequence[Trial]) -> list[Trial]:
@@ -230,7 +253,9 @@ class Search:
             model.fit(evaluation.X.iloc[train_rows], evaluation.y[train_rows])
             test = evaluation.X.iloc[test_rows]
             scores.append(float(evaluation.scorer(model, test, evaluation.y[test_rows])))
-            oof = self._keep(model, test, test_rows, oof)
+            oof = out_of_fold(
+                model, test, test_rows, oof, len(evaluation.y), evaluation.probabilities
+            )
             # The whole fold, scoring included: on small data scoring is most of it. (A
             # refit estimated from it is then a little generous, which is its side.)
             seconds.append(clock() - began)
@@ -252,26 +277,6 @@ class Search:
             s for t in self._done if t.family == family for s in t.fold_seconds
         ]
         return max(known, default=0.0)
-
-    def _keep(
-        self,
-        model: Pipeline,
-        test: pd.DataFrame,
-        rows: np.ndarray[Any, Any],
-        oof: np.ndarray[Any, Any] | None,
-    ) -> np.ndarray[Any, Any] | None:
-        """The trial's out-of-fold predictions with this fold's added; none for a
-        classifier without probabilities (an SVM), which no soft vote can weigh."""
-        if self._evaluation.probabilities:
-            if not hasattr(model, "predict_proba"):
-                return None
-            predicted = model.predict_proba(test)
-        else:
-            predicted = model.predict(test)
-        if oof is None:
-            oof = np.full((len(self._evaluation.y), *predicted.shape[1:]), np.nan)
-        oof[rows] = predicted
-        return oof
 
     def _await(self, finished: int) -> None:
         while self._finished() < finished and self._budget.left() > 0:

@@ -80,21 +80,32 @@ class Candidate:
     fold_scores: Sequence[float]
     flexibility: int
     tuned: bool = True  # False: the family's defaults (its starting point), untouched
+    # How many assignments of the rows to folds ``fold_scores`` hold, one after the other
+    # (more than one: the finalists scored again, see lepton.services.trainer.finalists).
+    assignments: int = 1
 
 
-def standard_error(fold_scores: Sequence[float]) -> float:
-    """The standard error of the mean of ``fold_scores`` (0 for fewer than two)."""
+def standard_error(fold_scores: Sequence[float], assignments: int = 1) -> float:
+    """The standard error of the mean of ``fold_scores`` (0 for fewer than two), as of one
+    assignment's folds when they hold ``assignments`` of them: repeating cross-validation
+    on the same rows averages out which rows land together, not which rows were drawn, so
+    the mean of fifteen folds of the same rows is not known three times better than the
+    mean of five (Bengio and Grandvalet, "No unbiased estimator of the variance of K-fold
+    cross-validation", 2004). Dividing by the square root of fifteen made the rule keep a
+    tuned logistic regression over its defaults on breast cancer, and an SVM over
+    logistic regression, that both predicted held-out rows worse."""
     if len(fold_scores) < 2:
         return 0.0
-    return float(np.std(fold_scores, ddof=1)) / math.sqrt(len(fold_scores))
+    folds = max(1.0, len(fold_scores) / assignments)
+    return float(np.std(fold_scores, ddof=1)) / math.sqrt(folds)
 
 
 def noise(candidates: Sequence[Candidate]) -> float:
     """How far below the best score a candidate still ties with it: the standard error of
     the best's fold scores, and at least the median of every candidate's."""
     best = max(candidates, key=lambda c: c.score)
-    typical = float(np.median([standard_error(c.fold_scores) for c in candidates]))
-    return max(standard_error(best.fold_scores), typical)
+    typical = float(np.median([standard_error(c.fold_scores, c.assignments) for c in candidates]))
+    return max(standard_error(best.fold_scores, best.assignments), typical)
 
 
 def simplest_within_noise(candidates: Sequence[Candidate]) -> Candidate:

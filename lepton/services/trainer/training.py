@@ -46,6 +46,7 @@ from lepton.services.trainer.ensemble import (
     ENSEMBLE_CANDIDATES,
     Ensemble,
     beats,
+    nested_scores,
     select,
     voting,
 )
@@ -57,7 +58,14 @@ from lepton.services.trainer.errors import (
     SensitiveTarget,
     TooFewRows,
 )
-from lepton.services.trainer.finalists import REPEATS, Finalist, folds_for, in_reach, rescored
+from lepton.services.trainer.finalists import (
+    REPEATS,
+    cross_validated,
+    folds_for,
+    fresh_assignments,
+    in_reach,
+    seconds_needed,
+)
 from lepton.services.trainer.pipelines import (
     PARAMETER_ERRORS,
     Problem,
@@ -449,7 +457,7 @@ def train(
         if config.model_choice != "best" and refit:
             report(91, "rescoring finalists")
             pairs, rescoring = _rescored(
-                pairs, chosen, estimator, X, y, problem, config, scorer, budget
+                pairs, ranked, chosen, estimator, X, y, problem, config, scorer, budget
             )
             findings += rescoring
         kept, candidate, simpler = _simplest(pairs, scoring, config.model_choice)
@@ -512,12 +520,12 @@ def _ensemble(
 ) -> tuple[list[Trial], Ensemble] | None:
     """The ensemble of the best trials, with its members, if it beats the best single
     trial and its members' refits fit in the time left; None otherwise."""
-    kept = [(t, t.oof) for t in ranked[:ENSEMBLE_CANDIDATES] if t.oof is not None]
-    if len(kept) < 2:
+    candidates = _library(ranked)
+    if len(candidates) < 2:
         return None
-    candidates = [trial for trial, _ in kept]
     classes = None if problem == "regression" else np.unique(y)
-    ensemble = select([oof for _, oof in kept], y, folds, scorer, classes, budget.paced())
+    predictions = [t.oof for t in candidates if t.oof is not None]
+    ensemble = select(predictions, y, folds, scorer, classes, budget.paced())
     if ensemble is None or not beats(ensemble, float(ranked[0].score or 0.0)):
         return None
     members = [candidates[i] for i in ensemble.members]
@@ -566,6 +574,7 @@ def _candidates(
 
 def _rescored(
     pairs: Sequence[tuple[Candidate, Trial | None]],
+    ranked: Sequence[Trial],
     ensemble: tuple[list[Trial], Ensemble] | None,
     estimator: Callable[[Trial | None], Any],
     X: pd.DataFrame,
@@ -575,58 +584,71 @@ def _rescored(
     scorer: Callable[..., float],
     budget: TimeBudget,
 ) -> tuple[list[tuple[Candidate, Trial | None]], list[PrepFinding]]:
-    """The candidates within reach of the best, the single trials among them scored again
-    on fresh folds (:mod:`lepton.services.trainer.finalists`), with a finding that says how
-    their scores moved; ``pairs`` unchanged when fewer than two trials are in reach or the
-    time budget has no room for them all.
-
-    The ensemble keeps its nested score: its members and weights were chosen on every row's
-    out-of-fold predictions, so fresh folds would score that choice on rows it was made on
-    (on diabetes, an ensemble rescored that way won and predicted held-out rows worse than
-    a linear model)."""
+    """The candidates within reach of the best, scored again on fresh folds
+    (:mod:`lepton.services.trainer.finalists`), with a finding that says how their scores
+    moved; ``pairs`` unchanged when fewer than two are in reach or the time budget has no
+    room for them all (with an ensemble's refit still set aside)."""
     reach = [pairs[i] for i in in_reach([candidate for candidate, _ in pairs])]
-    trials = [(candidate, trial) for candidate, trial in reach if trial is not None]
-    if len(trials) < 2:
+    if len(reach) < 2:
         return list(pairs), []
-    finalists = [
-        Finalist(candidate, partial(estimator, trial), float(np.mean(trial.fold_seconds or [0])))
-        for candidate, trial in trials
-    ]
-    ensemble_refit = (
-        sum(refit_estimate(m.fold_seconds, config.cv_folds) for m in ensemble[0])
-        if ensemble is not None
-        else 0.0
+    library = _library(ranked) if any(t is None for _, t in reach) else []
+    trials = [t for _, t in reach if t is not None]
+    trials += [t for t in library if all(t is not u for u in trials)]
+    ensemble_refit = sum(
+        refit_estimate(m.fold_seconds, config.cv_folds) for m in (ensemble[0] if ensemble else [])
     )
+    needed = sum(seconds_needed(t.fold_seconds, config.cv_folds) for t in trials)
+    if not budget.room_for(needed + ensemble_refit):
+        return list(pairs), []
+    regression = problem == "regression"
+    assignments = fresh_assignments(y, regression, config.cv_folds, config.seed)
     try:
-        scored = rescored(
-            finalists,
-            X,
-            y,
-            problem == "regression",
-            config.cv_folds,
-            config.seed,
-            scorer,
-            budget,
-            keep=ensemble_refit,
-        )
+        refitted = [
+            cross_validated(partial(estimator, t), X, y, assignments, scorer, not regression)
+            for t in trials
+        ]
     except PARAMETER_ERRORS:
         # A point that fitted the search's folds and fails on others: judged on those.
         return list(pairs), []
-    if scored is None:
-        return list(pairs), []
+    fresh = {id(t): r for t, r in zip(trials, refitted, strict=True)}
+    classes = None if regression else np.unique(y)
+    scored: list[tuple[Candidate, Trial | None]] = []
+    for old, trial in reach:
+        if trial is not None:
+            more = fresh[id(trial)].fold_scores
+        else:  # the ensemble, selected afresh on each assignment's folds but the one scored
+            more = []
+            for r, folds in enumerate(assignments):
+                oofs = [fresh[id(t)].oof[r] for t in library]
+                predictions = [oof for oof in oofs if oof is not None]
+                more += nested_scores(predictions, y, folds, scorer, classes, budget.paced())
+        folds_scores = [*old.fold_scores, *more]
+        new = Candidate(
+            old.family,
+            float(np.mean(folds_scores)),
+            folds_scores,
+            old.flexibility,
+            old.tuned,
+            assignments=1 + REPEATS,
+        )
+        scored.append((new, trial))
     moved = ", ".join(
         f"{_named(old)} {old.score:.4g} → {new.score:.4g}"
-        for (old, _), new in zip(trials, scored, strict=True)
+        for (old, _), (new, _) in zip(reach, scored, strict=True)
     )
     finding = PrepFinding(
         "finalists_rescored",
-        f"the {len(trials)} trials within reach of the best were cross-validated again "
+        f"the {len(reach)} candidates within reach of the best were cross-validated again "
         f"on {REPEATS} more assignments of the rows to {config.cv_folds} folds, and judged "
         f"on all {config.cv_folds * (REPEATS + 1)} folds' mean (the search's folds favour "
         f"the parameters tuned on them): {moved}",
     )
-    kept = [(new, trial) for new, (_, trial) in zip(scored, trials, strict=True)]
-    return kept + [(c, t) for c, t in reach if t is None], [finding]
+    return scored, [finding]
+
+
+def _library(ranked: Sequence[Trial]) -> list[Trial]:
+    """The trials an ensemble is selected from: the best that kept their predictions."""
+    return [t for t in ranked[:ENSEMBLE_CANDIDATES] if t.oof is not None]
 
 
 def _simplest(
