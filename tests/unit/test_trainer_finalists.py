@@ -68,6 +68,7 @@ def test_a_trial_is_cross_validated_on_every_fresh_assignment() -> None:
         assignments,
         get_scorer("f1_macro"),
         probabilities=True,
+        keep_predictions=True,
     )
     assert len(refitted.fold_scores) == 5 * REPEATS
     assert min(refitted.fold_scores) > 0.8  # really fitted and scored on wine

@@ -105,9 +105,12 @@ def cross_validated(
     assignments: Sequence[Folds],
     scorer: Callable[..., float],
     probabilities: bool,
+    keep_predictions: bool,
 ) -> Refitted:
     """``estimator`` (a new unfitted one at each call) fitted and scored on every fold of
-    ``assignments``, its out-of-fold predictions kept as the search keeps a trial's."""
+    ``assignments``; with ``keep_predictions`` (a trial an ensemble selects from), its
+    out-of-fold predictions kept as the search keeps a trial's, else none (``oof`` all
+    None: predicting each fold again would cost time and memory for nothing)."""
     scores: list[float] = []
     oofs: list[np.ndarray[Any, Any] | None] = []
     for folds in assignments:
@@ -116,6 +119,7 @@ def cross_validated(
             model = estimator().fit(X.iloc[train_rows], y[train_rows])
             test = X.iloc[test_rows]
             scores.append(float(scorer(model, test, y[test_rows])))
-            oof = out_of_fold(model, test, test_rows, oof, len(y), probabilities)
+            if keep_predictions:
+                oof = out_of_fold(model, test, test_rows, oof, len(y), probabilities)
         oofs.append(oof)
     return Refitted(scores, oofs)

@@ -604,7 +604,15 @@ def _rescored(
     assignments = fresh_assignments(y, regression, config.cv_folds, config.seed)
     try:
         refitted = [
-            cross_validated(partial(estimator, t), X, y, assignments, scorer, not regression)
+            cross_validated(
+                partial(estimator, t),
+                X,
+                y,
+                assignments,
+                scorer,
+                probabilities=not regression,
+                keep_predictions=any(t is member for member in library),
+            )
             for t in trials
         ]
     except PARAMETER_ERRORS:
