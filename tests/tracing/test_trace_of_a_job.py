@@ -43,16 +43,26 @@ def _houses(path: Path) -> None:
 
 
 async def _whole_trace(backend: Jaeger, job_id: str, promoted: str) -> tuple[str, list[Span]]:
-    """The job's trace once Jaeger holds its last span (the promotion's send): spans are
-    exported in batches, so they arrive a little after the work."""
-    async with asyncio.timeout(90):
-        while True:  # bounded: polling a query API, there is no event to await
-            found = await backend.traces("lepton-cli", **{"lepton.job_id": job_id})
-            if found:
-                spans = await backend.spans(found[0])
-                if any(s.name == f"send {promoted}" for s in spans):
-                    return found[0], spans
-            await asyncio.sleep(0.5)
+    """The job's trace once Jaeger holds all of it: the promotion's send, and the parent of
+    every span. Spans are exported in batches as they end, and a parent ends after its
+    children, so the promotion's send can arrive a batch before the promotion itself.
+    After 90 s, what Jaeger holds by then, for the assertions to say what is missing."""
+    seen: tuple[str, list[Span]] | None = None
+    try:
+        async with asyncio.timeout(90):
+            while True:  # bounded: polling a query API, there is no event to await
+                found = await backend.traces("lepton-cli", **{"lepton.job_id": job_id})
+                if found:
+                    seen = found[0], await backend.spans(found[0])
+                    held = {s.span_id for s in seen[1]}
+                    whole = all(s.parent is None or s.parent in held for s in seen[1])
+                    if whole and any(s.name == f"send {promoted}" for s in seen[1]):
+                        return seen
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        if seen is None:
+            raise
+        return seen
 
 
 async def test_one_trace_runs_from_submit_to_promotion(
