@@ -37,7 +37,7 @@ def _wine() -> tuple[pd.DataFrame, np.ndarray]:
 
 def test_only_candidates_within_reach_of_the_best_are_finalists() -> None:
     steady = [0.90, 0.91, 0.89, 0.90, 0.90]
-    best = Candidate("svm", 0.90, steady, 2)
+    best = Candidate("svm", 0.90, steady, 1)
     near = Candidate("ridge", 0.895, [s - 0.005 for s in steady], 0)
     far = Candidate("knn", 0.50, [s - 0.40 for s in steady], 1)
     candidates = [best, near, far]
