@@ -10,10 +10,9 @@ standard error of the top score (the "one-standard-error rule" of Hastie, Tibshi
 Friedman, *The Elements of Statistical Learning*, 2nd ed., §7.10), the standard error
 being that of the top candidate's fold scores: on a few hundred rows folds vary, and the
 rule leans to the simple; on many rows they agree, and a flexible model that is better
-stays. (A paired comparison, fold by fold, was tried and
-set aside: an ensemble's optimism is much the same on every fold, which pairing cannot
-see, and on diabetes such ensembles kept winning and then predicted held-out rows worse
-than the linear model.)
+stays. (A paired comparison, fold by fold, was tried and set aside: an ensemble's
+optimism is much the same on every fold, which pairing cannot see, and on diabetes such
+ensembles kept winning and then predicted held-out rows worse than the linear model.)
 
 Five folds give a rough standard error, and a top candidate whose folds happen to agree
 gives none at all: on one split of wine's 133 training rows an SVM was perfect on all five
