@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from bench.chaos.faults import FaultFn
+    from bench.chaos.stack import Process
 
 STREAMED = ("ingest", "job", "evaluation")
 KILLED = ("scheduler", "ingest", "evaluator", "monitor", "trainer")
@@ -142,12 +143,17 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
         events = [kind for kind, _node, _seen in chaos.ledger.job_events.get(item.id, [])]
         seen = f" (its events: {', '.join(events)})" if events else ""
         outcome.notes.append(f"no outcome for {item.kind} {item.id}{seen}")
+        outcome.notes.extend(where_it_stopped(services, item.id))
     if len(lost) > 5:
         last = Counter(
             (chaos.ledger.job_events.get(item.id) or [(item.kind + " unanswered", None, 0)])[-1][0]
             for item in lost[5:]
         )
         outcome.notes.append(f"and {len(lost) - 5} more, by last event: {dict(last)}")
+    if lost:  # where each service was (a retry names a topic's offset, not the item)
+        for service in services:
+            newest = service.newest_line(lambda line: bool(line.strip()))
+            outcome.notes.append(f"{service.spec.name} last logged: {newest}")
     outcome.refused = chaos.ledger.refused.get(run, 0)
     outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
     outcome.rss_after_mib = {s.spec.name: round(s.sample_rss(), 1) for s in services}
@@ -162,6 +168,13 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
         if len(s.unexpected_exits) > exits_before[s.spec.name]
     }
     return outcome
+
+
+def where_it_stopped(services: list[Process], item_id: str) -> list[str]:
+    """Each service's newest log line naming a lost item: the trail of how far it got."""
+    found = {s.spec.name: s.newest_line(lambda line: item_id in line) for s in services}
+    named = [f"  {name} last logged of it: {line}" for name, line in found.items() if line]
+    return named or ["  no service logged it"]
 
 
 def judge(chaos: Chaos, outcome: Outcome) -> None:

@@ -30,7 +30,7 @@ from lepton.config import KafkaAccess, Settings
 from lepton.devstack._process import free_port, port_holder, port_is_free
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 BIN = Path(sys.executable).parent
 # The settings a service may inherit from the harness's environment: where the jars and
@@ -129,14 +129,17 @@ class Process:
 
     def last_error(self) -> str | None:
         """The newest error its log holds (why it exited, when it exited on its own)."""
+        return self.newest_line(
+            lambda line: '"level": "error"' in line or '"level": "critical"' in line
+        )
+
+    def newest_line(self, wanted: Callable[[str], bool]) -> str | None:
+        """The newest line of its log that is ``wanted``, cut to 300 characters."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return None
-        for line in reversed(lines):
-            if '"level": "error"' in line or '"level": "critical"' in line:
-                return line[:300]
-        return None
+        return next((line[:300] for line in reversed(lines) if wanted(line)), None)
 
 
 def _answers_200(url: str) -> bool:

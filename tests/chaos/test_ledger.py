@@ -1,11 +1,17 @@
 """What the chaos suite counts as completed, lost and duplicated (pure logic: runs with the
-unit tests, unlike the matrix itself)."""
+unit tests, unlike the matrix itself), and how a lost item is traced in the logs."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
+from bench.chaos.matrix import where_it_stopped
+from bench.chaos.stack import Process, ServiceSpec
 from bench.chaos.workload import Item, Ledger
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _ledger(*ids: str) -> Ledger:
@@ -64,3 +70,28 @@ def test_each_model_of_a_job_is_work_for_the_evaluator() -> None:
     assert ledger.duplicated("m1") == 0
     ledger.record("lepton.models.evaluated", evaluated | {"evaluated_at": 9})  # evaluated again
     assert ledger.duplicated("m1") == 1
+
+
+def test_a_lost_item_is_traced_to_the_newest_log_line_of_each_service_naming_it(
+    tmp_path: Path,
+) -> None:
+    logs = {
+        "evaluator": [
+            '{"event": "evaluated", "model": "m1", "level": "info"}',
+            '{"event": "database unavailable; retrying", "model": "m2", "level": "warning"}',
+            '{"event": "evaluated", "model": "m3", "level": "info"}',
+        ],
+        "trainer-node-1": ['{"event": "model ready", "model": "m2", "job": "job-1"}'],
+        "monitor": ['{"event": "started"}'],
+    }
+    services = []
+    for name, lines in logs.items():
+        path = tmp_path / f"{name}.log"
+        path.write_text("\n".join(lines) + "\n")
+        services.append(Process(ServiceSpec(name, ("lepton-" + name,)), 0, path, {}))
+    services.append(Process(ServiceSpec("ingest", ("lepton-ingest",)), 0, tmp_path / "none", {}))
+    assert where_it_stopped(services, "m2") == [
+        f"  evaluator last logged of it: {logs['evaluator'][1]}",
+        f"  trainer-node-1 last logged of it: {logs['trainer-node-1'][0]}",
+    ]
+    assert where_it_stopped(services, "m9") == ["  no service logged it"]
