@@ -14,10 +14,11 @@ from bench.chaos.faults import BlockedError, Chaos, Outcome
 from bench.chaos.stack import until_healthy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from bench.chaos.faults import FaultFn
     from bench.chaos.stack import Process
+    from bench.chaos.workload import Item, Ledger
 
 STREAMED = ("ingest", "job", "evaluation")
 KILLED = ("scheduler", "ingest", "evaluator", "monitor", "trainer")
@@ -139,21 +140,7 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     outcome.completed = sum(1 for item in items if chaos.ledger.completed(item.id))
     outcome.lost = outcome.submitted - outcome.completed
     lost = [item for item in items if not chaos.ledger.completed(item.id)]
-    for item in lost[:5]:
-        events = [kind for kind, _node, _seen in chaos.ledger.job_events.get(item.id, [])]
-        seen = f" (its events: {', '.join(events)})" if events else ""
-        outcome.notes.append(f"no outcome for {item.kind} {item.id}{seen}")
-        outcome.notes.extend(where_it_stopped(services, item.id))
-    if len(lost) > 5:
-        last = Counter(
-            (chaos.ledger.job_events.get(item.id) or [(item.kind + " unanswered", None, 0)])[-1][0]
-            for item in lost[5:]
-        )
-        outcome.notes.append(f"and {len(lost) - 5} more, by last event: {dict(last)}")
-    if lost:  # where each service was (a retry names a topic's offset, not the item)
-        for service in services:
-            newest = service.newest_line(lambda line: bool(line.strip()))
-            outcome.notes.append(f"{service.spec.name} last logged: {newest}")
+    outcome.notes.extend(lost_notes(chaos.ledger, services, lost))
     outcome.refused = chaos.ledger.refused.get(run, 0)
     outcome.peak_rss_mib = {s.spec.name: round(s.peak_rss_mib, 1) for s in services}
     outcome.rss_after_mib = {s.spec.name: round(s.sample_rss(), 1) for s in services}
@@ -170,11 +157,32 @@ async def run_entry(chaos: Chaos, entry: Entry, index: int) -> Outcome:
     return outcome
 
 
-def where_it_stopped(services: list[Process], item_id: str) -> list[str]:
-    """Each service's newest log line naming a lost item: the trail of how far it got."""
-    found = {s.spec.name: s.newest_line(lambda line: item_id in line) for s in services}
-    named = [f"  {name} last logged of it: {line}" for name, line in found.items() if line]
-    return named or ["  no service logged it"]
+def lost_notes(ledger: Ledger, services: Sequence[Process], lost: Sequence[Item]) -> list[str]:
+    """What the row says of its lost items: the first five each with its events and the
+    newest log line of every service naming it, the rest counted by their last event, and
+    where each service was (a retry names a topic's offset, not the item it holds)."""
+    notes: list[str] = []
+    for item in lost[:5]:
+        events = [kind for kind, _node, _seen in ledger.job_events.get(item.id, [])]
+        seen = f" (its events: {', '.join(events)})" if events else ""
+        notes.append(f"no outcome for {item.kind} {item.id}{seen}")
+        named = [
+            f"  {service.spec.name} last logged of it: {line}"
+            for service in services
+            if (line := service.newest_line(item.id))
+        ]
+        notes.extend(named or ["  no service logged it"])
+    if len(lost) > 5:
+        last = Counter(
+            (ledger.job_events.get(item.id) or [(item.kind + " unanswered", None, 0)])[-1][0]
+            for item in lost[5:]
+        )
+        notes.append(f"and {len(lost) - 5} more, by last event: {dict(last)}")
+    if lost:
+        for service in services:
+            newest = service.newest_line()
+            notes.append(f"{service.spec.name} last logged: {newest}")
+    return notes
 
 
 def judge(chaos: Chaos, outcome: Outcome) -> None:

@@ -30,7 +30,7 @@ from lepton.config import KafkaAccess, Settings
 from lepton.devstack._process import free_port, port_holder, port_is_free
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
 BIN = Path(sys.executable).parent
 # The settings a service may inherit from the harness's environment: where the jars and
@@ -129,17 +129,23 @@ class Process:
 
     def last_error(self) -> str | None:
         """The newest error its log holds (why it exited, when it exited on its own)."""
-        return self.newest_line(
-            lambda line: '"level": "error"' in line or '"level": "critical"' in line
-        )
+        return self.newest_line('"level": "error"', '"level": "critical"')
 
-    def newest_line(self, wanted: Callable[[str], bool]) -> str | None:
-        """The newest line of its log that is ``wanted``, cut to 300 characters."""
+    def newest_line(self, *naming: str) -> str | None:
+        """The newest non-blank line of its log holding any of ``naming`` (any line when
+        none is given), cut to 300 characters."""
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return None
-        return next((line[:300] for line in reversed(lines) if wanted(line)), None)
+        return next(
+            (
+                line[:300]
+                for line in reversed(lines)
+                if line.strip() and (not naming or any(text in line for text in naming))
+            ),
+            None,
+        )
 
 
 def _answers_200(url: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from bench.chaos.matrix import where_it_stopped
+from bench.chaos.matrix import lost_notes
 from bench.chaos.stack import Process, ServiceSpec
 from bench.chaos.workload import Item, Ledger
 
@@ -81,8 +81,7 @@ def test_a_lost_item_is_traced_to_the_newest_log_line_of_each_service_naming_it(
             '{"event": "database unavailable; retrying", "model": "m2", "level": "warning"}',
             '{"event": "evaluated", "model": "m3", "level": "info"}',
         ],
-        "trainer-node-1": ['{"event": "model ready", "model": "m2", "job": "job-1"}'],
-        "monitor": ['{"event": "started"}'],
+        "trainer-node-1": ['{"event": "model ready", "model": "m2", "job": "job-1"}', ""],
     }
     services = []
     for name, lines in logs.items():
@@ -90,8 +89,24 @@ def test_a_lost_item_is_traced_to_the_newest_log_line_of_each_service_naming_it(
         path.write_text("\n".join(lines) + "\n")
         services.append(Process(ServiceSpec(name, ("lepton-" + name,)), 0, path, {}))
     services.append(Process(ServiceSpec("ingest", ("lepton-ingest",)), 0, tmp_path / "none", {}))
-    assert where_it_stopped(services, "m2") == [
+    ledger = _ledger("job-1")
+    ledger.record("lepton.jobs.events", {"job_id": "job-1", "kind": "started", "lease_epoch": 1})
+    lost = [Item("evaluation", "m2", "r", 0.0), Item("evaluation", "m9", "r", 0.0)]
+    lost += [Item("job", "job-1", "r", 0.0)] * 4 + [Item("ingest", "req-1", "r", 0.0)]
+    assert lost_notes(ledger, services, lost) == [
+        "no outcome for evaluation m2",
         f"  evaluator last logged of it: {logs['evaluator'][1]}",
         f"  trainer-node-1 last logged of it: {logs['trainer-node-1'][0]}",
+        "no outcome for evaluation m9",
+        "  no service logged it",
+        *[
+            "no outcome for job job-1 (its events: started)",
+            f"  trainer-node-1 last logged of it: {logs['trainer-node-1'][0]}",
+        ]
+        * 3,
+        "and 2 more, by last event: {'started': 1, 'ingest unanswered': 1}",
+        f"evaluator last logged: {logs['evaluator'][2]}",
+        f"trainer-node-1 last logged: {logs['trainer-node-1'][0]}",
+        "ingest last logged: None",
     ]
-    assert where_it_stopped(services, "m9") == ["  no service logged it"]
+    assert lost_notes(ledger, services, []) == []
