@@ -193,24 +193,38 @@ class Reader:
             )
         )
 
-    def _assigned(self, _: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
-        # librdkafka then adds them to the assignment (incrementally) by itself.
+    # Each rebalance callback changes the assignment itself. Left to confluent-kafka, the
+    # change asks librdkafka for the group's protocol (rd_kafka_rebalance_protocol), and
+    # that request never returns when the callback runs inside Consumer.close (librdkafka
+    # issue 4041): a stopping service then hung for ever in close, in a group whose
+    # members came and went. The protocol is known here: cooperative, set above.
+
+    def _assigned(
+        self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
+        consumer.incremental_assign(partitions)
         self._owned.update((tp.topic, tp.partition) for tp in partitions)
         self._moves += 1
 
-    def _revoked(self, _: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+    def _revoked(
+        self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
         """Partitions handed to another member: what was handled of them is committed, and
         waited for, before they go (the new owner starts from it)."""
         going = {(tp.topic, tp.partition) for tp in partitions}
         handled = {where: at for where, at in self._handled.items() if where in going}
         if handled:
             self._commit(handled, asynchronous=False)
+        consumer.incremental_unassign(partitions)
         self._disown(going)
 
-    def _lost(self, _: object, partitions: list[confluent_kafka.TopicPartition]) -> None:
+    def _lost(
+        self, consumer: confluent_kafka.Consumer, partitions: list[confluent_kafka.TopicPartition]
+    ) -> None:
         """Partitions taken away without a revocation (this member was silent past the
         session timeout): no commit is possible; their new owner redoes what followed its
         last commit."""
+        consumer.incremental_unassign(partitions)
         self._disown({(tp.topic, tp.partition) for tp in partitions})
 
     def _disown(self, going: set[tuple[str, int]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import weakref
@@ -253,7 +254,8 @@ class Subscriber:
                     self._only_key is None or message.key() == self._only_key
                 ) and not self._applied(message, topic):
                     started = time.perf_counter()
-                    await self._handle(message)
+                    if not await self._handle(message):
+                        break  # stopped while it failed: not committed, read again later
                     if self._handler is not None:  # a batch handler's is its fetch's time
                         self._handler_seconds[topic].observe(time.perf_counter() - started)
                 done[topic, message.partition()] = message.offset() + 1
@@ -263,11 +265,13 @@ class Subscriber:
                 if self._applied_traces:
                     applied, self._applied_traces = self._applied_traces, []
                     with _tracing.span(f"flush {self.group_id}", links=applied, root=True):
-                        await self._flush(self._batch)
+                        flushed = await self._flush(self._batch)
                 else:
-                    await self._flush(self._batch)
+                    flushed = await self._flush(self._batch)
                 assert self._batch_seconds is not None
                 self._batch_seconds.observe(time.perf_counter() - fetched_at)
+                if not flushed:
+                    done = {}  # stopped while the flush failed: the fetch is read again later
             if self._replay:
                 self._note_progress(done)
             elif done:
@@ -338,7 +342,10 @@ class Subscriber:
         self.counts[topic, "handled"] += 1
         return True
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message) -> bool:
+        """Handle ``message`` (or dead-letter it); False if a stop came while it failed
+        transiently: it is then left uncommitted for whoever reads it next, as a stop must
+        not wait out an outage."""
         attempt = 0
         while True:
             try:
@@ -364,8 +371,9 @@ class Subscriber:
                         _tracing._current_trace.reset(token)
             except _RETRIED as exc:
                 attempt += 1
-                await self._back_off(attempt, _origin(message), exc)
-                continue
+                if await self._back_off(attempt, _origin(message), exc):
+                    continue
+                return False
             except DecodeError as exc:
                 await self._dead_letter(message, exc.at(_origin(message)))
             except ForgedRecordError as exc:
@@ -376,7 +384,7 @@ class Subscriber:
                 await self._dead_letter(message, exc)
             else:
                 self.counts[event.topic, "handled"] += 1
-            return
+            return True
 
     def _traced(self) -> bool:
         """Whether events are handled in spans: with a tracer, once a replaying
@@ -417,23 +425,33 @@ class Subscriber:
         key, event = self._authenticator.denial(message, record, error)
         await self._publisher.publish(self._authenticator.audit_topic, key, event)
 
-    async def _flush(self, batch: BatchHandler) -> None:
+    async def _flush(self, batch: BatchHandler) -> bool:
         """The batch handler acts on the fetch it applied; retried while transient. Any
-        other failure propagates: its events are applied, none can be blamed for it."""
+        other failure propagates: its events are applied, none can be blamed for it.
+        False if a stop came while it failed (see :meth:`_handle`)."""
         attempt = 0
         while True:
             try:
                 await batch.flush()
             except _RETRIED as exc:
                 attempt += 1
-                await self._back_off(attempt, "a batch flush", exc)
-                continue
-            return
+                if await self._back_off(attempt, "a batch flush", exc):
+                    continue
+                return False
+            return True
 
-    async def _back_off(self, attempt: int, what: object, error: Exception) -> None:
+    async def _back_off(self, attempt: int, what: object, error: Exception) -> bool:
+        """Wait before the next attempt; False if a stop came first (no next attempt)."""
         delay = min(self._retry_backoff_s[0] * 2**attempt, self._retry_backoff_s[1])
-        log.warning("retrying %s in %.1fs after %r", what, delay, error)
-        await asyncio.sleep(delay)
+        if not self._stopping.is_set():
+            log.warning("retrying %s in %.1fs after %r", what, delay, error)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+        if self._stopping.is_set():
+            log.warning("stopping: %s left for the next reader after %r", what, error)
+            return False
+        return True
 
     async def _dead_letter(self, message: Message, error: Exception) -> None:
         """The message to ``<topic>.dlq`` with the reason; cut to fit that topic when the

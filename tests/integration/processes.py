@@ -67,11 +67,22 @@ class Running:
     rest_of_log: asyncio.Task[bytes]
 
     async def stop(self, timeout_s: float = 60) -> bytes:
-        """SIGTERM, then the exit; returns the log written after start."""
+        """SIGTERM, then the exit; returns the log written after start. A service still
+        running after ``timeout_s`` is killed, and the failure quotes its last log lines
+        (what it was doing when it did not stop)."""
         self.process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(timeout_s):
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
             await self.process.wait()
-            return await self.rest_of_log
+            tail = b"\n".join((await self.rest_of_log).splitlines()[-40:])
+            raise AssertionError(
+                f"pid {self.process.pid} still running {timeout_s:.0f} s after SIGTERM; "
+                f"its last log lines:\n{tail.decode(errors='replace')}"
+            ) from None
+        return await self.rest_of_log
 
     def events(self, log: bytes) -> list[str]:
         return [json.loads(line)["event"] for line in log.splitlines() if line.startswith(b"{")]

@@ -413,6 +413,7 @@ class Batches:
         self.poison_key = poison_key
         self.flush_failures = list(flush_failures)
         self.enough = asyncio.Event()
+        self.tried = asyncio.Event()  # a flush was tried
 
     def apply(self, event: Event) -> None:
         if event.key == self.poison_key:
@@ -422,6 +423,7 @@ class Batches:
 
     async def flush(self) -> None:
         self.flushed.append(len(self.applied))
+        self.tried.set()
         if self.flush_failures:
             raise self.flush_failures.pop(0)
         if len(self.applied) >= self.want:
@@ -537,6 +539,80 @@ async def test_a_transient_flush_failure_is_retried_without_applying_again(
     assert [event.key for event in batches.applied] == ["job-0", "job-1", "job-2"]
     assert len(batches.flushed) >= 3, "the flush was tried until it went through"
     assert sub.dead_lettered == 0
+
+
+async def test_a_stop_ends_the_retries_of_a_failing_message_which_is_read_again(
+    kafka, codec, publisher, make_topic, unique
+) -> None:
+    """A stop must not wait out an outage: the message in hand that keeps failing is left
+    uncommitted, and the group's next reader gets it."""
+    topic = await make_topic("lepton.JobRequested")
+    group = unique("g")
+    await publisher.publish(topic, "stuck", sample(topic.event))
+    failing = asyncio.Event()
+
+    async def outage(event: Event) -> None:
+        failing.set()
+        raise TransientError("database away")
+
+    subscriber = Subscriber(
+        kafka,
+        codec,
+        publisher,
+        topics=[topic],
+        group_id=group,
+        handler=outage,
+        retry_backoff_s=(0.05, 0.05),
+    )
+    await subscriber.start()
+    try:
+        running = asyncio.create_task(subscriber.run())
+        await asyncio.wait_for(failing.wait(), 30)
+        subscriber.stop_soon()
+        await asyncio.wait_for(running, 30)  # the outage never ends: only the stop can
+    finally:
+        await subscriber.close()
+    assert subscriber.dead_lettered == 0
+    received: list[Event] = []
+    got = asyncio.Event()
+
+    async def collect(event: Event) -> None:
+        received.append(event)
+        got.set()
+
+    async with subscribed(kafka, codec, publisher, topic, group, collect):
+        await asyncio.wait_for(got.wait(), 30)
+    assert [event.key for event in received] == ["stuck"]
+
+
+async def test_a_stop_ends_the_retries_of_a_failing_flush_and_its_fetch_is_read_again(
+    kafka, codec, publisher, make_topic, unique
+) -> None:
+    topic = await make_topic("lepton.JobRequested")
+    group = unique("g")
+    await publisher.publish_many(topic, [(f"job-{i}", sample(topic.event)) for i in range(3)])
+    failing = Batches(3, flush_failures=[TransientError("db away")] * 10_000)
+    subscriber = Subscriber(
+        kafka,
+        codec,
+        publisher,
+        topics=[topic],
+        group_id=group,
+        handler=failing,
+        retry_backoff_s=(0.05, 0.05),
+    )
+    await subscriber.start()
+    try:
+        running = asyncio.create_task(subscriber.run())
+        await asyncio.wait_for(failing.tried.wait(), 30)
+        subscriber.stop_soon()
+        await asyncio.wait_for(running, 30)
+    finally:
+        await subscriber.close()
+    again = Batches(3)
+    async with subscribed(kafka, codec, publisher, topic, group, again):
+        await asyncio.wait_for(again.enough.wait(), 30)
+    assert [event.key for event in again.applied] == ["job-0", "job-1", "job-2"]
 
 
 async def test_a_failing_flush_stops_the_subscriber_and_its_fetch_is_read_again(

@@ -1,8 +1,12 @@
-"""What a consumer-group member may commit: only positions of partitions it owns."""
+"""What a consumer-group member may commit (only positions of partitions it owns), and how
+its rebalance callbacks hand each change of assignment to librdkafka."""
 
 from __future__ import annotations
 
-from lepton.bus._reader import owned
+import confluent_kafka
+
+from lepton.bus._reader import Reader, owned
+from lepton.config import KafkaAccess
 
 
 def test_positions_of_partitions_given_up_are_not_committed() -> None:
@@ -12,3 +16,36 @@ def test_positions_of_partitions_given_up_are_not_committed() -> None:
 
 def test_a_member_that_owns_nothing_commits_nothing() -> None:
     assert owned({("t", 0): 12}, set()) == {}
+
+
+class _Consumer:
+    """Records what a rebalance callback asks of the consumer."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[tuple[str, int]]]] = []
+
+    def incremental_assign(self, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        self.calls.append(("assign", [(tp.topic, tp.partition) for tp in partitions]))
+
+    def incremental_unassign(self, partitions: list[confluent_kafka.TopicPartition]) -> None:
+        self.calls.append(("unassign", [(tp.topic, tp.partition) for tp in partitions]))
+
+
+async def test_each_rebalance_callback_changes_the_assignment_itself() -> None:
+    """Left undone by a callback, the change is made by confluent-kafka after asking
+    librdkafka for the protocol, a request that never returns inside close()."""
+    reader = Reader(KafkaAccess(bootstrap="127.0.0.1:9"), group_id="g", client_id="c")
+    consumer = _Consumer()
+    t0, t1, t2 = (confluent_kafka.TopicPartition("t", p) for p in range(3))
+    reader._assigned(consumer, [t0, t1, t2])  # type: ignore[arg-type]
+    reader._revoked(consumer, [t1])  # type: ignore[arg-type]
+    reader._lost(consumer, [t2])  # type: ignore[arg-type]
+    reader._assigned(consumer, [])  # type: ignore[arg-type]  # a cooperative round's empty one
+    assert consumer.calls == [
+        ("assign", [("t", 0), ("t", 1), ("t", 2)]),
+        ("unassign", [("t", 1)]),
+        ("unassign", [("t", 2)]),
+        ("assign", []),
+    ]
+    assert reader._owned == {("t", 0)}
+    await reader.close()
