@@ -25,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import confluent_kafka
@@ -63,6 +65,10 @@ _T = TypeVar("_T")
 # How long one fetch waits for a first message: also how soon an idle reader notices
 # that it should stop.
 _POLL_S = 0.25
+# How long a stop waits for the consumer to leave its group. librdkafka's close has no
+# timeout of its own and has been seen never to return (see the rebalance callbacks);
+# past this, the group drops the member at its session timeout instead.
+CLOSE_TIMEOUT_S = 15.0
 # Errors librdkafka reports as messages that need no action: it retries on its own.
 _BENIGN = frozenset(
     {
@@ -118,6 +124,34 @@ class ReaderError(RuntimeError):
     """librdkafka reported a fatal consumer error."""
 
 
+class _DaemonWorker(Executor):
+    """One daemon thread running the calls it is given, in order. A call that never returns
+    (librdkafka's close) then cannot keep the process from exiting, as the worker of a
+    ``ThreadPoolExecutor``, which the interpreter joins at exit, would."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
+        self._calls = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._calls.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, function = call
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(function())
+                except BaseException as exc:  # handed to the caller, as an executor does
+                    future.set_exception(exc)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._calls.put(None)  # ends the thread once the calls before it returned
+
+
 class Reader:
     """One librdkafka consumer, driven from its own thread."""
 
@@ -159,7 +193,7 @@ class Reader:
                 "logger": log,
             }
         )
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"kafka-{client_id}")
+        self._worker = _DaemonWorker(f"kafka-{client_id}")
         self._closed = False
         # In a group: the partitions this member owns, the positions it was last asked to
         # commit for them, and how many times the ownership changed (the rebalance
@@ -355,12 +389,21 @@ class Reader:
         if positions:
             await self._call(functools.partial(self._commit, positions, asynchronous=False))
 
-    async def close(self) -> None:
-        """Leave the group (if in one) and stop the worker; safe to call twice."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Leave the group (if in one) and stop the worker; safe to call twice. Bounded:
+        a close still running after ``timeout_s`` is left to itself (see
+        :data:`CLOSE_TIMEOUT_S`), so that a stop ends."""
         if self._closed:
             return
         self._closed = True
         try:
-            await self._call(self._consumer.close)
+            async with asyncio.timeout(timeout_s):
+                await self._call(self._consumer.close)
+        except TimeoutError:
+            log.warning(
+                "the Kafka consumer did not close within %.0f s; going on without it "
+                "(the group drops the member at its session timeout)",
+                timeout_s,
+            )
         finally:
             self._worker.shutdown(wait=False)

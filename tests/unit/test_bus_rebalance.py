@@ -1,7 +1,12 @@
-"""What a consumer-group member may commit (only positions of partitions it owns), and how
-its rebalance callbacks hand each change of assignment to librdkafka."""
+"""What a consumer-group member may commit (only positions of partitions it owns), how its
+rebalance callbacks hand each change of assignment to librdkafka, and that its close is
+bounded."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
 
 import confluent_kafka
 
@@ -49,3 +54,39 @@ async def test_each_rebalance_callback_changes_the_assignment_itself() -> None:
     ]
     assert reader._owned == {("t", 0)}
     await reader.close()
+
+
+HANGING_CLOSE = textwrap.dedent(
+    """
+    import asyncio
+    import threading
+
+    from lepton.bus._reader import Reader
+    from lepton.config import KafkaAccess
+
+
+    class Hanging:
+        def close(self):
+            threading.Event().wait()  # as librdkafka's close once did: never returns
+
+
+    async def main():
+        reader = Reader(KafkaAccess(bootstrap="127.0.0.1:9"), group_id="g", client_id="c")
+        reader._consumer.close()
+        reader._consumer = Hanging()
+        await reader.close(timeout_s=0.5)
+        print("closed")
+
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_close_that_never_returns_neither_stops_the_stop_nor_the_exit() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", HANGING_CLOSE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "closed"
+    assert "did not close within 0 s" in done.stderr
