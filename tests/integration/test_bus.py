@@ -37,9 +37,10 @@ async def subscribed(
     topic: Topic,
     group: str,
     handler: Callable[[Event], Awaitable[None]] | BatchHandler,
+    **options: Any,
 ) -> AsyncIterator[Subscriber]:
     subscriber = Subscriber(
-        kafka, codec, publisher, topics=[topic], group_id=group, handler=handler
+        kafka, codec, publisher, topics=[topic], group_id=group, handler=handler, **options
     )
     await subscriber.start()
     task = asyncio.create_task(subscriber.run())
@@ -555,24 +556,12 @@ async def test_a_stop_ends_the_retries_of_a_failing_message_which_is_read_again(
         failing.set()
         raise TransientError("database away")
 
-    subscriber = Subscriber(
-        kafka,
-        codec,
-        publisher,
-        topics=[topic],
-        group_id=group,
-        handler=outage,
-        retry_backoff_s=(0.05, 0.05),
-    )
-    await subscriber.start()
-    try:
-        running = asyncio.create_task(subscriber.run())
-        await asyncio.wait_for(failing.wait(), 30)
-        subscriber.stop_soon()
-        await asyncio.wait_for(running, 30)  # the outage never ends: only the stop can
-    finally:
-        await subscriber.close()
-    assert subscriber.dead_lettered == 0
+    async with asyncio.timeout(60):  # the outage never ends: only the stop can end the run
+        async with subscribed(
+            kafka, codec, publisher, topic, group, outage, retry_backoff_s=(0.05, 0.05)
+        ) as stopped:
+            await failing.wait()
+    assert stopped.dead_lettered == 0
     received: list[Event] = []
     got = asyncio.Event()
 
@@ -592,23 +581,11 @@ async def test_a_stop_ends_the_retries_of_a_failing_flush_and_its_fetch_is_read_
     group = unique("g")
     await publisher.publish_many(topic, [(f"job-{i}", sample(topic.event)) for i in range(3)])
     failing = Batches(3, flush_failures=[TransientError("db away")] * 10_000)
-    subscriber = Subscriber(
-        kafka,
-        codec,
-        publisher,
-        topics=[topic],
-        group_id=group,
-        handler=failing,
-        retry_backoff_s=(0.05, 0.05),
-    )
-    await subscriber.start()
-    try:
-        running = asyncio.create_task(subscriber.run())
-        await asyncio.wait_for(failing.tried.wait(), 30)
-        subscriber.stop_soon()
-        await asyncio.wait_for(running, 30)
-    finally:
-        await subscriber.close()
+    async with asyncio.timeout(60):
+        async with subscribed(
+            kafka, codec, publisher, topic, group, failing, retry_backoff_s=(0.05, 0.05)
+        ):
+            await failing.tried.wait()
     again = Batches(3)
     async with subscribed(kafka, codec, publisher, topic, group, again):
         await asyncio.wait_for(again.enough.wait(), 30)
