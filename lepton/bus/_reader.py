@@ -132,9 +132,12 @@ class _DaemonWorker(Executor):
     def __init__(self, name: str) -> None:
         self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]
         self._calls = queue.SimpleQueue()
+        self._shut = False
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        if self._shut:  # as ThreadPoolExecutor: an error, not a call that never runs
+            raise RuntimeError("cannot schedule new calls after shutdown")
         future: Future[_T] = Future()
         self._calls.put((future, functools.partial(fn, *args, **kwargs)))
         return future
@@ -149,6 +152,7 @@ class _DaemonWorker(Executor):
                     future.set_exception(exc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shut = True
         self._calls.put(None)  # ends the thread once the calls before it returned
 
 

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import confluent_kafka
+import pytest
 
 from lepton.bus._reader import Reader, owned
 from lepton.config import KafkaAccess
@@ -54,6 +55,8 @@ async def test_each_rebalance_callback_changes_the_assignment_itself() -> None:
     ]
     assert reader._owned == {("t", 0)}
     await reader.close()
+    with pytest.raises(RuntimeError, match="after shutdown"):  # not a call that never runs
+        await reader.assignment()
 
 
 HANGING_CLOSE = textwrap.dedent(
