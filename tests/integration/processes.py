@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +88,22 @@ class Running:
         return [json.loads(line)["event"] for line in log.splitlines() if line.startswith(b"{")]
 
 
+async def stop_all(services: Iterable[Running]) -> list[bytes]:
+    """Stop each of ``services`` in order, every one even when an earlier one failed to
+    stop (a test's teardown must not leave the rest running); then raise the first
+    failure, if any. Returns each service's log after start."""
+    logs: list[bytes] = []
+    failures: list[BaseException] = []
+    for service in services:
+        try:
+            logs.append(await service.stop())
+        except (AssertionError, OSError) as failure:
+            failures.append(failure)
+    if failures:
+        raise failures[0]
+    return logs
+
+
 async def start(
     command: list[str], env: dict[str, str], until: str = "health", timeout_s: float = 90
 ) -> Running:
@@ -128,7 +144,7 @@ async def running(
             started.append(await start(command, own, until))
         yield started
     finally:
-        logs = [await service.stop() for service in started]
+        logs = await stop_all(started)
     for (command, _), log in zip(commands, logs, strict=True):
         raw = [line for line in log.splitlines() if line.strip() and not line.startswith(b"{")]
         assert not raw, f"{Path(command[0]).name} wrote lines that are not JSON: {raw[:3]}"

@@ -37,7 +37,7 @@ from tests.integration.ingest_support import (
     unique_tenant,
 )
 from tests.integration.model_support import stored_model
-from tests.integration.processes import BIN, Running, data_service_env, start
+from tests.integration.processes import BIN, Running, data_service_env, start, stop_all
 from tests.integration.test_monitor import (
     fresh_prefix,
     job_request,
@@ -261,8 +261,7 @@ async def test_ingest_instances_share_requests_through_stops_kills_and_joins(
         )
     finally:
         await consumer.stop()
-        for instance in (instances[2], instances[3]):
-            await instance.stop()
+        await stop_all([one for one in instances if one.process.returncode is None])
         await pool.close()
         await delete_topics(kafka, prefix)
     assert answers.keys() == want
@@ -359,8 +358,7 @@ async def test_evaluator_instances_share_models_through_stops_kills_and_joins(
         )
     finally:
         await consumer.stop()
-        for instance in instances[2:]:
-            await instance.stop()
+        await stop_all([one for one in instances if one.process.returncode is None])
         await pool.close()
         await delete_topics(kafka, prefix)
     assert answers.keys() == want
