@@ -10,7 +10,7 @@ import json
 import shutil
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,36 @@ async def _answers(
                     answers.setdefault(record[field], []).append(record)
 
 
+@contextlib.asynccontextmanager
+async def group_under_test(
+    kafka: KafkaAccess,
+    database_url: str,
+    prefix: str,
+    start_one: Callable[[], Awaitable[Running]],
+    answers: list[Topic],
+) -> AsyncIterator[tuple[asyncpg.Pool, list[Running], AIOKafkaConsumer]]:
+    """A database pool, three instances (``start_one``; the list is the test's to add to)
+    and a consumer of the ``answers`` topics from their start (once the instances created
+    them). On the way out the consumer stops, every instance still running is stopped, the
+    pool closes and ``prefix``'s topics are deleted, each even when one before it failed."""
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(delete_topics, kafka, prefix)
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+        cleanup.push_async_callback(pool.close)
+        instances: list[Running] = []
+        cleanup.push_async_callback(
+            lambda: stop_all([one for one in instances if one.process.returncode is None])
+        )
+        for _ in range(3):
+            instances.append(await start_one())
+        consumer = AIOKafkaConsumer(
+            *(topic.name for topic in answers), **kafka.aiokafka(), auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        cleanup.push_async_callback(consumer.stop)
+        yield pool, instances, consumer
+
+
 async def _ingest(env: dict[str, str]) -> Running:
     return await start([str(BIN / "lepton-ingest")], env, until="consuming")
 
@@ -223,16 +253,12 @@ async def test_ingest_instances_share_requests_through_stops_kills_and_joins(
         requests.append(
             request(tenant, f"d{i}", [{"name": "s", "kind": "csv", "uri": f"d{i}.csv"}])
         )
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    instances = [await _ingest(env) for _ in range(3)]
-    consumer = AIOKafkaConsumer(
-        names.topic("lepton.data.ready").name,
-        names.topic("lepton.data.rejected").name,
-        **kafka.aiokafka(),
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
+    answered = [names.topic("lepton.data.ready"), names.topic("lepton.data.rejected")]
+    async with group_under_test(kafka, database_url, prefix, lambda: _ingest(env), answered) as (
+        pool,
+        instances,
+        consumer,
+    ):
         async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
             topic = names.topic("lepton.data.requested")
 
@@ -259,11 +285,6 @@ async def test_ingest_instances_share_requests_through_stops_kills_and_joins(
         versions = await pool.fetch(
             "SELECT name, version FROM lepton_ingest.datasets WHERE owner_tenant = $1", tenant
         )
-    finally:
-        await consumer.stop()
-        await stop_all([one for one in instances if one.process.returncode is None])
-        await pool.close()
-        await delete_topics(kafka, prefix)
     assert answers.keys() == want
     assert {row["request_id"] for row in stored} == want  # one stored outcome each
     assert all(row["outcome"] == "ready" for row in stored)
@@ -320,25 +341,20 @@ async def test_evaluator_instances_share_models_through_stops_kills_and_joins(
         )
     assert outcome == "ready", ready
     dataset = {"name": "houses", "version": ready["version"], "owner": tenant}
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    frame = await read_dataset(pool, reader_tenant=tenant, name="houses")
     prefix = f"t{uuid.uuid4().hex[:10]}."
     names = Namespace(prefix)
-    models = [
-        leased(model, master_key(Settings()), names, codec)
-        for model in _models(tmp_path / "artifacts", tenant, dataset, frame, 30)
-    ]
     env = data_service_env(kafka, database_for("evaluator"), prefix, tmp_path)
     command = [str(BIN / "lepton-evaluator")]
-    instances = [await start(command, env, until="consuming") for _ in range(3)]
-    consumer = AIOKafkaConsumer(
-        names.topic("lepton.models.evaluated").name,
-        **kafka.aiokafka(),
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     answers: dict[str, list[dict[str, Any]]] = {}
-    try:
+    evaluated = [names.topic("lepton.models.evaluated")]
+    async with group_under_test(
+        kafka, database_url, prefix, lambda: start(command, env, until="consuming"), evaluated
+    ) as (pool, instances, consumer):
+        frame = await read_dataset(pool, reader_tenant=tenant, name="houses")
+        models = [
+            leased(model, master_key(Settings()), names, codec)
+            for model in _models(tmp_path / "artifacts", tenant, dataset, frame, 30)
+        ]
         async with Publisher(kafka, codec, source="tests", signer=impersonating()) as publisher:
             topic = names.topic("lepton.models.ready")
             await publisher.publish_many(topic, [(m["model_id"], m) for m in models[:10]])
@@ -356,11 +372,6 @@ async def test_evaluator_instances_share_models_through_stops_kills_and_joins(
             "WHERE tenant = $1 AND model_id <> 'm-first'",
             tenant,
         )
-    finally:
-        await consumer.stop()
-        await stop_all([one for one in instances if one.process.returncode is None])
-        await pool.close()
-        await delete_topics(kafka, prefix)
     assert answers.keys() == want
     assert {row["model_id"] for row in stored} == want
     assert all(row["status"] == "evaluated" for row in stored)
