@@ -31,7 +31,7 @@ from lepton.sdk.builders import DatasetRequest, Source
 from lepton.sdk.client import LeptonClient
 from tests.deploy.grafana import queries
 from tests.deploy.test_prometheus_rules import RULES, promtool
-from tests.integration.processes import BIN, Running, data_service_env, running
+from tests.integration.processes import BIN, Service, data_service_env, running
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ OBSERVED = (
 )
 
 
-async def scheduler_view(scheduler: Running) -> str:
+async def scheduler_view(scheduler: Service) -> str:
     """What the scheduler knows of nodes and events: why a job waits, when one does."""
     async with httpx.AsyncClient(timeout=10) as http:
         text = (await http.get(metrics_url(scheduler))).text
@@ -76,7 +76,7 @@ async def scheduler_view(scheduler: Running) -> str:
     return "\n".join(line for line in text.splitlines() if line.startswith(wanted))
 
 
-def metrics_url(service: Running) -> str:
+def metrics_url(service: Service) -> str:
     entry = service.entry
     # The monitor is scraped on its metrics bind, the others on their health port.
     return (
@@ -101,7 +101,7 @@ def prometheus_config(targets: list[tuple[str, str, dict[str, str]]]) -> dict[st
 @pytest.fixture
 async def cluster(
     kafka: KafkaAccess, database_for: Callable[[str], str], tmp_path: Path
-) -> AsyncIterator[tuple[Settings, list[Running]]]:
+) -> AsyncIterator[tuple[Settings, list[Service]]]:
     prefix = f"t{uuid.uuid4().hex[:8]}."
     await ensure_topics(kafka, Namespace(prefix).all())
     env = data_service_env(kafka, database_for("client"), prefix, tmp_path)
@@ -114,7 +114,7 @@ async def cluster(
 
 
 @pytest.fixture
-async def prometheus(cluster: tuple[Settings, list[Running]], tmp_path: Path) -> AsyncIterator[str]:
+async def prometheus(cluster: tuple[Settings, list[Service]], tmp_path: Path) -> AsyncIterator[str]:
     tool = shutil.which("prometheus")
     assert tool is not None, (
         "prometheus is missing: install Debian's prometheus package "
@@ -157,7 +157,7 @@ async def series(client: httpx.AsyncClient, prometheus: str, expr: str) -> list[
 
 
 async def test_every_service_passes_promtool_and_every_dashboard_query_has_series(
-    cluster: tuple[Settings, list[Running]],
+    cluster: tuple[Settings, list[Service]],
     prometheus: str,
     publisher: Publisher,
     tmp_path: Path,

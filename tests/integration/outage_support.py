@@ -1,6 +1,5 @@
 """Outages for integration tests: a stack of a test module's own, whose broker and
-database a test stops and starts again on the same ports, and services as processes
-whose log and ``/healthz`` a test watches.
+database a test stops and starts again on the same ports.
 
 The session's stack (tests/conftest.py) is shared by every test and must stay up, so a
 module that takes servers away starts its own. One server is restarted, the other left
@@ -9,22 +8,15 @@ running, with the devstack's own parts on the ports the stack recorded.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from lepton import devstack
 from lepton.devstack import _read_state
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from lepton.config import Actor, Settings
 
 
@@ -70,128 +62,3 @@ class OwnStack:
         node = devstack.postgres(self.settings)
         assert node.port == self._state()["postgres_port"], "the database's port was taken"
         node.start()
-
-
-@dataclass(slots=True)
-class ServiceProcess:
-    """A service started as a user starts it, its JSON log lines kept as they come."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)  # as written, JSON or not
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-    _reader: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def start(cls, command: list[str], env: dict[str, str]) -> ServiceProcess:
-        process = await asyncio.create_subprocess_exec(
-            *command, stderr=asyncio.subprocess.PIPE, env=env, limit=2**24
-        )
-        started = cls(os.path.basename(command[0]), process)
-        started._reader = asyncio.create_task(started._read())
-        return started
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        async for line in self.process.stderr:
-            self.lines.append(line)
-            with contextlib.suppress(ValueError):
-                self.entries.append(json.loads(line))
-                self._changed.set()
-        self._changed.set()  # the process ended: waiters should look
-
-    async def until(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 90, what: str = ""
-    ) -> dict[str, Any]:
-        """The first log entry (logged already or to come) that satisfies ``predicate``."""
-        checked = 0
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    for entry in self.entries[checked:]:
-                        if predicate(entry):
-                            return entry
-                    checked = len(self.entries)
-                    if self._reader is not None and self._reader.done():
-                        raise AssertionError(
-                            f"{self.name} exited ({await self.process.wait()}) while waiting "
-                            f"for {what}: {b''.join(self.lines[-5:]).decode(errors='replace')}"
-                        )
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"{self.name}: no {what} within {timeout_s} s") from None
-
-    async def event(self, name: str, timeout_s: float = 90) -> dict[str, Any]:
-        return await self.until(lambda entry: entry.get("event") == name, timeout_s, name)
-
-    def logged(self, name: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.entries if entry.get("event") == name]
-
-    @property
-    def alive(self) -> bool:
-        return self.process.returncode is None
-
-    async def health(self) -> tuple[int, dict[str, Any]]:
-        """``/healthz``: its status code and answer."""
-        url = self.logged("health")[0]["url"]
-        try:
-            async with httpx.AsyncClient(timeout=5) as client:
-                answer = await client.get(url)
-        except httpx.TransportError as exc:
-            raise AssertionError(
-                f"{self.name} does not answer /healthz ({exc!r}; exit status "
-                f"{self.process.returncode}): {b''.join(self.lines[-5:]).decode(errors='replace')}"
-            ) from None
-        return answer.status_code, answer.json()
-
-    async def health_becomes(self, code: int, timeout_s: float = 60) -> dict[str, Any]:
-        """Poll ``/healthz`` until it answers ``code``; returns that answer."""
-        last: tuple[int, dict[str, Any]] | None = None
-        try:
-            async with asyncio.timeout(timeout_s):
-                while True:
-                    last = await self.health()
-                    if last[0] == code:
-                        return last[1]
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.name}: /healthz did not answer {code} within {timeout_s} s: {last}"
-            ) from None
-
-    async def metric_reaches(self, name: str, least: float, timeout_s: float = 60) -> None:
-        """Poll ``/metrics`` (beside ``/healthz``) until the gauge ``name`` is ``least`` or
-        more."""
-        url = self.logged("health")[0]["url"].removesuffix("healthz") + "metrics"
-        seen = None
-        try:
-            async with (
-                asyncio.timeout(timeout_s),
-                httpx.AsyncClient(timeout=5, follow_redirects=True) as client,
-            ):
-                while True:
-                    for line in (await client.get(url)).text.splitlines():
-                        if line.startswith(f"{name} "):
-                            seen = float(line.split()[1])
-                    if seen is not None and seen >= least:
-                        return
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            raise AssertionError(f"{self.name}: {name} is {seen}, not {least}+") from None
-
-    async def stop(self, timeout_s: float = 60) -> int:
-        """SIGTERM and the exit status (SIGKILL if it does not end in time)."""
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(timeout_s):
-                code = await self.process.wait()
-        except TimeoutError:
-            self.process.kill()
-            code = await self.process.wait()
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._reader, 10)
-        return code

@@ -35,8 +35,8 @@ from lepton.contract.topics import Topic
 from lepton.runtime.identity import master_key
 from lepton.testing import service_codec
 from tests.integration.ingest_support import request, unique_tenant
-from tests.integration.outage_support import OwnStack, ServiceProcess
-from tests.integration.processes import BIN, lepton_cli
+from tests.integration.outage_support import OwnStack
+from tests.integration.processes import BIN, Service, lepton_cli, stop_all
 from tests.integration.scheduler_support import (
     Namespaced,
     Reader,
@@ -217,14 +217,14 @@ async def test_a_broker_killed_mid_stream_loses_nothing_acknowledged_and_rejoins
     env = own_stack.env
     prefix = space.prefix
     tenant = unique_tenant()
-    services: list[ServiceProcess] = []
+    services: list[Service] = []
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(lambda: asyncio.gather(*(s.stop() for s in services)))
-        scheduler = await ServiceProcess.start(
+        stack.push_async_callback(stop_all, services)
+        scheduler = await Service.launch(
             [str(BIN / "lepton-scheduler")], env("scheduler", prefix, LEPTON_NODE_HEADROOM="1")
         )
         services.append(scheduler)
-        ingest = await ServiceProcess.start(
+        ingest = await Service.launch(
             [str(BIN / "lepton-ingest")],
             env("ingest", prefix, LEPTON_INGEST_ROOTS=json.dumps([str(inbox)])),
         )

@@ -28,8 +28,8 @@ from lepton.runtime.identity import master_key
 from lepton.runtime.service import start_helper
 from lepton.testing import service_codec
 from tests.integration.ingest_support import request, running_ingest, unique_tenant
-from tests.integration.outage_support import OwnStack, ServiceProcess
-from tests.integration.processes import BIN
+from tests.integration.outage_support import OwnStack
+from tests.integration.processes import BIN, Service, stop_all
 from tests.integration.scheduler_support import (
     Namespaced,
     Reader,
@@ -122,7 +122,7 @@ class Cluster:
         self.space = space
         self.artifacts = artifacts
         self.node = f"n-{uuid.uuid4().hex[:6]}"
-        self.started: list[ServiceProcess] = []
+        self.started: list[Service] = []
 
     async def start(self, *, monitor: bool) -> None:
         env = self.stack.env
@@ -145,13 +145,13 @@ class Cluster:
         # A job that comes before the scheduler has heard of any node is rejected.
         await self.scheduler.metric_reaches("lepton_scheduler_nodes", 1)
 
-    async def _start(self, command: list[str], env: dict[str, str]) -> ServiceProcess:
-        started = await ServiceProcess.start(command, env)
+    async def _start(self, command: list[str], env: dict[str, str]) -> Service:
+        started = await Service.launch(command, env)
         self.started.append(started)
         return started
 
     async def stop(self) -> list[int]:
-        return [await service.stop() for service in self.started]
+        return await stop_all(self.started)
 
 
 @pytest.fixture
@@ -336,10 +336,10 @@ async def test_a_standby_stops_when_asked_while_it_waits_for_the_lock(
     """A scheduler standing by (the lock held by another, or PostgreSQL away) still ends on
     SIGTERM, with status 0."""
     env = own_stack.env("scheduler", space.prefix)
-    leader = await ServiceProcess.start([str(BIN / "lepton-scheduler")], env)
+    leader = await Service.launch([str(BIN / "lepton-scheduler")], env)
     try:
         await leader.event("leading")
-        standby = await ServiceProcess.start([str(BIN / "lepton-scheduler")], env)
+        standby = await Service.launch([str(BIN / "lepton-scheduler")], env)
         await standby.event("standing by for leadership")
         assert await standby.stop(timeout_s=30) == 0
         assert not standby.logged("leading")

@@ -37,7 +37,7 @@ from tests.integration.ingest_support import (
     unique_tenant,
 )
 from tests.integration.model_support import stored_model
-from tests.integration.processes import BIN, Running, data_service_env, start, stop_all
+from tests.integration.processes import BIN, Service, data_service_env, start, stop_all
 from tests.integration.test_monitor import (
     fresh_prefix,
     job_request,
@@ -201,9 +201,9 @@ async def group_under_test(
     kafka: KafkaAccess,
     database_url: str,
     prefix: str,
-    start_one: Callable[[], Awaitable[Running]],
+    start_one: Callable[[], Awaitable[Service]],
     answers: list[Topic],
-) -> AsyncIterator[tuple[asyncpg.Pool, list[Running], AIOKafkaConsumer]]:
+) -> AsyncIterator[tuple[asyncpg.Pool, list[Service], AIOKafkaConsumer]]:
     """A database pool, three instances (``start_one``; the list is the test's to add to)
     and a consumer of the ``answers`` topics from their start (once the instances created
     them). On the way out the consumer stops, every instance still running is stopped, the
@@ -212,7 +212,7 @@ async def group_under_test(
         cleanup.push_async_callback(delete_topics, kafka, prefix)
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
         cleanup.push_async_callback(pool.close)
-        instances: list[Running] = []
+        instances: list[Service] = []
         cleanup.push_async_callback(
             lambda: stop_all([one for one in instances if one.process.returncode is None])
         )
@@ -226,7 +226,7 @@ async def group_under_test(
         yield pool, instances, consumer
 
 
-async def _ingest(env: dict[str, str]) -> Running:
+async def _ingest(env: dict[str, str]) -> Service:
     return await start([str(BIN / "lepton-ingest")], env, until="consuming")
 
 

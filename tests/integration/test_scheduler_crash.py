@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import signal
@@ -17,6 +16,7 @@ import psutil
 import pytest
 
 from lepton.config import KafkaAccess
+from tests.integration.processes import Service, service_env
 from tests.integration.scheduler_support import Namespaced, job
 
 pytestmark = pytest.mark.integration
@@ -31,57 +31,19 @@ async def space(kafka, codec, publisher) -> Namespaced:
     return namespaced
 
 
-class SchedulerProcess:
-    """``lepton-scheduler`` in a subprocess, with its log lines as they come."""
+def scheduler_env(space: Namespaced, kafka: KafkaAccess, database_url: str) -> dict[str, str]:
+    return service_env(kafka, database_url, space.prefix, LEPTON_LOG_LEVEL="info")
 
-    def __init__(self, space: Namespaced, kafka: KafkaAccess, database_url: str) -> None:
-        self.env = os.environ | {
-            **kafka.environment(),
-            "LEPTON_DATABASE_URL": database_url,
-            "LEPTON_TOPIC_PREFIX": space.prefix,
-            "LEPTON_LOG_LEVEL": "info",
-        }
-        self.leading = asyncio.Event()
-        self.digesting = asyncio.Event()
-        self.digester_pid = 0
-        self.lines: list[bytes] = []
-        self.process: Any = None
-        self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self.leading = asyncio.Event()
-        self.digesting = asyncio.Event()
-        self.process = await asyncio.create_subprocess_exec(
-            SCHEDULER, stderr=asyncio.subprocess.PIPE, env=self.env, limit=2**24
-        )
-        self._reader = asyncio.create_task(self._read())
+def leading(scheduler: Service) -> bool:
+    return bool(scheduler.logged("leading"))
 
-    async def _read(self) -> None:
-        # Ends when every process writing to this stderr has ended: the scheduler and the
-        # heartbeat digester it started, which inherits it.
-        assert self.process.stderr is not None
-        async for line in self.process.stderr:
-            self.lines.append(line)
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if entry.get("event") == "leading":
-                    self.leading.set()
-                elif entry.get("event") == "digesting heartbeats":
-                    self.digester_pid = entry["pid"]
-                    self.digesting.set()
 
-    async def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-        if self._reader is not None:
-            await self._reader
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.process.wait(), 60)
-        if self._reader is not None:
-            await self._reader
+async def killed(scheduler: Service) -> None:
+    """SIGKILL, and return once its log has ended (the heartbeat digester it started
+    holds the log too, until it ends with its scheduler)."""
+    await scheduler.kill()
+    await scheduler.log_ended()
 
 
 def placements(records: list[dict[str, Any]]) -> dict[str, set[int]]:
@@ -102,8 +64,9 @@ async def test_killing_the_scheduler_mid_stream_loses_no_job_and_never_double_as
         for node, cpu in nodes.items():
             await stack.enter_async_context(space.heartbeats(node, cpu=cpu))
         events = await stack.enter_async_context(space.reader("lepton.jobs.events"))
-        scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
-        await scheduler.start()
+        env = scheduler_env(space, kafka, database_for("scheduler"))
+        scheduler = await Service.launch([SCHEDULER], env)
+        stack.push_async_callback(lambda: killed(scheduler))  # whichever runs last
         kills = killed_while_leading = 0
         for batch_start in range(0, len(jobs), 10):
             for job_id in jobs[batch_start : batch_start + 10]:
@@ -111,12 +74,12 @@ async def test_killing_the_scheduler_mid_stream_loses_no_job_and_never_double_as
             # Kill it at a random moment: every other round once it leads (mid-replay or
             # mid-planning), otherwise wherever it happens to be (perhaps still starting).
             if batch_start % 20 == 0:
-                await asyncio.wait_for(scheduler.leading.wait(), 60)
+                await scheduler.event("leading", 60)
             await asyncio.sleep(rng.uniform(0.0, 1.5))
-            killed_while_leading += scheduler.leading.is_set()
-            await scheduler.kill()
+            killed_while_leading += leading(scheduler)
+            await killed(scheduler)
             kills += 1
-            await scheduler.start()
+            scheduler = await Service.launch([SCHEDULER], env)
         try:
             for job_id in jobs:
                 await events.until(
@@ -147,20 +110,20 @@ async def test_a_standby_takes_over_when_the_leader_dies(
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(space.heartbeats("n", cpu=8000))
         events = await stack.enter_async_context(space.reader("lepton.jobs.events"))
-        first = SchedulerProcess(space, kafka, database_for("scheduler"))
-        second = SchedulerProcess(space, kafka, database_for("scheduler"))
-        await first.start()
-        await asyncio.wait_for(first.leading.wait(), 60)
-        await second.start()
+        env = scheduler_env(space, kafka, database_for("scheduler"))
+        first = await Service.launch([SCHEDULER], env)
+        stack.push_async_callback(killed, first)
+        await first.event("leading", 60)
+        second = await Service.launch([SCHEDULER], env)
         try:
             await space.send("lepton.jobs.requested", "before", job("before"))
             before = await events.until(
                 lambda r: r["job_id"] == "before" and r["kind"] == "assigned"
             )
-            assert not second.leading.is_set(), "the second instance stands by"
+            assert not leading(second), "the second instance stands by"
 
-            await first.kill()
-            await asyncio.wait_for(second.leading.wait(), 60)
+            await killed(first)
+            await second.event("leading", 60)
             await space.send("lepton.jobs.requested", "after", job("after"))
             after = await events.until(lambda r: r["job_id"] == "after" and r["kind"] == "assigned")
         finally:
@@ -172,13 +135,17 @@ async def test_a_standby_takes_over_when_the_leader_dies(
 async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_killed(
     space: Namespaced, kafka, database_for
 ) -> None:
-    scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
-    await scheduler.start()
-    await asyncio.wait_for(scheduler.digesting.wait(), 60)
-    digester = psutil.Process(scheduler.digester_pid)
+    scheduler = await Service.launch(
+        [SCHEDULER], scheduler_env(space, kafka, database_for("scheduler"))
+    )
+    try:
+        digesting = await scheduler.event("digesting heartbeats", 60)
+    except BaseException:
+        await killed(scheduler)
+        raise
+    digester = psutil.Process(digesting["pid"])
     assert digester.ppid() == scheduler.process.pid
-    # kill() returns once the log pipe is closed, which the digester holds too.
-    await asyncio.wait_for(scheduler.kill(), 30)
+    await asyncio.wait_for(killed(scheduler), 30)
     await asyncio.to_thread(digester.wait, 5)  # raises TimeoutExpired if it lives on
     assert not digester.is_running()
 
@@ -186,18 +153,20 @@ async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_k
 async def test_a_scheduler_whose_digester_dies_steps_down_and_leads_again_with_a_new_one(
     space: Namespaced, kafka, database_for
 ) -> None:
-    scheduler = SchedulerProcess(space, kafka, database_for("scheduler"))
-    await scheduler.start()
+    scheduler = await Service.launch(
+        [SCHEDULER], scheduler_env(space, kafka, database_for("scheduler"))
+    )
     try:
-        await asyncio.wait_for(scheduler.digesting.wait(), 60)
-        first = scheduler.digester_pid
-        scheduler.digesting.clear()
+        first = (await scheduler.event("digesting heartbeats", 60))["pid"]
         os.kill(first, signal.SIGKILL)
         # A scheduler without its digester must not go on deciding: it steps down, and
         # leads again (reading the log again) with a digester of its own.
-        await asyncio.wait_for(scheduler.digesting.wait(), 60)
-        assert scheduler.digester_pid != first
-        assert scheduler.process.returncode is None
+        await scheduler.until(
+            lambda entry: entry.get("event") == "digesting heartbeats" and entry["pid"] != first,
+            60,
+            "a new digester",
+        )
+        assert scheduler.alive
     finally:
         await scheduler.stop()
     assert any(b"heartbeat digester exited" in line for line in scheduler.lines)

@@ -46,9 +46,9 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
         metrics = await asyncio.to_thread(get_text, metrics_url)
         assert "lepton_messages_total" in metrics
     finally:
-        remaining = await running.stop()
-    assert running.process.returncode == 0
-    assert "stopped" in running.events(remaining)
+        status = await running.stop()
+    assert status == 0
+    assert "stopped" in running.events()
 
 
 async def test_trainer_agent_sends_heartbeats(kafka: KafkaAccess, database_for) -> None:

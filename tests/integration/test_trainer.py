@@ -421,7 +421,7 @@ async def test_a_killed_agent_takes_its_workers_down_and_its_successor_reports_t
             assert len(orphans) == 1
             agent.kill()  # no chance to clean up: as in a crash or an OOM kill
             await agent.wait()
-            await running.rest_of_log
+            await running.log_ended()
             _, alive = await asyncio.to_thread(psutil.wait_procs, orphans, timeout=15)
             assert alive == []  # the worker saw its stdin close and exited
         finally:
@@ -498,7 +498,8 @@ async def test_an_agent_paused_past_its_lease_reports_nothing_of_a_run_the_sched
             published = await models.everything()
             reports = await events.everything()
     finally:
-        said = running.events(await running.stop())
+        await running.stop()
+        said = running.events()
     assert [r["job_id"] for r in published] == [held]
     outcomes = {r["kind"] for r in reports if r["job_id"] == revoked} - {"started", "progress"}
     assert outcomes == set()

@@ -15,7 +15,6 @@ and the services' log lines about the job carry that trace's id.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -172,9 +171,8 @@ async def test_one_trace_runs_from_submit_to_promotion(
     assert linked, "no placement span links to the job's wait in the queue"
 
     # The services' log lines written while handling the job carry its trace id.
-    written = services[3].rest_of_log.result()  # the trainer's, read to its stop
-    trainer_log = [json.loads(line) for line in written.splitlines() if line.startswith(b"{")]
-    started = [e for e in trainer_log if e.get("event") == "started" and e.get("job") == job_id]
+    trainer = services[3]  # its log read to its stop
+    started = [e for e in trainer.logged("started") if e.get("job") == job_id]
     assert started, "the trainer logged no start of the job"
     assert started[0]["trace_id"] == trace_id
     assert started[0]["span_id"] in by_id
