@@ -185,9 +185,10 @@ class Service:
             raise AssertionError(f"{self.name}: {name} is {seen}, not {least}+") from None
 
     async def log_ended(self) -> None:
-        """Return once its log has ended (it and every process that inherited it exited)."""
+        """Return once its log has ended (it and every process that inherited it exited).
+        A waiter that gives up (a timeout) leaves the log being read."""
         if self._reader is not None:
-            await self._reader
+            await asyncio.wait([self._reader])
 
     async def kill(self) -> int:
         """SIGKILL, no goodbye; its exit status."""
@@ -197,9 +198,10 @@ class Service:
         return await self.process.wait()
 
     async def stop(self, timeout_s: float = 60) -> int:
-        """SIGTERM, then its exit status once its log has ended. A service still running
-        after ``timeout_s`` is killed, and the failure quotes its last log lines (what it
-        was doing when it did not stop)."""
+        """SIGTERM, then its exit status once its log has ended (a child that inherited
+        the log is given 10 s more). A service still running after ``timeout_s`` is killed,
+        and the failure quotes its last log lines (what it was doing when it did not
+        stop)."""
         if self.alive:
             with contextlib.suppress(ProcessLookupError):  # it exited just now
                 self.process.send_signal(signal.SIGTERM)
@@ -212,16 +214,17 @@ class Service:
                 f"{self.name} (pid {self.process.pid}) still running {timeout_s:.0f} s after "
                 f"SIGTERM; its last log lines:\n{self.tail()}"
             ) from None
-        # A child that inherited its stderr may outlive it by a moment; not forever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.log_ended()), 10)
+            async with asyncio.timeout(10):
+                await self.log_ended()
         return code
 
 
 async def stop_all(services: Iterable[Service]) -> list[int]:
-    """Stop each of ``services`` still running, in order, every one even when an earlier
-    one failed to stop (a test's teardown must not leave the rest running); then raise the
-    first failure, if any. Returns each one's exit status."""
+    """Stop each of ``services`` (one that already ended is only waited for), in order,
+    every one even when an earlier one failed to stop (a test's teardown must not leave
+    the rest running); then raise the first failure, if any. Returns each one's exit
+    status."""
     codes: list[int] = []
     failures: list[BaseException] = []
     for service in services:

@@ -145,7 +145,8 @@ async def test_the_digester_ends_with_its_scheduler_even_when_the_scheduler_is_k
         raise
     digester = psutil.Process(digesting["pid"])
     assert digester.ppid() == scheduler.process.pid
-    await asyncio.wait_for(killed(scheduler), 30)
+    async with asyncio.timeout(30):
+        await killed(scheduler)
     await asyncio.to_thread(digester.wait, 5)  # raises TimeoutExpired if it lives on
     assert not digester.is_running()
 
