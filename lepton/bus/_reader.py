@@ -393,6 +393,19 @@ class Reader:
         if positions:
             await self._call(functools.partial(self._commit, positions, asynchronous=False))
 
+    def _give_up_partitions(self, timeout_s: float) -> None:
+        """Leave the group's subscription and serve the revocation here, in poll, so that
+        close finds nothing to revoke. A revocation served inside close calls
+        ``incremental_unassign`` there, which librdkafka may never answer once the consumer
+        is closing (librdkafka issue 4527), and confluent-kafka makes that call holding the
+        GIL: the whole process stopped, its event loop and the close's own timeout with it
+        (a stopping evaluator hung until SIGKILL). A message poll returns meanwhile is
+        left, uncommitted, to the partition's next owner."""
+        self._consumer.unsubscribe()
+        deadline = time.monotonic() + timeout_s
+        while self._owned and time.monotonic() < deadline:
+            self._consumer.poll(_POLL_S)
+
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
         """Leave the group (if in one) and stop the worker; safe to call twice. Bounded:
         a close still running after ``timeout_s`` is left to itself (see
@@ -402,6 +415,8 @@ class Reader:
         self._closed = True
         try:
             async with asyncio.timeout(timeout_s):
+                if self._grouped:
+                    await self._call(self._give_up_partitions, timeout_s)
                 await self._call(self._consumer.close)
         except TimeoutError:
             log.warning(
