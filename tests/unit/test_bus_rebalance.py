@@ -93,3 +93,45 @@ def test_a_close_that_never_returns_neither_stops_the_stop_nor_the_exit() -> Non
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "closed"
     assert "did not close within 0 s" in done.stderr
+
+
+class _Leaving(_Consumer):
+    """A group member's consumer: unsubscribing revokes what it owns in the next poll, as
+    librdkafka serves a rebalance callback; close records what was still owned."""
+
+    def __init__(self, reader: Reader) -> None:
+        super().__init__()
+        self.reader = reader
+        self.revoking: list[confluent_kafka.TopicPartition] = []
+
+    def unsubscribe(self) -> None:
+        self.calls.append(("unsubscribe", []))
+        self.revoking = [
+            confluent_kafka.TopicPartition(t, p) for t, p in sorted(self.reader._owned)
+        ]
+
+    def poll(self, timeout: float) -> None:
+        if self.revoking:
+            going, self.revoking = self.revoking, []
+            self.reader._revoked(self, going)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.calls.append(("close", sorted(self.reader._owned)))
+
+
+async def test_a_member_gives_its_partitions_up_in_poll_before_it_closes() -> None:
+    """A revocation served inside close would call incremental_unassign there, which
+    librdkafka may never answer while confluent-kafka holds the GIL: the process froze."""
+    reader = Reader(KafkaAccess(bootstrap="127.0.0.1:9"), group_id="g", client_id="c")
+    reader._consumer.close()
+    consumer = _Leaving(reader)
+    reader._consumer = consumer  # type: ignore[assignment]
+    reader._grouped = True
+    reader._assigned(consumer, [confluent_kafka.TopicPartition("t", p) for p in (0, 1)])  # type: ignore[arg-type]
+    await reader.close()
+    assert consumer.calls == [
+        ("assign", [("t", 0), ("t", 1)]),
+        ("unsubscribe", []),
+        ("unassign", [("t", 0), ("t", 1)]),
+        ("close", []),  # nothing left to revoke inside close
+    ]
