@@ -72,7 +72,9 @@ def health_app(readiness: Callable[[], Mapping[str, Any]]) -> Starlette:
 async def serve(app: Starlette, host: str, port: int) -> AsyncIterator[int]:
     """Serve ``app`` on ``host``:``port`` (0: a free port) for the duration of the block,
     which gets the port bound; the reason it cannot listen is raised at once."""
-    server = EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = EmbeddedServer(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
@@ -45,10 +46,24 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
         metrics_url = running.entry["url"].replace("/healthz", "/metrics/")
         metrics = await asyncio.to_thread(get_text, metrics_url)
         assert "lepton_messages_total" in metrics
+        # Bytes that are not HTTP (a Kafka client reconnecting to a port the health
+        # server now holds): the HTTP server's warning is a JSON line like every other.
+        url = urllib.parse.urlsplit(running.entry["url"])
+        _, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(b"\x00\x00\x00\x0fnot http at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+        await running.until(
+            lambda entry: "Invalid HTTP request" in str(entry.get("event")),
+            30,
+            "the HTTP server's warning",
+        )
     finally:
         status = await running.stop()
     assert status == 0
     assert "stopped" in running.events()
+    raw = [line for line in running.lines if line.strip() and not line.startswith(b"{")]
+    assert not raw, f"lines that are not JSON: {raw[:3]}"
 
 
 async def test_trainer_agent_sends_heartbeats(kafka: KafkaAccess, database_for) -> None:

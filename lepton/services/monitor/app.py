@@ -259,6 +259,7 @@ class MonitorService:
                     host=host,
                     port=port,
                     log_level="warning",
+                    log_config=None,  # its lines through the service's JSON log, not raw
                     lifespan="off",
                     timeout_graceful_shutdown=2,
                 )
