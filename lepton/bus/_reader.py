@@ -397,7 +397,8 @@ class Reader:
         """Leave the group's subscription and serve the revocation here, in poll, so that
         close finds nothing to revoke. A revocation served inside close calls
         ``incremental_unassign`` there, which librdkafka may never answer once the consumer
-        is closing (librdkafka issue 4527), and confluent-kafka makes that call holding the
+        is closing (hangs of the kind of librdkafka issues 4041 and 4527), and
+        confluent-kafka makes that call holding the
         GIL: the whole process stopped, its event loop and the close's own timeout with it
         (a stopping evaluator hung until SIGKILL). A message poll returns meanwhile is
         left, uncommitted, to the partition's next owner."""

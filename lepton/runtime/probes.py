@@ -31,12 +31,23 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
     from starlette.requests import Request
+    from starlette.types import ASGIApp
 
 __all__ = ["EmbeddedServer", "base_url", "health_app", "serve"]
 
 
 class EmbeddedServer(uvicorn.Server):
-    """uvicorn inside a service's event loop: the service, not uvicorn, owns the signals."""
+    """uvicorn serving ``app`` inside a service's event loop: the service, not uvicorn, owns
+    the signals, and uvicorn's log lines go through the service's JSON log (without a
+    logging config of uvicorn's own, whose handler wrote raw lines such as "WARNING:
+    Invalid HTTP request received." when bytes that are not HTTP reached the port)."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int, **options: Any) -> None:
+        super().__init__(
+            uvicorn.Config(
+                app, host=host, port=port, log_level="warning", log_config=None, **options
+            )
+        )
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -72,9 +83,7 @@ def health_app(readiness: Callable[[], Mapping[str, Any]]) -> Starlette:
 async def serve(app: Starlette, host: str, port: int) -> AsyncIterator[int]:
     """Serve ``app`` on ``host``:``port`` (0: a free port) for the duration of the block,
     which gets the port bound; the reason it cannot listen is raised at once."""
-    server = EmbeddedServer(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", log_config=None)
-    )
+    server = EmbeddedServer(app, host, port)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-import uvicorn
 
 from lepton.contract.identity import Verifier
 from lepton.contract.topics import ALL_TOPICS
@@ -254,16 +253,9 @@ class MonitorService:
         urls: dict[str, str] = {}
         try:
             for name, (app, host, port) in apps.items():
-                config = uvicorn.Config(
-                    app,
-                    host=host,
-                    port=port,
-                    log_level="warning",
-                    log_config=None,  # its lines through the service's JSON log, not raw
-                    lifespan="off",
-                    timeout_graceful_shutdown=2,
+                server = EmbeddedServer(
+                    app, host, port, lifespan="off", timeout_graceful_shutdown=2
                 )
-                server = EmbeddedServer(config)
                 task = asyncio.create_task(server.serve())
                 started.append((server, task))
                 while not server.started:
