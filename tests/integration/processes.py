@@ -132,6 +132,11 @@ class Service:
         """The name of every event logged so far, in order."""
         return [str(entry.get("event")) for entry in self.entries]
 
+    def raw_lines(self) -> list[bytes]:
+        """The lines it wrote that are not a JSON object: a raw library line breaks log
+        shipping."""
+        return [line for line in self.lines if line.strip() and not line.startswith(b"{")]
+
     @property
     def alive(self) -> bool:
         return self.process.returncode is None
@@ -271,5 +276,5 @@ async def running(
     finally:
         await stop_all(started)
     for service in started:
-        raw = [line for line in service.lines if line.strip() and not line.startswith(b"{")]
+        raw = service.raw_lines()
         assert not raw, f"{service.name} wrote lines that are not JSON: {raw[:3]}"

@@ -62,7 +62,7 @@ async def test_service_starts_answers_health_and_stops_on_sigterm(
         status = await running.stop()
     assert status == 0
     assert "stopped" in running.events()
-    raw = [line for line in running.lines if line.strip() and not line.startswith(b"{")]
+    raw = running.raw_lines()
     assert not raw, f"lines that are not JSON: {raw[:3]}"
 
 
